@@ -1,0 +1,32 @@
+/* plugin_opt_* parsing, independent of Mosquitto so the CLI and tests share it. */
+#ifndef PERSIST_LMDB_OPTIONS_H
+#define PERSIST_LMDB_OPTIONS_H
+
+#include <stddef.h>
+
+enum sync_mode {
+	SYNC_TICK, /* one write transaction per broker loop iteration, synced */
+};
+
+struct option_kv {
+	const char *key;   /* without the plugin_opt_ prefix */
+	const char *value;
+};
+
+struct plugin_config {
+	char *db_path;
+	char *key_file;
+	size_t map_size;
+	enum sync_mode sync;
+};
+
+/* Fills cfg from the options. persistence_location (may be NULL) gives the
+ * default db_path. Returns 0, or -1 with a sentence naming the option in err. */
+int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int count,
+		const char *persistence_location, char *err, size_t errlen);
+void config_free(struct plugin_config *cfg);
+
+/* "64M", "1g", "4096": bytes with an optional k/m/g (1024-based) suffix. */
+int parse_size(const char *s, size_t *out);
+
+#endif

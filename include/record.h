@@ -1,0 +1,125 @@
+/* Plaintext layout of every stored record, independent of Mosquitto.
+ *
+ * Integers are little-endian varints (LEB128; signed ones zigzag-encoded);
+ * a string or byte field is varint(len + 1) followed by the bytes, 0 meaning
+ * NULL; strings also carry a terminating NUL so a decoded view can be used as
+ * a C string in place. Decoding returns views into the plaintext buffer. */
+#ifndef PERSIST_LMDB_RECORD_H
+#define PERSIST_LMDB_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct bytes {
+	const uint8_t *data; /* NULL for an absent field */
+	size_t len;
+};
+
+struct rec_base_msg {
+	int64_t expiry_time;
+	const char *topic;
+	const char *source_id;
+	const char *source_username;
+	struct bytes payload;
+	struct bytes properties; /* MQTT property list in the adapter's encoding */
+	uint16_t source_mid;
+	uint16_t source_port;
+	uint8_t qos;
+	bool retain;
+};
+
+struct rec_session {
+	const char *clientid;
+	const char *username;
+	const char *auth_method;
+	int64_t will_delay_time;
+	int64_t session_expiry_time;
+	uint32_t will_delay_interval;
+	uint32_t session_expiry_interval;
+	uint32_t max_packet_size;
+	uint16_t listener_port;
+	uint8_t max_qos;
+	bool retain_available;
+};
+
+struct rec_sub {
+	const char *clientid;
+	const char *topic_filter;
+	uint32_t identifier;
+	uint8_t options;
+};
+
+struct rec_queue {
+	uint64_t store_id;
+	uint32_t subscription_identifier;
+	uint16_t mid;
+	uint8_t qos;
+	bool retain;
+	uint8_t dup;
+	uint8_t direction;
+	uint8_t state;
+};
+
+struct rec_retain {
+	const char *topic;
+	uint64_t store_id;
+};
+
+struct rec_will {
+	const char *clientid;
+	const char *topic;
+	struct bytes payload;
+	struct bytes properties;
+	uint8_t qos;
+	bool retain;
+};
+
+/* A growable output buffer; on allocation failure err is set and further
+ * writes are ignored. */
+struct buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+	bool err;
+};
+
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+void buf_put(struct buf *b, const void *p, size_t n);
+/* Appends n uninitialised bytes and returns them, or NULL (err set). */
+uint8_t *buf_extend(struct buf *b, size_t n);
+void buf_put_u8(struct buf *b, uint8_t v);
+void buf_put_varint(struct buf *b, uint64_t v);
+void buf_put_bytes(struct buf *b, const void *p, size_t n, bool present);
+void buf_put_str(struct buf *b, const char *s);
+
+/* Reads fields from a plaintext; on a short or malformed field err is set
+ * and further reads return zero / NULL. */
+struct reader {
+	const uint8_t *p;
+	size_t left;
+	bool err;
+};
+
+uint8_t rd_u8(struct reader *r);
+uint64_t rd_varint(struct reader *r);
+struct bytes rd_bytes(struct reader *r);
+const char *rd_str(struct reader *r);
+
+/* Each encoder appends to b (after buf_reset by the caller); each decoder
+ * returns 0, or -1 when the plaintext is malformed. */
+void record_encode_base_msg(struct buf *b, const struct rec_base_msg *m);
+int record_decode_base_msg(const uint8_t *p, size_t n, struct rec_base_msg *m);
+void record_encode_session(struct buf *b, const struct rec_session *s);
+int record_decode_session(const uint8_t *p, size_t n, struct rec_session *s);
+void record_encode_sub(struct buf *b, const struct rec_sub *s);
+int record_decode_sub(const uint8_t *p, size_t n, struct rec_sub *s);
+void record_encode_queue(struct buf *b, const struct rec_queue *q);
+int record_decode_queue(const uint8_t *p, size_t n, struct rec_queue *q);
+void record_encode_retain(struct buf *b, const struct rec_retain *r);
+int record_decode_retain(const uint8_t *p, size_t n, struct rec_retain *r);
+void record_encode_will(struct buf *b, const struct rec_will *w);
+int record_decode_will(const uint8_t *p, size_t n, struct rec_will *w);
+
+#endif

@@ -1,0 +1,134 @@
+/* The LMDB store: one environment, one named database per record kind, every
+ * value sealed (see seal.h), every name in a key replaced by its keyed hash.
+ *
+ *   db        key                                   value (sealed)
+ *   meta      fixed ASCII names                     schema, epoch, key check
+ *   msgs      store_id (u64 BE)                     rec_base_msg
+ *   queue     H(client id) | seq (u64 BE)           rec_queue
+ *   sessions  H(client id)                          rec_session
+ *   subs      H(client id) | H(topic filter)        rec_sub
+ *   retained  H(topic)                              rec_retain
+ *   wills     H(client id)                          rec_will
+ *
+ * Writes are buffered in memory and applied by store_commit() in one write
+ * transaction, so a full map can be grown and the transaction replayed
+ * without losing anything. Reads see committed data only. */
+#ifndef PERSIST_LMDB_STORE_H
+#define PERSIST_LMDB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "record.h"
+#include "seal.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_DEFAULT_MAP_SIZE (64u * 1024 * 1024)
+
+/* Queue sequence numbers: (open epoch << 40) | broker cmsg_id. The broker
+ * numbers a client's messages from 1 in every run, so the epoch keeps a
+ * later run's messages after an earlier run's. A restored message is handed
+ * back to the broker with its sequence number as cmsg_id; cmsg_ids at or
+ * above 2^40 are therefore sequence numbers already. */
+#define STORE_SEQ_SHIFT 40
+
+enum store_db {
+	DB_META,
+	DB_MSGS,
+	DB_QUEUE,
+	DB_SESSIONS,
+	DB_SUBS,
+	DB_RETAINED,
+	DB_WILLS,
+	DB_COUNT
+};
+
+enum store_result {
+	STORE_OK = 0,
+	STORE_ERR_NOMEM,
+	STORE_ERR_IO,        /* open/read/write failed at the OS level */
+	STORE_ERR_KEY,       /* the key does not match this database */
+	STORE_ERR_CORRUPT,   /* the data file is damaged (LMDB structure, truncation) */
+	STORE_ERR_VERSION,   /* written by an unknown schema version */
+	STORE_ERR_CRYPTO,
+	STORE_ERR_READONLY,
+};
+
+enum store_flags {
+	STORE_READ_ONLY = 1, /* for the CLI's read commands: no epoch bump, no writes */
+};
+
+struct store;
+
+/* Log sink: level is one of the STORE_LOG_* values. */
+enum { STORE_LOG_ERR, STORE_LOG_WARNING, STORE_LOG_NOTICE, STORE_LOG_INFO };
+typedef void (*store_log_fn)(int level, const char *msg);
+
+struct store_stats {
+	uint64_t commits;
+	uint64_t commit_errors;
+	uint64_t map_grows;
+	uint64_t records_rejected;
+	uint64_t pending_ops;
+	size_t map_size;
+};
+
+/* Opens (creating if needed) the database directory path. The key is used to
+ * derive subkeys and is not retained. On failure *out is NULL and err holds
+ * a sentence for the operator. */
+int store_open(struct store **out, const char *path, size_t map_size,
+		const uint8_t key[SEAL_KEY_LEN], unsigned flags, store_log_fn log,
+		char *err, size_t errlen);
+void store_close(struct store *st);
+
+/* Walks every key of every database without decrypting, to find structural
+ * damage before the broker relies on the file. */
+int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen);
+
+/* Buffered writes. Each returns STORE_OK or STORE_ERR_NOMEM/CRYPTO. */
+int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m);
+int msg_delete(struct store *st, uint64_t store_id);
+int session_put(struct store *st, const struct rec_session *s);
+/* Deletes a session with its subscriptions, queue and will. */
+int session_delete(struct store *st, const char *clientid);
+int sub_put(struct store *st, const struct rec_sub *s);
+int sub_delete(struct store *st, const char *clientid, const char *topic_filter);
+/* Writes (adds or replaces) one entry of a client's queue. */
+int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
+int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id);
+int retain_set(struct store *st, const char *topic, uint64_t store_id);
+int retain_delete(struct store *st, const char *topic);
+int will_put(struct store *st, const struct rec_will *w);
+int will_delete(struct store *st, const char *clientid);
+
+/* Applies the buffered writes in one transaction and syncs. On an I/O error
+ * the writes stay buffered for the next call. */
+int store_commit(struct store *st);
+bool store_has_pending(const struct store *st);
+
+/* Read walks over committed data, in key order. A record that fails to
+ * authenticate or decode is logged once with its kind, counted and skipped.
+ * A callback returning non-zero stops the walk with that value. */
+typedef int (*msg_visit_fn)(void *ctx, uint64_t store_id, const struct rec_base_msg *m);
+typedef int (*session_visit_fn)(void *ctx, const struct rec_session *s);
+typedef int (*sub_visit_fn)(void *ctx, const struct rec_sub *s);
+typedef int (*queue_visit_fn)(void *ctx, uint64_t seq, const struct rec_queue *q);
+typedef int (*retain_visit_fn)(void *ctx, const struct rec_retain *r);
+typedef int (*will_visit_fn)(void *ctx, const struct rec_will *w);
+
+int store_walk_msgs(struct store *st, msg_visit_fn fn, void *ctx);
+int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx);
+/* clientid NULL walks every client's subscriptions. */
+int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx);
+int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
+int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx);
+/* clientid NULL walks every will. */
+int store_walk_wills(struct store *st, const char *clientid, will_visit_fn fn, void *ctx);
+
+uint32_t store_epoch(const struct store *st);
+void store_get_stats(const struct store *st, struct store_stats *out);
+const char *store_db_name(enum store_db db);
+const char *store_strerror(int rc);
+
+#endif

@@ -1,0 +1,124 @@
+/* plugin_opt_* parsing. */
+#include "options.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+#define MAP_SIZE_MIN (1u << 20)
+
+int parse_size(const char *s, size_t *out)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	if(!s || !isdigit((unsigned char)*s)){
+		return -1;
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if(errno){
+		return -1;
+	}
+	switch(tolower((unsigned char)*end)){
+		case '\0': break;
+		case 'k': mult = 1ull << 10; end++; break;
+		case 'm': mult = 1ull << 20; end++; break;
+		case 'g': mult = 1ull << 30; end++; break;
+		default: return -1;
+	}
+	if(*end != '\0' || v > SIZE_MAX / mult){
+		return -1;
+	}
+	*out = (size_t)(v * mult);
+	return 0;
+}
+
+static int set_string(char **dst, const char *key, const char *value, char *err, size_t errlen)
+{
+	if(!value || !*value){
+		snprintf(err, errlen, "plugin_opt_%s needs a value", key);
+		return -1;
+	}
+	free(*dst);
+	*dst = strdup(value);
+	if(!*dst){
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int count,
+		const char *persistence_location, char *err, size_t errlen)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->map_size = STORE_DEFAULT_MAP_SIZE;
+	cfg->sync = SYNC_TICK;
+
+	for(int i = 0; i < count; i++){
+		const char *k = opts[i].key, *v = opts[i].value;
+
+		if(!strcmp(k, "db_path")){
+			if(set_string(&cfg->db_path, k, v, err, errlen)){
+				goto fail;
+			}
+		}else if(!strcmp(k, "key_file")){
+			if(set_string(&cfg->key_file, k, v, err, errlen)){
+				goto fail;
+			}
+		}else if(!strcmp(k, "map_size")){
+			if(parse_size(v, &cfg->map_size) || cfg->map_size < MAP_SIZE_MIN){
+				snprintf(err, errlen, "plugin_opt_map_size '%s' is not a size of at least 1M "
+						"(bytes, or a number with k, m or g)", v ? v : "");
+				goto fail;
+			}
+		}else if(!strcmp(k, "sync")){
+			if(!v || strcmp(v, "tick") != 0){
+				snprintf(err, errlen, "plugin_opt_sync '%s' is not a sync mode (supported: tick)", v ? v : "");
+				goto fail;
+			}
+			cfg->sync = SYNC_TICK;
+		}else{
+			snprintf(err, errlen, "unknown option plugin_opt_%s", k);
+			goto fail;
+		}
+	}
+	if(!cfg->key_file){
+		snprintf(err, errlen, "plugin_opt_key_file is required: a file of 32 random bytes, mode 0600 "
+				"(for example: head -c 32 /dev/urandom > key && chmod 600 key)");
+		goto fail;
+	}
+	if(!cfg->db_path){
+		if(!persistence_location || !*persistence_location){
+			snprintf(err, errlen, "set plugin_opt_db_path or persistence_location: "
+					"persist-lmdb has nowhere to keep its database");
+			goto fail;
+		}
+		size_t n = strlen(persistence_location) + sizeof("/persist-lmdb");
+		cfg->db_path = malloc(n);
+		if(!cfg->db_path){
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		snprintf(cfg->db_path, n, "%s%spersist-lmdb", persistence_location,
+				persistence_location[strlen(persistence_location) - 1] == '/' ? "" : "/");
+	}
+	return 0;
+fail:
+	config_free(cfg);
+	return -1;
+}
+
+void config_free(struct plugin_config *cfg)
+{
+	free(cfg->db_path);
+	free(cfg->key_file);
+	cfg->db_path = NULL;
+	cfg->key_file = NULL;
+}

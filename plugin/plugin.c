@@ -1,0 +1,204 @@
+/* Plugin entry points: options, opening the store, registering the events,
+ * and the tick that commits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma GCC visibility push(default)
+#include <mosquitto/broker_plugin.h>
+#pragma GCC visibility pop
+
+#include "adapter.h"
+
+
+#define PLUGIN_NAME "persist-lmdb"
+#define MOSQ_NEEDED "Mosquitto 2.1 or later"
+/* How long the broker may sleep with changes made after the tick (session
+ * expiry, will delay) before the next loop iteration commits them. */
+#define IDLE_COMMIT_MS 100
+
+MOSQUITTO_PLUGIN_DECLARE_VERSION(5);
+
+static struct plugin *g_plugin;
+
+static const struct {
+	int event;
+	MOSQ_FUNC_generic_callback cb;
+} persist_events[] = {
+	{MOSQ_EVT_PERSIST_RESTORE, persist_restore_cb},
+	{MOSQ_EVT_PERSIST_BASE_MSG_ADD, on_base_msg_add},
+	{MOSQ_EVT_PERSIST_BASE_MSG_DELETE, on_base_msg_delete},
+	{MOSQ_EVT_PERSIST_RETAIN_MSG_SET, on_retain_msg_set},
+	{MOSQ_EVT_PERSIST_RETAIN_MSG_DELETE, on_retain_msg_delete},
+	{MOSQ_EVT_PERSIST_CLIENT_ADD, on_client_add},
+	{MOSQ_EVT_PERSIST_CLIENT_UPDATE, on_client_update},
+	{MOSQ_EVT_PERSIST_CLIENT_DELETE, on_client_delete},
+	{MOSQ_EVT_PERSIST_SUBSCRIPTION_ADD, on_subscription_add},
+	{MOSQ_EVT_PERSIST_SUBSCRIPTION_DELETE, on_subscription_delete},
+	{MOSQ_EVT_PERSIST_CLIENT_MSG_ADD, on_client_msg_add},
+	{MOSQ_EVT_PERSIST_CLIENT_MSG_UPDATE, on_client_msg_update},
+	{MOSQ_EVT_PERSIST_CLIENT_MSG_DELETE, on_client_msg_delete},
+	{MOSQ_EVT_PERSIST_WILL_ADD, on_will_add},
+	{MOSQ_EVT_PERSIST_WILL_DELETE, on_will_delete},
+};
+
+static void store_log(int level, const char *msg)
+{
+	static const int levels[] = {
+		[STORE_LOG_ERR] = MOSQ_LOG_ERR,
+		[STORE_LOG_WARNING] = MOSQ_LOG_WARNING,
+		[STORE_LOG_NOTICE] = MOSQ_LOG_NOTICE,
+		[STORE_LOG_INFO] = MOSQ_LOG_INFO,
+	};
+	mosquitto_log_printf(levels[level], "%s", msg);
+}
+
+/* Every loop iteration: commit what the events since the last one wrote. */
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_tick *ed = event_data;
+	struct plugin *pl = userdata;
+
+	(void)event;
+	store_commit(pl->store);
+	ed->next_s = 0;
+	ed->next_ms = 0;
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* A second tick whose only job is to bound the loop's sleep. */
+static int on_wake(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_tick *ed = event_data;
+
+	(void)event;
+	(void)userdata;
+	ed->next_s = 0;
+	ed->next_ms = IDLE_COMMIT_MS;
+	return MOSQ_ERR_SUCCESS;
+}
+
+static bool broker_has_persistence_interface(void)
+{
+	return mosquitto_persistence_location && mosquitto_persist_base_msg_add
+		&& mosquitto_persist_client_add && mosquitto_persist_client_msg_add
+		&& mosquitto_persist_retain_msg_set && mosquitto_subscription_add
+		&& mosquitto_client_will_set && mosquitto_strdup && mosquitto_malloc && mosquitto_free;
+}
+
+static void plugin_free(struct plugin *pl)
+{
+	if(!pl){
+		return;
+	}
+	if(pl->store){
+		if(store_commit(pl->store) != STORE_OK){
+			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the last changes could not be committed at shutdown");
+		}
+		store_close(pl->store);
+	}
+	config_free(&pl->cfg);
+	buf_free(&pl->props);
+	free(pl);
+}
+
+static int open_store(struct plugin *pl)
+{
+	uint8_t key[SEAL_KEY_LEN];
+	char err[512];
+	uint64_t records;
+	int rc;
+
+	if(seal_key_load(pl->cfg.key_file, key, err, sizeof(err))){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s", err);
+		return MOSQ_ERR_INVAL;
+	}
+	rc = store_open(&pl->store, pl->cfg.db_path, pl->cfg.map_size, key, 0, store_log, err, sizeof(err));
+	seal_wipe(key, sizeof(key));
+	if(rc == STORE_ERR_KEY){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the key in %s does not match this database (%s); "
+				"refusing to start. Use the key file the database was written with.",
+				pl->cfg.key_file, pl->cfg.db_path);
+		return MOSQ_ERR_INVAL;
+	}
+	if(rc){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
+		return MOSQ_ERR_INVAL;
+	}
+	if(store_check_structure(pl->store, &records, err, sizeof(err))){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
+		return MOSQ_ERR_INVAL;
+	}
+	mosquitto_log_printf(MOSQ_LOG_INFO, "persist-lmdb: opened %s (%llu records, epoch %u)",
+			pl->cfg.db_path, (unsigned long long)records, store_epoch(pl->store));
+	return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
+		struct mosquitto_opt *opts, int opt_count)
+{
+	struct option_kv *kv = NULL;
+	struct plugin *pl;
+	char err[512];
+	int rc;
+
+	if(!broker_has_persistence_interface()){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: needs " MOSQ_NEEDED
+				" (this broker has no persistence plugin interface); refusing to start");
+		return MOSQ_ERR_NOT_SUPPORTED;
+	}
+	pl = calloc(1, sizeof(*pl));
+	if(opt_count > 0){
+		kv = calloc((size_t)opt_count, sizeof(*kv));
+	}
+	if(!pl || (opt_count > 0 && !kv)){
+		free(pl);
+		free(kv);
+		return MOSQ_ERR_NOMEM;
+	}
+	for(int i = 0; i < opt_count; i++){
+		kv[i].key = opts[i].key;
+		kv[i].value = opts[i].value;
+	}
+	rc = config_parse(&pl->cfg, kv, opt_count, mosquitto_persistence_location(), err, sizeof(err));
+	free(kv);
+	if(rc){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
+		free(pl);
+		return MOSQ_ERR_INVAL;
+	}
+	pl->id = identifier;
+	rc = open_store(pl);
+	for(size_t i = 0; rc == MOSQ_ERR_SUCCESS && i < sizeof(persist_events) / sizeof(persist_events[0]); i++){
+		rc = mosquitto_callback_register(identifier, persist_events[i].event, persist_events[i].cb, NULL, pl);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, pl);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_wake, NULL, pl);
+	}
+	if(rc){
+		if(rc != MOSQ_ERR_INVAL || pl->store){
+			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot register with the broker (%s); refusing to start",
+					mosquitto_strerror(rc));
+		}
+		plugin_free(pl);
+		return rc;
+	}
+	mosquitto_plugin_set_info(identifier, PLUGIN_NAME, PROJECT_VERSION);
+	g_plugin = pl;
+	*user_data = pl;
+	return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *user_data, struct mosquitto_opt *opts, int opt_count)
+{
+	(void)opts;
+	(void)opt_count;
+	(void)user_data;
+	/* The broker unregisters our callbacks itself when it unloads us. */
+	plugin_free(g_plugin);
+	g_plugin = NULL;
+	return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,1057 @@
+/* The LMDB store: schema, sealed reads and writes, one transaction per commit. */
+#include "store.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define KEY_MAX (2 * HASH_LEN + 8)
+#define OP_HEADER 7
+
+enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX };
+
+/* Name spaces of the index hash. */
+enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f' };
+
+static const char *const db_names[DB_COUNT] = {
+	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills"
+};
+
+static const char key_check_text[] = "persist-lmdb key check v1";
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+	struct seal *seal;
+	store_log_fn log;
+	char *path;
+	bool read_only;
+	uint32_t epoch;
+	size_t map_size;
+	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
+	struct buf ops;
+	uint64_t n_ops;
+	struct buf pt;
+	time_t last_error_log;
+	struct store_stats stats;
+};
+
+static void logf_(struct store *st, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void logf_(struct store *st, int level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if(!st->log){
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	st->log(level, msg);
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for(int i = 7; i >= 0; i--){
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for(int i = 0; i < 8; i++){
+		v = (v << 8) | p[i];
+	}
+	return v;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int hash_name(struct store *st, uint8_t kind, const char *name, uint8_t *out)
+{
+	return seal_hash(st->seal, kind, name, strlen(name), out) == SEAL_OK ? STORE_OK : STORE_ERR_CRYPTO;
+}
+
+static void make_ad(uint8_t *ad, enum store_db db, const uint8_t *key, size_t klen)
+{
+	ad[0] = (uint8_t)db;
+	memcpy(ad + 1, key, klen);
+}
+
+/* Appends one buffered operation; for OP_PUT the plaintext in st->pt is
+ * sealed straight into the buffer. */
+static int op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen)
+{
+	uint8_t ad[1 + KEY_MAX];
+	size_t vlen = 0;
+	uint8_t *p;
+
+	if(st->read_only){
+		return STORE_ERR_READONLY;
+	}
+	if(op == OP_PUT){
+		if(st->pt.err){
+			return STORE_ERR_NOMEM;
+		}
+		vlen = st->pt.len + SEAL_OVERHEAD;
+	}
+	p = buf_extend(&st->ops, OP_HEADER + klen + vlen);
+	if(!p){
+		st->ops.err = false;
+		return STORE_ERR_NOMEM;
+	}
+	p[0] = (uint8_t)op;
+	p[1] = (uint8_t)db;
+	p[2] = (uint8_t)klen;
+	put_le32(p + 3, (uint32_t)vlen);
+	memcpy(p + OP_HEADER, key, klen);
+	if(op == OP_PUT){
+		make_ad(ad, db, key, klen);
+		if(seal_record(st->seal, ad, 1 + klen, st->pt.data, st->pt.len, p + OP_HEADER + klen) != SEAL_OK){
+			st->ops.len -= OP_HEADER + klen + vlen;
+			return STORE_ERR_CRYPTO;
+		}
+	}
+	st->n_ops++;
+	return STORE_OK;
+}
+
+int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m)
+{
+	uint8_t key[8];
+
+	put_be64(key, store_id);
+	buf_reset(&st->pt);
+	record_encode_base_msg(&st->pt, m);
+	return op_append(st, OP_PUT, DB_MSGS, key, sizeof(key));
+}
+
+int msg_delete(struct store *st, uint64_t store_id)
+{
+	uint8_t key[8];
+
+	put_be64(key, store_id);
+	return op_append(st, OP_DEL, DB_MSGS, key, sizeof(key));
+}
+
+int session_put(struct store *st, const struct rec_session *s)
+{
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_CLIENT, s->clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	buf_reset(&st->pt);
+	record_encode_session(&st->pt, s);
+	return op_append(st, OP_PUT, DB_SESSIONS, key, sizeof(key));
+}
+
+int session_delete(struct store *st, const char *clientid)
+{
+	uint8_t key[HASH_LEN];
+	int rc;
+
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	rc = op_append(st, OP_DEL, DB_SESSIONS, key, sizeof(key));
+	if(!rc){
+		rc = op_append(st, OP_DEL_PREFIX, DB_SUBS, key, sizeof(key));
+	}
+	if(!rc){
+		rc = op_append(st, OP_DEL_PREFIX, DB_QUEUE, key, sizeof(key));
+	}
+	if(!rc){
+		rc = op_append(st, OP_DEL, DB_WILLS, key, sizeof(key));
+	}
+	return rc;
+}
+
+static int sub_key(struct store *st, const char *clientid, const char *filter, uint8_t *key)
+{
+	if(hash_name(st, H_CLIENT, clientid, key) || hash_name(st, H_FILTER, filter, key + HASH_LEN)){
+		return STORE_ERR_CRYPTO;
+	}
+	return STORE_OK;
+}
+
+int sub_put(struct store *st, const struct rec_sub *s)
+{
+	uint8_t key[2 * HASH_LEN];
+
+	if(sub_key(st, s->clientid, s->topic_filter, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	buf_reset(&st->pt);
+	record_encode_sub(&st->pt, s);
+	return op_append(st, OP_PUT, DB_SUBS, key, sizeof(key));
+}
+
+int sub_delete(struct store *st, const char *clientid, const char *topic_filter)
+{
+	uint8_t key[2 * HASH_LEN];
+
+	if(sub_key(st, clientid, topic_filter, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	return op_append(st, OP_DEL, DB_SUBS, key, sizeof(key));
+}
+
+static uint64_t queue_seq(const struct store *st, uint64_t cmsg_id)
+{
+	if(cmsg_id >> STORE_SEQ_SHIFT){
+		return cmsg_id;
+	}
+	return ((uint64_t)st->epoch << STORE_SEQ_SHIFT) | cmsg_id;
+}
+
+static int queue_key(struct store *st, const char *clientid, uint64_t cmsg_id, uint8_t *key)
+{
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	put_be64(key + HASH_LEN, queue_seq(st, cmsg_id));
+	return STORE_OK;
+}
+
+int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
+{
+	uint8_t key[HASH_LEN + 8];
+
+	if(queue_key(st, clientid, cmsg_id, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	buf_reset(&st->pt);
+	record_encode_queue(&st->pt, q);
+	return op_append(st, OP_PUT, DB_QUEUE, key, sizeof(key));
+}
+
+int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id)
+{
+	uint8_t key[HASH_LEN + 8];
+
+	if(queue_key(st, clientid, cmsg_id, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	return op_append(st, OP_DEL, DB_QUEUE, key, sizeof(key));
+}
+
+int retain_set(struct store *st, const char *topic, uint64_t store_id)
+{
+	struct rec_retain r = {topic, store_id};
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_TOPIC, topic, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	buf_reset(&st->pt);
+	record_encode_retain(&st->pt, &r);
+	return op_append(st, OP_PUT, DB_RETAINED, key, sizeof(key));
+}
+
+int retain_delete(struct store *st, const char *topic)
+{
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_TOPIC, topic, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	return op_append(st, OP_DEL, DB_RETAINED, key, sizeof(key));
+}
+
+int will_put(struct store *st, const struct rec_will *w)
+{
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_CLIENT, w->clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	buf_reset(&st->pt);
+	record_encode_will(&st->pt, w);
+	return op_append(st, OP_PUT, DB_WILLS, key, sizeof(key));
+}
+
+int will_delete(struct store *st, const char *clientid)
+{
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	return op_append(st, OP_DEL, DB_WILLS, key, sizeof(key));
+}
+
+static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_t plen)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	rc = mdb_cursor_open(txn, dbi, &cur);
+	if(rc){
+		return rc;
+	}
+	for(;;){
+		k.mv_data = (void *)prefix;
+		k.mv_size = plen;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+			break;
+		}
+		if(rc){
+			break;
+		}
+		if(k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0){
+			break;
+		}
+		rc = mdb_cursor_del(cur, 0);
+		if(rc){
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+static int ops_apply(struct store *st, MDB_txn *txn)
+{
+	const uint8_t *p = st->ops.data, *end = st->ops.data + st->ops.len;
+	MDB_val k, v;
+	int rc = 0;
+
+	while(p < end && rc == 0){
+		uint8_t op = p[0];
+		MDB_dbi dbi = st->dbi[p[1]];
+		size_t klen = p[2];
+		size_t vlen = get_le32(p + 3);
+
+		k.mv_data = (void *)(p + OP_HEADER);
+		k.mv_size = klen;
+		switch(op){
+			case OP_PUT:
+				v.mv_data = (void *)(p + OP_HEADER + klen);
+				v.mv_size = vlen;
+				rc = mdb_put(txn, dbi, &k, &v, 0);
+				break;
+			case OP_DEL:
+				rc = mdb_del(txn, dbi, &k, NULL);
+				if(rc == MDB_NOTFOUND){
+					rc = 0;
+				}
+				break;
+			case OP_DEL_PREFIX:
+				rc = delete_prefix(txn, dbi, k.mv_data, klen);
+				break;
+		}
+		p += OP_HEADER + klen + vlen;
+	}
+	return rc;
+}
+
+static int map_grow(struct store *st)
+{
+	size_t next = st->map_size * 2;
+	int rc;
+
+	rc = mdb_env_set_mapsize(st->env, next);
+	if(rc){
+		logf_(st, STORE_LOG_ERR, "persist-lmdb: cannot grow the map of %s to %zu MiB: %s",
+				st->path, next >> 20, mdb_strerror(rc));
+		return rc;
+	}
+	st->map_size = next;
+	st->stats.map_grows++;
+	logf_(st, STORE_LOG_NOTICE, "persist-lmdb: map of %s grown to %zu MiB", st->path, next >> 20);
+	return 0;
+}
+
+/* Another process (the CLI) grew the map: adopt its size. */
+static int map_adopt(struct store *st)
+{
+	MDB_envinfo info;
+	int rc = mdb_env_set_mapsize(st->env, 0);
+
+	if(rc == 0 && mdb_env_info(st->env, &info) == 0){
+		st->map_size = info.me_mapsize;
+	}
+	return rc;
+}
+
+static void commit_failed(struct store *st, int rc)
+{
+	time_t now = time(NULL);
+
+	st->stats.commit_errors++;
+	if(now != st->last_error_log){
+		st->last_error_log = now;
+		logf_(st, STORE_LOG_ERR, "persist-lmdb: commit to %s failed: %s; %llu changes kept in "
+				"memory and retried at the next loop iteration", st->path, mdb_strerror(rc),
+				(unsigned long long)st->n_ops);
+	}
+}
+
+int store_commit(struct store *st)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if(st->n_ops == 0){
+		return STORE_OK;
+	}
+	for(;;){
+		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+		if(rc == MDB_MAP_RESIZED){
+			rc = map_adopt(st);
+			if(rc == 0){
+				continue;
+			}
+		}
+		if(rc){
+			break;
+		}
+		rc = ops_apply(st, txn);
+		if(rc){
+			mdb_txn_abort(txn);
+		}else{
+			rc = mdb_txn_commit(txn);
+		}
+		if(rc == MDB_MAP_FULL){
+			rc = map_grow(st);
+			if(rc == 0){
+				continue;
+			}
+		}
+		break;
+	}
+	if(rc){
+		commit_failed(st, rc);
+		return STORE_ERR_IO;
+	}
+	buf_reset(&st->ops);
+	st->n_ops = 0;
+	st->stats.commits++;
+	return STORE_OK;
+}
+
+bool store_has_pending(const struct store *st)
+{
+	return st->n_ops > 0;
+}
+
+/* ---- reads ---- */
+
+struct walk {
+	struct store *st;
+	enum store_db db;
+	const uint8_t *prefix;
+	size_t plen;
+	struct buf out;
+};
+
+static void reject(struct store *st, enum store_db db, const char *why)
+{
+	st->stats.records_rejected++;
+	logf_(st, STORE_LOG_WARNING, "persist-lmdb: rejected a %s record that %s; skipped, not served",
+			db_names[db], why);
+}
+
+typedef int (*decode_visit_fn)(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx);
+
+static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
+{
+	struct store *st = w->st;
+	uint8_t ad[1 + KEY_MAX];
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val k, v;
+	size_t pt_len;
+	int rc, op;
+
+	if(st->dbi[w->db] == 0 && w->db != DB_META){
+		return STORE_OK;
+	}
+	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	if(rc == MDB_MAP_RESIZED && map_adopt(st) == 0){
+		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	}
+	if(rc == 0){
+		rc = mdb_cursor_open(txn, st->dbi[w->db], &cur);
+	}
+	if(rc){
+		logf_(st, STORE_LOG_ERR, "persist-lmdb: cannot read %s from %s: %s",
+				db_names[w->db], st->path, mdb_strerror(rc));
+		if(txn){
+			mdb_txn_abort(txn);
+		}
+		return STORE_ERR_IO;
+	}
+	k.mv_data = (void *)w->prefix;
+	k.mv_size = w->plen;
+	op = w->plen ? MDB_SET_RANGE : MDB_FIRST;
+	for(;;){
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		op = MDB_NEXT;
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+			break;
+		}
+		if(rc){
+			logf_(st, STORE_LOG_ERR, "persist-lmdb: reading %s from %s failed: %s",
+					db_names[w->db], st->path, mdb_strerror(rc));
+			rc = rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+			break;
+		}
+		if(w->plen && (k.mv_size < w->plen || memcmp(k.mv_data, w->prefix, w->plen) != 0)){
+			break;
+		}
+		if(k.mv_size > KEY_MAX || v.mv_size < SEAL_OVERHEAD){
+			reject(st, w->db, "has a malformed key or value");
+			continue;
+		}
+		buf_reset(&w->out);
+		if(!buf_extend(&w->out, v.mv_size)){
+			rc = STORE_ERR_NOMEM;
+			break;
+		}
+		make_ad(ad, w->db, k.mv_data, k.mv_size);
+		int src = seal_open(st->seal, ad, 1 + k.mv_size, v.mv_data, v.mv_size, w->out.data, &pt_len);
+		if(src != SEAL_OK){
+			reject(st, w->db, seal_strerror(src));
+			continue;
+		}
+		rc = visit(w, &k, w->out.data, pt_len, fn, ctx);
+		if(rc < 0){
+			reject(st, w->db, "does not decode");
+			rc = 0;
+			continue;
+		}
+		if(rc){
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if(w->out.data){
+		seal_wipe(w->out.data, w->out.cap);
+	}
+	buf_free(&w->out);
+	return rc;
+}
+
+/* Visitors return -1 for an undecodable plaintext, else the callback's value. */
+static int visit_msg(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+{
+	struct rec_base_msg m;
+
+	(void)w;
+	if(k->mv_size != 8 || record_decode_base_msg(pt, len, &m)){
+		return -1;
+	}
+	return ((msg_visit_fn)fn)(ctx, get_be64(k->mv_data), &m);
+}
+
+static int visit_session(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+{
+	struct rec_session s;
+
+	(void)w;
+	(void)k;
+	if(record_decode_session(pt, len, &s)){
+		return -1;
+	}
+	return ((session_visit_fn)fn)(ctx, &s);
+}
+
+static int visit_sub(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+{
+	struct rec_sub s;
+
+	(void)w;
+	(void)k;
+	if(record_decode_sub(pt, len, &s)){
+		return -1;
+	}
+	return ((sub_visit_fn)fn)(ctx, &s);
+}
+
+static int visit_queue(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+{
+	struct rec_queue q;
+
+	(void)w;
+	if(k->mv_size != HASH_LEN + 8 || record_decode_queue(pt, len, &q)){
+		return -1;
+	}
+	return ((queue_visit_fn)fn)(ctx, get_be64((const uint8_t *)k->mv_data + HASH_LEN), &q);
+}
+
+static int visit_retain(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+{
+	struct rec_retain r;
+
+	(void)w;
+	(void)k;
+	if(record_decode_retain(pt, len, &r)){
+		return -1;
+	}
+	return ((retain_visit_fn)fn)(ctx, &r);
+}
+
+static int visit_will(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+{
+	struct rec_will wl;
+
+	(void)w;
+	(void)k;
+	if(record_decode_will(pt, len, &wl)){
+		return -1;
+	}
+	return ((will_visit_fn)fn)(ctx, &wl);
+}
+
+static int walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
+		decode_visit_fn visit, void *fn, void *ctx)
+{
+	struct walk w = {st, db, prefix, plen, {NULL, 0, 0, false}};
+	return walk_run(&w, visit, fn, ctx);
+}
+
+int store_walk_msgs(struct store *st, msg_visit_fn fn, void *ctx)
+{
+	return walk_db(st, DB_MSGS, NULL, 0, visit_msg, (void *)fn, ctx);
+}
+
+int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx)
+{
+	return walk_db(st, DB_SESSIONS, NULL, 0, visit_session, (void *)fn, ctx);
+}
+
+int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx)
+{
+	uint8_t prefix[HASH_LEN];
+
+	if(!clientid){
+		return walk_db(st, DB_SUBS, NULL, 0, visit_sub, (void *)fn, ctx);
+	}
+	if(hash_name(st, H_CLIENT, clientid, prefix)){
+		return STORE_ERR_CRYPTO;
+	}
+	return walk_db(st, DB_SUBS, prefix, sizeof(prefix), visit_sub, (void *)fn, ctx);
+}
+
+int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx)
+{
+	uint8_t prefix[HASH_LEN];
+
+	if(hash_name(st, H_CLIENT, clientid, prefix)){
+		return STORE_ERR_CRYPTO;
+	}
+	return walk_db(st, DB_QUEUE, prefix, sizeof(prefix), visit_queue, (void *)fn, ctx);
+}
+
+int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx)
+{
+	return walk_db(st, DB_RETAINED, NULL, 0, visit_retain, (void *)fn, ctx);
+}
+
+int store_walk_wills(struct store *st, const char *clientid, will_visit_fn fn, void *ctx)
+{
+	uint8_t key[HASH_LEN];
+
+	if(!clientid){
+		return walk_db(st, DB_WILLS, NULL, 0, visit_will, (void *)fn, ctx);
+	}
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	return walk_db(st, DB_WILLS, key, sizeof(key), visit_will, (void *)fn, ctx);
+}
+
+/* ---- open, meta ---- */
+
+static int meta_get(struct store *st, MDB_txn *txn, const char *name, uint8_t *out, size_t cap, size_t *len)
+{
+	uint8_t ad[1 + KEY_MAX];
+	MDB_val k = {strlen(name), (void *)name}, v;
+	int rc;
+
+	rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+	if(rc){
+		return rc;
+	}
+	if(v.mv_size < SEAL_OVERHEAD || v.mv_size - SEAL_OVERHEAD > cap){
+		return SEAL_ERR_FORMAT + 1000;
+	}
+	make_ad(ad, DB_META, k.mv_data, k.mv_size);
+	rc = seal_open(st->seal, ad, 1 + k.mv_size, v.mv_data, v.mv_size, out, len);
+	return rc ? rc + 1000 : 0;
+}
+
+static int meta_put(struct store *st, MDB_txn *txn, const char *name, const void *val, size_t len)
+{
+	uint8_t ad[1 + KEY_MAX], sealed[64 + SEAL_OVERHEAD];
+	MDB_val k = {strlen(name), (void *)name}, v;
+
+	make_ad(ad, DB_META, k.mv_data, k.mv_size);
+	if(seal_record(st->seal, ad, 1 + k.mv_size, val, len, sealed) != SEAL_OK){
+		return STORE_ERR_CRYPTO;
+	}
+	v.mv_data = sealed;
+	v.mv_size = len + SEAL_OVERHEAD;
+	return mdb_put(txn, st->dbi[DB_META], &k, &v, 0);
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be32v(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static bool db_has_records(MDB_txn *txn, const struct store *st)
+{
+	MDB_stat ms;
+
+	for(int i = 0; i < DB_COUNT; i++){
+		if(st->dbi[i] && mdb_stat(txn, st->dbi[i], &ms) == 0 && ms.ms_entries > 0){
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Checks the key against this database, initialises a new one, and (when
+ * writable) bumps and commits the nonce epoch. */
+static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
+{
+	uint8_t val[64];
+	uint8_t be[4];
+	size_t len;
+	uint32_t epoch = 0;
+	int rc;
+
+	rc = meta_get(st, txn, "keycheck", val, sizeof(val), &len);
+	if(rc == MDB_NOTFOUND){
+		if(db_has_records(txn, st)){
+			snprintf(err, errlen, "data file in %s has records but no key check: it is damaged "
+					"or not a persist-lmdb database", st->path);
+			return STORE_ERR_CORRUPT;
+		}
+		if(st->read_only){
+			snprintf(err, errlen, "%s holds no persist-lmdb database", st->path);
+			return STORE_ERR_IO;
+		}
+		seal_set_epoch(st->seal, 1);
+		put_be32v(be, STORE_SCHEMA_VERSION);
+		if(meta_put(st, txn, "schema", be, 4) || meta_put(st, txn, "keycheck", key_check_text, sizeof(key_check_text))){
+			snprintf(err, errlen, "cannot initialise the database in %s", st->path);
+			return STORE_ERR_IO;
+		}
+		epoch = 1;
+	}else if(rc == SEAL_ERR_AUTH + 1000 || rc == SEAL_ERR_KEY_ID + 1000){
+		snprintf(err, errlen, "the key does not match this database (%s): it was written under another key", st->path);
+		return STORE_ERR_KEY;
+	}else if(rc){
+		snprintf(err, errlen, "cannot read the key check of %s: %s", st->path,
+				rc >= 1000 ? seal_strerror(rc - 1000) : mdb_strerror(rc));
+		return rc >= 1000 ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+	}else if(len != sizeof(key_check_text) || memcmp(val, key_check_text, len) != 0){
+		snprintf(err, errlen, "the key check of %s has unexpected contents", st->path);
+		return STORE_ERR_CORRUPT;
+	}else{
+		if(meta_get(st, txn, "schema", val, sizeof(val), &len) || len != 4){
+			snprintf(err, errlen, "the schema record of %s is missing or damaged", st->path);
+			return STORE_ERR_CORRUPT;
+		}
+		if(get_be32(val) != STORE_SCHEMA_VERSION){
+			snprintf(err, errlen, "%s has schema version %u; this persist-lmdb reads version %u",
+					st->path, get_be32(val), STORE_SCHEMA_VERSION);
+			return STORE_ERR_VERSION;
+		}
+		if(meta_get(st, txn, "epoch", val, sizeof(val), &len) || len != 4){
+			snprintf(err, errlen, "the epoch record of %s is missing or damaged", st->path);
+			return STORE_ERR_CORRUPT;
+		}
+		epoch = get_be32(val);
+		if(st->read_only){
+			st->epoch = epoch;
+			return STORE_OK;
+		}
+		if(epoch >= (1u << (64 - STORE_SEQ_SHIFT)) - 1){
+			snprintf(err, errlen, "%s has been opened %u times: the epoch space is exhausted; "
+					"export and import it into a new database", st->path, epoch);
+			return STORE_ERR_VERSION;
+		}
+		epoch++;
+		seal_set_epoch(st->seal, epoch);
+	}
+	put_be32v(be, epoch);
+	if(meta_put(st, txn, "epoch", be, 4)){
+		snprintf(err, errlen, "cannot write the epoch of %s", st->path);
+		return STORE_ERR_IO;
+	}
+	st->epoch = epoch;
+	return STORE_OK;
+}
+
+static int check_size(struct store *st, const char *datafile, char *err, size_t errlen)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	struct stat sb;
+	long long need;
+
+	if(stat(datafile, &sb) != 0 || mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &ms) != 0){
+		snprintf(err, errlen, "cannot inspect %s: %s", datafile, strerror(errno));
+		return STORE_ERR_IO;
+	}
+	need = ((long long)info.me_last_pgno + 1) * ms.ms_psize;
+	if((long long)sb.st_size < need){
+		snprintf(err, errlen, "data file %s is truncated (%lld bytes, its pages need %lld); "
+				"restore it from a backup", datafile, (long long)sb.st_size, need);
+		return STORE_ERR_CORRUPT;
+	}
+	st->map_size = info.me_mapsize;
+	return STORE_OK;
+}
+
+static int env_error(struct store *st, int rc, char *err, size_t errlen)
+{
+	if(rc == EACCES || rc == EROFS || rc == EPERM){
+		snprintf(err, errlen, "cannot open the database in %s: %s (read-only data directory?)",
+				st->path, strerror(rc));
+		return STORE_ERR_READONLY;
+	}
+	if(rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_VERSION_MISMATCH){
+		snprintf(err, errlen, "data file in %s is damaged or not an LMDB file: %s", st->path, mdb_strerror(rc));
+		return STORE_ERR_CORRUPT;
+	}
+	snprintf(err, errlen, "cannot open the database in %s: %s", st->path, mdb_strerror(rc));
+	return STORE_ERR_IO;
+}
+
+int store_open(struct store **out, const char *path, size_t map_size,
+		const uint8_t key[SEAL_KEY_LEN], unsigned flags, store_log_fn log,
+		char *err, size_t errlen)
+{
+	char datafile[4096];
+	struct store *st;
+	MDB_txn *txn = NULL;
+	struct stat sb;
+	int rc;
+
+	*out = NULL;
+	st = calloc(1, sizeof(*st));
+	if(!st || !(st->path = strdup(path))){
+		free(st);
+		snprintf(err, errlen, "out of memory");
+		return STORE_ERR_NOMEM;
+	}
+	st->log = log;
+	st->read_only = flags & STORE_READ_ONLY;
+	st->map_size = map_size ? map_size : STORE_DEFAULT_MAP_SIZE;
+	st->seal = seal_new(key, 1);
+	if(!st->seal){
+		snprintf(err, errlen, "cannot set up AES-256-GCM and HMAC-SHA256 (OpenSSL)");
+		rc = STORE_ERR_CRYPTO;
+		goto fail;
+	}
+	if(snprintf(datafile, sizeof(datafile), "%s/data.mdb", path) >= (int)sizeof(datafile)){
+		snprintf(err, errlen, "database path too long");
+		rc = STORE_ERR_IO;
+		goto fail;
+	}
+	if(stat(path, &sb) != 0){
+		if(errno != ENOENT || st->read_only || mkdir(path, 0700) != 0){
+			snprintf(err, errlen, "cannot use database directory %s: %s", path, strerror(errno));
+			rc = errno == EACCES || errno == EROFS ? STORE_ERR_READONLY : STORE_ERR_IO;
+			goto fail;
+		}
+	}else if(!S_ISDIR(sb.st_mode)){
+		snprintf(err, errlen, "database path %s is not a directory", path);
+		rc = STORE_ERR_IO;
+		goto fail;
+	}
+
+	rc = mdb_env_create(&st->env);
+	if(!rc){
+		rc = mdb_env_set_maxdbs(st->env, DB_COUNT);
+	}
+	if(!rc){
+		rc = mdb_env_set_mapsize(st->env, st->map_size);
+	}
+	if(!rc){
+		/* MDB_NOTLS: restore nests read transactions (a session's queue inside
+		 * the session walk). */
+		rc = mdb_env_open(st->env, path, MDB_NOTLS | (st->read_only ? MDB_RDONLY : 0), 0600);
+	}
+	if(rc){
+		rc = env_error(st, rc, err, errlen);
+		goto fail;
+	}
+	rc = check_size(st, datafile, err, errlen);
+	if(rc){
+		goto fail;
+	}
+
+	rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
+	if(rc){
+		rc = env_error(st, rc, err, errlen);
+		goto fail;
+	}
+	for(int i = 0; i < DB_COUNT; i++){
+		rc = mdb_dbi_open(txn, db_names[i], st->read_only ? 0 : MDB_CREATE, &st->dbi[i]);
+		if(rc == MDB_NOTFOUND && st->read_only){
+			st->dbi[i] = 0;
+			if(i == DB_META){
+				snprintf(err, errlen, "%s holds no persist-lmdb database", path);
+				rc = STORE_ERR_IO;
+				goto fail;
+			}
+			continue;
+		}
+		if(rc){
+			rc = env_error(st, rc, err, errlen);
+			goto fail;
+		}
+	}
+	rc = meta_open(st, txn, err, errlen);
+	if(rc){
+		goto fail;
+	}
+	if(st->read_only){
+		mdb_txn_abort(txn);
+	}else{
+		rc = mdb_txn_commit(txn);
+		if(rc){
+			txn = NULL;
+			rc = env_error(st, rc, err, errlen);
+			goto fail;
+		}
+	}
+	*out = st;
+	return STORE_OK;
+
+fail:
+	if(txn){
+		mdb_txn_abort(txn);
+	}
+	store_close(st);
+	return rc;
+}
+
+int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen)
+{
+	MDB_cursor *cur;
+	MDB_txn *txn;
+	MDB_val k, v;
+	uint64_t n = 0;
+	int rc;
+
+	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	if(rc){
+		snprintf(err, errlen, "cannot read %s: %s", st->path, mdb_strerror(rc));
+		return STORE_ERR_IO;
+	}
+	for(int i = 0; i < DB_COUNT && rc == 0; i++){
+		if(!st->dbi[i] && i != DB_META){
+			continue;
+		}
+		rc = mdb_cursor_open(txn, st->dbi[i], &cur);
+		if(rc){
+			break;
+		}
+		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+			n++;
+		}
+		mdb_cursor_close(cur);
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+		}
+		if(rc){
+			snprintf(err, errlen, "data file in %s is damaged (%s database: %s); "
+					"restore it from a backup", st->path, db_names[i], mdb_strerror(rc));
+		}
+	}
+	mdb_txn_abort(txn);
+	*records = n;
+	return rc ? STORE_ERR_CORRUPT : STORE_OK;
+}
+
+void store_close(struct store *st)
+{
+	if(!st){
+		return;
+	}
+	if(st->env){
+		mdb_env_close(st->env);
+	}
+	seal_free(st->seal);
+	if(st->pt.data){
+		seal_wipe(st->pt.data, st->pt.cap);
+	}
+	buf_free(&st->pt);
+	buf_free(&st->ops);
+	free(st->path);
+	free(st);
+}
+
+uint32_t store_epoch(const struct store *st)
+{
+	return st->epoch;
+}
+
+void store_get_stats(const struct store *st, struct store_stats *out)
+{
+	*out = st->stats;
+	out->pending_ops = st->n_ops;
+	out->map_size = st->map_size;
+}
+
+const char *store_db_name(enum store_db db)
+{
+	return (unsigned)db < DB_COUNT ? db_names[db] : "?";
+}
+
+const char *store_strerror(int rc)
+{
+	switch(rc){
+		case STORE_OK: return "ok";
+		case STORE_ERR_NOMEM: return "out of memory";
+		case STORE_ERR_IO: return "I/O error";
+		case STORE_ERR_KEY: return "the key does not match this database";
+		case STORE_ERR_CORRUPT: return "the data file is damaged";
+		case STORE_ERR_VERSION: return "unsupported database version";
+		case STORE_ERR_CRYPTO: return "cryptographic failure";
+		case STORE_ERR_READONLY: return "read-only";
+	}
+	return "unknown error";
+}
