@@ -5,18 +5,54 @@
 #include <mosquitto.h>
 #include <mosquitto/broker.h>
 
-/* Functions that Mosquitto 2.0 does not have. Weak, so that on 2.0 the
- * plugin loads and says what it needs instead of failing in dlopen. */
-#pragma weak mosquitto_persistence_location
-#pragma weak mosquitto_persist_base_msg_add
-#pragma weak mosquitto_persist_client_add
-#pragma weak mosquitto_persist_client_msg_add
-#pragma weak mosquitto_persist_retain_msg_set
-#pragma weak mosquitto_subscription_add
-#pragma weak mosquitto_client_will_set
-#pragma weak mosquitto_strdup
-#pragma weak mosquitto_malloc
-#pragma weak mosquitto_free
+/* Every broker function the plugin calls, as a weak reference: a broker
+ * without one (Mosquitto 2.0 lacks the persistence interface and several
+ * property accessors) still loads the plugin, which then names what it needs
+ * (plugin.c) instead of failing inside dlopen. A ctest checks that no broker
+ * symbol is left out of this list. */
+#define BROKER_FUNCTIONS(X) \
+	X(mosquitto_broker_publish) \
+	X(mosquitto_callback_register) \
+	X(mosquitto_client_will_set) \
+	X(mosquitto_free) \
+	X(mosquitto_log_printf) \
+	X(mosquitto_malloc) \
+	X(mosquitto_persist_base_msg_add) \
+	X(mosquitto_persist_client_add) \
+	X(mosquitto_persist_client_msg_add) \
+	X(mosquitto_persist_retain_msg_set) \
+	X(mosquitto_persistence_location) \
+	X(mosquitto_plugin_set_info) \
+	X(mosquitto_property_add_binary) \
+	X(mosquitto_property_add_byte) \
+	X(mosquitto_property_add_int16) \
+	X(mosquitto_property_add_int32) \
+	X(mosquitto_property_add_string) \
+	X(mosquitto_property_add_string_pair) \
+	X(mosquitto_property_add_varint) \
+	X(mosquitto_property_binary_value) \
+	X(mosquitto_property_binary_value_length) \
+	X(mosquitto_property_byte_value) \
+	X(mosquitto_property_free_all) \
+	X(mosquitto_property_identifier) \
+	X(mosquitto_property_identifier_to_string) \
+	X(mosquitto_property_int16_value) \
+	X(mosquitto_property_int32_value) \
+	X(mosquitto_property_next) \
+	X(mosquitto_property_string_name) \
+	X(mosquitto_property_string_name_length) \
+	X(mosquitto_property_string_value) \
+	X(mosquitto_property_string_value_length) \
+	X(mosquitto_property_type) \
+	X(mosquitto_property_varint_value) \
+	X(mosquitto_strdup) \
+	X(mosquitto_strerror) \
+	X(mosquitto_string_to_property_info) \
+	X(mosquitto_subscription_add)
+
+#define PRAGMA_(x) _Pragma(#x)
+#define WEAK_REF(f) PRAGMA_(weak f)
+BROKER_FUNCTIONS(WEAK_REF)
 
 #include "options.h"
 #include "record.h"

@@ -78,12 +78,13 @@ static int on_wake(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
-static bool broker_has_persistence_interface(void)
+/* The first broker function this plugin needs that the broker lacks. */
+static const char *missing_broker_function(void)
 {
-	return mosquitto_persistence_location && mosquitto_persist_base_msg_add
-		&& mosquitto_persist_client_add && mosquitto_persist_client_msg_add
-		&& mosquitto_persist_retain_msg_set && mosquitto_subscription_add
-		&& mosquitto_client_will_set && mosquitto_strdup && mosquitto_malloc && mosquitto_free;
+#define CHECK_PRESENT(f) if(!f){ return #f; }
+	BROKER_FUNCTIONS(CHECK_PRESENT)
+#undef CHECK_PRESENT
+	return NULL;
 }
 
 static void plugin_free(struct plugin *pl)
@@ -138,13 +139,20 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		struct mosquitto_opt *opts, int opt_count)
 {
 	struct option_kv *kv = NULL;
+	const char *missing;
 	struct plugin *pl;
 	char err[512];
 	int rc;
 
-	if(!broker_has_persistence_interface()){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: needs " MOSQ_NEEDED
-				" (this broker has no persistence plugin interface); refusing to start");
+	missing = missing_broker_function();
+	if(missing){
+		/* Logged through stdio too: the broker may lack its log function. */
+		fprintf(stderr, "persist-lmdb: needs " MOSQ_NEEDED " (this broker has no %s: "
+				"Mosquitto 2.0 has no persistence interface); refusing to start\n", missing);
+		if(mosquitto_log_printf){
+			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: needs " MOSQ_NEEDED
+					" (this broker has no %s); refusing to start", missing);
+		}
 		return MOSQ_ERR_NOT_SUPPORTED;
 	}
 	pl = calloc(1, sizeof(*pl));
