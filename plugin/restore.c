@@ -10,6 +10,7 @@
 struct restore {
 	struct plugin *pl;
 	const struct rec_session *session;
+	unsigned long session_refused;
 	unsigned long msgs, retained, sessions, subs, queued, wills;
 	unsigned long failed;
 };
@@ -116,7 +117,11 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	if(mosquitto_persist_client_msg_add(&cm) == MOSQ_ERR_SUCCESS){
 		r->queued++;
 	}else{
+		/* Kept, it would come back after newer messages at a later restart:
+		 * the broker's limit drops it, as it would have live. */
+		queue_remove(r->pl->store, r->session->clientid, seq);
 		r->failed++;
+		r->session_refused++;
 	}
 	return 0;
 }
@@ -209,7 +214,13 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	r->sessions++;
 	r->session = s;
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
+	r->session_refused = 0;
 	store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
+	if(r->session_refused){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+				"at restore: the broker refused them (max_queued_messages / max_queued_bytes)",
+				r->session_refused, s->clientid);
+	}
 	store_walk_wills(r->pl->store, s->clientid, restore_will, r);
 	r->session = NULL;
 	return 0;
