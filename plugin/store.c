@@ -12,6 +12,8 @@
 
 #define KEY_MAX (2 * HASH_LEN + 8)
 #define OP_HEADER 7
+/* Well below LMDB's bound on the dirty pages of one write transaction. */
+#define OPS_PER_TXN 20000
 
 enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX };
 
@@ -335,13 +337,16 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_
 	return rc;
 }
 
-static int ops_apply(struct store *st, MDB_txn *txn)
+/* Applies buffered operations from byte offset *pos until the end or until
+ * OPS_PER_TXN of them are in the transaction; advances *pos and *count. */
+static int ops_apply(struct store *st, MDB_txn *txn, size_t *pos, uint64_t *count)
 {
-	const uint8_t *p = st->ops.data, *end = st->ops.data + st->ops.len;
+	const uint8_t *p = st->ops.data + *pos, *end = st->ops.data + st->ops.len;
+	uint64_t n = 0;
 	MDB_val k, v;
 	int rc = 0;
 
-	while(p < end && rc == 0){
+	while(p < end && n < OPS_PER_TXN){
 		uint8_t op = p[0];
 		MDB_dbi dbi = st->dbi[p[1]];
 		size_t klen = p[2];
@@ -365,9 +370,15 @@ static int ops_apply(struct store *st, MDB_txn *txn)
 				rc = delete_prefix(txn, dbi, k.mv_data, klen);
 				break;
 		}
+		if(rc){
+			return rc;
+		}
 		p += OP_HEADER + klen + vlen;
+		n++;
 	}
-	return rc;
+	*pos = (size_t)(p - st->ops.data);
+	*count = n;
+	return 0;
 }
 
 static int map_grow(struct store *st)
@@ -412,15 +423,17 @@ static void commit_failed(struct store *st, int rc)
 	}
 }
 
+/* A prefix of the operations is an earlier state of the broker, so a large
+ * backlog of them may be committed in several transactions (LMDB bounds
+ * the dirty pages of one). */
 int store_commit(struct store *st)
 {
+	size_t done = 0, next;
+	uint64_t count;
 	MDB_txn *txn;
-	int rc;
+	int rc = 0;
 
-	if(st->n_ops == 0){
-		return STORE_OK;
-	}
-	for(;;){
+	while(done < st->ops.len){
 		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 		if(rc == MDB_MAP_RESIZED){
 			rc = map_adopt(st);
@@ -431,7 +444,8 @@ int store_commit(struct store *st)
 		if(rc){
 			break;
 		}
-		rc = ops_apply(st, txn);
+		next = done;
+		rc = ops_apply(st, txn, &next, &count);
 		if(rc){
 			mdb_txn_abort(txn);
 		}else{
@@ -443,15 +457,21 @@ int store_commit(struct store *st)
 				continue;
 			}
 		}
-		break;
+		if(rc){
+			break;
+		}
+		done = next;
+		st->n_ops -= count;
+		st->stats.commits++;
+	}
+	if(done){
+		memmove(st->ops.data, st->ops.data + done, st->ops.len - done);
+		st->ops.len -= done;
 	}
 	if(rc){
 		commit_failed(st, rc);
 		return STORE_ERR_IO;
 	}
-	buf_reset(&st->ops);
-	st->n_ops = 0;
-	st->stats.commits++;
 	return STORE_OK;
 }
 
@@ -477,7 +497,9 @@ static void reject(struct store *st, enum store_db db, const char *why)
 			db_names[db], why);
 }
 
-typedef int (*decode_visit_fn)(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx);
+/* Returns -1 when the plaintext does not decode; otherwise 0, with the
+ * callback's value in *cb_rc. */
+typedef int (*decode_visit_fn)(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc);
 
 static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 {
@@ -541,8 +563,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 			reject(st, w->db, seal_strerror(src));
 			continue;
 		}
-		rc = visit(w, &k, w->out.data, pt_len, fn, ctx);
-		if(rc < 0){
+		if(visit(&k, w->out.data, pt_len, fn, ctx, &rc) < 0){
 			reject(st, w->db, "does not decode");
 			rc = 0;
 			continue;
@@ -560,75 +581,74 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 	return rc;
 }
 
-/* Visitors return -1 for an undecodable plaintext, else the callback's value. */
-static int visit_msg(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+static int visit_msg(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
 {
 	struct rec_base_msg m;
 
-	(void)w;
 	if(k->mv_size != 8 || record_decode_base_msg(pt, len, &m)){
 		return -1;
 	}
-	return ((msg_visit_fn)fn)(ctx, get_be64(k->mv_data), &m);
+	*cb_rc = ((msg_visit_fn)fn)(ctx, get_be64(k->mv_data), &m);
+	return 0;
 }
 
-static int visit_session(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+static int visit_session(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
 {
 	struct rec_session s;
 
-	(void)w;
 	(void)k;
 	if(record_decode_session(pt, len, &s)){
 		return -1;
 	}
-	return ((session_visit_fn)fn)(ctx, &s);
+	*cb_rc = ((session_visit_fn)fn)(ctx, &s);
+	return 0;
 }
 
-static int visit_sub(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+static int visit_sub(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
 {
 	struct rec_sub s;
 
-	(void)w;
 	(void)k;
 	if(record_decode_sub(pt, len, &s)){
 		return -1;
 	}
-	return ((sub_visit_fn)fn)(ctx, &s);
+	*cb_rc = ((sub_visit_fn)fn)(ctx, &s);
+	return 0;
 }
 
-static int visit_queue(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+static int visit_queue(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
 {
 	struct rec_queue q;
 
-	(void)w;
 	if(k->mv_size != HASH_LEN + 8 || record_decode_queue(pt, len, &q)){
 		return -1;
 	}
-	return ((queue_visit_fn)fn)(ctx, get_be64((const uint8_t *)k->mv_data + HASH_LEN), &q);
+	*cb_rc = ((queue_visit_fn)fn)(ctx, get_be64((const uint8_t *)k->mv_data + HASH_LEN), &q);
+	return 0;
 }
 
-static int visit_retain(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+static int visit_retain(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
 {
 	struct rec_retain r;
 
-	(void)w;
 	(void)k;
 	if(record_decode_retain(pt, len, &r)){
 		return -1;
 	}
-	return ((retain_visit_fn)fn)(ctx, &r);
+	*cb_rc = ((retain_visit_fn)fn)(ctx, &r);
+	return 0;
 }
 
-static int visit_will(struct walk *w, const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx)
+static int visit_will(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
 {
 	struct rec_will wl;
 
-	(void)w;
 	(void)k;
 	if(record_decode_will(pt, len, &wl)){
 		return -1;
 	}
-	return ((will_visit_fn)fn)(ctx, &wl);
+	*cb_rc = ((will_visit_fn)fn)(ctx, &wl);
+	return 0;
 }
 
 static int walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
@@ -822,6 +842,30 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 	return STORE_OK;
 }
 
+/* LMDB opens a file larger than the requested map at exactly its used size,
+ * leaving no room for the next write: keep the larger of the requested and
+ * the recorded size, with at least a quarter of headroom over what is used. */
+static int map_fit(struct store *st, size_t used, size_t current, char *err, size_t errlen)
+{
+	size_t want = st->map_size > current ? st->map_size : current;
+	int rc;
+
+	while(want < used + used / 4 + (1u << 20)){
+		want *= 2;
+	}
+	if(want != current && !st->read_only){
+		rc = mdb_env_set_mapsize(st->env, want);
+		if(rc){
+			snprintf(err, errlen, "cannot set the map size of %s to %zu MiB: %s",
+					st->path, want >> 20, mdb_strerror(rc));
+			return STORE_ERR_IO;
+		}
+		current = want;
+	}
+	st->map_size = current;
+	return STORE_OK;
+}
+
 static int check_size(struct store *st, const char *datafile, char *err, size_t errlen)
 {
 	MDB_envinfo info;
@@ -839,8 +883,33 @@ static int check_size(struct store *st, const char *datafile, char *err, size_t 
 				"restore it from a backup", datafile, (long long)sb.st_size, need);
 		return STORE_ERR_CORRUPT;
 	}
-	st->map_size = info.me_mapsize;
-	return STORE_OK;
+	return map_fit(st, (size_t)need, info.me_mapsize, err, errlen);
+}
+
+/* mkdir -p, mode 0700 for what it creates. */
+static int make_dirs(const char *path)
+{
+	char *p = strdup(path);
+	int rc = 0;
+
+	if(!p){
+		errno = ENOMEM;
+		return -1;
+	}
+	for(char *s = p + 1; *s && rc == 0; s++){
+		if(*s == '/'){
+			*s = '\0';
+			if(mkdir(p, 0700) != 0 && errno != EEXIST){
+				rc = -1;
+			}
+			*s = '/';
+		}
+	}
+	if(rc == 0 && mkdir(p, 0700) != 0 && errno != EEXIST){
+		rc = -1;
+	}
+	free(p);
+	return rc;
 }
 
 static int env_error(struct store *st, int rc, char *err, size_t errlen)
@@ -890,7 +959,7 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		goto fail;
 	}
 	if(stat(path, &sb) != 0){
-		if(errno != ENOENT || st->read_only || mkdir(path, 0700) != 0){
+		if(errno != ENOENT || st->read_only || make_dirs(path) != 0){
 			snprintf(err, errlen, "cannot use database directory %s: %s", path, strerror(errno));
 			rc = errno == EACCES || errno == EROFS ? STORE_ERR_READONLY : STORE_ERR_IO;
 			goto fail;
@@ -898,6 +967,14 @@ int store_open(struct store **out, const char *path, size_t map_size,
 	}else if(!S_ISDIR(sb.st_mode)){
 		snprintf(err, errlen, "database path %s is not a directory", path);
 		rc = STORE_ERR_IO;
+		goto fail;
+	}
+
+	/* LMDB would start a new database over an emptied file. */
+	if(stat(datafile, &sb) == 0 && sb.st_size == 0){
+		snprintf(err, errlen, "data file %s is empty (truncated to 0 bytes); restore it from a "
+				"backup, or delete it if this database never held data", datafile);
+		rc = STORE_ERR_CORRUPT;
 		goto fail;
 	}
 
@@ -948,7 +1025,7 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		goto fail;
 	}
 	if(st->read_only){
-		mdb_txn_abort(txn);
+		mdb_txn_commit(txn); /* not abort: that would close the DBI handles */
 	}else{
 		rc = mdb_txn_commit(txn);
 		if(rc){

@@ -1,0 +1,1695 @@
+/* The LMDB store on a temporary directory: round trips of every record kind,
+ * commit visibility, deletes, queue order across epochs, key and epoch
+ * handling, map growth, and detection of tampered, moved and truncated data. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "record.h"
+#include "seal.h"
+#include "store.h"
+#include "unit_util.h"
+
+#define MIB ((size_t)1 << 20)
+
+/* ---- log capture ---- */
+
+static unsigned g_log_count[4];
+static char g_last_warning[512];
+
+static void test_log(int level, const char *msg)
+{
+	if(level >= 0 && level < 4){
+		g_log_count[level]++;
+	}
+	if(level == STORE_LOG_WARNING){
+		snprintf(g_last_warning, sizeof(g_last_warning), "%s", msg);
+	}
+}
+
+static void log_reset(void)
+{
+	memset(g_log_count, 0, sizeof(g_log_count));
+	g_last_warning[0] = '\0';
+}
+
+/* ---- fixture ---- */
+
+struct fx {
+	char *dir;
+	char *db;
+	char *datafile;
+	uint8_t key[SEAL_KEY_LEN];
+};
+
+static int fx_setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+
+	if(!fx || !(fx->dir = ut_mkdtemp())){
+		free(fx);
+		return -1;
+	}
+	fx->db = ut_join(fx->dir, "db");
+	fx->datafile = ut_join(fx->db, "data.mdb");
+	for(int i = 0; i < SEAL_KEY_LEN; i++){
+		fx->key[i] = (uint8_t)(0xc0 + i * 3);
+	}
+	umask(022);
+	log_reset();
+	*state = fx;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *fx = *state;
+
+	ut_rm_rf(fx->dir);
+	free(fx->dir);
+	free(fx->db);
+	free(fx->datafile);
+	free(fx);
+	return 0;
+}
+
+static struct store *open_store(struct fx *fx, size_t map_size, unsigned flags)
+{
+	struct store *st = NULL;
+	char err[512] = "";
+	int rc = store_open(&st, fx->db, map_size, fx->key, flags, test_log, err, sizeof(err));
+
+	if(rc != STORE_OK){
+		fail_msg("store_open(%s) failed: %d %s", fx->db, rc, err);
+	}
+	assert_non_null(st);
+	return st;
+}
+
+static void commit_ok(struct store *st)
+{
+	int rc = store_commit(st);
+	if(rc != STORE_OK){
+		fail_msg("store_commit failed: %d %s", rc, store_strerror(rc));
+	}
+	assert_false(store_has_pending(st));
+}
+
+static struct store_stats stats_of(struct store *st)
+{
+	struct store_stats s;
+	store_get_stats(st, &s);
+	return s;
+}
+
+/* ---- walk collectors: each record is kept re-encoded, so comparing against
+ * the encoding of the expected record compares every field ---- */
+
+struct item {
+	uint64_t id;   /* store_id, queue seq, retained store_id */
+	char *name;    /* client id or topic */
+	uint8_t *enc;
+	size_t len;
+};
+
+struct coll {
+	struct item *v;
+	size_t n, cap;
+	size_t stop_after; /* 0: never */
+	int stop_rc;
+};
+
+static int coll_push(struct coll *c, uint64_t id, const char *name, struct buf *b)
+{
+	assert_false(b->err);
+	if(c->n == c->cap){
+		c->cap = c->cap ? c->cap * 2 : 16;
+		c->v = realloc(c->v, c->cap * sizeof(*c->v));
+		assert_non_null(c->v);
+	}
+	c->v[c->n].id = id;
+	c->v[c->n].name = name ? strdup(name) : NULL;
+	c->v[c->n].enc = b->data; /* takes the buffer */
+	c->v[c->n].len = b->len;
+	c->n++;
+	if(c->stop_after && c->n == c->stop_after){
+		return c->stop_rc;
+	}
+	return 0;
+}
+
+static void coll_free(struct coll *c)
+{
+	for(size_t i = 0; i < c->n; i++){
+		free(c->v[i].name);
+		free(c->v[i].enc);
+	}
+	free(c->v);
+	memset(c, 0, sizeof(*c));
+}
+
+static int cb_msg(void *ctx, uint64_t id, const struct rec_base_msg *m)
+{
+	struct buf b = {0};
+	record_encode_base_msg(&b, m);
+	return coll_push(ctx, id, m->topic, &b);
+}
+
+static int cb_session(void *ctx, const struct rec_session *s)
+{
+	struct buf b = {0};
+	record_encode_session(&b, s);
+	return coll_push(ctx, 0, s->clientid, &b);
+}
+
+static int cb_sub(void *ctx, const struct rec_sub *s)
+{
+	struct buf b = {0};
+	record_encode_sub(&b, s);
+	return coll_push(ctx, 0, s->clientid, &b);
+}
+
+static int cb_queue(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	struct buf b = {0};
+	record_encode_queue(&b, q);
+	return coll_push(ctx, seq, NULL, &b);
+}
+
+static int cb_retain(void *ctx, const struct rec_retain *r)
+{
+	struct buf b = {0};
+	record_encode_retain(&b, r);
+	return coll_push(ctx, r->store_id, r->topic, &b);
+}
+
+static int cb_will(void *ctx, const struct rec_will *w)
+{
+	struct buf b = {0};
+	record_encode_will(&b, w);
+	return coll_push(ctx, 0, w->clientid, &b);
+}
+
+static size_t count_msgs(struct store *st)
+{
+	struct coll c = {0};
+	assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
+	size_t n = c.n;
+	coll_free(&c);
+	return n;
+}
+
+static size_t count_sessions(struct store *st)
+{
+	struct coll c = {0};
+	assert_int_equal(store_walk_sessions(st, cb_session, &c), STORE_OK);
+	size_t n = c.n;
+	coll_free(&c);
+	return n;
+}
+
+static size_t count_subs(struct store *st, const char *clientid)
+{
+	struct coll c = {0};
+	assert_int_equal(store_walk_subs(st, clientid, cb_sub, &c), STORE_OK);
+	size_t n = c.n;
+	coll_free(&c);
+	return n;
+}
+
+static size_t count_queue(struct store *st, const char *clientid)
+{
+	struct coll c = {0};
+	assert_int_equal(store_walk_queue(st, clientid, cb_queue, &c), STORE_OK);
+	size_t n = c.n;
+	coll_free(&c);
+	return n;
+}
+
+static size_t count_retained(struct store *st)
+{
+	struct coll c = {0};
+	assert_int_equal(store_walk_retained(st, cb_retain, &c), STORE_OK);
+	size_t n = c.n;
+	coll_free(&c);
+	return n;
+}
+
+static size_t count_wills(struct store *st, const char *clientid)
+{
+	struct coll c = {0};
+	assert_int_equal(store_walk_wills(st, clientid, cb_will, &c), STORE_OK);
+	size_t n = c.n;
+	coll_free(&c);
+	return n;
+}
+
+/* ---- record fixtures ---- */
+
+struct msg_fx {
+	char topic[64], src[64];
+	uint8_t payload[300];
+	uint8_t props[8];
+	struct rec_base_msg m;
+};
+
+static void msg_make(struct msg_fx *f, int i)
+{
+	snprintf(f->topic, sizeof(f->topic), "topic/%d", i);
+	snprintf(f->src, sizeof(f->src), "src-%d", i);
+	size_t plen = (size_t)(i * 37 % 300);
+	for(size_t j = 0; j < plen; j++){
+		f->payload[j] = (uint8_t)(i + j);
+	}
+	memset(f->props, i, sizeof(f->props));
+	f->m = (struct rec_base_msg){
+		.expiry_time = (int64_t)i * 1000 - 5,
+		.topic = f->topic,
+		.source_id = f->src,
+		.source_username = (i % 2) ? NULL : "user",
+		.payload = {f->payload, plen},
+		.properties = {(i % 2) ? NULL : f->props, (i % 2) ? 0 : sizeof(f->props)},
+		.source_mid = (uint16_t)(i * 1000),
+		.source_port = 1883,
+		.qos = (uint8_t)(i % 3),
+		.retain = i % 2,
+	};
+}
+
+static struct rec_session session_make(const char *clientid, const char *username, uint32_t expiry)
+{
+	return (struct rec_session){
+		.clientid = clientid,
+		.username = username,
+		.auth_method = NULL,
+		.will_delay_time = 0,
+		.session_expiry_time = 1700000000 + expiry,
+		.will_delay_interval = 0,
+		.session_expiry_interval = expiry,
+		.max_packet_size = 0,
+		.listener_port = 1883,
+		.max_qos = 2,
+		.retain_available = true,
+	};
+}
+
+static struct rec_queue queue_make(uint64_t store_id, uint16_t mid)
+{
+	return (struct rec_queue){
+		.store_id = store_id,
+		.subscription_identifier = (uint32_t)(store_id % 7),
+		.mid = mid,
+		.qos = (uint8_t)(store_id % 3),
+		.retain = store_id % 2,
+		.dup = 0,
+		.direction = 1,
+		.state = 3,
+	};
+}
+
+static struct rec_will will_make(const char *clientid, const char *topic, const char *payload)
+{
+	return (struct rec_will){
+		.clientid = clientid,
+		.topic = topic,
+		.payload = {(const uint8_t *)payload, strlen(payload)},
+		.properties = {NULL, 0},
+		.qos = 1,
+		.retain = false,
+	};
+}
+
+static void assert_item_msg(const struct item *it, const struct rec_base_msg *m)
+{
+	struct buf b = {0};
+	record_encode_base_msg(&b, m);
+	assert_uint_equal(it->len, b.len);
+	assert_memory_equal(it->enc, b.data, b.len);
+	buf_free(&b);
+}
+
+static void assert_item_session(const struct item *it, const struct rec_session *s)
+{
+	struct buf b = {0};
+	record_encode_session(&b, s);
+	assert_uint_equal(it->len, b.len);
+	assert_memory_equal(it->enc, b.data, b.len);
+	buf_free(&b);
+}
+
+static void assert_item_sub(const struct item *it, const struct rec_sub *s)
+{
+	struct buf b = {0};
+	record_encode_sub(&b, s);
+	assert_uint_equal(it->len, b.len);
+	assert_memory_equal(it->enc, b.data, b.len);
+	buf_free(&b);
+}
+
+static void assert_item_queue(const struct item *it, const struct rec_queue *q)
+{
+	struct buf b = {0};
+	record_encode_queue(&b, q);
+	assert_uint_equal(it->len, b.len);
+	assert_memory_equal(it->enc, b.data, b.len);
+	buf_free(&b);
+}
+
+static void assert_item_will(const struct item *it, const struct rec_will *w)
+{
+	struct buf b = {0};
+	record_encode_will(&b, w);
+	assert_uint_equal(it->len, b.len);
+	assert_memory_equal(it->enc, b.data, b.len);
+	buf_free(&b);
+}
+
+static const struct item *find_name(const struct coll *c, const char *name)
+{
+	for(size_t i = 0; i < c->n; i++){
+		if(c->v[i].name && !strcmp(c->v[i].name, name)){
+			return &c->v[i];
+		}
+	}
+	return NULL;
+}
+
+/* ---- direct LMDB access to the data file ---- */
+
+struct raw {
+	MDB_env *env;
+	MDB_txn *txn;
+};
+
+static void raw_open(struct raw *r, const char *path)
+{
+	assert_int_equal(mdb_env_create(&r->env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(r->env, 16), 0);
+	assert_int_equal(mdb_env_open(r->env, path, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(r->env, NULL, 0, &r->txn), 0);
+}
+
+static MDB_dbi raw_dbi(struct raw *r, const char *name)
+{
+	MDB_dbi dbi;
+	assert_int_equal(mdb_dbi_open(r->txn, name, 0, &dbi), 0);
+	return dbi;
+}
+
+static void raw_close(struct raw *r, bool commit)
+{
+	if(commit){
+		assert_int_equal(mdb_txn_commit(r->txn), 0);
+	}else{
+		mdb_txn_abort(r->txn);
+	}
+	mdb_env_close(r->env);
+}
+
+/* malloc'd copy of the value of key (NULL if absent). */
+static uint8_t *raw_get(struct raw *r, MDB_dbi dbi, const void *key, size_t klen, size_t *vlen)
+{
+	MDB_val k = {klen, (void *)key}, v;
+	if(mdb_get(r->txn, dbi, &k, &v) != 0){
+		return NULL;
+	}
+	uint8_t *p = malloc(v.mv_size);
+	assert_non_null(p);
+	memcpy(p, v.mv_data, v.mv_size);
+	*vlen = v.mv_size;
+	return p;
+}
+
+static void raw_put(struct raw *r, MDB_dbi dbi, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+	assert_int_equal(mdb_put(r->txn, dbi, &k, &v, 0), 0);
+}
+
+/* Copies of the n-th key and value of a database, in key order. */
+static void raw_nth(struct raw *r, MDB_dbi dbi, size_t n, uint8_t **key, size_t *klen, uint8_t **val, size_t *vlen)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+
+	assert_int_equal(mdb_cursor_open(r->txn, dbi, &cur), 0);
+	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+	for(size_t i = 0; i < n; i++){
+		assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_NEXT), 0);
+	}
+	*key = malloc(k.mv_size);
+	*val = malloc(v.mv_size);
+	assert_non_null(*key);
+	assert_non_null(*val);
+	memcpy(*key, k.mv_data, k.mv_size);
+	memcpy(*val, v.mv_data, v.mv_size);
+	*klen = k.mv_size;
+	*vlen = v.mv_size;
+	mdb_cursor_close(cur);
+}
+
+static void be64_put(uint8_t *p, uint64_t v)
+{
+	for(int i = 7; i >= 0; i--){
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static uint32_t be32_get(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* ---- tests ---- */
+
+static void test_open_new(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st;
+	struct stat sb;
+	char err[512];
+
+	/* A read-only open of a missing database fails and creates nothing. */
+	st = (struct store *)1;
+	assert_int_not_equal(store_open(&st, fx->db, 0, fx->key, STORE_READ_ONLY, test_log, err, sizeof(err)), STORE_OK);
+	assert_null(st);
+	assert_int_not_equal(stat(fx->db, &sb), 0);
+
+	st = open_store(fx, 0, 0);
+	assert_int_equal(stat(fx->db, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	assert_int_equal(stat(fx->datafile, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0600);
+	assert_uint_equal(store_epoch(st), 1);
+	assert_false(store_has_pending(st));
+
+	struct store_stats s = stats_of(st);
+	assert_uint_equal(s.commits, 0);
+	assert_uint_equal(s.records_rejected, 0);
+	assert_uint_equal(s.pending_ops, 0);
+	assert_uint_equal(s.map_size, STORE_DEFAULT_MAP_SIZE);
+
+	assert_uint_equal(count_msgs(st), 0);
+	assert_uint_equal(count_sessions(st), 0);
+	assert_uint_equal(count_subs(st, NULL), 0);
+	assert_uint_equal(count_queue(st, "nobody"), 0);
+	assert_uint_equal(count_retained(st), 0);
+	assert_uint_equal(count_wills(st, NULL), 0);
+	/* Committing nothing is fine. */
+	assert_int_equal(store_commit(st), STORE_OK);
+	store_close(st);
+
+	/* The path exists but is not a directory. */
+	char *file = ut_join(fx->dir, "plain-file");
+	assert_int_equal(ut_write_file(file, "x", 1, 0600), 0);
+	st = (struct store *)1;
+	err[0] = 0;
+	assert_int_equal(store_open(&st, file, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_IO);
+	assert_null(st);
+	assert_non_null(strstr(err, "not a directory"));
+	free(file);
+
+	assert_string_equal(store_db_name(DB_SESSIONS), "sessions");
+	assert_string_equal(store_db_name(DB_COUNT), "?");
+	assert_string_equal(store_strerror(STORE_ERR_KEY), "the key does not match this database");
+	store_close(NULL);
+}
+
+static const uint64_t msg_ids[] = {1, 2, 255, 256, 65536, (uint64_t)1 << 40, UINT64_MAX - 1};
+#define N_MSG_IDS (sizeof(msg_ids) / sizeof(msg_ids[0]))
+
+static void write_all_kinds(struct store *st)
+{
+	struct msg_fx mf;
+
+	/* Messages in reverse order: the walk returns them by store_id. */
+	for(int i = (int)N_MSG_IDS - 1; i >= 0; i--){
+		msg_make(&mf, i);
+		assert_int_equal(msg_put(st, msg_ids[i], &mf.m), STORE_OK);
+	}
+	struct rec_session sa = session_make("alice", "alice-user", 3600);
+	struct rec_session sb = session_make("bob", NULL, UINT32_MAX);
+	sb.auth_method = "SCRAM";
+	sb.will_delay_time = INT64_MIN;
+	assert_int_equal(session_put(st, &sa), STORE_OK);
+	assert_int_equal(session_put(st, &sb), STORE_OK);
+
+	struct rec_sub subs[] = {
+		{"alice", "a/#", 0, 1},
+		{"alice", "b/+/c", 12, 2},
+		{"bob", "a/#", UINT32_MAX, 0x2e},
+	};
+	for(size_t i = 0; i < 3; i++){
+		assert_int_equal(sub_put(st, &subs[i]), STORE_OK);
+	}
+	for(uint64_t i = 1; i <= 4; i++){
+		struct rec_queue q = queue_make(msg_ids[i], (uint16_t)i);
+		assert_int_equal(queue_append(st, "alice", i, &q), STORE_OK);
+	}
+	assert_int_equal(retain_set(st, "topic/1", msg_ids[1]), STORE_OK);
+	assert_int_equal(retain_set(st, "topic/2", msg_ids[2]), STORE_OK);
+	struct rec_will w = will_make("bob", "bob/status", "gone");
+	assert_int_equal(will_put(st, &w), STORE_OK);
+}
+
+static void check_all_kinds(struct store *st)
+{
+	struct coll c = {0};
+	struct msg_fx mf;
+
+	/* Messages, in store_id order. */
+	assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
+	assert_uint_equal(c.n, N_MSG_IDS);
+	for(size_t i = 0; i < N_MSG_IDS; i++){
+		msg_make(&mf, (int)i);
+		assert_uint_equal(c.v[i].id, msg_ids[i]);
+		assert_item_msg(&c.v[i], &mf.m);
+	}
+	coll_free(&c);
+
+	/* Sessions. */
+	struct rec_session sa = session_make("alice", "alice-user", 3600);
+	struct rec_session sb = session_make("bob", NULL, UINT32_MAX);
+	sb.auth_method = "SCRAM";
+	sb.will_delay_time = INT64_MIN;
+	assert_int_equal(store_walk_sessions(st, cb_session, &c), STORE_OK);
+	assert_uint_equal(c.n, 2);
+	assert_non_null(find_name(&c, "alice"));
+	assert_non_null(find_name(&c, "bob"));
+	assert_item_session(find_name(&c, "alice"), &sa);
+	assert_item_session(find_name(&c, "bob"), &sb);
+	coll_free(&c);
+
+	/* Subscriptions: per client and all. */
+	struct rec_sub bob_sub = {"bob", "a/#", UINT32_MAX, 0x2e};
+	assert_int_equal(store_walk_subs(st, "bob", cb_sub, &c), STORE_OK);
+	assert_uint_equal(c.n, 1);
+	assert_item_sub(&c.v[0], &bob_sub);
+	coll_free(&c);
+	assert_int_equal(store_walk_subs(st, "alice", cb_sub, &c), STORE_OK);
+	assert_uint_equal(c.n, 2);
+	for(size_t i = 0; i < c.n; i++){
+		struct rec_sub got;
+		assert_int_equal(record_decode_sub(c.v[i].enc, c.v[i].len, &got), 0);
+		assert_string_equal(got.clientid, "alice");
+		if(!strcmp(got.topic_filter, "a/#")){
+			assert_uint_equal(got.identifier, 0);
+			assert_uint_equal(got.options, 1);
+		}else{
+			assert_string_equal(got.topic_filter, "b/+/c");
+			assert_uint_equal(got.identifier, 12);
+			assert_uint_equal(got.options, 2);
+		}
+	}
+	coll_free(&c);
+	assert_uint_equal(count_subs(st, NULL), 3);
+	assert_uint_equal(count_subs(st, "carol"), 0);
+
+	/* Queue, in order. */
+	uint64_t epoch_at_write = 1;
+	assert_int_equal(store_walk_queue(st, "alice", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, 4);
+	for(uint64_t i = 1; i <= 4; i++){
+		struct rec_queue q = queue_make(msg_ids[i], (uint16_t)i);
+		assert_uint_equal(c.v[i - 1].id, (epoch_at_write << STORE_SEQ_SHIFT) | i);
+		assert_item_queue(&c.v[i - 1], &q);
+	}
+	coll_free(&c);
+	assert_uint_equal(count_queue(st, "bob"), 0);
+
+	/* Retained. */
+	assert_int_equal(store_walk_retained(st, cb_retain, &c), STORE_OK);
+	assert_uint_equal(c.n, 2);
+	assert_non_null(find_name(&c, "topic/1"));
+	assert_non_null(find_name(&c, "topic/2"));
+	assert_uint_equal(find_name(&c, "topic/1")->id, msg_ids[1]);
+	assert_uint_equal(find_name(&c, "topic/2")->id, msg_ids[2]);
+	coll_free(&c);
+
+	/* Wills: per client and all. */
+	struct rec_will w = will_make("bob", "bob/status", "gone");
+	assert_int_equal(store_walk_wills(st, "bob", cb_will, &c), STORE_OK);
+	assert_uint_equal(c.n, 1);
+	assert_item_will(&c.v[0], &w);
+	coll_free(&c);
+	assert_uint_equal(count_wills(st, "alice"), 0);
+	assert_uint_equal(count_wills(st, NULL), 1);
+}
+
+static void test_roundtrip_all_kinds(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+
+	write_all_kinds(st);
+
+	/* Nothing is visible before the commit. */
+	assert_true(store_has_pending(st));
+	struct store_stats s = stats_of(st);
+	assert_uint_equal(s.pending_ops, N_MSG_IDS + 2 + 3 + 4 + 2 + 1);
+	assert_uint_equal(count_msgs(st), 0);
+	assert_uint_equal(count_sessions(st), 0);
+	assert_uint_equal(count_subs(st, NULL), 0);
+	assert_uint_equal(count_queue(st, "alice"), 0);
+	assert_uint_equal(count_retained(st), 0);
+	assert_uint_equal(count_wills(st, NULL), 0);
+
+	commit_ok(st);
+	s = stats_of(st);
+	assert_uint_equal(s.commits, 1);
+	assert_uint_equal(s.commit_errors, 0);
+	assert_uint_equal(s.pending_ops, 0);
+	check_all_kinds(st);
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+
+	/* The store passes its structure check: 3 meta records + ours. */
+	uint64_t records = 0;
+	char err[512];
+	assert_int_equal(store_check_structure(st, &records, err, sizeof(err)), STORE_OK);
+	assert_uint_equal(records, 3 + N_MSG_IDS + 2 + 3 + 4 + 2 + 1);
+	store_close(st);
+
+	/* Everything persists across a reopen (under a new epoch), read-write
+	 * and read-only. */
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(store_epoch(st), 2);
+	check_all_kinds(st);
+	store_close(st);
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	check_all_kinds(st);
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+	assert_uint_equal(g_log_count[STORE_LOG_WARNING], 0);
+	store_close(st);
+}
+
+static void test_overwrite_and_delete(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct msg_fx mf;
+	struct coll c = {0};
+
+	write_all_kinds(st);
+	commit_ok(st);
+
+	/* Replace a session. */
+	struct rec_session s2 = session_make("alice", "other-user", 60);
+	assert_int_equal(session_put(st, &s2), STORE_OK);
+	/* Replace a retained entry. */
+	assert_int_equal(retain_set(st, "topic/1", 999), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_walk_sessions(st, cb_session, &c), STORE_OK);
+	assert_uint_equal(c.n, 2);
+	assert_item_session(find_name(&c, "alice"), &s2);
+	coll_free(&c);
+	assert_int_equal(store_walk_retained(st, cb_retain, &c), STORE_OK);
+	assert_uint_equal(c.n, 2);
+	assert_uint_equal(find_name(&c, "topic/1")->id, 999);
+	coll_free(&c);
+
+	/* Single deletes, each of its own record only. */
+	assert_int_equal(msg_delete(st, msg_ids[2]), STORE_OK);
+	assert_int_equal(sub_delete(st, "alice", "a/#"), STORE_OK);
+	assert_int_equal(queue_remove(st, "alice", 2), STORE_OK);
+	assert_int_equal(retain_delete(st, "topic/2"), STORE_OK);
+	assert_int_equal(will_delete(st, "bob"), STORE_OK);
+	/* Deleting what is not there is not an error. */
+	assert_int_equal(msg_delete(st, 123456), STORE_OK);
+	assert_int_equal(sub_delete(st, "nobody", "x"), STORE_OK);
+	assert_int_equal(queue_remove(st, "alice", 99), STORE_OK);
+	assert_int_equal(retain_delete(st, "no/such/topic"), STORE_OK);
+	assert_int_equal(will_delete(st, "alice"), STORE_OK);
+	assert_int_equal(session_delete(st, "nobody"), STORE_OK);
+	/* Buffered until the commit. */
+	assert_uint_equal(count_msgs(st), N_MSG_IDS);
+	assert_uint_equal(count_wills(st, NULL), 1);
+	commit_ok(st);
+
+	assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
+	assert_uint_equal(c.n, N_MSG_IDS - 1);
+	for(size_t i = 0, j = 0; i < N_MSG_IDS; i++){
+		if(i == 2){
+			continue;
+		}
+		msg_make(&mf, (int)i);
+		assert_uint_equal(c.v[j].id, msg_ids[i]);
+		assert_item_msg(&c.v[j], &mf.m);
+		j++;
+	}
+	coll_free(&c);
+	assert_int_equal(store_walk_subs(st, "alice", cb_sub, &c), STORE_OK);
+	assert_uint_equal(c.n, 1);
+	struct rec_sub left = {"alice", "b/+/c", 12, 2};
+	assert_item_sub(&c.v[0], &left);
+	coll_free(&c);
+	assert_uint_equal(count_subs(st, "bob"), 1);
+	assert_int_equal(store_walk_queue(st, "alice", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, 3);
+	assert_uint_equal(c.v[0].id & ((1ull << STORE_SEQ_SHIFT) - 1), 1);
+	assert_uint_equal(c.v[1].id & ((1ull << STORE_SEQ_SHIFT) - 1), 3);
+	assert_uint_equal(c.v[2].id & ((1ull << STORE_SEQ_SHIFT) - 1), 4);
+	coll_free(&c);
+	assert_uint_equal(count_retained(st), 1);
+	assert_uint_equal(count_wills(st, NULL), 0);
+	assert_uint_equal(count_sessions(st), 2);
+
+	/* Operations of one commit apply in order. */
+	msg_make(&mf, 50);
+	assert_int_equal(msg_put(st, 5000, &mf.m), STORE_OK);
+	assert_int_equal(msg_delete(st, 5000), STORE_OK);
+	assert_int_equal(msg_delete(st, 5001), STORE_OK);
+	assert_int_equal(msg_put(st, 5001, &mf.m), STORE_OK);
+	struct rec_will w = will_make("carol", "c/w", "");
+	assert_int_equal(will_put(st, &w), STORE_OK);
+	assert_int_equal(session_delete(st, "carol"), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
+	bool has5000 = false, has5001 = false;
+	for(size_t i = 0; i < c.n; i++){
+		has5000 |= c.v[i].id == 5000;
+		has5001 |= c.v[i].id == 5001;
+	}
+	assert_false(has5000);
+	assert_true(has5001);
+	coll_free(&c);
+	assert_uint_equal(count_wills(st, "carol"), 0);
+	store_close(st);
+}
+
+static void add_client(struct store *st, const char *id, uint64_t base)
+{
+	char name[64];
+	struct rec_session s = session_make(id, "u", 100);
+	assert_int_equal(session_put(st, &s), STORE_OK);
+	for(int i = 0; i < 2; i++){
+		snprintf(name, sizeof(name), "%s/sub/%d", id, i);
+		struct rec_sub sub = {id, name, (uint32_t)i, 1};
+		assert_int_equal(sub_put(st, &sub), STORE_OK);
+	}
+	for(uint64_t i = 1; i <= 3; i++){
+		struct rec_queue q = queue_make(base + i, (uint16_t)i);
+		assert_int_equal(queue_append(st, id, i, &q), STORE_OK);
+	}
+	snprintf(name, sizeof(name), "%s/will", id);
+	struct rec_will w = will_make(id, name, "bye");
+	assert_int_equal(will_put(st, &w), STORE_OK);
+}
+
+static void assert_client(struct store *st, const char *id, bool present)
+{
+	struct coll c = {0};
+	size_t want = present ? 1 : 0;
+
+	assert_int_equal(store_walk_sessions(st, cb_session, &c), STORE_OK);
+	assert_uint_equal(find_name(&c, id) ? 1 : 0, want);
+	coll_free(&c);
+	assert_int_equal(store_walk_subs(st, id, cb_sub, &c), STORE_OK);
+	assert_uint_equal(c.n, 2 * want);
+	for(size_t i = 0; i < c.n; i++){
+		assert_string_equal(c.v[i].name, id);
+	}
+	coll_free(&c);
+	assert_int_equal(store_walk_queue(st, id, cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, 3 * want);
+	coll_free(&c);
+	assert_int_equal(store_walk_wills(st, id, cb_will, &c), STORE_OK);
+	assert_uint_equal(c.n, want);
+	if(present){
+		assert_string_equal(c.v[0].name, id);
+	}
+	coll_free(&c);
+}
+
+static void test_session_delete_scoped(void **state)
+{
+	static const char *const ids[] = {"a", "ab", "abc", "b", "A"};
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct msg_fx mf;
+
+	for(size_t i = 0; i < 5; i++){
+		add_client(st, ids[i], i * 100);
+	}
+	msg_make(&mf, 1);
+	assert_int_equal(msg_put(st, 101, &mf.m), STORE_OK);
+	assert_int_equal(retain_set(st, "a", 101), STORE_OK);
+	commit_ok(st);
+	for(size_t i = 0; i < 5; i++){
+		assert_client(st, ids[i], true);
+	}
+
+	assert_int_equal(session_delete(st, "a"), STORE_OK);
+	assert_client(st, "a", true); /* not yet committed */
+	commit_ok(st);
+	assert_client(st, "a", false);
+	for(size_t i = 1; i < 5; i++){
+		assert_client(st, ids[i], true);
+	}
+	assert_uint_equal(count_sessions(st), 4);
+	assert_uint_equal(count_subs(st, NULL), 8);
+	assert_uint_equal(count_wills(st, NULL), 4);
+	/* Messages and retained entries are not the session's. */
+	assert_uint_equal(count_msgs(st), 1);
+	assert_uint_equal(count_retained(st), 1);
+
+	assert_int_equal(session_delete(st, "abc"), STORE_OK);
+	commit_ok(st);
+	assert_client(st, "abc", false);
+	assert_client(st, "ab", true);
+	assert_client(st, "b", true);
+	assert_client(st, "A", true);
+	store_close(st);
+
+	/* Still so after a reopen. */
+	st = open_store(fx, 0, 0);
+	assert_client(st, "a", false);
+	assert_client(st, "abc", false);
+	assert_client(st, "ab", true);
+	assert_uint_equal(count_sessions(st), 3);
+	store_close(st);
+}
+
+#define QN 300
+
+static void test_queue_order_across_epochs(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct coll c = {0};
+	const uint64_t e1 = store_epoch(st);
+
+	assert_uint_equal(e1, 1);
+	/* cmsg_ids 1..QN appended in a scrambled order (11 is prime to QN + 1). */
+	for(uint64_t i = 1; i <= QN; i++){
+		uint64_t id = i * 11 % (QN + 1);
+		struct rec_queue q = queue_make(1000 + id, (uint16_t)id);
+		assert_int_equal(queue_append(st, "c", id, &q), STORE_OK);
+	}
+	/* Another client's queue, with the same cmsg_ids. */
+	for(uint64_t i = 1; i <= 5; i++){
+		struct rec_queue q = queue_make(9000 + i, (uint16_t)i);
+		assert_int_equal(queue_append(st, "c2", i, &q), STORE_OK);
+	}
+	commit_ok(st);
+
+	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, QN);
+	for(uint64_t i = 1; i <= QN; i++){
+		struct rec_queue q = queue_make(1000 + i, (uint16_t)i);
+		if(c.v[i - 1].id != ((e1 << STORE_SEQ_SHIFT) | i)){
+			fail_msg("queue entry %llu has seq %#llx", (unsigned long long)i, (unsigned long long)c.v[i - 1].id);
+		}
+		assert_item_queue(&c.v[i - 1], &q);
+	}
+	coll_free(&c);
+	assert_uint_equal(count_queue(st, "c2"), 5);
+	store_close(st);
+
+	/* A new run: the broker numbers from 1 again. */
+	st = open_store(fx, 0, 0);
+	const uint64_t e2 = store_epoch(st);
+	assert_uint_equal(e2, e1 + 1);
+	for(uint64_t id = 1; id <= 3; id++){
+		struct rec_queue q = queue_make(5000 + id, (uint16_t)id);
+		assert_int_equal(queue_append(st, "c", id, &q), STORE_OK);
+	}
+	commit_ok(st);
+	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, QN + 3);
+	for(uint64_t i = 1; i <= QN; i++){
+		assert_uint_equal(c.v[i - 1].id, (e1 << STORE_SEQ_SHIFT) | i);
+	}
+	for(uint64_t id = 1; id <= 3; id++){
+		struct rec_queue q = queue_make(5000 + id, (uint16_t)id);
+		assert_uint_equal(c.v[QN + id - 1].id, (e2 << STORE_SEQ_SHIFT) | id);
+		assert_item_queue(&c.v[QN + id - 1], &q);
+	}
+	coll_free(&c);
+
+	/* Restored entries are addressed by their seq (>= 2^40). */
+	const uint64_t old5 = (e1 << STORE_SEQ_SHIFT) | 5, old7 = (e1 << STORE_SEQ_SHIFT) | 7;
+	assert_true(old5 >= (1ull << STORE_SEQ_SHIFT));
+	assert_int_equal(queue_remove(st, "c", old5), STORE_OK);
+	struct rec_queue q7 = queue_make(7777, 77);
+	q7.state = 9;
+	assert_int_equal(queue_append(st, "c", old7, &q7), STORE_OK);
+	/* A small cmsg_id is this run's. */
+	assert_int_equal(queue_remove(st, "c", 2), STORE_OK);
+	commit_ok(st);
+
+	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, QN + 3 - 2);
+	/* Old 1..4, 6, 7 (replaced in place), 8.. */
+	assert_uint_equal(c.v[3].id, (e1 << STORE_SEQ_SHIFT) | 4);
+	assert_uint_equal(c.v[4].id, (e1 << STORE_SEQ_SHIFT) | 6);
+	assert_uint_equal(c.v[5].id, old7);
+	assert_item_queue(&c.v[5], &q7);
+	assert_uint_equal(c.v[1].id, (e1 << STORE_SEQ_SHIFT) | 2); /* the old 2 stays */
+	struct rec_queue q2 = queue_make(1002, 2);
+	assert_item_queue(&c.v[1], &q2);
+	/* QN - 1 old entries, then this run's 1 and 3. */
+	assert_uint_equal(c.v[QN - 2].id, (e1 << STORE_SEQ_SHIFT) | QN);
+	assert_uint_equal(c.v[QN - 1].id, (e2 << STORE_SEQ_SHIFT) | 1);
+	assert_uint_equal(c.v[QN].id, (e2 << STORE_SEQ_SHIFT) | 3);
+	coll_free(&c);
+	assert_uint_equal(count_queue(st, "c2"), 5);
+	store_close(st);
+
+	/* Third run: its entries come after both earlier runs'. */
+	st = open_store(fx, 0, 0);
+	const uint64_t e3 = store_epoch(st);
+	assert_uint_equal(e3, e2 + 1);
+	struct rec_queue q = queue_make(1, 1);
+	assert_int_equal(queue_append(st, "c", 1, &q), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, QN + 2);
+	assert_uint_equal(c.v[c.n - 1].id, (e3 << STORE_SEQ_SHIFT) | 1);
+	for(size_t i = 1; i < c.n; i++){
+		assert_true(c.v[i - 1].id < c.v[i].id);
+	}
+	coll_free(&c);
+	store_close(st);
+}
+
+static void test_wrong_key(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	uint8_t good_key[SEAL_KEY_LEN];
+	char err[512];
+
+	struct rec_session s = session_make("keep-me", NULL, 10);
+	assert_int_equal(session_put(st, &s), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+
+	memcpy(good_key, fx->key, SEAL_KEY_LEN);
+	for(int bit = 0; bit < 2; bit++){
+		fx->key[bit ? 31 : 0] ^= (uint8_t)(bit ? 0x80 : 0x01);
+		for(int ro = 0; ro < 2; ro++){
+			st = (struct store *)1;
+			err[0] = 0;
+			assert_int_equal(store_open(&st, fx->db, 0, fx->key, ro ? STORE_READ_ONLY : 0,
+					test_log, err, sizeof(err)), STORE_ERR_KEY);
+			assert_null(st);
+			assert_non_null(strstr(err, "does not match"));
+		}
+		memcpy(fx->key, good_key, SEAL_KEY_LEN);
+	}
+
+	/* The right key still opens it, and the refused opens did not bump the
+	 * epoch. */
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(store_epoch(st), 2);
+	assert_uint_equal(count_sessions(st), 1);
+	store_close(st);
+}
+
+static void test_epoch_and_read_only(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st;
+	struct msg_fx mf;
+
+	for(uint32_t e = 1; e <= 4; e++){
+		st = open_store(fx, 0, 0);
+		assert_uint_equal(store_epoch(st), e);
+		msg_make(&mf, (int)e);
+		assert_int_equal(msg_put(st, e, &mf.m), STORE_OK);
+		commit_ok(st);
+		store_close(st);
+	}
+
+	/* Each record's nonce carries the epoch of the open that wrote it. */
+	struct raw r;
+	raw_open(&r, fx->db);
+	MDB_dbi msgs = raw_dbi(&r, "msgs");
+	for(uint64_t e = 1; e <= 4; e++){
+		uint8_t k[8];
+		size_t vlen;
+		be64_put(k, e);
+		uint8_t *v = raw_get(&r, msgs, k, 8, &vlen);
+		assert_non_null(v);
+		assert_int_equal(v[0], SEAL_VERSION);
+		assert_uint_equal(be32_get(v + 2), e);
+		free(v);
+	}
+	raw_close(&r, false);
+
+	/* Read-only: sees the data, keeps the epoch, refuses writes. */
+	for(int i = 0; i < 2; i++){
+		st = open_store(fx, 0, STORE_READ_ONLY);
+		assert_uint_equal(store_epoch(st), 4);
+		assert_uint_equal(count_msgs(st), 4);
+		assert_int_equal(msg_put(st, 99, &mf.m), STORE_ERR_READONLY);
+		assert_int_equal(msg_delete(st, 1), STORE_ERR_READONLY);
+		struct rec_session s = session_make("x", NULL, 1);
+		assert_int_equal(session_put(st, &s), STORE_ERR_READONLY);
+		assert_int_equal(session_delete(st, "x"), STORE_ERR_READONLY);
+		assert_int_equal(retain_set(st, "t", 1), STORE_ERR_READONLY);
+		assert_false(store_has_pending(st));
+		assert_int_equal(store_commit(st), STORE_OK);
+		store_close(st);
+	}
+
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(store_epoch(st), 5);
+	assert_uint_equal(count_msgs(st), 4);
+	store_close(st);
+}
+
+static void test_map_growth(void **state)
+{
+	enum { N = 80, SZ = 256 * 1024 }; /* 20 MiB */
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, MIB, 0);
+	uint8_t *payload = malloc(SZ);
+	struct coll c = {0};
+
+	assert_non_null(payload);
+	/* The open keeps headroom over what is used, but nothing like 20 MiB. */
+	assert_true(stats_of(st).map_size >= MIB && stats_of(st).map_size <= 4 * MIB);
+	for(int i = 0; i < N; i++){
+		memset(payload, i, SZ);
+		payload[0] = (uint8_t)~i;
+		struct rec_base_msg m = {.topic = "big", .payload = {payload, SZ}, .qos = 1};
+		assert_int_equal(msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
+	}
+	commit_ok(st);
+	struct store_stats s = stats_of(st);
+	assert_true(s.map_grows > 0);
+	assert_true(s.map_size >= (size_t)N * SZ);
+	assert_uint_equal(s.commits, 1);
+	assert_uint_equal(s.commit_errors, 0);
+	assert_true(g_log_count[STORE_LOG_NOTICE] >= s.map_grows);
+
+	for(int pass = 0; pass < 2; pass++){
+		assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
+		assert_uint_equal(c.n, N);
+		for(int i = 0; i < N; i++){
+			struct rec_base_msg got;
+			assert_uint_equal(c.v[i].id, (uint64_t)i + 1);
+			assert_int_equal(record_decode_base_msg(c.v[i].enc, c.v[i].len, &got), 0);
+			assert_uint_equal(got.payload.len, SZ);
+			assert_int_equal(got.payload.data[0], (uint8_t)~i);
+			memset(payload, i, SZ);
+			payload[0] = (uint8_t)~i;
+			assert_memory_equal(got.payload.data, payload, SZ);
+		}
+		coll_free(&c);
+		if(pass == 0){
+			/* Reopened (default map size): everything is still there. */
+			store_close(st);
+			st = open_store(fx, 0, 0);
+		}
+	}
+	/* And it can still grow. */
+	memset(payload, 0xee, SZ);
+	for(int i = 0; i < 8; i++){
+		struct rec_base_msg m = {.topic = "more", .payload = {payload, SZ}, .qos = 0};
+		assert_int_equal(msg_put(st, 1000 + (uint64_t)i, &m), STORE_OK);
+	}
+	commit_ok(st);
+	assert_uint_equal(count_msgs(st), N + 8);
+	store_close(st);
+	free(payload);
+}
+
+/* Writes 5 messages and 2 sessions, closes. */
+static void tamper_fixture(struct fx *fx)
+{
+	struct store *st = open_store(fx, 0, 0);
+	struct msg_fx mf;
+
+	for(int i = 1; i <= 5; i++){
+		msg_make(&mf, i + 10);
+		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+	}
+	struct rec_session s1 = session_make("s1", NULL, 1), s2 = session_make("s2", NULL, 2);
+	assert_int_equal(session_put(st, &s1), STORE_OK);
+	assert_int_equal(session_put(st, &s2), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+}
+
+static void assert_msg_ids(struct store *st, const uint64_t *ids, size_t n)
+{
+	struct coll c = {0};
+	assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
+	assert_uint_equal(c.n, n);
+	for(size_t i = 0; i < n; i++){
+		struct msg_fx mf;
+		msg_make(&mf, (int)ids[i] + 10);
+		assert_uint_equal(c.v[i].id, ids[i]);
+		assert_item_msg(&c.v[i], &mf.m);
+	}
+	coll_free(&c);
+}
+
+static void test_tampered_value_rejected(void **state)
+{
+	struct fx *fx = *state;
+	static const uint64_t all[] = {1, 2, 3, 4, 5}, without3[] = {1, 2, 4, 5};
+	struct raw r;
+	uint8_t k3[8], *orig;
+	size_t vlen;
+
+	tamper_fixture(fx);
+	be64_put(k3, 3);
+	raw_open(&r, fx->db);
+	orig = raw_get(&r, raw_dbi(&r, "msgs"), k3, 8, &vlen);
+	assert_non_null(orig);
+	raw_close(&r, false);
+	assert_true(vlen > SEAL_OVERHEAD);
+
+	const size_t positions[] = {
+		0, 1,                                   /* version, key id */
+		2, 5, 6, SEAL_HEADER_LEN - 1,           /* nonce: epoch, counter */
+		SEAL_HEADER_LEN, vlen / 2,              /* ciphertext */
+		vlen - SEAL_TAG_LEN - 1,
+		vlen - SEAL_TAG_LEN, vlen - 1,          /* tag */
+	};
+	uint8_t *bad = malloc(vlen);
+	assert_non_null(bad);
+	for(size_t i = 0; i < sizeof(positions) / sizeof(positions[0]); i++){
+		memcpy(bad, orig, vlen);
+		bad[positions[i]] ^= 0x04;
+		raw_open(&r, fx->db);
+		raw_put(&r, raw_dbi(&r, "msgs"), k3, 8, bad, vlen);
+		raw_close(&r, true);
+
+		struct store *st = open_store(fx, 0, 0);
+		log_reset();
+		assert_msg_ids(st, without3, 4);
+		assert_uint_equal(stats_of(st).records_rejected, 1);
+		assert_uint_equal(g_log_count[STORE_LOG_WARNING], 1);
+		assert_non_null(strstr(g_last_warning, "msgs"));
+		/* The reason names the envelope field that failed. */
+		assert_non_null(strstr(g_last_warning, positions[i] == 0 ? seal_strerror(SEAL_ERR_FORMAT)
+				: positions[i] == 1 ? seal_strerror(SEAL_ERR_KEY_ID) : seal_strerror(SEAL_ERR_AUTH)));
+		/* The other kinds are unaffected. */
+		assert_uint_equal(count_sessions(st), 2);
+		/* Each walk that meets it counts it. */
+		assert_msg_ids(st, without3, 4);
+		assert_uint_equal(stats_of(st).records_rejected, 2);
+		store_close(st);
+	}
+	free(bad);
+
+	/* A value cut short or grown by a byte. */
+	for(int grow = 0; grow < 2; grow++){
+		uint8_t *v = malloc(vlen + 1);
+		assert_non_null(v);
+		memcpy(v, orig, vlen);
+		v[vlen] = 0;
+		raw_open(&r, fx->db);
+		raw_put(&r, raw_dbi(&r, "msgs"), k3, 8, v, grow ? vlen + 1 : vlen - 1);
+		raw_close(&r, true);
+		free(v);
+		struct store *st = open_store(fx, 0, 0);
+		assert_msg_ids(st, without3, 4);
+		assert_uint_equal(stats_of(st).records_rejected, 1);
+		store_close(st);
+	}
+
+	/* Restoring the original value makes it readable again. */
+	raw_open(&r, fx->db);
+	raw_put(&r, raw_dbi(&r, "msgs"), k3, 8, orig, vlen);
+	raw_close(&r, true);
+	struct store *st = open_store(fx, 0, 0);
+	assert_msg_ids(st, all, 5);
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+	store_close(st);
+	free(orig);
+
+	/* A session (hashed key) with a flipped tag byte. */
+	uint8_t *k, *v;
+	size_t klen;
+	raw_open(&r, fx->db);
+	MDB_dbi sessions = raw_dbi(&r, "sessions");
+	raw_nth(&r, sessions, 1, &k, &klen, &v, &vlen);
+	assert_uint_equal(klen, HASH_LEN);
+	v[vlen - 1] ^= 0x80;
+	raw_put(&r, sessions, k, klen, v, vlen);
+	raw_close(&r, true);
+	free(k);
+	free(v);
+	st = open_store(fx, 0, 0);
+	log_reset();
+	assert_uint_equal(count_sessions(st), 1);
+	assert_uint_equal(stats_of(st).records_rejected, 1);
+	assert_non_null(strstr(g_last_warning, "sessions"));
+	assert_msg_ids(st, all, 5);
+	store_close(st);
+}
+
+static void test_moved_value_rejected(void **state)
+{
+	struct fx *fx = *state;
+	static const uint64_t only1_3[] = {1, 3, 4, 5};
+	struct raw r;
+	uint8_t k1[8], k2[8], *v1;
+	size_t vlen;
+
+	tamper_fixture(fx);
+
+	/* msgs: the value of store_id 1 copied over store_id 2. */
+	be64_put(k1, 1);
+	be64_put(k2, 2);
+	raw_open(&r, fx->db);
+	MDB_dbi msgs = raw_dbi(&r, "msgs");
+	v1 = raw_get(&r, msgs, k1, 8, &vlen);
+	assert_non_null(v1);
+	raw_put(&r, msgs, k2, 8, v1, vlen);
+	raw_close(&r, true);
+	struct store *st = open_store(fx, 0, 0);
+	log_reset();
+	assert_msg_ids(st, only1_3, 4);
+	assert_uint_equal(stats_of(st).records_rejected, 1);
+	assert_non_null(strstr(g_last_warning, "msgs"));
+	assert_non_null(strstr(g_last_warning, seal_strerror(SEAL_ERR_AUTH)));
+
+	/* Add subscriptions, a queue and a will to move values among. */
+	struct rec_sub sa = {"s1", "f/1", 1, 0}, sb = {"s1", "f/2", 2, 0};
+	assert_int_equal(sub_put(st, &sa), STORE_OK);
+	assert_int_equal(sub_put(st, &sb), STORE_OK);
+	for(uint64_t i = 1; i <= 2; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(queue_append(st, "s1", i, &q), STORE_OK);
+	}
+	commit_ok(st);
+	store_close(st);
+
+	uint8_t *k, *v, *k2b, *v2b;
+	size_t klen, k2len, v2len;
+	raw_open(&r, fx->db);
+	/* subs: first subscription's value over the second's key. */
+	MDB_dbi subs = raw_dbi(&r, "subs");
+	raw_nth(&r, subs, 0, &k, &klen, &v, &vlen);
+	raw_nth(&r, subs, 1, &k2b, &k2len, &v2b, &v2len);
+	raw_put(&r, subs, k2b, k2len, v, vlen);
+	free(k);
+	free(v);
+	free(k2b);
+	free(v2b);
+	/* queue: first entry's value over the second's key (no reordering). */
+	MDB_dbi queue = raw_dbi(&r, "queue");
+	raw_nth(&r, queue, 0, &k, &klen, &v, &vlen);
+	raw_nth(&r, queue, 1, &k2b, &k2len, &v2b, &v2len);
+	assert_uint_equal(klen, HASH_LEN + 8);
+	raw_put(&r, queue, k2b, k2len, v, vlen);
+	free(k);
+	free(v);
+	free(k2b);
+	free(v2b);
+	/* sessions -> wills: the same key in another database. */
+	MDB_dbi sessions = raw_dbi(&r, "sessions"), wills = raw_dbi(&r, "wills");
+	raw_nth(&r, sessions, 0, &k, &klen, &v, &vlen);
+	raw_put(&r, wills, k, klen, v, vlen);
+	free(k);
+	free(v);
+	raw_close(&r, true);
+
+	/* Each is refused by the seal (the key and database are associated data),
+	 * not merely by luck of the decoder. */
+	st = open_store(fx, 0, 0);
+	log_reset();
+	assert_uint_equal(count_subs(st, "s1"), 1);
+	assert_uint_equal(stats_of(st).records_rejected, 1);
+	assert_non_null(strstr(g_last_warning, "subs"));
+	assert_non_null(strstr(g_last_warning, seal_strerror(SEAL_ERR_AUTH)));
+	log_reset();
+	assert_uint_equal(count_queue(st, "s1"), 1);
+	assert_uint_equal(stats_of(st).records_rejected, 2);
+	assert_non_null(strstr(g_last_warning, "queue"));
+	assert_non_null(strstr(g_last_warning, seal_strerror(SEAL_ERR_AUTH)));
+	log_reset();
+	assert_uint_equal(count_wills(st, NULL), 0);
+	assert_uint_equal(stats_of(st).records_rejected, 3);
+	assert_non_null(strstr(g_last_warning, "wills"));
+	assert_non_null(strstr(g_last_warning, seal_strerror(SEAL_ERR_AUTH)));
+	assert_uint_equal(count_sessions(st), 2);
+	assert_uint_equal(stats_of(st).records_rejected, 3);
+	store_close(st);
+	free(v1);
+}
+
+static void test_malformed_entries_skipped(void **state)
+{
+	struct fx *fx = *state;
+	static const uint64_t all[] = {1, 2, 3, 4, 5};
+	struct raw r;
+	uint8_t k[HASH_LEN * 3], v[64];
+
+	tamper_fixture(fx);
+	memset(v, 0x01, sizeof(v));
+	raw_open(&r, fx->db);
+	MDB_dbi msgs = raw_dbi(&r, "msgs");
+	be64_put(k, 0);
+	raw_put(&r, msgs, k, 8, v, SEAL_OVERHEAD - 1);     /* too short to be sealed */
+	be64_put(k, 6);
+	raw_put(&r, msgs, k, 8, "", 0);                     /* empty */
+	memset(k, 0xff, sizeof(k));
+	raw_put(&r, msgs, k, sizeof(k), v, sizeof(v));      /* key too long */
+	raw_put(&r, msgs, k, 3, v, sizeof(v));              /* key of a wrong size */
+	raw_close(&r, true);
+
+	struct store *st = open_store(fx, 0, 0);
+	assert_msg_ids(st, all, 5);
+	assert_uint_equal(stats_of(st).records_rejected, 4);
+	store_close(st);
+}
+
+static void test_truncated_file(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	uint8_t payload[8192];
+	size_t size, psize = (size_t)sysconf(_SC_PAGESIZE);
+	char err[512];
+
+	for(int i = 0; i < 40; i++){
+		memset(payload, i, sizeof(payload));
+		struct rec_base_msg m = {.topic = "t", .payload = {payload, sizeof(payload)}};
+		assert_int_equal(msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
+	}
+	commit_ok(st);
+	store_close(st);
+
+	uint8_t *orig = ut_read_file(fx->datafile, &size);
+	assert_non_null(orig);
+	assert_true(size > 40 * sizeof(payload));
+
+	const size_t cuts[] = {size - 1, size - psize, size - psize - 1, size / 2, 3 * psize, 2 * psize};
+	for(size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++){
+		for(int ro = 0; ro < 2; ro++){
+			assert_int_equal(ut_write_file(fx->datafile, orig, cuts[i], 0600), 0);
+			st = (struct store *)1;
+			err[0] = 0;
+			int rc = store_open(&st, fx->db, 0, fx->key, ro ? STORE_READ_ONLY : 0, test_log, err, sizeof(err));
+			if(rc != STORE_ERR_CORRUPT){
+				store_close(st);
+				fail_msg("data file cut to %zu of %zu bytes: store_open gave %d (%s), not STORE_ERR_CORRUPT",
+						cuts[i], size, rc, err);
+			}
+			assert_null(st);
+			assert_non_null(strstr(err, "truncated"));
+			/* The refused open left the file alone. */
+			struct stat sb;
+			assert_int_equal(stat(fx->datafile, &sb), 0);
+			assert_uint_equal((size_t)sb.st_size, cuts[i]);
+		}
+	}
+
+	/* Less than the two meta pages: damaged, whatever the wording. */
+	assert_int_equal(ut_write_file(fx->datafile, orig, psize + 100, 0600), 0);
+	st = (struct store *)1;
+	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_null(st);
+
+	/* Emptied: LMDB alone would start a new database over it. */
+	assert_int_equal(ut_write_file(fx->datafile, orig, 0, 0600), 0);
+	st = (struct store *)1;
+	err[0] = 0;
+	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_null(st);
+	assert_non_null(strstr(err, "empty"));
+
+	/* The whole file back: everything is there. */
+	assert_int_equal(ut_write_file(fx->datafile, orig, size, 0600), 0);
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(count_msgs(st), 40);
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+	store_close(st);
+	free(orig);
+}
+
+static void test_no_plaintext_on_disk(void **state)
+{
+	static const char *const secrets[] = {
+		"VERY-SECRET-CLIENT", "SECRET/TOPIC", "SECRET-PAYLOAD", "SECRET-USERNAME",
+		"SECRET/WILL", "SECRET-WILL-PAYLOAD", "SECRET/FILTER/#", "SECRET-AUTH",
+	};
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	static const char payload[] = "SECRET-PAYLOAD";
+
+	struct rec_session s = session_make("VERY-SECRET-CLIENT", "SECRET-USERNAME", 100);
+	s.auth_method = "SECRET-AUTH";
+	assert_int_equal(session_put(st, &s), STORE_OK);
+	struct rec_sub sub = {"VERY-SECRET-CLIENT", "SECRET/FILTER/#", 1, 1};
+	assert_int_equal(sub_put(st, &sub), STORE_OK);
+	struct rec_base_msg m = {
+		.topic = "SECRET/TOPIC",
+		.source_id = "VERY-SECRET-CLIENT",
+		.source_username = "SECRET-USERNAME",
+		.payload = {(const uint8_t *)payload, strlen(payload)},
+		.qos = 1,
+	};
+	assert_int_equal(msg_put(st, 1, &m), STORE_OK);
+	struct rec_queue q = queue_make(1, 1);
+	assert_int_equal(queue_append(st, "VERY-SECRET-CLIENT", 1, &q), STORE_OK);
+	assert_int_equal(retain_set(st, "SECRET/TOPIC", 1), STORE_OK);
+	struct rec_will w = will_make("VERY-SECRET-CLIENT", "SECRET/WILL", "SECRET-WILL-PAYLOAD");
+	assert_int_equal(will_put(st, &w), STORE_OK);
+	commit_ok(st);
+	/* Overwrite and delete, so freed pages could hold old copies. */
+	assert_int_equal(session_put(st, &s), STORE_OK);
+	assert_int_equal(retain_delete(st, "SECRET/TOPIC"), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+
+	char *lockfile = ut_join(fx->db, "lock.mdb");
+	const char *files[] = {fx->datafile, lockfile};
+	for(size_t f = 0; f < 2; f++){
+		size_t len;
+		uint8_t *data = ut_read_file(files[f], &len);
+		assert_non_null(data);
+		assert_true(len > 0);
+		for(size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++){
+			if(ut_find(data, len, secrets[i], strlen(secrets[i]))){
+				free(data);
+				fail_msg("'%s' appears in plaintext in %s", secrets[i], files[f]);
+			}
+		}
+		/* "SECRET" alone would catch a partial leak, e.g. a split string. */
+		assert_null(ut_find(data, len, "SECRET", 6));
+		/* Nor does the key. */
+		assert_null(ut_find(data, len, fx->key, SEAL_KEY_LEN));
+		if(f == 0){
+			/* The scan works: LMDB's own database names are plaintext. */
+			assert_non_null(ut_find(data, len, "sessions", 8));
+			assert_non_null(ut_find(data, len, "keycheck", 8));
+		}
+		free(data);
+	}
+	free(lockfile);
+
+	/* And the data is still all there. */
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(count_sessions(st), 1);
+	assert_uint_equal(count_subs(st, "VERY-SECRET-CLIENT"), 1);
+	assert_uint_equal(count_queue(st, "VERY-SECRET-CLIENT"), 1);
+	assert_uint_equal(count_wills(st, "VERY-SECRET-CLIENT"), 1);
+	assert_uint_equal(count_msgs(st), 1);
+	assert_uint_equal(count_retained(st), 0);
+	store_close(st);
+}
+
+static void test_walk_stops_on_callback_value(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct msg_fx mf;
+	struct coll c = {0};
+
+	for(int i = 1; i <= 10; i++){
+		msg_make(&mf, i);
+		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+		char id[16];
+		snprintf(id, sizeof(id), "c%d", i);
+		struct rec_session s = session_make(id, NULL, 1);
+		assert_int_equal(session_put(st, &s), STORE_OK);
+	}
+	commit_ok(st);
+
+	c.stop_after = 3;
+	c.stop_rc = 7;
+	assert_int_equal(store_walk_msgs(st, cb_msg, &c), 7);
+	assert_uint_equal(c.n, 3);
+	assert_uint_equal(c.v[2].id, 3);
+	coll_free(&c);
+	c.stop_after = 1;
+	c.stop_rc = 42;
+	assert_int_equal(store_walk_sessions(st, cb_session, &c), 42);
+	assert_uint_equal(c.n, 1);
+	coll_free(&c);
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+
+	/* Pending-op accounting: session_delete is four operations. */
+	assert_int_equal(msg_delete(st, 1), STORE_OK);
+	assert_int_equal(session_delete(st, "c1"), STORE_OK);
+	assert_uint_equal(stats_of(st).pending_ops, 5);
+	commit_ok(st);
+	assert_uint_equal(stats_of(st).pending_ops, 0);
+	assert_uint_equal(stats_of(st).commits, 2);
+	assert_uint_equal(count_msgs(st), 9);
+	assert_uint_equal(count_sessions(st), 9);
+
+	uint64_t records = 0;
+	char err[256];
+	assert_int_equal(store_check_structure(st, &records, err, sizeof(err)), STORE_OK);
+	assert_uint_equal(records, 3 + 9 + 9);
+	store_close(st);
+}
+
+/* store_open(map_size) below the size the data has grown to: LMDB alone
+ * would size the map to exactly the used pages and the epoch write of
+ * store_open would fail with MDB_MAP_FULL. */
+static void test_reopen_after_growth(void **state)
+{
+	enum { N = 80, SZ = 256 * 1024 }; /* 20 MiB */
+	struct fx *fx = *state;
+	uint8_t *payload;
+	struct store *st;
+	char err[512];
+
+	payload = calloc(1, SZ);
+	assert_non_null(payload);
+	st = open_store(fx, MIB, 0);
+	for(int i = 0; i < N; i++){
+		struct rec_base_msg m = {.topic = "big", .payload = {payload, SZ}};
+		assert_int_equal(msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
+	}
+	commit_ok(st);
+	store_close(st);
+	free(payload);
+
+	st = NULL;
+	err[0] = 0;
+	int rc = store_open(&st, fx->db, MIB, fx->key, 0, test_log, err, sizeof(err));
+	if(rc != STORE_OK){
+		fail_msg("reopen with the configured 1 MiB map failed: %d %s", rc, err);
+	}
+	assert_uint_equal(count_msgs(st), N);
+	/* And it takes new writes. */
+	struct rec_base_msg m = {.topic = "after", .payload = {(const uint8_t *)"x", 1}};
+	assert_int_equal(msg_put(st, N + 1, &m), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(count_msgs(st), N + 1);
+	store_close(st);
+}
+
+/* A negative callback value stops the walk too; it is not a decode failure. */
+static void test_negative_callback_value(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st;
+	struct msg_fx mf;
+	struct coll c = {0};
+
+	st = open_store(fx, 0, 0);
+	for(int i = 1; i <= 3; i++){
+		msg_make(&mf, i);
+		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+	}
+	commit_ok(st);
+	c.stop_after = 1;
+	c.stop_rc = -1;
+	int rc = store_walk_msgs(st, cb_msg, &c);
+	size_t n = c.n;
+	coll_free(&c);
+	uint64_t rejected = stats_of(st).records_rejected;
+	store_close(st);
+	assert_int_equal(rc, -1);
+	assert_uint_equal(n, 1);
+	assert_uint_equal(rejected, 0);
+}
+
+/* A backlog larger than one write transaction takes (the commit is applied
+ * in several) and a map that must grow meanwhile: everything arrives, in
+ * order. */
+static void test_large_backlog_commit(void **state)
+{
+	enum { PER_CLIENT = 15000 };
+	static const char *const clients[] = {"x", "y", "z"};
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, MIB, 0);
+	struct coll c = {0};
+
+	for(uint64_t i = 1; i <= PER_CLIENT; i++){
+		for(size_t k = 0; k < 3; k++){
+			struct rec_queue q = queue_make(i * 3 + k, (uint16_t)i);
+			assert_int_equal(queue_append(st, clients[k], i, &q), STORE_OK);
+		}
+	}
+	assert_uint_equal(stats_of(st).pending_ops, 3 * PER_CLIENT);
+	commit_ok(st);
+	struct store_stats s = stats_of(st);
+	assert_uint_equal(s.pending_ops, 0);
+	assert_uint_equal(s.commit_errors, 0);
+	assert_true(s.commits >= 1);
+	assert_true(s.map_grows > 0);
+	for(size_t k = 0; k < 3; k++){
+		assert_int_equal(store_walk_queue(st, clients[k], cb_queue, &c), STORE_OK);
+		assert_uint_equal(c.n, PER_CLIENT);
+		for(uint64_t i = 1; i <= PER_CLIENT; i++){
+			struct rec_queue got;
+			if(c.v[i - 1].id != ((uint64_t)1 << STORE_SEQ_SHIFT | i)){
+				fail_msg("client %s entry %llu has seq %#llx", clients[k], (unsigned long long)i,
+						(unsigned long long)c.v[i - 1].id);
+			}
+			assert_int_equal(record_decode_queue(c.v[i - 1].enc, c.v[i - 1].len, &got), 0);
+			assert_uint_equal(got.store_id, i * 3 + k);
+		}
+		coll_free(&c);
+	}
+	/* And the whole backlog can be deleted in one go. */
+	for(size_t k = 0; k < 3; k++){
+		assert_int_equal(session_delete(st, clients[k]), STORE_OK);
+	}
+	commit_ok(st);
+	for(size_t k = 0; k < 3; k++){
+		assert_uint_equal(count_queue(st, clients[k]), 0);
+	}
+	store_close(st);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_open_new),
+		T(test_roundtrip_all_kinds),
+		T(test_overwrite_and_delete),
+		T(test_session_delete_scoped),
+		T(test_queue_order_across_epochs),
+		T(test_wrong_key),
+		T(test_epoch_and_read_only),
+		T(test_map_growth),
+		T(test_tampered_value_rejected),
+		T(test_moved_value_rejected),
+		T(test_malformed_entries_skipped),
+		T(test_truncated_file),
+		T(test_no_plaintext_on_disk),
+		T(test_walk_stops_on_callback_value),
+		T(test_large_backlog_commit),
+		T(test_reopen_after_growth),
+		T(test_negative_callback_value),
+	};
+#undef T
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
