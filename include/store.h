@@ -9,6 +9,11 @@
  *   subs      H(client id) | H(topic filter)        rec_sub
  *   retained  H(topic)                              rec_retain
  *   wills     H(client id)                          rec_will
+ *   online    H(client id)                          client id (string)
+ *
+ * `online` marks sessions whose client is connected: the broker reports no
+ * session change while a client stays connected, so after a crash this is
+ * what tells a connected client's session from one that went offline.
  *
  * Writes are buffered in memory and applied by store_commit() in one write
  * transaction, so a full map can be grown and the transaction replayed
@@ -41,6 +46,7 @@ enum store_db {
 	DB_SUBS,
 	DB_RETAINED,
 	DB_WILLS,
+	DB_ONLINE,
 	DB_COUNT
 };
 
@@ -70,6 +76,7 @@ struct store_stats {
 	uint64_t commit_errors;
 	uint64_t map_grows;
 	uint64_t records_rejected;
+	uint64_t records;        /* counted by the last structure check */
 	uint64_t pending_ops;
 	size_t map_size;
 };
@@ -82,8 +89,10 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		char *err, size_t errlen);
 void store_close(struct store *st);
 
-/* Walks every key of every database without decrypting, to find structural
- * damage before the broker relies on the file. */
+/* Walks every key and value of every database without decrypting, to find
+ * structural damage; a fault inside LMDB while doing so (SIGBUS, SIGSEGV,
+ * SIGABRT) is caught and reported. store_open runs it before any write and
+ * keeps the count in store_stats.records. Not thread-safe (signal handlers). */
 int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen);
 
 /* Buffered writes. Each returns STORE_OK or STORE_ERR_NOMEM/CRYPTO. */
@@ -101,6 +110,9 @@ int retain_set(struct store *st, const char *topic, uint64_t store_id);
 int retain_delete(struct store *st, const char *topic);
 int will_put(struct store *st, const struct rec_will *w);
 int will_delete(struct store *st, const char *clientid);
+int will_delete_all(struct store *st);
+int session_set_online(struct store *st, const char *clientid, bool online);
+int online_clear(struct store *st);
 
 /* Applies the buffered writes in one transaction and syncs. On an I/O error
  * the writes stay buffered for the next call. */
@@ -119,6 +131,10 @@ typedef int (*will_visit_fn)(void *ctx, const struct rec_will *w);
 
 int store_walk_msgs(struct store *st, msg_visit_fn fn, void *ctx);
 int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx);
+/* Calls fn with clientid's session, if it has one. */
+int session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx);
+/* 1 when clientid was marked online, 0 when not, a STORE_ERR_* otherwise. */
+int session_was_online(struct store *st, const char *clientid);
 /* clientid NULL walks every client's subscriptions. */
 int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx);
 int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);

@@ -2,6 +2,8 @@
 #ifndef PERSIST_LMDB_ADAPTER_H
 #define PERSIST_LMDB_ADAPTER_H
 
+#include <time.h>
+
 #include <mosquitto.h>
 #include <mosquitto/broker.h>
 
@@ -13,6 +15,7 @@
 #define BROKER_FUNCTIONS(X) \
 	X(mosquitto_broker_publish) \
 	X(mosquitto_callback_register) \
+	X(mosquitto_client_id) \
 	X(mosquitto_client_will_set) \
 	X(mosquitto_free) \
 	X(mosquitto_log_printf) \
@@ -58,11 +61,24 @@ BROKER_FUNCTIONS(WEAK_REF)
 #include "record.h"
 #include "store.h"
 
+/* A will whose delay is running. The broker publishes it when the delay
+ * ends and tells no plugin, so its record is deleted here, in the same
+ * commit as the copies the broker queued for offline subscribers. */
+struct pending_will {
+	char *clientid;
+	time_t deadline;
+	unsigned ticks_due;   /* ticks seen since the deadline passed */
+};
+
 struct plugin {
 	mosquitto_plugin_id_t *id;
 	struct plugin_config cfg;
 	struct store *store;
+	bool registered;      /* every callback is in place: the broker is running us */
 	struct buf props;     /* scratch for encoding property lists */
+	struct pending_will *pending_wills;
+	size_t n_pending_wills;
+	size_t cap_pending_wills;
 };
 
 int persist_restore_cb(int event, void *event_data, void *userdata);
@@ -81,6 +97,13 @@ int on_client_msg_update(int event, void *event_data, void *userdata);
 int on_client_msg_delete(int event, void *event_data, void *userdata);
 int on_will_add(int event, void *event_data, void *userdata);
 int on_will_delete(int event, void *event_data, void *userdata);
+int on_connect(int event, void *event_data, void *userdata);
+int on_client_offline(int event, void *event_data, void *userdata);
+int on_disconnect(int event, void *event_data, void *userdata);
+
+/* Deletes the records of delayed wills the broker has published by now. */
+void pending_wills_expire(struct plugin *pl, time_t now);
+void pending_wills_free(struct plugin *pl);
 
 /* Property lists <-> the stored encoding: id varint, then the value as a
  * varint (byte, int16, int32, varint) or byte field(s) (binary, string,

@@ -2,6 +2,16 @@
  * The store buffers the write; the tick (plugin.c) commits. */
 #include "adapter.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+/* The broker checks will delays after the plugins' tick, against the clock
+ * it read while waiting for sockets in the previous iteration. So a will
+ * due at the first tick that sees its deadline is published at the latest
+ * in the next iteration, and its routed copies are committed at the tick
+ * after that: the third tick that sees the deadline. */
+#define WILL_DUE_TICKS 3
+
 static int store_result(int rc, const char *what)
 {
 	if(rc == STORE_OK){
@@ -94,12 +104,77 @@ int on_client_add(int event, void *event_data, void *userdata)
 	return client_put(userdata, &ed->data);
 }
 
+static void pending_will_forget(struct plugin *pl, const char *clientid)
+{
+	for(size_t i = 0; i < pl->n_pending_wills; i++){
+		if(!strcmp(pl->pending_wills[i].clientid, clientid)){
+			free(pl->pending_wills[i].clientid);
+			pl->pending_wills[i] = pl->pending_wills[--pl->n_pending_wills];
+			return;
+		}
+	}
+}
+
+static void pending_will_track(struct plugin *pl, const char *clientid, time_t deadline)
+{
+	struct pending_will *p;
+
+	pending_will_forget(pl, clientid);
+	if(pl->n_pending_wills == pl->cap_pending_wills){
+		size_t cap = pl->cap_pending_wills ? pl->cap_pending_wills * 2 : 16;
+		p = realloc(pl->pending_wills, cap * sizeof(*p));
+		if(!p){
+			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: out of memory tracking the will delay of %s; "
+					"its will may be published again after a restart", clientid);
+			return;
+		}
+		pl->pending_wills = p;
+		pl->cap_pending_wills = cap;
+	}
+	p = &pl->pending_wills[pl->n_pending_wills];
+	p->clientid = strdup(clientid);
+	if(p->clientid){
+		p->deadline = deadline;
+		p->ticks_due = 0;
+		pl->n_pending_wills++;
+	}
+}
+
+void pending_wills_expire(struct plugin *pl, time_t now)
+{
+	for(size_t i = 0; i < pl->n_pending_wills;){
+		struct pending_will *p = &pl->pending_wills[i];
+		if(now >= p->deadline && ++p->ticks_due >= WILL_DUE_TICKS){
+			store_result(will_delete(pl->store, p->clientid), "a published will");
+			free(p->clientid);
+			*p = pl->pending_wills[--pl->n_pending_wills];
+		}else{
+			i++;
+		}
+	}
+}
+
+void pending_wills_free(struct plugin *pl)
+{
+	for(size_t i = 0; i < pl->n_pending_wills; i++){
+		free(pl->pending_wills[i].clientid);
+	}
+	free(pl->pending_wills);
+	pl->pending_wills = NULL;
+	pl->n_pending_wills = pl->cap_pending_wills = 0;
+}
+
+/* The broker raises this, among other times, when a will's delay starts. */
 int on_client_update(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_client *ed = event_data;
+	struct plugin *pl = userdata;
 
 	(void)event;
-	return client_put(userdata, &ed->data);
+	if(ed->data.will_delay_time > time(NULL)){
+		pending_will_track(pl, ed->data.clientid, ed->data.will_delay_time);
+	}
+	return client_put(pl, &ed->data);
 }
 
 int on_client_delete(int event, void *event_data, void *userdata)
@@ -108,6 +183,7 @@ int on_client_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	pending_will_forget(pl, ed->data.clientid);
 	return store_result(session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
 
@@ -210,5 +286,51 @@ int on_will_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	pending_will_forget(pl, ed->data.clientid);
 	return store_result(will_delete(pl->store, ed->data.clientid), "a will deletion");
+}
+
+/* On a connection the broker drops the session's old will without an event
+ * (a new session's will is announced right after this one). */
+int on_connect(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_connect *ed = event_data;
+	struct plugin *pl = userdata;
+	const char *clientid = mosquitto_client_id(ed->client);
+
+	(void)event;
+	if(!clientid){
+		return MOSQ_ERR_SUCCESS;
+	}
+	pending_will_forget(pl, clientid);
+	if(store_result(will_delete(pl->store, clientid), "a replaced will")){
+		return MOSQ_ERR_UNKNOWN;
+	}
+	return store_result(session_set_online(pl->store, clientid, true), "a connection");
+}
+
+static int client_gone(struct plugin *pl, struct mosquitto *client)
+{
+	const char *clientid = mosquitto_client_id(client);
+
+	if(!clientid){
+		return MOSQ_ERR_SUCCESS;
+	}
+	return store_result(session_set_online(pl->store, clientid, false), "a disconnection");
+}
+
+int on_client_offline(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_client_offline *ed = event_data;
+
+	(void)event;
+	return client_gone(userdata, ed->client);
+}
+
+int on_disconnect(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_disconnect *ed = event_data;
+
+	(void)event;
+	return client_gone(userdata, ed->client);
 }

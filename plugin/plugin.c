@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #pragma GCC visibility push(default)
 #include <mosquitto/broker_plugin.h>
@@ -40,6 +41,9 @@ static const struct {
 	{MOSQ_EVT_PERSIST_CLIENT_MSG_DELETE, on_client_msg_delete},
 	{MOSQ_EVT_PERSIST_WILL_ADD, on_will_add},
 	{MOSQ_EVT_PERSIST_WILL_DELETE, on_will_delete},
+	{MOSQ_EVT_CONNECT, on_connect},
+	{MOSQ_EVT_CLIENT_OFFLINE, on_client_offline},
+	{MOSQ_EVT_DISCONNECT, on_disconnect},
 };
 
 static void store_log(int level, const char *msg)
@@ -60,6 +64,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	pending_wills_expire(pl, time(NULL));
 	store_commit(pl->store);
 	ed->next_s = 0;
 	ed->next_ms = 0;
@@ -93,6 +98,11 @@ static void plugin_free(struct plugin *pl)
 		return;
 	}
 	if(pl->store){
+		/* At shutdown the broker publishes every will, pending delays
+		 * included, and reports none of them. */
+		if(pl->registered && will_delete_all(pl->store) != STORE_OK){
+			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot record that the wills were published at shutdown");
+		}
 		if(store_commit(pl->store) != STORE_OK){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the last changes could not be committed at shutdown");
 		}
@@ -100,14 +110,15 @@ static void plugin_free(struct plugin *pl)
 	}
 	config_free(&pl->cfg);
 	buf_free(&pl->props);
+	pending_wills_free(pl);
 	free(pl);
 }
 
 static int open_store(struct plugin *pl)
 {
 	uint8_t key[SEAL_KEY_LEN];
+	struct store_stats stats;
 	char err[512];
-	uint64_t records;
 	int rc;
 
 	if(seal_key_load(pl->cfg.key_file, key, err, sizeof(err))){
@@ -126,12 +137,9 @@ static int open_store(struct plugin *pl)
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
 		return MOSQ_ERR_INVAL;
 	}
-	if(store_check_structure(pl->store, &records, err, sizeof(err))){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
-		return MOSQ_ERR_INVAL;
-	}
+	store_get_stats(pl->store, &stats);
 	mosquitto_log_printf(MOSQ_LOG_INFO, "persist-lmdb: opened %s (%llu records, epoch %u)",
-			pl->cfg.db_path, (unsigned long long)records, store_epoch(pl->store));
+			pl->cfg.db_path, (unsigned long long)stats.records, store_epoch(pl->store));
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -195,6 +203,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		return rc;
 	}
 	mosquitto_plugin_set_info(identifier, PLUGIN_NAME, PROJECT_VERSION);
+	pl->registered = true;
 	g_plugin = pl;
 	*user_data = pl;
 	return MOSQ_ERR_SUCCESS;

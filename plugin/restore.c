@@ -10,7 +10,7 @@
 struct restore {
 	struct plugin *pl;
 	const struct rec_session *session;
-	unsigned long session_refused;
+	unsigned long session_refused, session_orphaned;
 	unsigned long msgs, retained, sessions, subs, queued, wills;
 	unsigned long failed;
 };
@@ -102,6 +102,7 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 {
 	struct restore *r = ctx;
 	struct mosquitto_client_msg cm;
+	int rc;
 
 	memset(&cm, 0, sizeof(cm));
 	cm.clientid = r->session->clientid;
@@ -114,13 +115,17 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	cm.dup = q->dup;
 	cm.direction = q->direction;
 	cm.state = q->state;
-	if(mosquitto_persist_client_msg_add(&cm) == MOSQ_ERR_SUCCESS){
+	rc = mosquitto_persist_client_msg_add(&cm);
+	if(rc == MOSQ_ERR_SUCCESS){
 		r->queued++;
+		return 0;
+	}
+	/* Kept, it would come back after newer messages at a later restart. */
+	queue_remove(r->pl->store, r->session->clientid, seq);
+	r->failed++;
+	if(rc == MOSQ_ERR_NOT_FOUND){
+		r->session_orphaned++;
 	}else{
-		/* Kept, it would come back after newer messages at a later restart:
-		 * the broker's limit drops it, as it would have live. */
-		queue_remove(r->pl->store, r->session->clientid, seq);
-		r->failed++;
 		r->session_refused++;
 	}
 	return 0;
@@ -150,29 +155,55 @@ static int publish_will(const struct rec_will *w)
 	return rc;
 }
 
-/* As in persist-sqlite: the will is put back on the session; a client that
- * was connected when the broker stopped (no session expiry time yet) and has
- * no will delay gets its will published now. */
+struct will_owner {
+	bool found;
+	uint32_t will_delay_interval;
+};
+
+static int note_owner(void *ctx, const struct rec_session *s)
+{
+	struct will_owner *o = ctx;
+
+	o->found = true;
+	o->will_delay_interval = s->will_delay_interval;
+	return 0;
+}
+
+/* A client that was connected when the broker stopped lost its connection
+ * without a DISCONNECT: its will is due now, unless it has a session and a
+ * will delay, in which case the will goes back onto the session and the
+ * broker publishes it when the session ends. A will without a session
+ * belonged to a clean-session client that was connected. */
 static int restore_will(void *ctx, const struct rec_will *w)
 {
 	struct restore *r = ctx;
-	const struct rec_session *s = r->session;
+	struct store *st = r->pl->store;
+	struct will_owner owner = {false, 0};
 	mosquitto_property *props = NULL;
-	int rc;
+	int online, rc;
 
-	if(w->properties.data && props_decode(w->properties, &props)){
+	if(session_get(st, w->clientid, note_owner, &owner) != STORE_OK){
 		r->failed++;
 		return 0;
 	}
-	rc = mosquitto_client_will_set(w->clientid, w->topic, (int)w->payload.len, w->payload.data,
-			w->qos, w->retain, props);
-	if(rc){
-		mosquitto_property_free_all(&props);
+	online = owner.found ? session_was_online(st, w->clientid) : 1;
+	if(online < 0){
 		r->failed++;
 		return 0;
 	}
-	if(s->session_expiry_time == 0 && s->will_delay_interval == 0){
+	if(!owner.found || (online && owner.will_delay_interval == 0)){
 		rc = publish_will(w);
+		will_delete(st, w->clientid);
+	}else{
+		if(w->properties.data && props_decode(w->properties, &props)){
+			r->failed++;
+			return 0;
+		}
+		rc = mosquitto_client_will_set(w->clientid, w->topic, (int)w->payload.len, w->payload.data,
+				w->qos, w->retain, props);
+		if(rc){
+			mosquitto_property_free_all(&props);
+		}
 	}
 	if(rc == MOSQ_ERR_SUCCESS){
 		r->wills++;
@@ -186,13 +217,21 @@ static int restore_session(void *ctx, const struct rec_session *s)
 {
 	struct restore *r = ctx;
 	struct mosquitto_client c;
+	int online;
 
+	online = session_was_online(r->pl->store, s->clientid);
+	if(online < 0){
+		r->failed++;
+		return 0;
+	}
 	memset(&c, 0, sizeof(c));
 	c.clientid = mosquitto_strdup(s->clientid);
 	c.username = s->username ? mosquitto_strdup(s->username) : NULL;
 	c.auth_method = s->auth_method ? mosquitto_strdup(s->auth_method) : NULL;
 	c.will_delay_time = (time_t)s->will_delay_time;
-	c.session_expiry_time = (time_t)s->session_expiry_time;
+	/* A connected client's session never got an expiry time for its
+	 * current connection: it expires counting from now. */
+	c.session_expiry_time = online ? 0 : (time_t)s->session_expiry_time;
 	c.will_delay_interval = s->will_delay_interval;
 	c.session_expiry_interval = s->session_expiry_interval;
 	c.max_packet_size = s->max_packet_size;
@@ -214,14 +253,18 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	r->sessions++;
 	r->session = s;
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
-	r->session_refused = 0;
+	r->session_refused = r->session_orphaned = 0;
 	store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
+	if(r->session_orphaned){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+				"at restore: their message bodies are missing (rejected or lost)",
+				r->session_orphaned, s->clientid);
+	}
 	if(r->session_refused){
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
 				"at restore: the broker refused them (max_queued_messages / max_queued_bytes)",
 				r->session_refused, s->clientid);
 	}
-	store_walk_wills(r->pl->store, s->clientid, restore_will, r);
 	r->session = NULL;
 	return 0;
 }
@@ -243,6 +286,13 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	}
 	if(!rc){
 		rc = store_walk_sessions(r.pl->store, restore_session, &r);
+	}
+	if(!rc){
+		rc = store_walk_wills(r.pl->store, NULL, restore_will, &r);
+	}
+	/* Nobody is connected yet. */
+	if(!rc){
+		rc = online_clear(r.pl->store);
 	}
 	store_get_stats(r.pl->store, &stats);
 	mosquitto_log_printf(rc ? MOSQ_LOG_ERR : MOSQ_LOG_INFO,

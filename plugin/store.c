@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +17,13 @@
 /* Well below LMDB's bound on the dirty pages of one write transaction. */
 #define OPS_PER_TXN 20000
 
-enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX };
+enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR };
 
 /* Name spaces of the index hash. */
 enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f' };
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills"
+	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills", "online"
 };
 
 static const char key_check_text[] = "persist-lmdb key check v1";
@@ -127,7 +129,9 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 	p[1] = (uint8_t)db;
 	p[2] = (uint8_t)klen;
 	put_le32(p + 3, (uint32_t)vlen);
-	memcpy(p + OP_HEADER, key, klen);
+	if(klen){
+		memcpy(p + OP_HEADER, key, klen);
+	}
 	if(op == OP_PUT){
 		make_ad(ad, db, key, klen);
 		if(seal_record(st->seal, ad, 1 + klen, st->pt.data, st->pt.len, p + OP_HEADER + klen) != SEAL_OK){
@@ -180,6 +184,9 @@ int session_delete(struct store *st, const char *clientid)
 	rc = op_append(st, OP_DEL, DB_SESSIONS, key, sizeof(key));
 	if(!rc){
 		rc = op_append(st, OP_DEL_PREFIX, DB_SUBS, key, sizeof(key));
+	}
+	if(!rc){
+		rc = op_append(st, OP_DEL, DB_ONLINE, key, sizeof(key));
 	}
 	if(!rc){
 		rc = op_append(st, OP_DEL_PREFIX, DB_QUEUE, key, sizeof(key));
@@ -304,6 +311,31 @@ int will_delete(struct store *st, const char *clientid)
 	return op_append(st, OP_DEL, DB_WILLS, key, sizeof(key));
 }
 
+int will_delete_all(struct store *st)
+{
+	return op_append(st, OP_CLEAR, DB_WILLS, NULL, 0);
+}
+
+int session_set_online(struct store *st, const char *clientid, bool online)
+{
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	if(!online){
+		return op_append(st, OP_DEL, DB_ONLINE, key, sizeof(key));
+	}
+	buf_reset(&st->pt);
+	buf_put_str(&st->pt, clientid);
+	return op_append(st, OP_PUT, DB_ONLINE, key, sizeof(key));
+}
+
+int online_clear(struct store *st)
+{
+	return op_append(st, OP_CLEAR, DB_ONLINE, NULL, 0);
+}
+
 static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_t plen)
 {
 	MDB_cursor *cur;
@@ -368,6 +400,9 @@ static int ops_apply(struct store *st, MDB_txn *txn, size_t *pos, uint64_t *coun
 				break;
 			case OP_DEL_PREFIX:
 				rc = delete_prefix(txn, dbi, k.mv_data, klen);
+				break;
+			case OP_CLEAR:
+				rc = mdb_drop(txn, dbi, 0);
 				break;
 		}
 		if(rc){
@@ -666,6 +701,44 @@ int store_walk_msgs(struct store *st, msg_visit_fn fn, void *ctx)
 int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx)
 {
 	return walk_db(st, DB_SESSIONS, NULL, 0, visit_session, (void *)fn, ctx);
+}
+
+int session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx)
+{
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	return walk_db(st, DB_SESSIONS, key, sizeof(key), visit_session, (void *)fn, ctx);
+}
+
+static int visit_online(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct reader r = {pt, len, false};
+	const char *clientid = rd_str(&r);
+
+	(void)k;
+	(void)fn;
+	if(!clientid || r.left){
+		return -1;
+	}
+	*(bool *)ctx = true;
+	*cb_rc = 0;
+	return 0;
+}
+
+int session_was_online(struct store *st, const char *clientid)
+{
+	uint8_t key[HASH_LEN];
+	bool found = false;
+	int rc;
+
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	rc = walk_db(st, DB_ONLINE, key, sizeof(key), visit_online, NULL, &found);
+	return rc ? rc : found;
 }
 
 int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx)
@@ -995,6 +1068,10 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		goto fail;
 	}
 	rc = check_size(st, datafile, err, errlen);
+	if(rc == STORE_OK){
+		uint64_t records;
+		rc = store_check_structure(st, &records, err, errlen);
+	}
 	if(rc){
 		goto fail;
 	}
@@ -1045,42 +1122,114 @@ fail:
 	return rc;
 }
 
-int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen)
-{
-	MDB_cursor *cur;
-	MDB_txn *txn;
-	MDB_val k, v;
-	uint64_t n = 0;
-	int rc;
+/* LMDB keeps no checksums: a damaged page can hold a page number past the
+ * end of the file (SIGBUS on the mapping), a wild pointer (SIGSEGV) or fail
+ * one of LMDB's assertions (SIGABRT). The structure check turns these into
+ * an error instead of a dead broker; it runs before anything is written. */
+static sigjmp_buf fault_jmp;
+static volatile sig_atomic_t fault_armed;
+static const char *fault_where;
 
-	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-	if(rc){
-		snprintf(err, errlen, "cannot read %s: %s", st->path, mdb_strerror(rc));
-		return STORE_ERR_IO;
+static void on_fault(int sig)
+{
+	if(fault_armed){
+		fault_armed = 0;
+		siglongjmp(fault_jmp, sig);
 	}
-	for(int i = 0; i < DB_COUNT && rc == 0; i++){
-		if(!st->dbi[i] && i != DB_META){
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static const int fault_signals[] = {SIGBUS, SIGSEGV, SIGABRT};
+#define N_FAULT_SIGNALS (sizeof(fault_signals) / sizeof(fault_signals[0]))
+
+/* Visits every key and touches both ends of every value (which brings in
+ * overflow pages), in one read transaction. */
+static int walk_structure(struct store *st, MDB_txn *txn, uint64_t *records, const char **where)
+{
+	volatile uint8_t sink = 0;
+	MDB_cursor *cur;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	int rc = 0;
+
+	/* First the unnamed database that lists the named ones: a damaged page
+	 * there can make a named database look absent. */
+	for(int i = -1; i < DB_COUNT && rc == 0; i++){
+		*where = i < 0 ? "main" : db_names[i];
+		rc = mdb_dbi_open(txn, i < 0 ? NULL : db_names[i], 0, &dbi);
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
 			continue;
 		}
-		rc = mdb_cursor_open(txn, st->dbi[i], &cur);
+		if(rc == 0){
+			rc = mdb_cursor_open(txn, dbi, &cur);
+		}
 		if(rc){
 			break;
 		}
 		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
-			n++;
+			if(v.mv_size){
+				sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+			}
+			if(i >= 0){
+				(*records)++;
+			}
 		}
 		mdb_cursor_close(cur);
 		if(rc == MDB_NOTFOUND){
 			rc = 0;
 		}
-		if(rc){
-			snprintf(err, errlen, "data file in %s is damaged (%s database: %s); "
-					"restore it from a backup", st->path, db_names[i], mdb_strerror(rc));
-		}
 	}
-	mdb_txn_abort(txn);
-	*records = n;
-	return rc ? STORE_ERR_CORRUPT : STORE_OK;
+	(void)sink;
+	st->stats.records = *records;
+	return rc;
+}
+
+int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen)
+{
+	struct sigaction sa, old[N_FAULT_SIGNALS];
+	MDB_txn *volatile txn = NULL;
+	volatile int rc = 0;
+	int sig;
+
+	*records = 0;
+	fault_where = "meta";
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fault;
+	sigemptyset(&sa.sa_mask);
+	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
+		sigaction(fault_signals[i], &sa, &old[i]);
+	}
+	sig = sigsetjmp(fault_jmp, 1);
+	if(sig == 0){
+		fault_armed = 1;
+		MDB_txn *t;
+		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t);
+		if(rc == 0){
+			txn = t;
+			rc = walk_structure(st, t, records, &fault_where);
+		}
+		fault_armed = 0;
+	}
+	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
+		sigaction(fault_signals[i], &old[i], NULL);
+	}
+	if(txn){
+		mdb_txn_abort(txn);
+	}
+	if(sig){
+		snprintf(err, errlen, "data file in %s is damaged: LMDB faulted (%s) reading the %s "
+				"database; restore it from a backup", st->path, strsignal(sig), fault_where);
+		return STORE_ERR_CORRUPT;
+	}
+	if(rc){
+		snprintf(err, errlen, "data file in %s is damaged (%s database: %s); "
+				"restore it from a backup", st->path, fault_where, mdb_strerror(rc));
+		return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID
+			|| rc == MDB_BAD_DBI || rc == MDB_INCOMPATIBLE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+	}
+	return STORE_OK;
 }
 
 void store_close(struct store *st)
