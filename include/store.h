@@ -114,9 +114,16 @@ int will_delete_all(struct store *st);
 int session_set_online(struct store *st, const char *clientid, bool online);
 int online_clear(struct store *st);
 
-/* Applies the buffered writes in one transaction and syncs. On an I/O error
- * the writes stay buffered for the next call. */
+/* Applies the buffered writes in one transaction and syncs, and returns
+ * when they are on disk. On an I/O error the writes stay buffered for the
+ * next call. */
 int store_commit(struct store *st);
+/* Hands the buffered writes to the store's writer thread (started on first
+ * use) and returns at once; the writer commits and syncs them in one
+ * transaction. While it is busy, later writes stay buffered and go in the
+ * next transaction together. Errors of earlier commits are logged from here
+ * (the writer does not log). */
+int store_commit_async(struct store *st);
 bool store_has_pending(const struct store *st);
 
 /* Read walks over committed data, in key order. A record that fails to

@@ -65,7 +65,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 
 	(void)event;
 	pending_wills_expire(pl, time(NULL));
-	store_commit(pl->store);
+	store_commit_async(pl->store);
 	ed->next_s = 0;
 	ed->next_ms = 0;
 	return MOSQ_ERR_SUCCESS;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -28,6 +29,15 @@ static const char *const db_names[DB_COUNT] = {
 
 static const char key_check_text[] = "persist-lmdb key check v1";
 
+#define HASH_CACHE_SLOTS 1024
+
+struct hash_slot {
+	char *name;
+	size_t len;
+	uint8_t kind;
+	uint8_t hash[HASH_LEN];
+};
+
 struct store {
 	MDB_env *env;
 	MDB_dbi dbi[DB_COUNT];
@@ -42,7 +52,20 @@ struct store {
 	uint64_t n_ops;
 	struct buf pt;
 	time_t last_error_log;
+	uint64_t map_grows_logged;
+	/* The writer thread, started by the first store_commit_async. */
+	bool writer_started;
+	pthread_t writer;
+	pthread_mutex_t lock;        /* guards what the writer shares: below, stats, map_size */
+	pthread_cond_t wake, idle;
+	struct buf wops;             /* operations handed to the writer */
+	uint64_t n_wops;
+	bool writer_busy, writer_stop;
+	int writer_rc, last_commit_rc;
+	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
+	                                resize needs neither to be active in this process */
 	struct store_stats stats;
+	struct hash_slot hash_cache[HASH_CACHE_SLOTS];
 };
 
 static void logf_(struct store *st, int level, const char *fmt, ...)
@@ -92,9 +115,52 @@ static uint32_t get_le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The same few names (a subscriber's client id for every message it is
+ * queued) are hashed over and over: remember the last hash of each slot. */
+static uint32_t name_slot(uint8_t kind, const char *name, size_t len)
+{
+	uint32_t h = 2166136261u ^ kind;
+
+	for(size_t i = 0; i < len; i++){
+		h = (h ^ (uint8_t)name[i]) * 16777619u;
+	}
+	return h % HASH_CACHE_SLOTS;
+}
+
 static int hash_name(struct store *st, uint8_t kind, const char *name, uint8_t *out)
 {
-	return seal_hash(st->seal, kind, name, strlen(name), out) == SEAL_OK ? STORE_OK : STORE_ERR_CRYPTO;
+	size_t len = strlen(name);
+	struct hash_slot *slot = &st->hash_cache[name_slot(kind, name, len)];
+	char *copy;
+
+	if(slot->name && slot->kind == kind && slot->len == len && !memcmp(slot->name, name, len)){
+		memcpy(out, slot->hash, HASH_LEN);
+		return STORE_OK;
+	}
+	if(seal_hash(st->seal, kind, name, len, out) != SEAL_OK){
+		return STORE_ERR_CRYPTO;
+	}
+	copy = malloc(len + 1);
+	if(copy){
+		memcpy(copy, name, len + 1);
+		free(slot->name);
+		slot->name = copy;
+		slot->len = len;
+		slot->kind = kind;
+		memcpy(slot->hash, out, HASH_LEN);
+	}
+	return STORE_OK;
+}
+
+static void hash_cache_free(struct store *st)
+{
+	for(size_t i = 0; i < HASH_CACHE_SLOTS; i++){
+		if(st->hash_cache[i].name){
+			seal_wipe(st->hash_cache[i].name, st->hash_cache[i].len);
+			free(st->hash_cache[i].name);
+		}
+	}
+	seal_wipe(st->hash_cache, sizeof(st->hash_cache));
 }
 
 static void make_ad(uint8_t *ad, enum store_db db, const uint8_t *key, size_t klen)
@@ -369,11 +435,11 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_
 	return rc;
 }
 
-/* Applies buffered operations from byte offset *pos until the end or until
+/* Applies operations of ops from byte offset *pos until the end or until
  * OPS_PER_TXN of them are in the transaction; advances *pos and *count. */
-static int ops_apply(struct store *st, MDB_txn *txn, size_t *pos, uint64_t *count)
+static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size_t *pos, uint64_t *count)
 {
-	const uint8_t *p = st->ops.data + *pos, *end = st->ops.data + st->ops.len;
+	const uint8_t *p = ops->data + *pos, *end = ops->data + ops->len;
 	uint64_t n = 0;
 	MDB_val k, v;
 	int rc = 0;
@@ -411,29 +477,13 @@ static int ops_apply(struct store *st, MDB_txn *txn, size_t *pos, uint64_t *coun
 		p += OP_HEADER + klen + vlen;
 		n++;
 	}
-	*pos = (size_t)(p - st->ops.data);
+	*pos = (size_t)(p - ops->data);
 	*count = n;
 	return 0;
 }
 
-static int map_grow(struct store *st)
-{
-	size_t next = st->map_size * 2;
-	int rc;
-
-	rc = mdb_env_set_mapsize(st->env, next);
-	if(rc){
-		logf_(st, STORE_LOG_ERR, "persist-lmdb: cannot grow the map of %s to %zu MiB: %s",
-				st->path, next >> 20, mdb_strerror(rc));
-		return rc;
-	}
-	st->map_size = next;
-	st->stats.map_grows++;
-	logf_(st, STORE_LOG_NOTICE, "persist-lmdb: map of %s grown to %zu MiB", st->path, next >> 20);
-	return 0;
-}
-
-/* Another process (the CLI) grew the map: adopt its size. */
+/* Another process (the CLI) grew the map: adopt its size. Called with
+ * txn_lock held, so no transaction of ours is active. */
 static int map_adopt(struct store *st)
 {
 	MDB_envinfo info;
@@ -445,30 +495,20 @@ static int map_adopt(struct store *st)
 	return rc;
 }
 
-static void commit_failed(struct store *st, int rc)
-{
-	time_t now = time(NULL);
-
-	st->stats.commit_errors++;
-	if(now != st->last_error_log){
-		st->last_error_log = now;
-		logf_(st, STORE_LOG_ERR, "persist-lmdb: commit to %s failed: %s; %llu changes kept in "
-				"memory and retried at the next loop iteration", st->path, mdb_strerror(rc),
-				(unsigned long long)st->n_ops);
-	}
-}
-
-/* A prefix of the operations is an earlier state of the broker, so a large
- * backlog of them may be committed in several transactions (LMDB bounds
- * the dirty pages of one). */
-int store_commit(struct store *st)
+/* Commits ops (removing what was committed from it). A prefix of the
+ * operations is an earlier state of the broker, so a large backlog may be
+ * committed in several transactions (LMDB bounds the dirty pages of one).
+ * Runs on the writer thread or, without one, on the caller's: it must not
+ * log; what it did is left in stats for the owner's thread to report. */
+static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 {
 	size_t done = 0, next;
 	uint64_t count;
 	MDB_txn *txn;
 	int rc = 0;
 
-	while(done < st->ops.len){
+	pthread_mutex_lock(&st->txn_lock);
+	while(done < ops->len){
 		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 		if(rc == MDB_MAP_RESIZED){
 			rc = map_adopt(st);
@@ -480,15 +520,19 @@ int store_commit(struct store *st)
 			break;
 		}
 		next = done;
-		rc = ops_apply(st, txn, &next, &count);
+		rc = ops_apply(st, ops, txn, &next, &count);
 		if(rc){
 			mdb_txn_abort(txn);
 		}else{
 			rc = mdb_txn_commit(txn);
 		}
 		if(rc == MDB_MAP_FULL){
-			rc = map_grow(st);
+			rc = mdb_env_set_mapsize(st->env, st->map_size * 2);
 			if(rc == 0){
+				pthread_mutex_lock(&st->lock);
+				st->map_size *= 2;
+				st->stats.map_grows++;
+				pthread_mutex_unlock(&st->lock);
 				continue;
 			}
 		}
@@ -496,23 +540,166 @@ int store_commit(struct store *st)
 			break;
 		}
 		done = next;
-		st->n_ops -= count;
+		*n_ops -= count;
+		pthread_mutex_lock(&st->lock);
 		st->stats.commits++;
+		pthread_mutex_unlock(&st->lock);
 	}
+	pthread_mutex_unlock(&st->txn_lock);
 	if(done){
-		memmove(st->ops.data, st->ops.data + done, st->ops.len - done);
-		st->ops.len -= done;
+		memmove(ops->data, ops->data + done, ops->len - done);
+		ops->len -= done;
 	}
 	if(rc){
-		commit_failed(st, rc);
-		return STORE_ERR_IO;
+		pthread_mutex_lock(&st->lock);
+		st->stats.commit_errors++;
+		st->last_commit_rc = rc;
+		pthread_mutex_unlock(&st->lock);
 	}
+	return rc;
+}
+
+static void *writer_main(void *arg)
+{
+	struct store *st = arg;
+
+	pthread_mutex_lock(&st->lock);
+	for(;;){
+		while(!st->writer_busy && !st->writer_stop){
+			pthread_cond_wait(&st->wake, &st->lock);
+		}
+		if(!st->writer_busy){
+			break;
+		}
+		pthread_mutex_unlock(&st->lock);
+		int rc = ops_commit(st, &st->wops, &st->n_wops);
+		pthread_mutex_lock(&st->lock);
+		st->writer_rc = rc;
+		st->writer_busy = false;
+		pthread_cond_broadcast(&st->idle);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return NULL;
+}
+
+/* Moves the buffered operations behind whatever the writer still holds
+ * (after a failed commit, it keeps them to retry first). Lock held, writer
+ * idle. */
+static int hand_over(struct store *st)
+{
+	if(st->wops.len == 0){
+		struct buf tmp = st->wops;
+		st->wops = st->ops;
+		st->ops = tmp;
+	}else{
+		buf_put(&st->wops, st->ops.data, st->ops.len);
+		if(st->wops.err){
+			st->wops.err = false;
+			return STORE_ERR_NOMEM;
+		}
+	}
+	buf_reset(&st->ops);
+	st->n_wops += st->n_ops;
+	st->n_ops = 0;
+	st->writer_busy = true;
+	pthread_cond_signal(&st->wake);
 	return STORE_OK;
+}
+
+/* Reports, from the owner's thread, what commits did since the last call. */
+static void report_commits(struct store *st)
+{
+	struct store_stats s;
+	time_t now;
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	s = st->stats;
+	rc = st->last_commit_rc;
+	st->last_commit_rc = 0;
+	pthread_mutex_unlock(&st->lock);
+	if(s.map_grows != st->map_grows_logged){
+		st->map_grows_logged = s.map_grows;
+		logf_(st, STORE_LOG_NOTICE, "persist-lmdb: map of %s grown to %zu MiB", st->path, st->map_size >> 20);
+	}
+	now = time(NULL);
+	if(rc && now != st->last_error_log){
+		st->last_error_log = now;
+		logf_(st, STORE_LOG_ERR, "persist-lmdb: commit to %s failed: %s; %llu changes kept in "
+				"memory and retried", st->path, mdb_strerror(rc),
+				(unsigned long long)(st->n_ops + st->n_wops));
+	}
+}
+
+int store_commit_async(struct store *st)
+{
+	int rc = STORE_OK;
+
+	if(!st->writer_started){
+		if(pthread_create(&st->writer, NULL, writer_main, st) != 0){
+			return store_commit(st);
+		}
+		st->writer_started = true;
+	}
+	pthread_mutex_lock(&st->lock);
+	if(!st->writer_busy && (st->n_ops || st->wops.len)){
+		rc = hand_over(st);
+	}
+	pthread_mutex_unlock(&st->lock);
+	report_commits(st);
+	return rc;
+}
+
+int store_commit(struct store *st)
+{
+	int rc;
+
+	if(!st->writer_started){
+		rc = ops_commit(st, &st->ops, &st->n_ops);
+		report_commits(st);
+		return rc ? STORE_ERR_IO : STORE_OK;
+	}
+	pthread_mutex_lock(&st->lock);
+	while(st->writer_busy){
+		pthread_cond_wait(&st->idle, &st->lock);
+	}
+	rc = STORE_OK;
+	if(st->n_ops || st->wops.len){
+		rc = hand_over(st);
+		while(rc == STORE_OK && st->writer_busy){
+			pthread_cond_wait(&st->idle, &st->lock);
+		}
+		if(rc == STORE_OK && st->writer_rc){
+			rc = STORE_ERR_IO;
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	report_commits(st);
+	return rc;
 }
 
 bool store_has_pending(const struct store *st)
 {
-	return st->n_ops > 0;
+	struct store *m = (struct store *)st;
+	bool pending;
+
+	pthread_mutex_lock(&m->lock);
+	pending = st->n_ops > 0 || st->n_wops > 0 || st->writer_busy;
+	pthread_mutex_unlock(&m->lock);
+	return pending;
+}
+
+static void writer_stop(struct store *st)
+{
+	if(!st->writer_started){
+		return;
+	}
+	pthread_mutex_lock(&st->lock);
+	st->writer_stop = true;
+	pthread_cond_signal(&st->wake);
+	pthread_mutex_unlock(&st->lock);
+	pthread_join(st->writer, NULL);
+	st->writer_started = false;
 }
 
 /* ---- reads ---- */
@@ -527,7 +714,9 @@ struct walk {
 
 static void reject(struct store *st, enum store_db db, const char *why)
 {
+	pthread_mutex_lock(&st->lock);
 	st->stats.records_rejected++;
+	pthread_mutex_unlock(&st->lock);
 	logf_(st, STORE_LOG_WARNING, "persist-lmdb: rejected a %s record that %s; skipped, not served",
 			db_names[db], why);
 }
@@ -549,6 +738,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 	if(st->dbi[w->db] == 0 && w->db != DB_META){
 		return STORE_OK;
 	}
+	pthread_mutex_lock(&st->txn_lock);
 	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
 	if(rc == MDB_MAP_RESIZED && map_adopt(st) == 0){
 		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
@@ -562,6 +752,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 		if(txn){
 			mdb_txn_abort(txn);
 		}
+		pthread_mutex_unlock(&st->txn_lock);
 		return STORE_ERR_IO;
 	}
 	k.mv_data = (void *)w->prefix;
@@ -609,6 +800,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
+	pthread_mutex_unlock(&st->txn_lock);
 	if(w->out.data){
 		seal_wipe(w->out.data, w->out.cap);
 	}
@@ -1017,6 +1209,15 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		snprintf(err, errlen, "out of memory");
 		return STORE_ERR_NOMEM;
 	}
+	pthread_mutexattr_t recursive;
+	pthread_mutexattr_init(&recursive);
+	pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE);
+	/* Recursive: restore nests walks. */
+	pthread_mutex_init(&st->txn_lock, &recursive);
+	pthread_mutexattr_destroy(&recursive);
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->wake, NULL);
+	pthread_cond_init(&st->idle, NULL);
 	st->log = log;
 	st->read_only = flags & STORE_READ_ONLY;
 	st->map_size = map_size ? map_size : STORE_DEFAULT_MAP_SIZE;
@@ -1237,10 +1438,17 @@ void store_close(struct store *st)
 	if(!st){
 		return;
 	}
+	writer_stop(st);
 	if(st->env){
 		mdb_env_close(st->env);
 	}
+	pthread_mutex_destroy(&st->txn_lock);
+	pthread_mutex_destroy(&st->lock);
+	pthread_cond_destroy(&st->wake);
+	pthread_cond_destroy(&st->idle);
+	buf_free(&st->wops);
 	seal_free(st->seal);
+	hash_cache_free(st);
 	if(st->pt.data){
 		seal_wipe(st->pt.data, st->pt.cap);
 	}
@@ -1257,9 +1465,13 @@ uint32_t store_epoch(const struct store *st)
 
 void store_get_stats(const struct store *st, struct store_stats *out)
 {
+	struct store *m = (struct store *)st;
+
+	pthread_mutex_lock(&m->lock);
 	*out = st->stats;
-	out->pending_ops = st->n_ops;
+	out->pending_ops = st->n_ops + st->n_wops;
 	out->map_size = st->map_size;
+	pthread_mutex_unlock(&m->lock);
 }
 
 const char *store_db_name(enum store_db db)

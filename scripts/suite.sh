@@ -15,8 +15,9 @@ done
 
 run_suite() {
 	local build=$1; shift
-	cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPERSIST_LMDB_TESTS=ON "$@" >"$build.cmake.log" 2>&1 ||
-		{ cat "$build.cmake.log"; return 1; }
+	mkdir -p "$build"
+	cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPERSIST_LMDB_TESTS=ON "$@" >"$build/cmake.log" 2>&1 ||
+		{ cat "$build/cmake.log"; return 1; }
 	cmake --build "$build" -j"$(nproc)" 2>&1 | grep -vE '^\[ *[0-9]+%\]' || true
 	[ "${PIPESTATUS[0]}" = 0 ] || return 1
 	(cd "$build" && ctest --output-on-failure)
