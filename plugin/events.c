@@ -21,6 +21,25 @@ static int store_result(int rc, const char *what)
 	return rc == STORE_ERR_NOMEM ? MOSQ_ERR_NOMEM : MOSQ_ERR_UNKNOWN;
 }
 
+/* Encodes a property list into the plugin's scratch buffer; the view is
+ * valid until the next call. No list gives an absent field. */
+static int props_view(struct plugin *pl, const mosquitto_property *props, struct bytes *out)
+{
+	out->data = NULL;
+	out->len = 0;
+	if(!props){
+		return 0;
+	}
+	buf_reset(&pl->props);
+	props_encode(&pl->props, props);
+	if(pl->props.err){
+		return -1;
+	}
+	out->data = pl->props.data;
+	out->len = pl->props.len;
+	return 0;
+}
+
 int on_base_msg_add(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_base_msg *ed = event_data;
@@ -39,14 +58,8 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 	};
 
 	(void)event;
-	if(d->properties){
-		buf_reset(&pl->props);
-		props_encode(&pl->props, d->properties);
-		if(pl->props.err){
-			return store_result(STORE_ERR_NOMEM, "a message's properties");
-		}
-		m.properties.data = pl->props.data;
-		m.properties.len = pl->props.len;
+	if(props_view(pl, d->properties, &m.properties)){
+		return store_result(STORE_ERR_NOMEM, "a message's properties");
 	}
 	return store_result(msg_put(pl->store, d->store_id, &m), "a message");
 }
@@ -266,14 +279,8 @@ int on_will_add(int event, void *event_data, void *userdata)
 	};
 
 	(void)event;
-	if(ed->data.properties){
-		buf_reset(&pl->props);
-		props_encode(&pl->props, ed->data.properties);
-		if(pl->props.err){
-			return store_result(STORE_ERR_NOMEM, "a will's properties");
-		}
-		w.properties.data = pl->props.data;
-		w.properties.len = pl->props.len;
+	if(props_view(pl, ed->data.properties, &w.properties)){
+		return store_result(STORE_ERR_NOMEM, "a will's properties");
 	}
 	return store_result(will_put(pl->store, &w), "a will");
 }
