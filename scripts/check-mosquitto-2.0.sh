@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Loads the built plugin into a Mosquitto 2.0 broker and checks that it
-# refuses to start, naming the version it needs. Runs on a Debian 12 host,
+# refuses to start, naming the version it needs; then checks that configuring
+# the build against the 2.0 headers fails and says why. Runs on a Debian 12 host,
 # whose own mosquitto is 2.0: the packages are downloaded and unpacked into
 # a cache directory, nothing is installed. Elsewhere it says it was skipped.
 set -euo pipefail
@@ -17,8 +18,8 @@ fi
 dir=$(pl_cache_dir)/mosquitto-2.0
 if [ ! -x "$dir/root/usr/sbin/mosquitto" ]; then
 	rm -rf "$dir" && mkdir -p "$dir/debs"
-	(cd "$dir/debs" && apt-get download -q mosquitto liblmdb0 libcjson1 libwebsockets17 \
-		libev4 libuv1 libwrap0 libdlt2 >/dev/null 2>&1) ||
+	(cd "$dir/debs" && apt-get download -q mosquitto mosquitto-dev libmosquitto-dev liblmdb0 \
+		libcjson1 libwebsockets17 libev4 libuv1 libwrap0 libdlt2 >/dev/null 2>&1) ||
 		{ echo "mosquitto 2.0 refusal check: skipped (cannot download the 2.0 packages)"; exit 0; }
 	for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$dir/root"; done
 fi
@@ -48,3 +49,15 @@ else
 	cat "$work/log"
 	exit 1
 fi
+
+if ! command -v cmake >/dev/null 2>&1; then
+	echo "mosquitto 2.0 headers check: skipped (no cmake on this host)"
+	exit 0
+fi
+if cmake -S "$PL_SRC" -B "$work/build" -DMOSQUITTO_INCLUDE_DIR="$dir/root/usr/include" >"$work/cmake.log" 2>&1 ||
+	! grep -q 'Found only Mosquitto 2.0 headers' "$work/cmake.log"; then
+	echo "mosquitto 2.0 headers check: FAILED; cmake said:"
+	cat "$work/cmake.log"
+	exit 1
+fi
+echo "mosquitto 2.0 headers check: passed (configuring against them fails: $(grep -A1 'Found only' "$work/cmake.log" | tr -s ' \n' ' ' | cut -c1-120)...)"
