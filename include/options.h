@@ -18,6 +18,7 @@ struct plugin_config {
 	char *key_file;
 	size_t map_size;
 	enum sync_mode sync;
+	char *personal_topics;  /* account deletion: patterns with %u and %c, or NULL */
 };
 
 /* Fills cfg from the options. persistence_location (may be NULL) gives the

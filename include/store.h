@@ -59,10 +59,12 @@ enum store_result {
 	STORE_ERR_VERSION,   /* written by an unknown schema version */
 	STORE_ERR_CRYPTO,
 	STORE_ERR_READONLY,
+	STORE_ERR_BUSY,      /* another process has the database open for writing */
+	STORE_ERR_EXISTS,    /* store_create: the directory already holds a database */
 };
 
 enum store_flags {
-	STORE_READ_ONLY = 1, /* for the CLI's read commands: no epoch bump, no writes */
+	STORE_READ_ONLY = 1, /* for the CLI's read commands: no epoch bump, no writes, no lock */
 };
 
 struct store;
@@ -77,6 +79,9 @@ struct store_stats {
 	uint64_t map_grows;
 	uint64_t records_rejected;
 	uint64_t records;        /* counted by the last structure check */
+	uint64_t commit_us_p50;  /* over the last 1024 commits */
+	uint64_t commit_us_p99;
+	uint8_t key_id;
 	uint64_t pending_ops;
 	size_t map_size;
 };
@@ -88,6 +93,38 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		const uint8_t key[SEAL_KEY_LEN], unsigned flags, store_log_fn log,
 		char *err, size_t errlen);
 void store_close(struct store *st);
+
+/* Creates a new database in path (which must not hold one) whose records
+ * are sealed under key id key_id: what a rekey writes into. Flags as for
+ * store_open. */
+int store_create(struct store **out, const char *path, size_t map_size,
+		const uint8_t key[SEAL_KEY_LEN], uint8_t key_id, store_log_fn log,
+		char *err, size_t errlen);
+
+/* Writable opens hold an exclusive lock on <path>/writer.lock for their
+ * lifetime: a second writer (a second broker, or the CLI's delete-account
+ * while the broker runs) gets STORE_ERR_BUSY. Read-only opens take none. */
+
+/* Writes a compacted copy (no free pages) of the database into the empty
+ * directory dest, with LMDB's own copy. Records stay sealed as they are. */
+int store_copy_compact(struct store *st, const char *dest, char *err, size_t errlen);
+
+/* Entries and bytes (pages) of one database. */
+int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t *bytes);
+/* Size of data.mdb and of the map, in bytes. */
+int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes);
+
+/* Cross-references of the databases. With delete_orphans, message bodies
+ * that no queue entry and no retained entry references are deleted
+ * (buffered; commit to apply). */
+struct store_refs {
+	uint64_t orphan_msgs;            /* bodies nothing references */
+	uint64_t dangling_queue;         /* queue entries whose body is missing */
+	uint64_t dangling_retained;      /* retained entries whose body is missing */
+	uint64_t queue_without_session;  /* queue entries of no session */
+	uint64_t subs_without_session;
+};
+int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out);
 
 /* Walks every key and value of every database without decrypting, to find
  * structural damage; a fault inside LMDB while doing so (SIGBUS, SIGSEGV,
@@ -138,12 +175,15 @@ typedef int (*will_visit_fn)(void *ctx, const struct rec_will *w);
 
 int store_walk_msgs(struct store *st, msg_visit_fn fn, void *ctx);
 int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx);
+/* Calls fn with the message body store_id, if there is one. */
+int msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx);
 /* Calls fn with clientid's session, if it has one. */
 int session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx);
 /* 1 when clientid was marked online, 0 when not, a STORE_ERR_* otherwise. */
 int session_was_online(struct store *st, const char *clientid);
 /* clientid NULL walks every client's subscriptions. */
 int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx);
+/* clientid NULL walks every client's queue (client order is by hash). */
 int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
 int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx);
 /* clientid NULL walks every will. */

@@ -15,7 +15,15 @@
 #define BROKER_FUNCTIONS(X) \
 	X(mosquitto_broker_publish) \
 	X(mosquitto_callback_register) \
+	X(mosquitto_callback_unregister) \
 	X(mosquitto_client_id) \
+	X(mosquitto_client_username) \
+	X(mosquitto_control_command_reply) \
+	X(mosquitto_control_generic_callback) \
+	X(mosquitto_control_send_response) \
+	X(mosquitto_persist_client_delete) \
+	X(mosquitto_persist_client_msg_clear) \
+	X(mosquitto_persist_retain_msg_delete) \
 	X(mosquitto_client_will_set) \
 	X(mosquitto_free) \
 	X(mosquitto_log_printf) \
@@ -104,6 +112,12 @@ int on_disconnect(int event, void *event_data, void *userdata);
 /* Deletes the records of delayed wills the broker has published by now. */
 void pending_wills_expire(struct plugin *pl, time_t now);
 void pending_wills_free(struct plugin *pl);
+/* The session is gone: its will delay no longer matters. */
+void pending_will_forget(struct plugin *pl, const char *clientid);
+
+#define CONTROL_TOPIC "$CONTROL/persist-lmdb/v1"
+/* MOSQ_EVT_CONTROL on CONTROL_TOPIC (control.c). */
+int on_control(int event, void *event_data, void *userdata);
 
 /* Property lists <-> the stored encoding: id varint, then the value as a
  * varint (byte, int16, int32, varint) or byte field(s) (binary, string,

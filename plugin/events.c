@@ -117,7 +117,7 @@ int on_client_add(int event, void *event_data, void *userdata)
 	return client_put(userdata, &ed->data);
 }
 
-static void pending_will_forget(struct plugin *pl, const char *clientid)
+void pending_will_forget(struct plugin *pl, const char *clientid)
 {
 	for(size_t i = 0; i < pl->n_pending_wills; i++){
 		if(!strcmp(pl->pending_wills[i].clientid, clientid)){

@@ -72,6 +72,10 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 			if(set_string(&cfg->key_file, k, v, err, errlen)){
 				goto fail;
 			}
+		}else if(!strcmp(k, "personal_topics")){
+			if(set_string(&cfg->personal_topics, k, v, err, errlen)){
+				goto fail;
+			}
 		}else if(!strcmp(k, "map_size")){
 			if(parse_size(v, &cfg->map_size) || cfg->map_size < MAP_SIZE_MIN){
 				snprintf(err, errlen, "plugin_opt_map_size '%s' is not a size of at least 1M "
@@ -119,6 +123,8 @@ void config_free(struct plugin_config *cfg)
 {
 	free(cfg->db_path);
 	free(cfg->key_file);
+	free(cfg->personal_topics);
 	cfg->db_path = NULL;
 	cfg->key_file = NULL;
+	cfg->personal_topics = NULL;
 }

@@ -194,6 +194,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_wake, NULL, pl);
 	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC, pl);
+	}
 	if(rc){
 		if(rc != MOSQ_ERR_INVAL || pl->store){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot register with the broker (%s); refusing to start",
@@ -214,7 +217,11 @@ int mosquitto_plugin_cleanup(void *user_data, struct mosquitto_opt *opts, int op
 	(void)opts;
 	(void)opt_count;
 	(void)user_data;
-	/* The broker unregisters our callbacks itself when it unloads us. */
+	/* The broker unregisters our event callbacks itself when it unloads us;
+	 * the control topic is registered apart. */
+	if(g_plugin && g_plugin->registered){
+		mosquitto_callback_unregister(g_plugin->id, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC);
+	}
 	plugin_free(g_plugin);
 	g_plugin = NULL;
 	return MOSQ_ERR_SUCCESS;

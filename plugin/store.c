@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #define KEY_MAX (2 * HASH_LEN + 8)
@@ -30,6 +33,7 @@ static const char *const db_names[DB_COUNT] = {
 static const char key_check_text[] = "persist-lmdb key check v1";
 
 #define HASH_CACHE_SLOTS 1024
+#define COMMIT_RING 1024
 
 struct hash_slot {
 	char *name;
@@ -53,6 +57,9 @@ struct store {
 	struct buf pt;
 	time_t last_error_log;
 	uint64_t map_grows_logged;
+	int lock_fd;                 /* writer.lock, held by a writable open */
+	uint64_t commit_us[COMMIT_RING]; /* durations of the last commits */
+	uint64_t n_commit_us;
 	/* The writer thread, started by the first store_commit_async. */
 	bool writer_started;
 	pthread_t writer;
@@ -520,12 +527,15 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 			break;
 		}
 		next = done;
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		rc = ops_apply(st, ops, txn, &next, &count);
 		if(rc){
 			mdb_txn_abort(txn);
 		}else{
 			rc = mdb_txn_commit(txn);
 		}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if(rc == MDB_MAP_FULL){
 			rc = mdb_env_set_mapsize(st->env, st->map_size * 2);
 			if(rc == 0){
@@ -543,6 +553,8 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		*n_ops -= count;
 		pthread_mutex_lock(&st->lock);
 		st->stats.commits++;
+		st->commit_us[st->n_commit_us++ % COMMIT_RING] = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000
+			+ (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000;
 		pthread_mutex_unlock(&st->lock);
 	}
 	pthread_mutex_unlock(&st->txn_lock);
@@ -895,6 +907,14 @@ int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx)
 	return walk_db(st, DB_SESSIONS, NULL, 0, visit_session, (void *)fn, ctx);
 }
 
+int msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx)
+{
+	uint8_t key[8];
+
+	put_be64(key, store_id);
+	return walk_db(st, DB_MSGS, key, sizeof(key), visit_msg, (void *)fn, ctx);
+}
+
 int session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx)
 {
 	uint8_t key[HASH_LEN];
@@ -950,6 +970,9 @@ int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, 
 {
 	uint8_t prefix[HASH_LEN];
 
+	if(!clientid){
+		return walk_db(st, DB_QUEUE, NULL, 0, visit_queue, (void *)fn, ctx);
+	}
 	if(hash_name(st, H_CLIENT, clientid, prefix)){
 		return STORE_ERR_CRYPTO;
 	}
@@ -1192,9 +1215,40 @@ static int env_error(struct store *st, int rc, char *err, size_t errlen)
 	return STORE_ERR_IO;
 }
 
-int store_open(struct store **out, const char *path, size_t map_size,
-		const uint8_t key[SEAL_KEY_LEN], unsigned flags, store_log_fn log,
-		char *err, size_t errlen)
+/* The key id a database's records are sealed under: byte 1 of the sealed
+ * key check. new_key_id for a database without one. */
+static uint8_t stored_key_id(struct store *st, MDB_txn *txn, uint8_t new_key_id)
+{
+	MDB_val k = {sizeof("keycheck") - 1, (void *)"keycheck"}, v;
+
+	if(mdb_get(txn, st->dbi[DB_META], &k, &v) == 0 && v.mv_size >= 2){
+		return ((const uint8_t *)v.mv_data)[1];
+	}
+	return new_key_id;
+}
+
+/* Takes the writer lock (see store.h). */
+static int lock_writer(struct store *st, char *err, size_t errlen)
+{
+	char lockfile[4096];
+
+	snprintf(lockfile, sizeof(lockfile), "%s/writer.lock", st->path);
+	st->lock_fd = open(lockfile, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if(st->lock_fd < 0){
+		snprintf(err, errlen, "cannot open %s: %s", lockfile, strerror(errno));
+		return errno == EACCES || errno == EROFS ? STORE_ERR_READONLY : STORE_ERR_IO;
+	}
+	if(flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0){
+		snprintf(err, errlen, "another process has the database in %s open for writing "
+				"(a running broker?)", st->path);
+		return STORE_ERR_BUSY;
+	}
+	return STORE_OK;
+}
+
+static int open_at(struct store **out, const char *path, size_t map_size,
+		const uint8_t key[SEAL_KEY_LEN], unsigned flags, uint8_t new_key_id, bool create,
+		store_log_fn log, char *err, size_t errlen)
 {
 	char datafile[4096];
 	struct store *st;
@@ -1219,14 +1273,9 @@ int store_open(struct store **out, const char *path, size_t map_size,
 	pthread_cond_init(&st->wake, NULL);
 	pthread_cond_init(&st->idle, NULL);
 	st->log = log;
+	st->lock_fd = -1;
 	st->read_only = flags & STORE_READ_ONLY;
 	st->map_size = map_size ? map_size : STORE_DEFAULT_MAP_SIZE;
-	st->seal = seal_new(key, 1);
-	if(!st->seal){
-		snprintf(err, errlen, "cannot set up AES-256-GCM and HMAC-SHA256 (OpenSSL)");
-		rc = STORE_ERR_CRYPTO;
-		goto fail;
-	}
 	if(snprintf(datafile, sizeof(datafile), "%s/data.mdb", path) >= (int)sizeof(datafile)){
 		snprintf(err, errlen, "database path too long");
 		rc = STORE_ERR_IO;
@@ -1242,6 +1291,17 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		snprintf(err, errlen, "database path %s is not a directory", path);
 		rc = STORE_ERR_IO;
 		goto fail;
+	}
+	if(create && stat(datafile, &sb) == 0){
+		snprintf(err, errlen, "%s already holds a database", path);
+		rc = STORE_ERR_EXISTS;
+		goto fail;
+	}
+	if(!st->read_only){
+		rc = lock_writer(st, err, errlen);
+		if(rc){
+			goto fail;
+		}
 	}
 
 	/* LMDB would start a new database over an emptied file. */
@@ -1298,6 +1358,12 @@ int store_open(struct store **out, const char *path, size_t map_size,
 			goto fail;
 		}
 	}
+	st->seal = seal_new(key, stored_key_id(st, txn, new_key_id));
+	if(!st->seal){
+		snprintf(err, errlen, "cannot set up AES-256-GCM and HMAC-SHA256 (OpenSSL)");
+		rc = STORE_ERR_CRYPTO;
+		goto fail;
+	}
 	rc = meta_open(st, txn, err, errlen);
 	if(rc){
 		goto fail;
@@ -1321,6 +1387,20 @@ fail:
 	}
 	store_close(st);
 	return rc;
+}
+
+int store_open(struct store **out, const char *path, size_t map_size,
+		const uint8_t key[SEAL_KEY_LEN], unsigned flags, store_log_fn log,
+		char *err, size_t errlen)
+{
+	return open_at(out, path, map_size, key, flags, 1, false, log, err, errlen);
+}
+
+int store_create(struct store **out, const char *path, size_t map_size,
+		const uint8_t key[SEAL_KEY_LEN], uint8_t key_id, store_log_fn log,
+		char *err, size_t errlen)
+{
+	return open_at(out, path, map_size, key, 0, key_id, true, log, err, errlen);
 }
 
 /* LMDB keeps no checksums: a damaged page can hold a page number past the
@@ -1433,6 +1513,226 @@ int store_check_structure(struct store *st, uint64_t *records, char *err, size_t
 	return STORE_OK;
 }
 
+int store_copy_compact(struct store *st, const char *dest, char *err, size_t errlen)
+{
+	int rc;
+
+	pthread_mutex_lock(&st->txn_lock);
+	rc = mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
+	pthread_mutex_unlock(&st->txn_lock);
+	if(rc){
+		snprintf(err, errlen, "cannot copy %s to %s: %s", st->path, dest, mdb_strerror(rc));
+		return STORE_ERR_IO;
+	}
+	return STORE_OK;
+}
+
+int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t *bytes)
+{
+	MDB_txn *txn;
+	MDB_stat ms;
+	int rc;
+
+	*entries = *bytes = 0;
+	if((unsigned)db >= DB_COUNT || !st->dbi[db]){
+		return STORE_OK;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	if(rc == 0){
+		rc = mdb_stat(txn, st->dbi[db], &ms);
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	if(rc){
+		return STORE_ERR_IO;
+	}
+	*entries = ms.ms_entries;
+	*bytes = (uint64_t)ms.ms_psize * (ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages);
+	return STORE_OK;
+}
+
+int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes)
+{
+	char datafile[4096];
+	struct stat sb;
+
+	snprintf(datafile, sizeof(datafile), "%s/data.mdb", st->path);
+	if(stat(datafile, &sb) != 0){
+		return STORE_ERR_IO;
+	}
+	*file_bytes = (uint64_t)sb.st_size;
+	pthread_mutex_lock(&st->lock);
+	*map_bytes = st->map_size;
+	pthread_mutex_unlock(&st->lock);
+	return STORE_OK;
+}
+
+/* ---- cross-references ---- */
+
+struct id_set {
+	uint8_t *v;        /* sorted fixed-size keys */
+	size_t n, cap, width;
+	uint8_t *used;     /* one flag per key, for msgs */
+};
+
+static int id_set_add(struct id_set *s, const void *key)
+{
+	if(s->n == s->cap){
+		size_t cap = s->cap ? s->cap * 2 : 1024;
+		uint8_t *v = realloc(s->v, cap * s->width);
+		if(!v){
+			return -1;
+		}
+		s->v = v;
+		s->cap = cap;
+	}
+	memcpy(s->v + s->n * s->width, key, s->width);
+	s->n++;
+	return 0;
+}
+
+static long id_set_find(const struct id_set *s, const void *key)
+{
+	size_t lo = 0, hi = s->n;
+
+	while(lo < hi){
+		size_t mid = (lo + hi) / 2;
+		int c = memcmp(s->v + mid * s->width, key, s->width);
+		if(c == 0){
+			return (long)mid;
+		}
+		if(c < 0){
+			lo = mid + 1;
+		}else{
+			hi = mid;
+		}
+	}
+	return -1;
+}
+
+/* The keys of a database, in LMDB (memcmp) order, truncated to width. */
+static int collect_keys(struct store *st, enum store_db db, struct id_set *s)
+{
+	MDB_cursor *cur;
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	if(!st->dbi[db]){
+		return 0;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	if(rc == 0){
+		rc = mdb_cursor_open(txn, st->dbi[db], &cur);
+		if(rc == 0){
+			for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+				if(k.mv_size >= s->width && (s->n == 0
+						|| memcmp(s->v + (s->n - 1) * s->width, k.mv_data, s->width) != 0)){
+					if(id_set_add(s, k.mv_data)){
+						rc = ENOMEM;
+						break;
+					}
+				}
+			}
+			mdb_cursor_close(cur);
+		}
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+struct refs_walk {
+	struct id_set *sessions, *msgs;
+	struct store_refs *out;
+};
+
+static void mark_body(struct refs_walk *rw, uint64_t store_id, uint64_t *dangling)
+{
+	uint8_t key[8];
+	long i;
+
+	put_be64(key, store_id);
+	i = id_set_find(rw->msgs, key);
+	if(i < 0){
+		(*dangling)++;
+	}else{
+		rw->msgs->used[i] = 1;
+	}
+}
+
+static int visit_queue_refs(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct refs_walk *rw = ctx;
+	struct rec_queue q;
+
+	(void)fn;
+	if(k->mv_size != HASH_LEN + 8 || record_decode_queue(pt, len, &q)){
+		return -1;
+	}
+	if(id_set_find(rw->sessions, k->mv_data) < 0){
+		rw->out->queue_without_session++;
+	}
+	mark_body(rw, q.store_id, &rw->out->dangling_queue);
+	*cb_rc = 0;
+	return 0;
+}
+
+static int visit_retain_refs(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct refs_walk *rw = ctx;
+	struct rec_retain r;
+
+	(void)k;
+	(void)fn;
+	if(record_decode_retain(pt, len, &r)){
+		return -1;
+	}
+	mark_body(rw, r.store_id, &rw->out->dangling_retained);
+	*cb_rc = 0;
+	return 0;
+}
+
+int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out)
+{
+	struct id_set sessions = {.width = HASH_LEN}, msgs = {.width = 8}, subs = {.width = HASH_LEN};
+	struct refs_walk rw = {&sessions, &msgs, out};
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = collect_keys(st, DB_SESSIONS, &sessions) || collect_keys(st, DB_MSGS, &msgs)
+		|| collect_keys(st, DB_SUBS, &subs) ? STORE_ERR_IO : STORE_OK;
+	if(rc == STORE_OK && msgs.n && !(msgs.used = calloc(msgs.n, 1))){
+		rc = STORE_ERR_NOMEM;
+	}
+	if(rc == STORE_OK){
+		rc = walk_db(st, DB_QUEUE, NULL, 0, visit_queue_refs, NULL, &rw);
+	}
+	if(rc == STORE_OK){
+		rc = walk_db(st, DB_RETAINED, NULL, 0, visit_retain_refs, NULL, &rw);
+	}
+	for(size_t i = 0; rc == STORE_OK && i < subs.n; i++){
+		if(id_set_find(&sessions, subs.v + i * subs.width) < 0){
+			out->subs_without_session++;
+		}
+	}
+	for(size_t i = 0; rc == STORE_OK && i < msgs.n; i++){
+		if(!msgs.used[i]){
+			out->orphan_msgs++;
+			if(delete_orphans){
+				rc = msg_delete(st, get_be64(msgs.v + i * msgs.width));
+			}
+		}
+	}
+	free(sessions.v);
+	free(msgs.v);
+	free(msgs.used);
+	free(subs.v);
+	return rc;
+}
+
 void store_close(struct store *st)
 {
 	if(!st){
@@ -1441,6 +1741,9 @@ void store_close(struct store *st)
 	writer_stop(st);
 	if(st->env){
 		mdb_env_close(st->env);
+	}
+	if(st->lock_fd >= 0){
+		close(st->lock_fd);
 	}
 	pthread_mutex_destroy(&st->txn_lock);
 	pthread_mutex_destroy(&st->lock);
@@ -1463,15 +1766,30 @@ uint32_t store_epoch(const struct store *st)
 	return st->epoch;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 void store_get_stats(const struct store *st, struct store_stats *out)
 {
 	struct store *m = (struct store *)st;
+
+	uint64_t lat[COMMIT_RING];
+	size_t n;
 
 	pthread_mutex_lock(&m->lock);
 	*out = st->stats;
 	out->pending_ops = st->n_ops + st->n_wops;
 	out->map_size = st->map_size;
+	n = st->n_commit_us < COMMIT_RING ? st->n_commit_us : COMMIT_RING;
+	memcpy(lat, st->commit_us, n * sizeof(lat[0]));
 	pthread_mutex_unlock(&m->lock);
+	out->key_id = st->seal ? seal_key_id(st->seal) : 0;
+	qsort(lat, n, sizeof(lat[0]), cmp_u64);
+	out->commit_us_p50 = n ? lat[n / 2] : 0;
+	out->commit_us_p99 = n ? lat[(n * 99) / 100] : 0;
 }
 
 const char *store_db_name(enum store_db db)
@@ -1490,6 +1808,8 @@ const char *store_strerror(int rc)
 		case STORE_ERR_VERSION: return "unsupported database version";
 		case STORE_ERR_CRYPTO: return "cryptographic failure";
 		case STORE_ERR_READONLY: return "read-only";
+		case STORE_ERR_BUSY: return "the database is open for writing elsewhere";
+		case STORE_ERR_EXISTS: return "a database exists there already";
 	}
 	return "unknown error";
 }

@@ -1,0 +1,48 @@
+/* Account deletion (right to erasure), shared by the control API and the CLI.
+ *
+ * An account is every session whose username is the given one (a user may
+ * have several devices, each its own client id), or one client id. Deleting
+ * it removes the sessions with their subscriptions, queues and wills, and
+ * the retained messages under the account's personal topics. Group data is
+ * not touched: message bodies other sessions still reference stay, retained
+ * messages outside the personal topics stay. */
+#ifndef PERSIST_LMDB_ACCOUNT_H
+#define PERSIST_LMDB_ACCOUNT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct account_plan {
+	char **clientids;           /* sessions to delete */
+	size_t n_clientids;
+	char **retained_topics;     /* retained messages under personal topics */
+	size_t n_retained;
+	uint64_t queued;            /* queue entries of those sessions */
+	bool personal_skipped;      /* a name held + or #: personal topics not expanded */
+};
+
+/* True when the MQTT topic filter matches the topic (wildcards + and #; a
+ * filter starting with a wildcard does not match a topic starting with $). */
+bool topic_matches(const char *filter, const char *topic);
+
+/* Expands personal topic patterns (space-separated filters, %u for the
+ * username, %c for the client id) for one account. Patterns that name a
+ * field the account lacks are left out; a name containing + or # expands
+ * nothing (it would widen the filter) and sets *skipped. Returns the number
+ * of filters in *out (free with account_strings_free), or -1. */
+int personal_filters(const char *patterns, const char *username, const char *clientid,
+		char ***out, bool *skipped);
+void account_strings_free(char **v, size_t n);
+
+/* Finds what deleting the account (username, or clientid when username is
+ * NULL) removes. Reads committed data only. */
+int account_plan(struct store *st, const char *username, const char *clientid,
+		const char *personal_patterns, struct account_plan *plan);
+/* Buffers the deletions of the plan; store_commit applies them. */
+int account_apply(struct store *st, const struct account_plan *plan);
+void account_plan_free(struct account_plan *plan);
+
+#endif

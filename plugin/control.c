@@ -1,0 +1,483 @@
+/* The admin API on $CONTROL/persist-lmdb/v1, in the style of dynamic-security:
+ * {"commands":[{"command":"...", ...}]} in, {"responses":[...]} out on
+ * $CONTROL/persist-lmdb/v1/response. Who may publish here is the broker's
+ * ACL's decision. */
+#include "adapter.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <mosquitto/broker_control.h>
+
+#include "account.h"
+
+#define RESPONSE_TOPIC CONTROL_TOPIC "/response"
+#define MAX_REQUEST_BYTES (64 * 1024)
+#define LIST_DEFAULT 100
+#define LIST_MAX 1000
+/* Mosquitto's time-based message ids count seconds from this moment. */
+#define STORE_ID_EPOCH 1637168273
+
+enum { DIRECTION_OUT = 1 };
+
+struct request {
+	struct plugin *pl;
+	struct mosquitto_control_cmd *cmd;
+	cJSON *data;    /* the response's "data" object */
+};
+
+static int fail(struct mosquitto_control_cmd *cmd, const char *error)
+{
+	mosquitto_control_command_reply(cmd, error);
+	return MOSQ_ERR_INVAL;
+}
+
+/* Reads an optional string member: 0 when absent, 1 when present, -1 (with
+ * an error reply) when present but not a non-empty string. */
+static int get_string(struct mosquitto_control_cmd *cmd, const char *name, const char **out)
+{
+	cJSON *j = cJSON_GetObjectItemCaseSensitive(cmd->j_command, name);
+	char msg[128];
+
+	*out = NULL;
+	if(!j){
+		return 0;
+	}
+	if(!cJSON_IsString(j) || !j->valuestring[0]){
+		snprintf(msg, sizeof(msg), "'%s' must be a non-empty string", name);
+		fail(cmd, msg);
+		return -1;
+	}
+	*out = j->valuestring;
+	return 1;
+}
+
+static int required_clientid(struct mosquitto_control_cmd *cmd, const char **clientid)
+{
+	int n = get_string(cmd, "clientid", clientid);
+
+	if(n == 0){
+		fail(cmd, "'clientid' is required");
+	}
+	return n == 1 ? 0 : -1;
+}
+
+static int get_count(struct mosquitto_control_cmd *cmd, const char *name, int def, int max, int *out)
+{
+	cJSON *j = cJSON_GetObjectItemCaseSensitive(cmd->j_command, name);
+	char msg[128];
+
+	*out = def;
+	if(!j){
+		return 0;
+	}
+	if(!cJSON_IsNumber(j) || j->valuedouble < 0 || j->valuedouble > max || j->valuedouble != (int)j->valuedouble){
+		snprintf(msg, sizeof(msg), "'%s' must be a whole number from 0 to %d", name, max);
+		fail(cmd, msg);
+		return -1;
+	}
+	*out = (int)j->valuedouble;
+	return 1;
+}
+
+/* Starts a successful response: command, correlationData and data. */
+static int respond(struct request *rq)
+{
+	cJSON *tree = cJSON_CreateObject();
+
+	if(!tree
+			|| !cJSON_AddStringToObject(tree, "command", rq->cmd->command_name)
+			|| (rq->cmd->correlation_data
+				&& !cJSON_AddStringToObject(tree, "correlationData", rq->cmd->correlation_data))
+			|| !(rq->data = cJSON_AddObjectToObject(tree, "data"))){
+		cJSON_Delete(tree);
+		return -1;
+	}
+	cJSON_AddItemToArray(rq->cmd->j_responses, tree);
+	return 0;
+}
+
+static bool add_number(cJSON *o, const char *name, double v)
+{
+	return cJSON_AddNumberToObject(o, name, v) != NULL;
+}
+
+/* Reads of the database see committed data only: commit first. */
+static int sync_store(struct request *rq)
+{
+	if(store_commit(rq->pl->store) != STORE_OK){
+		return fail(rq->cmd, "The database cannot be written; see the broker log");
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+static void log_admin(struct request *rq, const char *what, const char *arg)
+{
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: %s/%s | %s %s",
+			mosquitto_client_id(rq->cmd->client) ? mosquitto_client_id(rq->cmd->client) : "",
+			mosquitto_client_username(rq->cmd->client) ? mosquitto_client_username(rq->cmd->client) : "",
+			what, arg ? arg : "");
+}
+
+static int delete_account(struct request *rq)
+{
+	struct plugin *pl = rq->pl;
+	const char *username, *clientid;
+	struct account_plan plan;
+	cJSON *ids;
+	int u, c, rc;
+
+	u = get_string(rq->cmd, "username", &username);
+	c = get_string(rq->cmd, "clientid", &clientid);
+	if(u < 0 || c < 0){
+		return MOSQ_ERR_INVAL;
+	}
+	if(u + c != 1){
+		return fail(rq->cmd, "Give exactly one of 'username' and 'clientid'");
+	}
+	if(sync_store(rq)){
+		return MOSQ_ERR_INVAL;
+	}
+	if(account_plan(pl->store, username, clientid, pl->cfg.personal_topics, &plan) != STORE_OK){
+		return fail(rq->cmd, "The database cannot be read; see the broker log");
+	}
+	log_admin(rq, "deleteAccount", username ? username : clientid);
+
+	/* From the broker's memory: the session (a connected client is cut off,
+	 * without its will) and its queue; then the personal retained messages.
+	 * The broker reports none of this, so the same goes from the database
+	 * after it. */
+	for(size_t i = 0; i < plan.n_clientids; i++){
+		mosquitto_persist_client_delete(plan.clientids[i]);
+		pending_will_forget(pl, plan.clientids[i]);
+	}
+	for(size_t i = 0; i < plan.n_retained; i++){
+		mosquitto_persist_retain_msg_delete(plan.retained_topics[i]);
+	}
+	rc = account_apply(pl->store, &plan);
+	if(rc == STORE_OK){
+		rc = store_commit(pl->store);
+	}
+	if(rc != STORE_OK){
+		account_plan_free(&plan);
+		return fail(rq->cmd, "Removed from the broker, but not yet from the database: "
+				"the commit is retried; see the broker log");
+	}
+	if(respond(rq)
+			|| !add_number(rq->data, "sessions", (double)plan.n_clientids)
+			|| !add_number(rq->data, "queuedMessages", (double)plan.queued)
+			|| !add_number(rq->data, "retainedMessages", (double)plan.n_retained)
+			|| !cJSON_AddBoolToObject(rq->data, "personalTopicsSkipped", plan.personal_skipped)
+			|| !(ids = cJSON_AddArrayToObject(rq->data, "clientids"))){
+		account_plan_free(&plan);
+		return MOSQ_ERR_NOMEM;
+	}
+	for(size_t i = 0; i < plan.n_clientids; i++){
+		cJSON_AddItemToArray(ids, cJSON_CreateString(plan.clientids[i]));
+	}
+	account_plan_free(&plan);
+	return MOSQ_ERR_SUCCESS;
+}
+
+struct list_walk {
+	struct store *st;
+	const char *username;
+	const char *prefix;
+	int offset, count;
+	int total;
+	cJSON *sessions;
+	bool failed;
+};
+
+static int list_session(void *ctx, const struct rec_session *s)
+{
+	struct list_walk *lw = ctx;
+	cJSON *o;
+
+	if((lw->username && !(s->username && !strcmp(s->username, lw->username)))
+			|| (lw->prefix && strncmp(s->clientid, lw->prefix, strlen(lw->prefix)) != 0)){
+		return 0;
+	}
+	lw->total++;
+	if(lw->total <= lw->offset || lw->total > lw->offset + lw->count){
+		return 0;
+	}
+	o = cJSON_CreateObject();
+	if(!o || !cJSON_AddStringToObject(o, "clientid", s->clientid)
+			|| (s->username && !cJSON_AddStringToObject(o, "username", s->username))
+			|| !cJSON_AddBoolToObject(o, "online", session_was_online(lw->st, s->clientid) == 1)){
+		cJSON_Delete(o);
+		lw->failed = true;
+		return 1;
+	}
+	cJSON_AddItemToArray(lw->sessions, o);
+	return 0;
+}
+
+static int list_sessions(struct request *rq)
+{
+	struct list_walk lw = {rq->pl->store, NULL, NULL, 0, 0, 0, NULL, false};
+
+	if(get_string(rq->cmd, "username", &lw.username) < 0
+			|| get_string(rq->cmd, "clientidPrefix", &lw.prefix) < 0
+			|| get_count(rq->cmd, "offset", 0, INT32_MAX, &lw.offset) < 0
+			|| get_count(rq->cmd, "count", LIST_DEFAULT, LIST_MAX, &lw.count) < 0
+			|| sync_store(rq)){
+		return MOSQ_ERR_INVAL;
+	}
+	if(respond(rq) || !(lw.sessions = cJSON_AddArrayToObject(rq->data, "sessions"))){
+		return MOSQ_ERR_NOMEM;
+	}
+	if(store_walk_sessions(rq->pl->store, list_session, &lw) != STORE_OK || lw.failed){
+		/* Replace the partial answer with an error. */
+		cJSON_DeleteItemFromArray(rq->cmd->j_responses, cJSON_GetArraySize(rq->cmd->j_responses) - 1);
+		return fail(rq->cmd, "The database cannot be read; see the broker log");
+	}
+	return add_number(rq->data, "totalCount", lw.total) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOMEM;
+}
+
+struct session_info {
+	struct store *st;
+	bool found;
+	char *username;
+	uint32_t session_expiry_interval;
+	uint64_t queued, queued_bytes, oldest_store_id;
+	uint64_t *purge;     /* purgeQueue: sequence numbers of outgoing entries */
+	size_t n_purge, cap_purge;
+	bool failed;
+};
+
+static int note_session(void *ctx, const struct rec_session *s)
+{
+	struct session_info *si = ctx;
+
+	si->found = true;
+	si->session_expiry_interval = s->session_expiry_interval;
+	if(s->username && !(si->username = strdup(s->username))){
+		si->failed = true;
+	}
+	return 0;
+}
+
+static int add_body_size(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
+{
+	(void)store_id;
+	((struct session_info *)ctx)->queued_bytes += m->payload.len;
+	return 0;
+}
+
+static int note_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	struct session_info *si = ctx;
+
+	if(si->purge){
+		if(q->direction != DIRECTION_OUT){
+			return 0;
+		}
+		if(si->n_purge == si->cap_purge){
+			uint64_t *p = realloc(si->purge, si->cap_purge * 2 * sizeof(*p));
+			if(!p){
+				si->failed = true;
+				return 1;
+			}
+			si->purge = p;
+			si->cap_purge *= 2;
+		}
+		si->purge[si->n_purge++] = seq;
+		return 0;
+	}
+	if(si->queued++ == 0){
+		si->oldest_store_id = q->store_id;
+	}
+	return msg_get(si->st, q->store_id, add_body_size, si);
+}
+
+static int add_subscription(void *ctx, const struct rec_sub *s)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if(!o || !cJSON_AddStringToObject(o, "topic", s->topic_filter)
+			|| !add_number(o, "qos", s->options & 0x03)
+			|| !cJSON_AddBoolToObject(o, "noLocal", s->options & 0x04)
+			|| !cJSON_AddBoolToObject(o, "retainAsPublished", s->options & 0x08)
+			|| !add_number(o, "identifier", s->identifier)){
+		cJSON_Delete(o);
+		return 1;
+	}
+	cJSON_AddItemToArray((cJSON *)ctx, o);
+	return 0;
+}
+
+static int get_session(struct request *rq)
+{
+	struct session_info si = {.st = rq->pl->store};
+	const char *clientid;
+	cJSON *subs;
+	int rc = MOSQ_ERR_SUCCESS;
+
+	if(required_clientid(rq->cmd, &clientid)){
+		return MOSQ_ERR_INVAL;
+	}
+	if(sync_store(rq)){
+		return MOSQ_ERR_INVAL;
+	}
+	if(session_get(si.st, clientid, note_session, &si) != STORE_OK || si.failed){
+		free(si.username);
+		return fail(rq->cmd, "The database cannot be read; see the broker log");
+	}
+	if(!si.found){
+		return fail(rq->cmd, "Session not found");
+	}
+	if(store_walk_queue(si.st, clientid, note_queued, &si) != STORE_OK){
+		free(si.username);
+		return fail(rq->cmd, "The database cannot be read; see the broker log");
+	}
+	if(respond(rq)
+			|| !cJSON_AddStringToObject(rq->data, "clientid", clientid)
+			|| (si.username && !cJSON_AddStringToObject(rq->data, "username", si.username))
+			|| !cJSON_AddBoolToObject(rq->data, "online", session_was_online(si.st, clientid) == 1)
+			|| !add_number(rq->data, "sessionExpiryInterval", si.session_expiry_interval)
+			|| !add_number(rq->data, "queuedMessages", (double)si.queued)
+			|| !add_number(rq->data, "queuedBytes", (double)si.queued_bytes)
+			|| (si.queued && !add_number(rq->data, "oldestMessageAge",
+				(double)(time(NULL) - (STORE_ID_EPOCH + (time_t)((si.oldest_store_id >> 23) & 0x7FFFFFFF)))))
+			|| !(subs = cJSON_AddArrayToObject(rq->data, "subscriptions"))){
+		rc = MOSQ_ERR_NOMEM;
+	}
+	free(si.username);
+	if(rc == MOSQ_ERR_SUCCESS && store_walk_subs(si.st, clientid, add_subscription, subs) != STORE_OK){
+		rc = MOSQ_ERR_NOMEM;
+	}
+	return rc;
+}
+
+static int purge_queue(struct request *rq)
+{
+	struct session_info si = {.st = rq->pl->store};
+	struct mosquitto_client_msg cm;
+	const char *clientid;
+	int rc = STORE_OK;
+
+	if(required_clientid(rq->cmd, &clientid)){
+		return MOSQ_ERR_INVAL;
+	}
+	if(sync_store(rq)){
+		return MOSQ_ERR_INVAL;
+	}
+	if(session_get(si.st, clientid, note_session, &si) != STORE_OK){
+		return fail(rq->cmd, "The database cannot be read; see the broker log");
+	}
+	free(si.username);
+	if(!si.found){
+		return fail(rq->cmd, "Session not found");
+	}
+	si.cap_purge = 64;
+	si.purge = malloc(si.cap_purge * sizeof(*si.purge));
+	if(!si.purge || store_walk_queue(si.st, clientid, note_queued, &si) != STORE_OK || si.failed){
+		free(si.purge);
+		return fail(rq->cmd, "The database cannot be read; see the broker log");
+	}
+	log_admin(rq, "purgeQueue", clientid);
+	memset(&cm, 0, sizeof(cm));
+	cm.clientid = clientid;
+	cm.direction = mosq_bmd_out;
+	mosquitto_persist_client_msg_clear(&cm);
+	for(size_t i = 0; rc == STORE_OK && i < si.n_purge; i++){
+		rc = queue_remove(si.st, clientid, si.purge[i]);
+	}
+	free(si.purge);
+	if(rc == STORE_OK){
+		rc = store_commit(si.st);
+	}
+	if(rc != STORE_OK){
+		return fail(rq->cmd, "Removed from the broker, but not yet from the database: "
+				"the commit is retried; see the broker log");
+	}
+	if(respond(rq) || !add_number(rq->data, "queuedMessages", (double)si.n_purge)){
+		return MOSQ_ERR_NOMEM;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int get_stats(struct request *rq)
+{
+	struct store *st = rq->pl->store;
+	struct store_stats s;
+	uint64_t sessions, sb, queued, qb, msgs, mb, online, ob, file, map;
+
+	if(sync_store(rq)){
+		return MOSQ_ERR_INVAL;
+	}
+	store_get_stats(st, &s);
+	if(store_count(st, DB_SESSIONS, &sessions, &sb) || store_count(st, DB_QUEUE, &queued, &qb)
+			|| store_count(st, DB_MSGS, &msgs, &mb) || store_count(st, DB_ONLINE, &online, &ob)
+			|| store_file_size(st, &file, &map)){
+		return fail(rq->cmd, "The database cannot be read; see the broker log");
+	}
+	if(respond(rq)
+			|| !add_number(rq->data, "sessions", (double)sessions)
+			|| !add_number(rq->data, "clientsOnline", (double)online)
+			|| !add_number(rq->data, "queuedMessages", (double)queued)
+			|| !add_number(rq->data, "queueDiskBytes", (double)qb)
+			|| !add_number(rq->data, "messageBodies", (double)msgs)
+			|| !add_number(rq->data, "messageBodyDiskBytes", (double)mb)
+			|| !add_number(rq->data, "databaseBytes", (double)file)
+			|| !add_number(rq->data, "mapBytes", (double)map)
+			|| !add_number(rq->data, "mapUse", map ? (double)file / (double)map : 0)
+			|| !add_number(rq->data, "commits", (double)s.commits)
+			|| !add_number(rq->data, "commitErrors", (double)s.commit_errors)
+			|| !add_number(rq->data, "commitLatencyP50us", (double)s.commit_us_p50)
+			|| !add_number(rq->data, "commitLatencyP99us", (double)s.commit_us_p99)
+			|| !add_number(rq->data, "recordsRejected", (double)s.records_rejected)
+			|| !add_number(rq->data, "mapGrows", (double)s.map_grows)){
+		return MOSQ_ERR_NOMEM;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int handle_command(struct mosquitto_control_cmd *cmd, void *userdata)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(struct request *rq);
+	} commands[] = {
+		{"deleteAccount", delete_account},
+		{"listSessions", list_sessions},
+		{"getSession", get_session},
+		{"purgeQueue", purge_queue},
+		{"getStats", get_stats},
+	};
+	struct request rq = {userdata, cmd, NULL};
+
+	for(size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++){
+		if(!strcmp(cmd->command_name, commands[i].name)){
+			return commands[i].fn(&rq);
+		}
+	}
+	return fail(cmd, "Unknown command");
+}
+
+int on_control(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_control *ed = event_data;
+	cJSON *tree, *responses, *r;
+
+	(void)event;
+	if(ed->payloadlen > MAX_REQUEST_BYTES){
+		tree = cJSON_CreateObject();
+		responses = tree ? cJSON_AddArrayToObject(tree, "responses") : NULL;
+		r = responses ? cJSON_CreateObject() : NULL;
+		if(!r || !cJSON_AddStringToObject(r, "command", "Unknown command")
+				|| !cJSON_AddStringToObject(r, "error", "Request too large (at most 65536 bytes)")){
+			cJSON_Delete(r);
+			cJSON_Delete(tree);
+			return MOSQ_ERR_NOMEM;
+		}
+		cJSON_AddItemToArray(responses, r);
+		mosquitto_control_send_response(tree, RESPONSE_TOPIC);
+		return MOSQ_ERR_SUCCESS;
+	}
+	return mosquitto_control_generic_callback(ed, RESPONSE_TOPIC, userdata, handle_command);
+}
