@@ -38,7 +38,9 @@ int personal_filters(const char *patterns, const char *username, const char *cli
 void account_strings_free(char **v, size_t n);
 
 /* Finds what deleting the account (username, or clientid when username is
- * NULL) removes. Reads committed data only. */
+ * NULL) removes. Deleting by client id expands only the %c patterns: the
+ * user's %u topics stay for the user's other devices. Reads committed data
+ * only. */
 int account_plan(struct store *st, const char *username, const char *clientid,
 		const char *personal_patterns, struct account_plan *plan);
 /* Buffers the deletions of the plan; store_commit applies them. */

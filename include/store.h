@@ -179,7 +179,7 @@ int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx);
 int msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx);
 /* Calls fn with clientid's session, if it has one. */
 int session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx);
-/* 1 when clientid was marked online, 0 when not, a STORE_ERR_* otherwise. */
+/* 1 when clientid was marked online, 0 when not, minus a STORE_ERR_* otherwise. */
 int session_was_online(struct store *st, const char *clientid);
 /* clientid NULL walks every client's subscriptions. */
 int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx);

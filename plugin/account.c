@@ -208,8 +208,10 @@ static int plan_session(void *ctx, const struct rec_session *s)
 		return 0;
 	}
 	id = strdup(s->clientid);
+	/* One device of a user goes: the user's own topics (%u) stay for the
+	 * others; only deleting by username expands them. */
 	if(!id || strings_add(&pw->plan->clientids, &pw->plan->n_clientids, id)
-			|| add_filters(pw, s->username, s->clientid)){
+			|| add_filters(pw, pw->username ? s->username : NULL, s->clientid)){
 		pw->rc = STORE_ERR_NOMEM;
 		return 1;
 	}

@@ -950,7 +950,7 @@ int session_was_online(struct store *st, const char *clientid)
 		return STORE_ERR_CRYPTO;
 	}
 	rc = walk_db(st, DB_ONLINE, key, sizeof(key), visit_online, NULL, &found);
-	return rc ? rc : found;
+	return rc ? -rc : found;
 }
 
 int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx)
@@ -1517,11 +1517,19 @@ int store_copy_compact(struct store *st, const char *dest, char *err, size_t err
 {
 	int rc;
 
+	char copy[4096];
+
 	pthread_mutex_lock(&st->txn_lock);
 	rc = mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
 	pthread_mutex_unlock(&st->txn_lock);
 	if(rc){
 		snprintf(err, errlen, "cannot copy %s to %s: %s", st->path, dest, mdb_strerror(rc));
+		return STORE_ERR_IO;
+	}
+	/* LMDB creates the copy with the umask's mode. */
+	snprintf(copy, sizeof(copy), "%s/data.mdb", dest);
+	if(chmod(copy, 0600) != 0){
+		snprintf(err, errlen, "cannot restrict %s to its owner: %s", copy, strerror(errno));
 		return STORE_ERR_IO;
 	}
 	return STORE_OK;
@@ -1702,6 +1710,8 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	/* One view for all the walks: our own writer cannot commit meanwhile. */
+	pthread_mutex_lock(&st->txn_lock);
 	rc = collect_keys(st, DB_SESSIONS, &sessions) || collect_keys(st, DB_MSGS, &msgs)
 		|| collect_keys(st, DB_SUBS, &subs) ? STORE_ERR_IO : STORE_OK;
 	if(rc == STORE_OK && msgs.n && !(msgs.used = calloc(msgs.n, 1))){
@@ -1726,6 +1736,7 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 			}
 		}
 	}
+	pthread_mutex_unlock(&st->txn_lock);
 	free(sessions.v);
 	free(msgs.v);
 	free(msgs.used);

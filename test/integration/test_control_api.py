@@ -1,0 +1,272 @@
+"""Account deletion and the admin API on $CONTROL/persist-lmdb/v1.
+
+The chat scenario of the issue: alice (two devices, one username), bob and
+carol keep persistent sessions on the group topic groups/g1/# and on their
+personal users/<name>/#; retained messages on both kinds of topic; everyone
+offline; group and personal messages published; alice deleted while offline
+(through the API with the broker running, or through the CLI with it
+stopped). After a restart alice is gone, in the broker and in the file, and
+the group and its other members are intact."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import V5, Client, assert_sequence, seqs_of
+
+CONTROL = "$CONTROL/persist-lmdb/v1"
+RESPONSE = CONTROL + "/response"
+PERSONAL = "users/%u/# inbox/%c/#"
+MEMBERS = {  # client id -> username
+    "alice-phone": "alice",
+    "alice-laptop": "alice",
+    "bob-phone": "bob",
+    "carol-phone": "carol",
+}
+GROUP_MSGS = 30
+# What each member has queued: the group's retained info and its own
+# retained profile (published after it subscribed), the chat, one private.
+QUEUED = GROUP_MSGS + 3
+
+
+def member(broker, clientid, session_expiry=3600):
+    return Client(broker, clientid, version=V5, persistent=True, session_expiry=session_expiry,
+                  username=MEMBERS[clientid])
+
+
+class Admin:
+    """A client on the control topic: send commands, read the responses."""
+
+    def __init__(self, broker, username="admin"):
+        self.c = Client(broker, "admin-" + str(time.monotonic_ns()), version=V5, username=username)
+        self.c.subscribe(RESPONSE, 1)
+
+    def send_raw(self, payload, timeout=10.0):
+        self.c.clear()
+        self.c.publish(CONTROL, payload, qos=1)
+        msgs = self.c.wait_for(1, timeout=timeout, topic=RESPONSE)
+        return json.loads(msgs[0].payload)["responses"]
+
+    def command(self, name, **members):
+        [resp] = self.send_raw(json.dumps({"commands": [{"command": name, **members}]}))
+        assert resp["command"] == name
+        return resp
+
+    def ok(self, name, **members):
+        resp = self.command(name, **members)
+        assert "error" not in resp, resp
+        return resp["data"]
+
+    def close(self):
+        self.c.disconnect()
+
+
+def cli(broker, *args, check=True):
+    exe = Path(os.environ.get("PERSIST_LMDB_BUILD") or Path(__file__).resolve().parents[2] / "build") / "persist-lmdb"
+    p = subprocess.run([str(exe), "--db", str(broker.db_dir), "--key-file", str(broker.key_file), *args],
+                       capture_output=True, text=True, timeout=120)
+    if check:
+        assert p.returncode == 0, f"persist-lmdb {' '.join(args)}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def build_chat(broker):
+    """Sessions, retained messages, everyone offline, then traffic."""
+    broker.plugin_opts["personal_topics"] = PERSONAL
+    broker.start()
+    for cid, user in MEMBERS.items():
+        c = member(broker, cid)
+        c.subscribe("groups/g1/#", 1)
+        c.subscribe(f"users/{user}/#", 1)
+        c.disconnect()
+    with Client(broker, "server", version=V5) as p:
+        p.publish("groups/g1/info", b"group rules", retain=True)
+        for user in ("alice", "bob", "carol"):
+            p.publish(f"users/{user}/profile", f"profile of {user}".encode(), retain=True)
+        p.publish_numbered("groups/g1/chat", range(1, GROUP_MSGS + 1))
+        for user in ("alice", "bob", "carol"):
+            p.publish(f"users/{user}/inbox", f"private to {user}".encode())
+    broker.settle()
+
+
+def check_after_deletion(broker):
+    """alice is gone; bob and carol have everything, in order."""
+    for cid in ("alice-phone", "alice-laptop"):
+        # Session expiry 0: looking must not create a new session.
+        c = member(broker, cid, session_expiry=0)
+        assert not c.session_present, f"{cid} still has a session"
+        assert c.listen(0.5) == []
+        c.disconnect()
+    for cid in ("bob-phone", "carol-phone"):
+        user = MEMBERS[cid]
+        c = member(broker, cid)
+        assert c.session_present
+        got = c.collect(QUEUED, timeout=20)
+        chat = [m for m in got if m.topic == "groups/g1/chat"]
+        assert_sequence(seqs_of(chat), list(range(1, GROUP_MSGS + 1)), f"{cid} group messages")
+        assert [m.payload for m in got if m.topic == f"users/{user}/inbox"] == [f"private to {user}".encode()]
+        c.disconnect()
+    # Retained: the group's and bob's stay, alice's personal one is gone.
+    with Client(broker, "reader", version=V5) as r:
+        r.subscribe("groups/#", 1)
+        r.subscribe("users/#", 1)
+        retained = {m.topic: m.payload for m in r.listen(1.0)}
+    assert retained == {
+        "groups/g1/info": b"group rules",
+        "users/bob/profile": b"profile of bob",
+        "users/carol/profile": b"profile of carol",
+    }
+
+
+def file_has_no_trace_of_alice(broker):
+    broker.stop()
+    export = cli(broker, "export").stdout
+    records = [json.loads(line) for line in export.splitlines() if line.strip()]
+    assert records, "export printed nothing"
+    assert not [r for r in records if "alice" in json.dumps(r)], "alice is still in the database"
+    verify = cli(broker, "verify", check=False)
+    assert verify.returncode == 0, f"verify not clean:\n{verify.stdout}\n{verify.stderr}"
+
+
+def test_delete_account_through_api(broker):
+    build_chat(broker)
+    admin = Admin(broker)
+    before = admin.ok("getSession", clientid="alice-phone")
+    assert before["username"] == "alice" and before["queuedMessages"] == QUEUED
+    data = admin.ok("deleteAccount", username="alice", correlationData="erase-1")
+    assert data["sessions"] == 2
+    assert sorted(data["clientids"]) == ["alice-laptop", "alice-phone"]
+    assert data["queuedMessages"] == 2 * QUEUED
+    assert data["retainedMessages"] == 1
+    resp = admin.command("getSession", clientid="alice-phone")
+    assert resp.get("error") == "Session not found"
+    admin.close()
+    broker.restart("kill")
+    check_after_deletion(broker)
+    file_has_no_trace_of_alice(broker)
+
+
+def test_delete_account_through_cli_offline(broker):
+    build_chat(broker)
+    broker.stop()
+    out = cli(broker, "delete-account", "--username", "alice", "--personal-topics", PERSONAL).stdout
+    assert out.strip(), "delete-account printed no report"
+    broker.start()
+    check_after_deletion(broker)
+    file_has_no_trace_of_alice(broker)
+
+
+def test_delete_connected_client_by_clientid(broker):
+    """A live connection is cut off; only that device goes."""
+    build_chat(broker)
+    phone = member(broker, "alice-phone")
+    admin = Admin(broker)
+    data = admin.ok("deleteAccount", clientid="alice-phone")
+    assert data["sessions"] == 1 and data["clientids"] == ["alice-phone"]
+    deadline = time.monotonic() + 10
+    while phone.mqtt.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not phone.mqtt.is_connected(), "the deleted client is still connected"
+    laptop = admin.ok("getSession", clientid="alice-laptop")
+    assert laptop["queuedMessages"] == QUEUED
+    admin.close()
+
+
+def test_list_sessions_pages_and_filters(broker):
+    build_chat(broker)
+    admin = Admin(broker)
+    everyone = admin.ok("listSessions")
+    assert everyone["totalCount"] == 4
+    assert sorted(s["clientid"] for s in everyone["sessions"]) == sorted(MEMBERS)
+    page = admin.ok("listSessions", offset=1, count=2)
+    assert page["totalCount"] == 4 and len(page["sessions"]) == 2
+    assert [s["clientid"] for s in page["sessions"]] == [s["clientid"] for s in everyone["sessions"]][1:3]
+    alice = admin.ok("listSessions", username="alice")
+    assert sorted(s["clientid"] for s in alice["sessions"]) == ["alice-laptop", "alice-phone"]
+    prefix = admin.ok("listSessions", clientidPrefix="bob")
+    assert [s["clientid"] for s in prefix["sessions"]] == ["bob-phone"]
+    admin.close()
+
+
+def test_purge_queue_keeps_session(broker):
+    build_chat(broker)
+    admin = Admin(broker)
+    assert admin.ok("purgeQueue", clientid="bob-phone")["queuedMessages"] == QUEUED
+    s = admin.ok("getSession", clientid="bob-phone")
+    assert s["queuedMessages"] == 0 and len(s["subscriptions"]) == 2
+    admin.close()
+    broker.restart("kill")
+    bob = member(broker, "bob-phone")
+    assert bob.session_present
+    assert bob.listen(1.0) == []
+    bob.disconnect()
+    carol = member(broker, "carol-phone")
+    assert len([m for m in carol.collect(QUEUED, timeout=20) if m.topic == "groups/g1/chat"]) == GROUP_MSGS
+    carol.disconnect()
+
+
+def test_get_stats(broker):
+    build_chat(broker)
+    admin = Admin(broker)
+    s = admin.ok("getStats")
+    assert s["sessions"] == 4
+    assert s["queuedMessages"] == 4 * QUEUED
+    assert s["messageBodies"] >= GROUP_MSGS + 3
+    assert s["databaseBytes"] > 0 and 0 < s["mapUse"] <= 1
+    assert s["commits"] > 0 and s["commitLatencyP99us"] >= s["commitLatencyP50us"] > 0
+    assert s["recordsRejected"] == 0
+    admin.close()
+
+
+BAD_REQUESTS = [
+    (b"not json", "Payload not valid JSON"),
+    (b'{"commands": 5}', "Invalid/missing commands"),
+    (b'{"commands": ["deleteAccount"]}', "Command not an object"),
+    (b'{"commands": [{"command": "dropEverything"}]}', "Unknown command"),
+    (b'{"commands": [{"command": "deleteAccount"}]}', "exactly one"),
+    (b'{"commands": [{"command": "deleteAccount", "username": "alice", "clientid": "bob-phone"}]}', "exactly one"),
+    (b'{"commands": [{"command": "deleteAccount", "username": 7}]}', "must be a non-empty string"),
+    (b'{"commands": [{"command": "deleteAccount", "username": ""}]}', "must be a non-empty string"),
+    (b'{"commands": [{"command": "getSession"}]}', "required"),
+    (b'{"commands": [{"command": "getSession", "clientid": ["x"]}]}', "must be a non-empty string"),
+    (b'{"commands": [{"command": "listSessions", "count": -1}]}', "whole number"),
+    (b'{"commands": [{"command": "listSessions", "offset": 1.5}]}', "whole number"),
+    (b'{"commands": [{"command": "purgeQueue", "clientid": "nobody"}]}', "Session not found"),
+    (b'{"commands": [{"command": "getStats", "correlationData": 5}]}', "Invalid correlationData"),
+    (b'{"commands": [{"command": "deleteAccount", "username": "' + b"x" * 70000 + b'"}]}', "too large"),
+]
+
+
+def test_bad_requests_change_nothing(broker):
+    build_chat(broker)
+    admin = Admin(broker)
+    before = admin.ok("getStats")
+    for payload, fragment in BAD_REQUESTS:
+        responses = admin.send_raw(payload)
+        assert len(responses) == 1, (payload[:60], responses)
+        assert fragment.lower() in responses[0].get("error", "").lower(), (payload[:60], responses)
+    after = admin.ok("getStats")
+    for k in ("sessions", "queuedMessages", "messageBodies"):
+        assert after[k] == before[k], k
+    assert broker.running
+    admin.close()
+
+
+def test_acl_decides_who_reaches_the_api(broker, workdir):
+    """Only a client the broker's ACL lets publish to the control topic gets
+    an answer; another one changes nothing."""
+    acl = workdir / "acl"
+    acl.write_text("pattern readwrite #\n\nuser admin\ntopic readwrite $CONTROL/persist-lmdb/#\n")
+    os.chmod(acl, 0o644)
+    broker.extra_conf.append(f"acl_file {acl}")
+    build_chat(broker)
+    admin = Admin(broker, username="admin")
+    with Client(broker, "mallory", version=V5, username="mallory") as mallory:
+        mallory.publish(CONTROL, json.dumps({"commands": [{"command": "deleteAccount", "username": "bob"}]}))
+    assert admin.c.listen(1.5) == [], "the API answered a client the ACL does not allow"
+    assert admin.ok("getSession", clientid="bob-phone")["queuedMessages"] == QUEUED
+    admin.close()
