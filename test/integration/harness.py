@@ -394,6 +394,7 @@ class Client:
         persistent: bool = False,
         session_expiry: int | None = None,
         username: str | None = None,
+        password: str | None = None,
         will: dict | None = None,
         max_inflight: int = 1000,
         keepalive: int = 60,
@@ -414,7 +415,7 @@ class Client:
         self.mqtt.max_inflight_messages_set(max_inflight)
         self.mqtt.max_queued_messages_set(0)
         if username is not None:
-            self.mqtt.username_pw_set(username)
+            self.mqtt.username_pw_set(username, password)
         if will:
             props = None
             if version == V5 and will.get("delay") is not None:
