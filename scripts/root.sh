@@ -55,33 +55,53 @@ pl_mirror() {
 	echo "${m:-http://deb.debian.org/debian}"
 }
 
+# Removes a directory tree that may still have file systems mounted in it
+# (debootstrap mounts /proc inside the root it builds).
+pl_remove_tree() {
+	local dir=$1 mnt
+	[ -e "$dir" ] || return 0
+	awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+		while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+	rm -rf "$dir"
+}
+
 pl_root_build() {
 	local root=$1 tmp
 	[ "$(id -u)" = 0 ] || pl_die "building the Mosquitto 2.1 root needs root (debootstrap); run once as root or set PERSIST_LMDB_CACHE to a prepared root cache"
 	pl_host_tools
 	mkdir -p "$(dirname "$root")"
 	tmp="$root.tmp.$$"
-	rm -rf "$tmp"
+	pl_remove_tree "$tmp"
 	echo "persist-lmdb: building the Debian unstable root with Mosquitto 2.1 in $root (about a minute)" >&2
 	local pkgs
 	pkgs=$(pl_packages | paste -sd, -)
 	if ! debootstrap --variant=minbase --include="$pkgs" sid "$tmp" "$(pl_mirror)" \
 		/usr/share/debootstrap/scripts/sid >"$tmp.log" 2>&1; then
 		tail -n 20 "$tmp.log" >&2
-		rm -rf "$tmp"
+		pl_remove_tree "$tmp"
 		pl_die "debootstrap failed (log above)"
 	fi
 	rm -f "$tmp.log"
 	mv "$tmp" "$root"
-	# Remove roots built from older package lists.
-	find "$(dirname "$root")" -maxdepth 1 -name 'root-*' ! -name "$(basename "$root")" \
-		-exec rm -rf {} + 2>/dev/null || true
+	# Remove roots built from older package lists, and leftovers of builds
+	# that were interrupted (under the lock, none is in progress).
+	local old
+	for old in "$(dirname "$root")"/root-*; do
+		[ "$old" = "$root" ] || pl_remove_tree "$old"
+	done
 }
 
 pl_root_ensure() {
 	local root
 	root=$(pl_root_dir)
-	[ -x "$root/usr/sbin/mosquitto" ] || pl_root_build "$root"
+	if [ ! -x "$root/usr/sbin/mosquitto" ]; then
+		# One build at a time: a second caller waits, then finds the root.
+		mkdir -p "$(pl_cache_dir)"
+		exec 9>"$(pl_cache_dir)/.build.lock"
+		flock 9
+		[ -x "$root/usr/sbin/mosquitto" ] || pl_root_build "$root"
+		exec 9>&-
+	fi
 	echo "$root"
 }
 
