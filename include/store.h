@@ -77,6 +77,7 @@ struct store_stats {
 	uint64_t commits;
 	uint64_t commit_errors;
 	uint64_t map_grows;
+	uint64_t env_reopens;      /* after LMDB refused further writes (MDB_PANIC) */
 	uint64_t records_rejected;
 	uint64_t records;        /* counted by the last structure check */
 	uint64_t commit_us_p50;  /* over the last 1024 commits */

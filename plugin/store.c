@@ -502,6 +502,49 @@ static int map_adopt(struct store *st)
 	return rc;
 }
 
+/* After a failed meta-page write LMDB refuses every further transaction
+ * (MDB_PANIC) until the environment is opened again. txn_lock held: no
+ * transaction of ours is active. */
+static int env_reopen(struct store *st)
+{
+	MDB_txn *txn;
+	int rc;
+
+	mdb_env_close(st->env);
+	st->env = NULL;
+	rc = mdb_env_create(&st->env);
+	if(!rc){
+		rc = mdb_env_set_maxdbs(st->env, DB_COUNT);
+	}
+	if(!rc){
+		rc = mdb_env_set_mapsize(st->env, st->map_size);
+	}
+	if(!rc){
+		rc = mdb_env_open(st->env, st->path, MDB_NOTLS, 0600);
+	}
+	if(!rc){
+		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+		for(int i = 0; !rc && i < DB_COUNT; i++){
+			rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &st->dbi[i]);
+			if(rc){
+				mdb_txn_abort(txn);
+			}
+		}
+		if(!rc){
+			rc = mdb_txn_commit(txn);
+		}
+	}
+	if(rc && st->env){
+		/* Tried again at the next commit. */
+		mdb_env_close(st->env);
+		st->env = NULL;
+	}
+	pthread_mutex_lock(&st->lock);
+	st->stats.env_reopens++;
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
 /* Commits ops (removing what was committed from it). A prefix of the
  * operations is an earlier state of the broker, so a large backlog may be
  * committed in several transactions (LMDB bounds the dirty pages of one).
@@ -516,7 +559,15 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 
 	pthread_mutex_lock(&st->txn_lock);
 	while(done < ops->len){
-		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+		rc = st->env ? mdb_txn_begin(st->env, NULL, 0, &txn) : MDB_PANIC;
+		if(rc == MDB_PANIC){
+			/* Reopened, the next attempt (at the next tick) can succeed. */
+			rc = env_reopen(st);
+			if(rc == 0){
+				rc = MDB_PANIC;
+			}
+			break;
+		}
 		if(rc == MDB_MAP_RESIZED){
 			rc = map_adopt(st);
 			if(rc == 0){
@@ -751,7 +802,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 		return STORE_OK;
 	}
 	pthread_mutex_lock(&st->txn_lock);
-	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
 	if(rc == MDB_MAP_RESIZED && map_adopt(st) == 0){
 		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
 	}
@@ -1520,7 +1571,7 @@ int store_copy_compact(struct store *st, const char *dest, char *err, size_t err
 	char copy[4096];
 
 	pthread_mutex_lock(&st->txn_lock);
-	rc = mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
+	rc = st->env ? mdb_env_copy2(st->env, dest, MDB_CP_COMPACT) : MDB_PANIC;
 	pthread_mutex_unlock(&st->txn_lock);
 	if(rc){
 		snprintf(err, errlen, "cannot copy %s to %s: %s", st->path, dest, mdb_strerror(rc));
@@ -1546,7 +1597,7 @@ int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t 
 		return STORE_OK;
 	}
 	pthread_mutex_lock(&st->txn_lock);
-	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
 	if(rc == 0){
 		rc = mdb_stat(txn, st->dbi[db], &ms);
 		mdb_txn_abort(txn);
@@ -1631,7 +1682,7 @@ static int collect_keys(struct store *st, enum store_db db, struct id_set *s)
 		return 0;
 	}
 	pthread_mutex_lock(&st->txn_lock);
-	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
 	if(rc == 0){
 		rc = mdb_cursor_open(txn, st->dbi[db], &cur);
 		if(rc == 0){

@@ -142,6 +142,7 @@ class Broker:
         self.log_types = ["all"]
         self.max_inflight = 1000
         self.extra_conf: list[str] = []
+        self.extra_env: dict[str, str] = {}  # set before the first start
         self.proc: subprocess.Popen | None = None
         self.procs: list[subprocess.Popen] = []  # one per start, in order
         self.runs = 0
@@ -191,6 +192,11 @@ class Broker:
         self._log_file = open(self.log_path, "wb")
         if self._env is None:
             self._env = {**os.environ, **sanitizer_env(self.plugin)}
+            for k, v in self.extra_env.items():
+                # A preload of the test's own goes after the sanitizer's runtime.
+                if k == "LD_PRELOAD" and self._env.get(k):
+                    v = f"{self._env[k]}:{v}"
+                self._env[k] = v
         self.proc = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.conf_path)],
             env=self._env,
