@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
 # The whole test suite, run where Mosquitto 2.1 is (natively or in the root):
 # build, unit tests (cmocka via ctest), integration tests (real broker, paho).
-# Options: --sanitize also builds with ASan/UBSan and runs the suite again.
+# Options:
+#   --sanitize  also builds with ASan/UBSan and runs the whole suite again
+#   --valgrind  also runs the broker integration tests that do not depend on
+#               timing with the broker under valgrind memcheck (an invalid
+#               access or a definite leak fails the test that stops it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sanitize=0
+valgrind=0
 for a in "$@"; do
 	case "$a" in
 		--sanitize) sanitize=1 ;;
-		*) echo "usage: scripts/suite.sh [--sanitize]" >&2; exit 2 ;;
+		--valgrind) valgrind=1 ;;
+		*) echo "usage: scripts/suite.sh [--sanitize] [--valgrind]" >&2; exit 2 ;;
 	esac
 done
+
+# Under valgrind the broker is several times slower: tests built on will
+# delays and session expiry of a few seconds would time out, so these run.
+VALGRIND_TESTS="test_sessions.py test_retained.py test_sub_options.py test_control_api.py
+	test_faults.py test_cli.py"
 
 run_suite() {
 	local build=$1; shift
@@ -25,6 +36,10 @@ run_suite() {
 }
 
 run_suite build
+if [ "$valgrind" = 1 ]; then
+	(cd test/integration && PERSIST_LMDB_VALGRIND=1 PERSIST_LMDB_BUILD="$OLDPWD/build" \
+		python3 -m pytest -q -p no:cacheprovider $VALGRIND_TESTS)
+fi
 if [ "$sanitize" = 1 ]; then
 	run_suite build-asan -DPERSIST_LMDB_SANITIZE=ON
 fi

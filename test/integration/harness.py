@@ -68,6 +68,16 @@ def sanitizer_env(plugin: Path) -> dict:
     }
 
 
+def valgrind_prefix() -> list:
+    """With PERSIST_LMDB_VALGRIND=1 the broker runs under valgrind memcheck:
+    an invalid access or a definite leak makes it exit 99, which fails the
+    test that stops it (a clean stop must exit 0)."""
+    if not os.environ.get("PERSIST_LMDB_VALGRIND"):
+        return []
+    return ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
+            "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite"]
+
+
 def broker_account():
     """(uid, gid) the broker runs as when started by root, else None."""
     if os.geteuid() != 0:
@@ -198,7 +208,7 @@ class Broker:
                     v = f"{self._env[k]}:{v}"
                 self._env[k] = v
         self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf_path)],
+            valgrind_prefix() + [MOSQUITTO, "-c", str(self.conf_path)],
             env=self._env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
