@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, run where Mosquitto 2.1 is (natively or in the root):
-# build, unit tests (cmocka via ctest), integration tests (real broker, paho).
+# a short fuzz run, build, unit tests (cmocka via ctest), integration tests
+# (real broker, paho).
 # Options:
 #   --sanitize  also builds with ASan/UBSan and runs the whole suite again
 #   --valgrind  also runs the broker integration tests that do not depend on
@@ -35,6 +36,10 @@ run_suite() {
 	PERSIST_LMDB_BUILD="$PWD/$build" python3 -m pytest -q -p no:cacheprovider test/integration
 }
 
+# A short bounded fuzz run of every target (docs/fuzzing.md for longer ones).
+if command -v clang >/dev/null 2>&1; then
+	scripts/fuzz.sh "${PERSIST_LMDB_FUZZ_SECONDS:-10}"
+fi
 run_suite build
 if [ "$valgrind" = 1 ]; then
 	(cd test/integration && PERSIST_LMDB_VALGRIND=1 PERSIST_LMDB_BUILD="$OLDPWD/build" \

@@ -1,0 +1,164 @@
+/* plugin_opt_* parsing.
+ *
+ * Input: flags (1 byte) | pieces separated by NUL or newline. With flag bit 0
+ * the first piece is persistence_location (else NULL); the rest alternate
+ * key, value (an odd last key gets a NULL value); bits 1-2 pick the size of
+ * the error buffer. config_parse must not crash or leak, must leave nothing
+ * allocated when it fails, and its result must agree with the options given
+ * (last one wins). parse_size on every piece must agree with a reference. */
+#include <ctype.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_common.h"
+#include "options.h"
+#include "store.h"
+
+#define MAX_PIECES 64
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The documented grammar: digits, then an optional k/m/g (either case). */
+static int ref_parse_size(const char *s, size_t *out)
+{
+	unsigned long long v = 0, mult = 1;
+
+	if(!isdigit((unsigned char)*s)){
+		return -1;
+	}
+	for(; isdigit((unsigned char)*s); s++){
+		unsigned d = (unsigned)(*s - '0');
+		if(v > (ULLONG_MAX - d) / 10){
+			return -1;
+		}
+		v = v * 10 + d;
+	}
+	switch(*s){
+		case '\0': break;
+		case 'k': case 'K': mult = 1ull << 10; s++; break;
+		case 'm': case 'M': mult = 1ull << 20; s++; break;
+		case 'g': case 'G': mult = 1ull << 30; s++; break;
+		default: return -1;
+	}
+	if(*s != '\0' || v > SIZE_MAX / mult){
+		return -1;
+	}
+	*out = (size_t)(v * mult);
+	return 0;
+}
+
+static void check_parse_size(const char *s)
+{
+	size_t got = 12345, want = 54321;
+	int rc = parse_size(s, &got), ref = ref_parse_size(s, &want);
+
+	FUZZ_CHECK(rc == ref);
+	if(rc == 0){
+		FUZZ_CHECK(got == want);
+	}
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return (!a || !b) ? a == b : strcmp(a, b) == 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const size_t errlens[4] = {256, 1, 0, 40};
+	char *pieces[MAX_PIECES];
+	struct option_kv opts[MAX_PIECES / 2];
+	struct plugin_config cfg;
+	const char *location = NULL;
+	const char *want_key_file = NULL, *want_db_path = NULL, *want_topics = NULL;
+	size_t want_map_size = STORE_DEFAULT_MAP_SIZE;
+	char err[256];
+	size_t errlen, i, start, n = 0;
+	int count = 0, rc;
+	uint8_t flags;
+
+	if(size < 1){
+		return 0;
+	}
+	flags = data[0];
+	errlen = errlens[(flags >> 1) & 3];
+	/* Each piece in its own exactly sized block, so an over-read shows. */
+	for(start = i = 1; i <= size && n < MAX_PIECES; i++){
+		if(i == size || data[i] == '\0' || data[i] == '\n'){
+			pieces[n] = malloc(i - start + 1);
+			FUZZ_CHECK(pieces[n] != NULL);
+			memcpy(pieces[n], data + start, i - start);
+			pieces[n][i - start] = '\0';
+			n++;
+			start = i + 1;
+		}
+	}
+	for(i = 0; i < n; i++){
+		check_parse_size(pieces[i]);
+	}
+
+	i = 0;
+	if((flags & 1) && n > 0){
+		location = pieces[i++];
+	}
+	for(; i < n; i += 2){
+		opts[count].key = pieces[i];
+		opts[count].value = i + 1 < n ? pieces[i + 1] : NULL;
+		count++;
+	}
+
+	memset(err, 0x55, sizeof(err));
+	rc = config_parse(&cfg, opts, count, location, err, errlen);
+	FUZZ_CHECK(rc == 0 || rc == -1);
+	if(rc == 0){
+		for(int k = 0; k < count; k++){
+			const char *key = opts[k].key, *v = opts[k].value;
+			if(!strcmp(key, "key_file")){
+				want_key_file = v;
+			}else if(!strcmp(key, "db_path")){
+				want_db_path = v;
+			}else if(!strcmp(key, "personal_topics")){
+				want_topics = v;
+			}else if(!strcmp(key, "map_size")){
+				FUZZ_CHECK(parse_size(v, &want_map_size) == 0);
+			}else{
+				FUZZ_CHECK(!strcmp(key, "sync") && v && !strcmp(v, "tick"));
+			}
+		}
+		FUZZ_CHECK(want_key_file && str_eq(cfg.key_file, want_key_file));
+		FUZZ_CHECK(str_eq(cfg.personal_topics, want_topics));
+		FUZZ_CHECK(cfg.map_size == want_map_size && cfg.map_size >= (1u << 20));
+		FUZZ_CHECK(cfg.sync == SYNC_TICK);
+		FUZZ_CHECK(cfg.db_path != NULL);
+		if(want_db_path){
+			FUZZ_CHECK(!strcmp(cfg.db_path, want_db_path));
+		}else{
+			size_t ll;
+			FUZZ_CHECK(location && *location);
+			ll = strlen(location);
+			FUZZ_CHECK(!strncmp(cfg.db_path, location, ll));
+			FUZZ_CHECK(!strcmp(cfg.db_path + ll, location[ll - 1] == '/' ? "persist-lmdb" : "/persist-lmdb"));
+		}
+	}else{
+		FUZZ_CHECK(!cfg.db_path && !cfg.key_file && !cfg.personal_topics);
+		if(errlen > 0){
+			FUZZ_CHECK(memchr(err, '\0', errlen) != NULL);
+			FUZZ_CHECK(errlen == 1 || err[0] != '\0');
+		}
+		for(size_t k = errlen; k < sizeof(err); k++){
+			FUZZ_CHECK(err[k] == 0x55); /* nothing written past errlen */
+		}
+	}
+	config_free(&cfg);
+	config_free(&cfg); /* idempotent */
+	FUZZ_CHECK(!cfg.db_path && !cfg.key_file && !cfg.personal_topics);
+
+	for(i = 0; i < n; i++){
+		free(pieces[i]);
+	}
+	return 0;
+}
