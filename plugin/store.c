@@ -502,6 +502,25 @@ static int map_adopt(struct store *st)
 	return rc;
 }
 
+/* Creates and opens st->env at st->path with st->map_size. */
+static int env_open(struct store *st)
+{
+	int rc = mdb_env_create(&st->env);
+
+	if(!rc){
+		rc = mdb_env_set_maxdbs(st->env, DB_COUNT);
+	}
+	if(!rc){
+		rc = mdb_env_set_mapsize(st->env, st->map_size);
+	}
+	if(!rc){
+		/* MDB_NOTLS: restore nests read transactions (a session's queue
+		 * inside the session walk). */
+		rc = mdb_env_open(st->env, st->path, MDB_NOTLS | (st->read_only ? MDB_RDONLY : 0), 0600);
+	}
+	return rc;
+}
+
 /* After a failed meta-page write LMDB refuses every further transaction
  * (MDB_PANIC) until the environment is opened again. txn_lock held: no
  * transaction of ours is active. */
@@ -512,16 +531,7 @@ static int env_reopen(struct store *st)
 
 	mdb_env_close(st->env);
 	st->env = NULL;
-	rc = mdb_env_create(&st->env);
-	if(!rc){
-		rc = mdb_env_set_maxdbs(st->env, DB_COUNT);
-	}
-	if(!rc){
-		rc = mdb_env_set_mapsize(st->env, st->map_size);
-	}
-	if(!rc){
-		rc = mdb_env_open(st->env, st->path, MDB_NOTLS, 0600);
-	}
+	rc = env_open(st);
 	if(!rc){
 		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 		for(int i = 0; !rc && i < DB_COUNT; i++){
@@ -1363,18 +1373,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 		goto fail;
 	}
 
-	rc = mdb_env_create(&st->env);
-	if(!rc){
-		rc = mdb_env_set_maxdbs(st->env, DB_COUNT);
-	}
-	if(!rc){
-		rc = mdb_env_set_mapsize(st->env, st->map_size);
-	}
-	if(!rc){
-		/* MDB_NOTLS: restore nests read transactions (a session's queue inside
-		 * the session walk). */
-		rc = mdb_env_open(st->env, path, MDB_NOTLS | (st->read_only ? MDB_RDONLY : 0), 0600);
-	}
+	rc = env_open(st);
 	if(rc){
 		rc = env_error(st, rc, err, errlen);
 		goto fail;
