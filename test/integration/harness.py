@@ -744,6 +744,31 @@ def overflow_envelopes(data: bytes) -> list[int]:
     return found
 
 
+def queue_one_large_message(broker: "Broker", count: int, large: int) -> None:
+    """Starts the broker, queues count numbered messages for the offline
+    session tamper-sub on tamper/t, message number large with a 3000-byte
+    payload (so its sealed body is the only value in an LMDB overflow page),
+    and stops the broker cleanly."""
+    broker.start()
+    with Client(broker, "tamper-sub", version=V5, persistent=True, session_expiry=3600) as c:
+        c.subscribe("tamper/t", 1)
+    with Client(broker, "tamper-pub") as p:
+        for s in range(1, count + 1):
+            p.publish("tamper/t", numbered_payload(s, 3000 if s == large else 0), qos=1)
+    broker.settle()
+    broker.stop()
+
+
+def flip_large_record(broker: "Broker") -> None:
+    """Flips one ciphertext byte of the one sealed value in an overflow page
+    (see queue_one_large_message)."""
+    data = bytearray(broker.data_file.read_bytes())
+    found = overflow_envelopes(bytes(data))
+    assert len(found) == 1, f"expected one sealed value in an overflow page, found {len(found)} at {found}"
+    data[found[0] + ENVELOPE_HEADER + 100] ^= 0x20
+    broker.data_file.write_bytes(bytes(data))
+
+
 def chmod_tree(path: Path, dir_mode: int, file_mode: int) -> None:
     os.chmod(path, dir_mode)
     for p in path.iterdir():

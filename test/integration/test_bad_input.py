@@ -8,8 +8,8 @@ import random
 import pytest
 
 from harness import (
-    ENVELOPE_HEADER, V5, Client, assert_plugin_said, broker_account, check_retained_seed, check_seed,
-    chmod_tree, lmdb_page_size, numbered_payload, overflow_envelopes, plugin_lines_with, seed_data, seqs_of, write_key,
+    V5, Client, assert_plugin_said, broker_account, check_retained_seed, check_seed, chmod_tree,
+    flip_large_record, lmdb_page_size, plugin_lines_with, queue_one_large_message, seed_data, seqs_of, write_key,
 )
 
 # --------------------------------------------------------------------------
@@ -94,20 +94,8 @@ def test_one_tampered_record_is_rejected_rest_delivered(broker):
     """One message with a 3000-byte payload lands in an LMDB overflow page
     (everything else is small); one byte of its ciphertext is flipped. The
     broker must start, reject exactly that record, deliver the others."""
-    broker.start()
-    with Client(broker, "tamper-sub", version=V5, persistent=True, session_expiry=3600) as c:
-        c.subscribe("tamper/t", 1)
-    with Client(broker, "tamper-pub") as p:
-        for s in range(1, 7):
-            p.publish("tamper/t", numbered_payload(s, 3000 if s == 4 else 0), qos=1)
-    broker.settle()
-    broker.stop()
-
-    data = bytearray(broker.data_file.read_bytes())
-    found = overflow_envelopes(bytes(data))
-    assert len(found) == 1, f"expected one sealed value in an overflow page, found {len(found)} at {found}"
-    data[found[0] + ENVELOPE_HEADER + 100] ^= 0x20
-    broker.data_file.write_bytes(bytes(data))
+    queue_one_large_message(broker, 6, large=4)
+    flip_large_record(broker)
 
     broker.start()
     rejected = plugin_lines_with(broker.log(), "rejected a")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    ENVELOPE_HEADER, REPO, V5, Client, check_seed, numbered_payload, overflow_envelopes, seed_data, write_key,
+    REPO, V5, Client, check_seed, flip_large_record, numbered_payload, queue_one_large_message, seed_data,
+    write_key,
 )
 
 BINARY = b"\x00\x01\xfe binary"
@@ -216,21 +217,9 @@ def test_read_commands_while_broker_runs(broker, cli):
 def test_verify_finds_tampered_record(broker, cli):
     """One message with a 3000-byte payload lands in an LMDB overflow page;
     flipping a byte of its ciphertext makes verify exit 1."""
-    broker.start()
-    with Client(broker, "tamper-sub", version=V5, persistent=True, session_expiry=3600) as c:
-        c.subscribe("tamper/t", 1)
-    with Client(broker, "tamper-pub") as p:
-        for s in range(1, 4):
-            p.publish("tamper/t", numbered_payload(s, 3000 if s == 2 else 0), qos=1)
-    broker.settle()
-    broker.stop()
+    queue_one_large_message(broker, 3, large=2)
     assert_rc(cli("verify"), 0)
-
-    data = bytearray(broker.data_file.read_bytes())
-    found = overflow_envelopes(bytes(data))
-    assert len(found) == 1, f"expected one sealed value in an overflow page, found {found}"
-    data[found[0] + ENVELOPE_HEADER + 100] ^= 0x20
-    broker.data_file.write_bytes(bytes(data))
+    flip_large_record(broker)
 
     r = cli("verify")
     assert_rc(r, 1)
