@@ -5,8 +5,12 @@
 #include <stddef.h>
 
 enum sync_mode {
-	SYNC_TICK, /* one write transaction per broker loop iteration, synced */
+	SYNC_TICK,     /* one write transaction per broker loop iteration, synced */
+	SYNC_PUBLISH,  /* as tick, and the journal is synced before each acknowledgement */
+	SYNC_PERIODIC, /* a transaction per loop iteration, synced every sync_interval_ms */
 };
+
+#define SYNC_INTERVAL_DEFAULT_MS 1000u
 
 struct option_kv {
 	const char *key;   /* without the plugin_opt_ prefix */
@@ -18,6 +22,8 @@ struct plugin_config {
 	char *key_file;
 	size_t map_size;
 	enum sync_mode sync;
+	unsigned sync_interval_ms;
+	size_t journal_size;
 	char *personal_topics;  /* account deletion: patterns with %u and %c, or NULL */
 };
 
@@ -26,6 +32,7 @@ struct plugin_config {
 int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int count,
 		const char *persistence_location, char *err, size_t errlen);
 void config_free(struct plugin_config *cfg);
+const char *sync_mode_name(enum sync_mode m);
 
 /* "64M", "1g", "4096": bytes with an optional k/m/g (1024-based) suffix. */
 int parse_size(const char *s, size_t *out);

@@ -75,6 +75,28 @@ struct rec_will {
 	bool retain;
 };
 
+/* A publisher's message id seen at publish (plugin_opt_dedup_property). */
+struct rec_dedup {
+	int64_t expiry;          /* unix seconds after which the id may be used again */
+	const char *identity;    /* the username, or the client id when there is none */
+	struct bytes msg_id;
+};
+
+/* Journal records (journal.h): what the broker acknowledged before the
+ * store committed it. */
+enum jrec_kind {
+	JREC_PUBLISH = 1,     /* an accepted QoS 1/2 PUBLISH, before routing */
+	JREC_PUBREL_SENT = 2, /* an outgoing QoS 2 message got PUBREC; PUBREL follows */
+	JREC_RELEASED_IN = 3, /* an incoming QoS 2 message got PUBREL and was routed */
+};
+
+struct rec_journal {
+	uint8_t kind;
+	struct rec_base_msg msg;  /* JREC_PUBLISH */
+	const char *clientid;     /* the others: whose queue entry */
+	uint64_t seq;             /* its queue sequence number */
+};
+
 /* A growable output buffer; on allocation failure err is set and further
  * writes are ignored. */
 struct buf {
@@ -121,5 +143,9 @@ void record_encode_retain(struct buf *b, const struct rec_retain *r);
 int record_decode_retain(const uint8_t *p, size_t n, struct rec_retain *r);
 void record_encode_will(struct buf *b, const struct rec_will *w);
 int record_decode_will(const uint8_t *p, size_t n, struct rec_will *w);
+void record_encode_dedup(struct buf *b, const struct rec_dedup *d);
+int record_decode_dedup(const uint8_t *p, size_t n, struct rec_dedup *d);
+void record_encode_journal(struct buf *b, const struct rec_journal *j);
+int record_decode_journal(const uint8_t *p, size_t n, struct rec_journal *j);
 
 #endif

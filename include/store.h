@@ -10,6 +10,7 @@
  *   retained  H(topic)                              rec_retain
  *   wills     H(client id)                          rec_will
  *   online    H(client id)                          client id (string)
+ *   dedup     H(identity | message id)              rec_dedup
  *
  * `online` marks sessions whose client is connected: the broker reports no
  * session change while a client stays connected, so after a crash this is
@@ -47,6 +48,7 @@ enum store_db {
 	DB_RETAINED,
 	DB_WILLS,
 	DB_ONLINE,
+	DB_DEDUP,
 	DB_COUNT
 };
 
@@ -65,6 +67,7 @@ enum store_result {
 
 enum store_flags {
 	STORE_READ_ONLY = 1, /* for the CLI's read commands: no epoch bump, no writes, no lock */
+	STORE_NO_SYNC = 2,   /* commits do not sync; store_sync_async and store_commit do */
 };
 
 struct store;
@@ -149,6 +152,10 @@ int retain_delete(struct store *st, const char *topic);
 int will_put(struct store *st, const struct rec_will *w);
 int will_delete(struct store *st, const char *clientid);
 int will_delete_all(struct store *st);
+/* Publish deduplication: the key of an identity's message id, and its entry. */
+int dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN]);
+int dedup_put(struct store *st, const uint8_t key[HASH_LEN], const struct rec_dedup *d);
+int dedup_delete(struct store *st, const uint8_t key[HASH_LEN]);
 int session_set_online(struct store *st, const char *clientid, bool online);
 int online_clear(struct store *st);
 
@@ -163,6 +170,20 @@ int store_commit(struct store *st);
  * (the writer does not log). */
 int store_commit_async(struct store *st);
 bool store_has_pending(const struct store *st);
+/* Asks the writer thread to sync what was committed without a sync. */
+void store_sync_async(struct store *st);
+
+/* Buffers the journal mark lsn (journal.h): when the transaction holding it
+ * commits, everything the broker did up to journal record lsn is in the
+ * store. Buffer it after the writes it covers. */
+int store_journal_mark(struct store *st, uint64_t lsn);
+/* The last mark committed (read at open, then updated by commits). */
+uint64_t store_journal_committed(const struct store *st);
+
+/* The queue sequence number a broker cmsg_id has in this run. */
+uint64_t store_queue_seq(const struct store *st, uint64_t cmsg_id);
+/* The store's sealer, shared with the journal (one nonce counter). */
+struct seal *store_seal(struct store *st);
 
 /* Read walks over committed data, in key order. A record that fails to
  * authenticate or decode is logged once with its kind, counted and skipped.
@@ -173,6 +194,7 @@ typedef int (*sub_visit_fn)(void *ctx, const struct rec_sub *s);
 typedef int (*queue_visit_fn)(void *ctx, uint64_t seq, const struct rec_queue *q);
 typedef int (*retain_visit_fn)(void *ctx, const struct rec_retain *r);
 typedef int (*will_visit_fn)(void *ctx, const struct rec_will *w);
+typedef int (*dedup_visit_fn)(void *ctx, const uint8_t key[HASH_LEN], const struct rec_dedup *d);
 
 int store_walk_msgs(struct store *st, msg_visit_fn fn, void *ctx);
 int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx);
@@ -189,6 +211,7 @@ int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, 
 int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx);
 /* clientid NULL walks every will. */
 int store_walk_wills(struct store *st, const char *clientid, will_visit_fn fn, void *ctx);
+int store_walk_dedup(struct store *st, dedup_visit_fn fn, void *ctx);
 
 uint32_t store_epoch(const struct store *st);
 void store_get_stats(const struct store *st, struct store_stats *out);

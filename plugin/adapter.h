@@ -31,6 +31,8 @@
 	X(mosquitto_persist_base_msg_add) \
 	X(mosquitto_persist_client_add) \
 	X(mosquitto_persist_client_msg_add) \
+	X(mosquitto_persist_client_msg_delete) \
+	X(mosquitto_persist_client_msg_update) \
 	X(mosquitto_persist_retain_msg_set) \
 	X(mosquitto_persistence_location) \
 	X(mosquitto_plugin_set_info) \
@@ -65,9 +67,18 @@
 #define WEAK_REF(f) PRAGMA_(weak f)
 BROKER_FUNCTIONS(WEAK_REF)
 
+#include "journal.h"
 #include "options.h"
 #include "record.h"
 #include "store.h"
+
+/* Client message directions and the QoS 2 states the plugin acts on, as the
+ * broker numbers them (its internal enum; persist-sqlite stores the same). */
+#define MSG_DIR_IN 0
+#define MSG_DIR_OUT 1
+#define MSG_STATE_PUBLISH_QOS2 4
+#define MSG_STATE_RESEND_PUBREL 6
+#define MSG_STATE_WAIT_FOR_PUBCOMP 9
 
 /* A will whose delay is running. The broker publishes it when the delay
  * ends and tells no plugin, so its record is deleted here, in the same
@@ -76,6 +87,13 @@ struct pending_will {
 	char *clientid;
 	time_t deadline;
 	unsigned ticks_due;   /* ticks seen since the deadline passed */
+};
+
+/* One session's restored outgoing QoS 2 messages whose PUBREL was sent. */
+struct pubrel_list {
+	const char *clientid;
+	uint64_t *seqs;
+	size_t n, cap;
 };
 
 struct plugin {
@@ -87,6 +105,14 @@ struct plugin {
 	struct pending_will *pending_wills;
 	size_t n_pending_wills;
 	size_t cap_pending_wills;
+	struct journal *journal;
+	struct buf jbuf;        /* scratch for journal records */
+	uint64_t marked_lsn;    /* the last journal lsn handed to the store as a mark */
+	time_t journal_log_time;
+	struct timespec last_sync;  /* plugin_opt_sync periodic */
+	struct pubrel_list *pubrel;  /* set while restore.c resumes one session's exchanges */
+	struct mosquitto_base_msg q2_stash;  /* a QoS 2 body just stored (intake.c) */
+	uint64_t q2_routed_lsn;  /* the journal record of the last QoS 2 routing */
 };
 
 int persist_restore_cb(int event, void *event_data, void *userdata);
@@ -114,6 +140,17 @@ void pending_wills_expire(struct plugin *pl, time_t now);
 void pending_wills_free(struct plugin *pl);
 /* The session is gone: its will delay no longer matters. */
 void pending_will_forget(struct plugin *pl, const char *clientid);
+
+/* The intake journal (intake.c). */
+int on_message_in(int event, void *event_data, void *userdata);
+void journal_mark(struct plugin *pl);
+void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
+void journal_q2_stored(struct plugin *pl, uint64_t store_id);
+void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+/* From the client message update of a message the broker moves in flight:
+ * true when it was put back in its PUBREL-sent state. */
+bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d);
 
 #define CONTROL_TOPIC "$CONTROL/persist-lmdb/v1"
 /* MOSQ_EVT_CONTROL on CONTROL_TOPIC (control.c). */

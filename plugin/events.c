@@ -61,6 +61,7 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 	if(props_view(pl, d->properties, &m.properties)){
 		return store_result(STORE_ERR_NOMEM, "a message's properties");
 	}
+	journal_q2_stash(pl, d);
 	return store_result(msg_put(pl->store, d->store_id, &m), "a message");
 }
 
@@ -79,6 +80,7 @@ int on_retain_msg_set(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	journal_q2_stored(pl, ed->store_id);
 	return store_result(retain_set(pl->store, ed->topic, ed->store_id), "a retained message");
 }
 
@@ -245,15 +247,26 @@ int on_client_msg_add(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_persist_client_msg *ed = event_data;
 
 	(void)event;
+	journal_q2_stored(userdata, ed->data.store_id);
 	return client_msg_put(userdata, &ed->data);
 }
 
 int on_client_msg_update(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_client_msg *ed = event_data;
+	struct plugin *pl = userdata;
+	const struct mosquitto_client_msg *d = &ed->data;
 
 	(void)event;
-	return client_msg_put(userdata, &ed->data);
+	if(d->direction == MSG_DIR_OUT && d->qos == 2){
+		if(d->state == MSG_STATE_WAIT_FOR_PUBCOMP){
+			journal_pubrel_sent(pl, d->clientid, d->cmsg_id);
+		}else if(d->state == MSG_STATE_PUBLISH_QOS2 && pubrel_resume(pl, d)){
+			/* The stored state (PUBREL sent) stays. */
+			return MOSQ_ERR_SUCCESS;
+		}
+	}
+	return client_msg_put(pl, d);
 }
 
 int on_client_msg_delete(int event, void *event_data, void *userdata)
@@ -262,6 +275,9 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	if(ed->data.direction == MSG_DIR_IN){
+		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id);
+	}
 	return store_result(queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id),
 			"a queued message deletion");
 }

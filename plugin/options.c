@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "journal.h"
 #include "store.h"
 
 #define MAP_SIZE_MIN (1u << 20)
@@ -60,6 +61,8 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->map_size = STORE_DEFAULT_MAP_SIZE;
 	cfg->sync = SYNC_TICK;
+	cfg->sync_interval_ms = SYNC_INTERVAL_DEFAULT_MS;
+	cfg->journal_size = JOURNAL_DEFAULT_SIZE;
 
 	for(int i = 0; i < count; i++){
 		const char *k = opts[i].key, *v = opts[i].value;
@@ -83,11 +86,33 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 		}else if(!strcmp(k, "sync")){
-			if(!v || strcmp(v, "tick") != 0){
-				snprintf(err, errlen, "plugin_opt_sync '%s' is not a sync mode (supported: tick)", v ? v : "");
+			if(v && !strcmp(v, "tick")){
+				cfg->sync = SYNC_TICK;
+			}else if(v && !strcmp(v, "publish")){
+				cfg->sync = SYNC_PUBLISH;
+			}else if(v && !strcmp(v, "periodic")){
+				cfg->sync = SYNC_PERIODIC;
+			}else{
+				snprintf(err, errlen, "plugin_opt_sync '%s' is not a sync mode (tick, publish or periodic)",
+						v ? v : "");
 				goto fail;
 			}
-			cfg->sync = SYNC_TICK;
+		}else if(!strcmp(k, "sync_interval_ms")){
+			char *end = NULL;
+			unsigned long ms = v && isdigit((unsigned char)*v) ? strtoul(v, &end, 10) : 0;
+			if(!ms || *end || ms > 3600000){
+				snprintf(err, errlen, "plugin_opt_sync_interval_ms '%s' is not a number of "
+						"milliseconds from 1 to 3600000", v ? v : "");
+				goto fail;
+			}
+			cfg->sync_interval_ms = (unsigned)ms;
+		}else if(!strcmp(k, "journal_size")){
+			if(parse_size(v, &cfg->journal_size) || cfg->journal_size < JOURNAL_MIN_SIZE
+					|| cfg->journal_size > (1ull << 32)){
+				snprintf(err, errlen, "plugin_opt_journal_size '%s' is not a size from 256k to 4g",
+						v ? v : "");
+				goto fail;
+			}
 		}else{
 			snprintf(err, errlen, "unknown option plugin_opt_%s", k);
 			goto fail;
@@ -127,4 +152,14 @@ void config_free(struct plugin_config *cfg)
 	cfg->db_path = NULL;
 	cfg->key_file = NULL;
 	cfg->personal_topics = NULL;
+}
+
+const char *sync_mode_name(enum sync_mode m)
+{
+	switch(m){
+		case SYNC_TICK: return "tick";
+		case SYNC_PUBLISH: return "publish";
+		case SYNC_PERIODIC: return "periodic";
+	}
+	return "?";
 }

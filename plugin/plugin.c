@@ -44,6 +44,7 @@ static const struct {
 	{MOSQ_EVT_CONNECT, on_connect},
 	{MOSQ_EVT_CLIENT_OFFLINE, on_client_offline},
 	{MOSQ_EVT_DISCONNECT, on_disconnect},
+	{MOSQ_EVT_MESSAGE_IN, on_message_in},
 };
 
 static void store_log(int level, const char *msg)
@@ -65,7 +66,17 @@ static int on_tick(int event, void *event_data, void *userdata)
 
 	(void)event;
 	pending_wills_expire(pl, time(NULL));
+	journal_mark(pl);
 	store_commit_async(pl->store);
+	if(pl->cfg.sync == SYNC_PERIODIC){
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if((now.tv_sec - pl->last_sync.tv_sec) * 1000 + (now.tv_nsec - pl->last_sync.tv_nsec) / 1000000
+				>= (long)pl->cfg.sync_interval_ms){
+			store_sync_async(pl->store);
+			pl->last_sync = now;
+		}
+	}
 	ed->next_s = 0;
 	ed->next_ms = 0;
 	return MOSQ_ERR_SUCCESS;
@@ -103,13 +114,18 @@ static void plugin_free(struct plugin *pl)
 		if(pl->registered && will_delete_all(pl->store) != STORE_OK){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot record that the wills were published at shutdown");
 		}
+		if(pl->registered){
+			journal_mark(pl);
+		}
 		if(store_commit(pl->store) != STORE_OK){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the last changes could not be committed at shutdown");
 		}
+		journal_close(pl->journal);
 		store_close(pl->store);
 	}
 	config_free(&pl->cfg);
 	buf_free(&pl->props);
+	buf_free(&pl->jbuf);
 	pending_wills_free(pl);
 	free(pl);
 }
@@ -125,7 +141,8 @@ static int open_store(struct plugin *pl)
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s", err);
 		return MOSQ_ERR_INVAL;
 	}
-	rc = store_open(&pl->store, pl->cfg.db_path, pl->cfg.map_size, key, 0, store_log, err, sizeof(err));
+	rc = store_open(&pl->store, pl->cfg.db_path, pl->cfg.map_size, key,
+			pl->cfg.sync == SYNC_PERIODIC ? STORE_NO_SYNC : 0, store_log, err, sizeof(err));
 	seal_wipe(key, sizeof(key));
 	if(rc == STORE_ERR_KEY){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the key in %s does not match this database (%s); "
@@ -137,9 +154,17 @@ static int open_store(struct plugin *pl)
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
 		return MOSQ_ERR_INVAL;
 	}
+	rc = journal_open(&pl->journal, pl->cfg.db_path, pl->cfg.journal_size, store_seal(pl->store),
+			err, sizeof(err));
+	if(rc){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
+		return MOSQ_ERR_INVAL;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &pl->last_sync);
 	store_get_stats(pl->store, &stats);
-	mosquitto_log_printf(MOSQ_LOG_INFO, "persist-lmdb: opened %s (%llu records, epoch %u)",
-			pl->cfg.db_path, (unsigned long long)stats.records, store_epoch(pl->store));
+	mosquitto_log_printf(MOSQ_LOG_INFO, "persist-lmdb: opened %s (%llu records, epoch %u, sync %s, "
+			"journal %zu KiB)", pl->cfg.db_path, (unsigned long long)stats.records, store_epoch(pl->store),
+			sync_mode_name(pl->cfg.sync), journal_size(pl->journal) >> 10);
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -388,3 +388,61 @@ int record_decode_will(const uint8_t *p, size_t n, struct rec_will *w)
 	}
 	return rd_done(&r);
 }
+
+void record_encode_journal(struct buf *b, const struct rec_journal *j)
+{
+	buf_put_u8(b, j->kind);
+	if(j->kind == JREC_PUBLISH){
+		record_encode_base_msg(b, &j->msg);
+	}else{
+		buf_put_str(b, j->clientid);
+		buf_put_varint(b, j->seq);
+	}
+}
+
+int record_decode_journal(const uint8_t *p, size_t n, struct rec_journal *j)
+{
+	struct reader r = {p, n, false};
+
+	memset(j, 0, sizeof(*j));
+	j->kind = rd_u8(&r);
+	if(r.err){
+		return -1;
+	}
+	switch(j->kind){
+		case JREC_PUBLISH:
+			if(record_decode_base_msg(r.p, r.left, &j->msg) || !j->msg.topic){
+				return -1;
+			}
+			return 0;
+		case JREC_PUBREL_SENT:
+		case JREC_RELEASED_IN:
+			j->clientid = rd_str(&r);
+			j->seq = rd_varint(&r);
+			if(!j->clientid){
+				return -1;
+			}
+			return rd_done(&r);
+	}
+	return -1;
+}
+
+void record_encode_dedup(struct buf *b, const struct rec_dedup *d)
+{
+	put_svarint(b, d->expiry);
+	buf_put_str(b, d->identity);
+	buf_put_bytes(b, d->msg_id.data, d->msg_id.len, true);
+}
+
+int record_decode_dedup(const uint8_t *p, size_t n, struct rec_dedup *d)
+{
+	struct reader r = {p, n, false};
+
+	d->expiry = rd_svarint(&r);
+	d->identity = rd_str(&r);
+	d->msg_id = rd_bytes(&r);
+	if(!d->identity || !d->msg_id.data){
+		return -1;
+	}
+	return rd_done(&r);
+}

@@ -4,11 +4,29 @@
  * sequence order, wills). */
 #include "adapter.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+/* A journal record after the last committed mark, copied out of the
+ * journal (which is written again from the first tick on). */
+struct jrec {
+	uint64_t lsn;
+	uint8_t *pt;
+	size_t len;
+	struct rec_journal r;     /* views into pt */
+	uint64_t store_id;        /* JREC_RELEASED_IN: the incoming entry's body, 0 when gone */
+};
+
 struct restore {
 	struct plugin *pl;
+	struct jrec *j;           /* in lsn order */
+	size_t n_j, cap_j;
+	struct jrec **by_entry;   /* the queue-entry records, by client id and seq */
+	size_t n_by_entry;
+	unsigned long replayed, pubrel_resumed;
+	struct pubrel_list pubrel;    /* the session's QoS 2 messages whose PUBREL was sent */
+	uint8_t mids[65536 / 8];      /* the session's packet ids in use */
 	const struct rec_session *session;
 	unsigned long session_refused, session_orphaned;
 	unsigned long msgs, retained, sessions, subs, queued, wills;
@@ -98,12 +116,86 @@ static int restore_sub(void *ctx, const struct rec_sub *s)
 	return 0;
 }
 
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct jrec *x = *(const struct jrec *const *)a, *y = *(const struct jrec *const *)b;
+	int c = strcmp(x->r.clientid, y->r.clientid);
+	if(c){
+		return c;
+	}
+	if(x->r.seq != y->r.seq){
+		return x->r.seq < y->r.seq ? -1 : 1;
+	}
+	return x->r.kind - y->r.kind;
+}
+
+static struct jrec *journal_entry(struct restore *r, const char *clientid, uint64_t seq, uint8_t kind)
+{
+	struct jrec key = {.r = {.kind = kind, .clientid = clientid, .seq = seq}}, *kp = &key, **hit;
+
+	if(!r->n_by_entry){
+		return NULL;
+	}
+	hit = bsearch(&kp, r->by_entry, r->n_by_entry, sizeof(*r->by_entry), entry_cmp);
+	return hit ? *hit : NULL;
+}
+
+/* Applies what the journal says about one queue entry; returns true when
+ * the entry is used up (an incoming message the journal says was routed). */
+static bool queued_from_journal(struct restore *r, uint64_t seq, const struct rec_queue *q)
+{
+	const char *clientid = r->session->clientid;
+	struct store *st = r->pl->store;
+	struct jrec *e;
+
+	if(q->direction == MSG_DIR_IN && q->qos == 2){
+		e = journal_entry(r, clientid, seq, JREC_RELEASED_IN);
+		if(e){
+			e->store_id = q->store_id;
+			queue_remove(st, clientid, seq);
+			msg_delete(st, q->store_id);
+			return true;
+		}
+	}
+	if(q->direction == MSG_DIR_OUT && q->qos == 2){
+		bool sent = q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL;
+		if(!sent && journal_entry(r, clientid, seq, JREC_PUBREL_SENT)){
+			struct rec_queue upd = *q;
+			upd.state = MSG_STATE_WAIT_FOR_PUBCOMP;
+			queue_append(st, clientid, seq, &upd);
+			sent = true;
+		}
+		if(sent){
+			struct pubrel_list *l = &r->pubrel;
+			if(l->n == l->cap){
+				size_t cap = l->cap ? l->cap * 2 : 8;
+				uint64_t *p = realloc(l->seqs, cap * sizeof(*p));
+				if(!p){
+					mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
+							"of %s will be sent again as a new PUBLISH", q->mid, clientid);
+					return false;
+				}
+				l->seqs = p;
+				l->cap = cap;
+			}
+			l->seqs[l->n++] = seq;
+		}
+	}
+	return false;
+}
+
 static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 {
 	struct restore *r = ctx;
 	struct mosquitto_client_msg cm;
 	int rc;
 
+	if(queued_from_journal(r, seq, q)){
+		return 0;
+	}
+	if(q->direction == MSG_DIR_OUT){
+		r->mids[q->mid >> 3] |= (uint8_t)(1u << (q->mid & 7));
+	}
 	memset(&cm, 0, sizeof(cm));
 	cm.clientid = r->session->clientid;
 	cm.cmsg_id = seq;
@@ -131,28 +223,40 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	return 0;
 }
 
-static int publish_will(const struct rec_will *w)
+static int publish_copy(const struct rec_base_msg *m)
 {
 	mosquitto_property *props = NULL;
 	void *payload = NULL;
 	int rc;
 
-	if(w->properties.data && props_decode(w->properties, &props)){
+	if(m->properties.data && props_decode(m->properties, &props)){
 		return MOSQ_ERR_MALFORMED_PACKET;
 	}
-	if(w->payload.len){
-		payload = heap_copy(w->payload.data, w->payload.len);
+	if(m->payload.len){
+		payload = heap_copy(m->payload.data, m->payload.len);
 		if(!payload){
 			mosquitto_property_free_all(&props);
 			return MOSQ_ERR_NOMEM;
 		}
 	}
-	rc = mosquitto_broker_publish(NULL, w->topic, (int)w->payload.len, payload, w->qos, w->retain, props);
+	rc = mosquitto_broker_publish(NULL, m->topic, (int)m->payload.len, payload, m->qos, m->retain, props);
 	if(rc){
 		mosquitto_free(payload);
 		mosquitto_property_free_all(&props);
 	}
 	return rc;
+}
+
+static int publish_will(const struct rec_will *w)
+{
+	struct rec_base_msg m = {
+		.topic = w->topic,
+		.payload = w->payload,
+		.properties = w->properties,
+		.qos = w->qos,
+		.retain = w->retain,
+	};
+	return publish_copy(&m);
 }
 
 struct will_owner {
@@ -213,6 +317,38 @@ static int restore_will(void *ctx, const struct rec_will *w)
 	return 0;
 }
 
+/* Has the broker move the session's first messages in flight now, so that
+ * the ones whose PUBREL was sent keep that state (intake.c). */
+static void pubrel_resume_session(struct restore *r)
+{
+	struct mosquitto_client_msg cm;
+	size_t before = r->pubrel.n;
+
+	memset(&cm, 0, sizeof(cm));
+	cm.clientid = (char *)r->session->clientid;
+	cm.direction = MSG_DIR_OUT;
+	cm.qos = 2;
+	for(unsigned mid = 1; mid < 65536; mid++){
+		if(!(r->mids[mid >> 3] & (1u << (mid & 7)))){
+			cm.mid = (uint16_t)mid;
+			break;
+		}
+	}
+	r->pubrel.clientid = r->session->clientid;
+	r->pl->pubrel = &r->pubrel;
+	if(cm.mid){
+		mosquitto_persist_client_msg_delete(&cm);
+	}
+	r->pl->pubrel = NULL;
+	r->pubrel_resumed += before - r->pubrel.n;
+	if(r->pubrel.n){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: %zu QoS 2 messages of client %s had their "
+				"PUBREL sent but are not among the first in flight: they are sent again as new PUBLISHes",
+				r->pubrel.n, r->session->clientid);
+	}
+	r->pubrel.n = 0;
+}
+
 static int restore_session(void *ctx, const struct rec_session *s)
 {
 	struct restore *r = ctx;
@@ -254,7 +390,11 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	r->session = s;
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
 	r->session_refused = r->session_orphaned = 0;
+	memset(r->mids, 0, sizeof(r->mids));
 	store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
+	if(r->pubrel.n){
+		pubrel_resume_session(r);
+	}
 	if(r->session_orphaned){
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
 				"at restore: their message bodies are missing (rejected or lost)",
@@ -269,6 +409,119 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	return 0;
 }
 
+static int collect(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
+{
+	struct restore *r = ctx;
+	struct jrec *e;
+
+	if(r->n_j == r->cap_j){
+		size_t cap = r->cap_j ? r->cap_j * 2 : 64;
+		e = realloc(r->j, cap * sizeof(*e));
+		if(!e){
+			return JOURNAL_ERR_NOMEM;
+		}
+		r->j = e;
+		r->cap_j = cap;
+	}
+	e = &r->j[r->n_j];
+	memset(e, 0, sizeof(*e));
+	e->lsn = lsn;
+	e->len = len;
+	e->pt = malloc(len ? len : 1);
+	if(!e->pt){
+		return JOURNAL_ERR_NOMEM;
+	}
+	memcpy(e->pt, pt, len);
+	if(record_decode_journal(e->pt, len, &e->r)){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: journal record %llu is malformed; skipped",
+				(unsigned long long)lsn);
+		free(e->pt);
+		return 0;
+	}
+	r->n_j++;
+	return 0;
+}
+
+static int journal_read(struct restore *r)
+{
+	uint64_t unreadable;
+	size_t n = 0;
+	int rc;
+
+	rc = journal_replay(r->pl->journal, store_journal_committed(r->pl->store), collect, r, &unreadable);
+	if(rc){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot read the journal: %s", journal_strerror(rc));
+		return rc;
+	}
+	if(unreadable){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: %llu journal records were cut short by the "
+				"crash (never acknowledged); skipped", (unsigned long long)unreadable);
+	}
+	for(size_t i = 0; i < r->n_j; i++){
+		n += r->j[i].r.kind != JREC_PUBLISH;
+	}
+	if(n){
+		r->by_entry = malloc(n * sizeof(*r->by_entry));
+		if(!r->by_entry){
+			return JOURNAL_ERR_NOMEM;
+		}
+		for(size_t i = 0; i < r->n_j; i++){
+			if(r->j[i].r.kind != JREC_PUBLISH){
+				r->by_entry[r->n_by_entry++] = &r->j[i];
+			}
+		}
+		qsort(r->by_entry, r->n_by_entry, sizeof(*r->by_entry), entry_cmp);
+	}
+	return 0;
+}
+
+static int route_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
+{
+	(void)store_id;
+	*(int *)ctx = publish_copy(m);
+	return 0;
+}
+
+/* Routes, in journal order, what was accepted or released and not committed.
+ * The broker routes these in its next loop iteration, before the first tick,
+ * so the first commit holds their routing together with the journal mark. */
+static void journal_route(struct restore *r)
+{
+	for(size_t i = 0; i < r->n_j; i++){
+		struct jrec *e = &r->j[i];
+		int rc = MOSQ_ERR_SUCCESS;
+
+		if(e->r.kind == JREC_PUBLISH){
+			rc = publish_copy(&e->r.msg);
+		}else if(e->r.kind == JREC_RELEASED_IN && e->store_id){
+			rc = MOSQ_ERR_NOT_FOUND;
+			if(msg_get(r->pl->store, e->store_id, route_body, &rc) != STORE_OK){
+				rc = MOSQ_ERR_UNKNOWN;
+			}
+		}else{
+			continue;
+		}
+		if(rc == MOSQ_ERR_SUCCESS){
+			r->replayed++;
+		}else{
+			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot route journal record %llu again: %s",
+					(unsigned long long)e->lsn, mosquitto_strerror(rc));
+			r->failed++;
+		}
+	}
+}
+
+static void journal_done(struct restore *r)
+{
+	for(size_t i = 0; i < r->n_j; i++){
+		seal_wipe(r->j[i].pt, r->j[i].len);
+		free(r->j[i].pt);
+	}
+	free(r->j);
+	free(r->by_entry);
+	free(r->pubrel.seqs);
+}
+
 int persist_restore_cb(int event, void *event_data, void *userdata)
 {
 	struct restore r;
@@ -280,7 +533,10 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	memset(&r, 0, sizeof(r));
 	r.pl = userdata;
 
-	rc = store_walk_msgs(r.pl->store, restore_msg, &r);
+	rc = r.pl->journal ? journal_read(&r) : 0;
+	if(!rc){
+		rc = store_walk_msgs(r.pl->store, restore_msg, &r);
+	}
 	if(!rc){
 		rc = store_walk_retained(r.pl->store, restore_retained, &r);
 	}
@@ -294,11 +550,16 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	if(!rc){
 		rc = online_clear(r.pl->store);
 	}
+	if(!rc){
+		journal_route(&r);
+	}
+	journal_done(&r);
 	store_get_stats(r.pl->store, &stats);
 	mosquitto_log_printf(rc ? MOSQ_LOG_ERR : MOSQ_LOG_INFO,
 			"persist-lmdb: restored %lu messages, %lu retained, %lu sessions, %lu subscriptions, "
-			"%lu queued messages, %lu wills; %lu could not be restored, %llu records rejected%s",
-			r.msgs, r.retained, r.sessions, r.subs, r.queued, r.wills, r.failed,
+			"%lu queued messages, %lu wills; %lu messages routed again from the journal, "
+			"%lu QoS 2 exchanges resumed at PUBREL; %lu could not be restored, %llu records rejected%s",
+			r.msgs, r.retained, r.sessions, r.subs, r.queued, r.wills, r.replayed, r.pubrel_resumed, r.failed,
 			(unsigned long long)stats.records_rejected, rc ? "; restore stopped early" : "");
 	return rc ? MOSQ_ERR_UNKNOWN : MOSQ_ERR_SUCCESS;
 }

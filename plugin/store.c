@@ -21,13 +21,16 @@
 /* Well below LMDB's bound on the dirty pages of one write transaction. */
 #define OPS_PER_TXN 20000
 
-enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR };
+/* OP_MARK carries a journal lsn (8 bytes, not sealed) that becomes the
+ * committed mark when its transaction commits; the sealed meta record that
+ * makes it durable is an OP_PUT just before it. */
+enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK };
 
 /* Name spaces of the index hash. */
-enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f' };
+enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills", "online"
+	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills", "online", "dedup"
 };
 
 static const char key_check_text[] = "persist-lmdb key check v1";
@@ -67,8 +70,10 @@ struct store {
 	pthread_cond_t wake, idle;
 	struct buf wops;             /* operations handed to the writer */
 	uint64_t n_wops;
-	bool writer_busy, writer_stop;
+	bool writer_busy, writer_stop, sync_wanted;
 	int writer_rc, last_commit_rc;
+	uint64_t journal_committed;  /* the last committed OP_MARK */
+	bool no_sync;                /* commits leave syncing to store_sync_async */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
 	                                resize needs neither to be active in this process */
 	struct store_stats stats;
@@ -362,6 +367,30 @@ int retain_delete(struct store *st, const char *topic)
 	return op_append(st, OP_DEL, DB_RETAINED, key, sizeof(key));
 }
 
+int dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN])
+{
+	struct buf b = {0};
+	int rc;
+
+	buf_put_str(&b, d->identity);
+	buf_put_bytes(&b, d->msg_id.data, d->msg_id.len, true);
+	rc = b.err || seal_hash(st->seal, H_DEDUP, b.data, b.len, key) != SEAL_OK ? STORE_ERR_CRYPTO : STORE_OK;
+	buf_free(&b);
+	return rc;
+}
+
+int dedup_put(struct store *st, const uint8_t key[HASH_LEN], const struct rec_dedup *d)
+{
+	buf_reset(&st->pt);
+	record_encode_dedup(&st->pt, d);
+	return op_append(st, OP_PUT, DB_DEDUP, key, HASH_LEN);
+}
+
+int dedup_delete(struct store *st, const uint8_t key[HASH_LEN])
+{
+	return op_append(st, OP_DEL, DB_DEDUP, key, HASH_LEN);
+}
+
 int will_put(struct store *st, const struct rec_will *w)
 {
 	uint8_t key[HASH_LEN];
@@ -444,7 +473,8 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_
 
 /* Applies operations of ops from byte offset *pos until the end or until
  * OPS_PER_TXN of them are in the transaction; advances *pos and *count. */
-static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size_t *pos, uint64_t *count)
+static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size_t *pos, uint64_t *count,
+		uint64_t *mark)
 {
 	const uint8_t *p = ops->data + *pos, *end = ops->data + ops->len;
 	uint64_t n = 0;
@@ -476,6 +506,9 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				break;
 			case OP_CLEAR:
 				rc = mdb_drop(txn, dbi, 0);
+				break;
+			case OP_MARK:
+				*mark = get_be64(p + OP_HEADER + klen);
 				break;
 		}
 		if(rc){
@@ -516,7 +549,8 @@ static int env_open(struct store *st)
 	if(!rc){
 		/* MDB_NOTLS: restore nests read transactions (a session's queue
 		 * inside the session walk). */
-		rc = mdb_env_open(st->env, st->path, MDB_NOTLS | (st->read_only ? MDB_RDONLY : 0), 0600);
+		rc = mdb_env_open(st->env, st->path, MDB_NOTLS | (st->read_only ? MDB_RDONLY : 0)
+				| (st->no_sync ? MDB_NOSYNC : 0), 0600);
 	}
 	return rc;
 }
@@ -588,9 +622,10 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 			break;
 		}
 		next = done;
+		uint64_t mark = 0;
 		struct timespec t0, t1;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		rc = ops_apply(st, ops, txn, &next, &count);
+		rc = ops_apply(st, ops, txn, &next, &count, &mark);
 		if(rc){
 			mdb_txn_abort(txn);
 		}else{
@@ -613,6 +648,9 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		done = next;
 		*n_ops -= count;
 		pthread_mutex_lock(&st->lock);
+		if(mark){
+			st->journal_committed = mark;
+		}
 		st->stats.commits++;
 		st->commit_us[st->n_commit_us++ % COMMIT_RING] = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000
 			+ (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000;
@@ -632,24 +670,45 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 	return rc;
 }
 
+/* Flushes commits made without a sync (plugin_opt_sync periodic). */
+static int env_sync(struct store *st)
+{
+	int rc;
+
+	pthread_mutex_lock(&st->txn_lock);
+	rc = st->env ? mdb_env_sync(st->env, 1) : MDB_PANIC;
+	pthread_mutex_unlock(&st->txn_lock);
+	return rc;
+}
+
 static void *writer_main(void *arg)
 {
 	struct store *st = arg;
 
 	pthread_mutex_lock(&st->lock);
 	for(;;){
-		while(!st->writer_busy && !st->writer_stop){
+		while(!st->writer_busy && !st->sync_wanted && !st->writer_stop){
 			pthread_cond_wait(&st->wake, &st->lock);
 		}
-		if(!st->writer_busy){
+		if(st->writer_busy){
+			pthread_mutex_unlock(&st->lock);
+			int rc = ops_commit(st, &st->wops, &st->n_wops);
+			pthread_mutex_lock(&st->lock);
+			st->writer_rc = rc;
+			st->writer_busy = false;
+			pthread_cond_broadcast(&st->idle);
+		}else if(st->sync_wanted){
+			st->sync_wanted = false;
+			pthread_mutex_unlock(&st->lock);
+			int rc = env_sync(st);
+			pthread_mutex_lock(&st->lock);
+			if(rc){
+				st->stats.commit_errors++;
+				st->last_commit_rc = rc;
+			}
+		}else{
 			break;
 		}
-		pthread_mutex_unlock(&st->lock);
-		int rc = ops_commit(st, &st->wops, &st->n_wops);
-		pthread_mutex_lock(&st->lock);
-		st->writer_rc = rc;
-		st->writer_busy = false;
-		pthread_cond_broadcast(&st->idle);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return NULL;
@@ -729,6 +788,9 @@ int store_commit(struct store *st)
 
 	if(!st->writer_started){
 		rc = ops_commit(st, &st->ops, &st->n_ops);
+		if(!rc && st->no_sync){
+			rc = env_sync(st);
+		}
 		report_commits(st);
 		return rc ? STORE_ERR_IO : STORE_OK;
 	}
@@ -747,8 +809,74 @@ int store_commit(struct store *st)
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
+	if(rc == STORE_OK && st->no_sync && env_sync(st)){
+		rc = STORE_ERR_IO;
+	}
 	report_commits(st);
 	return rc;
+}
+
+void store_sync_async(struct store *st)
+{
+	if(!st->writer_started){
+		store_commit(st);
+		return;
+	}
+	pthread_mutex_lock(&st->lock);
+	st->sync_wanted = true;
+	pthread_cond_signal(&st->wake);
+	pthread_mutex_unlock(&st->lock);
+}
+
+int store_journal_mark(struct store *st, uint64_t lsn)
+{
+	static const uint8_t name[] = "journal";
+	uint8_t *p;
+	int rc;
+
+	buf_reset(&st->pt);
+	p = buf_extend(&st->pt, 8);
+	if(!p){
+		return STORE_ERR_NOMEM;
+	}
+	put_be64(p, lsn);
+	rc = op_append(st, OP_PUT, DB_META, name, sizeof(name) - 1);
+	if(rc){
+		return rc;
+	}
+	p = buf_extend(&st->ops, OP_HEADER + 8);
+	if(!p){
+		st->ops.err = false;
+		return STORE_ERR_NOMEM;
+	}
+	p[0] = OP_MARK;
+	p[1] = DB_META;
+	p[2] = 0;
+	put_le32(p + 3, 8);
+	put_be64(p + OP_HEADER, lsn);
+	st->n_ops++;
+	return STORE_OK;
+}
+
+uint64_t store_journal_committed(const struct store *st)
+{
+	struct store *m = (struct store *)st;
+	uint64_t v;
+
+	pthread_mutex_lock(&m->lock);
+	v = st->journal_committed;
+	pthread_mutex_unlock(&m->lock);
+	return v;
+}
+
+uint64_t store_queue_seq(const struct store *st, uint64_t cmsg_id)
+{
+	return queue_seq(st, cmsg_id);
+}
+
+struct seal *store_seal(struct store *st)
+{
+	return st->seal;
 }
 
 bool store_has_pending(const struct store *st)
@@ -1058,6 +1186,25 @@ int store_walk_wills(struct store *st, const char *clientid, will_visit_fn fn, v
 	return walk_db(st, DB_WILLS, key, sizeof(key), visit_will, (void *)fn, ctx);
 }
 
+static int visit_dedup(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct rec_dedup d;
+
+	if(k->mv_size != HASH_LEN || record_decode_dedup(pt, len, &d)){
+		return -1;
+	}
+	*cb_rc = ((dedup_visit_fn)fn)(ctx, k->mv_data, &d);
+	return 0;
+}
+
+int store_walk_dedup(struct store *st, dedup_visit_fn fn, void *ctx)
+{
+	if(!st->dbi[DB_DEDUP]){
+		return STORE_OK;
+	}
+	return walk_db(st, DB_DEDUP, NULL, 0, visit_dedup, (void *)fn, ctx);
+}
+
 /* ---- open, meta ---- */
 
 static int meta_get(struct store *st, MDB_txn *txn, const char *name, uint8_t *out, size_t cap, size_t *len)
@@ -1170,6 +1317,13 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 			return STORE_ERR_CORRUPT;
 		}
 		epoch = get_be32(val);
+		rc = meta_get(st, txn, "journal", val, sizeof(val), &len);
+		if(rc == 0 && len == 8){
+			st->journal_committed = get_be64(val);
+		}else if(rc != MDB_NOTFOUND){
+			snprintf(err, errlen, "the journal mark of %s is damaged", st->path);
+			return STORE_ERR_CORRUPT;
+		}
 		if(st->read_only){
 			st->epoch = epoch;
 			return STORE_OK;
@@ -1336,6 +1490,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	st->log = log;
 	st->lock_fd = -1;
 	st->read_only = flags & STORE_READ_ONLY;
+	st->no_sync = flags & STORE_NO_SYNC;
 	st->map_size = map_size ? map_size : STORE_DEFAULT_MAP_SIZE;
 	if(snprintf(datafile, sizeof(datafile), "%s/data.mdb", path) >= (int)sizeof(datafile)){
 		snprintf(err, errlen, "database path too long");

@@ -1,0 +1,70 @@
+/* The intake journal: a fixed-size ring file, mapped into memory, holding
+ * what the broker acknowledges before the store has committed it (accepted
+ * publishes, QoS 2 exchanges that moved on). A record is written into the
+ * shared mapping, so it survives the process at once; with sync it is also
+ * on disk (msync) before journal_append returns.
+ *
+ * A record becomes obsolete when the store has committed everything the
+ * broker did up to it (store_journal_mark, store_journal_committed); only
+ * obsolete records are overwritten. At start-up the records after the last
+ * committed mark are read back and applied.
+ *
+ * File: a 4 KiB header ("PLMDB-J1", size), then records at 16-byte aligned
+ * offsets: magic (4) | sealed length (4) | lsn (8, big-endian) | sealed
+ * plaintext. The sealed plaintext is bound to its lsn, so a torn record, a
+ * record of an earlier lap or a forged one never authenticates. */
+#ifndef PERSIST_LMDB_JOURNAL_H
+#define PERSIST_LMDB_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "seal.h"
+
+#define JOURNAL_DEFAULT_SIZE (16u * 1024 * 1024)
+#define JOURNAL_MIN_SIZE (256u * 1024)
+
+enum journal_result {
+	JOURNAL_OK = 0,
+	JOURNAL_FULL,      /* no obsolete space for the record: commit, release, retry */
+	JOURNAL_TOO_LARGE, /* larger than a quarter of the ring: not journaled */
+	JOURNAL_ERR_IO,
+	JOURNAL_ERR_NOMEM,
+	JOURNAL_ERR_CRYPTO,
+	JOURNAL_ERR_FORMAT, /* the file is not a journal */
+};
+
+struct journal;
+
+/* Opens <dir>/journal, creating it with size bytes (written out, so that
+ * writes through the mapping never need new blocks). An existing journal
+ * keeps its size. The seal is the store's and must outlive the journal. */
+int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal,
+		char *err, size_t errlen);
+void journal_close(struct journal *j);
+
+/* Calls fn, in lsn order, with every authentic record whose lsn is above
+ * after; *unreadable counts places that looked like a record and did not
+ * authenticate (a record torn by a crash while being written). The next
+ * appended lsn follows the highest lsn seen and after. */
+typedef int (*journal_visit_fn)(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len);
+int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void *ctx,
+		uint64_t *unreadable);
+
+/* Seals and writes one record; with sync, returns once it is on disk. */
+int journal_append(struct journal *j, const uint8_t *pt, size_t len, bool sync, uint64_t *lsn);
+
+/* The lsn of the last record appended (0: none yet). */
+uint64_t journal_last_lsn(const struct journal *j);
+
+/* Everything up to committed is in the store: its space may be reused. */
+void journal_release(struct journal *j, uint64_t committed);
+
+size_t journal_size(const struct journal *j);
+/* Bytes held by records not yet released. */
+size_t journal_used(const struct journal *j);
+
+const char *journal_strerror(int rc);
+
+#endif

@@ -1,0 +1,453 @@
+/* The intake journal (journal.h). */
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FILE_MAGIC "PLMDB-J1"
+#define HDR_SIZE 4096u
+#define REC_MAGIC 0x4a524543u   /* "JREC" */
+#define WRAP_MAGIC 0x4a575250u  /* "JWRP": the lap goes on at the first record slot */
+#define REC_HEAD 16u
+#define ALIGN 16u
+#define AD_PREFIX "journal"
+
+struct journal {
+	int fd;
+	uint8_t *map;
+	size_t size;
+	struct seal *seal;
+	size_t head;          /* where the next record goes */
+	size_t tail;          /* the oldest record not released */
+	size_t used;          /* bytes from tail to head, wrap waste included */
+	uint64_t last_lsn;
+	long page;
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for(int i = 0; i < 4; i++){
+		p[i] = (uint8_t)(v >> (8 * i));
+	}
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for(int i = 7; i >= 0; i--){
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for(int i = 0; i < 8; i++){
+		v = (v << 8) | p[i];
+	}
+	return v;
+}
+
+static size_t align_up(size_t n)
+{
+	return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+}
+
+static void make_ad(uint8_t ad[sizeof(AD_PREFIX) - 1 + 8], uint64_t lsn)
+{
+	memcpy(ad, AD_PREFIX, sizeof(AD_PREFIX) - 1);
+	put_be64(ad + sizeof(AD_PREFIX) - 1, lsn);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *c = p;
+
+	while(n){
+		ssize_t w = write(fd, c, n);
+		if(w < 0){
+			if(errno == EINTR){
+				continue;
+			}
+			return -1;
+		}
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Writes a complete zeroed journal under a temporary name and renames it
+ * into place, so a crash never leaves a half-made journal behind. */
+static int create_file(const char *dir, const char *path, size_t size, char *err, size_t errlen)
+{
+	char tmp[4096];
+	static const uint8_t zero[65536];
+	uint8_t hdr[HDR_SIZE];
+	int fd, dfd;
+
+	if(snprintf(tmp, sizeof(tmp), "%s/journal.new", dir) >= (int)sizeof(tmp)){
+		snprintf(err, errlen, "journal path too long");
+		return -1;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if(fd < 0){
+		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	memset(hdr, 0, sizeof(hdr));
+	memcpy(hdr, FILE_MAGIC, 8);
+	put_be64(hdr + 8, size);
+	if(write_all(fd, hdr, sizeof(hdr))){
+		goto io;
+	}
+	for(size_t done = HDR_SIZE; done < size;){
+		size_t n = size - done < sizeof(zero) ? size - done : sizeof(zero);
+		if(write_all(fd, zero, n)){
+			goto io;
+		}
+		done += n;
+	}
+	if(fsync(fd)){
+		goto io;
+	}
+	close(fd);
+	if(rename(tmp, path)){
+		snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if(dfd >= 0){
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+io:
+	snprintf(err, errlen, "cannot write %s (%zu bytes): %s", tmp, size, strerror(errno));
+	close(fd);
+	unlink(tmp);
+	return -1;
+}
+
+int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal,
+		char *err, size_t errlen)
+{
+	char path[4096];
+	struct journal *j;
+	struct stat sb;
+	int fd;
+
+	*out = NULL;
+	size = (size + HDR_SIZE - 1) / HDR_SIZE * HDR_SIZE;
+	if(size < JOURNAL_MIN_SIZE){
+		size = JOURNAL_MIN_SIZE;
+	}
+	if(snprintf(path, sizeof(path), "%s/journal", dir) >= (int)sizeof(path)){
+		snprintf(err, errlen, "journal path too long");
+		return JOURNAL_ERR_IO;
+	}
+	if(access(path, F_OK) && errno == ENOENT && create_file(dir, path, size, err, errlen)){
+		return JOURNAL_ERR_IO;
+	}
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if(fd < 0){
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return JOURNAL_ERR_IO;
+	}
+	if(fstat(fd, &sb)){
+		snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+		close(fd);
+		return JOURNAL_ERR_IO;
+	}
+	if(sb.st_size < (off_t)JOURNAL_MIN_SIZE || sb.st_size % HDR_SIZE){
+		snprintf(err, errlen, "%s is not a persist-lmdb journal (size %lld)", path, (long long)sb.st_size);
+		close(fd);
+		return JOURNAL_ERR_FORMAT;
+	}
+	j = calloc(1, sizeof(*j));
+	if(!j){
+		close(fd);
+		snprintf(err, errlen, "out of memory");
+		return JOURNAL_ERR_NOMEM;
+	}
+	j->fd = fd;
+	j->seal = seal;
+	j->size = (size_t)sb.st_size;
+	j->page = sysconf(_SC_PAGESIZE);
+	j->map = mmap(NULL, j->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if(j->map == MAP_FAILED){
+		snprintf(err, errlen, "cannot map %s: %s", path, strerror(errno));
+		close(fd);
+		free(j);
+		return JOURNAL_ERR_IO;
+	}
+	if(memcmp(j->map, FILE_MAGIC, 8) || get_be64(j->map + 8) != j->size){
+		snprintf(err, errlen, "%s is not a persist-lmdb journal", path);
+		journal_close(j);
+		return JOURNAL_ERR_FORMAT;
+	}
+	j->head = j->tail = HDR_SIZE;
+	*out = j;
+	return JOURNAL_OK;
+}
+
+void journal_close(struct journal *j)
+{
+	if(!j){
+		return;
+	}
+	munmap(j->map, j->size);
+	close(j->fd);
+	free(j);
+}
+
+struct found {
+	uint64_t lsn;
+	size_t off;
+	size_t slen;
+};
+
+static int found_cmp(const void *a, const void *b)
+{
+	const struct found *x = a, *y = b;
+	return x->lsn < y->lsn ? -1 : x->lsn > y->lsn;
+}
+
+/* Distance from a to b going forward around the ring. */
+static size_t ring_dist(const struct journal *j, size_t a, size_t b)
+{
+	return b >= a ? b - a : (j->size - a) + (b - HDR_SIZE);
+}
+
+int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void *ctx,
+		uint64_t *unreadable)
+{
+	struct found *f = NULL;
+	size_t n = 0, cap = 0, off = HDR_SIZE;
+	uint8_t ad[sizeof(AD_PREFIX) - 1 + 8];
+	uint8_t *pt = NULL;
+	size_t pt_cap = 0;
+	uint64_t max_lsn = after;
+	size_t max_end = HDR_SIZE;
+	int rc = JOURNAL_OK;
+
+	*unreadable = 0;
+	while(off + REC_HEAD + SEAL_OVERHEAD <= j->size){
+		const uint8_t *p = j->map + off;
+		size_t slen = get_le32(p + 4);
+		uint64_t lsn = get_be64(p + 8);
+		size_t len;
+
+		if(get_le32(p) != REC_MAGIC || lsn <= after || slen < SEAL_OVERHEAD
+				|| slen > j->size - off - REC_HEAD){
+			off += ALIGN;
+			continue;
+		}
+		if(slen - SEAL_OVERHEAD > pt_cap){
+			uint8_t *np = realloc(pt, slen);
+			if(!np){
+				rc = JOURNAL_ERR_NOMEM;
+				goto out;
+			}
+			pt = np;
+			pt_cap = slen;
+		}
+		make_ad(ad, lsn);
+		if(seal_open(j->seal, ad, sizeof(ad), p + REC_HEAD, slen, pt, &len) != SEAL_OK){
+			(*unreadable)++;
+			off += ALIGN;
+			continue;
+		}
+		if(n == cap){
+			size_t nc = cap ? cap * 2 : 64;
+			struct found *nf = realloc(f, nc * sizeof(*f));
+			if(!nf){
+				rc = JOURNAL_ERR_NOMEM;
+				goto out;
+			}
+			f = nf;
+			cap = nc;
+		}
+		f[n++] = (struct found){lsn, off, slen};
+		if(lsn > max_lsn){
+			max_lsn = lsn;
+			max_end = off + align_up(REC_HEAD + slen);
+		}
+		off += align_up(REC_HEAD + slen);
+	}
+	qsort(f, n, sizeof(*f), found_cmp);
+	for(size_t i = 0; i < n; i++){
+		size_t len;
+		if(i && f[i].lsn == f[i - 1].lsn){
+			continue;
+		}
+		make_ad(ad, f[i].lsn);
+		if(seal_open(j->seal, ad, sizeof(ad), j->map + f[i].off + REC_HEAD, f[i].slen, pt, &len) != SEAL_OK){
+			rc = JOURNAL_ERR_CRYPTO;
+			goto out;
+		}
+		rc = fn(ctx, f[i].lsn, pt, len);
+		if(rc){
+			goto out;
+		}
+	}
+	/* Writing goes on after the newest record; the records replayed stay
+	 * protected until the store has committed what replaying them did. */
+	j->last_lsn = max_lsn;
+	j->head = max_end == j->size ? HDR_SIZE : max_end;
+	j->tail = n ? f[0].off : j->head;
+	j->used = n ? ring_dist(j, j->tail, j->head) : 0;
+	if(n && j->used == 0){
+		j->used = j->size - HDR_SIZE;
+	}
+out:
+	free(f);
+	if(pt){
+		seal_wipe(pt, pt_cap);
+		free(pt);
+	}
+	return rc;
+}
+
+/* Finds room for need bytes at the head, wrapping if that fits; returns the
+ * offset or 0. */
+static size_t reserve(struct journal *j, size_t need)
+{
+	bool wrapped = j->head < j->tail || (j->head == j->tail && j->used);
+
+	if(j->used == 0){
+		j->head = j->tail = HDR_SIZE;
+		wrapped = false;
+	}
+	if(wrapped){
+		return j->head + need <= j->tail ? j->head : 0;
+	}
+	if(j->head + need <= j->size){
+		return j->head;
+	}
+	if(HDR_SIZE + need <= j->tail){
+		put_le32(j->map + j->head, WRAP_MAGIC);
+		j->used += j->size - j->head;
+		j->head = HDR_SIZE;
+		return j->head;
+	}
+	return 0;
+}
+
+static int sync_range(struct journal *j, size_t off, size_t len)
+{
+	size_t start = off & ~(size_t)(j->page - 1);
+
+	return msync(j->map + start, off + len - start, MS_SYNC);
+}
+
+int journal_append(struct journal *j, const uint8_t *pt, size_t len, bool sync, uint64_t *lsn)
+{
+	uint8_t ad[sizeof(AD_PREFIX) - 1 + 8];
+	size_t need = align_up(REC_HEAD + len + SEAL_OVERHEAD);
+	size_t off;
+	uint8_t *p;
+
+	if(need > (j->size - HDR_SIZE) / 4){
+		return JOURNAL_TOO_LARGE;
+	}
+	off = reserve(j, need);
+	if(!off){
+		return JOURNAL_FULL;
+	}
+	p = j->map + off;
+	/* The magic goes first to zero and last to its value (the compiler may
+	 * not reorder across the fences): a process stopped in between leaves
+	 * no record at this offset. */
+	put_le32(p, 0);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	make_ad(ad, j->last_lsn + 1);
+	if(seal_record(j->seal, ad, sizeof(ad), pt, len, p + REC_HEAD) != SEAL_OK){
+		return JOURNAL_ERR_CRYPTO;
+	}
+	put_le32(p + 4, (uint32_t)(len + SEAL_OVERHEAD));
+	put_be64(p + 8, j->last_lsn + 1);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	put_le32(p, REC_MAGIC);
+	if(sync && sync_range(j, off, need)){
+		return JOURNAL_ERR_IO;
+	}
+	j->last_lsn++;
+	j->head = off + need;
+	j->used += need;
+	if(j->head == j->size){
+		j->head = HDR_SIZE;
+	}
+	*lsn = j->last_lsn;
+	return JOURNAL_OK;
+}
+
+uint64_t journal_last_lsn(const struct journal *j)
+{
+	return j->last_lsn;
+}
+
+void journal_release(struct journal *j, uint64_t committed)
+{
+	while(j->used){
+		const uint8_t *p = j->map + j->tail;
+		uint32_t magic = get_le32(p);
+
+		if(magic == WRAP_MAGIC){
+			j->used -= j->size - j->tail;
+			j->tail = HDR_SIZE;
+			continue;
+		}
+		if(magic != REC_MAGIC){
+			/* Only this process writes here; start afresh rather than guess. */
+			j->used = 0;
+			j->tail = j->head;
+			return;
+		}
+		if(get_be64(p + 8) > committed){
+			return;
+		}
+		size_t need = align_up(REC_HEAD + get_le32(p + 4));
+		j->used -= need < j->used ? need : j->used;
+		j->tail += need;
+		if(j->tail == j->size){
+			j->tail = HDR_SIZE;
+		}
+	}
+}
+
+size_t journal_size(const struct journal *j)
+{
+	return j->size;
+}
+
+size_t journal_used(const struct journal *j)
+{
+	return j->used;
+}
+
+const char *journal_strerror(int rc)
+{
+	switch(rc){
+		case JOURNAL_OK: return "success";
+		case JOURNAL_FULL: return "journal full";
+		case JOURNAL_TOO_LARGE: return "record larger than a quarter of the journal";
+		case JOURNAL_ERR_IO: return "I/O error";
+		case JOURNAL_ERR_NOMEM: return "out of memory";
+		case JOURNAL_ERR_CRYPTO: return "cryptographic failure";
+		case JOURNAL_ERR_FORMAT: return "not a journal";
+	}
+	return "unknown error";
+}

@@ -1,0 +1,507 @@
+"""Strict per-session delivery order: a seeded, bounded randomized test.
+
+Three publishers on their own connections (MQTT 5 QoS 1, MQTT 3.1.1 QoS 2,
+MQTT 5 QoS 2) publish numbered messages on order/<name> all the time, up to
+WINDOW unacknowledged, starting a new clean connection whenever the broker
+comes back. Four persistent sessions subscribe to order/# (MQTT 5 with a
+large session expiry and MQTT 3.1.1 clean_session=False; QoS 1 and QoS 2).
+Each step the seed picks one action, then a pause:
+  - a subscriber leaves (DISCONNECT, or its socket just closes) or comes back;
+  - a session takeover: a second connection with the same client id
+    connects while the first is still connected; the broker must close the
+    first (MQTT 5: with DISCONNECT "session taken over", unless our unread
+    acks make the close a reset), the second must find the session and
+    continues it (a takeover drawn for an offline subscriber connects it);
+  - a clean restart (SIGTERM, then start), or kill -9, then start; the
+    subscribers that were connected come back.
+At the end the publishers stop, every subscriber connects and drains.
+
+Checks, per subscriber and publisher:
+  1. every acknowledged message (PUBACK / PUBCOMP received) is delivered,
+     kill -9 or not (no commit margin: see docs/durability.md);
+  2. first deliveries come in publishing order;
+  3. a QoS 2 delivery never repeats a message;
+  4. a QoS 1 delivery repeats a message only where MQTT allows it: on a
+     later connection, after the connection that got it first was cut
+     (takeover, socket closed, broker stopped) or the broker was killed
+     since (its acknowledgement may not have been committed). Counted and
+     printed by cause.
+Messages never acknowledged may or may not be delivered. Every reconnection
+finds its session; no restart reports a rejected record or a dropped queue
+entry.
+
+Environment: PERSIST_LMDB_ORDER_SEED, PERSIST_LMDB_ORDER_STEPS. Run with -s
+to see the counts. The schedule follows the seed, the traffic's timing does
+not, so a failure may need a few runs to recur.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from harness import HOST, V311, V5, Broker, Received
+# The subscriber's client, its payloads and the final drain are the crash
+# loop's: they make sure the broker sees every acknowledgement a client sent.
+from test_crash_loop import SubscriberClient, drain, parse_payload, payload
+
+DEFAULT_SEED = 20250704
+SEED = int(os.environ.get("PERSIST_LMDB_ORDER_SEED") or DEFAULT_SEED)
+STEPS = int(os.environ.get("PERSIST_LMDB_ORDER_STEPS") or 80)
+
+PREFIX = "order"
+PUBLISHERS = (("pa", V5, 1), ("pb", V311, 2), ("pc", V5, 2))
+SUBSCRIBERS = (("order-sub-a", V5, 1), ("order-sub-b", V5, 2),
+               ("order-sub-c", V311, 2), ("order-sub-d", V311, 1))
+SESSION_EXPIRY = 10 ** 6
+ACTIONS = {"toggle": 5, "takeover": 2, "restart": 1, "kill": 1.5}
+PAUSE = (0.05, 0.4)       # seconds between steps
+WINDOW = 10               # messages in flight per publisher
+RATE = 150                # messages per second per publisher, at most: the
+                          # Python subscribers keep up, so queues stay small
+RETRY = 0.02              # a publisher's pause between connection attempts
+WAIT = 20.0               # only stops a hung test
+SHOW = 8                  # offending numbers shown per finding
+TAKEN_OVER = b"\xe0\x01\x8e"  # MQTT 5 DISCONNECT, reason 0x8E session taken over
+# The summary's counts, in this order (zeros shown).
+COUNTS = ("toggle", "takeover", "restart", "kill", "takeover ended by disconnect",
+          "takeover ended by closed", "takeover ended by reset", "published", "acked", "refused",
+          "publisher connections", "delivered", "qos2 duplicates", "qos1 duplicates after drop",
+          "qos1 duplicates after takeover", "qos1 duplicates after restart",
+          "qos1 duplicates after kill", "qos1 duplicates after leave and kill",
+          "qos1 duplicates with DUP", "broker starts", "seconds")
+
+
+# --------------------------------------------------------------------------
+# Publishers
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    run: int                  # the broker start it was sent to
+    ack: float | None = None  # time.monotonic() its PUBACK / PUBCOMP was handled
+    refused: bool = False     # acknowledged with a failure reason code
+
+
+class Publisher:
+    """Publishes order/<name> #1, #2, ... on its own thread until finish(),
+    over one clean connection after another: when the broker goes away it
+    connects again, and goes on with the next number. The paho client lives
+    on this thread alone (paho's output queue has no lock)."""
+
+    def __init__(self, broker: Broker, name: str, version: int, qos: int):
+        self.broker = broker
+        self.name = name
+        self.version = version
+        self.qos = qos
+        self.topic = f"{PREFIX}/{name}"
+        self.sent: dict[int, Sent] = {}
+        self.next_seq = 1
+        self.connections = 0
+        self.mode = "run"  # "run", then "finish" or "exit"
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name=f"order-{name}", daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        """Stops publishing, waits for the outstanding acks, disconnects."""
+        self.mode = "finish"
+        self.thread.join(WAIT * 2)
+        assert not self.thread.is_alive(), f"publisher {self.name} did not finish"
+        if self.error:
+            raise AssertionError(f"publisher {self.name} failed: {self.error!r}") from self.error
+
+    def exit(self) -> None:
+        if self.mode == "run":
+            self.mode = "exit"
+        self.thread.join(WAIT)
+
+    def _main(self) -> None:
+        try:
+            while self.mode == "run":
+                if not self._connection():
+                    time.sleep(RETRY)
+        except BaseException as e:  # reported by finish()
+            self.error = e
+
+    def _connection(self) -> bool:
+        """One connection; False if the broker could not be reached."""
+        state = {"connack": None, "lost": False}
+        inflight: dict[int, int] = {}  # mid -> seq
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            state["connack"] = reason_code
+
+        def on_disconnect(client, userdata, flags, reason_code, properties):
+            state["lost"] = True
+
+        def on_publish(client, userdata, mid, reason_code, properties):
+            seq = inflight.pop(mid)
+            if reason_code.is_failure:
+                self.sent[seq].refused = True
+            else:
+                self.sent[seq].ack = time.monotonic()
+
+        kw = {} if self.version == V5 else {"clean_session": True}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"order-pub-{self.name}",
+                        protocol=self.version, **kw)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.on_connect, c.on_disconnect, c.on_publish = on_connect, on_disconnect, on_publish
+
+        def pump(timeout: float = 0.0) -> bool:
+            """One pass of paho's loop; False once the connection is gone."""
+            if not state["lost"] and c.loop(timeout=timeout) != mqtt.MQTT_ERR_SUCCESS:
+                state["lost"] = True
+            return not state["lost"]
+
+        try:
+            c.connect(HOST, self.broker.port, 60, **({"clean_start": True} if self.version == V5 else {}))
+        except OSError:
+            return False
+        try:
+            deadline = time.monotonic() + WAIT
+            while state["connack"] is None:
+                if not pump(0.05):
+                    return True  # the broker went away during the handshake
+                assert time.monotonic() < deadline, f"publisher {self.name}: no CONNACK within {WAIT}s"
+            assert not state["connack"].is_failure, f"publisher {self.name}: CONNACK {state['connack']}"
+            self.connections += 1
+            run = self.broker.runs  # a broker that has just answered is the latest start
+            next_at = time.monotonic()
+            while self.mode == "run" and not state["lost"]:
+                while (self.mode == "run" and not state["lost"] and time.monotonic() >= next_at
+                       and len(inflight) < WINDOW):
+                    next_at = max(next_at + 1 / RATE, time.monotonic() - WINDOW / RATE)
+                    seq = self.next_seq
+                    self.next_seq += 1
+                    self.sent[seq] = Sent(run)
+                    info = c.publish(self.topic, payload(self.name, seq), qos=self.qos)
+                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                        state["lost"] = True  # the connection is going: the message never left
+                        break
+                    inflight[info.mid] = seq
+                pump(min(0.01, max(0.0, next_at - time.monotonic())))
+            if self.mode == "finish" and not state["lost"]:
+                deadline = time.monotonic() + WAIT
+                while inflight and pump(0.05):
+                    assert time.monotonic() < deadline, f"publisher {self.name}: acks missing after {WAIT}s"
+                c.disconnect()
+                for _ in range(20):
+                    if not pump(0.05):
+                        break
+        finally:
+            try:
+                c.socket() and c.socket().close()
+            except OSError:
+                pass
+        return True
+
+
+# --------------------------------------------------------------------------
+# Subscribers
+# --------------------------------------------------------------------------
+
+
+class SessionClient(SubscriberClient):
+    """One client object of a Subscriber: what it receives goes to the
+    subscriber, marked with the number of the connection it came on."""
+
+    def __init__(self, sub: "Subscriber"):
+        self.sub = sub
+        self.conn = 0
+        super().__init__(sub.broker, sub.name, version=sub.version, persistent=True,
+                         session_expiry=SESSION_EXPIRY if sub.version == V5 else None, connect=False)
+
+    def _on_message(self, client, userdata, msg):
+        r = Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), bool(msg.dup))
+        with self.sub.lock:
+            self.sub.got.append(r)
+            self.sub.conn_of.append((self.conn, time.monotonic()))
+
+
+class Subscriber:
+    """One persistent session. Its connections are numbered 1, 2, ...; ends
+    holds how each one ended (leave, drop, takeover, restart, kill) and
+    when. One client object carries the session from connection to
+    connection, so its QoS 2 receive state (PUBREC sent, PUBREL awaited)
+    survives them as MQTT requires; a takeover hands that state on."""
+
+    def __init__(self, broker: Broker, name: str, version: int, qos: int):
+        self.broker = broker
+        self.name = name
+        self.version = version
+        self.qos = qos
+        self.lock = threading.Lock()
+        self.got: list[Received] = []
+        self.conn_of: list[tuple[int, float]] = []  # (connection number, time) of each in got
+        self.connections = 0
+        self.ends: dict[int, tuple[str, float]] = {}
+        self.online = False
+        self.c = SessionClient(self)
+
+    def connect(self) -> None:
+        self.connections += 1
+        self.c.conn = self.connections
+        present = self.c.connect()
+        if self.connections > 1:
+            assert present, f"{self.name}: session not present at connection {self.connections}"
+        self.online = True
+
+    def _ended(self, how: str) -> None:
+        self.ends[self.c.conn] = (how, time.monotonic())
+        self.online = False
+
+    def leave(self, how: str) -> None:
+        """how: 'leave' (DISCONNECT, every ack read by the broker first) or
+        'drop' (the socket closes without DISCONNECT)."""
+        self.c.disconnect() if how == "leave" else self.c.drop()
+        self._ended(how)
+
+    def take_over(self) -> str:
+        """A second connection takes the session over; returns how the
+        first one ended (see _kicked)."""
+        old = self.c
+        old._join()  # it reads nothing more: whatever it has not handled is the new client's
+        self._ended("takeover")
+        self.c = SessionClient(self)
+        self.c.mqtt._in_messages = old.mqtt._in_messages
+        sock = old.mqtt.socket()
+        try:
+            self.connect()
+            return self._kicked(sock)
+        finally:
+            sock.close()
+
+    def _kicked(self, sock) -> str:
+        """Reads the taken-over connection to its end: 'disconnect' (MQTT 5:
+        it ended with DISCONNECT 0x8E), 'closed' (3.1.1) or 'reset' (the
+        broker closed it with our last acks unread, which resets it and may
+        discard what was still to be read)."""
+        sock.settimeout(WAIT)
+        tail = b""
+        try:
+            while chunk := sock.recv(65536):
+                tail = (tail + chunk)[-len(TAKEN_OVER):]
+        except ConnectionResetError:
+            return "reset"
+        except TimeoutError:
+            raise AssertionError(f"{self.name}: first connection still open {WAIT}s after the takeover") from None
+        if self.version != V5:
+            return "closed"
+        assert tail == TAKEN_OVER, \
+            f"{self.name}: taken-over connection did not end with DISCONNECT 0x8E (last bytes {tail!r})"
+        return "disconnect"
+
+    def broker_gone(self, how: str) -> bool:
+        """After the broker stopped: notes how a connection ended. True if
+        the subscriber was connected."""
+        if not self.online:
+            return False
+        with self.c.cond:
+            if not self.c.cond.wait_for(lambda: self.c.disconnected, WAIT):
+                raise AssertionError(f"{self.name}: did not notice the broker stop within {WAIT}s")
+        self.c.disconnect()  # joins the network thread
+        self._ended(how)
+        return True
+
+    def received(self) -> list[Received]:
+        with self.lock:
+            return list(self.got)
+
+    def messages(self) -> list[tuple[Received, int, float]]:
+        with self.lock:
+            return [(m, conn, t) for m, (conn, t) in zip(self.got, self.conn_of)]
+
+    def close(self) -> None:
+        try:
+            self.c.drop()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------
+
+
+def check_logs(broker: Broker) -> list[str]:
+    """Each start's restore summary reports nothing rejected or unrestorable,
+    and no plugin line anywhere reports a rejected record or a dropped entry."""
+    findings = []
+    for run in range(1, broker.runs + 1):
+        lines = broker.plugin_lines(run)
+        summary = [l for l in lines if "persist-lmdb: restored" in l]
+        if not summary or " 0 could not be restored" not in summary[0] or " 0 records rejected" not in summary[0]:
+            findings.append(f"start {run}: restore summary {summary[:1]}")
+        findings += [f"start {run}: {l}" for l in lines
+                     if "rejected a" in l or "dropped" in l or "restore stopped" in l]
+    return findings
+
+
+def test_strict_order(broker):
+    t0 = time.monotonic()
+    rng = random.Random(SEED)
+    print(f"\nstrict order: seed {SEED}, steps {STEPS}")
+    broker.log_types = ["error", "warning", "notice", "information"]
+    broker.start()
+    subs = [Subscriber(broker, *spec) for spec in SUBSCRIBERS]
+    pubs: list[Publisher] = []
+    stops: list[tuple[float, int, str, int]] = []  # (time, step, 'restart' | 'kill', broker start)
+    counts = collections.Counter(dict.fromkeys(COUNTS, 0))
+    step = 0
+    try:
+        try:
+            for s in subs:
+                s.connect()
+                s.c.subscribe(f"{PREFIX}/#", s.qos)
+            broker.settle()  # the subscriptions are committed before the first message
+            pubs = [Publisher(broker, *spec) for spec in PUBLISHERS]
+
+            for step in range(1, STEPS + 1):
+                action = rng.choices(list(ACTIONS), weights=list(ACTIONS.values()))[0]
+                s = rng.choice(subs)
+                if action == "takeover" and not s.online:
+                    action = "toggle"
+                counts[action] += 1
+                if action == "toggle" and s.online:
+                    s.leave(rng.choice(("leave", "leave", "leave", "drop")))
+                elif action == "toggle":
+                    s.connect()
+                elif action == "takeover":
+                    counts[f"takeover ended by {s.take_over()}"] += 1
+                else:
+                    stops.append((time.monotonic(), step, action, broker.runs))
+                    broker.stop() if action == "restart" else broker.kill()
+                    back = [b for b in subs if b.broker_gone(action)]
+                    broker.start()
+                    for b in back:
+                        b.connect()
+                time.sleep(rng.uniform(*PAUSE))
+
+            step = STEPS + 1  # the end
+            for p in pubs:
+                p.finish()
+            for s in subs:
+                if not s.online:
+                    s.connect()
+        except Exception as e:
+            raise AssertionError(f"seed {SEED}, step {step}: {type(e).__name__}: {e}") from e
+
+        required = {p.name: {seq for seq, m in p.sent.items() if m.ack is not None} for p in pubs}
+        drain(subs, required)
+        for s in subs:
+            s.leave("leave")
+        broker.stop()
+    finally:
+        for p in pubs:
+            p.exit()
+        for s in subs:
+            s.close()
+
+    findings = check_logs(broker)
+    findings += check(subs, pubs, stops, required, counts)
+    counts["broker starts"] = broker.runs
+    counts["seconds"] = round(time.monotonic() - t0, 1)
+    summary = f"strict order, seed {SEED}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(summary)
+    assert not findings, (
+        f"seed {SEED} (PERSIST_LMDB_ORDER_SEED={SEED} PERSIST_LMDB_ORDER_STEPS={STEPS}): "
+        f"{len(findings)} finding(s):\n" + "\n".join(findings) + "\n" + summary
+    )
+
+
+def check(subs: list[Subscriber], pubs: list[Publisher], stops, required, counts) -> list[str]:
+    findings: list[str] = []
+    by_name = {p.name: p for p in pubs}
+    counts["published"] = sum(len(p.sent) for p in pubs)
+    counts["acked"] = sum(len(v) for v in required.values())
+    counts["refused"] = sum(1 for p in pubs for m in p.sent.values() if m.refused)
+    counts["publisher connections"] = sum(p.connections for p in pubs)
+    if counts["refused"]:
+        findings.append(f"{counts['refused']} publishes acknowledged with a failure reason code")
+    kills = [t for t, _, how, _ in stops if how == "kill"]
+
+    def since(t: float) -> str:
+        """t relative to the broker stop before it."""
+        before = [(ts, step, how) for ts, step, how, _ in stops if ts <= t]
+        if not before:
+            return "before any restart"
+        ts, step, how = before[-1]
+        return f"{t - ts:.2f} s after step {step}'s {how}"
+
+    def describe_lost(p: Publisher, seq: int) -> str:
+        m = p.sent[seq]
+        end = [(t, step, how) for t, step, how, run in stops if run == m.run]
+        if not end:
+            return f"#{seq} (acked by the last broker start)"
+        t, step, how = end[0]
+        lead = 1000 * (t - m.ack)  # negative: the ack was read from the socket after the signal
+        return (f"#{seq} (acked by broker start {m.run}, ended by the {how} at step {step}; "
+                f"ack handled {abs(lead):.1f} ms {'before' if lead >= 0 else 'after'} the signal)")
+
+    for s in subs:
+        per_pub: dict[str, list[tuple[int, float, int, Received]]] = {}
+        for m, conn, t in s.messages():
+            try:
+                pub, seq = parse_payload(m.payload)
+            except ValueError:
+                pub, seq = None, 0
+            if pub not in by_name or m.topic != f"{PREFIX}/{pub}":
+                findings.append(f"{s.name}: payload {m.payload[:40]!r} on topic {m.topic}")
+                continue
+            per_pub.setdefault(pub, []).append((conn, t, seq, m))
+
+        for p in pubs:
+            first: dict[int, tuple[int, float]] = {}  # seq -> (connection, time) of its first delivery
+            last = 0
+            unknown, wrong_qos, reordered, q2dups, q1bad = [], [], [], [], []
+            want_qos = min(p.qos, s.qos)
+            for conn, t, seq, m in per_pub.get(p.name, []):
+                if seq not in p.sent:
+                    unknown.append(f"#{seq}")
+                    continue
+                if m.qos != want_qos:
+                    wrong_qos.append(f"#{seq} at QoS {m.qos}")
+                if seq not in first:
+                    first[seq] = conn, t
+                    if seq < last:
+                        reordered.append(f"#{seq} after #{last} (connection {conn}, {since(t)})")
+                    last = max(last, seq)
+                    continue
+                c1, t1 = first[seq]
+                how, ended = s.ends.get(c1, ("", t))
+                again = (f"#{seq} first on connection {c1} ({since(t1)})"
+                         + (f", which ended by {how}," if how else "")
+                         + f" again on {conn} ({since(t)}), DUP {int(m.dup)}")
+                if m.qos == 2:
+                    q2dups.append(again)
+                elif conn > c1 and how != "leave":
+                    counts[f"qos1 duplicates after {how}"] += 1
+                elif conn > c1 and any(ended < k < t for k in kills):
+                    counts["qos1 duplicates after leave and kill"] += 1
+                else:
+                    q1bad.append(again)
+                counts["qos1 duplicates with DUP"] += int(m.qos == 1 and m.dup)
+            counts["delivered"] += len(first)
+            counts["qos2 duplicates"] += len(q2dups)
+            missing = sorted(required[p.name] - first.keys())
+            what = f"{s.name} (v{'5' if s.version == V5 else '3.1.1'} QoS {s.qos}) from {p.name} (QoS {p.qos})"
+            for label, items in (
+                ("acknowledged messages lost", [describe_lost(p, q) for q in missing]),
+                ("out of order", reordered),
+                ("QoS 2 duplicates", q2dups),
+                ("QoS 1 duplicates MQTT does not allow", q1bad),
+                ("never published", unknown),
+                (f"delivered at the wrong QoS (want {want_qos})", wrong_qos),
+            ):
+                if items:
+                    findings.append(f"{what}: {label}: {len(items)}, first: " + "; ".join(items[:SHOW]))
+    return findings
