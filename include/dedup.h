@@ -24,6 +24,9 @@ bool dedup_seen(const struct dedup *d, const uint8_t key[HASH_LEN], int64_t now)
 void dedup_insert(struct dedup *d, const uint8_t key[HASH_LEN], int64_t expiry,
 		uint8_t evicted[HASH_LEN], bool *did_evict);
 
+/* Drops key from the index at once (its ring place goes with the sweep). */
+bool dedup_forget(struct dedup *d, const uint8_t key[HASH_LEN]);
+
 /* Removes the oldest entry when its window ended before now: true, with its
  * key. */
 bool dedup_pop_expired(struct dedup *d, int64_t now, uint8_t key[HASH_LEN]);

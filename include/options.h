@@ -11,6 +11,9 @@ enum sync_mode {
 };
 
 #define SYNC_INTERVAL_DEFAULT_MS 1000u
+#define DEDUP_PROPERTY_DEFAULT "msg-id"
+#define DEDUP_WINDOW_DEFAULT_S 3600u
+#define DEDUP_MAX_IDS_DEFAULT 100000u
 
 struct option_kv {
 	const char *key;   /* without the plugin_opt_ prefix */
@@ -25,6 +28,10 @@ struct plugin_config {
 	unsigned sync_interval_ms;
 	size_t journal_size;
 	char *personal_topics;  /* account deletion: patterns with %u and %c, or NULL */
+	char *dedup_property;   /* user property holding a publisher's message id */
+	unsigned dedup_window;  /* seconds; 0 turns deduplication off */
+	size_t dedup_max_ids;
+	char *seq_property;     /* user property for sequence numbers; NULL: off */
 };
 
 /* Fills cfg from the options. persistence_location (may be NULL) gives the
@@ -36,5 +43,7 @@ const char *sync_mode_name(enum sync_mode m);
 
 /* "64M", "1g", "4096": bytes with an optional k/m/g (1024-based) suffix. */
 int parse_size(const char *s, size_t *out);
+/* "90", "90s", "15m", "2h", "7d": seconds. */
+int parse_duration(const char *s, unsigned long long *seconds);
 
 #endif

@@ -59,6 +59,7 @@ struct rec_queue {
 	uint8_t dup;
 	uint8_t direction;
 	uint8_t state;
+	uint64_t seq_no;   /* plugin_opt_seq_property: the number the client sees; 0: none */
 };
 
 struct rec_retain {

@@ -11,6 +11,7 @@
  *   wills     H(client id)                          rec_will
  *   online    H(client id)                          client id (string)
  *   dedup     H(identity | message id)              rec_dedup
+ *   seqno     H(client id)                          the session's last sequence number
  *
  * `online` marks sessions whose client is connected: the broker reports no
  * session change while a client stays connected, so after a crash this is
@@ -49,6 +50,7 @@ enum store_db {
 	DB_WILLS,
 	DB_ONLINE,
 	DB_DEDUP,
+	DB_SEQNO,
 	DB_COUNT
 };
 
@@ -156,6 +158,9 @@ int will_delete_all(struct store *st);
 int dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN]);
 int dedup_put(struct store *st, const uint8_t key[HASH_LEN], const struct rec_dedup *d);
 int dedup_delete(struct store *st, const uint8_t key[HASH_LEN]);
+/* The last sequence number given to a session's messages (plugin_opt_seq_property). */
+int seqno_put(struct store *st, const char *clientid, uint64_t last);
+int seqno_get(struct store *st, const char *clientid, uint64_t *last);
 int session_set_online(struct store *st, const char *clientid, bool online);
 int online_clear(struct store *st);
 

@@ -17,6 +17,7 @@
 	X(mosquitto_callback_register) \
 	X(mosquitto_callback_unregister) \
 	X(mosquitto_client_id) \
+	X(mosquitto_client_protocol_version) \
 	X(mosquitto_client_username) \
 	X(mosquitto_control_command_reply) \
 	X(mosquitto_control_generic_callback) \
@@ -46,6 +47,7 @@
 	X(mosquitto_property_binary_value) \
 	X(mosquitto_property_binary_value_length) \
 	X(mosquitto_property_byte_value) \
+	X(mosquitto_property_copy_all) \
 	X(mosquitto_property_free_all) \
 	X(mosquitto_property_identifier) \
 	X(mosquitto_property_identifier_to_string) \
@@ -67,6 +69,7 @@
 #define WEAK_REF(f) PRAGMA_(weak f)
 BROKER_FUNCTIONS(WEAK_REF)
 
+#include "dedup.h"
 #include "journal.h"
 #include "options.h"
 #include "record.h"
@@ -96,6 +99,15 @@ struct pubrel_list {
 	size_t n, cap;
 };
 
+struct q2_pending;
+struct seq_session;
+
+/* Sessions by client id, for plugin_opt_seq_property (seqno.c). */
+struct seq_table {
+	struct seq_session **slots;
+	size_t cap, count;
+};
+
 struct plugin {
 	mosquitto_plugin_id_t *id;
 	struct plugin_config cfg;
@@ -113,9 +125,17 @@ struct plugin {
 	struct pubrel_list *pubrel;  /* set while restore.c resumes one session's exchanges */
 	struct mosquitto_base_msg q2_stash;  /* a QoS 2 body just stored (intake.c) */
 	uint64_t q2_routed_lsn;  /* the journal record of the last QoS 2 routing */
+	struct dedup *dedup;     /* NULL: deduplication off */
+	struct q2_pending *q2p;  /* QoS 2 message ids whose exchange is in progress */
+	size_t n_q2p, cap_q2p;
+	uint64_t dedup_dropped, dedup_evicted;
+	struct seq_table seqs;
 };
 
 int persist_restore_cb(int event, void *event_data, void *userdata);
+
+/* Logs a failed store call ("cannot record <what>") and maps it to MOSQ_ERR_*. */
+int store_result(int rc, const char *what);
 
 int on_base_msg_add(int event, void *event_data, void *userdata);
 int on_base_msg_delete(int event, void *event_data, void *userdata);
@@ -145,9 +165,30 @@ void pending_will_forget(struct plugin *pl, const char *clientid);
 int on_message_in(int event, void *event_data, void *userdata);
 void journal_mark(struct plugin *pl);
 void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
-void journal_q2_stored(struct plugin *pl, uint64_t store_id);
+void journal_q2_stored(struct plugin *pl, uint64_t store_id, uint8_t direction);
 void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+/* Idempotent publishes (intake.c). */
+int dedup_open(struct plugin *pl);
+void dedup_close(struct plugin *pl);
+void dedup_sweep(struct plugin *pl);
+void dedup_note(struct plugin *pl, const struct rec_base_msg *m);
+void dedup_q2_released(struct plugin *pl, uint64_t store_id);
+void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_ended);
+
+/* Sequence numbers for clients (seqno.c). */
+int on_message_out(int event, void *event_data, void *userdata);
+uint64_t seq_assign(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+uint64_t seq_lookup(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void seq_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void seq_released(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void seq_connection_ended(struct plugin *pl, const char *clientid);
+void seq_session_ended(struct plugin *pl, const char *clientid);
+int seq_restore(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t n, bool released);
+void seq_restore_last(struct plugin *pl, const char *clientid, uint64_t last);
+void seq_flush(struct plugin *pl);
+void seq_free(struct plugin *pl);
+
 /* From the client message update of a message the broker moves in flight:
  * true when it was put back in its PUBREL-sent state. */
 bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d);

@@ -431,7 +431,12 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "commitLatencyP50us", (double)s.commit_us_p50)
 			|| !add_number(rq->data, "commitLatencyP99us", (double)s.commit_us_p99)
 			|| !add_number(rq->data, "recordsRejected", (double)s.records_rejected)
-			|| !add_number(rq->data, "mapGrows", (double)s.map_grows)){
+			|| !add_number(rq->data, "mapGrows", (double)s.map_grows)
+			|| !add_number(rq->data, "journalBytes", (double)journal_size(rq->pl->journal))
+			|| !add_number(rq->data, "journalUsedBytes", (double)journal_used(rq->pl->journal))
+			|| !add_number(rq->data, "dedupIds", rq->pl->dedup ? (double)dedup_count(rq->pl->dedup) : 0)
+			|| !add_number(rq->data, "duplicatesDropped", (double)rq->pl->dedup_dropped)
+			|| !add_number(rq->data, "dedupIdsEvicted", (double)rq->pl->dedup_evicted)){
 		return MOSQ_ERR_NOMEM;
 	}
 	return MOSQ_ERR_SUCCESS;

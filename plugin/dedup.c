@@ -100,9 +100,14 @@ bool dedup_seen(const struct dedup *d, const uint8_t key[HASH_LEN], int64_t now)
 static void remove_oldest(struct dedup *d, uint8_t key[HASH_LEN])
 {
 	struct entry *e = &d->ring[d->head];
+	size_t i = find(d, e->key);
 
 	memcpy(key, e->key, HASH_LEN);
-	slot_delete(d, find(d, e->key));
+	/* A forgotten entry left the table already (and its key may be back,
+	 * at a later position). */
+	if(d->slots[i] && d->slots[i] - 1 == d->head){
+		slot_delete(d, i);
+	}
 	d->head = (d->head + 1) % d->cap;
 	d->count--;
 }
@@ -127,6 +132,18 @@ void dedup_insert(struct dedup *d, const uint8_t key[HASH_LEN], int64_t expiry,
 	d->ring[pos].expiry = expiry;
 	d->slots[i] = (uint32_t)pos + 1;
 	d->count++;
+}
+
+bool dedup_forget(struct dedup *d, const uint8_t key[HASH_LEN])
+{
+	size_t i = find(d, key);
+
+	if(!d->slots[i]){
+		return false;
+	}
+	d->ring[d->slots[i] - 1].expiry = INT64_MIN;
+	slot_delete(d, i);
+	return true;
 }
 
 bool dedup_pop_expired(struct dedup *d, int64_t now, uint8_t key[HASH_LEN])

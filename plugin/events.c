@@ -12,7 +12,7 @@
  * after that: the third tick that sees the deadline. */
 #define WILL_DUE_TICKS 3
 
-static int store_result(int rc, const char *what)
+int store_result(int rc, const char *what)
 {
 	if(rc == STORE_OK){
 		return MOSQ_ERR_SUCCESS;
@@ -80,7 +80,7 @@ int on_retain_msg_set(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	journal_q2_stored(pl, ed->store_id);
+	journal_q2_stored(pl, ed->store_id, MSG_DIR_OUT);
 	return store_result(retain_set(pl->store, ed->topic, ed->store_id), "a retained message");
 }
 
@@ -199,6 +199,8 @@ int on_client_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	pending_will_forget(pl, ed->data.clientid);
+	dedup_client_gone(pl, ed->data.clientid, true);
+	seq_session_ended(pl, ed->data.clientid);
 	return store_result(session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
 
@@ -227,9 +229,10 @@ int on_subscription_delete(int event, void *event_data, void *userdata)
 			"a subscription deletion");
 }
 
-static int client_msg_put(struct plugin *pl, const struct mosquitto_client_msg *d)
+static int client_msg_put(struct plugin *pl, const struct mosquitto_client_msg *d, uint64_t seq_no)
 {
 	struct rec_queue q = {
+		.seq_no = seq_no,
 		.store_id = d->store_id,
 		.subscription_identifier = d->subscription_identifier,
 		.mid = d->mid,
@@ -247,8 +250,15 @@ int on_client_msg_add(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_persist_client_msg *ed = event_data;
 
 	(void)event;
-	journal_q2_stored(userdata, ed->data.store_id);
-	return client_msg_put(userdata, &ed->data);
+	struct plugin *pl = userdata;
+	const struct mosquitto_client_msg *d = &ed->data;
+	uint64_t seq_no = 0;
+
+	journal_q2_stored(pl, d->store_id, d->direction);
+	if(pl->cfg.seq_property && d->direction == MSG_DIR_OUT && d->qos > 0){
+		seq_no = seq_assign(pl, d->clientid, d->cmsg_id);
+	}
+	return client_msg_put(pl, d, seq_no);
 }
 
 int on_client_msg_update(int event, void *event_data, void *userdata)
@@ -263,10 +273,14 @@ int on_client_msg_update(int event, void *event_data, void *userdata)
 			journal_pubrel_sent(pl, d->clientid, d->cmsg_id);
 		}else if(d->state == MSG_STATE_PUBLISH_QOS2 && pubrel_resume(pl, d)){
 			/* The stored state (PUBREL sent) stays. */
+			seq_released(pl, d->clientid, d->cmsg_id);
 			return MOSQ_ERR_SUCCESS;
 		}
+		if(d->state == MSG_STATE_WAIT_FOR_PUBCOMP || d->state == MSG_STATE_RESEND_PUBREL){
+			seq_released(pl, d->clientid, d->cmsg_id);
+		}
 	}
-	return client_msg_put(pl, d);
+	return client_msg_put(pl, d, pl->cfg.seq_property ? seq_lookup(pl, d->clientid, d->cmsg_id) : 0);
 }
 
 int on_client_msg_delete(int event, void *event_data, void *userdata)
@@ -277,6 +291,9 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 	(void)event;
 	if(ed->data.direction == MSG_DIR_IN){
 		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id);
+		dedup_q2_released(pl, ed->data.store_id);
+	}else if(pl->cfg.seq_property){
+		seq_remove(pl, ed->data.clientid, ed->data.cmsg_id);
 	}
 	return store_result(queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id),
 			"a queued message deletion");
@@ -339,6 +356,8 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	if(!clientid){
 		return MOSQ_ERR_SUCCESS;
 	}
+	dedup_client_gone(pl, clientid, false);
+	seq_connection_ended(pl, clientid);
 	return store_result(session_set_online(pl->store, clientid, false), "a disconnection");
 }
 

@@ -40,6 +40,34 @@ int parse_size(const char *s, size_t *out)
 	return 0;
 }
 
+int parse_duration(const char *s, unsigned long long *seconds)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	if(!s || !isdigit((unsigned char)*s)){
+		return -1;
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if(errno){
+		return -1;
+	}
+	switch(*end){
+		case '\0': break;
+		case 's': end++; break;
+		case 'm': mult = 60; end++; break;
+		case 'h': mult = 3600; end++; break;
+		case 'd': mult = 86400; end++; break;
+		default: return -1;
+	}
+	if(*end != '\0' || v > UINT32_MAX / mult){
+		return -1;
+	}
+	*seconds = v * mult;
+	return 0;
+}
+
 static int set_string(char **dst, const char *key, const char *value, char *err, size_t errlen)
 {
 	if(!value || !*value){
@@ -63,6 +91,8 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 	cfg->sync = SYNC_TICK;
 	cfg->sync_interval_ms = SYNC_INTERVAL_DEFAULT_MS;
 	cfg->journal_size = JOURNAL_DEFAULT_SIZE;
+	cfg->dedup_window = DEDUP_WINDOW_DEFAULT_S;
+	cfg->dedup_max_ids = DEDUP_MAX_IDS_DEFAULT;
 
 	for(int i = 0; i < count; i++){
 		const char *k = opts[i].key, *v = opts[i].value;
@@ -106,6 +136,31 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 			cfg->sync_interval_ms = (unsigned)ms;
+		}else if(!strcmp(k, "seq_property")){
+			if(set_string(&cfg->seq_property, k, v, err, errlen)){
+				goto fail;
+			}
+		}else if(!strcmp(k, "dedup_property")){
+			if(set_string(&cfg->dedup_property, k, v, err, errlen)){
+				goto fail;
+			}
+		}else if(!strcmp(k, "dedup_window")){
+			unsigned long long secs;
+			if(parse_duration(v, &secs) || secs > 30ull * 86400){
+				snprintf(err, errlen, "plugin_opt_dedup_window '%s' is not a duration up to 30d "
+						"(seconds, or a number with s, m, h or d; 0 turns deduplication off)", v ? v : "");
+				goto fail;
+			}
+			cfg->dedup_window = (unsigned)secs;
+		}else if(!strcmp(k, "dedup_max_ids")){
+			char *end = NULL;
+			unsigned long long n = v && isdigit((unsigned char)*v) ? strtoull(v, &end, 10) : 0;
+			if(!n || *end || n > 10000000){
+				snprintf(err, errlen, "plugin_opt_dedup_max_ids '%s' is not a number from 1 to 10000000",
+						v ? v : "");
+				goto fail;
+			}
+			cfg->dedup_max_ids = (size_t)n;
 		}else if(!strcmp(k, "journal_size")){
 			if(parse_size(v, &cfg->journal_size) || cfg->journal_size < JOURNAL_MIN_SIZE
 					|| cfg->journal_size > (1ull << 32)){
@@ -122,6 +177,13 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 		snprintf(err, errlen, "plugin_opt_key_file is required: a file of 32 random bytes, mode 0600 "
 				"(for example: head -c 32 /dev/urandom > key && chmod 600 key)");
 		goto fail;
+	}
+	if(!cfg->dedup_property){
+		cfg->dedup_property = strdup(DEDUP_PROPERTY_DEFAULT);
+		if(!cfg->dedup_property){
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
 	}
 	if(!cfg->db_path){
 		if(!persistence_location || !*persistence_location){
@@ -149,6 +211,10 @@ void config_free(struct plugin_config *cfg)
 	free(cfg->db_path);
 	free(cfg->key_file);
 	free(cfg->personal_topics);
+	free(cfg->dedup_property);
+	free(cfg->seq_property);
+	cfg->dedup_property = NULL;
+	cfg->seq_property = NULL;
 	cfg->db_path = NULL;
 	cfg->key_file = NULL;
 	cfg->personal_topics = NULL;

@@ -66,6 +66,8 @@ static int on_tick(int event, void *event_data, void *userdata)
 
 	(void)event;
 	pending_wills_expire(pl, time(NULL));
+	dedup_sweep(pl);
+	seq_flush(pl);
 	journal_mark(pl);
 	store_commit_async(pl->store);
 	if(pl->cfg.sync == SYNC_PERIODIC){
@@ -121,6 +123,8 @@ static void plugin_free(struct plugin *pl)
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the last changes could not be committed at shutdown");
 		}
 		journal_close(pl->journal);
+		dedup_close(pl);
+		seq_free(pl);
 		store_close(pl->store);
 	}
 	config_free(&pl->cfg);
@@ -158,6 +162,11 @@ static int open_store(struct plugin *pl)
 			err, sizeof(err));
 	if(rc){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
+		return MOSQ_ERR_INVAL;
+	}
+	if(dedup_open(pl) != MOSQ_ERR_SUCCESS){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot load the message id index "
+				"(plugin_opt_dedup_max_ids %zu); refusing to start", pl->cfg.dedup_max_ids);
 		return MOSQ_ERR_INVAL;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &pl->last_sync);
@@ -221,6 +230,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 	}
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC, pl);
+	}
+	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.seq_property){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE_OUT, on_message_out, NULL, pl);
 	}
 	if(rc){
 		if(rc != MOSQ_ERR_INVAL || pl->store){

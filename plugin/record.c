@@ -325,6 +325,7 @@ void record_encode_queue(struct buf *b, const struct rec_queue *q)
 	buf_put_u8(b, q->dup);
 	buf_put_u8(b, q->direction);
 	buf_put_u8(b, q->state);
+	buf_put_varint(b, q->seq_no);
 }
 
 int record_decode_queue(const uint8_t *p, size_t n, struct rec_queue *q)
@@ -339,6 +340,7 @@ int record_decode_queue(const uint8_t *p, size_t n, struct rec_queue *q)
 	q->dup = rd_u8(&r);
 	q->direction = rd_u8(&r);
 	q->state = rd_u8(&r);
+	q->seq_no = rd_varint(&r);
 	if(q->qos > 2){
 		return -1;
 	}

@@ -210,6 +210,10 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	rc = mosquitto_persist_client_msg_add(&cm);
 	if(rc == MOSQ_ERR_SUCCESS){
 		r->queued++;
+		if(q->seq_no && q->direction == MSG_DIR_OUT){
+			seq_restore(r->pl, cm.clientid, seq, q->seq_no,
+					q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL);
+		}
 		return 0;
 	}
 	/* Kept, it would come back after newer messages at a later restart. */
@@ -391,6 +395,12 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
 	r->session_refused = r->session_orphaned = 0;
 	memset(r->mids, 0, sizeof(r->mids));
+	if(r->pl->cfg.seq_property){
+		uint64_t last;
+		if(seqno_get(r->pl->store, s->clientid, &last) == STORE_OK){
+			seq_restore_last(r->pl, s->clientid, last);
+		}
+	}
 	store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
 	if(r->pubrel.n){
 		pubrel_resume_session(r);
@@ -493,6 +503,7 @@ static void journal_route(struct restore *r)
 
 		if(e->r.kind == JREC_PUBLISH){
 			rc = publish_copy(&e->r.msg);
+			dedup_note(r->pl, &e->r.msg);
 		}else if(e->r.kind == JREC_RELEASED_IN && e->store_id){
 			rc = MOSQ_ERR_NOT_FOUND;
 			if(msg_get(r->pl->store, e->store_id, route_body, &rc) != STORE_OK){

@@ -30,7 +30,7 @@ enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK };
 enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills", "online", "dedup"
+	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno"
 };
 
 static const char key_check_text[] = "persist-lmdb key check v1";
@@ -272,7 +272,22 @@ int session_delete(struct store *st, const char *clientid)
 	if(!rc){
 		rc = op_append(st, OP_DEL, DB_WILLS, key, sizeof(key));
 	}
+	if(!rc){
+		rc = op_append(st, OP_DEL, DB_SEQNO, key, sizeof(key));
+	}
 	return rc;
+}
+
+int seqno_put(struct store *st, const char *clientid, uint64_t last)
+{
+	uint8_t key[HASH_LEN];
+
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	buf_reset(&st->pt);
+	buf_put_varint(&st->pt, last);
+	return op_append(st, OP_PUT, DB_SEQNO, key, sizeof(key));
 }
 
 static int sub_key(struct store *st, const char *clientid, const char *filter, uint8_t *key)
@@ -1195,6 +1210,35 @@ static int visit_dedup(const MDB_val *k, const uint8_t *pt, size_t len, void *fn
 	}
 	*cb_rc = ((dedup_visit_fn)fn)(ctx, k->mv_data, &d);
 	return 0;
+}
+
+static int visit_seqno(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct reader r = {pt, len, false};
+	uint64_t last = rd_varint(&r);
+
+	(void)k;
+	(void)fn;
+	if(r.err || r.left){
+		return -1;
+	}
+	*(uint64_t *)ctx = last;
+	*cb_rc = 0;
+	return 0;
+}
+
+int seqno_get(struct store *st, const char *clientid, uint64_t *last)
+{
+	uint8_t key[HASH_LEN];
+
+	*last = 0;
+	if(!st->dbi[DB_SEQNO]){
+		return STORE_OK;
+	}
+	if(hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	return walk_db(st, DB_SEQNO, key, sizeof(key), visit_seqno, NULL, last);
 }
 
 int store_walk_dedup(struct store *st, dedup_visit_fn fn, void *ctx)

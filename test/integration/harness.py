@@ -153,6 +153,7 @@ class Broker:
         self.max_inflight = 1000
         self.extra_conf: list[str] = []
         self.extra_env: dict[str, str] = {}  # set before the first start
+        self.command_prefix: list[str] = []  # words before the mosquitto command (e.g. strace ...)
         self.proc: subprocess.Popen | None = None
         self.procs: list[subprocess.Popen] = []  # one per start, in order
         self.runs = 0
@@ -208,7 +209,7 @@ class Broker:
                     v = f"{self._env[k]}:{v}"
                 self._env[k] = v
         self.proc = subprocess.Popen(
-            valgrind_prefix() + [MOSQUITTO, "-c", str(self.conf_path)],
+            valgrind_prefix() + self.command_prefix + [MOSQUITTO, "-c", str(self.conf_path)],
             env=self._env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,

@@ -653,10 +653,10 @@ static void test_sub_string_without_nul(void **state)
 static void test_queue_roundtrip(void **state)
 {
 	static const struct rec_queue cases[] = {
-		{1, 0, 1, 0, false, 0, 0, 0},
-		{123456789012345ull, 42, 300, 1, true, 1, 1, 3},
-		{UINT64_MAX, UINT32_MAX, 65535, 2, true, 255, 255, 255},
-		{0, 0, 0, 0, false, 0, 0, 0},
+		{1, 0, 1, 0, false, 0, 0, 0, 0},
+		{123456789012345ull, 42, 300, 1, true, 1, 1, 3, 1},
+		{UINT64_MAX, UINT32_MAX, 65535, 2, true, 255, 255, 255, UINT64_MAX},
+		{0, 0, 0, 0, false, 0, 0, 0, 128},
 	};
 	struct buf b = {0};
 	struct rec_queue out;
@@ -675,10 +675,11 @@ static void test_queue_roundtrip(void **state)
 		assert_uint_equal(out.dup, cases[i].dup);
 		assert_uint_equal(out.direction, cases[i].direction);
 		assert_uint_equal(out.state, cases[i].state);
+		assert_uint_equal(out.seq_no, cases[i].seq_no);
 		check_truncation_and_trailing(&b, dec_queue);
 	}
 
-	struct rec_queue q = {1, 0, 1, 3, false, 0, 0, 0}; /* qos 3 */
+	struct rec_queue q = {1, 0, 1, 3, false, 0, 0, 0, 0}; /* qos 3 */
 	buf_reset(&b);
 	record_encode_queue(&b, &q);
 	assert_int_equal(record_decode_queue(b.data, b.len, &out), -1);

@@ -1,0 +1,305 @@
+/* Sequence numbers for clients (plugin_opt_seq_property): every message a
+ * stored session is given gets the next number of that session, kept with
+ * its queue entry; the number goes out as a user property with the message,
+ * and again with a resend, so a client sees a gap or a duplicate itself.
+ *
+ * MESSAGE_OUT does not say which queue entry it sends. The broker sends a
+ * session's entries in their order, starting again from the first one not
+ * acknowledged when the client reconnects, so each session keeps its
+ * numbered entries in order with a "sent on this connection" mark: the
+ * next send is the first entry not sent. */
+#include "adapter.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct seq_entry {
+	uint64_t cmsg_id;
+	uint64_t n;
+	bool sent;       /* sent on this connection */
+	bool released;   /* QoS 2, PUBREL sent: only PUBREL goes out again */
+};
+
+struct seq_session {
+	char *clientid;
+	uint64_t last;
+	bool dirty;
+	struct seq_entry *e;
+	size_t n, cap;
+	size_t first_unsent;   /* entries before it are sent (a hint, kept exact) */
+};
+
+static uint64_t name_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while(*s){
+		h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+	}
+	return h;
+}
+
+static struct seq_session **slot_of(struct seq_table *t, const char *clientid)
+{
+	size_t i = (size_t)name_hash(clientid) & (t->cap - 1);
+
+	while(t->slots[i] && strcmp(t->slots[i]->clientid, clientid)){
+		i = (i + 1) & (t->cap - 1);
+	}
+	return &t->slots[i];
+}
+
+static int grow(struct seq_table *t)
+{
+	size_t cap = t->cap ? t->cap * 2 : 64;
+	struct seq_session **old = t->slots;
+	size_t old_cap = t->cap;
+
+	t->slots = calloc(cap, sizeof(*t->slots));
+	if(!t->slots){
+		t->slots = old;
+		return -1;
+	}
+	t->cap = cap;
+	for(size_t i = 0; i < old_cap; i++){
+		if(old[i]){
+			*slot_of(t, old[i]->clientid) = old[i];
+		}
+	}
+	free(old);
+	return 0;
+}
+
+static struct seq_session *session_find(struct plugin *pl, const char *clientid)
+{
+	struct seq_session **s;
+
+	if(!pl->seqs.cap || !clientid){
+		return NULL;
+	}
+	s = slot_of(&pl->seqs, clientid);
+	return *s;
+}
+
+static struct seq_session *session_get_or_add(struct plugin *pl, const char *clientid)
+{
+	struct seq_table *t = &pl->seqs;
+	struct seq_session *s = session_find(pl, clientid);
+
+	if(s){
+		return s;
+	}
+	if((t->count + 1) * 2 > t->cap && grow(t)){
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if(!s || !(s->clientid = strdup(clientid))){
+		free(s);
+		return NULL;
+	}
+	*slot_of(t, clientid) = s;
+	t->count++;
+	return s;
+}
+
+static void session_free(struct seq_session *s)
+{
+	free(s->clientid);
+	free(s->e);
+	free(s);
+}
+
+static int entry_push(struct seq_session *s, uint64_t cmsg_id, uint64_t n)
+{
+	if(s->n == s->cap){
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		struct seq_entry *e = realloc(s->e, cap * sizeof(*e));
+		if(!e){
+			return -1;
+		}
+		s->e = e;
+		s->cap = cap;
+	}
+	s->e[s->n++] = (struct seq_entry){cmsg_id, n, false, false};
+	return 0;
+}
+
+static struct seq_entry *entry_find(struct seq_session *s, uint64_t cmsg_id)
+{
+	/* Acknowledgements and updates concern the oldest entries: search from the front. */
+	for(size_t i = 0; i < s->n; i++){
+		if(s->e[i].cmsg_id == cmsg_id){
+			return &s->e[i];
+		}
+	}
+	return NULL;
+}
+
+uint64_t seq_assign(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct seq_session *s;
+
+	if(!pl->cfg.seq_property || !(s = session_get_or_add(pl, clientid))){
+		return 0;
+	}
+	if(entry_push(s, cmsg_id, s->last + 1)){
+		return 0;
+	}
+	s->dirty = true;
+	return ++s->last;
+}
+
+uint64_t seq_lookup(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct seq_session *s = session_find(pl, clientid);
+	struct seq_entry *e = s ? entry_find(s, cmsg_id) : NULL;
+
+	return e ? e->n : 0;
+}
+
+void seq_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct seq_session *s = session_find(pl, clientid);
+	struct seq_entry *e = s ? entry_find(s, cmsg_id) : NULL;
+
+	if(e){
+		size_t i = (size_t)(e - s->e);
+		memmove(e, e + 1, (s->n - i - 1) * sizeof(*e));
+		s->n--;
+		if(s->first_unsent > i){
+			s->first_unsent--;
+		}
+	}
+}
+
+void seq_connection_ended(struct plugin *pl, const char *clientid)
+{
+	struct seq_session *s = session_find(pl, clientid);
+
+	if(s){
+		for(size_t i = 0; i < s->n; i++){
+			s->e[i].sent = s->e[i].released;
+		}
+		s->first_unsent = 0;
+	}
+}
+
+void seq_released(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct seq_session *s = session_find(pl, clientid);
+	struct seq_entry *e = s ? entry_find(s, cmsg_id) : NULL;
+
+	if(e){
+		e->released = e->sent = true;
+	}
+}
+
+void seq_session_ended(struct plugin *pl, const char *clientid)
+{
+	struct seq_table *t = &pl->seqs;
+	struct seq_session **slot;
+	size_t i, j;
+
+	if(!session_find(pl, clientid)){
+		return;
+	}
+	slot = slot_of(t, clientid);
+	session_free(*slot);
+	*slot = NULL;
+	t->count--;
+	/* Re-insert the rest of the cluster (open addressing). */
+	i = (size_t)(slot - t->slots);
+	for(j = (i + 1) & (t->cap - 1); t->slots[j]; j = (j + 1) & (t->cap - 1)){
+		struct seq_session *moved = t->slots[j];
+		t->slots[j] = NULL;
+		*slot_of(t, moved->clientid) = moved;
+	}
+}
+
+int seq_restore(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t n, bool released)
+{
+	struct seq_session *s;
+
+	if(!pl->cfg.seq_property || !n || !(s = session_get_or_add(pl, clientid))){
+		return 0;
+	}
+	if(n > s->last){
+		s->last = n;
+	}
+	if(entry_push(s, cmsg_id, n)){
+		return -1;
+	}
+	s->e[s->n - 1].released = s->e[s->n - 1].sent = released;
+	return 0;
+}
+
+void seq_restore_last(struct plugin *pl, const char *clientid, uint64_t last)
+{
+	struct seq_session *s;
+
+	if(pl->cfg.seq_property && last && (s = session_get_or_add(pl, clientid)) && last > s->last){
+		s->last = last;
+	}
+}
+
+void seq_flush(struct plugin *pl)
+{
+	struct seq_table *t = &pl->seqs;
+
+	for(size_t i = 0; i < t->cap; i++){
+		struct seq_session *s = t->slots[i];
+		if(s && s->dirty){
+			if(store_result(seqno_put(pl->store, s->clientid, s->last), "a sequence number") == MOSQ_ERR_SUCCESS){
+				s->dirty = false;
+			}
+		}
+	}
+}
+
+void seq_free(struct plugin *pl)
+{
+	for(size_t i = 0; i < pl->seqs.cap; i++){
+		if(pl->seqs.slots[i]){
+			session_free(pl->seqs.slots[i]);
+		}
+	}
+	free(pl->seqs.slots);
+	memset(&pl->seqs, 0, sizeof(pl->seqs));
+}
+
+int on_message_out(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_message *ed = event_data;
+	struct plugin *pl = userdata;
+	struct seq_session *s;
+	mosquitto_property *props = NULL;
+	char value[24];
+	uint64_t n;
+
+	(void)event;
+	if(ed->qos == 0 || !(s = session_find(pl, mosquitto_client_id(ed->client)))){
+		return MOSQ_ERR_SUCCESS;
+	}
+	while(s->first_unsent < s->n && s->e[s->first_unsent].sent){
+		s->first_unsent++;
+	}
+	if(s->first_unsent == s->n){
+		return MOSQ_ERR_SUCCESS;
+	}
+	s->e[s->first_unsent].sent = true;
+	n = s->e[s->first_unsent].n;
+	if(mosquitto_client_protocol_version(ed->client) != 5){
+		return MOSQ_ERR_SUCCESS;
+	}
+	snprintf(value, sizeof(value), "%" PRIu64, n);
+	if((ed->properties && mosquitto_property_copy_all(&props, ed->properties) != MOSQ_ERR_SUCCESS)
+			|| mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
+				pl->cfg.seq_property, value) != MOSQ_ERR_SUCCESS){
+		mosquitto_property_free_all(&props);
+		return MOSQ_ERR_SUCCESS;
+	}
+	ed->properties = props;
+	return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,267 @@
+"""Idempotent publishes: a message id in an MQTT 5 user property
+(plugin_opt_dedup_property, default msg-id) routes a message once per
+identity (username, else client id) within plugin_opt_dedup_window.
+
+A duplicate is acknowledged as usual and routed to nobody: a QoS 1 publisher
+gets PUBACK with reason 0x10 (No matching subscribers), a QoS 2 publisher
+completes its exchange.
+"""
+
+import json
+import socket
+import struct
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from harness import HOST
+
+TOPIC = "dedup/t"
+
+
+def _props(msg_id=None, name="msg-id"):
+    p = Properties(PacketTypes.PUBLISH)
+    if msg_id is not None:
+        p.UserProperty = (name, msg_id)
+    return p
+
+
+class Publisher:
+    """Records the reason code of every PUBACK (paho's on_publish)."""
+
+    def __init__(self, client):
+        self.c = client
+        self.codes = {}
+        self.cond = threading.Condition()
+        client.mqtt.on_publish = self._on_publish
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        with self.cond:
+            self.codes[mid] = reason_code.value if hasattr(reason_code, "value") else reason_code
+            self.cond.notify_all()
+
+    def send(self, payload, msg_id, qos=1, name="msg-id", topic=TOPIC) -> int:
+        info = self.c.mqtt.publish(topic, payload, qos=qos, properties=_props(msg_id, name))
+        with self.cond:
+            assert self.cond.wait_for(lambda: info.mid in self.codes, 10), "no acknowledgement"
+            return self.codes[info.mid]
+
+
+def _payloads(sub, seconds=0.6):
+    return [m.payload for m in sub.listen(seconds)]
+
+
+def test_same_id_routed_once(broker, clients):
+    broker.start()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 1)
+    pub = Publisher(clients("dd-pub"))
+    assert pub.send(b"one", "id-1") == 0
+    assert pub.send(b"one again", "id-1") == 0x10  # acknowledged, routed to nobody
+    assert pub.send(b"two", "id-2") == 0
+    assert pub.send(b"no id", None) == 0
+    assert pub.send(b"other property", "id-1", name="other") == 0
+    got = _payloads(sub)
+    assert got == [b"one", b"two", b"no id", b"other property"], got
+
+
+def test_identity_is_username_else_client_id(broker, clients):
+    broker.start()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 1)
+    alice1 = Publisher(clients("dd-a1", username="alice"))
+    alice2 = Publisher(clients("dd-a2", username="alice"))
+    bob = Publisher(clients("dd-b", username="bob"))
+    anon1 = Publisher(clients("dd-n1"))
+    anon2 = Publisher(clients("dd-n2"))
+    assert alice1.send(b"a", "x") == 0
+    assert alice2.send(b"a again, other device", "x") == 0x10
+    assert bob.send(b"b", "x") == 0
+    assert anon1.send(b"n1", "x") == 0
+    assert anon2.send(b"n2", "x") == 0
+    assert anon1.send(b"n1 again", "x") == 0x10
+    assert _payloads(sub) == [b"a", b"b", b"n1", b"n2"]
+
+
+def test_duplicate_is_not_retained(broker, clients):
+    broker.start()
+    pub = Publisher(clients("dd-pub"))
+    for payload in (b"first", b"second, same id"):
+        info = pub.c.mqtt.publish("dedup/r", payload, qos=1, retain=True, properties=_props("r1"))
+        info.wait_for_publish(5)
+        assert info.is_published()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 1)
+    assert _payloads(sub) == [b"first"]
+
+
+def test_ids_survive_restart_and_kill(broker, clients):
+    broker.start()
+    sub = clients("dd-sub", persistent=True, session_expiry=3600)
+    sub.subscribe("dedup/#", 1)
+    sub.disconnect()
+    pub = Publisher(clients("dd-pub"))
+    assert pub.send(b"m1", "k1") == 0
+    pub.c.disconnect()
+    broker.restart()
+    pub = Publisher(clients("dd-pub"))
+    assert pub.send(b"m1 after restart", "k1") == 0x10
+    # Acknowledged just before a kill -9: the id lives in the journal only.
+    assert pub.send(b"m2", "k2") == 0
+    broker.kill()
+    broker.start()
+    pub = Publisher(clients("dd-pub"))
+    assert pub.send(b"m2 after kill", "k2") == 0x10
+    assert pub.send(b"m3", "k3") == 0
+    sub = clients("dd-sub", persistent=True, session_expiry=3600)
+    assert _payloads(sub) == [b"m1", b"m2", b"m3"]
+
+
+def test_window_ends(broker, clients):
+    broker.plugin_opts["dedup_window"] = "1s"
+    broker.start()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 1)
+    pub = Publisher(clients("dd-pub"))
+    assert pub.send(b"w1", "w") == 0
+    assert pub.send(b"w1 again", "w") == 0x10
+    time.sleep(2.2)
+    assert pub.send(b"w1 after the window", "w") == 0
+    assert _payloads(sub) == [b"w1", b"w1 after the window"]
+
+
+def test_index_is_bounded(broker, clients):
+    broker.plugin_opts["dedup_max_ids"] = "2"
+    broker.start()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 1)
+    pub = Publisher(clients("dd-pub"))
+    for i in ("a", "b", "c"):
+        assert pub.send(i.encode(), i) == 0
+    assert pub.send(b"c again", "c") == 0x10
+    assert pub.send(b"a again, forgotten", "a") == 0
+    assert _payloads(sub) == [b"a", b"b", b"c", b"a again, forgotten"]
+    stats = _stats(clients)
+    assert stats["dedupIds"] == 2 and stats["dedupIdsEvicted"] == 2 and stats["duplicatesDropped"] == 1, stats
+
+
+def test_off_with_window_zero(broker, clients):
+    broker.plugin_opts["dedup_window"] = "0"
+    broker.start()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 1)
+    pub = Publisher(clients("dd-pub"))
+    assert pub.send(b"1", "same") == 0
+    assert pub.send(b"2", "same") == 0
+    assert _payloads(sub) == [b"1", b"2"]
+
+
+def _stats(clients):
+    admin = clients("dd-admin")
+    admin.subscribe("$CONTROL/persist-lmdb/v1/response", 1)
+    admin.publish("$CONTROL/persist-lmdb/v1", json.dumps({"commands": [{"command": "getStats"}]}))
+    msg = admin.wait_for(1)[-1]
+    return json.loads(msg.payload)["responses"][0]["data"]
+
+
+# -- a raw MQTT 5 publisher: resends with DUP set, exactly as a client does
+# -- after a reconnect when it never saw the acknowledgement
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _s(x):
+    b = x.encode() if isinstance(x, str) else x
+    return struct.pack("!H", len(b)) + b
+
+
+class Raw5:
+    def __init__(self, port, client_id):
+        self.sock = socket.create_connection((HOST, port), timeout=10)
+        props = b"\x11" + struct.pack("!I", 3600)  # session expiry
+        body = _s("MQTT") + bytes([5, 0x00]) + struct.pack("!H", 60) + _varint(len(props)) + props + _s(client_id)
+        self._send(0x10, body)
+        kind, _, data = self.read()
+        assert kind == 2 and data[1] == 0, f"CONNACK {data!r}"
+
+    def _send(self, first, body):
+        self.sock.sendall(bytes([first]) + _varint(len(body)) + body)
+
+    def _exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf
+
+    def read(self):
+        first = self._exact(1)[0]
+        mult, length = 1, 0
+        while True:
+            b = self._exact(1)[0]
+            length += (b & 0x7F) * mult
+            mult *= 128
+            if not b & 0x80:
+                break
+        return first >> 4, first & 0x0F, self._exact(length)
+
+    def publish(self, mid, payload, msg_id, qos, dup=False):
+        up = b"\x26" + _s("msg-id") + _s(msg_id)
+        body = _s(TOPIC) + struct.pack("!H", mid) + _varint(len(up)) + up + payload
+        self._send(0x30 | (0x08 if dup else 0) | (qos << 1), body)
+        kind, _, data = self.read()
+        assert kind == (4 if qos == 1 else 5) and struct.unpack("!H", data[:2])[0] == mid, (kind, data)
+        return data[2] if len(data) > 2 else 0
+
+    def release(self, mid):
+        self._send(0x62, struct.pack("!H", mid))
+        kind, _, data = self.read()
+        assert kind == 7 and struct.unpack("!H", data[:2])[0] == mid
+
+    def close(self):
+        self.sock.close()
+
+
+def test_qos1_resend_with_dup_after_reconnect(broker, clients):
+    """The PUBACK was lost with the connection: the client resends, DUP set."""
+    broker.start()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 1)
+    raw = Raw5(broker.port, "dd-raw")
+    assert raw.publish(1, b"q1", "r-1", qos=1) == 0
+    raw.close()
+    raw = Raw5(broker.port, "dd-raw")
+    assert raw.publish(1, b"q1", "r-1", qos=1, dup=True) == 0x10
+    raw.close()
+    assert _payloads(sub) == [b"q1"]
+
+
+def test_qos2_resend_of_exchange_in_progress_is_not_dropped(broker, clients):
+    """PUBREC was lost: the resent PUBLISH (same packet id, same message id)
+    belongs to the exchange in progress, which must complete and deliver."""
+    broker.start()
+    sub = clients("dd-sub")
+    sub.subscribe("dedup/#", 2)
+    raw = Raw5(broker.port, "dd-raw2")
+    assert raw.publish(7, b"q2", "r-2", qos=2) == 0
+    raw.close()
+    raw = Raw5(broker.port, "dd-raw2")
+    assert raw.publish(7, b"q2", "r-2", qos=2, dup=True) == 0
+    raw.release(7)
+    # The exchange is over: a new exchange with the same message id is a duplicate.
+    assert raw.publish(8, b"q2 again", "r-2", qos=2) == 0
+    raw.release(8)
+    raw.close()
+    assert _payloads(sub) == [b"q2"]
