@@ -42,6 +42,9 @@ struct journal;
  * keeps its size. The seal is the store's and must outlive the journal. */
 int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal,
 		char *err, size_t errlen);
+/* For reading only (journal_replay; the CLI): never creates the file. No
+ * journal gives JOURNAL_OK with *out NULL. */
+int journal_open_read(struct journal **out, const char *dir, struct seal *seal, char *err, size_t errlen);
 void journal_close(struct journal *j);
 
 /* Calls fn, in lsn order, with every authentic record whose lsn is above

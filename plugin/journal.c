@@ -141,8 +141,8 @@ io:
 	return -1;
 }
 
-int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal,
-		char *err, size_t errlen)
+static int open_file(struct journal **out, const char *dir, size_t size, struct seal *seal,
+		bool read_only, char *err, size_t errlen)
 {
 	char path[4096];
 	struct journal *j;
@@ -158,10 +158,15 @@ int journal_open(struct journal **out, const char *dir, size_t size, struct seal
 		snprintf(err, errlen, "journal path too long");
 		return JOURNAL_ERR_IO;
 	}
-	if(access(path, F_OK) && errno == ENOENT && create_file(dir, path, size, err, errlen)){
-		return JOURNAL_ERR_IO;
+	if(access(path, F_OK) && errno == ENOENT){
+		if(read_only){
+			return JOURNAL_OK;
+		}
+		if(create_file(dir, path, size, err, errlen)){
+			return JOURNAL_ERR_IO;
+		}
 	}
-	fd = open(path, O_RDWR | O_CLOEXEC);
+	fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if(fd < 0){
 		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
 		return JOURNAL_ERR_IO;
@@ -186,7 +191,7 @@ int journal_open(struct journal **out, const char *dir, size_t size, struct seal
 	j->seal = seal;
 	j->size = (size_t)sb.st_size;
 	j->page = sysconf(_SC_PAGESIZE);
-	j->map = mmap(NULL, j->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	j->map = mmap(NULL, j->size, PROT_READ | (read_only ? 0 : PROT_WRITE), MAP_SHARED, fd, 0);
 	if(j->map == MAP_FAILED){
 		snprintf(err, errlen, "cannot map %s: %s", path, strerror(errno));
 		close(fd);
@@ -201,6 +206,17 @@ int journal_open(struct journal **out, const char *dir, size_t size, struct seal
 	j->head = j->tail = HDR_SIZE;
 	*out = j;
 	return JOURNAL_OK;
+}
+
+int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal,
+		char *err, size_t errlen)
+{
+	return open_file(out, dir, size, seal, false, err, errlen);
+}
+
+int journal_open_read(struct journal **out, const char *dir, struct seal *seal, char *err, size_t errlen)
+{
+	return open_file(out, dir, 0, seal, true, err, errlen);
 }
 
 void journal_close(struct journal *j)

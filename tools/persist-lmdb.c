@@ -23,6 +23,7 @@
 
 #include "account.h"
 #include "cli_util.h"
+#include "journal.h"
 #include "options.h"
 #include "seal.h"
 #include "store.h"
@@ -216,6 +217,65 @@ static int stdout_done(void)
 		return EXIT_DB;
 	}
 	return EXIT_DONE;
+}
+
+/* ---- the intake journal ---- */
+
+struct journal_count {
+	uint64_t records;
+};
+
+static int count_record(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
+{
+	(void)lsn;
+	(void)pt;
+	(void)len;
+	((struct journal_count *)ctx)->records++;
+	return 0;
+}
+
+/* Records of the journal that the broker has not applied yet (it applies
+ * them at its next start), and places that did not authenticate. */
+static int journal_pending(const struct settings *s, struct store *st, uint64_t *pending, uint64_t *unreadable)
+{
+	struct journal_count c = {0};
+	struct journal *j;
+	char err[512];
+	int rc;
+
+	*pending = *unreadable = 0;
+	rc = journal_open_read(&j, s->db, store_seal(st), err, sizeof(err));
+	if(rc){
+		cli_error("%s", err);
+		return EXIT_DB;
+	}
+	if(!j){
+		return EXIT_DONE;
+	}
+	rc = journal_replay(j, store_journal_committed(st), count_record, &c, unreadable);
+	journal_close(j);
+	if(rc){
+		cli_error("cannot read the journal in %s: %s", s->db, journal_strerror(rc));
+		return EXIT_DB;
+	}
+	*pending = c.records;
+	return EXIT_DONE;
+}
+
+/* A command that rewrites the database would leave the journal's records
+ * behind (or unreadable, after a rekey): the broker applies them first. */
+static int refuse_with_pending_journal(const struct settings *s, struct store *st, const char *cmd)
+{
+	uint64_t pending, unreadable;
+	int rc = journal_pending(s, st, &pending, &unreadable);
+
+	if(rc == EXIT_DONE && pending){
+		cli_error("the journal in %s holds %" PRIu64 " record%s the broker has not applied (it did not "
+				"stop cleanly): start the broker once and stop it, then run %s again", s->db, pending,
+				pending == 1 ? "" : "s", cmd);
+		return EXIT_PROBLEMS;
+	}
+	return rc;
 }
 
 /* ---- stats ---- */
@@ -567,6 +627,11 @@ static int cmd_verify(const struct settings *s)
 	if(rc == STORE_OK){
 		rc = store_check_refs(st, false, &refs);
 	}
+	uint64_t pending = 0, cut_short = 0;
+	if(rc == STORE_OK && journal_pending(s, st, &pending, &cut_short) != EXIT_DONE){
+		store_close(st);
+		return EXIT_DB;
+	}
 	store_get_stats(st, &ss);
 	store_close(st);
 	if(rc){
@@ -585,6 +650,9 @@ static int cmd_verify(const struct settings *s)
 	printf("dangling retained entries      %12" PRIu64 "\n", refs.dangling_retained);
 	printf("queue entries without session  %12" PRIu64 "\n", refs.queue_without_session);
 	printf("subscriptions without session  %12" PRIu64 "\n", refs.subs_without_session);
+	/* Not problems: what a crash leaves, applied at the next start. */
+	printf("journal records to apply       %12" PRIu64 "\n", pending);
+	printf("journal records cut short      %12" PRIu64 "\n", cut_short);
 	problems = ss.records_rejected + refs.orphan_msgs + refs.dangling_queue + refs.dangling_retained
 		+ refs.queue_without_session + refs.subs_without_session;
 	if(problems){
@@ -820,6 +888,11 @@ static int cmd_delete_account(const struct settings *s)
 	if(rc){
 		return rc;
 	}
+	rc = refuse_with_pending_journal(s, st, "delete-account");
+	if(rc){
+		store_close(st);
+		return rc;
+	}
 	rc = account_plan(st, a->username, a->username ? NULL : a->clientid, s->personal_topics, &plan);
 	if(rc){
 		store_close(st);
@@ -1008,7 +1081,26 @@ static int rekey_session(void *ctx, const struct rec_session *s)
 		rk->next_seq = ((uint64_t)store_epoch(rk->to) << STORE_SEQ_SHIFT) | 1;
 		rc = store_walk_queue(rk->from, s->clientid, rekey_queue, rk);
 	}
+	uint64_t last;
+	if(rc == STORE_OK){
+		rc = seqno_get(rk->from, s->clientid, &last);
+	}
+	if(rc == STORE_OK && last){
+		rc = rekey_op(rk, seqno_put(rk->to, s->clientid, last));
+	}
 	return rc;
+}
+
+/* Message ids are keyed by a hash under the key: computed anew. */
+static int rekey_dedup(void *ctx, const uint8_t key[HASH_LEN], const struct rec_dedup *d)
+{
+	struct rekey *rk = ctx;
+	uint8_t new_key[HASH_LEN];
+	int rc;
+
+	(void)key;
+	rc = dedup_key(rk->to, d, new_key);
+	return rc ? rc : rekey_op(rk, dedup_put(rk->to, new_key, d));
 }
 
 static int rekey_will(void *ctx, const struct rec_will *w)
@@ -1037,6 +1129,9 @@ static int rekey_copy(struct rekey *rk)
 		rc = store_walk_wills(rk->from, NULL, rekey_will, rk);
 	}
 	if(rc == STORE_OK){
+		rc = store_walk_dedup(rk->from, rekey_dedup, rk);
+	}
+	if(rc == STORE_OK){
 		rc = store_commit(rk->to);
 	}
 	return rc;
@@ -1062,6 +1157,13 @@ static int rekey_open(const struct settings *s, const char *fresh, struct rekey 
 		rc = open_with_key(s, key, 0, &rk->from);
 	}
 	seal_wipe(key, sizeof(key));
+	if(rc == EXIT_DONE){
+		rc = refuse_with_pending_journal(s, rk->from, "rekey");
+		if(rc){
+			store_close(rk->from);
+			rk->from = NULL;
+		}
+	}
 	if(rc == EXIT_DONE){
 		store_get_stats(rk->from, &ss);
 		*new_id = ss.key_id == 255 ? 1 : ss.key_id + 1;
@@ -1154,6 +1256,12 @@ static int cmd_compact(const struct settings *s)
 		return EXIT_DB;
 	}
 	rc = open_db(s, 0, &st);
+	if(rc == EXIT_DONE){
+		rc = refuse_with_pending_journal(s, st, "compact");
+		if(rc){
+			store_close(st);
+		}
+	}
 	if(rc){
 		free(fresh);
 		return rc;
