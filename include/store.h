@@ -175,6 +175,8 @@ int store_commit(struct store *st);
  * (the writer does not log). */
 int store_commit_async(struct store *st);
 bool store_has_pending(const struct store *st);
+/* True from a commit that found the device full until a commit succeeds. */
+bool store_disk_full(const struct store *st);
 /* Asks the writer thread to sync what was committed without a sync. */
 void store_sync_async(struct store *st);
 

@@ -129,6 +129,8 @@ struct plugin {
 	struct q2_pending *q2p;  /* QoS 2 message ids whose exchange is in progress */
 	size_t n_q2p, cap_q2p;
 	uint64_t dedup_dropped, dedup_evicted;
+	uint64_t refused_disk_full;
+	time_t disk_full_log_time;
 	struct seq_table seqs;
 };
 

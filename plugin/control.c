@@ -436,7 +436,8 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "journalUsedBytes", (double)journal_used(rq->pl->journal))
 			|| !add_number(rq->data, "dedupIds", rq->pl->dedup ? (double)dedup_count(rq->pl->dedup) : 0)
 			|| !add_number(rq->data, "duplicatesDropped", (double)rq->pl->dedup_dropped)
-			|| !add_number(rq->data, "dedupIdsEvicted", (double)rq->pl->dedup_evicted)){
+			|| !add_number(rq->data, "dedupIdsEvicted", (double)rq->pl->dedup_evicted)
+			|| !add_number(rq->data, "refusedDiskFull", (double)rq->pl->refused_disk_full)){
 		return MOSQ_ERR_NOMEM;
 	}
 	return MOSQ_ERR_SUCCESS;

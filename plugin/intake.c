@@ -77,6 +77,25 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 	return lsn;
 }
 
+/* While the database's device is full nothing more can be kept: QoS 1/2
+ * publishes are refused rather than acknowledged and lost. MQTT 5 has a
+ * reason code for it; an MQTT 3.1.1 PUBACK has none, so such a publisher
+ * is disconnected and resends after reconnecting. */
+static int refuse_disk_full(struct plugin *pl, const struct mosquitto_evt_message *ed)
+{
+	time_t now = time(NULL);
+
+	pl->refused_disk_full++;
+	if(now - pl->disk_full_log_time >= LOG_EVERY_S){
+		pl->disk_full_log_time = now;
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: the device of %s is full: refusing QoS 1/2 "
+				"publishes until a commit succeeds (%llu refused so far)", pl->cfg.db_path,
+				(unsigned long long)pl->refused_disk_full);
+	}
+	return mosquitto_client_protocol_version(ed->client) == 5 ? MOSQ_ERR_QUOTA_EXCEEDED
+		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
+}
+
 int on_message_in(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_message *ed = event_data;
@@ -84,6 +103,9 @@ int on_message_in(int event, void *event_data, void *userdata)
 	struct rec_journal r;
 
 	(void)event;
+	if(ed->qos > 0 && store_disk_full(pl->store)){
+		return refuse_disk_full(pl, ed);
+	}
 	if(dedup_check(pl, ed) || ed->qos != 1 || !pl->journal){
 		return MOSQ_ERR_SUCCESS;
 	}

@@ -73,6 +73,7 @@ struct store {
 	bool writer_busy, writer_stop, sync_wanted;
 	int writer_rc, last_commit_rc;
 	uint64_t journal_committed;  /* the last committed OP_MARK */
+	bool disk_full;              /* the last commit found no space on the device */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
 	                                resize needs neither to be active in this process */
@@ -666,6 +667,7 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		if(mark){
 			st->journal_committed = mark;
 		}
+		st->disk_full = false;
 		st->stats.commits++;
 		st->commit_us[st->n_commit_us++ % COMMIT_RING] = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000
 			+ (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000;
@@ -680,9 +682,21 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		pthread_mutex_lock(&st->lock);
 		st->stats.commit_errors++;
 		st->last_commit_rc = rc;
+		st->disk_full = rc == ENOSPC;
 		pthread_mutex_unlock(&st->lock);
 	}
 	return rc;
+}
+
+bool store_disk_full(const struct store *st)
+{
+	struct store *m = (struct store *)st;
+	bool full;
+
+	pthread_mutex_lock(&m->lock);
+	full = st->disk_full;
+	pthread_mutex_unlock(&m->lock);
+	return full;
 }
 
 /* Flushes commits made without a sync (plugin_opt_sync periodic). */
