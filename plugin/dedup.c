@@ -97,6 +97,17 @@ bool dedup_seen(const struct dedup *d, const uint8_t key[HASH_LEN], int64_t now)
 	return d->slots[i] && d->ring[d->slots[i] - 1].expiry >= now;
 }
 
+/* Forgotten entries (expiry INT64_MIN, no longer in the table) leave the
+ * ring silently when they reach its head: their keys may be live again
+ * further on, and their store records are gone already. */
+static void drop_forgotten(struct dedup *d)
+{
+	while(d->count && d->ring[d->head].expiry == INT64_MIN){
+		d->head = (d->head + 1) % d->cap;
+		d->count--;
+	}
+}
+
 static void remove_oldest(struct dedup *d, uint8_t key[HASH_LEN])
 {
 	struct entry *e = &d->ring[d->head];
@@ -121,6 +132,9 @@ void dedup_insert(struct dedup *d, const uint8_t key[HASH_LEN], int64_t expiry,
 	if(d->slots[i]){
 		d->ring[d->slots[i] - 1].expiry = expiry;
 		return;
+	}
+	if(d->count == d->cap){
+		drop_forgotten(d);
 	}
 	if(d->count == d->cap){
 		remove_oldest(d, evicted);
@@ -148,6 +162,7 @@ bool dedup_forget(struct dedup *d, const uint8_t key[HASH_LEN])
 
 bool dedup_pop_expired(struct dedup *d, int64_t now, uint8_t key[HASH_LEN])
 {
+	drop_forgotten(d);
 	if(!d->count || d->ring[d->head].expiry >= now){
 		return false;
 	}

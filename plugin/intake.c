@@ -524,7 +524,9 @@ int dedup_open(struct plugin *pl)
 	}
 	rc = store_walk_dedup(pl->store, load_one, &l);
 	if(rc == STORE_OK){
-		qsort(l.v, l.n, sizeof(*l.v), by_expiry);
+		if(l.n){
+			qsort(l.v, l.n, sizeof(*l.v), by_expiry);
+		}
 		for(size_t i = 0; i < l.n; i++){
 			dedup_insert(pl->dedup, l.v[i].key, l.v[i].expiry, evicted, &did_evict);
 			if(did_evict){

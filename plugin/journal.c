@@ -303,7 +303,9 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 		}
 		off += align_up(REC_HEAD + slen);
 	}
-	qsort(f, n, sizeof(*f), found_cmp);
+	if(n){
+		qsort(f, n, sizeof(*f), found_cmp);
+	}
 	for(size_t i = 0; i < n; i++){
 		size_t len;
 		if(i && f[i].lsn == f[i - 1].lsn){

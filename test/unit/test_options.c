@@ -1,4 +1,4 @@
-/* plugin_opt_* parsing: config_parse and parse_size. */
+/* plugin_opt_* parsing: config_parse, parse_size and parse_duration. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "journal.h"
 #include "options.h"
 #include "store.h"
 
@@ -247,6 +248,284 @@ static void test_parse_size(void **state)
 	assert_int_equal(parse_size(NULL, &out), -1);
 }
 
+/* Parses key_file plus one option; returns config_parse's result. */
+static int parse_one(struct plugin_config *cfg, const char *key, const char *value, char *err, size_t errlen)
+{
+	const struct option_kv opts[] = {KV("key_file", "/k"), KV(key, value)};
+	return parse(cfg, opts, 2, "/loc", err, errlen);
+}
+
+static void expect_refused(const char *key, const char *value)
+{
+	struct plugin_config cfg;
+	char err[512], want[64];
+
+	if(parse_one(&cfg, key, value, err, sizeof(err)) != -1){
+		config_free(&cfg);
+		fail_msg("plugin_opt_%s '%s' was accepted", key, value ? value : "(null)");
+	}
+	snprintf(want, sizeof(want), "plugin_opt_%s", key);
+	assert_non_null(strstr(err, want));
+	if(value){
+		assert_non_null(strstr(err, value));
+	}
+	assert_null(cfg.key_file);
+	assert_null(cfg.dedup_property);
+	assert_null(cfg.seq_property);
+}
+
+static void test_sync_modes(void **state)
+{
+	static const struct {
+		const char *v;
+		enum sync_mode m;
+	} ok[] = {{"tick", SYNC_TICK}, {"publish", SYNC_PUBLISH}, {"periodic", SYNC_PERIODIC}};
+	static const char *const bad[] = {"Publish", "periodic ", "periodical", "sync", "1", "on"};
+	struct plugin_config cfg;
+	char err[512];
+
+	(void)state;
+	for(size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++){
+		assert_int_equal(parse_one(&cfg, "sync", ok[i].v, err, sizeof(err)), 0);
+		assert_int_equal(cfg.sync, ok[i].m);
+		assert_string_equal(sync_mode_name(cfg.sync), ok[i].v);
+		config_free(&cfg);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		expect_refused("sync", bad[i]);
+	}
+	/* The last one wins. */
+	const struct option_kv twice[] = {KV("key_file", "/k"), KV("sync", "publish"), KV("sync", "periodic")};
+	assert_int_equal(parse(&cfg, twice, 3, "/loc", err, sizeof(err)), 0);
+	assert_int_equal(cfg.sync, SYNC_PERIODIC);
+	config_free(&cfg);
+	assert_string_equal(sync_mode_name((enum sync_mode)99), "?");
+}
+
+static void test_sync_interval(void **state)
+{
+	static const struct {
+		const char *v;
+		unsigned ms;
+	} ok[] = {{"1", 1}, {"250", 250}, {"1000", 1000}, {"3600000", 3600000}, {"0001", 1}};
+	static const char *const bad[] = {
+		"0", "3600001", "junk", "", "-1", "+5", " 5", "5 ", "5ms", "1.5", "0x10",
+		"99999999999999999999999",
+	};
+	struct plugin_config cfg;
+	char err[512];
+	const struct option_kv none[] = {KV("key_file", "/k")};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, none, 1, "/loc", err, sizeof(err)), 0);
+	assert_uint_equal(cfg.sync_interval_ms, SYNC_INTERVAL_DEFAULT_MS);
+	assert_uint_equal(cfg.sync_interval_ms, 1000);
+	config_free(&cfg);
+	for(size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++){
+		assert_int_equal(parse_one(&cfg, "sync_interval_ms", ok[i].v, err, sizeof(err)), 0);
+		assert_uint_equal(cfg.sync_interval_ms, ok[i].ms);
+		config_free(&cfg);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		expect_refused("sync_interval_ms", bad[i]);
+	}
+	expect_refused("sync_interval_ms", NULL);
+}
+
+static void test_journal_size(void **state)
+{
+	static const struct {
+		const char *v;
+		size_t size;
+	} ok[] = {
+		{"256k", 256u * 1024},
+		{"262144", 256u * 1024},
+		{"16m", 16u << 20},
+		{"1g", (size_t)1 << 30},
+		{"4g", (size_t)4 << 30},
+		{"4194304k", (size_t)4 << 30},
+		{"4294967296", (size_t)4 << 30},
+	};
+	static const char *const bad[] = {
+		"255k", "262143", "0", "", "junk", "4194305k", "4294967297", "5g", "4097m", "1t",
+	};
+	struct plugin_config cfg;
+	char err[512];
+	const struct option_kv none[] = {KV("key_file", "/k")};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, none, 1, "/loc", err, sizeof(err)), 0);
+	assert_uint_equal(cfg.journal_size, JOURNAL_DEFAULT_SIZE);
+	assert_uint_equal(cfg.journal_size, 16u << 20);
+	config_free(&cfg);
+	assert_uint_equal(JOURNAL_MIN_SIZE, 256u * 1024);
+	for(size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++){
+		assert_int_equal(parse_one(&cfg, "journal_size", ok[i].v, err, sizeof(err)), 0);
+		assert_uint_equal(cfg.journal_size, ok[i].size);
+		config_free(&cfg);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		expect_refused("journal_size", bad[i]);
+	}
+	expect_refused("journal_size", NULL);
+}
+
+static void test_dedup_window(void **state)
+{
+	static const struct {
+		const char *v;
+		unsigned s;
+	} ok[] = {
+		{"0", 0}, {"90", 90}, {"90s", 90}, {"15m", 900}, {"2h", 7200}, {"30d", 2592000},
+		{"2592000", 2592000}, {"720h", 2592000}, {"1s", 1},
+	};
+	static const char *const bad[] = {
+		"31d", "5x", "", "2592001", "721h", "-1", "1.5h", "1w", "1ms", "1S", "1H", " 1", "1 ",
+		"h", "99999999999999999999999",
+	};
+	struct plugin_config cfg;
+	char err[512];
+	const struct option_kv none[] = {KV("key_file", "/k")};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, none, 1, "/loc", err, sizeof(err)), 0);
+	assert_uint_equal(cfg.dedup_window, DEDUP_WINDOW_DEFAULT_S);
+	assert_uint_equal(cfg.dedup_window, 3600);
+	config_free(&cfg);
+	for(size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++){
+		assert_int_equal(parse_one(&cfg, "dedup_window", ok[i].v, err, sizeof(err)), 0);
+		assert_uint_equal(cfg.dedup_window, ok[i].s);
+		config_free(&cfg);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		expect_refused("dedup_window", bad[i]);
+	}
+	expect_refused("dedup_window", NULL);
+}
+
+static void test_parse_duration(void **state)
+{
+	static const struct {
+		const char *s;
+		unsigned long long v;
+	} good[] = {
+		{"0", 0}, {"0s", 0}, {"1", 1}, {"90", 90}, {"90s", 90}, {"15m", 900}, {"2h", 7200},
+		{"7d", 604800}, {"30d", 2592000}, {"007m", 420},
+		{"4294967295", 4294967295ull}, {"4294967295s", 4294967295ull},
+		{"71582788m", 71582788ull * 60}, {"1193046h", 1193046ull * 3600},
+		{"49710d", 49710ull * 86400},
+	};
+	static const char *const bad[] = {
+		"", "s", "m", "-1", "+1", " 1", "1 ", "1x", "1S", "1M", "1ms", "1sm", "1.5", "0x10",
+		"4294967296", "71582789m", "1193047h", "49711d", "18446744073709551616",
+		"99999999999999999999999d",
+	};
+	unsigned long long out;
+
+	(void)state;
+	for(size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++){
+		out = 12345;
+		if(parse_duration(good[i].s, &out) != 0){
+			fail_msg("parse_duration(\"%s\") failed", good[i].s);
+		}
+		assert_uint_equal(out, good[i].v);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		out = 12345;
+		if(parse_duration(bad[i], &out) != -1){
+			fail_msg("parse_duration(\"%s\") was accepted as %llu", bad[i], out);
+		}
+		assert_uint_equal(out, 12345); /* untouched on failure */
+	}
+	assert_int_equal(parse_duration(NULL, &out), -1);
+}
+
+static void test_dedup_max_ids(void **state)
+{
+	static const struct {
+		const char *v;
+		size_t n;
+	} ok[] = {{"1", 1}, {"100000", 100000}, {"10000000", 10000000}, {"010", 10}};
+	static const char *const bad[] = {
+		"0", "10000001", "", "junk", "-5", "+5", "5k", "1e6", " 5", "5 ", "18446744073709551617",
+	};
+	struct plugin_config cfg;
+	char err[512];
+	const struct option_kv none[] = {KV("key_file", "/k")};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, none, 1, "/loc", err, sizeof(err)), 0);
+	assert_uint_equal(cfg.dedup_max_ids, DEDUP_MAX_IDS_DEFAULT);
+	assert_uint_equal(cfg.dedup_max_ids, 100000);
+	config_free(&cfg);
+	for(size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++){
+		assert_int_equal(parse_one(&cfg, "dedup_max_ids", ok[i].v, err, sizeof(err)), 0);
+		assert_uint_equal(cfg.dedup_max_ids, ok[i].n);
+		config_free(&cfg);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		expect_refused("dedup_max_ids", bad[i]);
+	}
+	expect_refused("dedup_max_ids", NULL);
+}
+
+static void test_dedup_and_seq_property(void **state)
+{
+	struct plugin_config cfg;
+	char err[512];
+	const struct option_kv none[] = {KV("key_file", "/k")};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, none, 1, "/loc", err, sizeof(err)), 0);
+	assert_non_null(cfg.dedup_property);
+	assert_string_equal(cfg.dedup_property, DEDUP_PROPERTY_DEFAULT);
+	assert_string_equal(cfg.dedup_property, "msg-id");
+	assert_null(cfg.seq_property);
+	assert_null(cfg.personal_topics);
+	config_free(&cfg);
+	assert_null(cfg.dedup_property);
+	assert_null(cfg.seq_property);
+
+	const struct option_kv set[] = {
+		KV("key_file", "/k"), KV("dedup_property", "x-request-id"), KV("seq_property", "seq"),
+	};
+	assert_int_equal(parse(&cfg, set, 3, "/loc", err, sizeof(err)), 0);
+	assert_string_equal(cfg.dedup_property, "x-request-id");
+	assert_string_equal(cfg.seq_property, "seq");
+	config_free(&cfg);
+	assert_null(cfg.dedup_property);
+	assert_null(cfg.seq_property);
+	config_free(&cfg); /* idempotent */
+
+	/* The last one wins. */
+	const struct option_kv twice[] = {
+		KV("seq_property", "a"), KV("key_file", "/k"), KV("seq_property", "b"),
+		KV("dedup_property", "c"), KV("dedup_property", "d"),
+	};
+	assert_int_equal(parse(&cfg, twice, 5, "/loc", err, sizeof(err)), 0);
+	assert_string_equal(cfg.seq_property, "b");
+	assert_string_equal(cfg.dedup_property, "d");
+	config_free(&cfg);
+
+	/* Both need a value. */
+	const struct option_kv empty_seq[] = {KV("key_file", "/k"), KV("seq_property", "")};
+	assert_int_equal(parse(&cfg, empty_seq, 2, "/loc", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "plugin_opt_seq_property needs a value"));
+	assert_null(cfg.seq_property);
+	const struct option_kv null_dedup[] = {KV("key_file", "/k"), KV("dedup_property", NULL)};
+	assert_int_equal(parse(&cfg, null_dedup, 2, "/loc", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "plugin_opt_dedup_property needs a value"));
+	assert_null(cfg.dedup_property);
+
+	/* A failure after them frees them. */
+	const struct option_kv late_fail[] = {
+		KV("key_file", "/k"), KV("seq_property", "s"), KV("dedup_property", "d"), KV("sync", "x"),
+	};
+	assert_int_equal(parse(&cfg, late_fail, 4, "/loc", err, sizeof(err)), -1);
+	assert_null(cfg.seq_property);
+	assert_null(cfg.dedup_property);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -258,6 +537,13 @@ int main(void)
 		cmocka_unit_test(test_bad_map_size),
 		cmocka_unit_test(test_sync),
 		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_sync_modes),
+		cmocka_unit_test(test_sync_interval),
+		cmocka_unit_test(test_journal_size),
+		cmocka_unit_test(test_dedup_window),
+		cmocka_unit_test(test_parse_duration),
+		cmocka_unit_test(test_dedup_max_ids),
+		cmocka_unit_test(test_dedup_and_seq_property),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

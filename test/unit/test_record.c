@@ -79,6 +79,18 @@ static int dec_will(const uint8_t *p, size_t n)
 	return record_decode_will(p, n, &w);
 }
 
+static int dec_dedup(const uint8_t *p, size_t n)
+{
+	struct rec_dedup d;
+	return record_decode_dedup(p, n, &d);
+}
+
+static int dec_journal(const uint8_t *p, size_t n)
+{
+	struct rec_journal j;
+	return record_decode_journal(p, n, &j);
+}
+
 /* The full encoding decodes; every proper prefix (copied into an exactly
  * sized heap block, so an over-read is visible to ASan) and every one-byte
  * extension is rejected. */
@@ -789,11 +801,238 @@ static void test_will_roundtrip(void **state)
 	buf_free(&b);
 }
 
+/* ---- message id (dedup) ---- */
+
+static void roundtrip_dedup(const struct rec_dedup *in, struct buf *b)
+{
+	struct rec_dedup out;
+
+	buf_reset(b);
+	record_encode_dedup(b, in);
+	assert_false(b->err);
+	memset(&out, 0xa5, sizeof(out));
+	assert_int_equal(record_decode_dedup(b->data, b->len, &out), 0);
+	assert_int_equal(out.expiry, in->expiry);
+	assert_str_eq_or_null(out.identity, in->identity);
+	/* The message id is always present (possibly empty). */
+	assert_bytes_eq(out.msg_id, in->msg_id.data, in->msg_id.len, true);
+	check_truncation_and_trailing(b, dec_dedup);
+}
+
+static void test_dedup_roundtrip(void **state)
+{
+	static const int64_t expiries[] = {INT64_MIN, -1, 0, 1, 1700003600, INT64_MAX};
+	struct rec_dedup d = {
+		.expiry = 1700003600,
+		.identity = "alice",
+		.msg_id = {(const uint8_t *)"order-0001", 10},
+	};
+	struct buf b = {0};
+
+	(void)state;
+	for(size_t i = 0; i < sizeof(expiries) / sizeof(expiries[0]); i++){
+		d.expiry = expiries[i];
+		roundtrip_dedup(&d, &b);
+	}
+	/* Binary ids with NULs, an empty id, an empty identity. */
+	d.msg_id = (struct bytes){(const uint8_t *)"\0id\0\xff", 5};
+	roundtrip_dedup(&d, &b);
+	d.msg_id = (struct bytes){NULL, 0};
+	roundtrip_dedup(&d, &b);
+	d.identity = "";
+	roundtrip_dedup(&d, &b);
+	/* A long id (a varint length of several bytes). */
+	uint8_t *big = malloc(70000);
+	assert_non_null(big);
+	memset(big, 'i', 70000);
+	d.identity = "client-\xce\xb1";
+	d.msg_id = (struct bytes){big, 70000};
+	buf_reset(&b);
+	record_encode_dedup(&b, &d);
+	struct rec_dedup out;
+	assert_int_equal(record_decode_dedup(b.data, b.len, &out), 0);
+	assert_bytes_eq(out.msg_id, big, 70000, true);
+	assert_string_equal(out.identity, "client-\xce\xb1");
+	free(big);
+
+	/* The identity is required. */
+	d.identity = NULL;
+	d.msg_id = (struct bytes){(const uint8_t *)"x", 1};
+	buf_reset(&b);
+	record_encode_dedup(&b, &d);
+	assert_int_equal(record_decode_dedup(b.data, b.len, &out), -1);
+	buf_free(&b);
+
+	/* The layout: zigzag expiry | identity | id; an absent id is rejected. */
+	static const uint8_t good[] = {0x03, 0x02, 'a', 0x00, 0x02, 'x'};
+	static const uint8_t absent_id[] = {0x03, 0x02, 'a', 0x00, 0x00};
+	static const uint8_t no_identity[] = {0x03, 0x00, 0x02, 'x'};
+	assert_int_equal(record_decode_dedup(good, sizeof(good), &out), 0);
+	assert_int_equal(out.expiry, -2);
+	assert_string_equal(out.identity, "a");
+	assert_bytes_eq(out.msg_id, "x", 1, true);
+	assert_int_equal(record_decode_dedup(absent_id, sizeof(absent_id), &out), -1);
+	assert_int_equal(record_decode_dedup(no_identity, sizeof(no_identity), &out), -1);
+}
+
+/* ---- journal records ---- */
+
+static void test_journal_publish_roundtrip(void **state)
+{
+	static const uint8_t props[] = {0x26, 0x00, 0x01, 'k', 0x00, 0x01, 'v'};
+	struct rec_journal in = {
+		.kind = JREC_PUBLISH,
+		.msg = {
+			.expiry_time = 1700000123,
+			.topic = "plant/7/temp",
+			.source_id = "sensor-7",
+			.source_username = "sensors",
+			.payload = {(const uint8_t *)"21.5\0C", 6},
+			.properties = {props, sizeof(props)},
+			.source_mid = 4711,
+			.source_port = 8883,
+			.qos = 2,
+			.retain = true,
+		},
+	};
+	struct rec_journal out;
+	struct buf b = {0};
+
+	(void)state;
+	record_encode_journal(&b, &in);
+	assert_false(b.err);
+	assert_int_equal(b.data[0], JREC_PUBLISH);
+	memset(&out, 0xa5, sizeof(out));
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_int_equal(out.kind, JREC_PUBLISH);
+	assert_int_equal(out.msg.expiry_time, in.msg.expiry_time);
+	assert_string_equal(out.msg.topic, in.msg.topic);
+	assert_string_equal(out.msg.source_id, in.msg.source_id);
+	assert_string_equal(out.msg.source_username, in.msg.source_username);
+	assert_bytes_eq(out.msg.payload, in.msg.payload.data, in.msg.payload.len, true);
+	assert_bytes_eq(out.msg.properties, props, sizeof(props), true);
+	assert_uint_equal(out.msg.source_mid, 4711);
+	assert_uint_equal(out.msg.source_port, 8883);
+	assert_uint_equal(out.msg.qos, 2);
+	assert_true(out.msg.retain);
+	assert_null(out.clientid);
+	assert_uint_equal(out.seq, 0);
+	/* The message part is the base message's own encoding. */
+	{
+		struct buf m = {0};
+		record_encode_base_msg(&m, &in.msg);
+		assert_uint_equal(b.len, 1 + m.len);
+		assert_memory_equal(b.data + 1, m.data, m.len);
+		buf_free(&m);
+	}
+	check_truncation_and_trailing(&b, dec_journal);
+
+	/* Optional parts absent. */
+	in.msg.source_id = NULL;
+	in.msg.source_username = NULL;
+	in.msg.properties = (struct bytes){NULL, 0};
+	in.msg.payload = (struct bytes){NULL, 0};
+	in.msg.qos = 1;
+	in.msg.retain = false;
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	memset(&out, 0xa5, sizeof(out));
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_null(out.msg.source_id);
+	assert_null(out.msg.source_username);
+	assert_null(out.msg.properties.data);
+	assert_non_null(out.msg.payload.data);
+	assert_uint_equal(out.msg.payload.len, 0);
+	assert_uint_equal(out.msg.qos, 1);
+	assert_false(out.msg.retain);
+	check_truncation_and_trailing(&b, dec_journal);
+
+	/* A publish needs a topic, and a valid message. */
+	in.msg.topic = NULL;
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), -1);
+	in.msg.topic = "t";
+	in.msg.qos = 3;
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), -1);
+	buf_free(&b);
+}
+
+static void test_journal_exchange_roundtrip(void **state)
+{
+	static const uint8_t kinds[] = {JREC_PUBREL_SENT, JREC_RELEASED_IN};
+	static const uint64_t seqs[] = {0, 1, 127, 128, (1ull << 40) + 5, UINT64_MAX};
+	static const char *const ids[] = {"client-1", "", "\xce\xb1\xce\xb2"};
+	struct rec_journal in = {0}, out;
+	struct buf b = {0};
+
+	(void)state;
+	for(size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++){
+		for(size_t s = 0; s < sizeof(seqs) / sizeof(seqs[0]); s++){
+			for(size_t c = 0; c < sizeof(ids) / sizeof(ids[0]); c++){
+				in.kind = kinds[k];
+				in.clientid = ids[c];
+				in.seq = seqs[s];
+				buf_reset(&b);
+				record_encode_journal(&b, &in);
+				assert_false(b.err);
+				assert_int_equal(b.data[0], kinds[k]);
+				memset(&out, 0xa5, sizeof(out));
+				assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+				assert_int_equal(out.kind, kinds[k]);
+				assert_string_equal(out.clientid, ids[c]);
+				assert_uint_equal(out.seq, seqs[s]);
+				assert_null(out.msg.topic);
+				check_truncation_and_trailing(&b, dec_journal);
+			}
+		}
+		/* A client id is required. */
+		in.clientid = NULL;
+		buf_reset(&b);
+		record_encode_journal(&b, &in);
+		assert_int_equal(record_decode_journal(b.data, b.len, &out), -1);
+	}
+
+	/* The layout: kind | client id | seq. */
+	static const uint8_t good[] = {JREC_RELEASED_IN, 0x02, 'c', 0x00, 0xac, 0x02};
+	assert_int_equal(record_decode_journal(good, sizeof(good), &out), 0);
+	assert_int_equal(out.kind, JREC_RELEASED_IN);
+	assert_string_equal(out.clientid, "c");
+	assert_uint_equal(out.seq, 300);
+	buf_free(&b);
+}
+
+static void test_journal_unknown_kind(void **state)
+{
+	static const uint8_t kinds[] = {0, 4, 5, 0x7f, 0x80, 0xff};
+	uint8_t p[] = {JREC_PUBREL_SENT, 0x02, 'c', 0x00, 0x05};
+	struct rec_journal out;
+	struct buf b = {0};
+
+	(void)state;
+	assert_int_equal(record_decode_journal(p, sizeof(p), &out), 0);
+	for(size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++){
+		p[0] = kinds[i];
+		assert_int_equal(record_decode_journal(p, sizeof(p), &out), -1);
+		/* Nor as the encoder writes it for such a kind. */
+		struct rec_journal in = {.kind = kinds[i], .clientid = "c", .seq = 5};
+		buf_reset(&b);
+		record_encode_journal(&b, &in);
+		assert_int_equal(record_decode_journal(b.data, b.len, &out), -1);
+	}
+	/* An empty plaintext has no kind. */
+	assert_int_equal(record_decode_journal(p, 0, &out), -1);
+	buf_free(&b);
+}
+
 /* Decoding an arbitrary byte soup never crashes and never reads past n (the
  * input is in an exactly sized heap block). */
 static void test_decoders_on_garbage(void **state)
 {
-	static const decode_fn decs[] = {dec_msg, dec_session, dec_sub, dec_queue, dec_retain, dec_will};
+	static const decode_fn decs[] = {dec_msg, dec_session, dec_sub, dec_queue, dec_retain, dec_will,
+		dec_dedup, dec_journal};
 	uint64_t x = 88172645463325252ull;
 
 	(void)state;
@@ -835,6 +1074,10 @@ int main(void)
 		cmocka_unit_test(test_queue_roundtrip),
 		cmocka_unit_test(test_retain_roundtrip),
 		cmocka_unit_test(test_will_roundtrip),
+		cmocka_unit_test(test_dedup_roundtrip),
+		cmocka_unit_test(test_journal_publish_roundtrip),
+		cmocka_unit_test(test_journal_exchange_roundtrip),
+		cmocka_unit_test(test_journal_unknown_kind),
 		cmocka_unit_test(test_decoders_on_garbage),
 	};
 

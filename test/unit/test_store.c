@@ -1713,6 +1713,396 @@ static void test_async_commit(void **state)
 	store_close(st);
 }
 
+/* ---- journal mark ---- */
+
+static void test_journal_mark(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+
+	assert_uint_equal(store_journal_committed(st), 0);
+	assert_int_equal(store_journal_mark(st, 5), STORE_OK);
+	assert_true(store_has_pending(st));
+	/* Buffered is not committed. */
+	assert_uint_equal(store_journal_committed(st), 0);
+	commit_ok(st);
+	assert_uint_equal(store_journal_committed(st), 5);
+
+	/* Several marks in one transaction, among other writes: the last. */
+	struct rec_queue q = queue_make(1, 1);
+	assert_int_equal(queue_append(st, "c", 1, &q), STORE_OK);
+	assert_int_equal(store_journal_mark(st, 7), STORE_OK);
+	assert_int_equal(queue_append(st, "c", 2, &q), STORE_OK);
+	assert_int_equal(store_journal_mark(st, 8), STORE_OK);
+	assert_uint_equal(store_journal_committed(st), 5);
+	commit_ok(st);
+	assert_uint_equal(store_journal_committed(st), 8);
+	/* A commit without a mark keeps it. */
+	assert_int_equal(queue_append(st, "c", 3, &q), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(store_journal_committed(st), 8);
+
+	/* A mark left buffered at close is lost with its writes. */
+	assert_int_equal(queue_append(st, "c", 4, &q), STORE_OK);
+	assert_int_equal(store_journal_mark(st, 9), STORE_OK);
+	assert_uint_equal(store_journal_committed(st), 8);
+	store_close(st);
+
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(store_journal_committed(st), 8);
+	assert_uint_equal(count_queue(st, "c"), 3);
+	/* Through the writer thread. */
+	assert_int_equal(store_journal_mark(st, 12), STORE_OK);
+	assert_int_equal(store_commit_async(st), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(store_journal_committed(st), 12);
+	store_close(st);
+
+	/* Read-only: reads the mark, writes none. */
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	assert_uint_equal(store_journal_committed(st), 12);
+	assert_int_equal(store_journal_mark(st, 13), STORE_ERR_READONLY);
+	assert_false(store_has_pending(st));
+	store_close(st);
+
+	/* A mark behind a backlog of more than one transaction's worth. */
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(store_journal_committed(st), 12);
+	for(uint64_t i = 10; i < 10 + 25000; i++){
+		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
+	}
+	assert_int_equal(store_journal_mark(st, 1000), STORE_OK);
+	commit_ok(st);
+	assert_true(stats_of(st).commits >= 2);
+	assert_uint_equal(store_journal_committed(st), 1000);
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(store_journal_committed(st), 1000);
+	assert_uint_equal(count_queue(st, "big"), 25000);
+	store_close(st);
+}
+
+/* ---- message ids (dedup) ---- */
+
+struct dedup_item {
+	uint8_t key[HASH_LEN];
+	int64_t expiry;
+	char identity[64];
+	uint8_t id[64];
+	size_t id_len;
+};
+
+struct dedup_coll {
+	struct dedup_item v[16];
+	size_t n;
+	size_t stop_after;
+};
+
+static int cb_dedup(void *ctx, const uint8_t key[HASH_LEN], const struct rec_dedup *d)
+{
+	struct dedup_coll *c = ctx;
+	struct dedup_item *it;
+
+	assert_true(c->n < 16);
+	it = &c->v[c->n++];
+	memcpy(it->key, key, HASH_LEN);
+	it->expiry = d->expiry;
+	assert_non_null(d->identity);
+	assert_true(strlen(d->identity) < sizeof(it->identity));
+	strcpy(it->identity, d->identity);
+	assert_non_null(d->msg_id.data);
+	assert_true(d->msg_id.len <= sizeof(it->id));
+	memcpy(it->id, d->msg_id.data, d->msg_id.len);
+	it->id_len = d->msg_id.len;
+	return c->stop_after && c->n == c->stop_after ? 42 : 0;
+}
+
+static const struct dedup_item *dedup_find(const struct dedup_coll *c, const uint8_t key[HASH_LEN])
+{
+	for(size_t i = 0; i < c->n; i++){
+		if(!memcmp(c->v[i].key, key, HASH_LEN)){
+			return &c->v[i];
+		}
+	}
+	return NULL;
+}
+
+static void assert_dedup_item(const struct dedup_item *it, const struct rec_dedup *d)
+{
+	assert_non_null(it);
+	assert_int_equal(it->expiry, d->expiry);
+	assert_string_equal(it->identity, d->identity);
+	assert_uint_equal(it->id_len, d->msg_id.len);
+	assert_memory_equal(it->id, d->msg_id.data, d->msg_id.len);
+}
+
+static struct dedup_coll walk_dedup(struct store *st)
+{
+	struct dedup_coll c;
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(store_walk_dedup(st, cb_dedup, &c), STORE_OK);
+	return c;
+}
+
+static void test_dedup_key(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct rec_dedup d = {.expiry = 0, .identity = "alice", .msg_id = {(const uint8_t *)"id-1", 4}};
+	uint8_t k1[HASH_LEN], k[HASH_LEN];
+
+	assert_int_equal(dedup_key(st, &d, k1), STORE_OK);
+	/* Deterministic, whatever the expiry. */
+	d.expiry = 12345;
+	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_memory_equal(k, k1, HASH_LEN);
+
+	/* Another identity, another id: another key. */
+	d.identity = "bob";
+	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_memory_not_equal(k, k1, HASH_LEN);
+	d.identity = "alice";
+	d.msg_id = (struct bytes){(const uint8_t *)"id-2", 4};
+	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_memory_not_equal(k, k1, HASH_LEN);
+	d.msg_id = (struct bytes){(const uint8_t *)"id-1\0", 5};
+	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_memory_not_equal(k, k1, HASH_LEN);
+
+	/* The split between identity and id counts: "ab"+"c" is not "a"+"bc". */
+	uint8_t ka[HASH_LEN], kb[HASH_LEN];
+	struct rec_dedup x = {.identity = "ab", .msg_id = {(const uint8_t *)"c", 1}};
+	struct rec_dedup y = {.identity = "a", .msg_id = {(const uint8_t *)"bc", 2}};
+	assert_int_equal(dedup_key(st, &x, ka), STORE_OK);
+	assert_int_equal(dedup_key(st, &y, kb), STORE_OK);
+	assert_memory_not_equal(ka, kb, HASH_LEN);
+	/* An empty id is an id. */
+	struct rec_dedup z = {.identity = "abc", .msg_id = {(const uint8_t *)"", 0}};
+	assert_int_equal(dedup_key(st, &z, kb), STORE_OK);
+	assert_memory_not_equal(ka, kb, HASH_LEN);
+
+	d.msg_id = (struct bytes){(const uint8_t *)"id-1", 4};
+	store_close(st);
+
+	/* The same under the same key after a reopen or in another database;
+	 * another under another key. */
+	st = open_store(fx, 0, 0);
+	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_memory_equal(k, k1, HASH_LEN);
+	store_close(st);
+
+	char *db2 = ut_join(fx->dir, "db2");
+	char err[512];
+	assert_int_equal(store_open(&st, db2, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_OK);
+	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_memory_equal(k, k1, HASH_LEN);
+	store_close(st);
+
+	uint8_t other[SEAL_KEY_LEN];
+	memcpy(other, fx->key, sizeof(other));
+	other[SEAL_KEY_LEN - 1] ^= 0x80;
+	char *db3 = ut_join(fx->dir, "db3");
+	assert_int_equal(store_open(&st, db3, 0, other, 0, test_log, err, sizeof(err)), STORE_OK);
+	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_memory_not_equal(k, k1, HASH_LEN);
+	store_close(st);
+	free(db2);
+	free(db3);
+}
+
+static void test_dedup_store(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct rec_dedup d[3] = {
+		{.expiry = 1700003600, .identity = "alice", .msg_id = {(const uint8_t *)"order-1", 7}},
+		{.expiry = -5, .identity = "bob", .msg_id = {(const uint8_t *)"\0\x01\xff", 3}},
+		{.expiry = INT64_MAX, .identity = "", .msg_id = {(const uint8_t *)"", 0}},
+	};
+	uint8_t k[3][HASH_LEN];
+	struct dedup_coll c;
+
+	for(int i = 0; i < 3; i++){
+		assert_int_equal(dedup_key(st, &d[i], k[i]), STORE_OK);
+		assert_int_equal(dedup_put(st, k[i], &d[i]), STORE_OK);
+	}
+	/* Not before the commit. */
+	c = walk_dedup(st);
+	assert_uint_equal(c.n, 0);
+	commit_ok(st);
+	c = walk_dedup(st);
+	assert_uint_equal(c.n, 3);
+	for(int i = 0; i < 3; i++){
+		assert_dedup_item(dedup_find(&c, k[i]), &d[i]);
+	}
+	/* In key order. */
+	assert_true(memcmp(c.v[0].key, c.v[1].key, HASH_LEN) < 0);
+	assert_true(memcmp(c.v[1].key, c.v[2].key, HASH_LEN) < 0);
+
+	/* A walk stops on a callback's value. */
+	memset(&c, 0, sizeof(c));
+	c.stop_after = 2;
+	assert_int_equal(store_walk_dedup(st, cb_dedup, &c), 42);
+	assert_uint_equal(c.n, 2);
+
+	/* Replace one, delete one (and one that is not there). */
+	d[0].expiry = 1700007200;
+	assert_int_equal(dedup_put(st, k[0], &d[0]), STORE_OK);
+	assert_int_equal(dedup_delete(st, k[1]), STORE_OK);
+	uint8_t absent[HASH_LEN];
+	memset(absent, 0x11, sizeof(absent));
+	assert_int_equal(dedup_delete(st, absent), STORE_OK);
+	c = walk_dedup(st);
+	assert_uint_equal(c.n, 3);
+	commit_ok(st);
+	c = walk_dedup(st);
+	assert_uint_equal(c.n, 2);
+	assert_dedup_item(dedup_find(&c, k[0]), &d[0]);
+	assert_null(dedup_find(&c, k[1]));
+	assert_dedup_item(dedup_find(&c, k[2]), &d[2]);
+	store_close(st);
+
+	/* Durable; readable read-only; deleted for good. */
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	c = walk_dedup(st);
+	assert_uint_equal(c.n, 2);
+	assert_dedup_item(dedup_find(&c, k[0]), &d[0]);
+	assert_dedup_item(dedup_find(&c, k[2]), &d[2]);
+	assert_int_equal(dedup_put(st, k[1], &d[1]), STORE_ERR_READONLY);
+	assert_int_equal(dedup_delete(st, k[0]), STORE_ERR_READONLY);
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	assert_int_equal(dedup_delete(st, k[0]), STORE_OK);
+	assert_int_equal(dedup_delete(st, k[2]), STORE_OK);
+	commit_ok(st);
+	c = walk_dedup(st);
+	assert_uint_equal(c.n, 0);
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+	store_close(st);
+}
+
+/* ---- sequence numbers ---- */
+
+static uint64_t seqno_of(struct store *st, const char *clientid)
+{
+	uint64_t v = 777;
+
+	assert_int_equal(seqno_get(st, clientid, &v), STORE_OK);
+	return v;
+}
+
+static void test_seqno(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+
+	assert_uint_equal(seqno_of(st, "alice"), 0);
+	assert_int_equal(seqno_put(st, "alice", 42), STORE_OK);
+	assert_uint_equal(seqno_of(st, "alice"), 0); /* not yet committed */
+	commit_ok(st);
+	assert_uint_equal(seqno_of(st, "alice"), 42);
+	assert_uint_equal(seqno_of(st, "alic"), 0);
+	assert_uint_equal(seqno_of(st, "alicea"), 0);
+
+	assert_int_equal(seqno_put(st, "alice", 43), STORE_OK);
+	assert_int_equal(seqno_put(st, "bob", UINT64_MAX), STORE_OK);
+	assert_int_equal(seqno_put(st, "carol", 0), STORE_OK);
+	assert_int_equal(seqno_put(st, "dave", 128), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(seqno_of(st, "alice"), 43);
+	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
+	assert_uint_equal(seqno_of(st, "carol"), 0);
+	assert_uint_equal(seqno_of(st, "dave"), 128);
+	store_close(st);
+
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	assert_uint_equal(seqno_of(st, "alice"), 43);
+	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
+	assert_int_equal(seqno_put(st, "alice", 1), STORE_ERR_READONLY);
+	store_close(st);
+
+	/* session_delete takes the session's number with it, only its. */
+	st = open_store(fx, 0, 0);
+	struct rec_session s = session_make("alice", NULL, 60);
+	assert_int_equal(session_put(st, &s), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(session_delete(st, "alice"), STORE_OK);
+	assert_uint_equal(seqno_of(st, "alice"), 43);
+	commit_ok(st);
+	assert_uint_equal(seqno_of(st, "alice"), 0);
+	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
+	assert_uint_equal(seqno_of(st, "dave"), 128);
+	/* Also when there was no session record. */
+	assert_int_equal(session_delete(st, "dave"), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(seqno_of(st, "dave"), 0);
+	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
+	store_close(st);
+
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(seqno_of(st, "alice"), 0);
+	assert_uint_equal(seqno_of(st, "dave"), 0);
+	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+	store_close(st);
+}
+
+/* ---- commits without sync (plugin_opt_sync periodic) ---- */
+
+static void test_no_sync(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, STORE_NO_SYNC);
+	struct msg_fx mf;
+
+	for(int i = 1; i <= 10; i++){
+		msg_make(&mf, i);
+		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+	}
+	commit_ok(st);
+	assert_uint_equal(count_msgs(st), 10);
+	store_sync_async(st);
+	assert_uint_equal(count_msgs(st), 10);
+
+	/* Through the writer thread, with syncs asked for in between. */
+	for(int i = 11; i <= 500; i++){
+		msg_make(&mf, i);
+		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+		if(i % 50 == 0){
+			assert_int_equal(store_journal_mark(st, (uint64_t)i), STORE_OK);
+			assert_int_equal(store_commit_async(st), STORE_OK);
+		}
+		if(i % 75 == 0){
+			store_sync_async(st);
+		}
+	}
+	store_sync_async(st);
+	commit_ok(st);
+	assert_uint_equal(count_msgs(st), 500);
+	assert_uint_equal(store_journal_committed(st), 500);
+	struct store_stats s = stats_of(st);
+	assert_uint_equal(s.commit_errors, 0);
+	assert_uint_equal(s.pending_ops, 0);
+	store_sync_async(st);
+	store_close(st);
+
+	/* All there, opened either way. */
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(count_msgs(st), 500);
+	assert_uint_equal(store_journal_committed(st), 500);
+	store_close(st);
+	st = open_store(fx, 0, STORE_NO_SYNC);
+	assert_uint_equal(count_msgs(st), 500);
+	assert_int_equal(msg_delete(st, 1), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	assert_uint_equal(count_msgs(st), 499);
+	assert_uint_equal(g_log_count[STORE_LOG_ERR], 0);
+	store_close(st);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
@@ -1735,6 +2125,11 @@ int main(void)
 		T(test_reopen_after_growth),
 		T(test_negative_callback_value),
 		T(test_async_commit),
+		T(test_journal_mark),
+		T(test_dedup_key),
+		T(test_dedup_store),
+		T(test_seqno),
+		T(test_no_sync),
 	};
 #undef T
 
