@@ -170,7 +170,9 @@ void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
 void journal_q2_stored(struct plugin *pl, uint64_t store_id, uint8_t direction);
 void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
-/* Idempotent publishes (intake.c). */
+/* Idempotent publishes (msgid.c). */
+bool dedup_check(struct plugin *pl, struct mosquitto_evt_message *ed);
+void dedup_q2_stored(struct plugin *pl, const struct mosquitto_base_msg *d, uint8_t direction);
 int dedup_open(struct plugin *pl);
 void dedup_close(struct plugin *pl);
 void dedup_sweep(struct plugin *pl);
