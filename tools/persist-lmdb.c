@@ -5,7 +5,8 @@
  * Read commands (stats, sessions, queue, verify, export) open the database
  * read-only: LMDB readers do not block the broker's writer, so they are safe
  * while it runs. Write commands (delete-account, rekey, compact) take the
- * database's writer lock and so refuse to run next to a broker.
+ * database's writer lock and so refuse to run next to a broker. import-sqlite
+ * builds a new database from a persist-sqlite file (tools/import_sqlite.c).
  * See docs/cli.md. */
 #define _GNU_SOURCE /* renameat2, RENAME_EXCHANGE */
 #include <errno.h>
@@ -23,6 +24,7 @@
 
 #include "account.h"
 #include "cli_util.h"
+#include "import_sqlite.h"
 #include "journal.h"
 #include "options.h"
 #include "seal.h"
@@ -125,6 +127,7 @@ static const char global_help[] =
 	"  delete-account    deletes a user's or a client id's sessions and personal data\n"
 	"  rekey             re-encrypts the database under a new key\n"
 	"  compact           rewrites the data file without free pages\n"
+	"  import-sqlite FILE copies a persist-sqlite database into a new database\n"
 	"\n"
 	"Exit status:\n"
 	"  0  success\n"
@@ -1305,6 +1308,13 @@ static int cmd_compact(const struct settings *s)
 	return rc;
 }
 
+/* ---- import-sqlite (tools/import_sqlite.c) ---- */
+
+static int cmd_import_sqlite(const struct settings *s)
+{
+	return import_sqlite(s->a->positional, s->db, s->key_file, s->map_size, s->a->drop_damaged, cli_log);
+}
+
 /* ---- commands ---- */
 
 static const struct command commands[] = {
@@ -1357,6 +1367,14 @@ static const struct command commands[] = {
 		"Rewrites the data file without its free pages (LMDB's compacting copy into\n"
 		"<db>.compact-new, exchanged atomically with the old). Records stay sealed as\n"
 		"they are. Prints the size before and after. Needs the broker stopped.\n"},
+	{"import-sqlite", cmd_import_sqlite, OPT(O_DROP_DAMAGED), 1, "import-sqlite FILE [--drop-damaged]",
+		"Copies the database FILE of Mosquitto's persist-sqlite plugin (schema 1.1,\n"
+		"Mosquitto 2.1; stop that broker first) into a new database in --db, which must\n"
+		"not exist or be an empty directory: sessions, subscriptions, message bodies,\n"
+		"queued messages in order, retained messages. Wills are not copied: the broker\n"
+		"published them when it stopped. What the broker would drop at start-up is\n"
+		"left out and counted. A row that cannot be converted stops the import\n"
+		"(exit status 1, nothing created) unless --drop-damaged. FILE is only read.\n"},
 };
 
 static const struct command *find_command(const char *name)
