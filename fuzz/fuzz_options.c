@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "fuzz_common.h"
+#include "journal.h"
 #include "options.h"
 #include "store.h"
 
@@ -75,7 +76,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct plugin_config cfg;
 	const char *location = NULL;
 	const char *want_key_file = NULL, *want_db_path = NULL, *want_topics = NULL;
-	size_t want_map_size = STORE_DEFAULT_MAP_SIZE;
+	const char *want_dedup_property = DEDUP_PROPERTY_DEFAULT, *want_seq_property = NULL;
+	size_t want_map_size = STORE_DEFAULT_MAP_SIZE, want_journal_size = JOURNAL_DEFAULT_SIZE;
+	enum sync_mode want_sync = SYNC_TICK;
+	unsigned long long want_window = DEDUP_WINDOW_DEFAULT_S;
 	char err[256];
 	size_t errlen, i, start, n = 0;
 	int count = 0, rc;
@@ -125,14 +129,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				want_topics = v;
 			}else if(!strcmp(key, "map_size")){
 				FUZZ_CHECK(parse_size(v, &want_map_size) == 0);
+			}else if(!strcmp(key, "journal_size")){
+				FUZZ_CHECK(parse_size(v, &want_journal_size) == 0);
+			}else if(!strcmp(key, "sync")){
+				FUZZ_CHECK(v != NULL);
+				want_sync = !strcmp(v, "tick") ? SYNC_TICK : !strcmp(v, "publish") ? SYNC_PUBLISH : SYNC_PERIODIC;
+				FUZZ_CHECK(want_sync != SYNC_PERIODIC || !strcmp(v, "periodic"));
+			}else if(!strcmp(key, "dedup_property")){
+				want_dedup_property = v;
+			}else if(!strcmp(key, "seq_property")){
+				want_seq_property = v;
+			}else if(!strcmp(key, "dedup_window")){
+				FUZZ_CHECK(parse_duration(v, &want_window) == 0);
 			}else{
-				FUZZ_CHECK(!strcmp(key, "sync") && v && !strcmp(v, "tick"));
+				FUZZ_CHECK(!strcmp(key, "sync_interval_ms") || !strcmp(key, "dedup_max_ids"));
 			}
 		}
 		FUZZ_CHECK(want_key_file && str_eq(cfg.key_file, want_key_file));
 		FUZZ_CHECK(str_eq(cfg.personal_topics, want_topics));
 		FUZZ_CHECK(cfg.map_size == want_map_size && cfg.map_size >= (1u << 20));
-		FUZZ_CHECK(cfg.sync == SYNC_TICK);
+		FUZZ_CHECK(cfg.journal_size == want_journal_size && cfg.journal_size >= JOURNAL_MIN_SIZE);
+		FUZZ_CHECK(cfg.sync == want_sync);
+		FUZZ_CHECK(cfg.sync_interval_ms >= 1 && cfg.sync_interval_ms <= 3600000);
+		FUZZ_CHECK(str_eq(cfg.dedup_property, want_dedup_property));
+		FUZZ_CHECK(str_eq(cfg.seq_property, want_seq_property));
+		FUZZ_CHECK(cfg.dedup_window == want_window && want_window <= 30ull * 86400);
+		FUZZ_CHECK(cfg.dedup_max_ids >= 1 && cfg.dedup_max_ids <= 10000000);
 		FUZZ_CHECK(cfg.db_path != NULL);
 		if(want_db_path){
 			FUZZ_CHECK(!strcmp(cfg.db_path, want_db_path));
@@ -144,7 +166,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(!strcmp(cfg.db_path + ll, location[ll - 1] == '/' ? "persist-lmdb" : "/persist-lmdb"));
 		}
 	}else{
-		FUZZ_CHECK(!cfg.db_path && !cfg.key_file && !cfg.personal_topics);
+		FUZZ_CHECK(!cfg.db_path && !cfg.key_file && !cfg.personal_topics && !cfg.dedup_property
+				&& !cfg.seq_property);
 		if(errlen > 0){
 			FUZZ_CHECK(memchr(err, '\0', errlen) != NULL);
 			FUZZ_CHECK(errlen == 1 || err[0] != '\0');
