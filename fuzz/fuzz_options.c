@@ -142,7 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}else if(!strcmp(key, "dedup_window")){
 				FUZZ_CHECK(parse_duration(v, &want_window) == 0);
 			}else{
-				FUZZ_CHECK(!strcmp(key, "sync_interval_ms") || !strcmp(key, "dedup_max_ids"));
+				FUZZ_CHECK(!strcmp(key, "sync_interval_ms") || !strcmp(key, "dedup_max_ids")
+						|| !strcmp(key, "metrics_interval"));
 			}
 		}
 		FUZZ_CHECK(want_key_file && str_eq(cfg.key_file, want_key_file));

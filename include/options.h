@@ -14,6 +14,7 @@ enum sync_mode {
 #define DEDUP_PROPERTY_DEFAULT "msg-id"
 #define DEDUP_WINDOW_DEFAULT_S 3600u
 #define DEDUP_MAX_IDS_DEFAULT 100000u
+#define METRICS_INTERVAL_DEFAULT_S 10u
 
 struct option_kv {
 	const char *key;   /* without the plugin_opt_ prefix */
@@ -32,6 +33,7 @@ struct plugin_config {
 	unsigned dedup_window;  /* seconds; 0 turns deduplication off */
 	size_t dedup_max_ids;
 	char *seq_property;     /* user property for sequence numbers; NULL: off */
+	unsigned metrics_interval;  /* seconds between $SYS metrics; 0: off */
 };
 
 /* Fills cfg from the options. persistence_location (may be NULL) gives the

@@ -117,6 +117,8 @@ int store_copy_compact(struct store *st, const char *dest, char *err, size_t err
 
 /* Entries and bytes (pages) of one database. */
 int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t *bytes);
+/* Stored sessions whose client is connected. */
+int store_count_online_sessions(struct store *st, uint64_t *n);
 /* Size of data.mdb and of the map, in bytes. */
 int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes);
 

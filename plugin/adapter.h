@@ -14,6 +14,7 @@
  * symbol is left out of this list. */
 #define BROKER_FUNCTIONS(X) \
 	X(mosquitto_broker_publish) \
+	X(mosquitto_broker_publish_copy) \
 	X(mosquitto_callback_register) \
 	X(mosquitto_callback_unregister) \
 	X(mosquitto_client_id) \
@@ -131,6 +132,7 @@ struct plugin {
 	uint64_t dedup_dropped, dedup_evicted;
 	uint64_t refused_disk_full;
 	time_t disk_full_log_time;
+	time_t metrics_last;
 	struct seq_table seqs;
 };
 
@@ -179,6 +181,9 @@ void dedup_sweep(struct plugin *pl);
 void dedup_note(struct plugin *pl, const struct rec_base_msg *m);
 void dedup_q2_released(struct plugin *pl, uint64_t store_id);
 void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_ended);
+
+/* $SYS metrics (metrics.c), from the tick. */
+void metrics_tick(struct plugin *pl);
 
 /* Sequence numbers for clients (seqno.c). */
 int on_message_out(int event, void *event_data, void *userdata);

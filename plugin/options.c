@@ -93,6 +93,7 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 	cfg->journal_size = JOURNAL_DEFAULT_SIZE;
 	cfg->dedup_window = DEDUP_WINDOW_DEFAULT_S;
 	cfg->dedup_max_ids = DEDUP_MAX_IDS_DEFAULT;
+	cfg->metrics_interval = METRICS_INTERVAL_DEFAULT_S;
 
 	for(int i = 0; i < count; i++){
 		const char *k = opts[i].key, *v = opts[i].value;
@@ -152,6 +153,14 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 			cfg->dedup_window = (unsigned)secs;
+		}else if(!strcmp(k, "metrics_interval")){
+			unsigned long long secs;
+			if(parse_duration(v, &secs) || secs > 86400){
+				snprintf(err, errlen, "plugin_opt_metrics_interval '%s' is not a duration up to 1d "
+						"(0 turns the $SYS metrics off)", v ? v : "");
+				goto fail;
+			}
+			cfg->metrics_interval = (unsigned)secs;
 		}else if(!strcmp(k, "dedup_max_ids")){
 			char *end = NULL;
 			unsigned long long n = v && isdigit((unsigned char)*v) ? strtoull(v, &end, 10) : 0;

@@ -68,6 +68,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	pending_wills_expire(pl, time(NULL));
 	dedup_sweep(pl);
 	seq_flush(pl);
+	metrics_tick(pl);
 	journal_mark(pl);
 	store_commit_async(pl->store);
 	if(pl->cfg.sync == SYNC_PERIODIC){

@@ -1823,6 +1823,43 @@ int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t 
 	return STORE_OK;
 }
 
+int store_count_online_sessions(struct store *st, uint64_t *n)
+{
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	*n = 0;
+	if(!st->dbi[DB_ONLINE] || !st->dbi[DB_SESSIONS]){
+		return STORE_OK;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+	if(rc == 0){
+		rc = mdb_cursor_open(txn, st->dbi[DB_ONLINE], &cur);
+		for(int op = MDB_FIRST; rc == 0; op = MDB_NEXT){
+			rc = mdb_cursor_get(cur, &k, &v, op);
+			if(rc == 0){
+				MDB_val sv;
+				int g = mdb_get(txn, st->dbi[DB_SESSIONS], &k, &sv);
+				if(g == 0){
+					(*n)++;
+				}else if(g != MDB_NOTFOUND){
+					rc = g;
+				}
+			}
+		}
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+		}
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	return rc ? STORE_ERR_IO : STORE_OK;
+}
+
 int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes)
 {
 	char datafile[4096];
