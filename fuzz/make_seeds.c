@@ -159,6 +159,59 @@ static void topic_seeds(void)
 	TEXT("fuzz_topic", "percent", "\x00" "a/+/c\0a//c\0%%u%c%x%\0%u\0%c");
 }
 
+static void control_seeds(void)
+{
+	/* Every command, valid. */
+	TEXT("fuzz_control", "delete_by_username",
+			"{\"commands\":[{\"command\":\"deleteAccount\",\"username\":\"alice\",\"correlationData\":\"erase-42\"}]}");
+	TEXT("fuzz_control", "delete_by_clientid", "{\"commands\":[{\"command\":\"deleteAccount\",\"clientid\":\"alice-phone\"}]}");
+	TEXT("fuzz_control", "list_sessions",
+			"{\"commands\":[{\"command\":\"listSessions\",\"username\":\"alice\",\"clientidPrefix\":\"alice-\","
+			"\"offset\":2147483647,\"count\":1000}]}");
+	TEXT("fuzz_control", "list_sessions_defaults", "{\"commands\":[{\"command\":\"listSessions\"}]}");
+	TEXT("fuzz_control", "get_session", "{\"commands\":[{\"command\":\"getSession\",\"clientid\":\"bob-phone\"}]}");
+	TEXT("fuzz_control", "purge_queue", "{\"commands\":[{\"command\":\"purgeQueue\",\"clientid\":\"bob-phone\"}]}");
+	TEXT("fuzz_control", "get_stats", "{\"commands\":[{\"command\":\"getStats\",\"correlationData\":\"\"}]}");
+	TEXT("fuzz_control", "several",
+			"{\"commands\":[{\"command\":\"getStats\"},{\"command\":\"dropEverything\"},"
+			"{\"command\":\"getSession\"},{\"command\":\"listSessions\",\"count\":0}]}");
+	/* Edge cases: numbers out of range or not whole, wrong types, both or
+	 * neither of two, duplicate keys, case, nesting, non-UTF-8, envelope
+	 * errors that stop the request. */
+	TEXT("fuzz_control", "huge_numbers",
+			"{\"commands\":[{\"command\":\"listSessions\",\"offset\":2147483648},"
+			"{\"command\":\"listSessions\",\"count\":1e999},{\"command\":\"listSessions\",\"offset\":-1e308}]}");
+	TEXT("fuzz_control", "negative_float",
+			"{\"commands\":[{\"command\":\"listSessions\",\"count\":-1},{\"command\":\"listSessions\",\"offset\":1.5},"
+			"{\"command\":\"listSessions\",\"offset\":-0,\"count\":1e3}]}");
+	TEXT("fuzz_control", "wrong_types",
+			"{\"commands\":[{\"command\":\"deleteAccount\",\"username\":7,\"clientid\":null},"
+			"{\"command\":\"getSession\",\"clientid\":[\"x\"]},{\"command\":\"listSessions\",\"count\":\"5\"},"
+			"{\"command\":\"purgeQueue\",\"clientid\":\"\"}]}");
+	TEXT("fuzz_control", "both_neither",
+			"{\"commands\":[{\"command\":\"deleteAccount\",\"username\":\"a\",\"clientid\":\"b\"},"
+			"{\"command\":\"deleteAccount\"}]}");
+	TEXT("fuzz_control", "duplicate_keys",
+			"{\"commands\":[{\"command\":\"getSession\",\"command\":\"getStats\",\"clientid\":\"\",\"clientid\":\"c\"}],"
+			"\"commands\":5}");
+	TEXT("fuzz_control", "case",
+			"{\"COMMANDS\":[{\"Command\":\"getStats\",\"CorrelationData\":\"x\"},"
+			"{\"command\":\"getSession\",\"ClientId\":\"c\"},{\"command\":\"getstats\"}]}");
+	TEXT("fuzz_control", "nested_junk",
+			"{\"commands\":[{\"command\":\"listSessions\",\"username\":{\"a\":[[[{}]]]},\"x\":[1,{\"y\":null}]}]} trailing");
+	TEXT("fuzz_control", "non_utf8",
+			"{\"commands\":[{\"command\":\"getSession\",\"clientid\":\"\xff\xfe\xc0\x80\"},"
+			"{\"command\":\"deleteAccount\",\"username\":\"\\u0000\"},{\"command\":\"getSession\",\"clientid\":\"\\ud800\"}]}");
+	TEXT("fuzz_control", "stop_not_object", "{\"commands\":[{\"command\":\"getStats\"},\"getStats\",{\"command\":\"getStats\"}]}");
+	TEXT("fuzz_control", "stop_missing_command",
+			"{\"commands\":[{\"command\":\"getStats\",\"correlationData\":\"1\"},{\"command\":5},{\"command\":\"getStats\"}]}");
+	TEXT("fuzz_control", "stop_correlation", "{\"commands\":[{\"command\":\"getStats\",\"correlationData\":5},{\"command\":\"getStats\"}]}");
+	TEXT("fuzz_control", "no_commands", "{\"commands\":{\"command\":\"getStats\"}}");
+	TEXT("fuzz_control", "empty_commands", "{\"commands\":[]}");
+	TEXT("fuzz_control", "not_json", "{\"commands\":[{\"command\":\"getStats\"}");
+	TEXT("fuzz_control", "nul_inside", "{\"commands\":[{\"command\":\"getStats\"}]}\0{\"commands\":[]}");
+}
+
 int main(int argc, char **argv)
 {
 	if(argc != 2){
@@ -174,6 +227,7 @@ int main(int argc, char **argv)
 	open_seeds();
 	option_seeds();
 	topic_seeds();
+	control_seeds();
 	for(int i = 0; i < n_records; i++){
 		buf_free(&records[i]);
 	}

@@ -12,11 +12,9 @@
 #include <mosquitto/broker_control.h>
 
 #include "account.h"
+#include "control_req.h"
 
 #define RESPONSE_TOPIC CONTROL_TOPIC "/response"
-#define MAX_REQUEST_BYTES (64 * 1024)
-#define LIST_DEFAULT 100
-#define LIST_MAX 1000
 /* Mosquitto's time-based message ids count seconds from this moment. */
 #define STORE_ID_EPOCH 1637168273
 
@@ -25,6 +23,7 @@ enum { DIRECTION_OUT = 1 };
 struct request {
 	struct plugin *pl;
 	struct mosquitto_control_cmd *cmd;
+	const struct ctl_request *args;  /* validated by ctl_request_parse */
 	cJSON *data;    /* the response's "data" object */
 };
 
@@ -32,54 +31,6 @@ static int fail(struct mosquitto_control_cmd *cmd, const char *error)
 {
 	mosquitto_control_command_reply(cmd, error);
 	return MOSQ_ERR_INVAL;
-}
-
-/* Reads an optional string member: 0 when absent, 1 when present, -1 (with
- * an error reply) when present but not a non-empty string. */
-static int get_string(struct mosquitto_control_cmd *cmd, const char *name, const char **out)
-{
-	cJSON *j = cJSON_GetObjectItemCaseSensitive(cmd->j_command, name);
-	char msg[128];
-
-	*out = NULL;
-	if(!j){
-		return 0;
-	}
-	if(!cJSON_IsString(j) || !j->valuestring[0]){
-		snprintf(msg, sizeof(msg), "'%s' must be a non-empty string", name);
-		fail(cmd, msg);
-		return -1;
-	}
-	*out = j->valuestring;
-	return 1;
-}
-
-static int required_clientid(struct mosquitto_control_cmd *cmd, const char **clientid)
-{
-	int n = get_string(cmd, "clientid", clientid);
-
-	if(n == 0){
-		fail(cmd, "'clientid' is required");
-	}
-	return n == 1 ? 0 : -1;
-}
-
-static int get_count(struct mosquitto_control_cmd *cmd, const char *name, int def, int max, int *out)
-{
-	cJSON *j = cJSON_GetObjectItemCaseSensitive(cmd->j_command, name);
-	char msg[128];
-
-	*out = def;
-	if(!j){
-		return 0;
-	}
-	if(!cJSON_IsNumber(j) || j->valuedouble < 0 || j->valuedouble > max || j->valuedouble != (int)j->valuedouble){
-		snprintf(msg, sizeof(msg), "'%s' must be a whole number from 0 to %d", name, max);
-		fail(cmd, msg);
-		return -1;
-	}
-	*out = (int)j->valuedouble;
-	return 1;
 }
 
 /* Starts a successful response: command, correlationData and data. */
@@ -124,19 +75,11 @@ static void log_admin(struct request *rq, const char *what, const char *arg)
 static int delete_account(struct request *rq)
 {
 	struct plugin *pl = rq->pl;
-	const char *username, *clientid;
+	const char *username = rq->args->username, *clientid = rq->args->clientid;
 	struct account_plan plan;
 	cJSON *ids;
-	int u, c, rc;
+	int rc;
 
-	u = get_string(rq->cmd, "username", &username);
-	c = get_string(rq->cmd, "clientid", &clientid);
-	if(u < 0 || c < 0){
-		return MOSQ_ERR_INVAL;
-	}
-	if(u + c != 1){
-		return fail(rq->cmd, "Give exactly one of 'username' and 'clientid'");
-	}
 	if(sync_store(rq)){
 		return MOSQ_ERR_INVAL;
 	}
@@ -201,7 +144,8 @@ static int list_session(void *ctx, const struct rec_session *s)
 		return 0;
 	}
 	lw->total++;
-	if(lw->total <= lw->offset || lw->total > lw->offset + lw->count){
+	/* Not offset + count: that overflows int at the largest offset. */
+	if(lw->total <= lw->offset || lw->total - lw->offset > lw->count){
 		return 0;
 	}
 	o = cJSON_CreateObject();
@@ -218,13 +162,10 @@ static int list_session(void *ctx, const struct rec_session *s)
 
 static int list_sessions(struct request *rq)
 {
-	struct list_walk lw = {rq->pl->store, NULL, NULL, 0, 0, 0, NULL, false};
+	const struct ctl_request *a = rq->args;
+	struct list_walk lw = {rq->pl->store, a->username, a->clientid_prefix, a->offset, a->count, 0, NULL, false};
 
-	if(get_string(rq->cmd, "username", &lw.username) < 0
-			|| get_string(rq->cmd, "clientidPrefix", &lw.prefix) < 0
-			|| get_count(rq->cmd, "offset", 0, INT32_MAX, &lw.offset) < 0
-			|| get_count(rq->cmd, "count", LIST_DEFAULT, LIST_MAX, &lw.count) < 0
-			|| sync_store(rq)){
+	if(sync_store(rq)){
 		return MOSQ_ERR_INVAL;
 	}
 	if(respond(rq) || !(lw.sessions = cJSON_AddArrayToObject(rq->data, "sessions"))){
@@ -313,13 +254,10 @@ static int add_subscription(void *ctx, const struct rec_sub *s)
 static int get_session(struct request *rq)
 {
 	struct session_info si = {.st = rq->pl->store};
-	const char *clientid;
+	const char *clientid = rq->args->clientid;
 	cJSON *subs;
 	int rc = MOSQ_ERR_SUCCESS;
 
-	if(required_clientid(rq->cmd, &clientid)){
-		return MOSQ_ERR_INVAL;
-	}
 	if(sync_store(rq)){
 		return MOSQ_ERR_INVAL;
 	}
@@ -357,12 +295,9 @@ static int purge_queue(struct request *rq)
 {
 	struct session_info si = {.st = rq->pl->store};
 	struct mosquitto_client_msg cm;
-	const char *clientid;
+	const char *clientid = rq->args->clientid;
 	int rc = STORE_OK;
 
-	if(required_clientid(rq->cmd, &clientid)){
-		return MOSQ_ERR_INVAL;
-	}
 	if(sync_store(rq)){
 		return MOSQ_ERR_INVAL;
 	}
@@ -445,24 +380,21 @@ static int get_stats(struct request *rq)
 
 static int handle_command(struct mosquitto_control_cmd *cmd, void *userdata)
 {
-	static const struct {
-		const char *name;
-		int (*fn)(struct request *rq);
-	} commands[] = {
-		{"deleteAccount", delete_account},
-		{"listSessions", list_sessions},
-		{"getSession", get_session},
-		{"purgeQueue", purge_queue},
-		{"getStats", get_stats},
+	/* Indexed by enum ctl_command; a valid request is never CTL_UNKNOWN. */
+	static int (*const handlers[])(struct request *rq) = {
+		[CTL_DELETE_ACCOUNT] = delete_account,
+		[CTL_LIST_SESSIONS] = list_sessions,
+		[CTL_GET_SESSION] = get_session,
+		[CTL_PURGE_QUEUE] = purge_queue,
+		[CTL_GET_STATS] = get_stats,
 	};
-	struct request rq = {userdata, cmd, NULL};
+	struct ctl_request args;
+	struct request rq = {userdata, cmd, &args, NULL};
 
-	for(size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++){
-		if(!strcmp(cmd->command_name, commands[i].name)){
-			return commands[i].fn(&rq);
-		}
+	if(ctl_request_parse(cmd->j_command, &args) != CTL_OK){
+		return fail(cmd, args.error);
 	}
-	return fail(cmd, "Unknown command");
+	return handlers[args.command](&rq);
 }
 
 int on_control(int event, void *event_data, void *userdata)
@@ -471,12 +403,12 @@ int on_control(int event, void *event_data, void *userdata)
 	cJSON *tree, *responses, *r;
 
 	(void)event;
-	if(ed->payloadlen > MAX_REQUEST_BYTES){
+	if(ed->payloadlen > CTL_MAX_REQUEST_BYTES){
 		tree = cJSON_CreateObject();
 		responses = tree ? cJSON_AddArrayToObject(tree, "responses") : NULL;
 		r = responses ? cJSON_CreateObject() : NULL;
-		if(!r || !cJSON_AddStringToObject(r, "command", "Unknown command")
-				|| !cJSON_AddStringToObject(r, "error", "Request too large (at most 65536 bytes)")){
+		if(!r || !cJSON_AddStringToObject(r, "command", CTL_UNKNOWN_NAME)
+				|| !cJSON_AddStringToObject(r, "error", CTL_TOO_LARGE)){
 			cJSON_Delete(r);
 			cJSON_Delete(tree);
 			return MOSQ_ERR_NOMEM;

@@ -4,15 +4,19 @@
 #   scripts/root.sh scripts/fuzz.sh [SECONDS]
 # Exits non-zero when a target finds a crash; the input that crashed is kept
 # in build-fuzz/crashes/<target>/ and its log in build-fuzz/logs/<target>.log.
-# See docs/fuzzing.md.
+# PERSIST_LMDB_FUZZ_BUILD names another build directory (relative to the
+# source tree), so that two runs at once do not overwrite each other's
+# binaries and logs. See docs/fuzzing.md.
 set -euo pipefail
 
 secs=${1:-15}
 case $secs in '' | *[!0-9]* | 0) echo "usage: scripts/fuzz.sh [SECONDS]" >&2; exit 2 ;; esac
 
 src=$(cd "$(dirname "$0")/.." && pwd)
-bld=$src/build-fuzz
-targets=(fuzz_record fuzz_open fuzz_options fuzz_topic)
+bdir=${PERSIST_LMDB_FUZZ_BUILD:-build-fuzz}
+case $bdir in '' | /* | *..*) echo "fuzz.sh: PERSIST_LMDB_FUZZ_BUILD must be a directory inside the source tree" >&2; exit 2 ;; esac
+bld=$src/$bdir
+targets=(fuzz_record fuzz_open fuzz_options fuzz_topic fuzz_control)
 
 command -v clang >/dev/null 2>&1 || {
 	echo "fuzz.sh: clang not found; run it as scripts/root.sh scripts/fuzz.sh" >&2
@@ -20,7 +24,7 @@ command -v clang >/dev/null 2>&1 || {
 }
 
 mkdir -p "$bld"
-# A build-fuzz configured with another compiler is configured afresh.
+# A build directory configured with another compiler is configured afresh.
 if [ -f "$bld/CMakeCache.txt" ] && ! grep -q '^CMAKE_C_COMPILER:[A-Z]*=.*clang' "$bld/CMakeCache.txt"; then
 	rm -rf "$bld/CMakeCache.txt" "$bld/CMakeFiles"
 fi
@@ -28,7 +32,7 @@ if ! CC=clang cmake -S "$src" -B "$bld" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DPERSIST_LMDB_FUZZ=ON -DPERSIST_LMDB_TESTS=OFF -DPERSIST_LMDB_SANITIZE=OFF \
 	>"$bld/cmake.log" 2>&1; then
 	cat "$bld/cmake.log" >&2
-	echo "fuzz.sh: configuring build-fuzz failed" >&2
+	echo "fuzz.sh: configuring $bdir failed" >&2
 	exit 1
 fi
 if ! cmake --build "$bld" -j"$(nproc)" --target fuzz >"$bld/build.log" 2>&1; then
@@ -54,7 +58,7 @@ trap 'exit 130' INT TERM
 mkdir -p "$bld/logs"
 
 # One target: fresh corpus copy, libFuzzer for $secs, crash inputs into
-# build-fuzz/crashes/<target>/. Writes its exit status to $work/<target>.rc.
+# $bdir/crashes/<target>/. Writes its exit status to $work/<target>.rc.
 run_one() {
 	local t=$1 corpus=$work/$1.corpus crashes=$bld/crashes/$1 dict=() rc=0
 	mkdir -p "$corpus" "$crashes"
@@ -100,6 +104,6 @@ for t in "${targets[@]}"; do
 	artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n1)
 	echo "$t: FAILED (exit $rc${runs:+, $runs runs})${artifact:+, input: ${artifact#"$src"/}}"
 	grep -E '^(==[0-9]+==|SUMMARY|.*check failed|.*runtime error|    #[0-9]+ )' "$log" | head -n 40 | sed 's/^/    /' >&2 || true
-	echo "    full log: ${log#"$src"/}${artifact:+; reproduce: scripts/root.sh build-fuzz/fuzz/$t ${artifact#"$src"/}}" >&2
+	echo "    full log: ${log#"$src"/}${artifact:+; reproduce: scripts/root.sh $bdir/fuzz/$t ${artifact#"$src"/}}" >&2
 done
 exit "$failed"

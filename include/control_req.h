@@ -1,0 +1,75 @@
+/* Validation of control API requests ($CONTROL/persist-lmdb/v1,
+ * docs/control-api.md), apart from the broker so that unit tests and a fuzz
+ * target can drive it. The plugin lets Mosquitto parse the envelope
+ * (mosquitto_control_generic_callback) and validates each command with
+ * ctl_request_parse; ctl_payload_parse does the whole payload the way the
+ * plugin and Mosquitto together do, for tests. */
+#ifndef PERSIST_LMDB_CONTROL_REQ_H
+#define PERSIST_LMDB_CONTROL_REQ_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#define CTL_MAX_REQUEST_BYTES (64 * 1024)
+#define CTL_TOO_LARGE "Request too large (at most 65536 bytes)"
+/* The response's "command" when a request has no usable command name. */
+#define CTL_UNKNOWN_NAME "Unknown command"
+#define CTL_OFFSET_MAX 2147483647
+#define CTL_COUNT_DEFAULT 100
+#define CTL_COUNT_MAX 1000
+
+enum ctl_command {
+	CTL_UNKNOWN,        /* rejected before the command was recognised */
+	CTL_DELETE_ACCOUNT,
+	CTL_LIST_SESSIONS,
+	CTL_GET_SESSION,
+	CTL_PURGE_QUEUE,
+	CTL_GET_STATS,
+};
+
+enum ctl_status {
+	CTL_OK,
+	CTL_REJECT,       /* answered with the error; the next commands still run */
+	CTL_REJECT_STOP,  /* answered with the error; Mosquitto runs no later command */
+};
+
+/* One command. The strings point into the cJSON tree it came from (or are
+ * static); NULL when absent. A rejected command has only command (when its
+ * name was known), name, correlation_data and error set reliably. */
+struct ctl_request {
+	enum ctl_command command;
+	const char *name;              /* the response's "command" */
+	const char *correlation_data;
+	const char *error;             /* NULL when valid, else the reply's sentence */
+	/* deleteAccount: exactly one of username and clientid.
+	 * listSessions: optional username, clientid_prefix, offset, count.
+	 * getSession, purgeQueue: clientid. getStats: nothing. */
+	const char *username;
+	const char *clientid;
+	const char *clientid_prefix;
+	int offset;                    /* 0 .. CTL_OFFSET_MAX, default 0 */
+	int count;                     /* 0 .. CTL_COUNT_MAX, default CTL_COUNT_DEFAULT */
+};
+
+/* Validates one element of "commands": the checks Mosquitto makes before
+ * handing a command to the plugin (an object, a string "command", a string
+ * "correlationData" if any), then the command's own members. Members not
+ * named above are ignored. */
+enum ctl_status ctl_request_parse(const cJSON *command, struct ctl_request *req);
+
+/* A whole request payload: what the plugin answers, one entry per response. */
+struct ctl_batch {
+	cJSON *tree;                   /* owns the strings of reqs */
+	struct ctl_request *reqs;
+	size_t n;
+};
+
+/* Parses {"commands":[...]} as the plugin and Mosquitto do: a payload over
+ * CTL_MAX_REQUEST_BYTES, invalid JSON or a missing "commands" array gives a
+ * single rejected entry; processing stops after a CTL_REJECT_STOP entry.
+ * Returns 0, or -1 when out of memory (b is then empty). */
+int ctl_payload_parse(const void *payload, size_t len, struct ctl_batch *b);
+void ctl_batch_free(struct ctl_batch *b);
+
+#endif
