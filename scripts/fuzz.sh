@@ -16,7 +16,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 bdir=${PERSIST_LMDB_FUZZ_BUILD:-build-fuzz}
 case $bdir in '' | /* | *..*) echo "fuzz.sh: PERSIST_LMDB_FUZZ_BUILD must be a directory inside the source tree" >&2; exit 2 ;; esac
 bld=$src/$bdir
-targets=(fuzz_record fuzz_open fuzz_options fuzz_topic fuzz_control)
+targets=(fuzz_record fuzz_open fuzz_options fuzz_topic fuzz_control fuzz_import)
 
 command -v clang >/dev/null 2>&1 || {
 	echo "fuzz.sh: clang not found; run it as scripts/root.sh scripts/fuzz.sh" >&2
