@@ -431,6 +431,9 @@ class Client:
         )
         self.mqtt.max_inflight_messages_set(max_inflight)
         self.mqtt.max_queued_messages_set(0)
+        # Acknowledged before it is recorded: a test that saw a message and
+        # then disconnects has its PUBACK on the wire ahead of the DISCONNECT.
+        self.mqtt.manual_ack_set(True)
         if username is not None:
             self.mqtt.username_pw_set(username, password)
         if will:
@@ -473,6 +476,8 @@ class Client:
         if msg.properties is not None and hasattr(msg.properties, "SubscriptionIdentifier"):
             sub_ids = list(msg.properties.SubscriptionIdentifier)
         r = Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), bool(msg.dup), sub_ids)
+        if msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
         with self.cond:
             self.received.append(r)
             self.cond.notify_all()
