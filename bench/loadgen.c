@@ -5,8 +5,12 @@
  *   loadgen subscribe-offline -p PORT -k K [-i PREFIX] [-t TOPIC] [-q QOS]
  *       K persistent sessions (MQTT 3.1.1, clean session off) subscribe to
  *       TOPIC and disconnect cleanly: they become offline sessions.
- *   loadgen publish -p PORT -n N [-s SIZE] [-q QOS] [-w WINDOW] [-t TOPIC]
+ *   loadgen publish -p PORT -n N [-s SIZE] [-q QOS] [-w WINDOW] [-t TOPIC] [-D SECS]
  *       One publisher, N messages of SIZE bytes, at most WINDOW unacknowledged.
+ *       With -w 1 (each message waits for its PUBACK/PUBCOMP: a synchronous
+ *       publisher) the publishing thread runs the network loop itself. With
+ *       -D, sending stops after SECS seconds (or N messages, whichever comes
+ *       first) and the rate counts the messages sent, all acknowledged.
  *   loadgen drain -p PORT -k K -n N [-i PREFIX]
  *       Reconnects the K sessions and waits until each has received all N
  *       messages; checks gaps, duplicates and order.
@@ -51,6 +55,7 @@ struct options {
 	int qos;
 	long window;
 	double timeout;
+	double duration;
 	double since;
 	int poll_ms;
 };
@@ -66,6 +71,7 @@ static struct options opt = {
 	.qos = 1,
 	.window = 100,
 	.timeout = 600.0,
+	.duration = 0.0,
 	.since = 0.0,
 	.poll_ms = 5,
 };
@@ -358,10 +364,44 @@ static bool pub_wait(struct pub_state *st, int what, long value, const struct ti
 	return ok;
 }
 
+/* A window of 1 without a loop thread: the message is written by
+ * mosquitto_publish() itself and its acknowledgement read here, with no
+ * hand-over to a loop thread and back (two thread wake-ups per round trip,
+ * which a synchronous publisher would see as broker latency). */
+static bool pub_loop_until(struct mosquitto *mosq, struct pub_state *st, int what, long value,
+		double deadline)
+{
+	for(;;){
+		pthread_mutex_lock(&st->lock);
+		bool done = what == 0 ? st->connack != -1 : st->acked >= value;
+		bool lost = st->lost;
+		pthread_mutex_unlock(&st->lock);
+		if(done){
+			return true;
+		}
+		if(lost || now_mono() > deadline){
+			return false;
+		}
+		int rc = mosquitto_loop(mosq, 100, 1);
+		if(rc != MOSQ_ERR_SUCCESS){
+			fail("loop", rc);
+			return false;
+		}
+	}
+}
+
+static bool pub_await(struct mosquitto *mosq, struct pub_state *st, bool threaded, int what, long value,
+		const struct timespec *deadline, double mono_deadline)
+{
+	return threaded ? pub_wait(st, what, value, deadline) : pub_loop_until(mosq, st, what, value, mono_deadline);
+}
+
 static int cmd_publish(void)
 {
 	struct pub_state st = {.connack = -1};
 	struct timespec deadline = deadline_after(opt.timeout);
+	double mono_deadline = now_mono() + opt.timeout;
+	bool threaded = opt.window > 1;
 	unsigned char *payload;
 	int ret = 1;
 
@@ -391,19 +431,23 @@ static int cmd_publish(void)
 		fail("connect", rc);
 		goto out_destroy;
 	}
-	rc = mosquitto_loop_start(mosq);
+	rc = threaded ? mosquitto_loop_start(mosq) : MOSQ_ERR_SUCCESS;
 	if(rc != MOSQ_ERR_SUCCESS){
 		fail("loop_start", rc);
 		goto out_destroy;
 	}
-	if(!pub_wait(&st, 0, 0, &deadline) || st.connack != 0){
+	if(!pub_await(mosq, &st, threaded, 0, 0, &deadline, mono_deadline) || st.connack != 0){
 		fprintf(stderr, "loadgen: publish: no CONNACK (rc %d)\n", st.connack);
 		goto out_stop;
 	}
 
 	double t0 = now_mono();
+	long sent = 0;
 	for(long i = 0; i < opt.messages; i++){
-		if(i >= opt.window && !pub_wait(&st, 1, i - opt.window + 1, &deadline)){
+		if(opt.duration > 0 && now_mono() - t0 >= opt.duration){
+			break;
+		}
+		if(i >= opt.window && !pub_await(mosq, &st, threaded, 1, i - opt.window + 1, &deadline, mono_deadline)){
 			fprintf(stderr, "loadgen: publish: stalled with %ld sent\n", i);
 			goto out_stop;
 		}
@@ -414,15 +458,16 @@ static int cmd_publish(void)
 			fail("publish", rc);
 			goto out_stop;
 		}
+		sent++;
 	}
-	if(!pub_wait(&st, 1, opt.messages, &deadline)){
-		fprintf(stderr, "loadgen: publish: not all of %ld acked\n", opt.messages);
+	if(!pub_await(mosq, &st, threaded, 1, sent, &deadline, mono_deadline)){
+		fprintf(stderr, "loadgen: publish: not all of %ld acked\n", sent);
 		goto out_stop;
 	}
 	double secs = now_mono() - t0;
 	printf("publish msgs=%ld size=%d qos=%d window=%ld secs=%.3f rate=%.0f\n",
-		opt.messages, opt.size, opt.qos, opt.window, secs,
-		secs > 0 ? (double)opt.messages / secs : 0.0);
+		sent, opt.size, opt.qos, opt.window, secs,
+		secs > 0 ? (double)sent / secs : 0.0);
 	ret = 0;
 
 out_stop:
@@ -434,10 +479,14 @@ out_stop:
 		fail("disconnect", rc);
 		ret = 1;
 	}
-	rc = mosquitto_loop_stop(mosq, ret != 0);
-	if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_INVAL){
-		fail("loop_stop", rc);
-		ret = 1;
+	if(threaded){
+		rc = mosquitto_loop_stop(mosq, ret != 0);
+		if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_INVAL){
+			fail("loop_stop", rc);
+			ret = 1;
+		}
+	}else if(rc == MOSQ_ERR_SUCCESS){
+		(void)mosquitto_loop(mosq, 50, 1);
 	}
 out_destroy:
 	mosquitto_destroy(mosq);
@@ -633,6 +682,7 @@ static void usage(void)
 		"  -q QOS      QoS (1)\n"
 		"  -w WINDOW   max unacknowledged publishes (100)\n"
 		"  -T SECS     timeout (600)\n"
+		"  -D SECS     publish: stop sending after SECS seconds (no limit)\n"
 		"  -S EPOCH    wait-connect: measure from this CLOCK_REALTIME time\n"
 		"  -P MS       wait-connect: poll interval (5)\n");
 }
@@ -673,7 +723,7 @@ int main(int argc, char **argv)
 	int c;
 	long v;
 	optind = 2;
-	while((c = getopt(argc, argv, "H:p:t:i:k:n:s:q:w:T:S:P:")) != -1){
+	while((c = getopt(argc, argv, "H:p:t:i:k:n:s:q:w:T:D:S:P:")) != -1){
 		bool ok = true;
 		switch(c){
 			case 'H': opt.host = optarg; break;
@@ -686,6 +736,7 @@ int main(int argc, char **argv)
 			case 'q': ok = parse_long(optarg, 0, &v) && v <= 2; opt.qos = (int)v; break;
 			case 'w': ok = parse_long(optarg, 1, &opt.window); break;
 			case 'T': ok = parse_double(optarg, &opt.timeout); break;
+			case 'D': ok = parse_double(optarg, &opt.duration); break;
 			case 'S': ok = parse_double(optarg, &opt.since); break;
 			case 'P': ok = parse_long(optarg, 1, &v) && v <= 10000; opt.poll_ms = (int)v; break;
 			default: ok = false; break;

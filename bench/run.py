@@ -8,15 +8,23 @@ over several rounds (setup order rotated each round), and reports medians:
   snapshot  Mosquitto's own snapshot persistence (persistence true; saved on shutdown)
   sqlite    the stock persist-sqlite plugin, its defaults (flush_period 5 s, sync normal)
   lmdb      persist-lmdb, its defaults (sync tick)
-  sqlite-flush0  (only when asked for) persist-sqlite, plugin_opt_flush_period 0
+  lmdb-periodic  persist-lmdb, plugin_opt_sync periodic (synced every second)
+  lmdb-publish   persist-lmdb, plugin_opt_sync publish (journal synced before each PUBACK)
+  sqlite-flush0  persist-sqlite, plugin_opt_flush_period 0
 
 Scenario A (offline fan-out): K offline persistent subscribers, one windowed
 QoS 1 publisher, N messages -> acknowledged publish rate.
 Scenario B (restart): K offline subscribers x M queued messages, SIGTERM, start
 again -> time from process start to first CONNACK, RSS after restart, data on
 disk; then the subscribers drain everything (rate, and every message checked).
+Scenario C (durable publish): one QoS 1 publisher with a window of 1 (each
+message waits for its PUBACK) and of 100, one offline subscriber, for a fixed
+time -> acknowledged publish rate, against the disk's synced-write rate
+(bench/syncprobe: pwrite+fdatasync, mmap+msync) measured in the same data
+directory, in slices alternating with lmdb-publish's window-1 publishing.
 
-Started by bench/run.sh (which builds bench/loadgen); see docs/benchmarks.md.
+Started by bench/run.sh (which builds bench/loadgen and bench/syncprobe); see
+docs/benchmarks.md.
 """
 import argparse
 import atexit
@@ -34,9 +42,15 @@ import time
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_persist_sqlite.so"
-DEFAULT_SETUPS = ["none", "snapshot", "sqlite", "lmdb"]
-ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0"]
+LMDB_SETUPS = {"lmdb": None, "lmdb-periodic": "periodic", "lmdb-publish": "publish"}  # -> plugin_opt_sync
+DEFAULT_SETUPS = ["none", "snapshot", "sqlite", "lmdb", "lmdb-periodic"]
+ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish"]
 RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb"]  # `none` has nothing to restore
+# Scenario C. The disk probe (bench/syncprobe) runs in slices next to C_JUDGED,
+# or, without it, takes its own turn in the rotation as `probe`.
+C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish"]
+C_MESSAGES_CAP = 100000000  # scenario C publishes for a time; -n only bounds it
+C_JUDGED = "lmdb-publish"  # scenario C: the setup judged against the probe, interleaved with it
 
 _brokers = []  # live Popen objects, killed on exit
 
@@ -62,6 +76,12 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def shown(path):
+    """A path for the report: relative when it is in the source tree."""
+    rel = os.path.relpath(path, SRC)
+    return path if rel.startswith("..") else rel
 
 
 def parse_kv(line):
@@ -136,13 +156,15 @@ class Broker:
             lines += [f"global_plugin {args.sqlite_plugin}", f"persistence_location {self.data}"]
             if setup == "sqlite-flush0":
                 lines += ["plugin_opt_flush_period 0"]
-        elif setup == "lmdb":
+        elif setup in LMDB_SETUPS:
             key = os.path.join(workdir, "key")
             with open(key, "wb") as f:
                 f.write(os.urandom(32))
             os.chmod(key, 0o600)
             lines += [f"global_plugin {args.lmdb_plugin}", f"plugin_opt_key_file {key}",
                       f"plugin_opt_db_path {self.data}"]
+            if LMDB_SETUPS[setup]:
+                lines += [f"plugin_opt_sync {LMDB_SETUPS[setup]}"]
         elif setup != "none":
             raise ValueError(setup)
         with open(self.conf, "w") as f:
@@ -293,6 +315,78 @@ def run_b(setup, rnd):
         b.cleanup()
 
 
+def run_probe(rnd, secs, tag=""):
+    """The disk's synced-write rate in the data directory (bench/syncprobe)."""
+    d = os.path.join(args.data_dir, f"C-probe-r{rnd}{tag}")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    argv = [args.syncprobe, "-d", d, "-t", f"{secs:g}", "-s", str(args.probe_size)]
+    if args.verbose:
+        log("  $ " + shlex.join(argv))
+    try:
+        os.sync()
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=4 * secs + 120)
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    if args.verbose and line:
+        log("    " + line)
+    if p.returncode != 0:
+        raise BenchError(f"syncprobe failed (rc {p.returncode}): {p.stderr.strip()}")
+    r = parse_kv(line)
+    return {k: r[k] for k in ("pwrite_rate", "pwrite_p50_us", "pwrite_p99_us",
+                              "mmap_rate", "mmap_p50_us", "mmap_p99_us")}
+
+
+def c_publish(b, w, secs):
+    """One timed publish on a running broker: (loadgen result, broker CPU seconds)."""
+    cpu0 = cpu_secs(b.proc.pid)
+    r = b.loadgen("publish", "-n", C_MESSAGES_CAP, "-s", args.size, "-q", 1, "-w", w, "-D", f"{secs:g}")
+    return r, cpu_secs(b.proc.pid) - cpu0
+
+
+def run_c(setup, rnd):
+    if setup == "probe":
+        return {"slices": [run_probe(rnd, args.c_secs)]}
+    res = {}
+    for w in args.c_windows:
+        b = Broker(setup, os.path.join(args.data_dir, f"C-{setup}-w{w}-r{rnd}"))
+        try:
+            os.sync()
+            b.wait_ready(b.start())
+            b.loadgen("subscribe-offline", "-k", 1)
+            if setup == C_JUDGED and w == args.c_windows[0] and args.c_slices:
+                # The judged figure: slices of publishing alternate with slices
+                # of probing (probe first in even slices, publish first in odd
+                # ones), so that each ratio compares measurements seconds apart.
+                secs = args.c_secs / args.c_slices
+                msgs = wall = cpu = 0
+                res["slices"] = []
+                for k in range(args.c_slices):
+                    if k % 2 == 0:
+                        pr = run_probe(rnd, secs, f"-s{k}")
+                        r, c = c_publish(b, w, secs)
+                    else:
+                        r, c = c_publish(b, w, secs)
+                        pr = run_probe(rnd, secs, f"-s{k}")
+                    res["slices"].append(dict(pr, rate=r["rate"]))
+                    msgs += r["msgs"]
+                    wall += r["secs"]
+                    cpu += c
+                r = {"msgs": msgs, "secs": wall, "rate": msgs / wall if wall > 0 else 0}
+            else:
+                r, cpu = c_publish(b, w, args.c_secs)
+            b.stop()
+            res[f"w{w}_rate"] = r["rate"]
+            res[f"w{w}_msgs"] = r["msgs"]
+            res[f"w{w}_cpu_us"] = cpu * 1e6 / r["msgs"] if r["msgs"] else None
+            res[f"w{w}_cpu_share"] = 100 * cpu / r["secs"] if r["secs"] > 0 else None
+        finally:
+            b.cleanup()
+    return res
+
+
 def median(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
@@ -372,11 +466,120 @@ def machine():
             "mosquitto": mosq, "data_fs": fs}
 
 
+def probe_rounds(results):
+    """Per round, the probe measurements of scenario C (slices next to the judged
+    setup, or the probe's own turn), or None for a failed round."""
+    src = "probe" if results["C"].get("probe") else C_JUDGED
+    return [r.get("slices") if "error" not in r else None for r in results["C"].get(src, [])]
+
+
+def report_c(results, c_setups):
+    """Scenario C: durable publish against the disk's synced-write rate."""
+    ws = args.c_windows
+    rounds = probe_rounds(results)
+    sliced = not results["C"].get("probe")
+    out = ["## C. Durable publish: one publisher against the disk's sync rate\n"]
+    out.append(f"One publisher sends QoS 1 messages of {args.size} bytes for {args.c_secs:g} s, "
+               + " and, on a fresh broker, ".join(
+                   f"with at most {w} unacknowledged" + (" (each message waits for its PUBACK: what a "
+                                                         "broker that makes every message durable before "
+                                                         "acknowledging it serves to one synchronous "
+                                                         "publisher)" if w == 1 else "")
+                   for w in ws)
+               + "; one offline persistent subscriber, so every message is queued. "
+               "Rate = messages / time until the last PUBACK; at window 1 the publisher runs its network loop "
+               "in its own thread (no hand-over to a loop thread). In the same data directory, `syncprobe` "
+               "measures the disk: a zero-filled 4 MiB file, "
+               f"{args.probe_size}-byte writes at successive offsets, each followed by `fdatasync` (pwrite) or "
+               "by `msync(MS_SYNC)` of the page it touched (mmap, what the journal does). One synced write per "
+               "message is the most any broker that syncs each message before its PUBACK can serve one "
+               "synchronous publisher: the physical limit. "
+               + (f"The disk's load from elsewhere changes from second to second, so `{C_JUDGED}` at window "
+                  f"{ws[0]} publishes in {args.c_slices} slices of {args.c_secs / args.c_slices:g} s, each "
+                  f"next to a probe of {args.c_secs / args.c_slices:g} s per variant on the same broker "
+                  "run (probe first, then publish first, alternately), and each slice gives a ratio."
+                  if sliced else f"The probe takes its own turn in every round, {args.c_secs:g} s per variant.")
+               + "\n")
+    all_slices = [sl for rs in rounds if rs for sl in rs]
+    pw = median([sl["pwrite_rate"] for sl in all_slices])
+    md = median([sl["mmap_rate"] for sl in all_slices])
+    if all_slices:
+        lines = [f"| disk probe | median{' of all slices' if sliced else ''} | per round"
+                 f"{' (median of its slices)' if sliced else ''} |", "|---|---|---|"]
+        for key, label in (("pwrite_rate", "pwrite + fdatasync (writes/s)"),
+                           ("mmap_rate", "mmap + msync MS_SYNC (writes/s)"),
+                           ("pwrite_p50_us", "pwrite + fdatasync, latency p50 (µs)"),
+                           ("pwrite_p99_us", "pwrite + fdatasync, latency p99 (µs)"),
+                           ("mmap_p50_us", "mmap + msync, latency p50 (µs)"),
+                           ("mmap_p99_us", "mmap + msync, latency p99 (µs)")):
+            per = [fmt(median([sl[key] for sl in rs]), "rate") if rs else "failed" for rs in rounds]
+            lines.append(f"| {label} | {fmt(median([sl[key] for sl in all_slices]), 'rate')} | "
+                         f"{', '.join(per)} |")
+        out.append("\n".join(lines) + "\n")
+    if c_setups:
+        metrics = []
+        for w in ws:
+            metrics.append((f"w{w}_rate", f"publish rate, window {w} (msg/s, acked)", "rate", 1))
+        for w in ws:
+            metrics.append((f"w{w}_cpu_us", f"broker CPU time per message, window {w} (µs)", "us", 1))
+        for w in ws:
+            metrics.append((f"w{w}_cpu_share", f"broker CPU time / wall time, window {w} (%)", "pct", 1))
+        pairs = [p for p in [(C_JUDGED, "lmdb"), (C_JUDGED, "none")]
+                 if p[0] in c_setups and p[1] in c_setups]
+        out.append(table(results, "C", c_setups, metrics, pairs))
+        for w in ws:
+            out.append(f"\nPer round, window {w} (msg/s): "
+                       f"{samples(results, 'C', c_setups, f'w{w}_rate', 'rate')}.")
+        out.append("")
+    if C_JUDGED in c_setups and all_slices:
+        w = ws[0]
+        # (to fdatasync, to msync, to the higher of the two), per slice, by round
+        if sliced:
+            pairs = [[(sl["rate"], sl) for sl in rs] if rs else [] for rs in rounds]
+        else:
+            pub = [r.get(f"w{w}_rate") if "error" not in r else None for r in results["C"][C_JUDGED]]
+            pairs = [[(x, rs[0])] if x is not None and rs else [] for x, rs in zip(pub, rounds)]
+        ratios = [[(x / sl["pwrite_rate"], x / sl["mmap_rate"], x / max(sl["pwrite_rate"], sl["mmap_rate"]))
+                   for x, sl in rp if min(sl["pwrite_rate"], sl["mmap_rate"]) > 0] for rp in pairs]
+        flat = [t for rr in ratios for t in rr]
+        if flat:
+            to_pw = median([t[0] for t in flat])
+            to_mm = median([t[1] for t in flat])
+            to_max = median([t[2] for t in flat])
+            verdict = "meets" if to_max >= 0.8 else "does NOT meet"
+            per_round = "; ".join(
+                f"{median([t[0] for t in rr]):.2f} / {median([t[1] for t in rr]):.2f}" if rr else "n/a"
+                for rr in ratios)
+            out.append(f"Target (`publish` mode, one publisher, at least 0.8 of the disk's sync rate measured "
+                       f"in the same run): `{C_JUDGED}` at window {w} reaches {to_pw:.2f} of pwrite + "
+                       f"fdatasync and {to_mm:.2f} of mmap + msync (medians over {len(flat)} "
+                       f"{'slices' if sliced else 'rounds'}); against the higher of the two probe rates "
+                       f"{to_max:.2f}: it {verdict} the target in this run. "
+                       + (f"Per round (median of its slices, to fdatasync / to msync): {per_round}."
+                          if sliced else f"Per round (to fdatasync / to msync): {per_round}.")
+                       + (" A ratio above 1 means the disk was slower while the probe ran than while the broker "
+                          "did (other load on the disk; see the probe's latencies): such a measurement says "
+                          "little about the broker." if any(t[2] > 1 for t in flat) else "") + "\n")
+        nw = median([r.get(f"w{w}_rate") for r in results["C"].get("none", []) if "error" not in r])
+        limit = max(pw, md)
+        if nw and limit:
+            ideal = 1 / (1 / nw + 1 / limit)
+            out.append(f"At window {w} a message costs a full round trip plus its sync, one after the other: "
+                       f"with `none`'s round trip ({nw:,.0f} msg/s at window {w}) and the higher median probe "
+                       f"rate ({limit:,.0f}/s), a broker whose only extra cost is one sync per message would "
+                       f"reach about {ideal:,.0f} msg/s ({ideal / limit:.2f} of the probe).\n")
+    return out
+
+
 def report(results, info):
     a_setups = [s for s in args.setups if results["A"].get(s)]
     b_setups = [s for s in args.setups if s in RESTART_SETUPS and results["B"].get(s)]
-    a_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "none")] if p[0] in a_setups and p[1] in a_setups]
+    a_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "none"),
+                           ("lmdb-periodic", "lmdb"), ("lmdb-publish", "lmdb")] if p[0] in a_setups and p[1] in a_setups]
     b_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "snapshot")] if p[0] in b_setups and p[1] in b_setups]
+    c_setups = [s for s in args.c_setups if results["C"].get(s)]
+    probe_ok = any(probe_rounds(results))
+    used = set(a_setups) | set(b_setups) | set(c_setups)
     mib = 1 / 1024
     out = []
     out.append("# Benchmarks\n")
@@ -393,7 +596,7 @@ def report(results, info):
     out.append(f"- data directories: `{os.path.relpath(args.data_dir, SRC)}` on {info['data_fs']} "
                "(the real disk, not tmpfs); a fresh directory for every broker, "
                "`sync` before every measurement")
-    if info.get("lmdb_plugin"):
+    if info.get("lmdb_plugin") and used & set(LMDB_SETUPS):
         how = (", by bench/run.sh from the working tree (RelWithDebInfo)"
                if info["lmdb_plugin"].startswith("build-bench/") else "")
         out.append(f"- persist-lmdb: `{info['lmdb_plugin']}`, built {info['lmdb_plugin_mtime']}{how}")
@@ -408,12 +611,21 @@ def report(results, info):
     out.append("- `sqlite`: the stock `mosquitto_persist_sqlite.so` with its defaults: WAL, "
                "`synchronous=NORMAL`, one transaction committed every `flush_period` (5 s): "
                "up to 5 s of messages are lost on a crash, and a commit is not fsynced (WAL checkpoints are).")
-    if "sqlite-flush0" in args.setups:
+    if "sqlite-flush0" in used:
         out.append("- `sqlite-flush0`: persist-sqlite with `plugin_opt_flush_period 0`: a commit per "
                    "broker loop iteration (still not fsynced).")
     out.append("- `lmdb`: persist-lmdb with its defaults (`plugin_opt_sync tick`: the changes of one "
                "broker loop iteration in one LMDB write transaction, fdatasync'd at commit; see "
-               "[durability.md](durability.md)).\n")
+               "[durability.md](durability.md))."
+               + ("" if used & {"lmdb-periodic", "lmdb-publish"} else "\n"))
+    if "lmdb-periodic" in used:
+        out.append("- `lmdb-periodic`: persist-lmdb with `plugin_opt_sync periodic`: a transaction per "
+                   "loop iteration as in `tick`, synced every `plugin_opt_sync_interval_ms` (1000 ms)."
+                   + ("" if "lmdb-publish" in used else "\n"))
+    if "lmdb-publish" in used:
+        out.append("- `lmdb-publish`: persist-lmdb with `plugin_opt_sync publish`: as `tick`, and every "
+                   "accepted QoS 1/2 PUBLISH is written to the journal (an mmap'ed ring file) and "
+                   "msync'ed (MS_SYNC) before its PUBACK leaves the broker.\n")
 
     if a_setups:
         out.append(f"## A. Offline fan-out\n")
@@ -473,6 +685,9 @@ def report(results, info):
             out.append("Drain checks over all rounds (a missing message fails the round): "
                        + "; ".join(checks) + ".\n")
 
+    if c_setups or probe_ok:
+        out += report_c(results, c_setups)
+
     out.append("## Reading these numbers\n")
     out.append("- The setups promise different things. `none` and `snapshot` keep messages in memory only "
                "while running (`snapshot` writes them out at shutdown); `sqlite` acknowledges a message "
@@ -482,13 +697,23 @@ def report(results, info):
                "load average above); broker CPU time per message is less sensitive to that. The broker is "
                "single-threaded: CPU time below the wall time is time it waits (for the client, the disk or "
                "a CPU).")
-    out.append("- The restart reads the data files from the page cache (they were just written)"
-               + (", except where the page cache was dropped before the restart (`--drop-caches`)."
-                  if args.drop_caches else "; `--drop-caches` measures a cold start."))
+    if b_setups:
+        out.append("- The restart reads the data files from the page cache (they were just written)"
+                   + (", except where the page cache was dropped before the restart (`--drop-caches`)."
+                      if args.drop_caches else "; `--drop-caches` measures a cold start."))
     out.append("- RSS includes file-backed pages (an LMDB map counts there once read); those are page "
-               "cache the kernel can reclaim, the rest is the broker's own memory.\n")
+               "cache the kernel can reclaim, the rest is the broker's own memory."
+               + ("" if c_setups or probe_ok else "\n"))
+    if c_setups or probe_ok:
+        out.append("- Scenario C compares promises as well as costs: only `lmdb-publish` has a message on "
+                   "disk when its PUBACK leaves; `lmdb` (tick) syncs once per loop iteration, after the "
+                   "PUBACKs of that iteration are written; `lmdb-periodic` syncs every second; `sqlite` "
+                   "and `sqlite-flush0` never sync a commit. A disk's sync rate on a shared or virtual "
+                   "machine can move tenfold from one second to the next (compare the probe's latencies "
+                   "between rounds): trust the ratios of slices measured seconds apart more than rates "
+                   "measured at different moments.\n")
 
-    errors = [(sc, s, r["error"]) for sc in ("A", "B") for s, rs in results[sc].items()
+    errors = [(sc, s, r["error"]) for sc in ("A", "B", "C") for s, rs in results[sc].items()
               for r in rs if "error" in r]
     if errors:
         out.append("## Failures\n")
@@ -503,21 +728,37 @@ def report(results, info):
 
     out.append("## How it was measured\n")
     out.append("`scripts/bench` (= `scripts/root.sh bench/run.sh`) builds `bench/loadgen` (C, libmosquitto) "
-               "and runs `bench/run.py`. Options: `--quick`, `--rounds R`, `--messages N` (scenario A), "
-               "`--restart-messages M` (scenario B, per subscriber), `--setups none,snapshot,sqlite,lmdb`, "
-               "`--scenarios A,B`, `--drain-rounds R` / `--no-drain`, `--drop-caches`, `--out FILE`, "
+               "and `bench/syncprobe` (C) and runs `bench/run.py`. Options: `--quick`, `--rounds R`, `--messages N` (scenario A), "
+               "`--restart-messages M` (scenario B, per subscriber), `--setups` (scenarios A and B, "
+               f"from {','.join(ALL_SETUPS)}), `--c-setups` (scenario C), `--c-secs S` (scenario C, "
+               "publishing per setup and window), `--c-slices N`, `--c-windows 1,100`, `--probe-size B`, "
+               "`--scenarios A,B,C`, `--drain-rounds R` / `--no-drain`, `--drop-caches`, `--out FILE`, "
                "`--no-build` (use `build/mosquitto_persist_lmdb.so` as it is). Raw results: "
                f"`{os.path.relpath(args.json, SRC)}`. Per broker and round:\n")
     out.append("```sh")
     out.append("mosquitto -c DIR/mosquitto.conf &          # config below; T0 = start time")
     out.append("loadgen wait-connect -p PORT -S T0")
-    out.append(f"loadgen subscribe-offline -p PORT -k {args.subscribers}")
-    out.append(f"loadgen publish -p PORT -n {args.messages} -s {args.size} -q 1 -w {args.window}   # A")
-    out.append(f"loadgen publish -p PORT -n {args.restart_messages} -s {args.size} -q 1 -w {args.window}   # B")
-    out.append("kill -TERM $PID; wait                        # B: stop, measure DIR/data")
-    out.append("mosquitto -c DIR/mosquitto.conf &; loadgen wait-connect -p PORT -S T0   # B: restart")
-    if args.drain_rounds:
-        out.append(f"loadgen drain -p PORT -k {args.subscribers} -n {args.restart_messages}   # B")
+    if a_setups or b_setups:
+        out.append(f"loadgen subscribe-offline -p PORT -k {args.subscribers}             # A, B")
+    if a_setups:
+        out.append(f"loadgen publish -p PORT -n {args.messages} -s {args.size} -q 1 -w {args.window}   # A")
+    if b_setups:
+        out.append(f"loadgen publish -p PORT -n {args.restart_messages} -s {args.size} -q 1 -w {args.window}   # B")
+        out.append("kill -TERM $PID; wait                        # B: stop, measure DIR/data")
+        out.append("mosquitto -c DIR/mosquitto.conf &; loadgen wait-connect -p PORT -S T0   # B: restart")
+        if args.drain_rounds:
+            out.append(f"loadgen drain -p PORT -k {args.subscribers} -n {args.restart_messages}   # B")
+    if c_setups or probe_ok:
+        out.append("loadgen subscribe-offline -p PORT -k 1                       # C, fresh broker per window")
+        out.append(f"loadgen publish -p PORT -n {C_MESSAGES_CAP} -s {args.size} -q 1 -w W -D {args.c_secs:g}   "
+                   f"# C, W = {', '.join(map(str, args.c_windows))}")
+        if C_JUDGED in c_setups and args.c_slices:
+            t = args.c_secs / args.c_slices
+            out.append(f"# C, {C_JUDGED} at window {args.c_windows[0]}, instead: {args.c_slices} times, alternately")
+            out.append(f"syncprobe -d {shown(args.data_dir)}/C-probe-... -t {t:g} -s {args.probe_size}")
+            out.append(f"loadgen publish -p PORT -n {C_MESSAGES_CAP} -s {args.size} -q 1 -w {args.c_windows[0]} -D {t:g}")
+        else:
+            out.append(f"syncprobe -d {shown(args.data_dir)}/C-probe-rR -t {args.c_secs:g} -s {args.probe_size}   # C: the disk")
     out.append("```\n")
     out.append("Configs (all: `listener PORT 127.0.0.1`, `allow_anonymous true`, `user root`, "
                "`max_queued_messages 0`, `max_queued_bytes 0`, `log_dest file ...`"
@@ -529,13 +770,17 @@ def report(results, info):
     out.append("# sqlite")
     out.append(f"global_plugin {args.sqlite_plugin}")
     out.append("persistence_location DIR/data")
-    if "sqlite-flush0" in args.setups:
+    if "sqlite-flush0" in used:
         out.append("# sqlite-flush0: as sqlite, plus")
         out.append("plugin_opt_flush_period 0")
     out.append("# lmdb")
-    out.append(f"global_plugin {args.lmdb_plugin}")
+    out.append(f"global_plugin {shown(args.lmdb_plugin)}")
     out.append("plugin_opt_key_file DIR/key                 # 32 random bytes, mode 600")
     out.append("plugin_opt_db_path DIR/data")
+    for s in ("lmdb-periodic", "lmdb-publish"):
+        if s in used:
+            out.append(f"# {s}: as lmdb, plus")
+            out.append(f"plugin_opt_sync {LMDB_SETUPS[s]}")
     out.append("```")
     return "\n".join(out) + "\n"
 
@@ -544,7 +789,7 @@ def main():
     global args
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="small run (about 1 min): 20,000 messages in A, 20,000 per subscriber in B")
+                    help="small run: 20,000 messages in A, 20,000 per subscriber in B, 2 s per step in C")
     ap.add_argument("--rounds", type=int, help="rounds (default 3)")
     ap.add_argument("--messages", type=int, help="scenario A messages (default 100,000)")
     ap.add_argument("--restart-messages", type=int,
@@ -554,7 +799,21 @@ def main():
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--setups", default=",".join(DEFAULT_SETUPS),
                     help=f"comma-separated, from {','.join(ALL_SETUPS)} (default {','.join(DEFAULT_SETUPS)})")
-    ap.add_argument("--scenarios", default="A,B")
+    ap.add_argument("--scenarios", default="A,B,C")
+    ap.add_argument("--c-setups", default=",".join(C_SETUPS),
+                    help=f"scenario C setups, from {','.join(ALL_SETUPS)} (default {','.join(C_SETUPS)})")
+    ap.add_argument("--c-secs", type=float,
+                    help="scenario C: seconds of publishing per setup and window, and per probe variant "
+                         "(default 5; 2 with --quick)")
+    ap.add_argument("--c-slices", type=int,
+                    help=f"scenario C: {C_JUDGED} at the first window publishes in this many slices, each "
+                         "next to a probe of the same length (default 5; 2 with --quick; 0: one probe per "
+                         "round in the rotation)")
+    ap.add_argument("--c-windows", default="1,100",
+                    help="scenario C: publisher windows, the first one is judged against the probe (default 1,100)")
+    ap.add_argument("--probe-size", type=int, default=200,
+                    help="scenario C: bytes per synced write of the disk probe (default 200, about one "
+                         "journal record of a 100-byte message)")
     ap.add_argument("--drain-rounds", type=int, default=1,
                     help="scenario B: drain after the restart in the first R rounds (default 1)")
     ap.add_argument("--no-drain", dest="drain_rounds", action="store_const", const=0,
@@ -563,13 +822,15 @@ def main():
                     help="scenario B: drop the page cache before the restart (needs a writable /proc/sys)")
     ap.add_argument("--conf", dest="conf_extra", action="append", default=[], metavar="LINE",
                     help="extra line for every broker config, e.g. 'set_tcp_nodelay true' (repeatable)")
-    ap.add_argument("--out", help="markdown report (default docs/benchmarks.md for a full run, none for --quick)")
+    ap.add_argument("--out", help="markdown report (default docs/benchmarks.md for a full run of all "
+                                   "scenarios, none for --quick or --scenarios)")
     ap.add_argument("--no-write", action="store_true", help="only print the report")
     ap.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
     ap.add_argument("--sqlite-plugin", default=SQLITE_PLUGIN)
     ap.add_argument("--lmdb-plugin", default=os.environ.get("PERSIST_LMDB_BENCH_PLUGIN") or
                     os.path.join(SRC, "build", "mosquitto_persist_lmdb.so"))
     ap.add_argument("--loadgen", default=os.path.join(SRC, "build-bench", "tool", "loadgen"))
+    ap.add_argument("--syncprobe", default=os.path.join(SRC, "build-bench", "tool", "syncprobe"))
     ap.add_argument("--data-dir", default=os.path.join(SRC, "build-bench", "data"))
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--keep", action="store_true", help="keep the data directories")
@@ -582,28 +843,47 @@ def main():
         args.messages = 20000 if args.quick else 100000
     if args.restart_messages is None:
         args.restart_messages = 20000 if args.quick else 200000
-    if args.out is None and not args.quick:
+    if args.c_secs is None:
+        args.c_secs = 2.0 if args.quick else 5.0
+    if args.c_slices is None:
+        args.c_slices = 2 if args.quick else 5
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    if args.out is None and not args.quick and sorted(scenarios) == ["A", "B", "C"]:
+        # Only a full run of every scenario replaces the report.
         args.out = os.path.join(SRC, "docs", "benchmarks.md")
     args.data_dir = os.path.abspath(args.data_dir)
     args.json = os.path.join(args.data_dir, "results.json")
     args.setups = [s for s in args.setups.split(",") if s]
-    scenarios = [s for s in args.scenarios.split(",") if s]
-    for s in args.setups:
+    args.c_setups = [s for s in args.c_setups.split(",") if s]
+    for s in args.setups + args.c_setups:
         if s not in ALL_SETUPS:
             ap.error(f"unknown setup {s}")
     for s in scenarios:
-        if s not in ("A", "B"):
+        if s not in ("A", "B", "C"):
             ap.error(f"unknown scenario {s}")
+    try:
+        args.c_windows = [int(w) for w in args.c_windows.split(",") if w]
+    except ValueError:
+        ap.error(f"--c-windows: not a list of numbers: {args.c_windows}")
+    if not args.c_windows or min(args.c_windows) < 1 or args.c_secs <= 0 or args.c_slices < 0:
+        ap.error("--c-windows needs windows >= 1, --c-secs a positive time, --c-slices 0 or more")
+    if "A" not in scenarios and "B" not in scenarios:
+        args.setups = []
+    if "C" not in scenarios:
+        args.c_setups = []
 
     skipped = []
-    for s, path in (("sqlite", args.sqlite_plugin), ("sqlite-flush0", args.sqlite_plugin),
-                    ("lmdb", args.lmdb_plugin)):
-        if s in args.setups and not os.path.exists(path):
-            skipped.append((s, f"{path} does not exist"))
-            args.setups.remove(s)
+    for s, path in [("sqlite", args.sqlite_plugin), ("sqlite-flush0", args.sqlite_plugin)] + \
+            [(s, args.lmdb_plugin) for s in LMDB_SETUPS]:
+        if (s in args.setups or s in args.c_setups) and not os.path.exists(path):
+            skipped.append((s, f"{shown(path)} does not exist"))
+            args.setups = [x for x in args.setups if x != s]
+            args.c_setups = [x for x in args.c_setups if x != s]
             log(f"bench: skipping {s}: {path} does not exist")
     if not os.access(args.loadgen, os.X_OK):
         ap.error(f"{args.loadgen} is not built (bench/run.sh builds it)")
+    if "C" in scenarios and not os.access(args.syncprobe, os.X_OK):
+        ap.error(f"{args.syncprobe} is not built (bench/run.sh builds it)")
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -615,15 +895,19 @@ def main():
             "command": "scripts/bench" + ("" if len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:])),
             "skipped": skipped}
     info.update(machine())
-    if "lmdb" in args.setups:
+    if set(args.setups + args.c_setups) & set(LMDB_SETUPS):
         info["lmdb_plugin"] = os.path.relpath(args.lmdb_plugin, SRC)
         info["lmdb_plugin_mtime"] = datetime.datetime.fromtimestamp(
             os.path.getmtime(args.lmdb_plugin), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    results = {"A": {}, "B": {}}
+    results = {"A": {}, "B": {}, "C": {}}
     t_start = time.monotonic()
+    # Without the judged setup (or with --c-slices 0) the probe takes its own turn.
+    c_items = args.c_setups + ([] if C_JUDGED in args.c_setups and args.c_slices else ["probe"])
     for rnd in range(args.rounds):
-        order = args.setups[rnd % len(args.setups):] + args.setups[:rnd % len(args.setups)]
-        for sc, fn, setups in (("A", run_a, order), ("B", run_b, [s for s in order if s in RESTART_SETUPS])):
+        order = args.setups[rnd % max(1, len(args.setups)):] + args.setups[:rnd % max(1, len(args.setups))]
+        c_order = c_items[rnd % len(c_items):] + c_items[:rnd % len(c_items)]
+        for sc, fn, setups in (("A", run_a, order), ("B", run_b, [s for s in order if s in RESTART_SETUPS]),
+                               ("C", run_c, c_order)):
             if sc not in scenarios:
                 continue
             for s in setups:
@@ -635,7 +919,8 @@ def main():
                     log(f"bench: {sc}/{s} round {rnd + 1} FAILED: {e}")
                 results[sc].setdefault(s, []).append(r)
                 if "error" not in r:
-                    brief = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                    brief = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else
+                                     f"{k}=[{len(v)}]" if isinstance(v, list) else f"{k}={v}"
                                      for k, v in r.items())
                     log(f"bench: {sc}/{s} round {rnd + 1}/{args.rounds}: {brief} "
                         f"({time.monotonic() - t:.0f} s)")

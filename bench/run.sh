@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): builds bench/loadgen and the plugin from the current
-# sources in build-bench/ (RelWithDebInfo, the build/ of others untouched), then
-# runs bench/run.py with the given options (bench/run.py --help,
-# docs/benchmarks.md). Run it where Mosquitto 2.1 is: `scripts/bench [OPTIONS]`.
+# Benchmarks (not tests): builds bench/loadgen, bench/syncprobe and the plugin
+# from the current sources in build-bench/ (RelWithDebInfo, the build/ of others
+# untouched), then runs bench/run.py with the given options (bench/run.py
+# --help, docs/benchmarks.md). Run it where Mosquitto 2.1 is: `scripts/bench [OPTIONS]`.
 #   --no-build   do not build the plugin; use build/mosquitto_persist_lmdb.so
 #                (or --lmdb-plugin PATH) as it is
 set -euo pipefail
@@ -24,6 +24,10 @@ if [ ! -x "$tool/loadgen" ] || [ bench/loadgen.c -nt "$tool/loadgen" ]; then
 	cc -std=c11 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 		$(pkg-config --cflags libmosquitto) bench/loadgen.c -o "$tool/loadgen" \
 		$(pkg-config --libs libmosquitto) -pthread
+fi
+if [ ! -x "$tool/syncprobe" ] || [ bench/syncprobe.c -nt "$tool/syncprobe" ]; then
+	cc -std=c11 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+		bench/syncprobe.c -o "$tool/syncprobe"
 fi
 
 if [ "$build_plugin" = 1 ]; then

@@ -1,11 +1,12 @@
 /* The intake journal: a fixed-size ring file, mapped into memory, holding
  * what the broker acknowledges before the store has committed it (accepted
  * publishes, QoS 2 exchanges that moved on). A record is written into the
- * shared mapping, so it survives the process at once; with sync it is also
- * on disk (msync) before journal_append returns.
+ * shared mapping, so it survives the process at once; with sync it is
+ * written with pwrite on an O_DSYNC descriptor, on the disk when
+ * journal_append returns.
  *
- * A record becomes obsolete when the store has committed everything the
- * broker did up to it (store_journal_mark, store_journal_committed); only
+ * A record becomes obsolete when the store has everything the broker did
+ * up to it on the disk (store_journal_mark, store_journal_durable); only
  * obsolete records are overwritten. At start-up the records after the last
  * committed mark are read back and applied.
  *

@@ -167,8 +167,8 @@ int session_set_online(struct store *st, const char *clientid, bool online);
 int online_clear(struct store *st);
 
 /* Applies the buffered writes in one transaction and syncs, and returns
- * when they are on disk. On an I/O error the writes stay buffered for the
- * next call. */
+ * when they are on disk (meta page included). On an I/O error the writes
+ * stay buffered for the next call. */
 int store_commit(struct store *st);
 /* Hands the buffered writes to the store's writer thread (started on first
  * use) and returns at once; the writer commits and syncs them in one
@@ -188,6 +188,12 @@ void store_sync_async(struct store *st);
 int store_journal_mark(struct store *st, uint64_t lsn);
 /* The last mark committed (read at open, then updated by commits). */
 uint64_t store_journal_committed(const struct store *st);
+/* The last mark on the disk: commits sync their data pages, and the meta
+ * page that makes a commit durable goes with the next commit's sync
+ * (MDB_NOMETASYNC), or with a store_commit; in STORE_NO_SYNC, with the
+ * last sync. Journal records up to it survive a power loss without the
+ * journal. */
+uint64_t store_journal_durable(const struct store *st);
 
 /* The queue sequence number a broker cmsg_id has in this run. */
 uint64_t store_queue_seq(const struct store *st, uint64_t cmsg_id);

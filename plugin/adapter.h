@@ -123,6 +123,7 @@ struct plugin {
 	uint64_t marked_lsn;    /* the last journal lsn handed to the store as a mark */
 	time_t journal_log_time;
 	struct timespec last_sync;  /* plugin_opt_sync periodic */
+	struct timespec last_commit;  /* plugin_opt_sync publish */
 	struct pubrel_list *pubrel;  /* set while restore.c resumes one session's exchanges */
 	struct mosquitto_base_msg q2_stash;  /* a QoS 2 body just stored (intake.c) */
 	uint64_t q2_routed_lsn;  /* the journal record of the last QoS 2 routing */

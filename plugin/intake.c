@@ -43,7 +43,7 @@ void journal_mark(struct plugin *pl)
 	if(last != pl->marked_lsn && store_journal_mark(pl->store, last) == STORE_OK){
 		pl->marked_lsn = last;
 	}
-	journal_release(pl->journal, store_journal_committed(pl->store));
+	journal_release(pl->journal, store_journal_durable(pl->store));
 }
 
 /* Returns the record's lsn, 0 when it could not be journaled. */
@@ -64,7 +64,7 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 		/* The writer fell a whole journal behind: wait for it. */
 		journal_mark(pl);
 		if(store_commit(pl->store) == STORE_OK){
-			journal_release(pl->journal, store_journal_committed(pl->store));
+			journal_release(pl->journal, store_journal_durable(pl->store));
 		}
 		rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, pl->cfg.sync == SYNC_PUBLISH, &lsn);
 	}
@@ -192,7 +192,7 @@ void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot commit before a PUBREL to %s: "
 					"after a crash now the message could come to it again", clientid);
 		}
-		journal_release(pl->journal, store_journal_committed(pl->store));
+		journal_release(pl->journal, store_journal_durable(pl->store));
 	}
 	r.seq = store_queue_seq(pl->store, cmsg_id);
 	journal_write(pl, &r, "a QoS 2 state change");

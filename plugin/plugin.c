@@ -17,6 +17,10 @@
 /* How long the broker may sleep with changes made after the tick (session
  * expiry, will delay) before the next loop iteration commits them. */
 #define IDLE_COMMIT_MS 100
+/* In publish mode every acknowledged change is on the disk in the journal
+ * already: the store commits in batches, so that its syncs do not compete
+ * with the journal's for the device. */
+#define PUBLISH_COMMIT_MS 50
 
 MOSQUITTO_PLUGIN_DECLARE_VERSION(5);
 
@@ -58,6 +62,11 @@ static void store_log(int level, const char *msg)
 	mosquitto_log_printf(levels[level], "%s", msg);
 }
 
+static long ms_between(const struct timespec *a, const struct timespec *b)
+{
+	return (b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
 /* Every loop iteration: commit what the events since the last one wrote. */
 static int on_tick(int event, void *event_data, void *userdata)
 {
@@ -70,15 +79,16 @@ static int on_tick(int event, void *event_data, void *userdata)
 	seq_flush(pl);
 	metrics_tick(pl);
 	journal_mark(pl);
-	store_commit_async(pl->store);
-	if(pl->cfg.sync == SYNC_PERIODIC){
-		struct timespec now;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if((now.tv_sec - pl->last_sync.tv_sec) * 1000 + (now.tv_nsec - pl->last_sync.tv_nsec) / 1000000
-				>= (long)pl->cfg.sync_interval_ms){
-			store_sync_async(pl->store);
-			pl->last_sync = now;
-		}
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if(pl->cfg.sync != SYNC_PUBLISH || ms_between(&pl->last_commit, &now) >= PUBLISH_COMMIT_MS
+			|| journal_used(pl->journal) > journal_size(pl->journal) / 4){
+		store_commit_async(pl->store);
+		pl->last_commit = now;
+	}
+	if(pl->cfg.sync == SYNC_PERIODIC && ms_between(&pl->last_sync, &now) >= (long)pl->cfg.sync_interval_ms){
+		store_sync_async(pl->store);
+		pl->last_sync = now;
 	}
 	ed->next_s = 0;
 	ed->next_ms = 0;

@@ -73,6 +73,7 @@ struct store {
 	bool writer_busy, writer_stop, sync_wanted;
 	int writer_rc, last_commit_rc;
 	uint64_t journal_committed;  /* the last committed OP_MARK */
+	uint64_t journal_durable;    /* the last OP_MARK known to be on the disk */
 	bool disk_full;              /* the last commit found no space on the device */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
@@ -566,7 +567,7 @@ static int env_open(struct store *st)
 		/* MDB_NOTLS: restore nests read transactions (a session's queue
 		 * inside the session walk). */
 		rc = mdb_env_open(st->env, st->path, MDB_NOTLS | (st->read_only ? MDB_RDONLY : 0)
-				| (st->no_sync ? MDB_NOSYNC : 0), 0600);
+				| (st->no_sync ? MDB_NOSYNC : MDB_NOMETASYNC), 0600);
 	}
 	return rc;
 }
@@ -664,6 +665,12 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		done = next;
 		*n_ops -= count;
 		pthread_mutex_lock(&st->lock);
+		/* MDB_NOMETASYNC: this commit's sync of its data pages also wrote
+		 * the previous commit's meta page; its own is on the disk at the
+		 * next commit or sync. */
+		if(!st->no_sync){
+			st->journal_durable = st->journal_committed;
+		}
 		if(mark){
 			st->journal_committed = mark;
 		}
@@ -702,11 +709,20 @@ bool store_disk_full(const struct store *st)
 /* Flushes commits made without a sync (plugin_opt_sync periodic). */
 static int env_sync(struct store *st)
 {
+	uint64_t committed;
 	int rc;
 
 	pthread_mutex_lock(&st->txn_lock);
+	pthread_mutex_lock(&st->lock);
+	committed = st->journal_committed;
+	pthread_mutex_unlock(&st->lock);
 	rc = st->env ? mdb_env_sync(st->env, 1) : MDB_PANIC;
 	pthread_mutex_unlock(&st->txn_lock);
+	if(rc == 0){
+		pthread_mutex_lock(&st->lock);
+		st->journal_durable = committed;
+		pthread_mutex_unlock(&st->lock);
+	}
 	return rc;
 }
 
@@ -817,7 +833,7 @@ int store_commit(struct store *st)
 
 	if(!st->writer_started){
 		rc = ops_commit(st, &st->ops, &st->n_ops);
-		if(!rc && st->no_sync){
+		if(!rc && !st->read_only){
 			rc = env_sync(st);
 		}
 		report_commits(st);
@@ -838,7 +854,7 @@ int store_commit(struct store *st)
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
-	if(rc == STORE_OK && st->no_sync && env_sync(st)){
+	if(rc == STORE_OK && !st->read_only && env_sync(st)){
 		rc = STORE_ERR_IO;
 	}
 	report_commits(st);
@@ -894,6 +910,17 @@ uint64_t store_journal_committed(const struct store *st)
 
 	pthread_mutex_lock(&m->lock);
 	v = st->journal_committed;
+	pthread_mutex_unlock(&m->lock);
+	return v;
+}
+
+uint64_t store_journal_durable(const struct store *st)
+{
+	struct store *m = (struct store *)st;
+	uint64_t v;
+
+	pthread_mutex_lock(&m->lock);
+	v = st->journal_durable;
 	pthread_mutex_unlock(&m->lock);
 	return v;
 }
@@ -1377,7 +1404,7 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 		epoch = get_be32(val);
 		rc = meta_get(st, txn, "journal", val, sizeof(val), &len);
 		if(rc == 0 && len == 8){
-			st->journal_committed = get_be64(val);
+			st->journal_committed = st->journal_durable = get_be64(val);
 		}else if(rc != MDB_NOTFOUND){
 			snprintf(err, errlen, "the journal mark of %s is damaged", st->path);
 			return STORE_ERR_CORRUPT;

@@ -6,11 +6,11 @@ MAP_SHARED) receives, before the broker acknowledges it, every accepted
 QoS 1 PUBLISH, every QoS 2 message when first stored for a session and
 every QoS 2 PUBREL transition; after a crash the records no committed mark
 covers are routed again at start-up. In `publish` mode each record is also
-msync'ed before the acknowledgement leaves.
+synced (pwrite, fdatasync) before the acknowledgement leaves.
 
     test_puback_order_*             strace: in publish mode every PUBACK is
-                                    preceded, in the broker's thread, by an
-                                    msync after the read of its PUBLISH; in
+                                    preceded, in the broker's thread, by a
+                                    sync after the read of its PUBLISH; in
                                     tick mode none is
     test_publish_mode_kill_loop     seeded kill -9 moments under QoS 1 and
                                     QoS 2 load; two offline subscribers get
@@ -173,10 +173,10 @@ def publish_burst(broker: Broker, topics: dict[str, int], seqs: range, size: int
 
 
 # --------------------------------------------------------------------------
-# 1. The order of system calls: msync before the PUBACK (publish mode)
+# 1. The order of system calls: the journal synced before the PUBACK (publish mode)
 # --------------------------------------------------------------------------
 
-TRACED = "read,recvfrom,write,sendto,writev,sendmsg,msync,fdatasync"
+TRACED = "read,recvfrom,write,sendto,writev,sendmsg,msync,fdatasync,openat,pwrite64"
 READS = {"read", "recvfrom"}
 WRITES = {"write", "sendto", "writev", "sendmsg"}
 TRACE_TOPIC = "sm/q"     # short: the PUBLISH's packet id is within strace's 16 bytes
@@ -200,6 +200,7 @@ class Call:
     fd: int | None
     data: bytes        # the first buffer's bytes as strace shows them (up to -s)
     result: int | None
+    args: str = ""
 
     def __str__(self):
         return f"[{self.tid} {self.time}] {self.name}({self.fd}, {self.data.hex(' ')}) = {self.result}"
@@ -214,7 +215,7 @@ def _call(index: int, tid: int, when: str, text: str) -> Call | None:
     s = _FIRST_STRING.search(args)
     data = bytes.fromhex(s.group(1).replace("\\x", "")) if s else b""
     return Call(index, tid, when, name, int(fd.group(1)) if fd else None, data,
-                None if result == "?" else int(result))
+                None if result == "?" else int(result), args)
 
 
 def parse_strace(text: str) -> list[Call]:
@@ -283,14 +284,17 @@ def puback_mid(data: bytes) -> int | None:
 class Ack:
     mid: int
     publish: Call | None   # the read that brought the PUBLISH in
-    msyncs: list[Call]     # successful msync calls of the same thread in between
+    syncs: list[Call]     # calls of the same thread in between that made data durable
     puback: Call
 
 
 def acks_in_trace(calls: list[Call]) -> list[Ack]:
     """Every PUBACK written to a socket, with the read of its PUBLISH (the
     latest read, in the writing thread, of a QoS 1 PUBLISH with that packet
-    id) and the msync calls that thread made in between."""
+    id) and the sync calls that thread made in between: msync, fdatasync, or
+    a write to a descriptor opened O_DSYNC (the journal's, in publish mode)."""
+    dsync_fds = {c.result for c in calls
+                 if c.name == "openat" and "O_DSYNC" in c.args and (c.result or -1) >= 0}
     acks = []
     for c in calls:
         mid = puback_mid(c.data) if c.name in WRITES and (c.result or 0) > 0 else None
@@ -303,8 +307,10 @@ def acks_in_trace(calls: list[Call]) -> list[Ack]:
         if read_at is None:
             acks.append(Ack(mid, None, [], c))
             continue
-        msyncs = [x for x in thread[read_at + 1:] if x.name == "msync" and x.result == 0]
-        acks.append(Ack(mid, thread[read_at], msyncs, c))
+        syncs = [x for x in thread[read_at + 1:]
+                 if (x.name in ("msync", "fdatasync") and x.result == 0)
+                 or (x.name == "pwrite64" and x.fd in dsync_fds and (x.result or 0) > 0)]
+        acks.append(Ack(mid, thread[read_at], syncs, c))
     return acks
 
 
@@ -383,29 +389,29 @@ def traced_acks(broker: Broker, mode: str, version: int) -> tuple[list[Ack], str
 
 @pytest.mark.parametrize("version", [V311, V5], ids=["mqtt311", "mqtt5"])
 def test_puback_order_publish_mode(broker, version):
-    """publish: read of the PUBLISH, msync, then the PUBACK's socket write,
+    """publish: read of the PUBLISH, the journal's sync, then the PUBACK's socket write,
     all in the broker's thread, for every message."""
     acks, trace = traced_acks(broker, "publish", version)
-    unsynced = [a for a in acks if not a.msyncs]
+    unsynced = [a for a in acks if not a.syncs]
     assert not unsynced, (
-        f"{len(unsynced)} of {len(acks)} PUBACKs left with no msync since the read of their PUBLISH "
+        f"{len(unsynced)} of {len(acks)} PUBACKs left with no sync since the read of their PUBLISH "
         f"in the same thread; first:\n" + "\n".join(f"  {a.publish}\n  {a.puback}" for a in unsynced[:3])
     )
     threads = {a.puback.tid for a in acks}
-    print(f"publish mode: {len(acks)} PUBACKs, each after msync in thread(s) {sorted(threads)}")
+    print(f"publish mode: {len(acks)} PUBACKs, each after a sync in thread(s) {sorted(threads)}")
 
 
 def test_puback_order_tick_mode(broker):
-    """tick: the journal is written without msync, so no PUBACK waits for
+    """tick: the journal is written without a sync, so no PUBACK waits for
     one (the same check as above fails here: it can fail, and the mode is
     what makes it pass)."""
     acks, trace = traced_acks(broker, "tick", V5)
-    synced = [a for a in acks if a.msyncs]
+    synced = [a for a in acks if a.syncs]
     assert not synced, (
-        f"tick mode: {len(synced)} of {len(acks)} PUBACKs came after an msync; first:\n"
-        + "\n".join(f"  {a.publish}\n  {a.msyncs[0]}\n  {a.puback}" for a in synced[:3])
+        f"tick mode: {len(synced)} of {len(acks)} PUBACKs came after a sync; first:\n"
+        + "\n".join(f"  {a.publish}\n  {a.syncs[0]}\n  {a.puback}" for a in synced[:3])
     )
-    print(f"tick mode: {len(acks)} PUBACKs, none after an msync")
+    print(f"tick mode: {len(acks)} PUBACKs, none after a sync")
 
 
 # --------------------------------------------------------------------------
