@@ -447,7 +447,7 @@ class Client:
             )
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_disconnect = self._on_disconnect
-        self.mqtt.on_message = self._on_message
+        self.mqtt.on_message = self._deliver
         self.mqtt.on_subscribe = self._on_subscribe
         self.cond = threading.Condition()
         self.received: list[Received] = []
@@ -471,13 +471,18 @@ class Client:
             self.disconnected = True
             self.cond.notify_all()
 
+    def _deliver(self, client, userdata, msg):
+        """paho's on_message: acknowledges, then records (subclasses override
+        _on_message, not this)."""
+        if msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
+        self._on_message(client, userdata, msg)
+
     def _on_message(self, client, userdata, msg):
         sub_ids = []
         if msg.properties is not None and hasattr(msg.properties, "SubscriptionIdentifier"):
             sub_ids = list(msg.properties.SubscriptionIdentifier)
         r = Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), bool(msg.dup), sub_ids)
-        if msg.qos > 0:
-            client.ack(msg.mid, msg.qos)
         with self.cond:
             self.received.append(r)
             self.cond.notify_all()

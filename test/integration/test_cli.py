@@ -493,8 +493,13 @@ def test_commands_that_rewrite_wait_for_the_journal(broker, cli, workdir):
         p.publish("j/t", numbered_payload(6), qos=1)
     c = Client(broker, "j-sub", version=V5, persistent=True, session_expiry=3600, connect=False)
     seqs = []
-    c.mqtt.on_message = lambda cl, ud, msg: seqs.append(
-        dict(msg.properties.UserProperty).get("seq") if hasattr(msg.properties, "UserProperty") else None)
+    deliver = c.mqtt.on_message
+
+    def on_message(cl, ud, msg):
+        seqs.append(dict(msg.properties.UserProperty).get("seq") if hasattr(msg.properties, "UserProperty") else None)
+        deliver(cl, ud, msg)
+
+    c.mqtt.on_message = on_message
     c.connect()
     c.listen(1.0)
     c.disconnect()
