@@ -491,7 +491,8 @@ def report_c(results, c_setups):
                "in its own thread (no hand-over to a loop thread). In the same data directory, `syncprobe` "
                "measures the disk: a zero-filled 4 MiB file, "
                f"{args.probe_size}-byte writes at successive offsets, each followed by `fdatasync` (pwrite) or "
-               "by `msync(MS_SYNC)` of the page it touched (mmap, what the journal does). One synced write per "
+               "by `msync(MS_SYNC)` of the page it touched (mmap; the journal writes with pwrite on an O_DSYNC "
+               "descriptor, a variant of the first). One synced write per "
                "message is the most any broker that syncs each message before its PUBACK can serve one "
                "synchronous publisher: the physical limit. "
                + (f"The disk's load from elsewhere changes from second to second, so `{C_JUDGED}` at window "
@@ -624,8 +625,8 @@ def report(results, info):
                    + ("" if "lmdb-publish" in used else "\n"))
     if "lmdb-publish" in used:
         out.append("- `lmdb-publish`: persist-lmdb with `plugin_opt_sync publish`: as `tick`, and every "
-                   "accepted QoS 1/2 PUBLISH is written to the journal (an mmap'ed ring file) and "
-                   "msync'ed (MS_SYNC) before its PUBACK leaves the broker.\n")
+                   "accepted QoS 1/2 PUBLISH is written to the journal (a ring file) with pwrite on an "
+                   "O_DSYNC descriptor before its PUBACK leaves the broker; the store commits every 50 ms.\n")
 
     if a_setups:
         out.append(f"## A. Offline fan-out\n")
