@@ -8,8 +8,6 @@ completes its exchange.
 """
 
 import json
-import socket
-import struct
 import threading
 import time
 
@@ -17,7 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness import HOST
+from rawmqtt import PUBREL, RawClient, user_property
 
 TOPIC = "dedup/t"
 
@@ -167,71 +165,10 @@ def _stats(clients):
     return json.loads(msg.payload)["responses"][0]["data"]
 
 
-# -- a raw MQTT 5 publisher: resends with DUP set, exactly as a client does
-# -- after a reconnect when it never saw the acknowledgement
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _s(x):
-    b = x.encode() if isinstance(x, str) else x
-    return struct.pack("!H", len(b)) + b
-
-
-class Raw5:
-    def __init__(self, port, client_id):
-        self.sock = socket.create_connection((HOST, port), timeout=10)
-        props = b"\x11" + struct.pack("!I", 3600)  # session expiry
-        body = _s("MQTT") + bytes([5, 0x00]) + struct.pack("!H", 60) + _varint(len(props)) + props + _s(client_id)
-        self._send(0x10, body)
-        kind, _, data = self.read()
-        assert kind == 2 and data[1] == 0, f"CONNACK {data!r}"
-
-    def _send(self, first, body):
-        self.sock.sendall(bytes([first]) + _varint(len(body)) + body)
-
-    def _exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("closed")
-            buf += chunk
-        return buf
-
-    def read(self):
-        first = self._exact(1)[0]
-        mult, length = 1, 0
-        while True:
-            b = self._exact(1)[0]
-            length += (b & 0x7F) * mult
-            mult *= 128
-            if not b & 0x80:
-                break
-        return first >> 4, first & 0x0F, self._exact(length)
-
-    def publish(self, mid, payload, msg_id, qos, dup=False):
-        up = b"\x26" + _s("msg-id") + _s(msg_id)
-        body = _s(TOPIC) + struct.pack("!H", mid) + _varint(len(up)) + up + payload
-        self._send(0x30 | (0x08 if dup else 0) | (qos << 1), body)
-        kind, _, data = self.read()
-        assert kind == (4 if qos == 1 else 5) and struct.unpack("!H", data[:2])[0] == mid, (kind, data)
-        return data[2] if len(data) > 2 else 0
-
-    def release(self, mid):
-        self._send(0x62, struct.pack("!H", mid))
-        kind, _, data = self.read()
-        assert kind == 7 and struct.unpack("!H", data[:2])[0] == mid
-
-    def close(self):
-        self.sock.close()
+def _release(raw, mid):
+    raw.ack(PUBREL, mid)
+    kind, _, data = raw.read()
+    assert kind == 7 and int.from_bytes(data[:2], "big") == mid, (kind, data)
 
 
 def test_qos1_resend_with_dup_after_reconnect(broker, clients):
@@ -239,11 +176,11 @@ def test_qos1_resend_with_dup_after_reconnect(broker, clients):
     broker.start()
     sub = clients("dd-sub")
     sub.subscribe("dedup/#", 1)
-    raw = Raw5(broker.port, "dd-raw")
-    assert raw.publish(1, b"q1", "r-1", qos=1) == 0
+    raw = RawClient(broker.port, "dd-raw", version=5)
+    assert raw.publish(TOPIC, 1, b"q1", 1, user_property("msg-id", "r-1")) == 0
     raw.close()
-    raw = Raw5(broker.port, "dd-raw")
-    assert raw.publish(1, b"q1", "r-1", qos=1, dup=True) == 0x10
+    raw = RawClient(broker.port, "dd-raw", version=5)
+    assert raw.publish(TOPIC, 1, b"q1", 1, user_property("msg-id", "r-1"), dup=True) == 0x10
     raw.close()
     assert _payloads(sub) == [b"q1"]
 
@@ -254,14 +191,15 @@ def test_qos2_resend_of_exchange_in_progress_is_not_dropped(broker, clients):
     broker.start()
     sub = clients("dd-sub")
     sub.subscribe("dedup/#", 2)
-    raw = Raw5(broker.port, "dd-raw2")
-    assert raw.publish(7, b"q2", "r-2", qos=2) == 0
+    msg_id = user_property("msg-id", "r-2")
+    raw = RawClient(broker.port, "dd-raw2", version=5)
+    assert raw.publish(TOPIC, 7, b"q2", 2, msg_id) == 0
     raw.close()
-    raw = Raw5(broker.port, "dd-raw2")
-    assert raw.publish(7, b"q2", "r-2", qos=2, dup=True) == 0
-    raw.release(7)
+    raw = RawClient(broker.port, "dd-raw2", version=5)
+    assert raw.publish(TOPIC, 7, b"q2", 2, msg_id, dup=True) == 0
+    _release(raw, 7)
     # The exchange is over: a new exchange with the same message id is a duplicate.
-    assert raw.publish(8, b"q2 again", "r-2", qos=2) == 0
-    raw.release(8)
+    assert raw.publish(TOPIC, 8, b"q2 again", 2, msg_id) == 0
+    _release(raw, 8)
     raw.close()
     assert _payloads(sub) == [b"q2"]
