@@ -211,6 +211,8 @@ int on_control(int event, void *event_data, void *userdata);
  * varint (byte, int16, int32, varint) or byte field(s) (binary, string,
  * string pair). props_encode leaves b->err set on failure. */
 void props_encode(struct buf *b, const mosquitto_property *props);
+/* props encoded into pl->props (valid until the next call); -1 when out of memory. */
+int props_view(struct plugin *pl, const mosquitto_property *props, struct bytes *out);
 int props_decode(struct bytes in, mosquitto_property **out);
 
 #endif

@@ -23,7 +23,7 @@ int store_result(int rc, const char *what)
 
 /* Encodes a property list into the plugin's scratch buffer; the view is
  * valid until the next call. No list gives an absent field. */
-static int props_view(struct plugin *pl, const mosquitto_property *props, struct bytes *out)
+int props_view(struct plugin *pl, const mosquitto_property *props, struct bytes *out)
 {
 	out->data = NULL;
 	out->len = 0;

@@ -94,11 +94,28 @@ static int refuse_disk_full(struct plugin *pl, const struct mosquitto_evt_messag
 		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
 }
 
+/* Journals a message to be routed again after a crash (m without its
+ * properties, which are encoded here); returns the lsn, 0 when it could
+ * not be journaled. */
+static uint64_t journal_publish(struct plugin *pl, const struct rec_base_msg *m,
+		const mosquitto_property *props, const char *what)
+{
+	struct rec_journal r = {.kind = JREC_PUBLISH, .msg = *m};
+
+	if(!r.msg.payload.len){
+		r.msg.payload.data = (const uint8_t *)"";
+	}
+	if(props_view(pl, props, &r.msg.properties)){
+		log_limited(pl, what, JOURNAL_ERR_NOMEM);
+		return 0;
+	}
+	return journal_write(pl, &r, what);
+}
+
 int on_message_in(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_message *ed = event_data;
 	struct plugin *pl = userdata;
-	struct rec_journal r;
 
 	(void)event;
 	if(ed->qos > 0 && store_disk_full(pl->store)){
@@ -107,27 +124,15 @@ int on_message_in(int event, void *event_data, void *userdata)
 	if(dedup_check(pl, ed) || ed->qos != 1 || !pl->journal){
 		return MOSQ_ERR_SUCCESS;
 	}
-	memset(&r, 0, sizeof(r));
-	r.kind = JREC_PUBLISH;
-	r.msg.topic = ed->topic;
-	r.msg.payload.data = ed->payloadlen ? ed->payload : (const void *)"";
-	r.msg.payload.len = ed->payloadlen;
-	r.msg.qos = ed->qos;
-	r.msg.retain = ed->retain;
-	r.msg.source_id = mosquitto_client_id(ed->client);
-	r.msg.source_username = mosquitto_client_username(ed->client);
-	if(ed->properties){
-		buf_reset(&pl->props);
-		props_encode(&pl->props, ed->properties);
-		if(pl->props.err){
-			pl->props.err = false;
-			log_limited(pl, "a message's properties", JOURNAL_ERR_NOMEM);
-			return MOSQ_ERR_SUCCESS;
-		}
-		r.msg.properties.data = pl->props.data;
-		r.msg.properties.len = pl->props.len;
-	}
-	journal_write(pl, &r, "an accepted message");
+	struct rec_base_msg m = {
+		.topic = ed->topic,
+		.payload = {ed->payload, ed->payloadlen},
+		.qos = ed->qos,
+		.retain = ed->retain,
+		.source_id = mosquitto_client_id(ed->client),
+		.source_username = mosquitto_client_username(ed->client),
+	};
+	journal_publish(pl, &m, ed->properties, "an accepted message");
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -143,33 +148,22 @@ void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d)
 void journal_q2_stored(struct plugin *pl, uint64_t store_id, uint8_t direction)
 {
 	const struct mosquitto_base_msg *d = &pl->q2_stash;
-	struct rec_journal r;
 
 	if(!d->store_id){
 		return;
 	}
 	if(d->store_id == store_id){
+		struct rec_base_msg m = {
+			.topic = d->topic,
+			.payload = {d->payload, d->payloadlen},
+			.qos = d->qos,
+			.retain = d->retain,
+			.source_id = d->source_id,
+			.source_username = d->source_username,
+			.expiry_time = d->expiry_time,
+		};
 		dedup_q2_stored(pl, d, direction);
-		memset(&r, 0, sizeof(r));
-		r.kind = JREC_PUBLISH;
-		r.msg.topic = d->topic;
-		r.msg.payload.data = d->payloadlen ? d->payload : (const void *)"";
-		r.msg.payload.len = d->payloadlen;
-		r.msg.qos = d->qos;
-		r.msg.retain = d->retain;
-		r.msg.source_id = d->source_id;
-		r.msg.source_username = d->source_username;
-		r.msg.expiry_time = d->expiry_time;
-		if(d->properties){
-			buf_reset(&pl->props);
-			props_encode(&pl->props, d->properties);
-			if(!pl->props.err){
-				r.msg.properties.data = pl->props.data;
-				r.msg.properties.len = pl->props.len;
-			}
-			pl->props.err = false;
-		}
-		pl->q2_routed_lsn = journal_write(pl, &r, "a QoS 2 message");
+		pl->q2_routed_lsn = journal_publish(pl, &m, d->properties, "a QoS 2 message");
 	}
 	memset(&pl->q2_stash, 0, sizeof(pl->q2_stash));
 }

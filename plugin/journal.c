@@ -1,5 +1,6 @@
 /* The intake journal (journal.h). */
 #include "journal.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,35 +33,6 @@ struct journal {
 	uint8_t *scratch;     /* a synced record is built here and written with pwrite */
 	size_t scratch_cap;
 };
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for(int i = 0; i < 4; i++){
-		p[i] = (uint8_t)(v >> (8 * i));
-	}
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	for(int i = 7; i >= 0; i--){
-		p[i] = (uint8_t)v;
-		v >>= 8;
-	}
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for(int i = 0; i < 8; i++){
-		v = (v << 8) | p[i];
-	}
-	return v;
-}
 
 static size_t align_up(size_t n)
 {

@@ -13,7 +13,15 @@
 
 #define MAP_SIZE_MIN (1u << 20)
 
-int parse_size(const char *s, size_t *out)
+struct unit {
+	char suffix;
+	unsigned long long mult;
+};
+
+/* A decimal number with at most one suffix of units (none: multiplier 1),
+ * at most max once scaled. */
+static int parse_scaled(const char *s, const struct unit *units, unsigned long long max,
+		unsigned long long *out)
 {
 	unsigned long long v, mult = 1;
 	char *end;
@@ -26,46 +34,41 @@ int parse_size(const char *s, size_t *out)
 	if(errno){
 		return -1;
 	}
-	switch(tolower((unsigned char)*end)){
-		case '\0': break;
-		case 'k': mult = 1ull << 10; end++; break;
-		case 'm': mult = 1ull << 20; end++; break;
-		case 'g': mult = 1ull << 30; end++; break;
-		default: return -1;
+	if(*end){
+		for(; units && units->suffix && units->suffix != *end; units++){
+		}
+		if(!units || !units->suffix || end[1] != '\0'){
+			return -1;
+		}
+		mult = units->mult;
 	}
-	if(*end != '\0' || v > SIZE_MAX / mult){
+	if(v > max / mult){
 		return -1;
 	}
-	*out = (size_t)(v * mult);
+	*out = v * mult;
+	return 0;
+}
+
+int parse_size(const char *s, size_t *out)
+{
+	static const struct unit units[] = {
+		{'k', 1ull << 10}, {'K', 1ull << 10}, {'m', 1ull << 20}, {'M', 1ull << 20},
+		{'g', 1ull << 30}, {'G', 1ull << 30}, {0, 0},
+	};
+	unsigned long long v;
+
+	if(parse_scaled(s, units, SIZE_MAX, &v)){
+		return -1;
+	}
+	*out = (size_t)v;
 	return 0;
 }
 
 int parse_duration(const char *s, unsigned long long *seconds)
 {
-	unsigned long long v, mult = 1;
-	char *end;
+	static const struct unit units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {0, 0}};
 
-	if(!s || !isdigit((unsigned char)*s)){
-		return -1;
-	}
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if(errno){
-		return -1;
-	}
-	switch(*end){
-		case '\0': break;
-		case 's': end++; break;
-		case 'm': mult = 60; end++; break;
-		case 'h': mult = 3600; end++; break;
-		case 'd': mult = 86400; end++; break;
-		default: return -1;
-	}
-	if(*end != '\0' || v > UINT32_MAX / mult){
-		return -1;
-	}
-	*seconds = v * mult;
-	return 0;
+	return parse_scaled(s, units, UINT32_MAX, seconds);
 }
 
 static int set_string(char **dst, const char *key, const char *value, char *err, size_t errlen)
@@ -129,9 +132,8 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 		}else if(!strcmp(k, "sync_interval_ms")){
-			char *end = NULL;
-			unsigned long ms = v && isdigit((unsigned char)*v) ? strtoul(v, &end, 10) : 0;
-			if(!ms || *end || ms > 3600000){
+			unsigned long long ms;
+			if(parse_scaled(v, NULL, 3600000, &ms) || !ms){
 				snprintf(err, errlen, "plugin_opt_sync_interval_ms '%s' is not a number of "
 						"milliseconds from 1 to 3600000", v ? v : "");
 				goto fail;
@@ -162,9 +164,8 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 			}
 			cfg->metrics_interval = (unsigned)secs;
 		}else if(!strcmp(k, "dedup_max_ids")){
-			char *end = NULL;
-			unsigned long long n = v && isdigit((unsigned char)*v) ? strtoull(v, &end, 10) : 0;
-			if(!n || *end || n > 10000000){
+			unsigned long long n;
+			if(parse_scaled(v, NULL, 10000000, &n) || !n){
 				snprintf(err, errlen, "plugin_opt_dedup_max_ids '%s' is not a number from 1 to 10000000",
 						v ? v : "");
 				goto fail;

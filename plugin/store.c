@@ -1,5 +1,6 @@
 /* The LMDB store: schema, sealed reads and writes, one transaction per commit. */
 #include "store.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -97,36 +98,6 @@ static void logf_(struct store *st, int level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	st->log(level, msg);
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	for(int i = 7; i >= 0; i--){
-		p[i] = (uint8_t)v;
-		v >>= 8;
-	}
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for(int i = 0; i < 8; i++){
-		v = (v << 8) | p[i];
-	}
-	return v;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* The same few names (a subscriber's client id for every message it is
