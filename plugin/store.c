@@ -1517,13 +1517,216 @@ static int lock_writer(struct store *st, char *err, size_t errlen)
 	return STORE_OK;
 }
 
+/* LMDB keeps no checksums: a damaged page can hold a page number past the
+ * end of the file (SIGBUS on the mapping), a wild pointer (SIGSEGV) or fail
+ * one of LMDB's assertions (SIGABRT), when it is read or when it is first
+ * written. Until the store is open these become an error, not a dead broker. */
+static sigjmp_buf fault_jmp;
+static volatile sig_atomic_t fault_armed;
+static const char *volatile fault_where;
+
+static void on_fault(int sig)
+{
+	if(fault_armed){
+		fault_armed = 0;
+		siglongjmp(fault_jmp, sig);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static const int fault_signals[] = {SIGBUS, SIGSEGV, SIGABRT};
+#define N_FAULT_SIGNALS (sizeof(fault_signals) / sizeof(fault_signals[0]))
+
+struct guarded {
+	int (*fn)(struct store *st, struct guarded *g, char *err, size_t errlen);
+	void *arg;
+	MDB_txn *read_txn; /* open while fn reads; released after a fault */
+};
+
+/* Runs g->fn, or returns STORE_ERR_CORRUPT with a message when LMDB faulted
+ * in it. A write transaction cut short by a fault is left alone: the caller
+ * only closes the environment and refuses to start. */
+static int run_guarded(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	struct sigaction sa, old[N_FAULT_SIGNALS];
+	volatile int rc = 0;
+	int sig;
+
+	fault_where = "meta";
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fault;
+	sigemptyset(&sa.sa_mask);
+	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
+		if(sigaction(fault_signals[i], &sa, &old[i])){
+			snprintf(err, errlen, "cannot install a signal handler: %s", strerror(errno));
+			while(i-- > 0){
+				sigaction(fault_signals[i], &old[i], NULL);
+			}
+			return STORE_ERR_IO;
+		}
+	}
+	sig = sigsetjmp(fault_jmp, 1);
+	if(sig == 0){
+		fault_armed = 1;
+		rc = g->fn(st, g, err, errlen);
+		fault_armed = 0;
+	}
+	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
+		sigaction(fault_signals[i], &old[i], NULL);
+	}
+	if(sig){
+		if(g->read_txn){
+			mdb_txn_abort(g->read_txn);
+			g->read_txn = NULL;
+		}
+		snprintf(err, errlen, "data file in %s is damaged: LMDB faulted (%s) in the %s "
+				"database; restore it from a backup", st->path, strsignal(sig), fault_where);
+		return STORE_ERR_CORRUPT;
+	}
+	return rc;
+}
+
+static int damaged(struct store *st, int rc, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "data file in %s is damaged (%s database: %s); "
+			"restore it from a backup", st->path, fault_where, mdb_strerror(rc));
+	return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID
+		|| rc == MDB_BAD_DBI || rc == MDB_INCOMPATIBLE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+}
+
+/* Visits every key of the free-page list, the list of named databases and
+ * each named database, and touches both ends of every value (which brings
+ * in overflow pages), in one read transaction. */
+static int walk_structure(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	uint64_t *records = g->arg;
+	volatile uint8_t sink = 0;
+	MDB_cursor *cur;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	int rc;
+
+	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	if(rc){
+		return damaged(st, rc, err, errlen);
+	}
+	g->read_txn = txn;
+	for(int i = -2; i < DB_COUNT && rc == 0; i++){
+		if(i == -2){
+			fault_where = "free-page";
+			dbi = 0; /* LMDB's FREE_DBI, readable in a read transaction */
+		}else{
+			/* The unnamed database lists the named ones: a damaged page
+			 * there can make a named database look absent. */
+			fault_where = i < 0 ? "main" : db_names[i];
+			rc = mdb_dbi_open(txn, i < 0 ? NULL : db_names[i], 0, &dbi);
+			if(rc == MDB_NOTFOUND){
+				rc = 0;
+				continue;
+			}
+		}
+		if(rc == 0){
+			rc = mdb_cursor_open(txn, dbi, &cur);
+		}
+		if(rc){
+			break;
+		}
+		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+			if(v.mv_size){
+				sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+			}
+			if(i >= 0){
+				(*records)++;
+			}
+		}
+		mdb_cursor_close(cur);
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+		}
+	}
+	(void)sink;
+	g->read_txn = NULL;
+	mdb_txn_abort(txn);
+	if(rc){
+		return damaged(st, rc, err, errlen);
+	}
+	st->stats.records = *records;
+	return STORE_OK;
+}
+
+int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen)
+{
+	struct guarded g = {.fn = walk_structure, .arg = records};
+
+	*records = 0;
+	return run_guarded(st, &g, err, errlen);
+}
+
+struct open_args {
+	const uint8_t *key;
+	uint8_t new_key_id;
+};
+
+/* The first transaction: opens (or creates) the named databases and the
+ * meta record of this run. */
+static int open_databases(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	const struct open_args *a = g->arg;
+	MDB_txn *txn;
+	int rc;
+
+	fault_where = "main";
+	rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
+	if(rc){
+		return env_error(st, rc, err, errlen);
+	}
+	for(int i = 0; i < DB_COUNT; i++){
+		rc = mdb_dbi_open(txn, db_names[i], st->read_only ? 0 : MDB_CREATE, &st->dbi[i]);
+		if(rc == MDB_NOTFOUND && st->read_only){
+			st->dbi[i] = 0;
+			if(i == DB_META){
+				snprintf(err, errlen, "%s holds no persist-lmdb database", st->path);
+				rc = STORE_ERR_IO;
+				goto fail;
+			}
+			continue;
+		}
+		if(rc){
+			rc = env_error(st, rc, err, errlen);
+			goto fail;
+		}
+	}
+	fault_where = "meta";
+	st->seal = seal_new(a->key, stored_key_id(st, txn, a->new_key_id));
+	if(!st->seal){
+		snprintf(err, errlen, "cannot set up AES-256-GCM and HMAC-SHA256 (OpenSSL)");
+		rc = STORE_ERR_CRYPTO;
+		goto fail;
+	}
+	rc = meta_open(st, txn, err, errlen);
+	if(rc){
+		goto fail;
+	}
+	if(st->read_only){
+		mdb_txn_commit(txn); /* not abort: that would close the DBI handles */
+		return STORE_OK;
+	}
+	rc = mdb_txn_commit(txn);
+	return rc ? env_error(st, rc, err, errlen) : STORE_OK;
+
+fail:
+	mdb_txn_abort(txn);
+	return rc;
+}
+
 static int open_at(struct store **out, const char *path, size_t map_size,
 		const uint8_t key[SEAL_KEY_LEN], unsigned flags, uint8_t new_key_id, bool create,
 		store_log_fn log, char *err, size_t errlen)
 {
 	char datafile[4096];
 	struct store *st;
-	MDB_txn *txn = NULL;
 	struct stat sb;
 	int rc;
 
@@ -1598,54 +1801,18 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 		goto fail;
 	}
 
-	rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
-	if(rc){
-		rc = env_error(st, rc, err, errlen);
-		goto fail;
+	if(rc == STORE_OK){
+		struct open_args args = {.key = key, .new_key_id = new_key_id};
+		struct guarded g = {.fn = open_databases, .arg = &args};
+		rc = run_guarded(st, &g, err, errlen);
 	}
-	for(int i = 0; i < DB_COUNT; i++){
-		rc = mdb_dbi_open(txn, db_names[i], st->read_only ? 0 : MDB_CREATE, &st->dbi[i]);
-		if(rc == MDB_NOTFOUND && st->read_only){
-			st->dbi[i] = 0;
-			if(i == DB_META){
-				snprintf(err, errlen, "%s holds no persist-lmdb database", path);
-				rc = STORE_ERR_IO;
-				goto fail;
-			}
-			continue;
-		}
-		if(rc){
-			rc = env_error(st, rc, err, errlen);
-			goto fail;
-		}
-	}
-	st->seal = seal_new(key, stored_key_id(st, txn, new_key_id));
-	if(!st->seal){
-		snprintf(err, errlen, "cannot set up AES-256-GCM and HMAC-SHA256 (OpenSSL)");
-		rc = STORE_ERR_CRYPTO;
-		goto fail;
-	}
-	rc = meta_open(st, txn, err, errlen);
 	if(rc){
 		goto fail;
-	}
-	if(st->read_only){
-		mdb_txn_commit(txn); /* not abort: that would close the DBI handles */
-	}else{
-		rc = mdb_txn_commit(txn);
-		if(rc){
-			txn = NULL;
-			rc = env_error(st, rc, err, errlen);
-			goto fail;
-		}
 	}
 	*out = st;
 	return STORE_OK;
 
 fail:
-	if(txn){
-		mdb_txn_abort(txn);
-	}
 	store_close(st);
 	return rc;
 }
@@ -1664,115 +1831,6 @@ int store_create(struct store **out, const char *path, size_t map_size,
 	return open_at(out, path, map_size, key, 0, key_id, true, log, err, errlen);
 }
 
-/* LMDB keeps no checksums: a damaged page can hold a page number past the
- * end of the file (SIGBUS on the mapping), a wild pointer (SIGSEGV) or fail
- * one of LMDB's assertions (SIGABRT). The structure check turns these into
- * an error instead of a dead broker; it runs before anything is written. */
-static sigjmp_buf fault_jmp;
-static volatile sig_atomic_t fault_armed;
-static const char *fault_where;
-
-static void on_fault(int sig)
-{
-	if(fault_armed){
-		fault_armed = 0;
-		siglongjmp(fault_jmp, sig);
-	}
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static const int fault_signals[] = {SIGBUS, SIGSEGV, SIGABRT};
-#define N_FAULT_SIGNALS (sizeof(fault_signals) / sizeof(fault_signals[0]))
-
-/* Visits every key and touches both ends of every value (which brings in
- * overflow pages), in one read transaction. */
-static int walk_structure(struct store *st, MDB_txn *txn, uint64_t *records, const char **where)
-{
-	volatile uint8_t sink = 0;
-	MDB_cursor *cur;
-	MDB_dbi dbi;
-	MDB_val k, v;
-	int rc = 0;
-
-	/* First the unnamed database that lists the named ones: a damaged page
-	 * there can make a named database look absent. */
-	for(int i = -1; i < DB_COUNT && rc == 0; i++){
-		*where = i < 0 ? "main" : db_names[i];
-		rc = mdb_dbi_open(txn, i < 0 ? NULL : db_names[i], 0, &dbi);
-		if(rc == MDB_NOTFOUND){
-			rc = 0;
-			continue;
-		}
-		if(rc == 0){
-			rc = mdb_cursor_open(txn, dbi, &cur);
-		}
-		if(rc){
-			break;
-		}
-		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
-			if(v.mv_size){
-				sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
-			}
-			if(i >= 0){
-				(*records)++;
-			}
-		}
-		mdb_cursor_close(cur);
-		if(rc == MDB_NOTFOUND){
-			rc = 0;
-		}
-	}
-	(void)sink;
-	st->stats.records = *records;
-	return rc;
-}
-
-int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen)
-{
-	struct sigaction sa, old[N_FAULT_SIGNALS];
-	MDB_txn *volatile txn = NULL;
-	volatile int rc = 0;
-	int sig;
-
-	*records = 0;
-	fault_where = "meta";
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_fault;
-	sigemptyset(&sa.sa_mask);
-	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
-		sigaction(fault_signals[i], &sa, &old[i]);
-	}
-	sig = sigsetjmp(fault_jmp, 1);
-	if(sig == 0){
-		fault_armed = 1;
-		MDB_txn *t;
-		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t);
-		if(rc == 0){
-			txn = t;
-			rc = walk_structure(st, t, records, &fault_where);
-		}
-		fault_armed = 0;
-	}
-	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
-		sigaction(fault_signals[i], &old[i], NULL);
-	}
-	if(txn){
-		mdb_txn_abort(txn);
-	}
-	if(sig){
-		snprintf(err, errlen, "data file in %s is damaged: LMDB faulted (%s) reading the %s "
-				"database; restore it from a backup", st->path, strsignal(sig), fault_where);
-		return STORE_ERR_CORRUPT;
-	}
-	if(rc){
-		snprintf(err, errlen, "data file in %s is damaged (%s database: %s); "
-				"restore it from a backup", st->path, fault_where, mdb_strerror(rc));
-		return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID
-			|| rc == MDB_BAD_DBI || rc == MDB_INCOMPATIBLE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
-	}
-	return STORE_OK;
-}
 
 int store_copy_compact(struct store *st, const char *dest, char *err, size_t errlen)
 {
