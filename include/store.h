@@ -30,7 +30,7 @@
 #include "record.h"
 #include "seal.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_DEFAULT_MAP_SIZE (64u * 1024 * 1024)
 
 /* Queue sequence numbers: (open epoch << 40) | broker cmsg_id. The broker

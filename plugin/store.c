@@ -3,6 +3,7 @@
 #include "bytes.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -31,8 +32,23 @@ enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK };
 enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "msgs", "queue", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno"
+	"meta", "msgs", "queues", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno"
 };
+
+/* The queues database is MDB_DUPSORT: the LMDB key is the client's hash and
+ * each entry a duplicate that starts with its 8-byte sequence number, so a
+ * client's queue fills its pages in order however clients interleave (one
+ * LMDB key per entry, schema 1, left the pages about half full). Entries
+ * are sealed with the logical key, client hash || sequence number, as
+ * associated data, as in schema 1. */
+#define QUEUE_SEQ_LEN 8
+#define QUEUE_KEY_LEN (HASH_LEN + QUEUE_SEQ_LEN)
+static const char legacy_queue_name[] = "queue"; /* schema 1 */
+
+static unsigned db_flags(int db)
+{
+	return db == DB_QUEUE ? MDB_DUPSORT : 0;
+}
 
 static const char key_check_text[] = "persist-lmdb key check v1";
 
@@ -53,6 +69,7 @@ struct store {
 	store_log_fn log;
 	char *path;
 	bool read_only;
+	bool upgrade_queues; /* schema 1: the queues are still in legacy_queue_name */
 	uint32_t epoch;
 	size_t map_size;
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
@@ -426,7 +443,7 @@ int online_clear(struct store *st)
 	return op_append(st, OP_CLEAR, DB_ONLINE, NULL, 0);
 }
 
-static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_t plen)
+static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, unsigned del_flags, const uint8_t *prefix, size_t plen)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -450,10 +467,52 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_
 		if(k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0){
 			break;
 		}
-		rc = mdb_cursor_del(cur, 0);
+		rc = mdb_cursor_del(cur, del_flags);
 		if(rc){
 			break;
 		}
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/* Puts (vlen > 0) or deletes one queue entry; key is the logical key,
+ * followed in memory by the sealed value when putting. An entry with the
+ * same sequence number is replaced. */
+static int queue_apply(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t klen, size_t vlen)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	if(klen != QUEUE_KEY_LEN){
+		return MDB_BAD_VALSIZE;
+	}
+	rc = mdb_cursor_open(txn, dbi, &cur);
+	if(rc){
+		return rc;
+	}
+	k.mv_data = (void *)key;
+	k.mv_size = HASH_LEN;
+	v.mv_data = (void *)(key + HASH_LEN);
+	v.mv_size = QUEUE_SEQ_LEN;
+	rc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
+	/* Nothing at or after seq: an append, which fills pages to the end. */
+	unsigned put_flags = rc == MDB_NOTFOUND ? MDB_APPENDDUP : 0;
+	if(rc == 0 && v.mv_size >= QUEUE_SEQ_LEN && memcmp(v.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) == 0){
+		rc = mdb_cursor_del(cur, 0);
+	}else if(rc == 0){
+		rc = MDB_NOTFOUND;
+	}
+	if(rc == MDB_NOTFOUND){
+		rc = 0;
+	}
+	if(rc == 0 && vlen){
+		k.mv_data = (void *)key;
+		k.mv_size = HASH_LEN;
+		v.mv_data = (void *)(key + HASH_LEN);
+		v.mv_size = QUEUE_SEQ_LEN + vlen;
+		rc = mdb_cursor_put(cur, &k, &v, put_flags);
 	}
 	mdb_cursor_close(cur);
 	return rc;
@@ -479,18 +538,22 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 		k.mv_size = klen;
 		switch(op){
 			case OP_PUT:
+				if(p[1] == DB_QUEUE){
+					rc = queue_apply(txn, dbi, k.mv_data, klen, vlen);
+					break;
+				}
 				v.mv_data = (void *)(p + OP_HEADER + klen);
 				v.mv_size = vlen;
 				rc = mdb_put(txn, dbi, &k, &v, 0);
 				break;
 			case OP_DEL:
-				rc = mdb_del(txn, dbi, &k, NULL);
+				rc = p[1] == DB_QUEUE ? queue_apply(txn, dbi, k.mv_data, klen, 0) : mdb_del(txn, dbi, &k, NULL);
 				if(rc == MDB_NOTFOUND){
 					rc = 0;
 				}
 				break;
 			case OP_DEL_PREFIX:
-				rc = delete_prefix(txn, dbi, k.mv_data, klen);
+				rc = delete_prefix(txn, dbi, p[1] == DB_QUEUE ? MDB_NODUPDATA : 0, k.mv_data, klen);
 				break;
 			case OP_CLEAR:
 				rc = mdb_drop(txn, dbi, 0);
@@ -529,7 +592,7 @@ static int env_open(struct store *st)
 	int rc = mdb_env_create(&st->env);
 
 	if(!rc){
-		rc = mdb_env_set_maxdbs(st->env, DB_COUNT);
+		rc = mdb_env_set_maxdbs(st->env, DB_COUNT + 1); /* and legacy_queue_name */
 	}
 	if(!rc){
 		rc = mdb_env_set_mapsize(st->env, st->map_size);
@@ -557,7 +620,7 @@ static int env_reopen(struct store *st)
 	if(!rc){
 		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 		for(int i = 0; !rc && i < DB_COUNT; i++){
-			rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &st->dbi[i]);
+			rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE | db_flags(i), &st->dbi[i]);
 			if(rc){
 				mdb_txn_abort(txn);
 			}
@@ -956,7 +1019,7 @@ typedef int (*decode_visit_fn)(const MDB_val *k, const uint8_t *pt, size_t len, 
 static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 {
 	struct store *st = w->st;
-	uint8_t ad[1 + KEY_MAX];
+	uint8_t ad[1 + KEY_MAX], queue_key[QUEUE_KEY_LEN];
 	MDB_cursor *cur = NULL;
 	MDB_txn *txn = NULL;
 	MDB_val k, v;
@@ -1001,6 +1064,18 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 		}
 		if(w->plen && (k.mv_size < w->plen || memcmp(k.mv_data, w->prefix, w->plen) != 0)){
 			break;
+		}
+		if(w->db == DB_QUEUE){
+			if(k.mv_size != HASH_LEN || v.mv_size < QUEUE_SEQ_LEN){
+				reject(st, w->db, "has a malformed key or value");
+				continue;
+			}
+			memcpy(queue_key, k.mv_data, HASH_LEN);
+			memcpy(queue_key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
+			k.mv_data = queue_key;
+			k.mv_size = QUEUE_KEY_LEN;
+			v.mv_data = (uint8_t *)v.mv_data + QUEUE_SEQ_LEN;
+			v.mv_size -= QUEUE_SEQ_LEN;
 		}
 		if(k.mv_size > KEY_MAX || v.mv_size < SEAL_OVERHEAD){
 			reject(st, w->db, "has a malformed key or value");
@@ -1363,8 +1438,14 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 			snprintf(err, errlen, "the schema record of %s is missing or damaged", st->path);
 			return STORE_ERR_CORRUPT;
 		}
-		if(get_be32(val) != STORE_SCHEMA_VERSION){
-			snprintf(err, errlen, "%s has schema version %u; this persist-lmdb reads version %u",
+		if(get_be32(val) == 1 && st->read_only){
+			snprintf(err, errlen, "%s was written by an earlier persist-lmdb (schema 1): start the "
+					"broker on it once, or run a write command such as compact, to convert it", st->path);
+			return STORE_ERR_VERSION;
+		}
+		st->upgrade_queues = get_be32(val) == 1;
+		if(get_be32(val) != STORE_SCHEMA_VERSION && !st->upgrade_queues){
+			snprintf(err, errlen, "%s has schema version %u; this persist-lmdb reads versions 1 and %u",
 					st->path, get_be32(val), STORE_SCHEMA_VERSION);
 			return STORE_ERR_VERSION;
 		}
@@ -1613,15 +1694,15 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 		return damaged(st, rc, err, errlen);
 	}
 	g->read_txn = txn;
-	for(int i = -2; i < DB_COUNT && rc == 0; i++){
+	for(int i = -2; i <= DB_COUNT && rc == 0; i++){
 		if(i == -2){
 			fault_where = "free-page";
 			dbi = 0; /* LMDB's FREE_DBI, readable in a read transaction */
 		}else{
 			/* The unnamed database lists the named ones: a damaged page
 			 * there can make a named database look absent. */
-			fault_where = i < 0 ? "main" : db_names[i];
-			rc = mdb_dbi_open(txn, i < 0 ? NULL : db_names[i], 0, &dbi);
+			fault_where = i < 0 ? "main" : i == DB_COUNT ? legacy_queue_name : db_names[i];
+			rc = mdb_dbi_open(txn, i < 0 ? NULL : fault_where, i < 0 || i == DB_COUNT ? 0 : db_flags(i), &dbi);
 			if(rc == MDB_NOTFOUND){
 				rc = 0;
 				continue;
@@ -1664,6 +1745,89 @@ int store_check_structure(struct store *st, uint64_t *records, char *err, size_t
 	return run_guarded(st, &g, err, errlen);
 }
 
+/* Schema 1 to 2: moves the entries of the legacy queue database into the
+ * DUPSORT one, at most OPS_PER_TXN per transaction (each moves and deletes
+ * its entries, so a crash in between resumes where it stopped), then drops
+ * the legacy database and records schema 2 in the same transaction. */
+static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	struct buf entry = {0};
+	uint64_t moved = 0;
+	bool done = false;
+	int rc = 0;
+
+	(void)g;
+	fault_where = legacy_queue_name;
+	while(rc == 0 && !done){
+		MDB_cursor *cur = NULL;
+		MDB_txn *txn;
+		MDB_dbi legacy;
+		MDB_val k, v;
+		size_t n = 0;
+
+		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+		if(rc){
+			break;
+		}
+		rc = mdb_dbi_open(txn, legacy_queue_name, 0, &legacy);
+		if(rc == 0){
+			rc = mdb_cursor_open(txn, legacy, &cur);
+		}
+		while(rc == 0 && n < OPS_PER_TXN && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0){
+			MDB_val dk = {HASH_LEN, k.mv_data}, dv;
+			uint8_t *p;
+
+			buf_reset(&entry);
+			p = buf_extend(&entry, QUEUE_SEQ_LEN + v.mv_size);
+			if(k.mv_size != QUEUE_KEY_LEN){
+				rc = MDB_CORRUPTED;
+			}else if(!p){
+				rc = ENOMEM;
+			}else{
+				memcpy(p, (uint8_t *)k.mv_data + HASH_LEN, QUEUE_SEQ_LEN);
+				memcpy(p + QUEUE_SEQ_LEN, v.mv_data, v.mv_size);
+				dv.mv_data = p;
+				dv.mv_size = entry.len;
+				rc = mdb_put(txn, st->dbi[DB_QUEUE], &dk, &dv, 0);
+			}
+			if(rc == 0){
+				rc = mdb_cursor_del(cur, 0);
+				n++;
+			}
+		}
+		if(cur){
+			mdb_cursor_close(cur);
+		}
+		if(rc == MDB_NOTFOUND){
+			/* Every entry moved (or no legacy database at all). */
+			done = true;
+			rc = mdb_dbi_open(txn, legacy_queue_name, 0, &legacy);
+			rc = rc == 0 ? mdb_drop(txn, legacy, 1) : rc == MDB_NOTFOUND ? 0 : rc;
+			if(rc == 0){
+				uint8_t be[4];
+				put_be32v(be, STORE_SCHEMA_VERSION);
+				rc = meta_put(st, txn, "schema", be, 4);
+			}
+		}
+		if(rc == 0){
+			rc = mdb_txn_commit(txn);
+			moved += n;
+		}else{
+			mdb_txn_abort(txn);
+		}
+	}
+	buf_free(&entry);
+	if(rc){
+		snprintf(err, errlen, "cannot convert the queues of %s to schema %u: %s", st->path,
+				STORE_SCHEMA_VERSION, rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
+		return rc == MDB_CORRUPTED ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+	}
+	st->upgrade_queues = false;
+	logf_(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema %u (%" PRIu64 " queued entries moved)",
+			st->path, STORE_SCHEMA_VERSION, moved);
+	return STORE_OK;
+}
+
 struct open_args {
 	const uint8_t *key;
 	uint8_t new_key_id;
@@ -1683,7 +1847,7 @@ static int open_databases(struct store *st, struct guarded *g, char *err, size_t
 		return env_error(st, rc, err, errlen);
 	}
 	for(int i = 0; i < DB_COUNT; i++){
-		rc = mdb_dbi_open(txn, db_names[i], st->read_only ? 0 : MDB_CREATE, &st->dbi[i]);
+		rc = mdb_dbi_open(txn, db_names[i], (st->read_only ? 0 : MDB_CREATE) | db_flags(i), &st->dbi[i]);
 		if(rc == MDB_NOTFOUND && st->read_only){
 			st->dbi[i] = 0;
 			if(i == DB_META){
@@ -1806,6 +1970,10 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 		struct guarded g = {.fn = open_databases, .arg = &args};
 		rc = run_guarded(st, &g, err, errlen);
 	}
+	if(rc == STORE_OK && st->upgrade_queues){
+		struct guarded g = {.fn = queues_upgrade};
+		rc = run_guarded(st, &g, err, errlen);
+	}
 	if(rc){
 		goto fail;
 	}
@@ -1854,6 +2022,54 @@ int store_copy_compact(struct store *st, const char *dest, char *err, size_t err
 	return STORE_OK;
 }
 
+static uint64_t db_pages(const MDB_stat *ms)
+{
+	return ms->ms_branch_pages + ms->ms_leaf_pages + ms->ms_overflow_pages;
+}
+
+/* LMDB counts the pages of a DUPSORT database's per-key subtrees nowhere.
+ * Every page of the file is a meta page, a free page, a page of the free
+ * list or of the main database, or a page of one named database: the
+ * queues' share is what the others leave. */
+static int queue_bytes(struct store *st, MDB_txn *txn, uint64_t *bytes)
+{
+	MDB_envinfo info;
+	MDB_cursor *cur;
+	MDB_stat ms;
+	MDB_val k, v;
+	uint64_t other = 2, free_pages = 0;
+	int rc;
+
+	rc = mdb_env_info(st->env, &info);
+	for(int i = -2; rc == 0 && i < DB_COUNT; i++){
+		if(i == DB_QUEUE || (i >= 0 && !st->dbi[i])){
+			continue;
+		}
+		rc = mdb_stat(txn, i == -2 ? 0 : i == -1 ? 1 : st->dbi[i], &ms); /* FREE_DBI, MAIN_DBI */
+		other += db_pages(&ms);
+	}
+	if(rc == 0){
+		rc = mdb_cursor_open(txn, 0, &cur);
+	}
+	if(rc){
+		return rc;
+	}
+	for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+		if(v.mv_size >= sizeof(size_t)){
+			size_t n;
+			memcpy(&n, v.mv_data, sizeof(n)); /* an ID list: its length, then the page numbers */
+			free_pages += n;
+		}
+	}
+	mdb_cursor_close(cur);
+	if(rc != MDB_NOTFOUND){
+		return rc;
+	}
+	uint64_t total = (uint64_t)info.me_last_pgno + 1;
+	*bytes = total > other + free_pages ? (total - other - free_pages) * ms.ms_psize : 0;
+	return 0;
+}
+
 int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t *bytes)
 {
 	MDB_txn *txn;
@@ -1868,15 +2084,17 @@ int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t 
 	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
 	if(rc == 0){
 		rc = mdb_stat(txn, st->dbi[db], &ms);
+		if(rc == 0){
+			*entries = ms.ms_entries;
+			*bytes = (uint64_t)ms.ms_psize * db_pages(&ms);
+		}
+		if(rc == 0 && db == DB_QUEUE){
+			rc = queue_bytes(st, txn, bytes);
+		}
 		mdb_txn_abort(txn);
 	}
 	pthread_mutex_unlock(&st->txn_lock);
-	if(rc){
-		return STORE_ERR_IO;
-	}
-	*entries = ms.ms_entries;
-	*bytes = (uint64_t)ms.ms_psize * (ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages);
-	return STORE_OK;
+	return rc ? STORE_ERR_IO : STORE_OK;
 }
 
 int store_count_online_sessions(struct store *st, uint64_t *n)

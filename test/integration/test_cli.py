@@ -139,7 +139,7 @@ def test_read_commands_while_broker_runs(broker, cli):
     assert_rc(r, 0)
     info, dbs = stats_table(out(r))
     assert info["key id"] == "1" and int(info["epoch"]) >= 1 and int(info["records"]) > 0, out(r)
-    assert dbs["sessions"][0] == 3 and dbs["queue"][0] == 16 and dbs["retained"][0] == 2, out(r)
+    assert dbs["sessions"][0] == 3 and dbs["queues"][0] == 16 and dbs["retained"][0] == 2, out(r)
     assert dbs["subs"][0] == 4 and dbs["msgs"][0] == 8, out(r)
 
     r = cli("sessions")

@@ -1304,11 +1304,16 @@ static void test_moved_value_rejected(void **state)
 	free(v);
 	free(k2b);
 	free(v2b);
-	/* queue: first entry's value over the second's key (no reordering). */
-	MDB_dbi queue = raw_dbi(&r, "queue");
+	/* queues: the first entry's sealed value under the second's sequence
+	 * number (no reordering). An entry is a duplicate of its client's key:
+	 * the sequence number, then the sealed value. */
+	MDB_dbi queue = raw_dbi(&r, "queues");
 	raw_nth(&r, queue, 0, &k, &klen, &v, &vlen);
 	raw_nth(&r, queue, 1, &k2b, &k2len, &v2b, &v2len);
-	assert_uint_equal(klen, HASH_LEN + 8);
+	assert_uint_equal(klen, HASH_LEN);
+	MDB_val dk = {k2len, k2b}, dv = {v2len, v2b};
+	assert_int_equal(mdb_del(r.txn, queue, &dk, &dv), 0);
+	memcpy(v, v2b, 8);
 	raw_put(&r, queue, k2b, k2len, v, vlen);
 	free(k);
 	free(v);
@@ -2103,6 +2108,91 @@ static void test_no_sync(void **state)
 	store_close(st);
 }
 
+/* A schema 1 file (one LMDB key per queue entry, in "queue") is converted
+ * when opened for writing: same entries, same order, every record still
+ * authenticates; a read-only open refuses it with a clear message. The
+ * schema 1 file is made from a schema 2 one by moving the entries back. */
+static void test_schema1_queues_converted(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	const char *clients[] = {"c1", "c2", "c3"};
+	struct coll before[3] = {{0}}, after = {0};
+	struct raw r;
+
+	/* Interleaved, and more than one conversion transaction's worth. */
+	for(uint64_t i = 1; i <= 9000; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(queue_append(st, clients[i % 3], i, &q), STORE_OK);
+	}
+	commit_ok(st);
+	for(int c = 0; c < 3; c++){
+		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &before[c]), STORE_OK);
+		assert_uint_equal(before[c].n, 3000);
+	}
+	store_close(st);
+
+	raw_open(&r, fx->db);
+	MDB_dbi queues = raw_dbi(&r, "queues"), legacy, meta = raw_dbi(&r, "meta");
+	assert_int_equal(mdb_dbi_open(r.txn, "queue", MDB_CREATE, &legacy), 0);
+	MDB_cursor *cur;
+	MDB_val k, v;
+	size_t moved = 0;
+	assert_int_equal(mdb_cursor_open(r.txn, queues, &cur), 0);
+	for(int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT){
+		uint8_t key[HASH_LEN + 8];
+		assert_uint_equal(k.mv_size, HASH_LEN);
+		memcpy(key, k.mv_data, HASH_LEN);
+		memcpy(key + HASH_LEN, v.mv_data, 8);
+		raw_put(&r, legacy, key, sizeof(key), (uint8_t *)v.mv_data + 8, v.mv_size - 8);
+		moved++;
+	}
+	mdb_cursor_close(cur);
+	assert_uint_equal(moved, 9000);
+	assert_int_equal(mdb_drop(r.txn, queues, 1), 0);
+	struct seal *seal = seal_new(fx->key, 1);
+	assert_non_null(seal);
+	uint8_t ad[1 + 6] = {DB_META, 's', 'c', 'h', 'e', 'm', 'a'}, one[4] = {0, 0, 0, 1};
+	uint8_t sealed[4 + SEAL_OVERHEAD];
+	assert_int_equal(seal_record(seal, ad, sizeof(ad), one, sizeof(one), sealed), SEAL_OK);
+	seal_free(seal);
+	raw_put(&r, meta, "schema", 6, sealed, sizeof(sealed));
+	raw_close(&r, true);
+
+	char err[512] = "";
+	st = NULL;
+	assert_int_equal(store_open(&st, fx->db, 0, fx->key, STORE_READ_ONLY, test_log, err, sizeof(err)),
+			STORE_ERR_VERSION);
+	assert_null(st);
+	assert_non_null(strstr(err, "schema 1"));
+
+	log_reset();
+	st = open_store(fx, 0, 0);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
+	for(int c = 0; c < 3; c++){
+		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &after), STORE_OK);
+		assert_uint_equal(after.n, before[c].n);
+		for(size_t i = 0; i < after.n; i++){
+			assert_uint_equal(after.v[i].id, before[c].v[i].id);
+			assert_uint_equal(after.v[i].len, before[c].v[i].len);
+			assert_memory_equal(after.v[i].enc, before[c].v[i].enc, after.v[i].len);
+		}
+		coll_free(&after);
+		coll_free(&before[c]);
+	}
+	assert_uint_equal(stats_of(st).records_rejected, 0);
+	store_close(st);
+
+	raw_open(&r, fx->db);
+	assert_int_equal(mdb_dbi_open(r.txn, "queue", 0, &legacy), MDB_NOTFOUND);
+	raw_close(&r, false);
+	log_reset();
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	assert_uint_equal(count_queue(st, "c2"), 3000);
+	store_close(st);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
@@ -2130,6 +2220,7 @@ int main(void)
 		T(test_dedup_store),
 		T(test_seqno),
 		T(test_no_sync),
+		T(test_schema1_queues_converted),
 	};
 #undef T
 
