@@ -2,28 +2,46 @@
  * loadgen: a small MQTT load tool on libmosquitto for the persist-lmdb
  * benchmarks (bench/run.sh). Not a test: it measures, it does not judge.
  *
- *   loadgen subscribe-offline -p PORT -k K [-i PREFIX] [-t TOPIC] [-q QOS]
+ *   loadgen subscribe-offline -p PORT -k K [-i PREFIX] [-t TOPIC] [-e] [-q QOS]
  *       K persistent sessions (MQTT 3.1.1, clean session off) subscribe to
- *       TOPIC and disconnect cleanly: they become offline sessions.
- *   loadgen publish -p PORT -n N [-s SIZE] [-q QOS] [-w WINDOW] [-t TOPIC] [-D SECS]
- *       One publisher, N messages of SIZE bytes, at most WINDOW unacknowledged.
- *       With -w 1 (each message waits for its PUBACK/PUBCOMP: a synchronous
- *       publisher) the publishing thread runs the network loop itself. With
- *       -D, sending stops after SECS seconds (or N messages, whichever comes
- *       first) and the rate counts the messages sent, all acknowledged.
- *   loadgen drain -p PORT -k K -n N [-i PREFIX]
+ *       TOPIC (with -e: session i to TOPIC/i) and disconnect cleanly: they
+ *       become offline sessions. Up to 100 sessions are set up at a time.
+ *   loadgen publish -p PORT -n N [-P P] [-s SIZE] [-q QOS] [-w WINDOW] [-t TOPIC]
+ *                   [-e -k K] [-D SECS] [-R RATE]
+ *       P publishers (connections, one thread each; default 1) send N
+ *       messages of SIZE bytes between them (publisher j sends N/P, the first
+ *       N%P one more), each with at most WINDOW unacknowledged and its own
+ *       sequence numbers 0, 1, ... With -e, message i of a publisher goes to
+ *       TOPIC/(i mod K). With -w 1 (each message waits for its
+ *       PUBACK/PUBCOMP: a synchronous publisher) the publishing thread runs the
+ *       network loop itself. With -D, sending stops after SECS seconds (or the
+ *       N messages, whichever comes first) and the rate counts the messages
+ *       sent, all acknowledged. With -R, message i of publisher j is sent
+ *       at i*P/RATE seconds after the start (or later, if the window is full).
+ *   loadgen drain -p PORT -k K -n N [-P P] [-i PREFIX]
  *       Reconnects the K sessions and waits until each has received all N
- *       messages; checks gaps, duplicates and order.
- *   loadgen wait-connect -p PORT [-S EPOCH_SECS] [-P POLL_MS]
+ *       messages of P publishers (as publish -n N -P P sent them); checks
+ *       gaps, duplicates and the order of each publisher's messages.
+ *   loadgen subscribe-online -p PORT -k K -n N [-P P] [-i PREFIX] [-t TOPIC] [-q QOS]
+ *       K persistent sessions (clean session off) subscribe to TOPIC, print
+ *       "subscribe-online ready=1" once all are subscribed, stay connected and
+ *       wait until each has received the N messages of P publishers; checks
+ *       them as drain does.
+ *   loadgen wait-connect -p PORT [-S EPOCH_SECS] [-I POLL_MS]
  *       Polls CONNECT until a CONNACK arrives; reports the time since EPOCH_SECS
  *       (CLOCK_REALTIME, e.g. `date +%s.%N` taken when the broker was started),
  *       or since the command started.
  *
  * Each command prints one machine-readable line "CMD key=value ..." on stdout
- * and exits 0 on success, 1 on failure or timeout (-T SECS, default 600).
+ * (its last line) and exits 0 on success, 1 on failure or timeout (-T SECS,
+ * default 600). drain and subscribe-online report the latency of each
+ * message, receive time - publish time (publisher and subscriber on one
+ * machine): lat_p50_us, lat_p99_us, lat_max_us and hist_us=B:C,... (C
+ * messages took less than B µs and at least B/2; empty buckets left out).
  *
- * Payload: bytes 0..7 the sequence number (0..N-1), bytes 8..15 the publish
- * time in ns (CLOCK_REALTIME), both little endian; the rest is padding.
+ * Payload: bytes 0..7 the publisher's sequence number, bytes 8..15 the publish
+ * time in ns (CLOCK_REALTIME), bytes 16..19 the publisher's index (0..P-1),
+ * all little endian; the rest is padding.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -31,6 +49,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,20 +61,26 @@
 
 #include <mosquitto.h>
 
-#define HEADER_BYTES 16
+#define HEADER_BYTES 20
+#define SUB_BATCH 100     /* subscribe-offline: sessions set up at a time */
+#define HIST_BUCKETS 40   /* log2 µs buckets: up to 2^39 µs */
+#define TOPIC_MAX 200
 
 struct options {
 	const char *host;
 	int port;
 	const char *topic;
 	const char *prefix;
+	bool each;
 	int clients;
+	int publishers;
 	long messages;
 	int size;
 	int qos;
 	long window;
 	double timeout;
 	double duration;
+	double rate;
 	double since;
 	int poll_ms;
 };
@@ -65,13 +90,16 @@ static struct options opt = {
 	.port = 1883,
 	.topic = "bench/t",
 	.prefix = "bench-sub-",
+	.each = false,
 	.clients = 5,
+	.publishers = 1,
 	.messages = 1000,
 	.size = 100,
 	.qos = 1,
 	.window = 100,
 	.timeout = 600.0,
 	.duration = 0.0,
+	.rate = 0.0,
 	.since = 0.0,
 	.poll_ms = 5,
 };
@@ -97,17 +125,17 @@ static uint64_t now_real_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void put_u64(unsigned char *p, uint64_t v)
+static void put_le(unsigned char *p, uint64_t v, int bytes)
 {
-	for(int i = 0; i < 8; i++){
+	for(int i = 0; i < bytes; i++){
 		p[i] = (unsigned char)(v >> (8 * i));
 	}
 }
 
-static uint64_t get_u64(const unsigned char *p)
+static uint64_t get_le(const unsigned char *p, int bytes)
 {
 	uint64_t v = 0;
-	for(int i = 0; i < 8; i++){
+	for(int i = 0; i < bytes; i++){
 		v |= (uint64_t)p[i] << (8 * i);
 	}
 	return v;
@@ -116,6 +144,22 @@ static uint64_t get_u64(const unsigned char *p)
 static void fail(const char *what, int rc)
 {
 	fprintf(stderr, "loadgen: %s: %s\n", what, mosquitto_strerror(rc));
+}
+
+/* Client i's topic: TOPIC, or TOPIC/i with -e. */
+static void client_topic(char *buf, size_t len, long i)
+{
+	if(opt.each){
+		snprintf(buf, len, "%s/%ld", opt.topic, i);
+	}else{
+		snprintf(buf, len, "%s", opt.topic);
+	}
+}
+
+/* Messages publisher j sends of N (the first N%P send one more). */
+static long pub_count(int j)
+{
+	return opt.messages / opt.publishers + (j < opt.messages % opt.publishers ? 1 : 0);
 }
 
 /* Absolute CLOCK_REALTIME deadline for pthread_cond_timedwait. */
@@ -165,6 +209,8 @@ struct sync_state {
 	bool disconnected;
 };
 
+enum sync_phase { PHASE_CONNACK, PHASE_SUBACK, PHASE_DISCONNECTED };
+
 static void sync_on_connect(struct mosquitto *mosq, void *obj, int rc)
 {
 	(void)mosq;
@@ -200,63 +246,149 @@ static int loop_until(struct mosquitto *mosq, const int *flag, int unset, double
 	return MOSQ_ERR_SUCCESS;
 }
 
+static bool phase_done(const struct sync_state *st, enum sync_phase phase)
+{
+	switch(phase){
+		case PHASE_CONNACK: return st->connack != -1;
+		case PHASE_SUBACK: return st->subacked != -1;
+		default: return st->disconnected;
+	}
+}
+
+/* Runs the network loops of n clients in one thread (poll on their sockets)
+ * until each has reached `phase`, or the deadline. */
+static int loop_batch(struct mosquitto **mosqs, struct sync_state *st, int n, enum sync_phase phase,
+		double deadline)
+{
+	struct pollfd fds[SUB_BATCH];
+	int which[SUB_BATCH];
+
+	for(;;){
+		int waiting = 0;
+		for(int i = 0; i < n; i++){
+			if(phase_done(&st[i], phase)){
+				continue;
+			}
+			int fd = mosquitto_socket(mosqs[i]);
+			if(fd < 0){
+				if(phase != PHASE_DISCONNECTED){
+					return MOSQ_ERR_NO_CONN;
+				}
+				st[i].disconnected = true;
+				continue;
+			}
+			fds[waiting].fd = fd;
+			fds[waiting].events = (short)(POLLIN | (mosquitto_want_write(mosqs[i]) ? POLLOUT : 0));
+			fds[waiting].revents = 0;
+			which[waiting++] = i;
+		}
+		if(waiting == 0){
+			return MOSQ_ERR_SUCCESS;
+		}
+		if(now_mono() > deadline){
+			return MOSQ_ERR_TIMEOUT;
+		}
+		if(poll(fds, (nfds_t)waiting, 50) < 0 && errno != EINTR){
+			return MOSQ_ERR_ERRNO;
+		}
+		for(int k = 0; k < waiting; k++){
+			struct mosquitto *mosq = mosqs[which[k]];
+			int rc = MOSQ_ERR_SUCCESS;
+			if(fds[k].revents & (POLLIN | POLLHUP | POLLERR)){
+				rc = mosquitto_loop_read(mosq, 1);
+			}
+			if(rc == MOSQ_ERR_SUCCESS && (fds[k].revents & POLLOUT)){
+				rc = mosquitto_loop_write(mosq, 1);
+			}
+			if(rc == MOSQ_ERR_SUCCESS){
+				rc = mosquitto_loop_misc(mosq);
+			}
+			if(rc == MOSQ_ERR_NO_CONN && phase == PHASE_DISCONNECTED){
+				st[which[k]].disconnected = true;
+			}else if(rc != MOSQ_ERR_SUCCESS){
+				return rc;
+			}
+		}
+	}
+}
+
+/* Sets up sessions first .. first+n-1 (n <= SUB_BATCH) side by side. */
+static int subscribe_batch(int first, int n, double deadline)
+{
+	struct mosquitto *mosqs[SUB_BATCH] = {0};
+	struct sync_state st[SUB_BATCH];
+	char id[256];
+	char topic[TOPIC_MAX + 16];
+	int rc = MOSQ_ERR_SUCCESS;
+
+	for(int i = 0; i < n; i++){
+		st[i] = (struct sync_state){.connack = -1, .subacked = -1};
+		snprintf(id, sizeof(id), "%s%d", opt.prefix, first + i);
+		mosqs[i] = client_new(id, false, &st[i]);
+		if(!mosqs[i]){
+			rc = MOSQ_ERR_NOMEM;
+			goto out;
+		}
+		mosquitto_connect_callback_set(mosqs[i], sync_on_connect);
+		mosquitto_subscribe_callback_set(mosqs[i], sync_on_subscribe);
+		mosquitto_disconnect_callback_set(mosqs[i], sync_on_disconnect);
+	}
+	for(int i = 0; i < n && rc == MOSQ_ERR_SUCCESS; i++){
+		rc = mosquitto_connect(mosqs[i], opt.host, opt.port, 60);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = loop_batch(mosqs, st, n, PHASE_CONNACK, deadline);
+	}
+	for(int i = 0; i < n && rc == MOSQ_ERR_SUCCESS; i++){
+		if(st[i].connack != 0){
+			fprintf(stderr, "loadgen: %s%d: CONNACK %d\n", opt.prefix, first + i, st[i].connack);
+			rc = MOSQ_ERR_CONN_REFUSED;
+		}
+	}
+	for(int i = 0; i < n && rc == MOSQ_ERR_SUCCESS; i++){
+		client_topic(topic, sizeof(topic), first + i);
+		rc = mosquitto_subscribe(mosqs[i], NULL, topic, opt.qos);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = loop_batch(mosqs, st, n, PHASE_SUBACK, deadline);
+	}
+	for(int i = 0; i < n && rc == MOSQ_ERR_SUCCESS; i++){
+		if(st[i].subacked != opt.qos){
+			fprintf(stderr, "loadgen: %s%d: granted QoS %d, wanted %d\n",
+				opt.prefix, first + i, st[i].subacked, opt.qos);
+			rc = MOSQ_ERR_PROTOCOL;
+		}
+	}
+	for(int i = 0; i < n && rc == MOSQ_ERR_SUCCESS; i++){
+		rc = mosquitto_disconnect(mosqs[i]);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = loop_batch(mosqs, st, n, PHASE_DISCONNECTED, deadline);
+	}
+out:
+	for(int i = 0; i < n; i++){
+		if(mosqs[i]){
+			mosquitto_destroy(mosqs[i]);
+		}
+	}
+	return rc;
+}
+
 static int cmd_subscribe_offline(void)
 {
 	double deadline = now_mono() + opt.timeout;
 	double t0 = now_mono();
-	char id[256];
 
-	for(int i = 0; i < opt.clients; i++){
-		struct sync_state st = {.connack = -1, .subacked = -1};
-		snprintf(id, sizeof(id), "%s%d", opt.prefix, i);
-		struct mosquitto *mosq = client_new(id, false, &st);
-		if(!mosq){
-			return 1;
-		}
-		mosquitto_connect_callback_set(mosq, sync_on_connect);
-		mosquitto_subscribe_callback_set(mosq, sync_on_subscribe);
-		mosquitto_disconnect_callback_set(mosq, sync_on_disconnect);
-
-		int rc = mosquitto_connect(mosq, opt.host, opt.port, 60);
-		if(rc == MOSQ_ERR_SUCCESS){
-			rc = loop_until(mosq, &st.connack, -1, deadline);
-		}
-		if(rc == MOSQ_ERR_SUCCESS && st.connack != 0){
-			fprintf(stderr, "loadgen: %s: CONNACK %d\n", id, st.connack);
-			rc = MOSQ_ERR_CONN_REFUSED;
-		}
-		if(rc == MOSQ_ERR_SUCCESS){
-			rc = mosquitto_subscribe(mosq, NULL, opt.topic, opt.qos);
-		}
-		if(rc == MOSQ_ERR_SUCCESS){
-			rc = loop_until(mosq, &st.subacked, -1, deadline);
-		}
-		if(rc == MOSQ_ERR_SUCCESS && st.subacked != opt.qos){
-			fprintf(stderr, "loadgen: %s: granted QoS %d, wanted %d\n", id, st.subacked, opt.qos);
-			rc = MOSQ_ERR_PROTOCOL;
-		}
-		if(rc == MOSQ_ERR_SUCCESS){
-			rc = mosquitto_disconnect(mosq);
-		}
-		while(rc == MOSQ_ERR_SUCCESS && !st.disconnected){
-			if(now_mono() > deadline){
-				rc = MOSQ_ERR_TIMEOUT;
-				break;
-			}
-			int lrc = mosquitto_loop(mosq, 50, 1);
-			if(lrc == MOSQ_ERR_NO_CONN){
-				break;
-			}
-			rc = lrc;
-		}
-		mosquitto_destroy(mosq);
+	for(int first = 0; first < opt.clients; first += SUB_BATCH){
+		int n = opt.clients - first < SUB_BATCH ? opt.clients - first : SUB_BATCH;
+		int rc = subscribe_batch(first, n, deadline);
 		if(rc != MOSQ_ERR_SUCCESS){
-			fail(id, rc);
+			fail("subscribe-offline", rc);
 			return 1;
 		}
 	}
-	printf("subscribe-offline clients=%d topic=%s qos=%d secs=%.3f\n",
-		opt.clients, opt.topic, opt.qos, now_mono() - t0);
+	printf("subscribe-offline clients=%d topic=%s%s qos=%d secs=%.3f\n",
+		opt.clients, opt.topic, opt.each ? "/I" : "", opt.qos, now_mono() - t0);
 	return 0;
 }
 
@@ -306,6 +438,22 @@ struct pub_state {
 	int connack;
 	bool lost;
 	long acked;
+};
+
+/* One publisher: its connection, and the thread that publishes on it. */
+struct publisher {
+	struct pub_state st;
+	struct mosquitto *mosq;
+	pthread_t thread;
+	unsigned char *payload;
+	int index;
+	bool threaded;    /* a loop thread runs the network loop (window > 1) */
+	bool running;     /* the publishing thread was started */
+	bool ok;
+	long sent;
+	double t0;
+	struct timespec deadline;
+	double mono_deadline;
 };
 
 static void pub_on_connect(struct mosquitto *mosq, void *obj, int rc)
@@ -390,139 +538,221 @@ static bool pub_loop_until(struct mosquitto *mosq, struct pub_state *st, int wha
 	}
 }
 
-static bool pub_await(struct mosquitto *mosq, struct pub_state *st, bool threaded, int what, long value,
-		const struct timespec *deadline, double mono_deadline)
+static bool pub_await(struct publisher *p, int what, long value)
 {
-	return threaded ? pub_wait(st, what, value, deadline) : pub_loop_until(mosq, st, what, value, mono_deadline);
+	return p->threaded ? pub_wait(&p->st, what, value, &p->deadline)
+		: pub_loop_until(p->mosq, &p->st, what, value, p->mono_deadline);
+}
+
+/* Connects publisher p and waits for its CONNACK. */
+static bool pub_connect(struct publisher *p)
+{
+	p->mosq = client_new(NULL, true, &p->st);
+	if(!p->mosq){
+		return false;
+	}
+	mosquitto_connect_callback_set(p->mosq, pub_on_connect);
+	mosquitto_publish_callback_set(p->mosq, pub_on_publish);
+	mosquitto_disconnect_callback_set(p->mosq, pub_on_disconnect);
+
+	int rc = mosquitto_connect(p->mosq, opt.host, opt.port, 60);
+	if(rc != MOSQ_ERR_SUCCESS){
+		fail("connect", rc);
+		return false;
+	}
+	if(p->threaded){
+		rc = mosquitto_loop_start(p->mosq);
+		if(rc != MOSQ_ERR_SUCCESS){
+			fail("loop_start", rc);
+			p->threaded = false;
+			return false;
+		}
+	}
+	if(!pub_await(p, 0, 0) || p->st.connack != 0){
+		fprintf(stderr, "loadgen: publish: no CONNACK (rc %d)\n", p->st.connack);
+		return false;
+	}
+	return true;
+}
+
+/* Sleeps until the monotonic time `when` (an open-loop publisher's schedule). */
+static void pace(double when)
+{
+	double wait = when - now_mono();
+	if(wait > 0){
+		double whole = (double)(long)wait;
+		struct timespec ts = {.tv_sec = (time_t)whole, .tv_nsec = (long)((wait - whole) * 1e9)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void *pub_send(void *arg)
+{
+	struct publisher *p = arg;
+	long count = pub_count(p->index);
+	char topic[TOPIC_MAX + 16];
+
+	client_topic(topic, sizeof(topic), 0);
+	put_le(p->payload + 16, (uint64_t)p->index, 4);
+	for(long i = 0; i < count; i++){
+		if(opt.duration > 0 && now_mono() - p->t0 >= opt.duration){
+			break;
+		}
+		if(opt.rate > 0){
+			pace(p->t0 + (double)i * opt.publishers / opt.rate);
+		}
+		if(i >= opt.window && !pub_await(p, 1, i - opt.window + 1)){
+			fprintf(stderr, "loadgen: publish %d: stalled with %ld sent\n", p->index, i);
+			return NULL;
+		}
+		if(opt.each){
+			client_topic(topic, sizeof(topic), i % opt.clients);
+		}
+		put_le(p->payload, (uint64_t)i, 8);
+		put_le(p->payload + 8, now_real_ns(), 8);
+		int rc = mosquitto_publish(p->mosq, NULL, topic, opt.size, p->payload, opt.qos, false);
+		if(rc != MOSQ_ERR_SUCCESS){
+			fail("publish", rc);
+			return NULL;
+		}
+		p->sent++;
+	}
+	if(!pub_await(p, 1, p->sent)){
+		fprintf(stderr, "loadgen: publish %d: not all of %ld acked\n", p->index, p->sent);
+		return NULL;
+	}
+	p->ok = true;
+	return NULL;
+}
+
+/* Disconnects and frees publisher p; false if the disconnection failed. */
+static bool pub_close(struct publisher *p, bool ok)
+{
+	if(p->mosq){
+		int rc = mosquitto_disconnect(p->mosq);
+		if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN){
+			fail("disconnect", rc);
+			ok = false;
+		}
+		/* After mosquitto_disconnect() the loop thread may end by itself
+		 * before mosquitto_loop_stop() runs; loop_stop then answers
+		 * MOSQ_ERR_INVAL, which is harmless (here and in drain). */
+		if(p->threaded){
+			int src = mosquitto_loop_stop(p->mosq, !ok);
+			if(src != MOSQ_ERR_SUCCESS && src != MOSQ_ERR_INVAL){
+				fail("loop_stop", src);
+				ok = false;
+			}
+		}else if(rc == MOSQ_ERR_SUCCESS){
+			(void)mosquitto_loop(p->mosq, 50, 1);
+		}
+		mosquitto_destroy(p->mosq);
+	}
+	pthread_cond_destroy(&p->st.cond);
+	pthread_mutex_destroy(&p->st.lock);
+	free(p->payload);
+	return ok;
 }
 
 static int cmd_publish(void)
 {
-	struct pub_state st = {.connack = -1};
-	struct timespec deadline = deadline_after(opt.timeout);
-	double mono_deadline = now_mono() + opt.timeout;
-	bool threaded = opt.window > 1;
-	unsigned char *payload;
-	int ret = 1;
+	struct publisher *pubs = calloc((size_t)opt.publishers, sizeof(*pubs));
+	int made = 0;
+	bool ok = true;
 
-	if(opt.size < HEADER_BYTES){
-		fprintf(stderr, "loadgen: -s must be at least %d bytes\n", HEADER_BYTES);
+	if(!pubs){
+		perror("loadgen: calloc");
 		return 1;
 	}
-	payload = malloc((size_t)opt.size);
-	if(!payload){
-		perror("loadgen: malloc");
-		return 1;
-	}
-	memset(payload, 'x', (size_t)opt.size);
-	pthread_mutex_init(&st.lock, NULL);
-	pthread_cond_init(&st.cond, NULL);
-
-	struct mosquitto *mosq = client_new(NULL, true, &st);
-	if(!mosq){
-		goto out;
-	}
-	mosquitto_connect_callback_set(mosq, pub_on_connect);
-	mosquitto_publish_callback_set(mosq, pub_on_publish);
-	mosquitto_disconnect_callback_set(mosq, pub_on_disconnect);
-
-	int rc = mosquitto_connect(mosq, opt.host, opt.port, 60);
-	if(rc != MOSQ_ERR_SUCCESS){
-		fail("connect", rc);
-		goto out_destroy;
-	}
-	rc = threaded ? mosquitto_loop_start(mosq) : MOSQ_ERR_SUCCESS;
-	if(rc != MOSQ_ERR_SUCCESS){
-		fail("loop_start", rc);
-		goto out_destroy;
-	}
-	if(!pub_await(mosq, &st, threaded, 0, 0, &deadline, mono_deadline) || st.connack != 0){
-		fprintf(stderr, "loadgen: publish: no CONNACK (rc %d)\n", st.connack);
-		goto out_stop;
+	/* Every connection is up before the clock starts. */
+	for(; made < opt.publishers && ok; made++){
+		struct publisher *p = &pubs[made];
+		p->index = made;
+		p->threaded = opt.window > 1;
+		p->st.connack = -1;
+		p->deadline = deadline_after(opt.timeout);
+		p->mono_deadline = now_mono() + opt.timeout;
+		pthread_mutex_init(&p->st.lock, NULL);
+		pthread_cond_init(&p->st.cond, NULL);
+		p->payload = malloc((size_t)opt.size);
+		if(!p->payload){
+			perror("loadgen: malloc");
+			ok = false;
+			continue;
+		}
+		memset(p->payload, 'x', (size_t)opt.size);
+		ok = pub_connect(p);
 	}
 
 	double t0 = now_mono();
-	long sent = 0;
-	for(long i = 0; i < opt.messages; i++){
-		if(opt.duration > 0 && now_mono() - t0 >= opt.duration){
+	for(int j = 0; j < made && ok; j++){
+		pubs[j].t0 = t0;
+		int err = pthread_create(&pubs[j].thread, NULL, pub_send, &pubs[j]);
+		if(err){
+			fprintf(stderr, "loadgen: pthread_create: %s\n", strerror(err));
+			ok = false;
 			break;
 		}
-		if(i >= opt.window && !pub_await(mosq, &st, threaded, 1, i - opt.window + 1, &deadline, mono_deadline)){
-			fprintf(stderr, "loadgen: publish: stalled with %ld sent\n", i);
-			goto out_stop;
-		}
-		put_u64(payload, (uint64_t)i);
-		put_u64(payload + 8, now_real_ns());
-		rc = mosquitto_publish(mosq, NULL, opt.topic, opt.size, payload, opt.qos, false);
-		if(rc != MOSQ_ERR_SUCCESS){
-			fail("publish", rc);
-			goto out_stop;
-		}
-		sent++;
+		pubs[j].running = true;
 	}
-	if(!pub_await(mosq, &st, threaded, 1, sent, &deadline, mono_deadline)){
-		fprintf(stderr, "loadgen: publish: not all of %ld acked\n", sent);
-		goto out_stop;
+	long sent = 0;
+	for(int j = 0; j < made; j++){
+		if(pubs[j].running){
+			pthread_join(pubs[j].thread, NULL);
+			ok = ok && pubs[j].ok;
+			sent += pubs[j].sent;
+		}
 	}
 	double secs = now_mono() - t0;
-	printf("publish msgs=%ld size=%d qos=%d window=%ld secs=%.3f rate=%.0f\n",
-		sent, opt.size, opt.qos, opt.window, secs,
-		secs > 0 ? (double)sent / secs : 0.0);
-	ret = 0;
-
-out_stop:
-	/* After mosquitto_disconnect() the loop thread may end by itself before
-	 * mosquitto_loop_stop() runs; loop_stop then answers MOSQ_ERR_INVAL,
-	 * which is harmless (here and in drain). */
-	rc = mosquitto_disconnect(mosq);
-	if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN){
-		fail("disconnect", rc);
-		ret = 1;
+	if(ok){
+		printf("publish msgs=%ld publishers=%d size=%d qos=%d window=%ld secs=%.3f rate=%.0f\n",
+			sent, opt.publishers, opt.size, opt.qos, opt.window, secs,
+			secs > 0 ? (double)sent / secs : 0.0);
 	}
-	if(threaded){
-		rc = mosquitto_loop_stop(mosq, ret != 0);
-		if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_INVAL){
-			fail("loop_stop", rc);
-			ret = 1;
-		}
-	}else if(rc == MOSQ_ERR_SUCCESS){
-		(void)mosquitto_loop(mosq, 50, 1);
+	for(int j = 0; j < made; j++){
+		ok = pub_close(&pubs[j], ok) && ok;
 	}
-out_destroy:
-	mosquitto_destroy(mosq);
-out:
-	pthread_cond_destroy(&st.cond);
-	pthread_mutex_destroy(&st.lock);
-	free(payload);
-	return ret;
+	free(pubs);
+	return ok ? 0 : 1;
 }
 
-/* ---- drain ---- */
+/* ---- drain, subscribe-online ---- */
 
 struct drain_shared {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	bool online;      /* subscribe on CONNACK (subscribe-online) */
 	int complete;     /* clients that have all N */
 	int connected;
+	int subscribed;
 	int sessions;     /* CONNACKs with session present */
 	bool failed;
+	double t_first;   /* first message received (monotonic), 0 before */
+	long base[];      /* publisher j's messages: bits base[j] .. base[j+1]-1 */
 };
 
 struct sub_state {
 	struct drain_shared *shared;
-	unsigned char *seen;  /* bitmap of N */
+	unsigned char *seen;  /* bitmap of N, by publisher */
+	long *last;           /* per publisher: the last new sequence number */
+	uint64_t *lat_ns;     /* latency of each new message */
 	long unique;
 	long dups;
 	long out_of_order;
 	long bogus;
-	long last;
 	bool done;
 };
 
 static void drain_on_connect(struct mosquitto *mosq, void *obj, int rc, int flags)
 {
-	(void)mosq;
 	struct sub_state *s = obj;
+	int src = MOSQ_ERR_SUCCESS;
+	if(rc == 0 && s->shared->online){
+		src = mosquitto_subscribe(mosq, NULL, opt.topic, opt.qos);
+		if(src != MOSQ_ERR_SUCCESS){
+			fail("subscribe", src);
+		}
+	}
 	pthread_mutex_lock(&s->shared->lock);
 	if(rc != 0){
 		fprintf(stderr, "loadgen: drain: CONNACK %d\n", rc);
@@ -533,6 +763,26 @@ static void drain_on_connect(struct mosquitto *mosq, void *obj, int rc, int flag
 			s->shared->sessions++;
 		}
 	}
+	if(src != MOSQ_ERR_SUCCESS){
+		s->shared->failed = true;
+	}
+	pthread_cond_broadcast(&s->shared->cond);
+	pthread_mutex_unlock(&s->shared->lock);
+}
+
+static void drain_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int count, const int *granted)
+{
+	(void)mosq;
+	(void)mid;
+	struct sub_state *s = obj;
+	pthread_mutex_lock(&s->shared->lock);
+	if(count < 1 || granted[0] != opt.qos){
+		fprintf(stderr, "loadgen: subscribe-online: granted QoS %d, wanted %d\n",
+			count > 0 ? granted[0] : -1, opt.qos);
+		s->shared->failed = true;
+	}else{
+		s->shared->subscribed++;
+	}
 	pthread_cond_broadcast(&s->shared->cond);
 	pthread_mutex_unlock(&s->shared->lock);
 }
@@ -540,61 +790,113 @@ static void drain_on_connect(struct mosquitto *mosq, void *obj, int rc, int flag
 static void drain_on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m)
 {
 	(void)mosq;
+	uint64_t t_recv = now_real_ns();
 	struct sub_state *s = obj;
-	pthread_mutex_lock(&s->shared->lock);
-	if(m->payloadlen < HEADER_BYTES){
+	struct drain_shared *sh = s->shared;
+	pthread_mutex_lock(&sh->lock);
+	if(sh->t_first == 0){
+		sh->t_first = now_mono();
+	}
+	uint64_t seq = m->payloadlen >= HEADER_BYTES ? get_le(m->payload, 8) : 0;
+	uint64_t pub = m->payloadlen >= HEADER_BYTES ? get_le((const unsigned char *)m->payload + 16, 4) : 0;
+	if(m->payloadlen < HEADER_BYTES || pub >= (uint64_t)opt.publishers
+			|| seq >= (uint64_t)(sh->base[pub + 1] - sh->base[pub])){
 		s->bogus++;
 	}else{
-		uint64_t seq = get_u64(m->payload);
-		if(seq >= (uint64_t)opt.messages){
-			s->bogus++;
-		}else if(s->seen[seq / 8] & (1u << (seq % 8))){
+		uint64_t bit = (uint64_t)sh->base[pub] + seq;
+		if(s->seen[bit / 8] & (1u << (bit % 8))){
 			s->dups++;
 		}else{
-			s->seen[seq / 8] |= (unsigned char)(1u << (seq % 8));
-			s->unique++;
-			if((long)seq < s->last){
+			uint64_t sent = get_le((const unsigned char *)m->payload + 8, 8);
+			s->seen[bit / 8] |= (unsigned char)(1u << (bit % 8));
+			s->lat_ns[s->unique++] = t_recv > sent ? t_recv - sent : 0;
+			if((long)seq < s->last[pub]){
 				s->out_of_order++;
 			}
-			s->last = (long)seq;
+			s->last[pub] = (long)seq;
 		}
 	}
 	if(!s->done && s->unique == opt.messages){
 		s->done = true;
-		s->shared->complete++;
-		pthread_cond_broadcast(&s->shared->cond);
+		sh->complete++;
+		pthread_cond_broadcast(&sh->cond);
 	}
-	pthread_mutex_unlock(&s->shared->lock);
+	pthread_mutex_unlock(&sh->lock);
 }
 
-static int cmd_drain(void)
+static int cmp_u64(const void *a, const void *b)
 {
-	struct drain_shared sh = {0};
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Latency percentiles and log2 histogram (µs) of the n latencies in lat. */
+static void print_latency(uint64_t *lat, long n)
+{
+	long hist[HIST_BUCKETS] = {0};
+	if(n == 0){
+		printf(" lat_p50_us=0 lat_p99_us=0 lat_max_us=0 hist_us=");
+		return;
+	}
+	qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
+	for(long i = 0; i < n; i++){
+		uint64_t us = lat[i] / 1000;
+		int b = 0;
+		while(b < HIST_BUCKETS - 1 && us >> b){
+			b++;
+		}
+		hist[b]++;
+	}
+	printf(" lat_p50_us=%.1f lat_p99_us=%.1f lat_max_us=%.1f hist_us=",
+		(double)lat[(n - 1) / 2] / 1e3, (double)lat[(n - 1) * 99 / 100] / 1e3, (double)lat[n - 1] / 1e3);
+	const char *sep = "";
+	for(int b = 0; b < HIST_BUCKETS; b++){
+		if(hist[b]){
+			printf("%s%" PRIu64 ":%ld", sep, (uint64_t)1 << b, hist[b]);
+			sep = ",";
+		}
+	}
+}
+
+static int receive(bool online)
+{
+	const char *name = online ? "subscribe-online" : "drain";
+	struct drain_shared *sh = calloc(1, sizeof(*sh) + sizeof(long) * (size_t)(opt.publishers + 1));
 	struct sub_state *subs = calloc((size_t)opt.clients, sizeof(*subs));
 	struct mosquitto **mosqs = calloc((size_t)opt.clients, sizeof(*mosqs));
+	uint64_t *all_lat = NULL;
 	struct timespec deadline = deadline_after(opt.timeout);
 	size_t bitmap_bytes = (size_t)opt.messages / 8 + 1;
 	int started = 0;
 	int ret = 1;
 	char id[256];
 
-	if(!subs || !mosqs){
+	if(!sh || !subs || !mosqs){
 		perror("loadgen: calloc");
+		free(sh);
 		free(subs);
 		free(mosqs);
 		return 1;
 	}
-	pthread_mutex_init(&sh.lock, NULL);
-	pthread_cond_init(&sh.cond, NULL);
+	pthread_mutex_init(&sh->lock, NULL);
+	pthread_cond_init(&sh->cond, NULL);
+	sh->online = online;
+	for(int j = 0; j < opt.publishers; j++){
+		sh->base[j + 1] = sh->base[j] + pub_count(j);
+	}
 
 	double t0 = now_mono();
 	for(int i = 0; i < opt.clients; i++){
-		subs[i].shared = &sh;
-		subs[i].last = -1;
+		subs[i].shared = sh;
 		subs[i].seen = calloc(bitmap_bytes, 1);
-		if(!subs[i].seen){
-			perror("loadgen: calloc");
+		subs[i].last = malloc(sizeof(long) * (size_t)opt.publishers);
+		subs[i].lat_ns = malloc(sizeof(uint64_t) * (size_t)opt.messages);
+		if(!subs[i].seen || !subs[i].last || !subs[i].lat_ns){
+			perror("loadgen: malloc");
 			goto out;
+		}
+		for(int j = 0; j < opt.publishers; j++){
+			subs[i].last[j] = -1;
 		}
 		snprintf(id, sizeof(id), "%s%d", opt.prefix, i);
 		mosqs[i] = client_new(id, false, &subs[i]);
@@ -602,6 +904,7 @@ static int cmd_drain(void)
 			goto out;
 		}
 		mosquitto_connect_with_flags_callback_set(mosqs[i], drain_on_connect);
+		mosquitto_subscribe_callback_set(mosqs[i], drain_on_subscribe);
 		mosquitto_message_callback_set(mosqs[i], drain_on_message);
 		int rc = mosquitto_connect(mosqs[i], opt.host, opt.port, 60);
 		if(rc != MOSQ_ERR_SUCCESS){
@@ -617,14 +920,24 @@ static int cmd_drain(void)
 	}
 
 	bool timed_out = false;
-	pthread_mutex_lock(&sh.lock);
-	while(sh.complete < opt.clients && !sh.failed){
-		if(pthread_cond_timedwait(&sh.cond, &sh.lock, &deadline) == ETIMEDOUT){
-			timed_out = sh.complete < opt.clients;
-			break;
+	pthread_mutex_lock(&sh->lock);
+	if(online){
+		while(sh->subscribed < opt.clients && !sh->failed && !timed_out){
+			timed_out = pthread_cond_timedwait(&sh->cond, &sh->lock, &deadline) == ETIMEDOUT
+				&& sh->subscribed < opt.clients;
+		}
+		if(!sh->failed && !timed_out){
+			/* The runner starts the publishers on this line. */
+			printf("subscribe-online ready=1 clients=%d\n", opt.clients);
+			fflush(stdout);
 		}
 	}
-	double secs = now_mono() - t0;
+	while(sh->complete < opt.clients && !sh->failed && !timed_out){
+		timed_out = pthread_cond_timedwait(&sh->cond, &sh->lock, &deadline) == ETIMEDOUT
+			&& sh->complete < opt.clients;
+	}
+	/* drain: from the first CONNECT; subscribe-online: from the first message. */
+	double secs = now_mono() - (online ? (sh->t_first > 0 ? sh->t_first : now_mono()) : t0);
 	long total = 0, dups = 0, ooo = 0, bogus = 0;
 	for(int i = 0; i < opt.clients; i++){
 		total += subs[i].unique;
@@ -632,12 +945,26 @@ static int cmd_drain(void)
 		ooo += subs[i].out_of_order;
 		bogus += subs[i].bogus;
 	}
+	all_lat = malloc(sizeof(uint64_t) * (size_t)(total > 0 ? total : 1));
+	if(!all_lat){
+		perror("loadgen: malloc");
+		pthread_mutex_unlock(&sh->lock);
+		goto out;
+	}
+	long n = 0;
+	for(int i = 0; i < opt.clients; i++){
+		memcpy(all_lat + n, subs[i].lat_ns, sizeof(uint64_t) * (size_t)subs[i].unique);
+		n += subs[i].unique;
+	}
 	long missing = (long)opt.clients * opt.messages - total;
-	printf("drain clients=%d msgs=%ld received=%ld missing=%ld dups=%ld out_of_order=%ld bogus=%ld sessions=%d secs=%.3f rate=%.0f%s\n",
-		opt.clients, opt.messages, total, missing, dups, ooo, bogus, sh.sessions, secs,
-		secs > 0 ? (double)total / secs : 0.0, timed_out ? " timeout=1" : "");
-	ret = (timed_out || sh.failed || missing != 0) ? 1 : 0;
-	pthread_mutex_unlock(&sh.lock);
+	printf("%s clients=%d msgs=%ld publishers=%d received=%ld missing=%ld dups=%ld out_of_order=%ld "
+		"bogus=%ld sessions=%d secs=%.3f rate=%.0f",
+		name, opt.clients, opt.messages, opt.publishers, total, missing, dups, ooo, bogus, sh->sessions,
+		secs, secs > 0 ? (double)total / secs : 0.0);
+	print_latency(all_lat, n);
+	printf("%s\n", timed_out ? " timeout=1" : "");
+	ret = (timed_out || sh->failed || missing != 0) ? 1 : 0;
+	pthread_mutex_unlock(&sh->lock);
 
 out:
 	for(int i = 0; i < opt.clients; i++){
@@ -658,12 +985,26 @@ out:
 	}
 	for(int i = 0; i < opt.clients; i++){
 		free(subs[i].seen);
+		free(subs[i].last);
+		free(subs[i].lat_ns);
 	}
-	pthread_cond_destroy(&sh.cond);
-	pthread_mutex_destroy(&sh.lock);
+	pthread_cond_destroy(&sh->cond);
+	pthread_mutex_destroy(&sh->lock);
+	free(all_lat);
+	free(sh);
 	free(subs);
 	free(mosqs);
 	return ret;
+}
+
+static int cmd_drain(void)
+{
+	return receive(false);
+}
+
+static int cmd_subscribe_online(void)
+{
+	return receive(true);
 }
 
 /* ---- main ---- */
@@ -671,20 +1012,25 @@ out:
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: loadgen subscribe-offline|publish|drain|wait-connect [options]\n"
+		"usage: loadgen subscribe-offline|publish|drain|subscribe-online|wait-connect [options]\n"
 		"  -H HOST     broker host (127.0.0.1)\n"
 		"  -p PORT     broker port (1883)\n"
 		"  -t TOPIC    topic (bench/t)\n"
+		"  -e          subscribe-offline: session i subscribes to TOPIC/i;\n"
+		"              publish: message i of a publisher goes to TOPIC/(i mod K)\n"
 		"  -i PREFIX   subscriber client id prefix (bench-sub-)\n"
 		"  -k K        subscribers (5)\n"
-		"  -n N        messages (1000)\n"
-		"  -s SIZE     payload bytes, >= 16 (100)\n"
+		"  -n N        messages, of all publishers together (1000)\n"
+		"  -P P        publishers (1)\n"
+		"  -s SIZE     payload bytes, >= %d (100)\n"
 		"  -q QOS      QoS (1)\n"
-		"  -w WINDOW   max unacknowledged publishes (100)\n"
+		"  -w WINDOW   max unacknowledged publishes per publisher (100)\n"
 		"  -T SECS     timeout (600)\n"
 		"  -D SECS     publish: stop sending after SECS seconds (no limit)\n"
+		"  -R RATE     publish: send at most RATE messages/s, all publishers together,\n"
+		"              on a fixed schedule (no limit)\n"
 		"  -S EPOCH    wait-connect: measure from this CLOCK_REALTIME time\n"
-		"  -P MS       wait-connect: poll interval (5)\n");
+		"  -I MS       wait-connect: poll interval (5)\n", HEADER_BYTES);
 }
 
 static bool parse_long(const char *s, long min, long *out)
@@ -723,22 +1069,25 @@ int main(int argc, char **argv)
 	int c;
 	long v;
 	optind = 2;
-	while((c = getopt(argc, argv, "H:p:t:i:k:n:s:q:w:T:D:S:P:")) != -1){
+	while((c = getopt(argc, argv, "H:p:t:ei:k:n:P:s:q:w:T:D:R:S:I:")) != -1){
 		bool ok = true;
 		switch(c){
 			case 'H': opt.host = optarg; break;
 			case 'p': ok = parse_long(optarg, 1, &v) && v <= 65535; opt.port = (int)v; break;
-			case 't': opt.topic = optarg; break;
+			case 't': opt.topic = optarg; ok = strlen(optarg) <= TOPIC_MAX; break;
+			case 'e': opt.each = true; break;
 			case 'i': opt.prefix = optarg; break;
-			case 'k': ok = parse_long(optarg, 1, &v) && v <= 10000; opt.clients = (int)v; break;
+			case 'k': ok = parse_long(optarg, 1, &v) && v <= 100000; opt.clients = (int)v; break;
 			case 'n': ok = parse_long(optarg, 1, &opt.messages); break;
+			case 'P': ok = parse_long(optarg, 1, &v) && v <= 1000; opt.publishers = (int)v; break;
 			case 's': ok = parse_long(optarg, HEADER_BYTES, &v) && v <= 256 * 1024 * 1024; opt.size = (int)v; break;
 			case 'q': ok = parse_long(optarg, 0, &v) && v <= 2; opt.qos = (int)v; break;
 			case 'w': ok = parse_long(optarg, 1, &opt.window); break;
 			case 'T': ok = parse_double(optarg, &opt.timeout); break;
 			case 'D': ok = parse_double(optarg, &opt.duration); break;
+			case 'R': ok = parse_double(optarg, &opt.rate); break;
 			case 'S': ok = parse_double(optarg, &opt.since); break;
-			case 'P': ok = parse_long(optarg, 1, &v) && v <= 10000; opt.poll_ms = (int)v; break;
+			case 'I': ok = parse_long(optarg, 1, &v) && v <= 10000; opt.poll_ms = (int)v; break;
 			default: ok = false; break;
 		}
 		if(!ok){
@@ -746,7 +1095,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if(optind != argc){
+	if(optind != argc || opt.publishers > opt.messages){
 		usage();
 		return 2;
 	}
@@ -758,6 +1107,8 @@ int main(int argc, char **argv)
 		fn = cmd_publish;
 	}else if(!strcmp(cmd, "drain")){
 		fn = cmd_drain;
+	}else if(!strcmp(cmd, "subscribe-online")){
+		fn = cmd_subscribe_online;
 	}else if(!strcmp(cmd, "wait-connect")){
 		fn = cmd_wait_connect;
 	}else{

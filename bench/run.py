@@ -23,14 +23,31 @@ time -> acknowledged publish rate, against the disk's synced-write rate
 (bench/syncprobe: pwrite+fdatasync, mmap+msync) measured in the same data
 directory, in slices alternating with lmdb-publish's window-1 publishing.
 
-Started by bench/run.sh (which builds bench/loadgen and bench/syncprobe); see
-docs/benchmarks.md.
+Scenario D (fan-in): 4 publishers (a connection and thread each, window 100),
+one offline subscriber -> publish rate of all; then the drain checks every
+message and each publisher's order.
+Scenario E (online pass-through): 5 connected subscribers with persistent
+sessions, one publisher at full speed -> acknowledged publish rate, delivered
+rate; then the publisher at a fixed rate (1000 msg/s) -> latency p50/p99/max
+and histogram (receive time - publish time in the payload).
+Scenario F (64 KiB payloads): as A with 64 KiB messages -> msg/s, MB/s, data
+on disk after a clean stop.
+Scenario G (many sessions): 10,000 offline sessions, each on its own topic
+with one queued message, restart -> time to first CONNACK, RSS, data on disk.
+B, G: only the setups that keep data (not `none`); C has its own --c-setups.
+
+The report (--out; docs/benchmarks.md for a full default run) starts with the
+issue's targets for `lmdb` (ratios of this run's medians, met / NOT met) and a
+chart (gnuplot, a PNG next to the report; without gnuplot the report says so).
+Raw results in DATA_DIR/results.json. Started by bench/run.sh (which builds
+bench/loadgen and bench/syncprobe); see docs/benchmarks.md.
 """
 import argparse
 import atexit
 import datetime
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -51,6 +68,10 @@ RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb"]  # `none` has n
 C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish"]
 C_MESSAGES_CAP = 100000000  # scenario C publishes for a time; -n only bounds it
 C_JUDGED = "lmdb-publish"  # scenario C: the setup judged against the probe, interleaved with it
+SCENARIOS = ["A", "B", "C", "D", "E", "F", "G"]
+E_SUBSCRIBERS = 5
+F_SIZE = 64 * 1024
+G_TOPIC = "bench/g"
 
 _brokers = []  # live Popen objects, killed on exit
 
@@ -216,13 +237,17 @@ class Broker:
                 pass
         return text
 
-    def loadgen(self, cmd, *opts):
-        """Runs one loadgen command; stops it early if the broker dies meanwhile."""
+    def spawn(self, cmd, *opts):
         argv = [args.loadgen, cmd, "-p", str(self.port), "-T", str(args.timeout), *map(str, opts)]
         if args.verbose:
             log("  $ " + shlex.join(argv))
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
-            deadline = time.monotonic() + args.timeout + 30
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self, p, cmd):
+        """Waits for a loadgen process and parses its last line; stops it early
+        if the broker dies meanwhile."""
+        deadline = time.monotonic() + args.timeout + 30
+        try:
             while True:
                 try:
                     out, err = p.communicate(timeout=0.2)
@@ -236,6 +261,10 @@ class Broker:
                     raise BenchError(f"{self.setup}: loadgen {cmd}: {why} "
                                      f"(broker rc {self.proc.poll() if self.proc else None}); "
                                      f"log tail:\n{self.log_tail()}")
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
         line = out.strip().splitlines()[-1] if out.strip() else ""
         if args.verbose and line:
             log("    " + line)
@@ -245,6 +274,27 @@ class Broker:
                              f"{err.strip()}\nbroker {'running' if alive else 'exited'}; "
                              f"log tail:\n{self.log_tail()}")
         return parse_kv(line)
+
+    def loadgen(self, cmd, *opts):
+        """Runs one loadgen command to its end."""
+        return self.finish(self.spawn(cmd, *opts), cmd)
+
+    def loadgen_ready(self, cmd, *opts):
+        """Starts a loadgen command that keeps running (subscribe-online) and
+        returns its process once it has printed its ready=1 line."""
+        p = self.spawn(cmd, *opts)
+        deadline = time.monotonic() + min(args.timeout, 120)
+        while time.monotonic() < deadline and p.poll() is None and self.proc and self.proc.poll() is None:
+            if select.select([p.stdout], [], [], 0.2)[0]:
+                line = p.stdout.readline()
+                if "ready=1" in line:
+                    return p
+                if not line:
+                    break
+        p.kill()
+        _out, err = p.communicate()
+        raise BenchError(f"{self.setup}: loadgen {cmd}: not ready (rc {p.returncode}): {err.strip()}\n"
+                         f"log tail:\n{self.log_tail()}")
 
     def wait_ready(self, since):
         return self.loadgen("wait-connect", "-S", f"{since:.6f}")["secs"]
@@ -289,6 +339,7 @@ def run_b(setup, rnd):
         alloc, apparent = disk_usage(b.data)
         res["disk_bytes"] = alloc
         res["disk_apparent_bytes"] = apparent
+        res["disk_bytes_per_msg"] = alloc / (args.subscribers * args.restart_messages)
         os.sync()
         # Drop clean page cache so that the restart reads the disk, where allowed.
         if args.drop_caches:
@@ -309,6 +360,101 @@ def run_b(setup, rnd):
             res["drain_sessions"] = d["sessions"]
             res["drain_dups"] = d["dups"]
             res["drain_out_of_order"] = d["out_of_order"]
+        b.stop()
+        return res
+    finally:
+        b.cleanup()
+
+
+def run_d(setup, rnd):
+    b = Broker(setup, os.path.join(args.data_dir, f"D-{setup}-r{rnd}"))
+    try:
+        os.sync()
+        b.wait_ready(b.start())
+        b.loadgen("subscribe-offline", "-k", 1)
+        cpu0 = cpu_secs(b.proc.pid)
+        r = b.loadgen("publish", "-n", args.messages, "-P", args.publishers, "-s", args.size, "-q", 1,
+                      "-w", args.window)
+        cpu = cpu_secs(b.proc.pid) - cpu0
+        d = b.loadgen("drain", "-k", 1, "-n", args.messages, "-P", args.publishers)
+        b.stop()
+        return {"publish_rate": r["rate"], "broker_cpu_us_per_msg": cpu * 1e6 / args.messages,
+                "drain_rate": d["rate"], "drain_dups": d["dups"], "drain_out_of_order": d["out_of_order"]}
+    finally:
+        b.cleanup()
+
+
+def online_pass(b, n, *pub_opts):
+    """subscribe-online (E_SUBSCRIBERS sessions) while one publisher sends n
+    messages: (publish result, subscribers' result, broker CPU seconds)."""
+    sub = b.loadgen_ready("subscribe-online", "-k", E_SUBSCRIBERS, "-n", n, "-q", 1, "-i", "online-")
+    try:
+        cpu0 = cpu_secs(b.proc.pid)
+        r = b.loadgen("publish", "-n", n, "-s", args.size, "-q", 1, "-w", args.window, *pub_opts)
+        d = b.finish(sub, "subscribe-online")
+        return r, d, cpu_secs(b.proc.pid) - cpu0
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
+
+
+def run_e(setup, rnd):
+    b = Broker(setup, os.path.join(args.data_dir, f"E-{setup}-r{rnd}"))
+    try:
+        os.sync()
+        b.wait_ready(b.start())
+        r, d, cpu = online_pass(b, args.e_messages)
+        res = {"publish_rate": r["rate"], "deliver_rate": d["rate"],
+               "broker_cpu_us_per_msg": cpu * 1e6 / args.e_messages,
+               "sat_p50_us": d["lat_p50_us"], "sat_p99_us": d["lat_p99_us"]}
+        n = max(1, int(args.e_rate * args.e_secs))
+        r, d, _cpu = online_pass(b, n, "-R", args.e_rate)
+        res.update({"paced_rate": r["rate"], "lat_p50_us": d["lat_p50_us"], "lat_p99_us": d["lat_p99_us"],
+                    "lat_max_us": d["lat_max_us"], "lat_hist": d["hist_us"],
+                    "dups": d["dups"], "out_of_order": d["out_of_order"]})
+        b.stop()
+        return res
+    finally:
+        b.cleanup()
+
+
+def run_f(setup, rnd):
+    b = Broker(setup, os.path.join(args.data_dir, f"F-{setup}-r{rnd}"))
+    try:
+        os.sync()
+        b.wait_ready(b.start())
+        b.loadgen("subscribe-offline", "-k", args.subscribers)
+        cpu0 = cpu_secs(b.proc.pid)
+        r = b.loadgen("publish", "-n", args.f_messages, "-s", F_SIZE, "-q", 1, "-w", args.window)
+        cpu = cpu_secs(b.proc.pid) - cpu0
+        rss = mem_kib(b.proc.pid).get("VmRSS")
+        res = {"publish_rate": r["rate"], "publish_mbps": r["rate"] * F_SIZE / 1e6,
+               "broker_cpu_us_per_msg": cpu * 1e6 / args.f_messages, "rss_kib": rss,
+               "stop_secs": b.stop()}
+        res["disk_bytes"] = disk_usage(b.data)[0]
+        return res
+    finally:
+        b.cleanup()
+
+
+def run_g(setup, rnd):
+    b = Broker(setup, os.path.join(args.data_dir, f"G-{setup}-r{rnd}"))
+    try:
+        os.sync()
+        b.wait_ready(b.start())
+        s = b.loadgen("subscribe-offline", "-k", args.sessions, "-e", "-t", G_TOPIC, "-i", "g-")
+        r = b.loadgen("publish", "-n", args.sessions, "-e", "-k", args.sessions, "-t", G_TOPIC,
+                      "-s", args.size, "-q", 1, "-w", args.window)
+        res = {"session_rate": args.sessions / s["secs"] if s["secs"] > 0 else None,
+               "publish_rate": r["rate"], "rss_loaded_kib": mem_kib(b.proc.pid).get("VmRSS"),
+               "stop_secs": b.stop()}
+        res["disk_bytes"] = disk_usage(b.data)[0]
+        os.sync()
+        res["restart_secs"] = b.wait_ready(b.start())
+        mem = mem_kib(b.proc.pid)
+        res["rss_restart_kib"] = mem.get("VmRSS")
+        res["rss_restart_file_kib"] = mem.get("RssFile")
         b.stop()
         return res
     finally:
@@ -572,7 +718,198 @@ def report_c(results, c_setups):
     return out
 
 
-def report(results, info):
+def med(results, scenario, setup, key):
+    """The median of one metric of one setup over its successful rounds."""
+    return median([r.get(key) for r in results[scenario].get(setup, []) if "error" not in r])
+
+
+def med_ratio(results, scenario, a, b, key):
+    x, y = med(results, scenario, a, key), med(results, scenario, b, key)
+    return x / y if x is not None and y else None
+
+
+def targets(results):
+    """The issue's targets for persist-lmdb's default mode (`lmdb`), from this run's medians."""
+    queued = args.subscribers * args.restart_messages
+    size = ("queued messages" if not results["B"] else
+            f"{queued:,} queued" + ("" if queued == 1000000 else " (the target: 1,000,000)"))
+    spec = [
+        ("A", "offline fan-out: publish rate, lmdb / sqlite", "sqlite", "publish_rate", ">=", 2),
+        ("A", "offline fan-out: publish rate, lmdb / none", "none", "publish_rate", ">=", 0.8),
+        ("E", "online pass-through, persistent sessions: delivered rate, lmdb / none", "none",
+         "deliver_rate", ">=", 0.8),
+        ("B", f"restart with {size}: time to first CONNACK, lmdb / sqlite", "sqlite", "restart_secs",
+         "<=", 0.5),
+        ("B", f"bytes on disk per queued {args.size}-byte message, lmdb / sqlite", "sqlite",
+         "disk_bytes_per_msg", "<=", 1),
+        ("E", "online subscribers: p99 publish-to-deliver latency, lmdb / none", "none", "lat_p99_us",
+         "<=", 2),
+    ]
+    lines = ["| scenario | target | measured | this run |", "|---|---|---|---|"]
+    for sc, label, base, key, op, limit in spec:
+        x = med_ratio(results, sc, "lmdb", base, key)
+        if x is None:
+            verdict, shown_x = "not measured", "n/a"
+        else:
+            met = x >= limit if op == ">=" else x <= limit
+            verdict, shown_x = ("met" if met else "NOT met"), f"{x:.2f}"
+        lines.append(f"| {sc} | {label} {op} {limit:g} | {shown_x} | {verdict} |")
+    return lines
+
+
+# (scenario, metric, label) of the chart: each setup's rate relative to `none`.
+CHART_ROWS = [("A", "publish_rate", "A fan-out"), ("C", None, "C durable"), ("D", "publish_rate", "D fan-in"),
+              ("E", "deliver_rate", "E online"), ("F", "publish_rate", "F 64 KiB")]
+
+
+def chart(results):
+    """Writes the chart's data and gnuplot script to the data directory and runs
+    gnuplot: (PNG path or None, a sentence for the report)."""
+    rows = []
+    for sc, key, label in CHART_ROWS:
+        key = key or f"w{args.c_windows[-1]}_rate"
+        if sc == "C":
+            label += f" (window {args.c_windows[-1]})"
+        base = med(results, sc, "none", key)
+        if base:
+            rows.append((label, {s: med(results, sc, s, key) / base for s in ALL_SETUPS
+                                 if s != "none" and med(results, sc, s, key) is not None}))
+    setups = [s for s in ALL_SETUPS if any(s in r for _l, r in rows)]
+    if not rows or not setups:
+        return None, "No chart: no scenario with `none` and another setup in this run."
+    png = (os.path.splitext(os.path.abspath(args.out))[0] + ".png" if args.out and not args.no_write
+           else os.path.join(args.data_dir, "benchmarks.png"))
+    dat = os.path.join(args.data_dir, "chart.dat")
+    gp = os.path.join(args.data_dir, "chart.gp")
+    with open(dat, "w") as f:
+        f.write("scenario " + " ".join(setups) + "\n")
+        for label, r in rows:
+            f.write(f'"{label}" ' + " ".join(f"{r[s]:.3f}" if s in r else "NaN" for s in setups) + "\n")
+    top = 1.15 * max([1.0] + [v for _l, r in rows for v in r.values()])
+    with open(gp, "w") as f:
+        f.write(f"""set terminal pngcairo size 960,420 font ",10"
+set output "{shown(png)}"
+set title "Rate relative to no persistence (none = 1), medians of {args.rounds} round(s)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set datafile missing "NaN"
+set yrange [0:{top:.2f}]
+set ylabel "rate / rate of none"
+set grid ytics
+set key outside right top
+set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dashtype 2
+plot for [i=2:{len(setups) + 1}] "{shown(dat)}" using i:xtic(1) title columnheader(i)
+""")
+    if not args.gnuplot:
+        return None, (f"No chart: gnuplot was not found; its script and data are in `{shown(gp)}` and "
+                      f"`{shown(dat)}` (`gnuplot {shown(gp)}` in the source tree draws it).")
+    # Paths in the script are relative to the source tree, as in the report's hint.
+    p = subprocess.run([args.gnuplot, gp], capture_output=True, text=True, cwd=SRC)
+    if p.returncode != 0 or not os.path.exists(png):
+        log(f"bench: gnuplot failed: {p.stderr.strip()}")
+        return None, f"No chart: gnuplot failed ({p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode})."
+    return png, ""
+
+
+def report_more(results, setups, restart_setups):
+    """Scenarios D to G."""
+    out = []
+    pairs_for = lambda sc, cands, pool: [p for p in cands if p[0] in pool and p[1] in pool]
+    d_setups = [s for s in setups if results["D"].get(s)]
+    if d_setups:
+        out.append("## D. Fan-in\n")
+        out.append(f"{args.publishers} publishers (one connection and thread each) send {args.messages:,} QoS 1 "
+                   f"messages of {args.size} bytes between them, each publisher at most {args.window} "
+                   "unacknowledged; one offline persistent subscriber (QoS 1) gets every message. Rate = "
+                   "messages / time until the last PUBACK of all publishers. Then the subscriber reconnects "
+                   "and drains everything; every message is checked (no gap, no duplicate, each publisher's "
+                   "messages in its order).\n")
+        out.append(table(results, "D", d_setups, [
+            ("publish_rate", "publish rate (msg/s, acked, all publishers)", "rate", 1),
+            ("broker_cpu_us_per_msg", "broker CPU time per published message (µs)", "us", 1),
+            ("drain_rate", "drain (msg/s)", "rate", 1),
+        ], pairs_for("D", [("lmdb", "sqlite"), ("lmdb", "none"), ("lmdb-periodic", "lmdb")], d_setups)))
+        out.append(f"\nPer round (msg/s): {samples(results, 'D', d_setups, 'publish_rate', 'rate')}.\n")
+        out.append("Drain checks over all rounds (a missing message fails the round): "
+                   + "; ".join(f"`{s}` duplicates {sum(int(r['drain_dups']) for r in ok)}, out of order "
+                               f"{sum(int(r['drain_out_of_order']) for r in ok)}"
+                               for s in d_setups
+                               for ok in [[r for r in results["D"][s] if "error" not in r]] if ok) + ".\n")
+    e_setups = [s for s in setups if results["E"].get(s)]
+    if e_setups:
+        out.append("## E. Online pass-through with persistent sessions\n")
+        out.append(f"{E_SUBSCRIBERS} subscribers with persistent sessions (clean session off, QoS 1) stay "
+                   f"connected; one publisher sends {args.e_messages:,} QoS 1 messages of {args.size} bytes, "
+                   f"at most {args.window} unacknowledged, as fast as it can. Every message is delivered to "
+                   f"every subscriber ({E_SUBSCRIBERS * args.e_messages:,} deliveries), and a persistent "
+                   "session's message is stored until its PUBACK: where persistence costs most. Publish "
+                   "rate = messages / time until the last PUBACK; delivered rate = deliveries / time from "
+                   "the first delivery to the last. At full speed the latency mostly measures the backlog, "
+                   f"so then, on the same broker, the publisher sends at a fixed {args.e_rate:,.0f} msg/s for "
+                   f"{args.e_secs:g} s (below every setup's capacity) and each delivery's latency is "
+                   "measured: receive time - the publish time in the payload (same machine, same clock).\n")
+        out.append(table(results, "E", e_setups, [
+            ("publish_rate", "publish rate (msg/s, acked)", "rate", 1),
+            ("deliver_rate", "delivered rate (msg/s, all subscribers)", "rate", 1),
+            ("broker_cpu_us_per_msg", "broker CPU time per published message (µs)", "us", 1),
+            ("sat_p50_us", "latency at full speed, p50 (µs)", "rate", 1),
+            ("sat_p99_us", "latency at full speed, p99 (µs)", "rate", 1),
+            ("lat_p50_us", f"latency at {args.e_rate:,.0f} msg/s, p50 (µs)", "rate", 1),
+            ("lat_p99_us", f"latency at {args.e_rate:,.0f} msg/s, p99 (µs)", "rate", 1),
+            ("lat_max_us", f"latency at {args.e_rate:,.0f} msg/s, max (µs)", "rate", 1),
+        ], pairs_for("E", [("lmdb", "sqlite"), ("lmdb", "none"), ("lmdb-periodic", "lmdb")], e_setups)))
+        out.append(f"\nPer round, delivered (msg/s): "
+                   f"{samples(results, 'E', e_setups, 'deliver_rate', 'rate')}.\n")
+        out.append(f"Per round, p99 latency at {args.e_rate:,.0f} msg/s (µs): "
+                   f"{samples(results, 'E', e_setups, 'lat_p99_us', 'rate')}.\n")
+        out.append(f"Latency histograms at {args.e_rate:,.0f} msg/s, first successful round "
+                   "(`B: count` = count deliveries took less than B µs and at least B/2):\n")
+        for s in e_setups:
+            ok = [r for r in results["E"][s] if "error" not in r]
+            if ok:
+                out.append(f"- `{s}`: {str(ok[0].get('lat_hist', '')).replace(',', ', ')}")
+        out.append("")
+    f_setups = [s for s in setups if results["F"].get(s)]
+    if f_setups:
+        out.append("## F. 64 KiB payloads\n")
+        out.append(f"As A with {args.f_messages:,} QoS 1 messages of {F_SIZE:,} bytes: {args.subscribers} offline "
+                   f"persistent subscribers, one publisher, at most {args.window} unacknowledged "
+                   f"({args.f_messages * F_SIZE / 2**20:,.0f} MiB of payload, queued for every subscriber). "
+                   "Data on disk measured after a clean stop.\n")
+        out.append(table(results, "F", f_setups, [
+            ("publish_rate", "publish rate (msg/s, acked)", "rate", 1),
+            ("publish_mbps", "publish rate (MB/s of payload)", "us", 1),
+            ("broker_cpu_us_per_msg", "broker CPU time per published message (µs)", "us", 1),
+            ("rss_kib", "broker RSS after publishing (MiB)", "mib", 1 / 1024),
+            ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
+            ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / 2**20),
+        ], pairs_for("F", [("lmdb", "sqlite"), ("lmdb", "none"), ("lmdb-periodic", "lmdb")], f_setups)))
+        out.append(f"\nPer round (msg/s): {samples(results, 'F', f_setups, 'publish_rate', 'rate')}.\n")
+    g_setups = [s for s in restart_setups if results["G"].get(s)]
+    if g_setups:
+        out.append("## G. Many small sessions\n")
+        out.append(f"{args.sessions:,} persistent sessions (clean session off), each subscribed (QoS 1) to its "
+                   f"own topic `{G_TOPIC}/I`, set up 100 at a time and then offline; one publisher sends one "
+                   f"QoS 1 message of {args.size} bytes to each topic (at most {args.window} unacknowledged). "
+                   "The broker is stopped with SIGTERM and started again; restart = process start to first "
+                   "CONNACK. The queued messages are not drained (B checks delivery after a restart).\n")
+        out.append(table(results, "G", g_setups, [
+            ("session_rate", "sessions set up (sessions/s)", "rate", 1),
+            ("publish_rate", "publish rate (msg/s, acked)", "rate", 1),
+            ("rss_loaded_kib", "broker RSS before the stop (MiB)", "mib", 1 / 1024),
+            ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
+            ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / 2**20),
+            ("restart_secs", "restart: process start to first CONNACK (s)", "secs", 1),
+            ("rss_restart_kib", "broker RSS after restart (MiB)", "mib", 1 / 1024),
+            ("rss_restart_file_kib", "of which file-backed (MiB)", "mib", 1 / 1024),
+        ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot")], g_setups)))
+        out.append(f"\nPer round, restart (s): {samples(results, 'G', g_setups, 'restart_secs', 'secs')}.\n")
+    return out
+
+
+def report(results, info, drawn):
     a_setups = [s for s in args.setups if results["A"].get(s)]
     b_setups = [s for s in args.setups if s in RESTART_SETUPS and results["B"].get(s)]
     a_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "none"),
@@ -580,7 +917,9 @@ def report(results, info):
     b_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "snapshot")] if p[0] in b_setups and p[1] in b_setups]
     c_setups = [s for s in args.c_setups if results["C"].get(s)]
     probe_ok = any(probe_rounds(results))
-    used = set(a_setups) | set(b_setups) | set(c_setups)
+    more_setups = [s for s in args.setups if any(results[sc].get(s) for sc in "DEF")]
+    g_setups = [s for s in args.setups if s in RESTART_SETUPS and results["G"].get(s)]
+    used = set(a_setups) | set(b_setups) | set(c_setups) | set(more_setups) | set(g_setups)
     mib = 1 / 1024
     out = []
     out.append("# Benchmarks\n")
@@ -628,6 +967,21 @@ def report(results, info):
                    "accepted QoS 1/2 PUBLISH is written to the journal (a ring file) with pwrite on an "
                    "O_DSYNC descriptor before its PUBACK leaves the broker; the store commits every 50 ms.\n")
 
+    out.append("## Targets\n")
+    out.append("persist-lmdb in its default mode (`lmdb`) against the other setups of this run, from the "
+               "medians below (the issue's targets; a benchmark, not a test):\n")
+    out += targets(results)
+    out.append("")
+    png, note = drawn
+    if png:
+        rel = os.path.relpath(png, os.path.dirname(os.path.abspath(args.out)) if args.out and not args.no_write
+                              else SRC)
+        out.append(f"![Rate of each setup relative to none, per scenario]({rel})\n")
+        out.append("Each setup's rate relative to `none` (median of the rounds): A and F publish rate, C publish "
+                   f"rate at window {args.c_windows[-1]}, D publish rate of all publishers, E delivered rate.\n")
+    elif note:
+        out.append(note + "\n")
+
     if a_setups:
         out.append(f"## A. Offline fan-out\n")
         out.append(f"{args.subscribers} offline persistent subscribers (MQTT 3.1.1, clean session off, "
@@ -643,13 +997,6 @@ def report(results, info):
             ("rss_file_kib", "of which file-backed (MiB)", "mib", mib),
         ], a_pairs))
         out.append(f"\nPer round (msg/s): {samples(results, 'A', a_setups, 'publish_rate', 'rate')}.\n")
-        if "lmdb" in a_setups and "sqlite" in a_setups:
-            lm = median([r.get("publish_rate") for r in results["A"]["lmdb"] if "error" not in r])
-            sq = median([r.get("publish_rate") for r in results["A"]["sqlite"] if "error" not in r])
-            if lm is not None and sq is not None:
-                verdict = "meets" if lm >= sq else "does NOT meet"
-                out.append(f"Target (persist-lmdb publish rate >= persist-sqlite defaults, same run): "
-                           f"{lm:,.0f} vs {sq:,.0f} msg/s — {verdict} it in this run.\n")
     if b_setups:
         total = args.subscribers * args.restart_messages
         out.append("## B. Restart with queued messages\n")
@@ -665,6 +1012,7 @@ def report(results, info):
             ("load_rate", "publish rate while loading (msg/s)", "rate", 1),
             ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
             ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / (1024 * 1024)),
+            ("disk_bytes_per_msg", "data on disk per queued client message (bytes)", "rate", 1),
             ("restart_secs", "restart: process start to first CONNACK (s)", "secs", 1),
             ("rss_restart_kib", "broker RSS after restart (MiB)", "mib", mib),
             ("rss_restart_file_kib", "of which file-backed (MiB)", "mib", mib),
@@ -688,6 +1036,7 @@ def report(results, info):
 
     if c_setups or probe_ok:
         out += report_c(results, c_setups)
+    out += report_more(results, args.setups, args.setups)
 
     out.append("## Reading these numbers\n")
     out.append("- The setups promise different things. `none` and `snapshot` keep messages in memory only "
@@ -714,7 +1063,7 @@ def report(results, info):
                    "between rounds): trust the ratios of slices measured seconds apart more than rates "
                    "measured at different moments.\n")
 
-    errors = [(sc, s, r["error"]) for sc in ("A", "B", "C") for s, rs in results[sc].items()
+    errors = [(sc, s, r["error"]) for sc in SCENARIOS for s, rs in results[sc].items()
               for r in rs if "error" in r]
     if errors:
         out.append("## Failures\n")
@@ -729,11 +1078,14 @@ def report(results, info):
 
     out.append("## How it was measured\n")
     out.append("`scripts/bench` (= `scripts/root.sh bench/run.sh`) builds `bench/loadgen` (C, libmosquitto) "
-               "and `bench/syncprobe` (C) and runs `bench/run.py`. Options: `--quick`, `--rounds R`, `--messages N` (scenario A), "
-               "`--restart-messages M` (scenario B, per subscriber), `--setups` (scenarios A and B, "
-               f"from {','.join(ALL_SETUPS)}), `--c-setups` (scenario C), `--c-secs S` (scenario C, "
-               "publishing per setup and window), `--c-slices N`, `--c-windows 1,100`, `--probe-size B`, "
-               "`--scenarios A,B,C`, `--drain-rounds R` / `--no-drain`, `--drop-caches`, `--out FILE`, "
+               "and `bench/syncprobe` (C) and runs `bench/run.py`; one command regenerates this report and its "
+               "chart: `scripts/bench`. Options: `--quick`, `--rounds R`, `--messages N` (scenarios A and D), "
+               "`--restart-messages M` (scenario B, per subscriber), `--publishers P` (D), `--e-messages N`, "
+               "`--e-rate R`, `--e-secs S` (E), `--f-messages N` (F), `--sessions N` (G), `--setups` "
+               f"(all scenarios but C, from {','.join(ALL_SETUPS)}), `--c-setups` (scenario C), `--c-secs S` "
+               "(scenario C, publishing per setup and window), `--c-slices N`, `--c-windows 1,100`, "
+               f"`--probe-size B`, `--scenarios {','.join(SCENARIOS)}`, `--drain-rounds R` / `--no-drain`, "
+               "`--drop-caches`, `--out FILE`, `--gnuplot PATH`, "
                "`--no-build` (use `build/mosquitto_persist_lmdb.so` as it is). Raw results: "
                f"`{os.path.relpath(args.json, SRC)}`. Per broker and round:\n")
     out.append("```sh")
@@ -760,6 +1112,28 @@ def report(results, info):
             out.append(f"loadgen publish -p PORT -n {C_MESSAGES_CAP} -s {args.size} -q 1 -w {args.c_windows[0]} -D {t:g}")
         else:
             out.append(f"syncprobe -d {shown(args.data_dir)}/C-probe-rR -t {args.c_secs:g} -s {args.probe_size}   # C: the disk")
+    if results["D"]:
+        out.append("loadgen subscribe-offline -p PORT -k 1                       # D")
+        out.append(f"loadgen publish -p PORT -n {args.messages} -P {args.publishers} -s {args.size} -q 1 "
+                   f"-w {args.window}   # D")
+        out.append(f"loadgen drain -p PORT -k 1 -n {args.messages} -P {args.publishers}   # D")
+    if results["E"]:
+        n = max(1, int(args.e_rate * args.e_secs))
+        out.append(f"loadgen subscribe-online -p PORT -k {E_SUBSCRIBERS} -n {args.e_messages} -q 1 -i online- &"
+                   "   # E: publish once it is ready")
+        out.append(f"loadgen publish -p PORT -n {args.e_messages} -s {args.size} -q 1 -w {args.window}   # E")
+        out.append(f"loadgen subscribe-online -p PORT -k {E_SUBSCRIBERS} -n {n} -q 1 -i online- &   # E: latency")
+        out.append(f"loadgen publish -p PORT -n {n} -s {args.size} -q 1 -w {args.window} -R {args.e_rate:g}   # E")
+    if results["F"]:
+        out.append(f"loadgen subscribe-offline -p PORT -k {args.subscribers}             # F")
+        out.append(f"loadgen publish -p PORT -n {args.f_messages} -s {F_SIZE} -q 1 -w {args.window}   # F")
+        out.append("kill -TERM $PID; wait                        # F: stop, measure DIR/data")
+    if results["G"]:
+        out.append(f"loadgen subscribe-offline -p PORT -k {args.sessions} -e -t {G_TOPIC} -i g-   # G")
+        out.append(f"loadgen publish -p PORT -n {args.sessions} -e -k {args.sessions} -t {G_TOPIC} "
+                   f"-s {args.size} -q 1 -w {args.window}   # G")
+        out.append("kill -TERM $PID; wait; mosquitto -c DIR/mosquitto.conf &; loadgen wait-connect -p PORT -S T0"
+                   "   # G")
     out.append("```\n")
     out.append("Configs (all: `listener PORT 127.0.0.1`, `allow_anonymous true`, `user root`, "
                "`max_queued_messages 0`, `max_queued_bytes 0`, `log_dest file ...`"
@@ -790,17 +1164,32 @@ def main():
     global args
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="small run: 20,000 messages in A, 20,000 per subscriber in B, 2 s per step in C")
+                    help="small run: 20,000 messages in A and D, 20,000 per subscriber in B, 2 s per step "
+                         "in C, 10,000 in E, 500 in F")
     ap.add_argument("--rounds", type=int, help="rounds (default 3)")
-    ap.add_argument("--messages", type=int, help="scenario A messages (default 100,000)")
+    ap.add_argument("--messages", type=int, help="scenarios A and D messages (default 100,000)")
     ap.add_argument("--restart-messages", type=int,
                     help="scenario B messages per subscriber (default 200,000)")
-    ap.add_argument("--subscribers", type=int, default=5)
+    ap.add_argument("--subscribers", type=int, default=5,
+                    help="scenarios A, B, F: offline subscribers (default 5)")
+    ap.add_argument("--publishers", type=int, default=4, help="scenario D: publishers (default 4)")
+    ap.add_argument("--e-messages", type=int,
+                    help="scenario E: messages at full speed (default 50,000; 10,000 with --quick)")
+    ap.add_argument("--e-rate", type=float, default=1000,
+                    help="scenario E: publish rate of the latency pass (msg/s, default 1000)")
+    ap.add_argument("--e-secs", type=float,
+                    help="scenario E: seconds of the latency pass (default 5; 2 with --quick)")
+    ap.add_argument("--f-messages", type=int,
+                    help="scenario F: 64 KiB messages (default 2,000; 500 with --quick)")
+    ap.add_argument("--sessions", type=int,
+                    help="scenario G: sessions (default 10,000)")
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--setups", default=",".join(DEFAULT_SETUPS),
-                    help=f"comma-separated, from {','.join(ALL_SETUPS)} (default {','.join(DEFAULT_SETUPS)})")
-    ap.add_argument("--scenarios", default="A,B,C")
+                    help=f"scenarios A, B, D, E, F, G (B and G: only {','.join(RESTART_SETUPS)}); "
+                         f"comma-separated, from {','.join(ALL_SETUPS)} (default {','.join(DEFAULT_SETUPS)})")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help=f"comma-separated, from {','.join(SCENARIOS)} (default all)")
     ap.add_argument("--c-setups", default=",".join(C_SETUPS),
                     help=f"scenario C setups, from {','.join(ALL_SETUPS)} (default {','.join(C_SETUPS)})")
     ap.add_argument("--c-secs", type=float,
@@ -823,8 +1212,11 @@ def main():
                     help="scenario B: drop the page cache before the restart (needs a writable /proc/sys)")
     ap.add_argument("--conf", dest="conf_extra", action="append", default=[], metavar="LINE",
                     help="extra line for every broker config, e.g. 'set_tcp_nodelay true' (repeatable)")
-    ap.add_argument("--out", help="markdown report (default docs/benchmarks.md for a full run of all "
-                                   "scenarios, none for --quick or --scenarios)")
+    ap.add_argument("--out", help="markdown report, its chart next to it as .png (default "
+                                   "docs/benchmarks.md for a full run of all scenarios, none for --quick "
+                                   "or --scenarios)")
+    ap.add_argument("--gnuplot", default=shutil.which("gnuplot"),
+                    help="gnuplot binary for the chart (default: from PATH; without it, no chart)")
     ap.add_argument("--no-write", action="store_true", help="only print the report")
     ap.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
     ap.add_argument("--sqlite-plugin", default=SQLITE_PLUGIN)
@@ -848,8 +1240,16 @@ def main():
         args.c_secs = 2.0 if args.quick else 5.0
     if args.c_slices is None:
         args.c_slices = 2 if args.quick else 5
+    if args.e_messages is None:
+        args.e_messages = 10000 if args.quick else 50000
+    if args.e_secs is None:
+        args.e_secs = 2.0 if args.quick else 5.0
+    if args.f_messages is None:
+        args.f_messages = 500 if args.quick else 2000
+    if args.sessions is None:
+        args.sessions = 10000
     scenarios = [s for s in args.scenarios.split(",") if s]
-    if args.out is None and not args.quick and sorted(scenarios) == ["A", "B", "C"]:
+    if args.out is None and not args.quick and sorted(scenarios) == SCENARIOS:
         # Only a full run of every scenario replaces the report.
         args.out = os.path.join(SRC, "docs", "benchmarks.md")
     args.data_dir = os.path.abspath(args.data_dir)
@@ -860,7 +1260,7 @@ def main():
         if s not in ALL_SETUPS:
             ap.error(f"unknown setup {s}")
     for s in scenarios:
-        if s not in ("A", "B", "C"):
+        if s not in SCENARIOS:
             ap.error(f"unknown scenario {s}")
     try:
         args.c_windows = [int(w) for w in args.c_windows.split(",") if w]
@@ -868,7 +1268,7 @@ def main():
         ap.error(f"--c-windows: not a list of numbers: {args.c_windows}")
     if not args.c_windows or min(args.c_windows) < 1 or args.c_secs <= 0 or args.c_slices < 0:
         ap.error("--c-windows needs windows >= 1, --c-secs a positive time, --c-slices 0 or more")
-    if "A" not in scenarios and "B" not in scenarios:
+    if not set(scenarios) - {"C"}:
         args.setups = []
     if "C" not in scenarios:
         args.c_setups = []
@@ -900,15 +1300,17 @@ def main():
         info["lmdb_plugin"] = os.path.relpath(args.lmdb_plugin, SRC)
         info["lmdb_plugin_mtime"] = datetime.datetime.fromtimestamp(
             os.path.getmtime(args.lmdb_plugin), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    results = {"A": {}, "B": {}, "C": {}}
+    results = {sc: {} for sc in SCENARIOS}
     t_start = time.monotonic()
     # Without the judged setup (or with --c-slices 0) the probe takes its own turn.
     c_items = args.c_setups + ([] if C_JUDGED in args.c_setups and args.c_slices else ["probe"])
     for rnd in range(args.rounds):
         order = args.setups[rnd % max(1, len(args.setups)):] + args.setups[:rnd % max(1, len(args.setups))]
         c_order = c_items[rnd % len(c_items):] + c_items[:rnd % len(c_items)]
-        for sc, fn, setups in (("A", run_a, order), ("B", run_b, [s for s in order if s in RESTART_SETUPS]),
-                               ("C", run_c, c_order)):
+        restart_order = [s for s in order if s in RESTART_SETUPS]
+        for sc, fn, setups in (("A", run_a, order), ("B", run_b, restart_order), ("C", run_c, c_order),
+                               ("D", run_d, order), ("E", run_e, order), ("F", run_f, order),
+                               ("G", run_g, restart_order)):
             if sc not in scenarios:
                 continue
             for s in setups:
@@ -922,7 +1324,7 @@ def main():
                 if "error" not in r:
                     brief = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else
                                      f"{k}=[{len(v)}]" if isinstance(v, list) else f"{k}={v}"
-                                     for k, v in r.items())
+                                     for k, v in r.items() if k != "lat_hist")
                     log(f"bench: {sc}/{s} round {rnd + 1}/{args.rounds}: {brief} "
                         f"({time.monotonic() - t:.0f} s)")
     info["elapsed"] = time.monotonic() - t_start
@@ -931,7 +1333,7 @@ def main():
     with open(args.json, "w") as f:
         json.dump({"info": info, "args": {k: v for k, v in vars(args).items()}, "results": results},
                   f, indent=1)
-    text = report(results, info)
+    text = report(results, info, chart(results))
     print(text)
     if args.out and not args.no_write:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -2,7 +2,8 @@
 # Benchmarks (not tests): builds bench/loadgen, bench/syncprobe and the plugin
 # from the current sources in build-bench/ (RelWithDebInfo, the build/ of others
 # untouched), then runs bench/run.py with the given options (bench/run.py
-# --help, docs/benchmarks.md). Run it where Mosquitto 2.1 is: `scripts/bench [OPTIONS]`.
+# --help, docs/benchmarks.md): scenarios A to G, the report and its chart
+# (gnuplot, when it is installed). Run it where Mosquitto 2.1 is: `scripts/bench [OPTIONS]`.
 #   --no-build   do not build the plugin; use build/mosquitto_persist_lmdb.so
 #                (or --lmdb-plugin PATH) as it is
 set -euo pipefail
