@@ -32,18 +32,12 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-import paho.mqtt.client as mqtt
-
-from harness import HOST, REPO, V5, Broker, Client, Received
+from harness import REPO, V5, Broker, Received
+from kill_load import WAIT, Publisher, SubscriberClient, drain, parse_payload
 
 DEFAULT_SEED = 20250611
 SEED = int(os.environ.get("PERSIST_LMDB_CRASH_SEED") or DEFAULT_SEED)
@@ -62,9 +56,6 @@ RATE = 500                # messages per second per publisher, at most: the Pyth
 TOPIC_FILTER = "crash/#"
 SUBSCRIBERS = (("crash-sub-q1a", 1), ("crash-sub-q1b", 1), ("crash-sub-q2", 2))
 PUBLISHERS = (("p1", 1), ("p2", 2))
-WAIT = 20.0               # only stops a hung test
-DRAIN_QUIET = 1.0         # a finished drain: everything required, then this long quiet
-DRAIN_GIVE_UP = 5.0       # a stalled drain: nothing new for this long
 SHOW = 8                  # offending numbers shown per finding
 
 
@@ -72,234 +63,9 @@ def cli_path() -> Path:
     return Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
 
 
-def payload(pub: str, seq: int) -> bytes:
-    # harness.parse_seq reads the leading #<seq>#; the publisher id follows.
-    return b"#%d#%s" % (seq, pub.encode())
-
-
-def parse_payload(p: bytes) -> tuple[str, int]:
-    _, seq, pub = p.decode().split("#", 2)
-    return pub, int(seq)
-
-
 # --------------------------------------------------------------------------
-# Publishers
+# Subscribers (the publishers are kill_load.Publisher)
 # --------------------------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    round: int                      # the round (connection) it was published in
-    ack: float | None = None        # time.monotonic() of its PUBACK / PUBCOMP
-    refused: bool = False           # acknowledged with a failure reason code
-
-
-class Publisher:
-    """Publishes crash/<name> #1, #2, ... at one QoS on its own thread, up to
-    WINDOW unacknowledged, over one clean-start connection per round. When
-    the connection breaks (the kill), it stops and waits for resume(); the
-    next connection goes on with the next number."""
-
-    def __init__(self, broker: Broker, name: str, qos: int):
-        self.broker = broker
-        self.name = name
-        self.qos = qos
-        self.topic = f"crash/{name}"
-        self.sent: dict[int, Sent] = {}
-        self.next_seq = 1
-        self.cond = threading.Condition()
-        self.command: str | None = None  # "run", "finish", "exit"; None while idle
-        self.round = 0
-        self.stopped = True
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name=f"crash-{name}", daemon=True)
-        self.thread.start()
-
-    # -- main thread --------------------------------------------------------
-
-    def resume(self, rnd: int) -> None:
-        with self.cond:
-            assert self.stopped
-            self.round, self.command, self.stopped = rnd, "run", False
-            self.cond.notify_all()
-
-    def finish(self) -> None:
-        """Stop publishing, wait for the outstanding acks, disconnect."""
-        with self.cond:
-            if not self.stopped:
-                self.command = "finish"
-                self.cond.notify_all()
-
-    def wait_stopped(self, what: str) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: self.stopped, WAIT):
-                raise AssertionError(f"publisher {self.name} did not stop within {WAIT}s ({what})")
-        if self.error:
-            raise AssertionError(f"publisher {self.name} failed: {self.error!r}") from self.error
-
-    def exit(self) -> None:
-        with self.cond:
-            self.command = "exit"
-            self.cond.notify_all()
-        self.thread.join(WAIT)
-
-    # -- its thread ---------------------------------------------------------
-
-    def _main(self) -> None:
-        while True:
-            with self.cond:
-                self.cond.wait_for(lambda: self.command in ("run", "exit"))
-                if self.command == "exit":
-                    return
-                rnd = self.round
-            try:
-                self._connection(rnd)
-            except BaseException as e:  # reported by wait_stopped()
-                self.error = e
-            with self.cond:
-                if self.command != "exit":
-                    self.command = None
-                self.stopped = True
-                self.cond.notify_all()
-
-    def _connection(self, rnd: int) -> None:
-        # The paho client lives on this thread alone: publish() writes to the
-        # socket from the calling thread, so publishing from one thread while
-        # another runs loop() can put two PUBLISH packets on the wire in the
-        # wrong order (paho's output deque is popped without a lock).
-        state = {"connack": None, "lost": False}
-        acks: dict[int, tuple[float, bool]] = {}   # mid -> (time, success)
-        mids: dict[int, int] = {}                  # mid -> seq
-
-        def on_connect(client, userdata, flags, reason_code, properties):
-            state["connack"] = reason_code
-
-        def on_disconnect(client, userdata, flags, reason_code, properties):
-            state["lost"] = True
-
-        def on_publish(client, userdata, mid, reason_code, properties):
-            acks[mid] = (time.monotonic(), not reason_code.is_failure)
-
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"crash-pub-{self.name}",
-                        protocol=V5)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.on_connect, c.on_disconnect, c.on_publish = on_connect, on_disconnect, on_publish
-
-        def pump(timeout: float = 0.0) -> bool:
-            """One pass of paho's loop; False once the connection is gone."""
-            if not state["lost"] and c.loop(timeout=timeout) != mqtt.MQTT_ERR_SUCCESS:
-                state["lost"] = True
-            return not state["lost"]
-
-        try:
-            c.connect(HOST, self.broker.port, 60, clean_start=True)
-            deadline = time.monotonic() + WAIT
-            while state["connack"] is None:
-                assert pump(0.05), f"publisher {self.name}: connection closed before CONNACK"
-                assert time.monotonic() < deadline, f"publisher {self.name}: no CONNACK within {WAIT}s"
-            assert not state["connack"].is_failure, f"publisher {self.name}: CONNACK {state['connack']}"
-            next_at = time.monotonic()
-            while self.command == "run":
-                while (self.command == "run" and not state["lost"] and time.monotonic() >= next_at
-                       and len(mids) - len(acks) < WINDOW and len(mids) < 60000):  # (mids unique)
-                    next_at = max(next_at + 1 / RATE, time.monotonic() - WINDOW / RATE)
-                    seq = self.next_seq
-                    self.next_seq += 1
-                    self.sent[seq] = Sent(rnd)
-                    info = c.publish(self.topic, payload(self.name, seq), qos=self.qos)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        state["lost"] = True  # the connection is going: the message never left
-                        break
-                    mids[info.mid] = seq
-                if not pump(min(0.01, max(0.0, next_at - time.monotonic()))):
-                    break
-            if self.command == "finish" and not state["lost"]:
-                deadline = time.monotonic() + WAIT
-                while len(acks) < len(mids) and pump(0.05):
-                    assert time.monotonic() < deadline, f"publisher {self.name}: acks missing after {WAIT}s"
-                c.disconnect()
-                for _ in range(20):
-                    if not pump(0.05):
-                        break
-        finally:
-            try:
-                c.socket() and c.socket().close()
-            except OSError:
-                pass
-            for mid, seq in mids.items():
-                if mid in acks:
-                    t, ok = acks[mid]
-                    if ok:
-                        self.sent[seq].ack = t
-                    else:
-                        self.sent[seq].refused = True
-
-
-# --------------------------------------------------------------------------
-# Subscribers
-# --------------------------------------------------------------------------
-
-
-class SubscriberClient(Client):
-    """A harness Client that notes when each message arrived, and leaves
-    (disconnect()) so that the broker sees every ack it sent: the DISCONNECT
-    goes out from the network thread (paho's output queue has no lock, so a
-    DISCONNECT from another thread can overtake the PUBACK / PUBREC / PUBCOMP
-    of a message already handed to on_message), and the socket is shut down
-    for writing and read to its end before it is closed (a close with unread
-    input sends a reset, and the broker may then never read the last acks).
-    Without this the broker would, rightly, deliver those messages again."""
-
-    def __init__(self, *a, **kw):
-        self.times: list[float] = []
-        self._leave = threading.Event()
-        self._leaving = False
-        super().__init__(*a, **kw)
-        self._paho_sock_close = self.mqtt._sock_close
-        self.mqtt._sock_close = self._sock_close
-
-    def _sock_close(self):
-        sock = self.mqtt._sock
-        if sock is not None and self._leaving:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(WAIT)
-                while sock.recv(65536):
-                    pass  # what the broker sent after our DISCONNECT: never delivered
-            except OSError:
-                pass
-        self._paho_sock_close()
-
-    def _on_message(self, client, userdata, msg):
-        with self.cond:
-            self.times.append(time.monotonic())
-        super()._on_message(client, userdata, msg)
-
-    def _run(self):
-        while not self._stop.is_set():
-            if self._leave.is_set():
-                self._leave.clear()
-                self._leaving = True
-                try:
-                    self.mqtt.disconnect()
-                finally:
-                    self._leaving = False
-            rc = self.mqtt.loop(timeout=0.02)
-            if rc != mqtt.MQTT_ERR_SUCCESS:
-                with self.cond:
-                    self.disconnected = True
-                    self.cond.notify_all()
-                return
-
-    def disconnect(self) -> None:
-        if self._thread is None:
-            return
-        if not self.disconnected:
-            self._leave.set()
-            self._wait(lambda: self.disconnected, WAIT, "disconnect")
-        self._join()
-        self._leave.clear()
 
 
 class Subscriber:
@@ -396,29 +162,6 @@ def run_schedule(subs: list[Subscriber], events, start: float, rnd: int, until: 
         time.sleep(delay)
 
 
-def drain(subs: list[Subscriber], required: dict[str, set[int]]) -> None:
-    """Waits until every subscriber has every required message and nothing
-    new came for DRAIN_QUIET, or nothing new came for DRAIN_GIVE_UP."""
-    def done(s):
-        got = {}
-        for m in s.received():
-            pub, seq = parse_payload(m.payload)
-            got.setdefault(pub, set()).add(seq)
-        return all(required[p] <= got.get(p, set()) for p in required)
-
-    last_count, last_change = -1, time.monotonic()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        count = sum(len(s.received()) for s in subs)
-        now = time.monotonic()
-        if count != last_count:
-            last_count, last_change = count, now
-        quiet = now - last_change
-        if quiet >= DRAIN_GIVE_UP or (quiet >= DRAIN_QUIET and all(done(s) for s in subs)):
-            return
-        time.sleep(0.1)
-
-
 def test_crash_loop(broker):
     t0 = time.monotonic()
     rng = random.Random(SEED)
@@ -433,7 +176,7 @@ def test_crash_loop(broker):
         s.leave()
     broker.settle()  # the sessions and subscriptions are committed
 
-    pubs = [Publisher(broker, name, qos) for name, qos in PUBLISHERS]
+    pubs = [Publisher(broker, name, qos, "crash", WINDOW, RATE) for name, qos in PUBLISHERS]
     kill_times: dict[int, float] = {}
     plans: list = []
     rnd = 0
@@ -483,7 +226,7 @@ def test_crash_loop(broker):
             raise AssertionError(f"seed {SEED}, round {rnd}: {type(e).__name__}: {e}") from e
 
         required = {
-            p.name: {seq for seq, m in p.sent.items() if m.ack is not None}
+            p.name: p.acked()
             for p in pubs
         }
         drain(subs, required)

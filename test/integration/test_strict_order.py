@@ -47,9 +47,10 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from harness import HOST, V311, V5, Broker, Received
-# The subscriber's client, its payloads and the final drain are the crash
-# loop's: they make sure the broker sees every acknowledgement a client sent.
-from test_crash_loop import SubscriberClient, drain, parse_payload, payload
+# The subscriber's client, the payloads and the final drain are shared with
+# the other kill -9 tests: they make sure the broker sees every
+# acknowledgement a client sent.
+from kill_load import SubscriberClient, drain, parse_payload, payload
 
 DEFAULT_SEED = 20250704
 SEED = int(os.environ.get("PERSIST_LMDB_ORDER_SEED") or DEFAULT_SEED)

@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from harness import (
     HOST, STOP_TIMEOUT, V311, V5, Broker, Client, assert_sequence, describe_status,
     numbered_payload, sanitizer_env, seqs_of,
 )
+from kill_load import Publisher, parse_payload
 
 WAIT = 20.0  # only stops a hung test
 SHOW = 8     # offending items shown per finding
@@ -430,157 +430,6 @@ LOAD_SUBSCRIBERS = (("sync-sub-q1", 1), ("sync-sub-q2", 2))
 LOAD_FILTER = "load/#"
 
 
-def load_payload(pub: str, seq: int) -> bytes:
-    return b"#%d#%s" % (seq, pub.encode())
-
-
-def parse_load_payload(p: bytes) -> tuple[str, int]:
-    _, seq, pub = p.decode().split("#", 2)
-    return pub, int(seq)
-
-
-@dataclass
-class Sent:
-    round: int
-    acked: bool = False     # PUBACK / PUBCOMP with a success reason code
-    refused: bool = False   # acknowledged with a failure reason code
-
-
-class Publisher:
-    """Publishes load/<name> #1, #2, ... at one QoS (MQTT 5, clean start, no
-    session) on its own thread, at most WINDOW unacknowledged and RATE a
-    second, over one connection per round. When the connection breaks (the
-    kill) it stops; resume() starts the next connection with the next
-    number. Unacknowledged messages are abandoned."""
-
-    def __init__(self, broker: Broker, name: str, qos: int):
-        self.broker, self.name, self.qos = broker, name, qos
-        self.topic = f"load/{name}"
-        self.sent: dict[int, Sent] = {}
-        self.next_seq = 1
-        self.cond = threading.Condition()
-        self.command: str | None = None   # "run", "finish", "exit"
-        self.round = 0
-        self.stopped = True
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name=f"sync-{name}", daemon=True)
-        self.thread.start()
-
-    def resume(self, rnd: int) -> None:
-        with self.cond:
-            assert self.stopped
-            self.round, self.command, self.stopped = rnd, "run", False
-            self.cond.notify_all()
-
-    def finish(self) -> None:
-        """Stop publishing, wait for the outstanding acks, disconnect."""
-        with self.cond:
-            if not self.stopped:
-                self.command = "finish"
-                self.cond.notify_all()
-
-    def wait_stopped(self, what: str) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: self.stopped, WAIT):
-                raise AssertionError(f"publisher {self.name} did not stop within {WAIT}s ({what})")
-        if self.error:
-            raise AssertionError(f"publisher {self.name} failed: {self.error!r}") from self.error
-
-    def exit(self) -> None:
-        with self.cond:
-            self.command = "exit"
-            self.cond.notify_all()
-        self.thread.join(WAIT)
-
-    def acked(self) -> set[int]:
-        return {seq for seq, s in self.sent.items() if s.acked}
-
-    def _main(self) -> None:
-        while True:
-            with self.cond:
-                self.cond.wait_for(lambda: self.command in ("run", "exit"))
-                if self.command == "exit":
-                    return
-                rnd = self.round
-            try:
-                self._connection(rnd)
-            except BaseException as e:  # reported by wait_stopped()
-                self.error = e
-            with self.cond:
-                if self.command != "exit":
-                    self.command = None
-                self.stopped = True
-                self.cond.notify_all()
-
-    def _connection(self, rnd: int) -> None:
-        # paho's publish() writes from the calling thread: the client is used
-        # from this thread alone, loop() included, so packets keep their order.
-        state = {"connack": None, "lost": False}
-        acks: dict[int, bool] = {}   # mid -> success
-        mids: dict[int, int] = {}    # mid -> seq
-
-        def on_connect(client, userdata, flags, reason_code, properties):
-            state["connack"] = reason_code
-
-        def on_disconnect(client, userdata, flags, reason_code, properties):
-            state["lost"] = True
-
-        def on_publish(client, userdata, mid, reason_code, properties):
-            acks[mid] = not reason_code.is_failure
-
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sync-pub-{self.name}", protocol=V5)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.on_connect, c.on_disconnect, c.on_publish = on_connect, on_disconnect, on_publish
-
-        def pump(timeout: float = 0.0) -> bool:
-            if not state["lost"] and c.loop(timeout=timeout) != mqtt.MQTT_ERR_SUCCESS:
-                state["lost"] = True
-            return not state["lost"]
-
-        try:
-            c.connect(HOST, self.broker.port, 60, clean_start=True)
-            deadline = time.monotonic() + WAIT
-            while state["connack"] is None:
-                assert pump(0.05), f"publisher {self.name}: connection closed before CONNACK"
-                assert time.monotonic() < deadline, f"publisher {self.name}: no CONNACK within {WAIT}s"
-            assert not state["connack"].is_failure, f"publisher {self.name}: CONNACK {state['connack']}"
-            next_at = time.monotonic()
-            while self.command == "run":
-                while (self.command == "run" and not state["lost"] and time.monotonic() >= next_at
-                       and len(mids) - len(acks) < WINDOW and len(mids) < 60000):  # mids stay unique
-                    next_at = max(next_at + 1 / RATE, time.monotonic() - WINDOW / RATE)
-                    seq = self.next_seq
-                    self.next_seq += 1
-                    self.sent[seq] = Sent(rnd)
-                    info = c.publish(self.topic, load_payload(self.name, seq), qos=self.qos)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        state["lost"] = True  # the connection is going: the message never left
-                        break
-                    mids[info.mid] = seq
-                if not pump(min(0.01, max(0.0, next_at - time.monotonic()))):
-                    break
-            if self.command == "finish" and not state["lost"]:
-                deadline = time.monotonic() + WAIT
-                while len(acks) < len(mids) and pump(0.05):
-                    assert time.monotonic() < deadline, f"publisher {self.name}: acks missing after {WAIT}s"
-                c.disconnect()
-                for _ in range(20):
-                    if not pump(0.05):
-                        break
-        finally:
-            try:
-                c.socket() and c.socket().close()
-            except OSError:
-                pass
-            for mid, seq in mids.items():
-                if mid in acks:
-                    if acks[mid]:
-                        self.sent[seq].acked = True
-                    else:
-                        self.sent[seq].refused = True
-
-
 def drain_load(broker: Broker, required: dict[str, set[int]]) -> dict[str, list]:
     """Connects every subscriber and waits until each has every required
     message and nothing new came for 1 s (or nothing new for 5 s). Returns
@@ -594,7 +443,7 @@ def drain_load(broker: Broker, required: dict[str, set[int]]) -> dict[str, list]
         def complete(c: Client) -> bool:
             got: dict[str, set[int]] = {}
             for m in c.messages():
-                pub, seq = parse_load_payload(m.payload)
+                pub, seq = parse_payload(m.payload)
                 got.setdefault(pub, set()).add(seq)
             return all(required[p] <= got.get(p, set()) for p in required)
 
@@ -626,7 +475,7 @@ def check_load(received: dict[str, list], pubs: list[Publisher]) -> tuple[list[s
         per_pub: dict[str, list] = {p.name: [] for p in pubs}
         for m in msgs:
             try:
-                pub, seq = parse_load_payload(m.payload)
+                pub, seq = parse_payload(m.payload)
             except ValueError:
                 findings.append(f"{sub}: unexpected payload {m.payload[:40]!r} on {m.topic}")
                 continue
@@ -650,7 +499,7 @@ def check_load(received: dict[str, list], pubs: list[Publisher]) -> tuple[list[s
 
             def where(seq):
                 s = p.sent.get(seq)
-                return f"#{seq} (round {s.round}{', acked' if s and s.acked else ', not acked'})" if s else f"#{seq}"
+                return f"#{seq} (round {s.round}{', acked' if s and s.ack is not None else ', not acked'})" if s else f"#{seq}"
 
             what = f"{sub} (QoS {sub_qos[sub]}) from {p.name} (QoS {p.qos})"
             for label, items in (
@@ -681,7 +530,7 @@ def test_publish_mode_kill_loop(broker):
         offline_subscriber(broker, name, LOAD_FILTER, qos)
     broker.settle()  # the sessions and subscriptions are committed
 
-    pubs = [Publisher(broker, name, qos) for name, qos in LOAD_PUBLISHERS]
+    pubs = [Publisher(broker, name, qos, "load", WINDOW, RATE) for name, qos in LOAD_PUBLISHERS]
     replayed, resumed, starts = 0, 0, []
     rnd = 0
     try:
