@@ -42,6 +42,10 @@ int seal_key_create(const char *path, char *err, size_t errlen);
 struct seal *seal_new(const uint8_t key[SEAL_KEY_LEN], uint8_t key_id);
 void seal_free(struct seal *s);
 
+/* A copy of s with contexts of its own, for another thread: it opens what
+ * s opens. Its nonce counter is s's; it is not meant for sealing. */
+struct seal *seal_clone(const struct seal *s);
+
 uint8_t seal_key_id(const struct seal *s);
 
 /* Sets the nonce epoch; the counter restarts at 1. */

@@ -170,6 +170,26 @@ struct seal *seal_new(const uint8_t key[SEAL_KEY_LEN], uint8_t key_id)
 	return s;
 }
 
+struct seal *seal_clone(const struct seal *s)
+{
+	struct seal *c = calloc(1, sizeof(*c));
+
+	if(!c){
+		return NULL;
+	}
+	*c = *s;
+	c->enc = EVP_CIPHER_CTX_new();
+	c->dec = EVP_CIPHER_CTX_new();
+	c->mac = EVP_MAC_CTX_dup(s->mac);
+	if(!c->enc || !c->dec || !c->mac
+			|| EVP_CIPHER_CTX_copy(c->enc, s->enc) != 1
+			|| EVP_CIPHER_CTX_copy(c->dec, s->dec) != 1){
+		seal_free(c);
+		return NULL;
+	}
+	return c;
+}
+
 void seal_free(struct seal *s)
 {
 	if(!s){

@@ -97,6 +97,8 @@ struct store {
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
 	                                resize needs neither to be active in this process */
 	struct store_stats stats;
+	struct opener *opener;       /* started by the first walk longer than a batch */
+	bool opener_failed;
 	struct hash_slot hash_cache[HASH_CACHE_SLOTS];
 };
 
@@ -1000,7 +1002,6 @@ struct walk {
 	enum store_db db;
 	const uint8_t *prefix;
 	size_t plen;
-	struct buf out;
 };
 
 static void reject(struct store *st, enum store_db db, const char *why)
@@ -1016,14 +1017,234 @@ static void reject(struct store *st, enum store_db db, const char *why)
  * callback's value in *cb_rc. */
 typedef int (*decode_visit_fn)(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc);
 
+/* A walk reads records in batches and opens (decrypts) a batch while the
+ * caller visits the one before, on a second thread: at start-up the
+ * broker's work of restoring and the decryption run on two cores. */
+#define WALK_BATCH 256
+#define WALK_MALFORMED (-1)
+
+struct walk_item {
+	uint8_t key[KEY_MAX];
+	MDB_val k;              /* the logical key, in key */
+	const uint8_t *sealed;  /* in the map: valid while the walk's transaction is */
+	size_t sealed_len;
+	size_t pt_off, pt_len;  /* the plaintext, in the batch's arena */
+	int src;                /* seal_open's result, or WALK_MALFORMED */
+};
+
+struct walk_batch {
+	struct walk_item items[WALK_BATCH];
+	size_t n;
+	enum store_db db;
+	struct buf arena;
+	bool done;              /* opened (by the opener thread); under its lock */
+};
+
+struct opener {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct seal *seal;      /* a clone: the caller's thread keeps using st->seal */
+	struct walk_batch *job; /* being opened; NULL when idle */
+	bool stop;
+};
+
+static void batch_open(struct seal *seal, struct walk_batch *b)
+{
+	uint8_t ad[1 + KEY_MAX];
+
+	for(size_t i = 0; i < b->n; i++){
+		struct walk_item *it = &b->items[i];
+		if(it->src != WALK_MALFORMED){
+			make_ad(ad, b->db, it->k.mv_data, it->k.mv_size);
+			it->src = seal_open(seal, ad, 1 + it->k.mv_size, it->sealed, it->sealed_len,
+					b->arena.data + it->pt_off, &it->pt_len);
+		}
+	}
+}
+
+static void *opener_main(void *arg)
+{
+	struct opener *o = arg;
+
+	pthread_mutex_lock(&o->lock);
+	for(;;){
+		while(!o->job && !o->stop){
+			pthread_cond_wait(&o->cond, &o->lock);
+		}
+		if(!o->job){
+			break;
+		}
+		struct walk_batch *b = o->job;
+		pthread_mutex_unlock(&o->lock);
+		batch_open(o->seal, b);
+		pthread_mutex_lock(&o->lock);
+		b->done = true;
+		o->job = NULL;
+		pthread_cond_broadcast(&o->cond);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return NULL;
+}
+
+static void opener_stop(struct store *st)
+{
+	struct opener *o = st->opener;
+
+	if(!o){
+		return;
+	}
+	pthread_mutex_lock(&o->lock);
+	o->stop = true;
+	pthread_cond_broadcast(&o->cond);
+	pthread_mutex_unlock(&o->lock);
+	pthread_join(o->thread, NULL);
+	pthread_mutex_destroy(&o->lock);
+	pthread_cond_destroy(&o->cond);
+	seal_free(o->seal);
+	free(o);
+	st->opener = NULL;
+}
+
+/* Hands b to the opener thread (started on first use); false when it is
+ * busy (a walk nested in a visit) or cannot run: the caller opens b. */
+static bool opener_submit(struct store *st, struct walk_batch *b)
+{
+	struct opener *o = st->opener;
+
+	if(!o && !st->opener_failed){
+		o = calloc(1, sizeof(*o));
+		if(o && (o->seal = seal_clone(st->seal)) != NULL){
+			pthread_mutex_init(&o->lock, NULL);
+			pthread_cond_init(&o->cond, NULL);
+			if(pthread_create(&o->thread, NULL, opener_main, o) == 0){
+				st->opener = o;
+			}else{
+				pthread_mutex_destroy(&o->lock);
+				pthread_cond_destroy(&o->cond);
+				seal_free(o->seal);
+				free(o);
+				o = NULL;
+			}
+		}else{
+			free(o);
+			o = NULL;
+		}
+		st->opener_failed = !o;
+	}
+	if(!o){
+		return false;
+	}
+	pthread_mutex_lock(&o->lock);
+	bool taken = !o->job;
+	if(taken){
+		b->done = false;
+		o->job = b;
+		pthread_cond_broadcast(&o->cond);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return taken;
+}
+
+static void opener_wait(struct store *st, struct walk_batch *b)
+{
+	struct opener *o = st->opener;
+
+	pthread_mutex_lock(&o->lock);
+	while(!b->done){
+		pthread_cond_wait(&o->cond, &o->lock);
+	}
+	pthread_mutex_unlock(&o->lock);
+}
+
+/* Reads up to WALK_BATCH records from the cursor into b; sets *end at the
+ * end of the database or of the prefix. */
+static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batch *b, bool *end)
+{
+	struct store *st = w->st;
+	size_t total = 0;
+	MDB_val k, v;
+	int rc;
+
+	b->n = 0;
+	b->db = w->db;
+	while(b->n < WALK_BATCH){
+		k.mv_data = (void *)w->prefix;
+		k.mv_size = w->plen;
+		rc = mdb_cursor_get(cur, &k, &v, *op);
+		*op = MDB_NEXT;
+		if(rc == MDB_NOTFOUND
+				|| (rc == 0 && w->plen && (k.mv_size < w->plen || memcmp(k.mv_data, w->prefix, w->plen) != 0))){
+			*end = true;
+			break;
+		}
+		if(rc){
+			logf_(st, STORE_LOG_ERR, "persist-lmdb: reading %s from %s failed: %s",
+					db_names[w->db], st->path, mdb_strerror(rc));
+			return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+		}
+		struct walk_item *it = &b->items[b->n++];
+		it->src = WALK_MALFORMED;
+		it->k.mv_data = it->key;
+		if(w->db == DB_QUEUE){
+			if(k.mv_size != HASH_LEN || v.mv_size < QUEUE_SEQ_LEN){
+				continue;
+			}
+			memcpy(it->key, k.mv_data, HASH_LEN);
+			memcpy(it->key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
+			it->k.mv_size = QUEUE_KEY_LEN;
+			v.mv_data = (uint8_t *)v.mv_data + QUEUE_SEQ_LEN;
+			v.mv_size -= QUEUE_SEQ_LEN;
+		}else if(k.mv_size <= KEY_MAX){
+			memcpy(it->key, k.mv_data, k.mv_size);
+			it->k.mv_size = k.mv_size;
+		}else{
+			continue;
+		}
+		if(v.mv_size < SEAL_OVERHEAD){
+			continue;
+		}
+		it->src = SEAL_OK;
+		it->sealed = v.mv_data;
+		it->sealed_len = v.mv_size;
+		it->pt_off = total;
+		total += v.mv_size;
+	}
+	buf_reset(&b->arena);
+	if(total && !buf_extend(&b->arena, total)){
+		b->arena.err = false;
+		return STORE_ERR_NOMEM;
+	}
+	return STORE_OK;
+}
+
+/* Visits the records of an opened batch in order; returns the first
+ * non-zero callback value. */
+static int batch_visit(struct walk *w, struct walk_batch *b, decode_visit_fn visit, void *fn, void *ctx)
+{
+	int rc = 0;
+
+	for(size_t i = 0; i < b->n && rc == 0; i++){
+		struct walk_item *it = &b->items[i];
+		if(it->src == WALK_MALFORMED){
+			reject(w->st, w->db, "has a malformed key or value");
+		}else if(it->src != SEAL_OK){
+			reject(w->st, w->db, seal_strerror(it->src));
+		}else if(visit(&it->k, b->arena.data + it->pt_off, it->pt_len, fn, ctx, &rc) < 0){
+			reject(w->st, w->db, "does not decode");
+			rc = 0;
+		}
+	}
+	return rc;
+}
+
 static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 {
 	struct store *st = w->st;
-	uint8_t ad[1 + KEY_MAX], queue_key[QUEUE_KEY_LEN];
+	struct walk_batch *batch[2] = {NULL, NULL};
 	MDB_cursor *cur = NULL;
 	MDB_txn *txn = NULL;
-	MDB_val k, v;
-	size_t pt_len;
+	bool end = false;
 	int rc, op;
 
 	if(st->dbi[w->db] == 0 && w->db != DB_META){
@@ -1046,68 +1267,44 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 		pthread_mutex_unlock(&st->txn_lock);
 		return STORE_ERR_IO;
 	}
-	k.mv_data = (void *)w->prefix;
-	k.mv_size = w->plen;
+	batch[0] = calloc(1, sizeof(*batch[0]));
+	batch[1] = calloc(1, sizeof(*batch[1]));
 	op = w->plen ? MDB_SET_RANGE : MDB_FIRST;
-	for(;;){
-		rc = mdb_cursor_get(cur, &k, &v, op);
-		op = MDB_NEXT;
-		if(rc == MDB_NOTFOUND){
-			rc = 0;
-			break;
+	rc = batch[0] && batch[1] ? batch_fill(w, cur, &op, batch[0], &end) : STORE_ERR_NOMEM;
+	if(rc == STORE_OK){
+		batch_open(st->seal, batch[0]);
+	}
+	for(int i = 0; rc == STORE_OK && batch[i]->n; i = !i){
+		struct walk_batch *next = batch[!i];
+		bool offloaded = false;
+
+		next->n = 0;
+		if(!end){
+			rc = batch_fill(w, cur, &op, next, &end);
+			offloaded = rc == STORE_OK && next->n && opener_submit(st, next);
 		}
-		if(rc){
-			logf_(st, STORE_LOG_ERR, "persist-lmdb: reading %s from %s failed: %s",
-					db_names[w->db], st->path, mdb_strerror(rc));
-			rc = rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? STORE_ERR_CORRUPT : STORE_ERR_IO;
-			break;
+		int vrc = rc == STORE_OK ? batch_visit(w, batch[i], visit, fn, ctx) : 0;
+		if(offloaded){
+			opener_wait(st, next);
+		}else if(rc == STORE_OK && vrc == 0 && next->n){
+			batch_open(st->seal, next);
 		}
-		if(w->plen && (k.mv_size < w->plen || memcmp(k.mv_data, w->prefix, w->plen) != 0)){
-			break;
-		}
-		if(w->db == DB_QUEUE){
-			if(k.mv_size != HASH_LEN || v.mv_size < QUEUE_SEQ_LEN){
-				reject(st, w->db, "has a malformed key or value");
-				continue;
-			}
-			memcpy(queue_key, k.mv_data, HASH_LEN);
-			memcpy(queue_key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
-			k.mv_data = queue_key;
-			k.mv_size = QUEUE_KEY_LEN;
-			v.mv_data = (uint8_t *)v.mv_data + QUEUE_SEQ_LEN;
-			v.mv_size -= QUEUE_SEQ_LEN;
-		}
-		if(k.mv_size > KEY_MAX || v.mv_size < SEAL_OVERHEAD){
-			reject(st, w->db, "has a malformed key or value");
-			continue;
-		}
-		buf_reset(&w->out);
-		if(!buf_extend(&w->out, v.mv_size)){
-			rc = STORE_ERR_NOMEM;
-			break;
-		}
-		make_ad(ad, w->db, k.mv_data, k.mv_size);
-		int src = seal_open(st->seal, ad, 1 + k.mv_size, v.mv_data, v.mv_size, w->out.data, &pt_len);
-		if(src != SEAL_OK){
-			reject(st, w->db, seal_strerror(src));
-			continue;
-		}
-		if(visit(&k, w->out.data, pt_len, fn, ctx, &rc) < 0){
-			reject(st, w->db, "does not decode");
-			rc = 0;
-			continue;
-		}
-		if(rc){
-			break;
+		if(vrc){
+			rc = vrc;
 		}
 	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	pthread_mutex_unlock(&st->txn_lock);
-	if(w->out.data){
-		seal_wipe(w->out.data, w->out.cap);
+	for(int i = 0; i < 2; i++){
+		if(batch[i]){
+			if(batch[i]->arena.data){
+				seal_wipe(batch[i]->arena.data, batch[i]->arena.cap);
+			}
+			buf_free(&batch[i]->arena);
+			free(batch[i]);
+		}
 	}
-	buf_free(&w->out);
 	return rc;
 }
 
@@ -1184,7 +1381,7 @@ static int visit_will(const MDB_val *k, const uint8_t *pt, size_t len, void *fn,
 static int walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
 		decode_visit_fn visit, void *fn, void *ctx)
 {
-	struct walk w = {st, db, prefix, plen, {NULL, 0, 0, false}};
+	struct walk w = {st, db, prefix, plen};
 	return walk_run(&w, visit, fn, ctx);
 }
 
@@ -2324,6 +2521,7 @@ void store_close(struct store *st)
 		return;
 	}
 	writer_stop(st);
+	opener_stop(st);
 	if(st->env){
 		mdb_env_close(st->env);
 	}

@@ -381,6 +381,36 @@ static void test_epoch_in_nonce_high_bytes(void **state)
 	seal_free(s);
 }
 
+/* A clone (the store's second thread for walks) opens what the original
+ * sealed and refuses what it refuses; the original is unaffected. */
+static void test_clone_opens(void **state)
+{
+	struct seal *s = seal_new(key_a, 1), *c;
+	uint8_t ad[3] = {1, 2, 3}, pt[40], env[40 + SEAL_OVERHEAD], out[40];
+	size_t out_len;
+
+	(void)state;
+	assert_non_null(s);
+	seal_set_epoch(s, 5);
+	memset(pt, 'p', sizeof(pt));
+	assert_int_equal(seal_record(s, ad, sizeof(ad), pt, sizeof(pt), env), SEAL_OK);
+	c = seal_clone(s);
+	assert_non_null(c);
+	assert_int_equal(seal_open(c, ad, sizeof(ad), env, sizeof(env), out, &out_len), SEAL_OK);
+	assert_uint_equal(out_len, sizeof(pt));
+	assert_memory_equal(out, pt, sizeof(pt));
+	ad[0] ^= 1;
+	assert_int_equal(seal_open(c, ad, sizeof(ad), env, sizeof(env), out, &out_len), SEAL_ERR_AUTH);
+	ad[0] ^= 1;
+	uint8_t h1[HASH_LEN], h2[HASH_LEN];
+	assert_int_equal(seal_hash(s, 'c', "x", 1, h1), SEAL_OK);
+	assert_int_equal(seal_hash(c, 'c', "x", 1, h2), SEAL_OK);
+	assert_memory_equal(h1, h2, HASH_LEN);
+	seal_free(c);
+	assert_int_equal(seal_open(s, ad, sizeof(ad), env, sizeof(env), out, &out_len), SEAL_OK);
+	seal_free(s);
+}
+
 /* ---- index hash ---- */
 
 static void test_hash(void **state)
@@ -671,6 +701,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_key_and_key_id),
 		cmocka_unit_test(test_nonces_never_repeat),
 		cmocka_unit_test(test_epoch_in_nonce_high_bytes),
+		cmocka_unit_test(test_clone_opens),
 		cmocka_unit_test(test_hash),
 		cmocka_unit_test(test_hash_distinct_many),
 		cmocka_unit_test_setup_teardown(test_key_load_valid, keydir_setup, keydir_teardown),

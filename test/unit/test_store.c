@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 #include "record.h"
+
+/* plugin/store.c reads records in batches of this many */
+#define WALK_BATCH_FOR_TEST 256
 #include "seal.h"
 #include "store.h"
 #include "unit_util.h"
@@ -126,6 +129,8 @@ struct coll {
 	size_t n, cap;
 	size_t stop_after; /* 0: never */
 	int stop_rc;
+	struct store *st;  /* for nested walks */
+	size_t per_session[8], sessions;
 };
 
 static int coll_push(struct coll *c, uint64_t id, const char *name, struct buf *b)
@@ -2193,6 +2198,128 @@ static void test_schema1_queues_converted(void **state)
 	assert_int_equal(g_log_count[STORE_LOG_INFO], 0);
 }
 
+/* Walks longer than a batch (256 records) open the next batch on a second
+ * thread while the caller visits the current one: order, a rejected record
+ * in a later batch, a stop in the middle of a batch and a walk nested in a
+ * visit (restore walks each session's queue from the session walk) all
+ * behave as in a walk of one batch. */
+static int cb_nested_queue(void *ctx, const struct rec_session *s)
+{
+	struct coll *c = ctx;
+	size_t before = c->n;
+	int rc = store_walk_queue(c->st, s->clientid, cb_queue, c);
+	assert_int_equal(rc, STORE_OK);
+	c->per_session[c->sessions++] = c->n - before;
+	return 0;
+}
+
+static void test_walk_in_batches(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct coll c = {0};
+	const size_t n = 1000;
+
+	for(uint64_t i = 1; i <= n; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
+		assert_int_equal(queue_append(st, i % 2 ? "odd" : "even", i, &q), STORE_OK);
+	}
+	const char *ids[] = {"big", "odd", "even"};
+	for(int i = 0; i < 3; i++){
+		struct rec_session s = session_make(ids[i], NULL, 1);
+		assert_int_equal(session_put(st, &s), STORE_OK);
+	}
+	commit_ok(st);
+
+	assert_int_equal(store_walk_queue(st, "big", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, n);
+	for(size_t i = 0; i < n; i++){
+		assert_uint_equal(c.v[i].id & ((UINT64_C(1) << STORE_SEQ_SHIFT) - 1), i + 1);
+	}
+	coll_free(&c);
+
+	c.stop_after = 600;
+	c.stop_rc = 9;
+	assert_int_equal(store_walk_queue(st, "big", cb_queue, &c), 9);
+	assert_uint_equal(c.n, 600);
+	coll_free(&c);
+
+	c.st = st;
+	assert_int_equal(store_walk_sessions(st, cb_nested_queue, &c), STORE_OK);
+	assert_uint_equal(c.sessions, 3);
+	assert_uint_equal(c.n, 2 * n);
+	size_t halves = 0, whole = 0;
+	for(size_t i = 0; i < c.sessions; i++){
+		halves += c.per_session[i] == n / 2;
+		whole += c.per_session[i] == n;
+	}
+	assert_uint_equal(halves, 2);
+	assert_uint_equal(whole, 1);
+	coll_free(&c);
+	store_close(st);
+
+	/* One record of "big" in its third batch damaged: the others come. */
+	struct raw r;
+	raw_open(&r, fx->db);
+	MDB_dbi queue = raw_dbi(&r, "queues");
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint8_t hash[HASH_LEN];
+	size_t seen = 0;
+	assert_int_equal(mdb_cursor_open(r.txn, queue, &cur), 0);
+	for(int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT_NODUP){
+		size_t count;
+		assert_int_equal(mdb_cursor_count(cur, &count), 0);
+		if(count == n){
+			memcpy(hash, k.mv_data, HASH_LEN);
+			seen++;
+		}
+	}
+	mdb_cursor_close(cur);
+	assert_uint_equal(seen, 1);
+	uint8_t *val, *key;
+	size_t klen, vlen, index = 0, target = 2 * WALK_BATCH_FOR_TEST + 10;
+	assert_int_equal(mdb_cursor_open(r.txn, queue, &cur), 0);
+	k.mv_data = hash;
+	k.mv_size = HASH_LEN;
+	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY), 0);
+	while(index < target){
+		assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP), 0);
+		index++;
+	}
+	key = malloc(k.mv_size);
+	val = malloc(v.mv_size);
+	assert_non_null(key);
+	assert_non_null(val);
+	memcpy(key, k.mv_data, k.mv_size);
+	memcpy(val, v.mv_data, v.mv_size);
+	klen = k.mv_size;
+	vlen = v.mv_size;
+	mdb_cursor_close(cur);
+	MDB_val dk = {klen, key}, dv = {vlen, val};
+	assert_int_equal(mdb_del(r.txn, queue, &dk, &dv), 0);
+	val[vlen - 1] ^= 1;
+	raw_put(&r, queue, key, klen, val, vlen);
+	free(key);
+	free(val);
+	raw_close(&r, true);
+
+	st = open_store(fx, 0, 0);
+	log_reset();
+	assert_int_equal(store_walk_queue(st, "big", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, n - 1);
+	assert_uint_equal(stats_of(st).records_rejected, 1);
+	for(size_t i = 0, want = 1; i < c.n; i++, want++){
+		if(want == target + 1){
+			want++;
+		}
+		assert_uint_equal(c.v[i].id & ((UINT64_C(1) << STORE_SEQ_SHIFT) - 1), want);
+	}
+	coll_free(&c);
+	store_close(st);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
@@ -2221,6 +2348,7 @@ int main(void)
 		T(test_seqno),
 		T(test_no_sync),
 		T(test_schema1_queues_converted),
+		T(test_walk_in_batches),
 	};
 #undef T
 
