@@ -44,6 +44,7 @@ bench/loadgen and bench/syncprobe); see docs/benchmarks.md.
 """
 import argparse
 import atexit
+import contextlib
 import datetime
 import json
 import os
@@ -305,11 +306,21 @@ class Broker:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_a(setup, rnd):
-    b = Broker(setup, os.path.join(args.data_dir, f"A-{setup}-r{rnd}"))
+@contextlib.contextmanager
+def fresh_broker(setup, name):
+    """A broker of setup with its own data directory under name, started on
+    a synced disk and ready; removed afterwards."""
+    b = Broker(setup, os.path.join(args.data_dir, name))
     try:
         os.sync()
         b.wait_ready(b.start())
+        yield b
+    finally:
+        b.cleanup()
+
+
+def run_a(setup, rnd):
+    with fresh_broker(setup, f"A-{setup}-r{rnd}") as b:
         b.loadgen("subscribe-offline", "-k", args.subscribers)
         cpu0 = cpu_secs(b.proc.pid)
         r = b.loadgen("publish", "-n", args.messages, "-s", args.size, "-q", 1, "-w", args.window)
@@ -320,16 +331,11 @@ def run_a(setup, rnd):
                 "broker_cpu_us_per_msg": cpu * 1e6 / args.messages,
                 "broker_cpu_share": 100 * cpu / r["secs"] if r["secs"] > 0 else None,
                 "rss_kib": mem.get("VmRSS"), "rss_file_kib": mem.get("RssFile")}
-    finally:
-        b.cleanup()
 
 
 def run_b(setup, rnd):
-    b = Broker(setup, os.path.join(args.data_dir, f"B-{setup}-r{rnd}"))
     res = {}
-    try:
-        os.sync()
-        b.wait_ready(b.start())
+    with fresh_broker(setup, f"B-{setup}-r{rnd}") as b:
         b.loadgen("subscribe-offline", "-k", args.subscribers)
         r = b.loadgen("publish", "-n", args.restart_messages, "-s", args.size, "-q", 1,
                       "-w", args.window)
@@ -362,15 +368,10 @@ def run_b(setup, rnd):
             res["drain_out_of_order"] = d["out_of_order"]
         b.stop()
         return res
-    finally:
-        b.cleanup()
 
 
 def run_d(setup, rnd):
-    b = Broker(setup, os.path.join(args.data_dir, f"D-{setup}-r{rnd}"))
-    try:
-        os.sync()
-        b.wait_ready(b.start())
+    with fresh_broker(setup, f"D-{setup}-r{rnd}") as b:
         b.loadgen("subscribe-offline", "-k", 1)
         cpu0 = cpu_secs(b.proc.pid)
         r = b.loadgen("publish", "-n", args.messages, "-P", args.publishers, "-s", args.size, "-q", 1,
@@ -380,8 +381,6 @@ def run_d(setup, rnd):
         b.stop()
         return {"publish_rate": r["rate"], "broker_cpu_us_per_msg": cpu * 1e6 / args.messages,
                 "drain_rate": d["rate"], "drain_dups": d["dups"], "drain_out_of_order": d["out_of_order"]}
-    finally:
-        b.cleanup()
 
 
 def online_pass(b, n, *pub_opts):
@@ -400,10 +399,7 @@ def online_pass(b, n, *pub_opts):
 
 
 def run_e(setup, rnd):
-    b = Broker(setup, os.path.join(args.data_dir, f"E-{setup}-r{rnd}"))
-    try:
-        os.sync()
-        b.wait_ready(b.start())
+    with fresh_broker(setup, f"E-{setup}-r{rnd}") as b:
         r, d, cpu = online_pass(b, args.e_messages)
         res = {"publish_rate": r["rate"], "deliver_rate": d["rate"],
                "broker_cpu_us_per_msg": cpu * 1e6 / args.e_messages,
@@ -415,15 +411,10 @@ def run_e(setup, rnd):
                     "dups": d["dups"], "out_of_order": d["out_of_order"]})
         b.stop()
         return res
-    finally:
-        b.cleanup()
 
 
 def run_f(setup, rnd):
-    b = Broker(setup, os.path.join(args.data_dir, f"F-{setup}-r{rnd}"))
-    try:
-        os.sync()
-        b.wait_ready(b.start())
+    with fresh_broker(setup, f"F-{setup}-r{rnd}") as b:
         b.loadgen("subscribe-offline", "-k", args.subscribers)
         cpu0 = cpu_secs(b.proc.pid)
         r = b.loadgen("publish", "-n", args.f_messages, "-s", F_SIZE, "-q", 1, "-w", args.window)
@@ -434,15 +425,10 @@ def run_f(setup, rnd):
                "stop_secs": b.stop()}
         res["disk_bytes"] = disk_usage(b.data)[0]
         return res
-    finally:
-        b.cleanup()
 
 
 def run_g(setup, rnd):
-    b = Broker(setup, os.path.join(args.data_dir, f"G-{setup}-r{rnd}"))
-    try:
-        os.sync()
-        b.wait_ready(b.start())
+    with fresh_broker(setup, f"G-{setup}-r{rnd}") as b:
         s = b.loadgen("subscribe-offline", "-k", args.sessions, "-e", "-t", G_TOPIC, "-i", "g-")
         r = b.loadgen("publish", "-n", args.sessions, "-e", "-k", args.sessions, "-t", G_TOPIC,
                       "-s", args.size, "-q", 1, "-w", args.window)
@@ -457,8 +443,6 @@ def run_g(setup, rnd):
         res["rss_restart_file_kib"] = mem.get("RssFile")
         b.stop()
         return res
-    finally:
-        b.cleanup()
 
 
 def run_probe(rnd, secs, tag=""):
@@ -497,10 +481,7 @@ def run_c(setup, rnd):
         return {"slices": [run_probe(rnd, args.c_secs)]}
     res = {}
     for w in args.c_windows:
-        b = Broker(setup, os.path.join(args.data_dir, f"C-{setup}-w{w}-r{rnd}"))
-        try:
-            os.sync()
-            b.wait_ready(b.start())
+        with fresh_broker(setup, f"C-{setup}-w{w}-r{rnd}") as b:
             b.loadgen("subscribe-offline", "-k", 1)
             if setup == C_JUDGED and w == args.c_windows[0] and args.c_slices:
                 # The judged figure: slices of publishing alternate with slices
@@ -528,8 +509,6 @@ def run_c(setup, rnd):
             res[f"w{w}_msgs"] = r["msgs"]
             res[f"w{w}_cpu_us"] = cpu * 1e6 / r["msgs"] if r["msgs"] else None
             res[f"w{w}_cpu_share"] = 100 * cpu / r["secs"] if r["secs"] > 0 else None
-        finally:
-            b.cleanup()
     return res
 
 

@@ -480,8 +480,9 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, unsigned del_flags, const ui
 
 /* Puts (vlen > 0) or deletes one queue entry; key is the logical key,
  * followed in memory by the sealed value when putting. An entry with the
- * same sequence number is replaced. */
-static int queue_apply(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t klen, size_t vlen)
+ * same sequence number is replaced. *curp is the transaction's cursor on the
+ * queues, opened at its first use. */
+static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, const uint8_t *key, size_t klen, size_t vlen)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -490,10 +491,13 @@ static int queue_apply(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t kle
 	if(klen != QUEUE_KEY_LEN){
 		return MDB_BAD_VALSIZE;
 	}
-	rc = mdb_cursor_open(txn, dbi, &cur);
-	if(rc){
-		return rc;
+	if(!*curp){
+		rc = mdb_cursor_open(txn, dbi, curp);
+		if(rc){
+			return rc;
+		}
 	}
+	cur = *curp;
 	k.mv_data = (void *)key;
 	k.mv_size = HASH_LEN;
 	v.mv_data = (void *)(key + HASH_LEN);
@@ -516,7 +520,6 @@ static int queue_apply(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t kle
 		v.mv_size = QUEUE_SEQ_LEN + vlen;
 		rc = mdb_cursor_put(cur, &k, &v, put_flags);
 	}
-	mdb_cursor_close(cur);
 	return rc;
 }
 
@@ -526,11 +529,12 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 		uint64_t *mark)
 {
 	const uint8_t *p = ops->data + *pos, *end = ops->data + ops->len;
+	MDB_cursor *queue_cur = NULL;
 	uint64_t n = 0;
 	MDB_val k, v;
 	int rc = 0;
 
-	while(p < end && n < OPS_PER_TXN){
+	while(rc == 0 && p < end && n < OPS_PER_TXN){
 		uint8_t op = p[0];
 		MDB_dbi dbi = st->dbi[p[1]];
 		size_t klen = p[2];
@@ -541,7 +545,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 		switch(op){
 			case OP_PUT:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(txn, dbi, k.mv_data, klen, vlen);
+					rc = queue_apply(txn, dbi, &queue_cur, k.mv_data, klen, vlen);
 					break;
 				}
 				v.mv_data = (void *)(p + OP_HEADER + klen);
@@ -549,7 +553,8 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				rc = mdb_put(txn, dbi, &k, &v, 0);
 				break;
 			case OP_DEL:
-				rc = p[1] == DB_QUEUE ? queue_apply(txn, dbi, k.mv_data, klen, 0) : mdb_del(txn, dbi, &k, NULL);
+				rc = p[1] == DB_QUEUE ? queue_apply(txn, dbi, &queue_cur, k.mv_data, klen, 0)
+					: mdb_del(txn, dbi, &k, NULL);
 				if(rc == MDB_NOTFOUND){
 					rc = 0;
 				}
@@ -564,11 +569,16 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				*mark = get_be64(p + OP_HEADER + klen);
 				break;
 		}
-		if(rc){
-			return rc;
+		if(rc == 0){
+			p += OP_HEADER + klen + vlen;
+			n++;
 		}
-		p += OP_HEADER + klen + vlen;
-		n++;
+	}
+	if(queue_cur){
+		mdb_cursor_close(queue_cur);
+	}
+	if(rc){
+		return rc;
 	}
 	*pos = (size_t)(p - ops->data);
 	*count = n;
