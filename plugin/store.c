@@ -772,6 +772,28 @@ static int env_sync(struct store *st)
 	return rc;
 }
 
+/* Starts a thread of the plugin's own with the broker's signals blocked in it:
+ * a SIGTERM taken by this thread would run the broker's handler here and
+ * leave the main loop asleep in its poll. Faults stay deliverable. */
+static int thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	if(sigfillset(&all) != 0 || sigdelset(&all, SIGSEGV) != 0 || sigdelset(&all, SIGBUS) != 0
+			|| sigdelset(&all, SIGFPE) != 0 || sigdelset(&all, SIGILL) != 0
+			|| sigdelset(&all, SIGABRT) != 0){
+		return EINVAL;
+	}
+	rc = pthread_sigmask(SIG_BLOCK, &all, &old);
+	if(rc != 0){
+		return rc;
+	}
+	rc = pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
 static void *writer_main(void *arg)
 {
 	struct store *st = arg;
@@ -859,7 +881,7 @@ int store_commit_async(struct store *st)
 	int rc = STORE_OK;
 
 	if(!st->writer_started){
-		if(pthread_create(&st->writer, NULL, writer_main, st) != 0){
+		if(thread_start(&st->writer, writer_main, st) != 0){
 			return store_commit(st);
 		}
 		st->writer_started = true;
@@ -1127,7 +1149,7 @@ static bool opener_submit(struct store *st, struct walk_batch *b)
 		if(o && (o->seal = seal_clone(st->seal)) != NULL){
 			pthread_mutex_init(&o->lock, NULL);
 			pthread_cond_init(&o->cond, NULL);
-			if(pthread_create(&o->thread, NULL, opener_main, o) == 0){
+			if(thread_start(&o->thread, opener_main, o) == 0){
 				st->opener = o;
 			}else{
 				pthread_mutex_destroy(&o->lock);
