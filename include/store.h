@@ -148,8 +148,12 @@ int session_put(struct store *st, const struct rec_session *s);
 int session_delete(struct store *st, const char *clientid);
 int sub_put(struct store *st, const struct rec_sub *s);
 int sub_delete(struct store *st, const char *clientid, const char *topic_filter);
-/* Writes (adds or replaces) one entry of a client's queue. */
+/* Adds one entry to a client's queue. Meant for an entry after every entry
+ * the client has (the broker's cmsg_ids grow): that is a plain append; an
+ * entry at an existing position replaces it, as queue_update does. */
 int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
+/* Replaces (or adds) the entry of a client's queue at cmsg_id. */
+int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
 int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id);
 int retain_set(struct store *st, const char *topic, uint64_t store_id);
 int retain_delete(struct store *st, const char *topic);

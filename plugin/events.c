@@ -229,7 +229,7 @@ int on_subscription_delete(int event, void *event_data, void *userdata)
 			"a subscription deletion");
 }
 
-static int client_msg_put(struct plugin *pl, const struct mosquitto_client_msg *d, uint64_t seq_no)
+static int client_msg_put(struct plugin *pl, const struct mosquitto_client_msg *d, uint64_t seq_no, bool added)
 {
 	struct rec_queue q = {
 		.seq_no = seq_no,
@@ -242,7 +242,9 @@ static int client_msg_put(struct plugin *pl, const struct mosquitto_client_msg *
 		.direction = d->direction,
 		.state = d->state,
 	};
-	return store_result(queue_append(pl->store, d->clientid, d->cmsg_id, &q), "a queued message");
+	int rc = added ? queue_append(pl->store, d->clientid, d->cmsg_id, &q)
+		: queue_update(pl->store, d->clientid, d->cmsg_id, &q);
+	return store_result(rc, "a queued message");
 }
 
 int on_client_msg_add(int event, void *event_data, void *userdata)
@@ -258,7 +260,7 @@ int on_client_msg_add(int event, void *event_data, void *userdata)
 	if(pl->cfg.seq_property && d->direction == MSG_DIR_OUT && d->qos > 0){
 		seq_no = seq_assign(pl, d->clientid, d->cmsg_id);
 	}
-	return client_msg_put(pl, d, seq_no);
+	return client_msg_put(pl, d, seq_no, true);
 }
 
 int on_client_msg_update(int event, void *event_data, void *userdata)
@@ -280,7 +282,7 @@ int on_client_msg_update(int event, void *event_data, void *userdata)
 			seq_released(pl, d->clientid, d->cmsg_id);
 		}
 	}
-	return client_msg_put(pl, d, pl->cfg.seq_property ? seq_lookup(pl, d->clientid, d->cmsg_id) : 0);
+	return client_msg_put(pl, d, pl->cfg.seq_property ? seq_lookup(pl, d->clientid, d->cmsg_id) : 0, false);
 }
 
 int on_client_msg_delete(int event, void *event_data, void *userdata)

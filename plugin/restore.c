@@ -162,7 +162,7 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 		if(!sent && journal_entry(r, clientid, seq, JREC_PUBREL_SENT)){
 			struct rec_queue upd = *q;
 			upd.state = MSG_STATE_WAIT_FOR_PUBCOMP;
-			queue_append(st, clientid, seq, &upd);
+			queue_update(st, clientid, seq, &upd);
 			sent = true;
 		}
 		if(sent){

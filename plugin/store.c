@@ -26,7 +26,7 @@
 /* OP_MARK carries a journal lsn (8 bytes, not sealed) that becomes the
  * committed mark when its transaction commits; the sealed meta record that
  * makes it durable is an OP_PUT just before it. */
-enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK };
+enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK, OP_APPEND };
 
 /* Name spaces of the index hash. */
 enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
@@ -173,8 +173,8 @@ static void make_ad(uint8_t *ad, enum store_db db, const uint8_t *key, size_t kl
 	memcpy(ad + 1, key, klen);
 }
 
-/* Appends one buffered operation; for OP_PUT the plaintext in st->pt is
- * sealed straight into the buffer. */
+/* Appends one buffered operation; for OP_PUT and OP_APPEND the plaintext in
+ * st->pt is sealed straight into the buffer. */
 static int op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen)
 {
 	uint8_t ad[1 + KEY_MAX];
@@ -184,7 +184,7 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 	if(st->read_only){
 		return STORE_ERR_READONLY;
 	}
-	if(op == OP_PUT){
+	if(op == OP_PUT || op == OP_APPEND){
 		if(st->pt.err){
 			return STORE_ERR_NOMEM;
 		}
@@ -202,7 +202,7 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 	if(klen){
 		memcpy(p + OP_HEADER, key, klen);
 	}
-	if(op == OP_PUT){
+	if(op == OP_PUT || op == OP_APPEND){
 		make_ad(ad, db, key, klen);
 		if(seal_record(st->seal, ad, 1 + klen, st->pt.data, st->pt.len, p + OP_HEADER + klen) != SEAL_OK){
 			st->ops.len -= OP_HEADER + klen + vlen;
@@ -329,7 +329,7 @@ static int queue_key(struct store *st, const char *clientid, uint64_t cmsg_id, u
 	return STORE_OK;
 }
 
-int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
+static int queue_put(struct store *st, enum op op, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
 {
 	uint8_t key[HASH_LEN + 8];
 
@@ -338,7 +338,17 @@ int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const
 	}
 	buf_reset(&st->pt);
 	record_encode_queue(&st->pt, q);
-	return op_append(st, OP_PUT, DB_QUEUE, key, sizeof(key));
+	return op_append(st, op, DB_QUEUE, key, sizeof(key));
+}
+
+int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
+{
+	return queue_put(st, OP_APPEND, clientid, cmsg_id, q);
+}
+
+int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
+{
+	return queue_put(st, OP_PUT, clientid, cmsg_id, q);
 }
 
 int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id)
@@ -482,7 +492,8 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, unsigned del_flags, const ui
  * followed in memory by the sealed value when putting. An entry with the
  * same sequence number is replaced. *curp is the transaction's cursor on the
  * queues, opened at its first use. */
-static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, const uint8_t *key, size_t klen, size_t vlen)
+static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, bool append, const uint8_t *key,
+		size_t klen, size_t vlen)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -498,6 +509,27 @@ static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, const uint8
 		}
 	}
 	cur = *curp;
+	if(append){
+		/* One descent instead of a lookup and a put; LMDB refuses it
+		 * (MDB_KEYEXIST) unless seq sorts after the client's last entry. */
+		k.mv_data = (void *)key;
+		k.mv_size = HASH_LEN;
+		v.mv_data = (void *)(key + HASH_LEN);
+		v.mv_size = QUEUE_SEQ_LEN + vlen;
+		rc = mdb_cursor_put(cur, &k, &v, MDB_APPENDDUP);
+		if(rc == 0){
+			/* The same seq sorts last too when its sealed bytes do: that
+			 * entry is the one replaced. */
+			rc = mdb_cursor_get(cur, &k, &v, MDB_PREV_DUP);
+			if(rc == 0 && v.mv_size >= QUEUE_SEQ_LEN && memcmp(v.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) == 0){
+				rc = mdb_cursor_del(cur, 0);
+			}
+			return rc == MDB_NOTFOUND ? 0 : rc;
+		}
+		if(rc != MDB_KEYEXIST){
+			return rc;
+		}
+	}
 	k.mv_data = (void *)key;
 	k.mv_size = HASH_LEN;
 	v.mv_data = (void *)(key + HASH_LEN);
@@ -543,9 +575,10 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 		k.mv_data = (void *)(p + OP_HEADER);
 		k.mv_size = klen;
 		switch(op){
+			case OP_APPEND:
 			case OP_PUT:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(txn, dbi, &queue_cur, k.mv_data, klen, vlen);
+					rc = queue_apply(txn, dbi, &queue_cur, op == OP_APPEND, k.mv_data, klen, vlen);
 					break;
 				}
 				v.mv_data = (void *)(p + OP_HEADER + klen);
@@ -553,7 +586,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				rc = mdb_put(txn, dbi, &k, &v, 0);
 				break;
 			case OP_DEL:
-				rc = p[1] == DB_QUEUE ? queue_apply(txn, dbi, &queue_cur, k.mv_data, klen, 0)
+				rc = p[1] == DB_QUEUE ? queue_apply(txn, dbi, &queue_cur, false, k.mv_data, klen, 0)
 					: mdb_del(txn, dbi, &k, NULL);
 				if(rc == MDB_NOTFOUND){
 					rc = 0;

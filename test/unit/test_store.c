@@ -988,6 +988,53 @@ static void test_queue_order_across_epochs(void **state)
 	store_close(st);
 }
 
+/* An append that does not come after the client's last entry (an older
+ * seq, or the last seq again: its sealed bytes may sort either way) replaces
+ * that entry; an update does the same; nothing is duplicated. */
+static void test_queue_append_at_existing_seq(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct coll c = {0};
+	struct rec_queue q;
+
+	for(uint16_t i = 1; i <= 5; i++){
+		q = queue_make(100 + i, i);
+		assert_int_equal(queue_append(st, "c", i, &q), STORE_OK);
+	}
+	commit_ok(st);
+	/* Rewritten many times, in separate commits and in one. */
+	for(uint16_t round = 0; round < 32; round++){
+		q = queue_make(500 + round, 5);
+		assert_int_equal(queue_append(st, "c", 5, &q), STORE_OK);
+		q = queue_make(300 + round, 3);
+		assert_int_equal(queue_append(st, "c", 3, &q), STORE_OK);
+		if(round % 2){
+			commit_ok(st);
+		}
+	}
+	struct rec_queue q1 = queue_make(900, 1);
+	q1.state = 4;
+	assert_int_equal(queue_update(st, "c", 1, &q1), STORE_OK);
+	q = queue_make(106, 6);
+	assert_int_equal(queue_append(st, "c", 6, &q), STORE_OK);
+	commit_ok(st);
+
+	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, 6);
+	const uint64_t want_store_id[] = {900, 102, 331, 104, 531, 106};
+	for(size_t i = 0; i < c.n; i++){
+		assert_uint_equal(c.v[i].id & ((1ull << STORE_SEQ_SHIFT) - 1), i + 1);
+		q = queue_make(want_store_id[i], (uint16_t)(i + 1));
+		if(i == 0){
+			q = q1;
+		}
+		assert_item_queue(&c.v[i], &q);
+	}
+	coll_free(&c);
+	store_close(st);
+}
+
 static void test_wrong_key(void **state)
 {
 	struct fx *fx = *state;
@@ -2329,6 +2376,7 @@ int main(void)
 		T(test_overwrite_and_delete),
 		T(test_session_delete_scoped),
 		T(test_queue_order_across_epochs),
+		T(test_queue_append_at_existing_seq),
 		T(test_wrong_key),
 		T(test_epoch_and_read_only),
 		T(test_map_growth),
