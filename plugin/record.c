@@ -72,20 +72,28 @@ void buf_put_u8(struct buf *b, uint8_t v)
 	buf_put(b, &v, 1);
 }
 
-void buf_put_varint(struct buf *b, uint64_t v)
+#define VARINT_MAX 10
+
+static size_t varint_encode(uint8_t *out, uint64_t v)
 {
-	uint8_t tmp[10];
 	size_t n = 0;
 
 	do{
-		tmp[n] = (uint8_t)(v & 0x7f);
+		out[n] = (uint8_t)(v & 0x7f);
 		v >>= 7;
 		if(v){
-			tmp[n] |= 0x80;
+			out[n] |= 0x80;
 		}
 		n++;
 	}while(v);
-	buf_put(b, tmp, n);
+	return n;
+}
+
+void buf_put_varint(struct buf *b, uint64_t v)
+{
+	uint8_t tmp[VARINT_MAX];
+
+	buf_put(b, tmp, varint_encode(tmp, v));
 }
 
 void buf_put_bytes(struct buf *b, const void *p, size_t n, bool present)
@@ -315,17 +323,23 @@ int record_decode_sub(const uint8_t *p, size_t n, struct rec_sub *s)
 	return rd_done(&r);
 }
 
+/* Built on the stack and put once: one per queued copy of a message, the
+ * most frequent record. */
 void record_encode_queue(struct buf *b, const struct rec_queue *q)
 {
-	buf_put_varint(b, q->store_id);
-	buf_put_varint(b, q->subscription_identifier);
-	buf_put_varint(b, q->mid);
-	buf_put_u8(b, q->qos);
-	buf_put_u8(b, q->retain);
-	buf_put_u8(b, q->dup);
-	buf_put_u8(b, q->direction);
-	buf_put_u8(b, q->state);
-	buf_put_varint(b, q->seq_no);
+	uint8_t tmp[4 * VARINT_MAX + 5];
+	size_t n = 0;
+
+	n += varint_encode(tmp + n, q->store_id);
+	n += varint_encode(tmp + n, q->subscription_identifier);
+	n += varint_encode(tmp + n, q->mid);
+	tmp[n++] = q->qos;
+	tmp[n++] = q->retain;
+	tmp[n++] = q->dup;
+	tmp[n++] = q->direction;
+	tmp[n++] = q->state;
+	n += varint_encode(tmp + n, q->seq_no);
+	buf_put(b, tmp, n);
 }
 
 int record_decode_queue(const uint8_t *p, size_t n, struct rec_queue *q)
