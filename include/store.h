@@ -148,9 +148,9 @@ int session_put(struct store *st, const struct rec_session *s);
 int session_delete(struct store *st, const char *clientid);
 int sub_put(struct store *st, const struct rec_sub *s);
 int sub_delete(struct store *st, const char *clientid, const char *topic_filter);
-/* Adds one entry to a client's queue. Meant for an entry after every entry
- * the client has (the broker's cmsg_ids grow): that is a plain append; an
- * entry at an existing position replaces it, as queue_update does. */
+/* Adds an entry to a client's queue at a cmsg_id the queue does not hold
+ * (the broker's cmsg_ids are new). Until the next commit, a queue_update
+ * replaces it and a queue_remove cancels it: neither reaches the database. */
 int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
 /* Replaces (or adds) the entry of a client's queue at cmsg_id. */
 int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);

@@ -26,7 +26,7 @@
 /* OP_MARK carries a journal lsn (8 bytes, not sealed) that becomes the
  * committed mark when its transaction commits; the sealed meta record that
  * makes it durable is an OP_PUT just before it. */
-enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK, OP_APPEND };
+enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK, OP_APPEND, OP_NOP };
 
 /* Name spaces of the index hash. */
 enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
@@ -43,6 +43,17 @@ static const char *const db_names[DB_COUNT] = {
  * associated data, as in schema 1. */
 #define QUEUE_SEQ_LEN 8
 #define QUEUE_KEY_LEN (HASH_LEN + QUEUE_SEQ_LEN)
+
+/* The last buffered operation on a queue entry, while it is still in
+ * st->ops: a delivery that is added, updated and acknowledged before the
+ * next commit then costs the database nothing. */
+struct pending {
+	uint8_t key[QUEUE_KEY_LEN];
+	uint32_t gen;    /* the slot is in use in generation st->pend_gen only */
+	uint32_t off;    /* the entry's live operation in st->ops, or PENDING_NONE */
+	bool fresh;      /* the entry is not in the database */
+};
+#define PENDING_NONE UINT32_MAX
 static const char legacy_queue_name[] = "queue"; /* schema 1 */
 
 static unsigned db_flags(int db)
@@ -75,6 +86,9 @@ struct store {
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
 	struct buf ops;
 	uint64_t n_ops;
+	struct pending *pend;        /* open addressing, pend_cap a power of two */
+	size_t pend_cap, pend_n;
+	uint32_t pend_gen;
 	struct buf pt;
 	time_t last_error_log;
 	uint64_t map_grows_logged;
@@ -173,6 +187,62 @@ static void make_ad(uint8_t *ad, enum store_db db, const uint8_t *key, size_t kl
 	memcpy(ad + 1, key, klen);
 }
 
+/* Forgets the pending queue entries: st->ops was handed over or consumed. */
+static void pending_forget(struct store *st)
+{
+	st->pend_n = 0;
+	if(++st->pend_gen == 0){
+		memset(st->pend, 0, st->pend_cap * sizeof(*st->pend));
+		st->pend_gen = 1;
+	}
+}
+
+static size_t pending_hash(const uint8_t *key, size_t cap)
+{
+	uint64_t h = get_be64(key) ^ (get_be64(key + HASH_LEN) * 0x9E3779B97F4A7C15ull);
+	return (size_t)(h ^ (h >> 29)) & (cap - 1);
+}
+
+static struct pending *pending_probe(struct pending *t, size_t cap, uint32_t gen, const uint8_t *key)
+{
+	for(size_t i = pending_hash(key, cap);; i = (i + 1) & (cap - 1)){
+		if(t[i].gen != gen || memcmp(t[i].key, key, QUEUE_KEY_LEN) == 0){
+			return &t[i];
+		}
+	}
+}
+
+/* The slot of key: its entry (gen current) or a free slot for it; NULL when
+ * the table cannot grow (then nothing is cancelled). */
+static struct pending *pending_slot(struct store *st, const uint8_t *key)
+{
+	if((st->pend_n + 1) * 2 > st->pend_cap){
+		size_t cap = st->pend_cap ? st->pend_cap * 2 : 1024;
+		struct pending *t = calloc(cap, sizeof(*t));
+		if(!t){
+			return NULL;
+		}
+		for(size_t i = 0; i < st->pend_cap; i++){
+			if(st->pend[i].gen == st->pend_gen){
+				struct pending *d = pending_probe(t, cap, 1, st->pend[i].key);
+				*d = st->pend[i];
+				d->gen = 1;
+			}
+		}
+		free(st->pend);
+		st->pend = t;
+		st->pend_cap = cap;
+		st->pend_gen = 1;
+	}
+	return pending_probe(st->pend, st->pend_cap, st->pend_gen, key);
+}
+
+static void op_void(struct store *st, uint32_t off)
+{
+	st->ops.data[off] = OP_NOP;
+	st->n_ops--;
+}
+
 /* Appends one buffered operation; for OP_PUT and OP_APPEND the plaintext in
  * st->pt is sealed straight into the buffer. */
 static int op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen)
@@ -260,6 +330,7 @@ int session_delete(struct store *st, const char *clientid)
 	}
 	if(!rc){
 		rc = op_append(st, OP_DEL_PREFIX, DB_QUEUE, key, sizeof(key));
+		pending_forget(st);
 	}
 	if(!rc){
 		rc = op_append(st, OP_DEL, DB_WILLS, key, sizeof(key));
@@ -329,6 +400,48 @@ static int queue_key(struct store *st, const char *clientid, uint64_t cmsg_id, u
 	return STORE_OK;
 }
 
+/* Buffers op (OP_APPEND, OP_PUT or OP_DEL) on a queue entry in place of the
+ * entry's earlier operation in this buffer: what a later one replaces is
+ * not written, and an entry added and removed again is neither. */
+static int queue_op(struct store *st, enum op op, const uint8_t *key)
+{
+	struct pending *e = pending_slot(st, key);
+	bool known = e && e->gen == st->pend_gen;
+	bool fresh = known ? e->fresh : op == OP_APPEND;
+	uint32_t prev = known ? e->off : PENDING_NONE;
+	size_t off = st->ops.len;
+
+	if(op != OP_DEL || !fresh){
+		int rc = op_append(st, op == OP_DEL ? OP_DEL : fresh ? OP_APPEND : OP_PUT, DB_QUEUE, key, QUEUE_KEY_LEN);
+		if(rc){
+			return rc;
+		}
+	}
+	if(prev != PENDING_NONE){
+		op_void(st, prev);
+	}
+	if(!e){
+		return STORE_OK;
+	}
+	if(!known){
+		memcpy(e->key, key, QUEUE_KEY_LEN);
+		e->gen = st->pend_gen;
+		st->pend_n++;
+	}
+	if(op == OP_DEL){
+		e->fresh = true;
+		e->off = PENDING_NONE;
+	}else if(off < PENDING_NONE){
+		e->fresh = fresh;
+		e->off = (uint32_t)off;
+	}else{
+		/* Past what an entry can point at: no longer cancelled. */
+		e->fresh = false;
+		e->off = PENDING_NONE;
+	}
+	return STORE_OK;
+}
+
 static int queue_put(struct store *st, enum op op, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
 {
 	uint8_t key[HASH_LEN + 8];
@@ -338,7 +451,7 @@ static int queue_put(struct store *st, enum op op, const char *clientid, uint64_
 	}
 	buf_reset(&st->pt);
 	record_encode_queue(&st->pt, q);
-	return op_append(st, op, DB_QUEUE, key, sizeof(key));
+	return queue_op(st, op, key);
 }
 
 int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
@@ -358,7 +471,7 @@ int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id)
 	if(queue_key(st, clientid, cmsg_id, key)){
 		return STORE_ERR_CRYPTO;
 	}
-	return op_append(st, OP_DEL, DB_QUEUE, key, sizeof(key));
+	return queue_op(st, OP_DEL, key);
 }
 
 int retain_set(struct store *st, const char *topic, uint64_t store_id)
@@ -510,22 +623,14 @@ static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, bool append
 	}
 	cur = *curp;
 	if(append){
-		/* One descent instead of a lookup and a put; LMDB refuses it
-		 * (MDB_KEYEXIST) unless seq sorts after the client's last entry. */
+		/* One descent instead of a lookup and a put. The seq is new to the
+		 * client (queue_append), but LMDB refuses it (MDB_KEYEXIST) unless
+		 * it also sorts after the client's last entry. */
 		k.mv_data = (void *)key;
 		k.mv_size = HASH_LEN;
 		v.mv_data = (void *)(key + HASH_LEN);
 		v.mv_size = QUEUE_SEQ_LEN + vlen;
 		rc = mdb_cursor_put(cur, &k, &v, MDB_APPENDDUP);
-		if(rc == 0){
-			/* The same seq sorts last too when its sealed bytes do: that
-			 * entry is the one replaced. */
-			rc = mdb_cursor_get(cur, &k, &v, MDB_PREV_DUP);
-			if(rc == 0 && v.mv_size >= QUEUE_SEQ_LEN && memcmp(v.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) == 0){
-				rc = mdb_cursor_del(cur, 0);
-			}
-			return rc == MDB_NOTFOUND ? 0 : rc;
-		}
 		if(rc != MDB_KEYEXIST){
 			return rc;
 		}
@@ -601,10 +706,12 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 			case OP_MARK:
 				*mark = get_be64(p + OP_HEADER + klen);
 				break;
+			case OP_NOP:
+				break;
 		}
 		if(rc == 0){
 			p += OP_HEADER + klen + vlen;
-			n++;
+			n += op != OP_NOP;
 		}
 	}
 	if(queue_cur){
@@ -877,6 +984,7 @@ static int hand_over(struct store *st)
 		}
 	}
 	buf_reset(&st->ops);
+	pending_forget(st);
 	st->n_wops += st->n_ops;
 	st->n_ops = 0;
 	st->writer_busy = true;
@@ -933,6 +1041,7 @@ int store_commit(struct store *st)
 	int rc;
 
 	if(!st->writer_started){
+		pending_forget(st);
 		rc = ops_commit(st, &st->ops, &st->n_ops);
 		if(!rc && !st->read_only){
 			rc = env_sync(st);
@@ -2605,6 +2714,7 @@ void store_close(struct store *st)
 	}
 	buf_free(&st->pt);
 	buf_free(&st->ops);
+	free(st->pend);
 	free(st->path);
 	free(st);
 }

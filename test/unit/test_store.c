@@ -988,51 +988,98 @@ static void test_queue_order_across_epochs(void **state)
 	store_close(st);
 }
 
-/* An append that does not come after the client's last entry (an older
- * seq, or the last seq again: its sealed bytes may sort either way) replaces
- * that entry; an update does the same; nothing is duplicated. */
-static void test_queue_append_at_existing_seq(void **state)
+/* Queue operations between commits against a model: entries added,
+ * updated and removed before a commit (cancelled in the buffer), after one,
+ * across session deletions, with synchronous and asynchronous commits. */
+#define MQ_CLIENTS 3
+#define MQ_SEQS 400
+
+struct mq_model {
+	bool present[MQ_CLIENTS][MQ_SEQS + 1];
+	uint64_t store_id[MQ_CLIENTS][MQ_SEQS + 1];
+	uint16_t next[MQ_CLIENTS];
+};
+
+static uint32_t mq_rand(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return (uint32_t)(*x >> 16);
+}
+
+static void mq_check(struct store *st, const struct mq_model *m, const char *const *ids)
+{
+	for(int c = 0; c < MQ_CLIENTS; c++){
+		struct coll got = {0};
+		size_t k = 0;
+		assert_int_equal(store_walk_queue(st, ids[c], cb_queue, &got), STORE_OK);
+		for(uint16_t seq = 1; seq <= MQ_SEQS; seq++){
+			if(!m->present[c][seq]){
+				continue;
+			}
+			assert_true(k < got.n);
+			assert_uint_equal(got.v[k].id & ((1ull << STORE_SEQ_SHIFT) - 1), seq);
+			struct rec_queue q = queue_make(m->store_id[c][seq], seq);
+			assert_item_queue(&got.v[k], &q);
+			k++;
+		}
+		assert_uint_equal(got.n, k);
+		coll_free(&got);
+	}
+}
+
+static void test_queue_ops_between_commits(void **state)
 {
 	struct fx *fx = *state;
 	struct store *st = open_store(fx, 0, 0);
-	struct coll c = {0};
-	struct rec_queue q;
+	static const char *const ids[MQ_CLIENTS] = {"q-a", "q-b", "q-c"};
+	struct mq_model *m = calloc(1, sizeof(*m));
+	uint64_t x = 0x9E3779B97F4A7C15ull, version = 1;
+	size_t checks = 0;
 
-	for(uint16_t i = 1; i <= 5; i++){
-		q = queue_make(100 + i, i);
-		assert_int_equal(queue_append(st, "c", i, &q), STORE_OK);
+	assert_non_null(m);
+	for(int c = 0; c < MQ_CLIENTS; c++){
+		m->next[c] = 1;
 	}
-	commit_ok(st);
-	/* Rewritten many times, in separate commits and in one. */
-	for(uint16_t round = 0; round < 32; round++){
-		q = queue_make(500 + round, 5);
-		assert_int_equal(queue_append(st, "c", 5, &q), STORE_OK);
-		q = queue_make(300 + round, 3);
-		assert_int_equal(queue_append(st, "c", 3, &q), STORE_OK);
-		if(round % 2){
+	for(int step = 0; step < 6000; step++){
+		int c = (int)(mq_rand(&x) % MQ_CLIENTS);
+		uint32_t r = mq_rand(&x) % 100;
+		uint16_t seq = (uint16_t)(1 + mq_rand(&x) % MQ_SEQS);
+		if(r < 40 && m->next[c] <= MQ_SEQS){
+			seq = m->next[c]++;
+			struct rec_queue q = queue_make(++version, seq);
+			assert_int_equal(queue_append(st, ids[c], seq, &q), STORE_OK);
+			m->present[c][seq] = true;
+			m->store_id[c][seq] = version;
+		}else if(r < 65 && m->present[c][seq]){
+			struct rec_queue q = queue_make(++version, seq);
+			assert_int_equal(queue_update(st, ids[c], seq, &q), STORE_OK);
+			m->store_id[c][seq] = version;
+		}else if(r < 90){
+			/* Also of an entry that is not there (the broker's deletes of
+			 * what was never stored). */
+			assert_int_equal(queue_remove(st, ids[c], seq), STORE_OK);
+			m->present[c][seq] = false;
+		}else if(r < 91){
+			assert_int_equal(session_delete(st, ids[c]), STORE_OK);
+			memset(m->present[c], 0, sizeof(m->present[c]));
+		}else if(r < 96){
+			assert_int_equal(store_commit_async(st), STORE_OK);
+		}else{
 			commit_ok(st);
+			mq_check(st, m, ids);
+			checks++;
 		}
 	}
-	struct rec_queue q1 = queue_make(900, 1);
-	q1.state = 4;
-	assert_int_equal(queue_update(st, "c", 1, &q1), STORE_OK);
-	q = queue_make(106, 6);
-	assert_int_equal(queue_append(st, "c", 6, &q), STORE_OK);
 	commit_ok(st);
-
-	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
-	assert_uint_equal(c.n, 6);
-	const uint64_t want_store_id[] = {900, 102, 331, 104, 531, 106};
-	for(size_t i = 0; i < c.n; i++){
-		assert_uint_equal(c.v[i].id & ((1ull << STORE_SEQ_SHIFT) - 1), i + 1);
-		q = queue_make(want_store_id[i], (uint16_t)(i + 1));
-		if(i == 0){
-			q = q1;
-		}
-		assert_item_queue(&c.v[i], &q);
-	}
-	coll_free(&c);
+	mq_check(st, m, ids);
 	store_close(st);
+	st = open_store(fx, 0, 0);
+	mq_check(st, m, ids);
+	assert_true(checks > 100);
+	store_close(st);
+	free(m);
 }
 
 static void test_wrong_key(void **state)
@@ -2376,7 +2423,7 @@ int main(void)
 		T(test_overwrite_and_delete),
 		T(test_session_delete_scoped),
 		T(test_queue_order_across_epochs),
-		T(test_queue_append_at_existing_seq),
+		T(test_queue_ops_between_commits),
 		T(test_wrong_key),
 		T(test_epoch_and_read_only),
 		T(test_map_growth),
