@@ -86,6 +86,7 @@ struct store {
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
 	struct buf ops;
 	uint64_t n_ops;
+	size_t ops_marked;           /* ops before this offset are before the last OP_MARK */
 	struct pending *pend;        /* open addressing, pend_cap a power of two */
 	size_t pend_cap, pend_n;
 	uint32_t pend_gen;
@@ -402,7 +403,14 @@ static int queue_key(struct store *st, const char *clientid, uint64_t cmsg_id, u
 
 /* Buffers op (OP_APPEND, OP_PUT or OP_DEL) on a queue entry in place of the
  * entry's earlier operation in this buffer: what a later one replaces is
- * not written, and an entry added and removed again is neither. */
+ * not written, and an entry added and removed again is neither.
+ *
+ * A long buffer is committed in several transactions, and the journal is
+ * replayed from the last committed OP_MARK: an entry moved past a mark
+ * could be in no committed transaction and not replayed either. So a write
+ * replaces only an operation after the last mark; a delete may cancel an
+ * earlier one (the entry was acknowledged: committing its absence early
+ * loses nothing). */
 static int queue_op(struct store *st, enum op op, const uint8_t *key)
 {
 	struct pending *e = pending_slot(st, key);
@@ -410,6 +418,11 @@ static int queue_op(struct store *st, enum op op, const uint8_t *key)
 	bool fresh = known ? e->fresh : op == OP_APPEND;
 	uint32_t prev = known ? e->off : PENDING_NONE;
 	size_t off = st->ops.len;
+
+	if(op != OP_DEL && prev != PENDING_NONE && prev < st->ops_marked){
+		prev = PENDING_NONE;
+		fresh = false;
+	}
 
 	if(op != OP_DEL || !fresh){
 		int rc = op_append(st, op == OP_DEL ? OP_DEL : fresh ? OP_APPEND : OP_PUT, DB_QUEUE, key, QUEUE_KEY_LEN);
@@ -984,6 +997,7 @@ static int hand_over(struct store *st)
 		}
 	}
 	buf_reset(&st->ops);
+	st->ops_marked = 0;
 	pending_forget(st);
 	st->n_wops += st->n_ops;
 	st->n_ops = 0;
@@ -1043,6 +1057,7 @@ int store_commit(struct store *st)
 	if(!st->writer_started){
 		pending_forget(st);
 		rc = ops_commit(st, &st->ops, &st->n_ops);
+		st->ops_marked = 0;
 		if(!rc && !st->read_only){
 			rc = env_sync(st);
 		}
@@ -1109,6 +1124,7 @@ int store_journal_mark(struct store *st, uint64_t lsn)
 	p[2] = 0;
 	put_le32(p + 3, 8);
 	put_be64(p + OP_HEADER, lsn);
+	st->ops_marked = st->ops.len;
 	st->n_ops++;
 	return STORE_OK;
 }

@@ -990,7 +990,8 @@ static void test_queue_order_across_epochs(void **state)
 
 /* Queue operations between commits against a model: entries added,
  * updated and removed before a commit (cancelled in the buffer), after one,
- * across session deletions, with synchronous and asynchronous commits. */
+ * across journal marks and session deletions, with synchronous and
+ * asynchronous commits. */
 #define MQ_CLIENTS 3
 #define MQ_SEQS 400
 
@@ -1035,7 +1036,7 @@ static void test_queue_ops_between_commits(void **state)
 	struct store *st = open_store(fx, 0, 0);
 	static const char *const ids[MQ_CLIENTS] = {"q-a", "q-b", "q-c"};
 	struct mq_model *m = calloc(1, sizeof(*m));
-	uint64_t x = 0x9E3779B97F4A7C15ull, version = 1;
+	uint64_t x = 0x9E3779B97F4A7C15ull, version = 1, lsn = 0;
 	size_t checks = 0;
 
 	assert_non_null(m);
@@ -1064,6 +1065,9 @@ static void test_queue_ops_between_commits(void **state)
 		}else if(r < 91){
 			assert_int_equal(session_delete(st, ids[c]), STORE_OK);
 			memset(m->present[c], 0, sizeof(m->present[c]));
+		}else if(r < 93){
+			/* A later write does not replace an operation before a mark. */
+			assert_int_equal(store_journal_mark(st, ++lsn), STORE_OK);
 		}else if(r < 96){
 			assert_int_equal(store_commit_async(st), STORE_OK);
 		}else{
