@@ -51,7 +51,8 @@ uint8_t seal_key_id(const struct seal *s);
 /* Sets the nonce epoch; the counter restarts at 1. */
 void seal_set_epoch(struct seal *s, uint32_t epoch);
 
-/* Seals pt into out (pt_len + SEAL_OVERHEAD bytes), binding ad. */
+/* Seals pt into out (pt_len + SEAL_OVERHEAD bytes), binding ad. pt may be
+ * out + SEAL_HEADER_LEN (sealed in place); otherwise they must not overlap. */
 int seal_record(struct seal *s, const uint8_t *ad, size_t ad_len,
 		const uint8_t *pt, size_t pt_len, uint8_t *out);
 

@@ -86,6 +86,7 @@ struct store {
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
 	struct buf ops;
 	uint64_t n_ops;
+	size_t ops_sealed;           /* ops before this offset are sealed, after it plain */
 	size_t ops_marked;           /* ops before this offset are before the last OP_MARK */
 	struct pending *pend;        /* open addressing, pend_cap a power of two */
 	size_t pend_cap, pend_n;
@@ -245,10 +246,9 @@ static void op_void(struct store *st, uint32_t off)
 }
 
 /* Appends one buffered operation; for OP_PUT and OP_APPEND the plaintext in
- * st->pt is sealed straight into the buffer. */
+ * st->pt goes where ops_seal seals it in place. */
 static int op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen)
 {
-	uint8_t ad[1 + KEY_MAX];
 	size_t vlen = 0;
 	uint8_t *p;
 
@@ -273,14 +273,37 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 	if(klen){
 		memcpy(p + OP_HEADER, key, klen);
 	}
-	if(op == OP_PUT || op == OP_APPEND){
-		make_ad(ad, db, key, klen);
-		if(seal_record(st->seal, ad, 1 + klen, st->pt.data, st->pt.len, p + OP_HEADER + klen) != SEAL_OK){
-			st->ops.len -= OP_HEADER + klen + vlen;
-			return STORE_ERR_CRYPTO;
-		}
+	if(vlen){
+		memcpy(p + OP_HEADER + klen + SEAL_HEADER_LEN, st->pt.data, st->pt.len);
 	}
 	st->n_ops++;
+	return STORE_OK;
+}
+
+/* Seals the values buffered since the last call, in place, when they are
+ * about to be committed: a value that a later operation replaced or
+ * cancelled meanwhile (OP_NOP) is wiped instead. */
+static int ops_seal(struct store *st)
+{
+	uint8_t ad[1 + KEY_MAX];
+	uint8_t *p = st->ops.data + st->ops_sealed, *end = st->ops.data + st->ops.len;
+
+	while(p < end){
+		size_t klen = p[2];
+		size_t vlen = get_le32(p + 3);
+		uint8_t *v = p + OP_HEADER + klen;
+
+		if(p[0] == OP_PUT || p[0] == OP_APPEND){
+			make_ad(ad, (enum store_db)p[1], p + OP_HEADER, klen);
+			if(seal_record(st->seal, ad, 1 + klen, v + SEAL_HEADER_LEN, vlen - SEAL_OVERHEAD, v) != SEAL_OK){
+				return STORE_ERR_CRYPTO;
+			}
+		}else if(p[0] == OP_NOP){
+			seal_wipe(v, vlen);
+		}
+		p = v + vlen;
+		st->ops_sealed = (size_t)(p - st->ops.data);
+	}
 	return STORE_OK;
 }
 
@@ -980,9 +1003,9 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Moves the buffered operations behind whatever the writer still holds
- * (after a failed commit, it keeps them to retry first). Lock held, writer
- * idle. */
+/* Moves the buffered operations, sealed, behind whatever the writer still
+ * holds (after a failed commit, it keeps them to retry first). Lock held,
+ * writer idle. */
 static int hand_over(struct store *st)
 {
 	if(st->wops.len == 0){
@@ -997,6 +1020,7 @@ static int hand_over(struct store *st)
 		}
 	}
 	buf_reset(&st->ops);
+	st->ops_sealed = 0;
 	st->ops_marked = 0;
 	pending_forget(st);
 	st->n_wops += st->n_ops;
@@ -1041,22 +1065,39 @@ int store_commit_async(struct store *st)
 		}
 		st->writer_started = true;
 	}
+	/* Only this thread makes the writer busy: idle now, idle after sealing. */
 	pthread_mutex_lock(&st->lock);
-	if(!st->writer_busy && (st->n_ops || st->wops.len)){
-		rc = hand_over(st);
-	}
+	bool ready = !st->writer_busy && (st->n_ops || st->wops.len);
 	pthread_mutex_unlock(&st->lock);
+	if(ready){
+		rc = ops_seal(st);
+		if(rc == STORE_OK){
+			pthread_mutex_lock(&st->lock);
+			rc = hand_over(st);
+			pthread_mutex_unlock(&st->lock);
+		}
+	}
 	report_commits(st);
+	time_t now = time(NULL);
+	if(rc && now != st->last_error_log){
+		st->last_error_log = now;
+		logf_(st, STORE_LOG_ERR, "persist-lmdb: preparing %llu changes for a commit failed: %s; kept in "
+				"memory and retried", (unsigned long long)st->n_ops, store_strerror(rc));
+	}
 	return rc;
 }
 
 int store_commit(struct store *st)
 {
-	int rc;
+	int rc = ops_seal(st);
 
+	if(rc){
+		return rc;
+	}
 	if(!st->writer_started){
 		pending_forget(st);
 		rc = ops_commit(st, &st->ops, &st->n_ops);
+		st->ops_sealed = st->ops.len;
 		st->ops_marked = 0;
 		if(!rc && !st->read_only){
 			rc = env_sync(st);
@@ -2722,14 +2763,16 @@ void store_close(struct store *st)
 	pthread_mutex_destroy(&st->lock);
 	pthread_cond_destroy(&st->wake);
 	pthread_cond_destroy(&st->idle);
-	buf_free(&st->wops);
 	seal_free(st->seal);
 	hash_cache_free(st);
-	if(st->pt.data){
-		seal_wipe(st->pt.data, st->pt.cap);
+	/* Plaintext: the scratch record, and values not sealed yet. */
+	struct buf *plain[] = {&st->pt, &st->ops, &st->wops};
+	for(size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++){
+		if(plain[i]->data){
+			seal_wipe(plain[i]->data, plain[i]->cap);
+		}
+		buf_free(plain[i]);
 	}
-	buf_free(&st->pt);
-	buf_free(&st->ops);
 	free(st->pend);
 	free(st->path);
 	free(st);
