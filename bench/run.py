@@ -430,10 +430,13 @@ def run_f(setup, rnd):
 def run_g(setup, rnd):
     with fresh_broker(setup, f"G-{setup}-r{rnd}") as b:
         s = b.loadgen("subscribe-offline", "-k", args.sessions, "-e", "-t", G_TOPIC, "-i", "g-")
-        r = b.loadgen("publish", "-n", args.sessions, "-e", "-k", args.sessions, "-t", G_TOPIC,
-                      "-s", args.size, "-q", 1, "-w", args.window)
+        rss_sessions = mem_kib(b.proc.pid).get("VmRSS")
+        r = b.loadgen("publish", "-n", args.sessions * args.per_session, "-e", "-k", args.sessions,
+                      "-t", G_TOPIC, "-s", args.size, "-q", 1, "-w", args.window)
+        rss_loaded = mem_kib(b.proc.pid).get("VmRSS")
         res = {"session_rate": args.sessions / s["secs"] if s["secs"] > 0 else None,
-               "publish_rate": r["rate"], "rss_loaded_kib": mem_kib(b.proc.pid).get("VmRSS"),
+               "publish_rate": r["rate"], "rss_loaded_kib": rss_loaded,
+               "backlog_rss_kib": rss_loaded - rss_sessions if rss_loaded and rss_sessions else None,
                "stop_secs": b.stop()}
         res["disk_bytes"] = disk_usage(b.data)[0]
         os.sync()
@@ -869,15 +872,18 @@ def report_more(results, setups, restart_setups):
     g_setups = [s for s in restart_setups if results["G"].get(s)]
     if g_setups:
         out.append("## G. Many small sessions\n")
+        per = "one QoS 1 message" if args.per_session == 1 else f"{args.per_session:,} QoS 1 messages"
         out.append(f"{args.sessions:,} persistent sessions (clean session off), each subscribed (QoS 1) to its "
-                   f"own topic `{G_TOPIC}/I`, set up 100 at a time and then offline; one publisher sends one "
-                   f"QoS 1 message of {args.size} bytes to each topic (at most {args.window} unacknowledged). "
+                   f"own topic `{G_TOPIC}/I`, set up 100 at a time and then offline; one publisher sends {per} "
+                   f"of {args.size} bytes to each topic (at most {args.window} unacknowledged). Backlog memory = "
+                   "broker RSS after publishing - RSS after the sessions were set up. "
                    "The broker is stopped with SIGTERM and started again; restart = process start to first "
                    "CONNACK. The queued messages are not drained (B checks delivery after a restart).\n")
         out.append(table(results, "G", g_setups, [
             ("session_rate", "sessions set up (sessions/s)", "rate", 1),
             ("publish_rate", "publish rate (msg/s, acked)", "rate", 1),
             ("rss_loaded_kib", "broker RSS before the stop (MiB)", "mib", 1 / 1024),
+            ("backlog_rss_kib", "of it, growth while the backlog was published (MiB)", "mib", 1 / 1024),
             ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
             ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / 2**20),
             ("restart_secs", "restart: process start to first CONNACK (s)", "secs", 1),
@@ -1060,7 +1066,7 @@ def report(results, info, drawn):
                "and `bench/syncprobe` (C) and runs `bench/run.py`; one command regenerates this report and its "
                "chart: `scripts/bench`. Options: `--quick`, `--rounds R`, `--messages N` (scenarios A and D), "
                "`--restart-messages M` (scenario B, per subscriber), `--publishers P` (D), `--e-messages N`, "
-               "`--e-rate R`, `--e-secs S` (E), `--f-messages N` (F), `--sessions N` (G), `--setups` "
+               "`--e-rate R`, `--e-secs S` (E), `--f-messages N` (F), `--sessions N` and `--per-session M` (G), `--setups` "
                f"(all scenarios but C, from {','.join(ALL_SETUPS)}), `--c-setups` (scenario C), `--c-secs S` "
                "(scenario C, publishing per setup and window), `--c-slices N`, `--c-windows 1,100`, "
                f"`--probe-size B`, `--scenarios {','.join(SCENARIOS)}`, `--drain-rounds R` / `--no-drain`, "
@@ -1109,7 +1115,7 @@ def report(results, info, drawn):
         out.append("kill -TERM $PID; wait                        # F: stop, measure DIR/data")
     if results["G"]:
         out.append(f"loadgen subscribe-offline -p PORT -k {args.sessions} -e -t {G_TOPIC} -i g-   # G")
-        out.append(f"loadgen publish -p PORT -n {args.sessions} -e -k {args.sessions} -t {G_TOPIC} "
+        out.append(f"loadgen publish -p PORT -n {args.sessions * args.per_session} -e -k {args.sessions} -t {G_TOPIC} "
                    f"-s {args.size} -q 1 -w {args.window}   # G")
         out.append("kill -TERM $PID; wait; mosquitto -c DIR/mosquitto.conf &; loadgen wait-connect -p PORT -S T0"
                    "   # G")
@@ -1162,6 +1168,8 @@ def main():
                     help="scenario F: 64 KiB messages (default 2,000; 500 with --quick)")
     ap.add_argument("--sessions", type=int,
                     help="scenario G: sessions (default 10,000)")
+    ap.add_argument("--per-session", type=int, default=1,
+                    help="scenario G: messages queued for each session (default 1)")
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--setups", default=",".join(DEFAULT_SETUPS),
