@@ -122,30 +122,8 @@ static void test_roundtrip_sizes(void **state)
 			}
 			free(pt);
 		}
-		free(in);
-		free(env);
-	}
-	seal_free(s);
-}
-
-/* The store seals a buffered value where it lies: the plaintext at
- * out + SEAL_HEADER_LEN becomes the ciphertext. */
-static void test_seal_in_place(void **state)
-{
-	static const size_t sizes[] = {0, 1, 16, 17, 255, 4096};
-	struct seal *s = seal_new(key_a, 1);
-	uint8_t ad[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-
-	(void)state;
-	assert_non_null(s);
-	for(size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++){
-		size_t n = sizes[i], pt_len;
-		uint8_t *in = malloc(n ? n : 1), *env = malloc(n + SEAL_OVERHEAD), *pt;
-		assert_non_null(in);
-		assert_non_null(env);
-		for(size_t j = 0; j < n; j++){
-			in[j] = (uint8_t)(j * 13 + i + 1);
-		}
+		/* In place, as the store seals a buffered value: the plaintext at
+		 * env + SEAL_HEADER_LEN becomes the ciphertext. */
 		memcpy(env + SEAL_HEADER_LEN, in, n);
 		assert_int_equal(seal_record(s, ad, sizeof(ad), env + SEAL_HEADER_LEN, n, env), SEAL_OK);
 		if(n >= 16){
@@ -156,9 +134,6 @@ static void test_seal_in_place(void **state)
 		if(n){
 			assert_memory_equal(pt, in, n);
 		}
-		free(pt);
-		env[n + SEAL_OVERHEAD - 1] ^= 1;
-		assert_int_not_equal(open_exact(s, ad, sizeof(ad), env, n + SEAL_OVERHEAD, &pt, &pt_len), SEAL_OK);
 		free(pt);
 		free(in);
 		free(env);
@@ -733,7 +708,6 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_roundtrip_sizes),
-		cmocka_unit_test(test_seal_in_place),
 		cmocka_unit_test(test_every_byte_change_detected),
 		cmocka_unit_test(test_truncated_or_extended_envelope),
 		cmocka_unit_test(test_associated_data_bound),
