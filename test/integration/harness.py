@@ -458,13 +458,6 @@ class Client:
                 will["topic"], will.get("payload", b"will"), will.get("qos", 1),
                 will.get("retain", False), properties=props,
             )
-        # Every packet is written by the network thread (_run). Without a
-        # write callback, paho's publish() on the caller's thread writes to
-        # the socket itself while _run may be writing too; the two pop one
-        # output deque, and PUBLISHes left in the wrong order (seen under
-        # valgrind: mid 2 after mids 3-10). With it, publish() only queues and
-        # wakes _run's select.
-        self.mqtt.on_socket_register_write = lambda client, userdata, sock: None
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_disconnect = self._on_disconnect
         self.mqtt.on_message = self._deliver
