@@ -444,6 +444,16 @@ class Client:
         )
         self.mqtt.max_inflight_messages_set(max_inflight)
         self.mqtt.max_queued_messages_set(0)
+        # paho writes on the thread that queues a packet (the test's) as well
+        # as on the network thread, and both pop the same deque: two writers
+        # can swap packets on the wire. One lock keeps each write pass whole.
+        write = self.mqtt.loop_write
+        write_lock = threading.RLock()
+
+        def locked_write():
+            with write_lock:
+                return write()
+        self.mqtt.loop_write = locked_write
         # Acknowledged before it is recorded: a test that saw a message and
         # then disconnects has its PUBACK on the wire ahead of the DISCONNECT.
         self.mqtt.manual_ack_set(True)

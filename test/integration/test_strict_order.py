@@ -46,7 +46,8 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from harness import HOST, V311, V5, Broker, Received
+from harness import (HOST, V311, V5, Broker, Client, Received, assert_sequence, numbered_payload,
+                     seqs_of)
 # The subscriber's client, the payloads and the final drain are shared with
 # the other kill -9 tests: they make sure the broker sees every
 # acknowledgement a client sent.
@@ -506,3 +507,31 @@ def check(subs: list[Subscriber], pubs: list[Publisher], stops, required, counts
                 if items:
                     findings.append(f"{what}: {label}: {len(items)}, first: " + "; ".join(items[:SHOW]))
     return findings
+
+
+def test_publisher_that_also_receives_keeps_its_order(broker):
+    """A client that publishes while its network thread acknowledges a
+    flood of incoming messages puts its PUBLISHes on the wire in order (the
+    harness's paho clients write from two threads), and a persistent
+    subscriber gets them in that order."""
+    broker.start()
+    sub = Client(broker, "ord-sub", persistent=True, max_inflight=100)
+    sub.subscribe("ord/seq", 1)
+    pub = Client(broker, "ord-pub", max_inflight=100)
+    pub.subscribe("ord/flood", 1)
+    flooder = Client(broker, "ord-flood")
+    stop = threading.Event()
+
+    def flood():
+        while not stop.is_set():
+            flooder.publish_many([("ord/flood", b"x" * 10, 1)] * 200)
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        for r in range(20):
+            pub.publish_many([("ord/seq", numbered_payload(r * 500 + i), 1) for i in range(500)])
+    finally:
+        stop.set()
+        t.join()
+    got = seqs_of(sub.wait_for(10000, timeout=120, topic="ord/seq"))
+    assert_sequence(got, list(range(10000)))
