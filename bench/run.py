@@ -11,6 +11,9 @@ over several rounds (setup order rotated each round), and reports medians:
   lmdb-periodic  persist-lmdb, plugin_opt_sync periodic (synced every second)
   lmdb-publish   persist-lmdb, plugin_opt_sync publish (journal synced before each PUBACK)
   sqlite-flush0  persist-sqlite, plugin_opt_flush_period 0
+  sync-floor     a plugin that only writes each QoS 1/2 PUBLISH with one O_DSYNC
+                 pwrite before its PUBACK (bench/syncfloor.c): what syncing once
+                 per message costs this broker, with nothing else stored
 
 Scenario A (offline fan-out): K offline persistent subscribers, one windowed
 QoS 1 publisher, N messages -> acknowledged publish rate.
@@ -62,11 +65,11 @@ SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_persist_sqlite.so"
 LMDB_SETUPS = {"lmdb": None, "lmdb-periodic": "periodic", "lmdb-publish": "publish"}  # -> plugin_opt_sync
 DEFAULT_SETUPS = ["none", "snapshot", "sqlite", "lmdb", "lmdb-periodic"]
-ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish"]
+ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor"]
 RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb"]  # `none` has nothing to restore
 # Scenario C. The disk probe (bench/syncprobe) runs in slices next to C_JUDGED,
 # or, without it, takes its own turn in the rotation as `probe`.
-C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish"]
+C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish", "sync-floor"]
 C_MESSAGES_CAP = 100000000  # scenario C publishes for a time; -n only bounds it
 C_JUDGED = "lmdb-publish"  # scenario C: the setup judged against the probe, interleaved with it
 SCENARIOS = ["A", "B", "C", "D", "E", "F", "G"]
@@ -187,6 +190,8 @@ class Broker:
                       f"plugin_opt_db_path {self.data}"]
             if LMDB_SETUPS[setup]:
                 lines += [f"plugin_opt_sync {LMDB_SETUPS[setup]}"]
+        elif setup == "sync-floor":
+            lines += [f"global_plugin {args.syncfloor}", f"plugin_opt_dir {self.data}"]
         elif setup != "none":
             raise ValueError(setup)
         with open(self.conf, "w") as f:
@@ -653,7 +658,7 @@ def report_c(results, c_setups):
             metrics.append((f"w{w}_cpu_us", f"broker CPU time per message, window {w} (µs)", "us", 1))
         for w in ws:
             metrics.append((f"w{w}_cpu_share", f"broker CPU time / wall time, window {w} (%)", "pct", 1))
-        pairs = [p for p in [(C_JUDGED, "lmdb"), (C_JUDGED, "none")]
+        pairs = [p for p in [(C_JUDGED, "lmdb"), (C_JUDGED, "none"), (C_JUDGED, "sync-floor")]
                  if p[0] in c_setups and p[1] in c_setups]
         out.append(table(results, "C", c_setups, metrics, pairs))
         for w in ws:
@@ -697,6 +702,22 @@ def report_c(results, c_setups):
                        f"with `none`'s round trip ({nw:,.0f} msg/s at window {w}) and the higher median probe "
                        f"rate ({limit:,.0f}/s), a broker whose only extra cost is one sync per message would "
                        f"reach about {ideal:,.0f} msg/s ({ideal / limit:.2f} of the probe).\n")
+    floor = {w: median([r.get(f"w{w}_rate") for r in results["C"].get("sync-floor", []) if "error" not in r])
+             for w in ws}
+    if pw and all(floor.values()):
+        below = max(floor[w] for w in ws) / pw < 0.8
+        out.append("`sync-floor` measures what syncing once per message costs on this broker: a plugin whose "
+                   "only work is one synced write per message (bench/syncfloor.c) reaches "
+                   + ", ".join(f"{floor[w] / pw:.2f} of pwrite + fdatasync at window {w}" for w in ws)
+                   + f" (median probe rate {pw:,.0f}/s). "
+                   + ("A plugin that syncs each message before its PUBACK cannot do better on this broker "
+                      "and disk, so the target is out of reach here: the PUBACK leaves during the handling of "
+                      "its PUBLISH, "
+                      "so the syncs of one publisher's messages cannot be combined, and the broker's own work "
+                      "per message adds to each. " if below else "")
+                   + (f"`{C_JUDGED}` reaches " + ", ".join(
+                       f"{med_ratio(results, 'C', C_JUDGED, 'sync-floor', f'w{w}_rate'):.2f} of `sync-floor` "
+                       f"at window {w}" for w in ws) + "." if C_JUDGED in c_setups else "") + "\n")
     return out
 
 
@@ -942,15 +963,20 @@ def report(results, info, drawn):
     out.append("- `lmdb`: persist-lmdb with its defaults (`plugin_opt_sync tick`: the changes of one "
                "broker loop iteration in one LMDB write transaction, fdatasync'd at commit; see "
                "[durability.md](durability.md))."
-               + ("" if used & {"lmdb-periodic", "lmdb-publish"} else "\n"))
+               + ("" if used & {"lmdb-periodic", "lmdb-publish", "sync-floor"} else "\n"))
     if "lmdb-periodic" in used:
         out.append("- `lmdb-periodic`: persist-lmdb with `plugin_opt_sync periodic`: a transaction per "
                    "loop iteration as in `tick`, synced every `plugin_opt_sync_interval_ms` (1000 ms)."
-                   + ("" if "lmdb-publish" in used else "\n"))
+                   + ("" if used & {"lmdb-publish", "sync-floor"} else "\n"))
     if "lmdb-publish" in used:
         out.append("- `lmdb-publish`: persist-lmdb with `plugin_opt_sync publish`: as `tick`, and every "
                    "accepted QoS 1/2 PUBLISH is written to the journal (a ring file) with pwrite on an "
-                   "O_DSYNC descriptor before its PUBACK leaves the broker; the store commits every 50 ms.\n")
+                   "O_DSYNC descriptor before its PUBACK leaves the broker; the store commits every 50 ms."
+                   + ("" if "sync-floor" in used else "\n"))
+    if "sync-floor" in used:
+        out.append("- `sync-floor`: an anchor, not a product: `bench/syncfloor.c`, a plugin whose only work "
+                   "is one 200-byte pwrite on an O_DSYNC descriptor per QoS 1/2 PUBLISH (MESSAGE_IN), before "
+                   "its PUBACK; it stores nothing else and restores nothing.\n")
 
     out.append("## Targets\n")
     out.append("persist-lmdb in its default mode (`lmdb`) against the other setups of this run, from the "
@@ -1062,8 +1088,8 @@ def report(results, info, drawn):
         out.append("")
 
     out.append("## How it was measured\n")
-    out.append("`scripts/bench` (= `scripts/root.sh bench/run.sh`) builds `bench/loadgen` (C, libmosquitto) "
-               "and `bench/syncprobe` (C) and runs `bench/run.py`; one command regenerates this report and its "
+    out.append("`scripts/bench` (= `scripts/root.sh bench/run.sh`) builds `bench/loadgen` (C, libmosquitto), "
+               "`bench/syncprobe` (C) and `bench/syncfloor` (a plugin, scenario C) and runs `bench/run.py`; one command regenerates this report and its "
                "chart: `scripts/bench`. Options: `--quick`, `--rounds R`, `--messages N` (scenarios A and D), "
                "`--restart-messages M` (scenario B, per subscriber), `--publishers P` (D), `--e-messages N`, "
                "`--e-rate R`, `--e-secs S` (E), `--f-messages N` (F), `--sessions N` and `--per-session M` (G), `--setups` "
@@ -1211,6 +1237,7 @@ def main():
                     os.path.join(SRC, "build", "mosquitto_persist_lmdb.so"))
     ap.add_argument("--loadgen", default=os.path.join(SRC, "build-bench", "tool", "loadgen"))
     ap.add_argument("--syncprobe", default=os.path.join(SRC, "build-bench", "tool", "syncprobe"))
+    ap.add_argument("--syncfloor", default=os.path.join(SRC, "build-bench", "tool", "syncfloor.so"))
     ap.add_argument("--data-dir", default=os.path.join(SRC, "build-bench", "data"))
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--keep", action="store_true", help="keep the data directories")
@@ -1261,7 +1288,8 @@ def main():
         args.c_setups = []
 
     skipped = []
-    for s, path in [("sqlite", args.sqlite_plugin), ("sqlite-flush0", args.sqlite_plugin)] + \
+    for s, path in [("sqlite", args.sqlite_plugin), ("sqlite-flush0", args.sqlite_plugin),
+                    ("sync-floor", args.syncfloor)] + \
             [(s, args.lmdb_plugin) for s in LMDB_SETUPS]:
         if (s in args.setups or s in args.c_setups) and not os.path.exists(path):
             skipped.append((s, f"{shown(path)} does not exist"))

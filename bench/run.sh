@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): builds bench/loadgen, bench/syncprobe and the plugin
+# Benchmarks (not tests): builds bench/loadgen, bench/syncprobe, bench/syncfloor and the plugin
 # from the current sources in build-bench/ (RelWithDebInfo, the build/ of others
 # untouched), then runs bench/run.py with the given options (bench/run.py
 # --help, docs/benchmarks.md): scenarios A to G, the report and its chart
@@ -29,6 +29,11 @@ fi
 if [ ! -x "$tool/syncprobe" ] || [ bench/syncprobe.c -nt "$tool/syncprobe" ]; then
 	cc -std=c11 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
 		bench/syncprobe.c -o "$tool/syncprobe"
+fi
+
+if [ ! -f "$tool/syncfloor.so" ] || [ bench/syncfloor.c -nt "$tool/syncfloor.so" ]; then
+	cc -std=c11 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -shared -fPIC \
+		bench/syncfloor.c -o "$tool/syncfloor.so"
 fi
 
 if [ "$build_plugin" = 1 ]; then
