@@ -71,7 +71,7 @@ int on_base_msg_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	return store_result(msg_release(pl->store, ed->data.store_id), "a message release");
+	return store_result(msg_delete(pl->store, ed->data.store_id), "a message deletion");
 }
 
 int on_retain_msg_set(int event, void *event_data, void *userdata)
