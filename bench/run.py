@@ -530,7 +530,7 @@ def fmt(v, kind):
         return "n/a"
     if kind == "rate":
         return f"{v:,.0f}"
-    if kind == "secs":
+    if kind in ("secs", "ratio"):
         return f"{v:.2f}"
     if kind == "mib":
         return f"{v:,.1f}"
@@ -716,8 +716,8 @@ def report_c(results, c_setups):
                       "so the syncs of one publisher's messages cannot be combined, and the broker's own work "
                       "per message adds to each. " if below else "")
                    + (f"`{C_JUDGED}` reaches " + ", ".join(
-                       f"{med_ratio(results, 'C', C_JUDGED, 'sync-floor', f'w{w}_rate'):.2f} of `sync-floor` "
-                       f"at window {w}" for w in ws) + "." if C_JUDGED in c_setups else "") + "\n")
+                       f"{fmt(med_ratio(results, 'C', C_JUDGED, 'sync-floor', f'w{w}_rate'), 'ratio')} of "
+                       f"`sync-floor` at window {w}" for w in ws) + "." if C_JUDGED in c_setups else "") + "\n")
     return out
 
 
@@ -1089,8 +1089,8 @@ def report(results, info, drawn):
 
     out.append("## How it was measured\n")
     out.append("`scripts/bench` (= `scripts/root.sh bench/run.sh`) builds `bench/loadgen` (C, libmosquitto), "
-               "`bench/syncprobe` (C) and `bench/syncfloor` (a plugin, scenario C) and runs `bench/run.py`; one command regenerates this report and its "
-               "chart: `scripts/bench`. Options: `--quick`, `--rounds R`, `--messages N` (scenarios A and D), "
+               "`bench/syncprobe` (C) and `bench/syncfloor` (a plugin, scenario C) and runs `bench/run.py`; "
+               "one command regenerates this report and its chart: `scripts/bench`. Options: `--quick`, `--rounds R`, `--messages N` (scenarios A and D), "
                "`--restart-messages M` (scenario B, per subscriber), `--publishers P` (D), `--e-messages N`, "
                "`--e-rate R`, `--e-secs S` (E), `--f-messages N` (F), `--sessions N` and `--per-session M` (G), `--setups` "
                f"(all scenarios but C, from {','.join(ALL_SETUPS)}), `--c-setups` (scenario C), `--c-secs S` "
