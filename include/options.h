@@ -25,6 +25,7 @@ struct plugin_config {
 	char *db_path;
 	char *key_file;
 	size_t map_size;
+	size_t max_db_size;     /* bytes of live pages; 0: no budget */
 	enum sync_mode sync;
 	unsigned sync_interval_ms;
 	size_t journal_size;

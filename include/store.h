@@ -90,6 +90,7 @@ struct store_stats {
 	uint8_t key_id;
 	uint64_t pending_ops;
 	size_t map_size;
+	uint64_t used_bytes;     /* pages in use (not free), measured at most every 100 ms */
 };
 
 /* Opens (creating if needed) the database directory path. The key is used to
@@ -225,6 +226,13 @@ int session_get(struct store *st, const char *clientid, session_visit_fn fn, voi
 int session_was_online(struct store *st, const char *clientid);
 /* clientid NULL walks every client's subscriptions. */
 int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx);
+/* The subscriptions of sessions whose client is not marked online. */
+int store_walk_offline_subs(struct store *st, sub_visit_fn fn, void *ctx);
+/* stats.used_bytes, without the rest of the stats. */
+uint64_t store_used_bytes(const struct store *st);
+/* Measures used_bytes again if commits since the last measurement were not
+ * measured (the writer measures at most every 100 ms): call it now and then. */
+void store_used_refresh(struct store *st);
 /* clientid NULL walks every client's queue (client order is by hash). */
 int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
 int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx);

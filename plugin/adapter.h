@@ -64,7 +64,8 @@
 	X(mosquitto_strdup) \
 	X(mosquitto_strerror) \
 	X(mosquitto_string_to_property_info) \
-	X(mosquitto_subscription_add)
+	X(mosquitto_subscription_add) \
+	X(mosquitto_topic_matches_sub)
 
 #define PRAGMA_(x) _Pragma(#x)
 #define WEAK_REF(f) PRAGMA_(weak f)
@@ -103,6 +104,17 @@ struct pubrel_list {
 struct q2_pending;
 struct seq_session;
 
+/* plugin_opt_max_db_size (budget.c). */
+struct budget {
+	char **filters;   /* subscriptions of the sessions offline at read_at */
+	size_t n, cap;
+	bool all;         /* they could not be read: every topic counts as matched */
+	bool over;        /* the last publish checked found the budget reached */
+	time_t read_at;   /* monotonic seconds; 0: not read */
+	time_t log_at;
+	uint64_t refused;
+};
+
 /* Sessions by client id, for plugin_opt_seq_property (seqno.c). */
 struct seq_table {
 	struct seq_session **slots;
@@ -135,6 +147,7 @@ struct plugin {
 	time_t disk_full_log_time;
 	time_t metrics_last;
 	struct seq_table seqs;
+	struct budget budget;
 };
 
 int persist_restore_cb(int event, void *event_data, void *userdata);
@@ -182,6 +195,10 @@ void dedup_sweep(struct plugin *pl);
 void dedup_note(struct plugin *pl, const struct rec_base_msg *m);
 void dedup_q2_released(struct plugin *pl, uint64_t store_id);
 void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_ended);
+
+/* MOSQ_ERR_SUCCESS, or the refusal of a publish over plugin_opt_max_db_size. */
+int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed);
+void budget_free(struct plugin *pl);
 
 /* $SYS metrics (metrics.c), from the tick. */
 void metrics_tick(struct plugin *pl);

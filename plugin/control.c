@@ -372,7 +372,10 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "dedupIds", rq->pl->dedup ? (double)dedup_count(rq->pl->dedup) : 0)
 			|| !add_number(rq->data, "duplicatesDropped", (double)rq->pl->dedup_dropped)
 			|| !add_number(rq->data, "dedupIdsEvicted", (double)rq->pl->dedup_evicted)
-			|| !add_number(rq->data, "refusedDiskFull", (double)rq->pl->refused_disk_full)){
+			|| !add_number(rq->data, "refusedDiskFull", (double)rq->pl->refused_disk_full)
+			|| !add_number(rq->data, "refusedOverBudget", (double)rq->pl->budget.refused)
+			|| !add_number(rq->data, "usedBytes", (double)s.used_bytes)
+			|| !add_number(rq->data, "maxDbSize", (double)rq->pl->cfg.max_db_size)){
 		return MOSQ_ERR_NOMEM;
 	}
 	return MOSQ_ERR_SUCCESS;

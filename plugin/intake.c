@@ -121,6 +121,10 @@ int on_message_in(int event, void *event_data, void *userdata)
 	if(ed->qos > 0 && store_disk_full(pl->store)){
 		return refuse_disk_full(pl, ed);
 	}
+	int rc = budget_check(pl, ed);
+	if(rc != MOSQ_ERR_SUCCESS){
+		return rc;
+	}
 	if(dedup_check(pl, ed) || ed->qos != 1 || !pl->journal){
 		return MOSQ_ERR_SUCCESS;
 	}

@@ -119,6 +119,12 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 						"(bytes, or a number with k, m or g)", v ? v : "");
 				goto fail;
 			}
+		}else if(!strcmp(k, "max_db_size")){
+			if(parse_size(v, &cfg->max_db_size) || (cfg->max_db_size && cfg->max_db_size < MAP_SIZE_MIN)){
+				snprintf(err, errlen, "plugin_opt_max_db_size '%s' is not 0 (no budget) or a size of at "
+						"least 1M (bytes, or a number with k, m or g)", v ? v : "");
+				goto fail;
+			}
 		}else if(!strcmp(k, "sync")){
 			if(v && !strcmp(v, "tick")){
 				cfg->sync = SYNC_TICK;

@@ -78,6 +78,9 @@ static int on_tick(int event, void *event_data, void *userdata)
 	dedup_sweep(pl);
 	seq_flush(pl);
 	metrics_tick(pl);
+	if(pl->cfg.max_db_size){
+		store_used_refresh(pl->store);
+	}
 	journal_mark(pl);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -142,6 +145,7 @@ static void plugin_free(struct plugin *pl)
 	buf_free(&pl->props);
 	buf_free(&pl->jbuf);
 	pending_wills_free(pl);
+	budget_free(pl);
 	free(pl);
 }
 

@@ -64,6 +64,7 @@ static unsigned db_flags(int db)
 static const char key_check_text[] = "persist-lmdb key check v1";
 
 #define HASH_CACHE_SLOTS 1024
+#define USED_MEASURE_MS 100
 #define COMMIT_RING 1024
 
 struct hash_slot {
@@ -109,6 +110,8 @@ struct store {
 	uint64_t journal_committed;  /* the last committed OP_MARK */
 	uint64_t journal_durable;    /* the last OP_MARK known to be on the disk */
 	bool disk_full;              /* the last commit found no space on the device */
+	uint64_t used_measured_ms;   /* when stats.used_bytes was measured (monotonic); lock */
+	bool used_stale;             /* commits since were not measured; lock */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
 	                                resize needs neither to be active in this process */
@@ -828,6 +831,68 @@ static int env_reopen(struct store *st)
 	return rc;
 }
 
+/* Pages on LMDB's free list, reusable by later transactions. */
+static int free_page_count(MDB_txn *txn, uint64_t *n)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, 0, &cur);
+
+	*n = 0;
+	if(rc){
+		return rc;
+	}
+	for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+		if(v.mv_size >= sizeof(size_t)){
+			size_t len;
+			memcpy(&len, v.mv_data, sizeof(len)); /* an ID list: its length, then the page numbers */
+			*n += len;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static uint64_t mono_ms(const struct timespec *ts)
+{
+	return (uint64_t)ts->tv_sec * 1000 + (uint64_t)ts->tv_nsec / 1000000;
+}
+
+/* Measures the pages in use (the file's pages less the free list) into
+ * stats.used_bytes, at most every USED_MEASURE_MS: plugin_opt_max_db_size
+ * reads it, so a budget is overrun by at most what arrives in that time.
+ * txn_lock held, or no other thread yet (open). */
+static void used_measure(struct store *st, bool now)
+{
+	struct timespec ts;
+	MDB_envinfo info;
+	MDB_stat ms;
+	MDB_txn *txn;
+	uint64_t free_pages;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	pthread_mutex_lock(&st->lock);
+	if(!now && mono_ms(&ts) - st->used_measured_ms < USED_MEASURE_MS){
+		st->used_stale = true;
+		pthread_mutex_unlock(&st->lock);
+		return;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if(!st->env || mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)){
+		return;
+	}
+	if(mdb_env_info(st->env, &info) == 0 && mdb_stat(txn, 0, &ms) == 0
+			&& free_page_count(txn, &free_pages) == 0){
+		uint64_t total = (uint64_t)info.me_last_pgno + 1;
+		pthread_mutex_lock(&st->lock);
+		st->used_measured_ms = mono_ms(&ts);
+		st->stats.used_bytes = (total > free_pages ? total - free_pages : 0) * ms.ms_psize;
+		st->used_stale = false;
+		pthread_mutex_unlock(&st->lock);
+	}
+	mdb_txn_abort(txn);
+}
+
 /* Commits ops (removing what was committed from it). A prefix of the
  * operations is an earlier state of the broker, so a large backlog may be
  * committed in several transactions (LMDB bounds the dirty pages of one).
@@ -901,6 +966,9 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		st->commit_us[st->n_commit_us++ % COMMIT_RING] = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000
 			+ (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000;
 		pthread_mutex_unlock(&st->lock);
+	}
+	if(done){
+		used_measure(st, false);
 	}
 	pthread_mutex_unlock(&st->txn_lock);
 	if(done){
@@ -1233,6 +1301,7 @@ struct walk {
 	enum store_db db;
 	const uint8_t *prefix;
 	size_t plen;
+	bool offline_only;  /* skip records whose client hash (the key's start) is in DB_ONLINE */
 };
 
 static void reject(struct store *st, enum store_db db, const char *why)
@@ -1413,6 +1482,12 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 			logf_(st, STORE_LOG_ERR, "persist-lmdb: reading %s from %s failed: %s",
 					db_names[w->db], st->path, mdb_strerror(rc));
 			return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+		}
+		if(w->offline_only && k.mv_size >= HASH_LEN && st->dbi[DB_ONLINE]){
+			MDB_val ok = {HASH_LEN, k.mv_data}, ov;
+			if(mdb_get(mdb_cursor_txn(cur), st->dbi[DB_ONLINE], &ok, &ov) == 0){
+				continue;
+			}
 		}
 		struct walk_item *it = &b->items[b->n++];
 		it->src = WALK_MALFORMED;
@@ -1612,7 +1687,7 @@ static int visit_will(const MDB_val *k, const uint8_t *pt, size_t len, void *fn,
 static int walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
 		decode_visit_fn visit, void *fn, void *ctx)
 {
-	struct walk w = {st, db, prefix, plen};
+	struct walk w = {st, db, prefix, plen, false};
 	return walk_run(&w, visit, fn, ctx);
 }
 
@@ -1683,6 +1758,39 @@ int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, voi
 		return STORE_ERR_CRYPTO;
 	}
 	return walk_db(st, DB_SUBS, prefix, sizeof(prefix), visit_sub, (void *)fn, ctx);
+}
+
+int store_walk_offline_subs(struct store *st, sub_visit_fn fn, void *ctx)
+{
+	struct walk w = {st, DB_SUBS, NULL, 0, true};
+	return walk_run(&w, visit_sub, (void *)fn, ctx);
+}
+
+void store_used_refresh(struct store *st)
+{
+	struct timespec ts;
+	bool stale;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	pthread_mutex_lock(&st->lock);
+	stale = st->used_stale && mono_ms(&ts) - st->used_measured_ms >= USED_MEASURE_MS;
+	pthread_mutex_unlock(&st->lock);
+	if(stale){
+		pthread_mutex_lock(&st->txn_lock);
+		used_measure(st, false);
+		pthread_mutex_unlock(&st->txn_lock);
+	}
+}
+
+uint64_t store_used_bytes(const struct store *st)
+{
+	struct store *m = (struct store *)st;
+	uint64_t used;
+
+	pthread_mutex_lock(&m->lock);
+	used = st->stats.used_bytes;
+	pthread_mutex_unlock(&m->lock);
+	return used;
 }
 
 int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx)
@@ -2405,6 +2513,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	if(rc){
 		goto fail;
 	}
+	used_measure(st, true);
 	*out = st;
 	return STORE_OK;
 
@@ -2462,9 +2571,7 @@ static uint64_t db_pages(const MDB_stat *ms)
 static int queue_bytes(struct store *st, MDB_txn *txn, uint64_t *bytes)
 {
 	MDB_envinfo info;
-	MDB_cursor *cur;
 	MDB_stat ms;
-	MDB_val k, v;
 	uint64_t other = 2, free_pages = 0;
 	int rc;
 
@@ -2477,20 +2584,9 @@ static int queue_bytes(struct store *st, MDB_txn *txn, uint64_t *bytes)
 		other += db_pages(&ms);
 	}
 	if(rc == 0){
-		rc = mdb_cursor_open(txn, 0, &cur);
+		rc = free_page_count(txn, &free_pages);
 	}
 	if(rc){
-		return rc;
-	}
-	for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
-		if(v.mv_size >= sizeof(size_t)){
-			size_t n;
-			memcpy(&n, v.mv_data, sizeof(n)); /* an ID list: its length, then the page numbers */
-			free_pages += n;
-		}
-	}
-	mdb_cursor_close(cur);
-	if(rc != MDB_NOTFOUND){
 		return rc;
 	}
 	uint64_t total = (uint64_t)info.me_last_pgno + 1;

@@ -686,6 +686,30 @@ class Client:
             self.received.clear()
 
 
+QUOTA_EXCEEDED = 0x97
+
+
+class Acks:
+    """A v5 publisher that records each PUBACK's reason code."""
+
+    def __init__(self, client):
+        self.c = client
+        self.codes = {}
+        self.cond = threading.Condition()
+        client.mqtt.on_publish = self._on_publish
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        with self.cond:
+            self.codes[mid] = reason_code.value if hasattr(reason_code, "value") else reason_code
+            self.cond.notify_all()
+
+    def send(self, topic, payload, qos=1) -> int:
+        info = self.c.mqtt.publish(topic, payload, qos=qos)
+        with self.cond:
+            assert self.cond.wait_for(lambda: info.mid in self.codes, 10), "no PUBACK"
+            return self.codes[info.mid]
+
+
 # --------------------------------------------------------------------------
 # Numbered messages and sequence checks
 # --------------------------------------------------------------------------

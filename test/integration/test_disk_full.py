@@ -13,37 +13,12 @@ directory (needs the right to mount, as in the build root and in CI).
 
 import os
 import subprocess
-import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from harness import V5, V311, Client, assert_sequence, numbered_payload, plugin_path, seqs_of
-
-QUOTA_EXCEEDED = 0x97
-
-
-class Acks:
-    """A v5 publisher that records each PUBACK's reason code."""
-
-    def __init__(self, client):
-        self.c = client
-        self.codes = {}
-        self.cond = threading.Condition()
-        client.mqtt.on_publish = self._on_publish
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
-        with self.cond:
-            self.codes[mid] = reason_code.value if hasattr(reason_code, "value") else reason_code
-            self.cond.notify_all()
-
-    def send(self, topic, payload, qos=1) -> int:
-        info = self.c.mqtt.publish(topic, payload, qos=qos)
-        with self.cond:
-            assert self.cond.wait_for(lambda: info.mid in self.codes, 10), "no PUBACK"
-            return self.codes[info.mid]
-
+from harness import QUOTA_EXCEEDED, V5, V311, Acks, Client, assert_sequence, numbered_payload, plugin_path, seqs_of
 
 def _offline_subscriber(broker):
     with Client(broker, "full-sub", version=V5, persistent=True, session_expiry=3600) as c:

@@ -29,7 +29,7 @@ def test_metrics_follow_the_store(broker):
                  "messages/bodies", "database/bytes", "database/map-bytes", "database/map-use-percent",
                  "commits/total", "commits/errors", "commits/latency-p50-us", "commits/latency-p99-us",
                  "records/rejected", "journal/bytes", "journal/used-bytes", "dedup/ids",
-                 "dropped/duplicates", "refused/disk-full"):
+                 "dropped/duplicates", "refused/disk-full", "refused/over-budget", "database/used-bytes"):
         assert name in m, f"{name} not published: {sorted(m)}"
     # The reader is connected without a stored session.
     assert m["sessions/total"] == 1 and m["sessions/online"] == 0 and m["sessions/offline"] == 1, m
@@ -37,6 +37,8 @@ def test_metrics_follow_the_store(broker):
     assert m["queue/messages"] == 7 and m["messages/bodies"] == 7, m
     assert m["commits/total"] > 0 and m["commits/errors"] == 0 and m["records/rejected"] == 0, m
     assert 0 < m["database/bytes"] <= m["database/map-bytes"], m
+    assert 0 < m["database/used-bytes"] <= m["database/bytes"], m
+    assert m["refused/over-budget"] == 0, m
 
     # Drained: the queue metric follows.
     with Client(broker, "m-sub", version=V5, persistent=True, session_expiry=3600) as c:

@@ -35,6 +35,7 @@ static void test_defaults(void **state)
 	assert_uint_equal(cfg.map_size, STORE_DEFAULT_MAP_SIZE);
 	assert_uint_equal(cfg.map_size, 64u * 1024 * 1024);
 	assert_int_equal(cfg.sync, SYNC_TICK);
+	assert_uint_equal(cfg.max_db_size, 0);
 	config_free(&cfg);
 	assert_null(cfg.db_path);
 	assert_null(cfg.key_file);
@@ -141,6 +142,34 @@ static void test_unknown_option(void **state)
 		snprintf(want, sizeof(want), "unknown option plugin_opt_%s", names[i]);
 		assert_string_equal(err, want);
 		assert_null(cfg.key_file);
+	}
+}
+
+static void test_max_db_size(void **state)
+{
+	static const char *const bad[] = {"banana", "", "-1", "1023k", "1048575", "5mb", "1.5g"};
+	static const struct {
+		const char *text;
+		size_t bytes;
+	} good[] = {{"0", 0}, {"1m", (size_t)1 << 20}, {"1048576", (size_t)1 << 20}, {"10g", (size_t)10 << 30}};
+	struct plugin_config cfg;
+	char err[512];
+
+	(void)state;
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		const struct option_kv opts[] = {KV("key_file", "/k"), KV("max_db_size", bad[i])};
+		if(parse(&cfg, opts, 2, "/loc", err, sizeof(err)) != -1){
+			config_free(&cfg);
+			fail_msg("plugin_opt_max_db_size '%s' was accepted", bad[i]);
+		}
+		assert_non_null(strstr(err, "plugin_opt_max_db_size"));
+		assert_non_null(strstr(err, bad[i]));
+	}
+	for(size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++){
+		const struct option_kv opts[] = {KV("key_file", "/k"), KV("max_db_size", good[i].text)};
+		assert_int_equal(parse(&cfg, opts, 2, "/loc", err, sizeof(err)), 0);
+		assert_uint_equal(cfg.max_db_size, good[i].bytes);
+		config_free(&cfg);
 	}
 }
 
@@ -535,6 +564,7 @@ int main(void)
 		cmocka_unit_test(test_db_path_needs_a_location),
 		cmocka_unit_test(test_unknown_option),
 		cmocka_unit_test(test_bad_map_size),
+		cmocka_unit_test(test_max_db_size),
 		cmocka_unit_test(test_sync),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_sync_modes),

@@ -836,6 +836,51 @@ static void assert_client(struct store *st, const char *id, bool present)
 	coll_free(&c);
 }
 
+/* The budget's two reads: subscriptions of clients not marked online, and
+ * the pages in use, which follow what is stored and what is deleted. */
+static void test_offline_subs_and_used_bytes(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 1 << 20, 0);
+	struct coll c = {0};
+	uint64_t empty = store_used_bytes(st);
+
+	assert_true(empty > 0);
+	add_client(st, "on", 100);
+	add_client(st, "off", 200);
+	assert_int_equal(session_set_online(st, "on", true), STORE_OK);
+	for(int i = 0; i < 300; i++){
+		struct msg_fx m;
+		msg_make(&m, i);
+		assert_int_equal(msg_put(st, (uint64_t)1000 + (uint64_t)i, &m.m), STORE_OK);
+	}
+	commit_ok(st);
+	assert_int_equal(store_walk_offline_subs(st, cb_sub, &c), STORE_OK);
+	assert_uint_equal(c.n, 2);
+	assert_string_equal(c.v[0].name, "off");
+	assert_string_equal(c.v[1].name, "off");
+	coll_free(&c);
+
+	/* A commit within 100 ms of the last measurement is measured later. */
+	usleep(150 * 1000);
+	store_used_refresh(st);
+	uint64_t full = store_used_bytes(st);
+	assert_true(full > empty);
+
+	assert_int_equal(session_set_online(st, "on", false), STORE_OK);
+	for(int i = 0; i < 300; i++){
+		assert_int_equal(msg_delete(st, (uint64_t)1000 + (uint64_t)i), STORE_OK);
+	}
+	commit_ok(st);
+	usleep(150 * 1000);
+	store_used_refresh(st);
+	assert_true(store_used_bytes(st) < full);
+	assert_int_equal(store_walk_offline_subs(st, cb_sub, &c), STORE_OK);
+	assert_uint_equal(c.n, 4);
+	coll_free(&c);
+	store_close(st);
+}
+
 static void test_session_delete_scoped(void **state)
 {
 	static const char *const ids[] = {"a", "ab", "abc", "b", "A"};
@@ -2426,6 +2471,7 @@ int main(void)
 		T(test_roundtrip_all_kinds),
 		T(test_overwrite_and_delete),
 		T(test_session_delete_scoped),
+		T(test_offline_subs_and_used_bytes),
 		T(test_queue_order_across_epochs),
 		T(test_queue_ops_between_commits),
 		T(test_wrong_key),
