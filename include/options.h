@@ -16,6 +16,11 @@ enum sync_mode {
 #define DEDUP_MAX_IDS_DEFAULT 100000u
 #define METRICS_INTERVAL_DEFAULT_S 10u
 
+enum queue_full {
+	QUEUE_FULL_DROP_NEW,     /* a message that would exceed a limit is dropped */
+	QUEUE_FULL_DROP_OLDEST,  /* the oldest messages make room for it */
+};
+
 struct option_kv {
 	const char *key;   /* without the plugin_opt_ prefix */
 	const char *value;
@@ -26,6 +31,10 @@ struct plugin_config {
 	char *key_file;
 	size_t map_size;
 	size_t max_db_size;     /* bytes of live pages; 0: no budget */
+	size_t max_queued_messages;  /* per offline session; 0: no limit */
+	size_t max_queued_bytes;     /* payload bytes per offline session; 0: no limit */
+	enum queue_full queue_full;
+	unsigned offline_ttl;   /* seconds; default expiry of a queued message; 0: none */
 	enum sync_mode sync;
 	unsigned sync_interval_ms;
 	size_t journal_size;

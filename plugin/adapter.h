@@ -102,7 +102,36 @@ struct pubrel_list {
 };
 
 struct q2_pending;
-struct seq_session;
+
+/* Per-client records by client id (clients.c). Each record is a struct
+ * whose first member is its char *clientid, owned by the record. */
+struct client_table {
+	void **slots;
+	size_t cap, count;
+};
+
+void *client_find(const struct client_table *t, const char *clientid);
+/* The record of clientid, added zeroed (size bytes) with a copy of the id
+ * when missing; NULL when out of memory. */
+void *client_get_or_add(struct client_table *t, const char *clientid, size_t size);
+/* Removes the record of clientid from the table and returns it, or NULL. */
+void *client_take(struct client_table *t, const char *clientid);
+void client_table_free(struct client_table *t, void (*free_rec)(void *rec));
+
+struct ret_session;
+struct body_info;
+
+/* Queue limits and expiry of offline sessions (retention.c). */
+struct retention {
+	struct client_table sessions;   /* struct ret_session */
+	struct body_info *bodies;       /* size and expiry by store id */
+	size_t bcap, bcount;
+	struct ret_session **due;       /* sessions to apply the limits or expiry to */
+	size_t n_due, cap_due;
+	int64_t expiry_scan_at;
+	time_t log_at;
+	uint64_t dropped_full, dropped_expired;
+};
 
 /* plugin_opt_max_db_size (budget.c). */
 struct budget {
@@ -115,11 +144,6 @@ struct budget {
 	uint64_t refused;
 };
 
-/* Sessions by client id, for plugin_opt_seq_property (seqno.c). */
-struct seq_table {
-	struct seq_session **slots;
-	size_t cap, count;
-};
 
 struct plugin {
 	mosquitto_plugin_id_t *id;
@@ -146,8 +170,9 @@ struct plugin {
 	uint64_t refused_disk_full;
 	time_t disk_full_log_time;
 	time_t metrics_last;
-	struct seq_table seqs;
+	struct client_table seqs;   /* struct seq_session, for plugin_opt_seq_property */
 	struct budget budget;
+	struct retention retention;
 };
 
 int persist_restore_cb(int event, void *event_data, void *userdata);
@@ -195,6 +220,19 @@ void dedup_sweep(struct plugin *pl);
 void dedup_note(struct plugin *pl, const struct rec_base_msg *m);
 void dedup_q2_released(struct plugin *pl, uint64_t store_id);
 void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_ended);
+
+/* A stored body's payload size and expiry (unix seconds, 0: none). */
+void retention_body(struct plugin *pl, uint64_t store_id, uint32_t bytes, int64_t expiry);
+void retention_body_gone(struct plugin *pl, uint64_t store_id);
+/* An outgoing entry of a stored session, added by the broker or restored. */
+void retention_add(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t qos,
+		uint64_t store_id);
+void retention_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void retention_session_gone(struct plugin *pl, const char *clientid);
+void retention_online(struct plugin *pl, const char *clientid, bool online);
+void retention_tick(struct plugin *pl);
+int on_basic_auth(int event, void *event_data, void *userdata);
+void retention_free(struct plugin *pl);
 
 /* MOSQ_ERR_SUCCESS, or the refusal of a publish over plugin_opt_max_db_size. */
 int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed);

@@ -58,10 +58,17 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 	};
 
 	(void)event;
+	/* plugin_opt_offline_ttl: kept with the body, so a restarted broker
+	 * enforces it as it does a message expiry. Retained messages are kept
+	 * until replaced. */
+	if(!m.expiry_time && pl->cfg.offline_ttl && !d->retain){
+		m.expiry_time = (int64_t)time(NULL) + pl->cfg.offline_ttl;
+	}
 	if(props_view(pl, d->properties, &m.properties)){
 		return store_result(STORE_ERR_NOMEM, "a message's properties");
 	}
 	journal_q2_stash(pl, d);
+	retention_body(pl, d->store_id, d->payloadlen, m.expiry_time);
 	return store_result(msg_put(pl->store, d->store_id, &m), "a message");
 }
 
@@ -71,6 +78,7 @@ int on_base_msg_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	retention_body_gone(pl, ed->data.store_id);
 	return store_result(msg_delete(pl->store, ed->data.store_id), "a message deletion");
 }
 
@@ -201,6 +209,7 @@ int on_client_delete(int event, void *event_data, void *userdata)
 	pending_will_forget(pl, ed->data.clientid);
 	dedup_client_gone(pl, ed->data.clientid, true);
 	seq_session_ended(pl, ed->data.clientid);
+	retention_session_gone(pl, ed->data.clientid);
 	return store_result(session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
 
@@ -260,6 +269,9 @@ int on_client_msg_add(int event, void *event_data, void *userdata)
 	if(pl->cfg.seq_property && d->direction == MSG_DIR_OUT && d->qos > 0){
 		seq_no = seq_assign(pl, d->clientid, d->cmsg_id);
 	}
+	if(d->direction == MSG_DIR_OUT){
+		retention_add(pl, d->clientid, d->cmsg_id, d->mid, d->qos, d->store_id);
+	}
 	return client_msg_put(pl, d, seq_no, true);
 }
 
@@ -294,8 +306,11 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 	if(ed->data.direction == MSG_DIR_IN){
 		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id);
 		dedup_q2_released(pl, ed->data.store_id);
-	}else if(pl->cfg.seq_property){
-		seq_remove(pl, ed->data.clientid, ed->data.cmsg_id);
+	}else{
+		if(pl->cfg.seq_property){
+			seq_remove(pl, ed->data.clientid, ed->data.cmsg_id);
+		}
+		retention_remove(pl, ed->data.clientid, ed->data.cmsg_id);
 	}
 	return store_result(queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id),
 			"a queued message deletion");
@@ -345,6 +360,7 @@ int on_connect(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_SUCCESS;
 	}
 	pending_will_forget(pl, clientid);
+	retention_online(pl, clientid, true);
 	if(store_result(will_delete(pl->store, clientid), "a replaced will")){
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -360,6 +376,7 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	}
 	dedup_client_gone(pl, clientid, false);
 	seq_connection_ended(pl, clientid);
+	retention_online(pl, clientid, false);
 	return store_result(session_set_online(pl->store, clientid, false), "a disconnection");
 }
 

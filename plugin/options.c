@@ -125,6 +125,38 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 						"least 1M (bytes, or a number with k, m or g)", v ? v : "");
 				goto fail;
 			}
+		}else if(!strcmp(k, "max_queued_messages")){
+			unsigned long long n;
+			if(parse_scaled(v, NULL, 100000000, &n)){
+				snprintf(err, errlen, "plugin_opt_max_queued_messages '%s' is not a number from 0 (no limit) "
+						"to 100000000", v ? v : "");
+				goto fail;
+			}
+			cfg->max_queued_messages = (size_t)n;
+		}else if(!strcmp(k, "max_queued_bytes")){
+			if(parse_size(v, &cfg->max_queued_bytes)){
+				snprintf(err, errlen, "plugin_opt_max_queued_bytes '%s' is not 0 (no limit) or a size "
+						"(bytes, or a number with k, m or g)", v ? v : "");
+				goto fail;
+			}
+		}else if(!strcmp(k, "queue_full")){
+			if(v && !strcmp(v, "drop-new")){
+				cfg->queue_full = QUEUE_FULL_DROP_NEW;
+			}else if(v && !strcmp(v, "drop-oldest")){
+				cfg->queue_full = QUEUE_FULL_DROP_OLDEST;
+			}else{
+				snprintf(err, errlen, "plugin_opt_queue_full '%s' is not drop-new or drop-oldest", v ? v : "");
+				goto fail;
+			}
+		}else if(!strcmp(k, "offline_ttl")){
+			unsigned long long secs;
+			if(parse_duration(v, &secs) || secs > 3650ull * 86400){
+				snprintf(err, errlen, "plugin_opt_offline_ttl '%s' is not a duration up to 3650d "
+						"(seconds, or a number with s, m, h or d; 0: messages do not expire by default)",
+						v ? v : "");
+				goto fail;
+			}
+			cfg->offline_ttl = (unsigned)secs;
 		}else if(!strcmp(k, "sync")){
 			if(v && !strcmp(v, "tick")){
 				cfg->sync = SYNC_TICK;

@@ -71,6 +71,9 @@ static int restore_msg(void *ctx, uint64_t store_id, const struct rec_base_msg *
 		return 0;
 	}
 	rc = mosquitto_persist_base_msg_add(&msg);
+	if(rc == MOSQ_ERR_SUCCESS){
+		retention_body(r->pl, store_id, msg.payloadlen, m->expiry_time);
+	}
 	/* The broker owns the topic, payload and properties from the call on,
 	 * except when it refuses the arguments outright. */
 	if(rc == MOSQ_ERR_INVAL){
@@ -210,6 +213,9 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	rc = mosquitto_persist_client_msg_add(&cm);
 	if(rc == MOSQ_ERR_SUCCESS){
 		r->queued++;
+		if(q->direction == MSG_DIR_OUT){
+			retention_add(r->pl, cm.clientid, seq, q->mid, q->qos, q->store_id);
+		}
 		if(q->seq_no && q->direction == MSG_DIR_OUT){
 			seq_restore(r->pl, cm.clientid, seq, q->seq_no,
 					q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL);

@@ -23,7 +23,7 @@ struct seq_entry {
 };
 
 struct seq_session {
-	char *clientid;
+	char *clientid;     /* first: a client_table record */
 	uint64_t last;
 	bool dirty;
 	struct seq_entry *e;
@@ -31,81 +31,20 @@ struct seq_session {
 	size_t first_unsent;   /* entries before it are sent (a hint, kept exact) */
 };
 
-static uint64_t name_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	while(*s){
-		h = (h ^ (uint8_t)*s++) * 1099511628211ull;
-	}
-	return h;
-}
-
-static struct seq_session **slot_of(struct seq_table *t, const char *clientid)
-{
-	size_t i = (size_t)name_hash(clientid) & (t->cap - 1);
-
-	while(t->slots[i] && strcmp(t->slots[i]->clientid, clientid)){
-		i = (i + 1) & (t->cap - 1);
-	}
-	return &t->slots[i];
-}
-
-static int grow(struct seq_table *t)
-{
-	size_t cap = t->cap ? t->cap * 2 : 64;
-	struct seq_session **old = t->slots;
-	size_t old_cap = t->cap;
-
-	t->slots = calloc(cap, sizeof(*t->slots));
-	if(!t->slots){
-		t->slots = old;
-		return -1;
-	}
-	t->cap = cap;
-	for(size_t i = 0; i < old_cap; i++){
-		if(old[i]){
-			*slot_of(t, old[i]->clientid) = old[i];
-		}
-	}
-	free(old);
-	return 0;
-}
-
 static struct seq_session *session_find(struct plugin *pl, const char *clientid)
 {
-	struct seq_session **s;
-
-	if(!pl->seqs.cap || !clientid){
-		return NULL;
-	}
-	s = slot_of(&pl->seqs, clientid);
-	return *s;
+	return client_find(&pl->seqs, clientid);
 }
 
 static struct seq_session *session_get_or_add(struct plugin *pl, const char *clientid)
 {
-	struct seq_table *t = &pl->seqs;
-	struct seq_session *s = session_find(pl, clientid);
-
-	if(s){
-		return s;
-	}
-	if((t->count + 1) * 2 > t->cap && grow(t)){
-		return NULL;
-	}
-	s = calloc(1, sizeof(*s));
-	if(!s || !(s->clientid = strdup(clientid))){
-		free(s);
-		return NULL;
-	}
-	*slot_of(t, clientid) = s;
-	t->count++;
-	return s;
+	return client_get_or_add(&pl->seqs, clientid, sizeof(struct seq_session));
 }
 
-static void session_free(struct seq_session *s)
+static void session_free(void *rec)
 {
+	struct seq_session *s = rec;
+
 	free(s->clientid);
 	free(s->e);
 	free(s);
@@ -198,23 +137,10 @@ void seq_released(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
 
 void seq_session_ended(struct plugin *pl, const char *clientid)
 {
-	struct seq_table *t = &pl->seqs;
-	struct seq_session **slot;
-	size_t i, j;
+	struct seq_session *s = client_take(&pl->seqs, clientid);
 
-	if(!session_find(pl, clientid)){
-		return;
-	}
-	slot = slot_of(t, clientid);
-	session_free(*slot);
-	*slot = NULL;
-	t->count--;
-	/* Re-insert the rest of the cluster (open addressing). */
-	i = (size_t)(slot - t->slots);
-	for(j = (i + 1) & (t->cap - 1); t->slots[j]; j = (j + 1) & (t->cap - 1)){
-		struct seq_session *moved = t->slots[j];
-		t->slots[j] = NULL;
-		*slot_of(t, moved->clientid) = moved;
+	if(s){
+		session_free(s);
 	}
 }
 
@@ -246,7 +172,7 @@ void seq_restore_last(struct plugin *pl, const char *clientid, uint64_t last)
 
 void seq_flush(struct plugin *pl)
 {
-	struct seq_table *t = &pl->seqs;
+	struct client_table *t = &pl->seqs;
 
 	for(size_t i = 0; i < t->cap; i++){
 		struct seq_session *s = t->slots[i];
@@ -260,13 +186,7 @@ void seq_flush(struct plugin *pl)
 
 void seq_free(struct plugin *pl)
 {
-	for(size_t i = 0; i < pl->seqs.cap; i++){
-		if(pl->seqs.slots[i]){
-			session_free(pl->seqs.slots[i]);
-		}
-	}
-	free(pl->seqs.slots);
-	memset(&pl->seqs, 0, sizeof(pl->seqs));
+	client_table_free(&pl->seqs, session_free);
 }
 
 int on_message_out(int event, void *event_data, void *userdata)

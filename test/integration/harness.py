@@ -623,8 +623,8 @@ class Client:
         return codes
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
-                wait: bool = True, timeout: float = MSG_TIMEOUT):
-        info = self.mqtt.publish(topic, payload, qos=qos, retain=retain)
+                wait: bool = True, timeout: float = MSG_TIMEOUT, properties: Properties | None = None):
+        info = self.mqtt.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS, f"publish failed: {info.rc}"
         if wait and qos > 0:
             info.wait_for_publish(timeout)

@@ -169,6 +169,11 @@ def test_unknown_option_refused(broker, key):
     ("map_size", "-5"),
     ("map_size", "99999999999999999999999"),
     ("sync", "sometimes"),
+    ("max_db_size", "512k"),
+    ("max_queued_messages", "-1"),
+    ("max_queued_bytes", "lots"),
+    ("queue_full", "drop-random"),
+    ("offline_ttl", "3651d"),
 ])
 def test_malformed_option_value_refused(broker, key, value):
     broker.plugin_opts[key] = value

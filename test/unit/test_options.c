@@ -173,6 +173,45 @@ static void test_max_db_size(void **state)
 	}
 }
 
+static void test_retention_options(void **state)
+{
+	const struct option_kv opts[] = {
+		KV("key_file", "/k"), KV("max_queued_messages", "500"), KV("max_queued_bytes", "10m"),
+		KV("queue_full", "drop-oldest"), KV("offline_ttl", "7d"),
+	};
+	static const struct {
+		const char *key, *value;
+	} bad[] = {
+		{"max_queued_messages", "-1"}, {"max_queued_messages", "100000001"}, {"max_queued_messages", "5k"},
+		{"max_queued_bytes", "lots"}, {"queue_full", "drop-random"}, {"queue_full", ""},
+		{"offline_ttl", "3651d"}, {"offline_ttl", "1w"},
+	};
+	struct plugin_config cfg;
+	char err[512];
+
+	(void)state;
+	assert_int_equal(parse(&cfg, opts, 1, "/loc", err, sizeof(err)), 0);
+	assert_uint_equal(cfg.max_queued_messages, 0);
+	assert_uint_equal(cfg.max_queued_bytes, 0);
+	assert_int_equal(cfg.queue_full, QUEUE_FULL_DROP_NEW);
+	assert_uint_equal(cfg.offline_ttl, 0);
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg, opts, 5, "/loc", err, sizeof(err)), 0);
+	assert_uint_equal(cfg.max_queued_messages, 500);
+	assert_uint_equal(cfg.max_queued_bytes, (size_t)10 << 20);
+	assert_int_equal(cfg.queue_full, QUEUE_FULL_DROP_OLDEST);
+	assert_uint_equal(cfg.offline_ttl, 7u * 86400);
+	config_free(&cfg);
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		const struct option_kv one[] = {KV("key_file", "/k"), KV(bad[i].key, bad[i].value)};
+		if(parse(&cfg, one, 2, "/loc", err, sizeof(err)) != -1){
+			config_free(&cfg);
+			fail_msg("plugin_opt_%s '%s' was accepted", bad[i].key, bad[i].value);
+		}
+		assert_non_null(strstr(err, bad[i].key));
+	}
+}
+
 static void test_bad_map_size(void **state)
 {
 	static const char *const bad[] = {
@@ -565,6 +604,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_option),
 		cmocka_unit_test(test_bad_map_size),
 		cmocka_unit_test(test_max_db_size),
+		cmocka_unit_test(test_retention_options),
 		cmocka_unit_test(test_sync),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_sync_modes),

@@ -1,0 +1,157 @@
+"""Retention of offline sessions' queues: plugin_opt_max_queued_messages and
+plugin_opt_max_queued_bytes with plugin_opt_queue_full drop-new / drop-oldest,
+plugin_opt_offline_ttl and MQTT 5 message expiry, across restarts.
+
+Limits and expiry act on sessions whose client is not connected; drops are
+counted (control API, metrics) and logged with a rate-limited warning.
+"""
+
+import json
+import time
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from harness import V5, Client, assert_plugin_said, numbered_payload, seqs_of
+
+
+def _stats(broker):
+    with Client(broker, "ret-admin", version=V5) as admin:
+        admin.subscribe("$CONTROL/persist-lmdb/v1/response", 0)
+        admin.publish("$CONTROL/persist-lmdb/v1", json.dumps({"commands": [{"command": "getStats"}]}), qos=1)
+        reply = json.loads(admin.wait_for(1)[0].payload)
+    return reply["responses"][0]["data"]
+
+
+def _wait_stats(broker, pred, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        s = _stats(broker)
+        if pred(s):
+            return s
+        assert time.monotonic() < deadline, f"{what}: {s}"
+        time.sleep(0.2)
+
+
+def _offline_sub(broker, cid="ret-sub"):
+    with Client(broker, cid, version=V5, persistent=True, session_expiry=3600) as c:
+        c.subscribe("ret/#", 1)
+
+
+def _drain(broker, cid="ret-sub", expect=None):
+    """Reconnects the session and returns the numbers it is sent."""
+    with Client(broker, cid, version=V5, persistent=True, session_expiry=3600) as c:
+        assert c.session_present
+        if expect:
+            c.collect(expect, timeout=20)
+        return seqs_of(c.listen(1.0))
+
+
+def _publish(broker, seqs, size=0, props=None):
+    with Client(broker, "ret-pub", version=V5) as p:
+        for n in seqs:
+            p.publish("ret/t", numbered_payload(n, size), qos=1, properties=props)
+
+
+@pytest.mark.parametrize("policy,kept", [("drop-new", range(1, 6)), ("drop-oldest", range(8, 13))])
+def test_max_queued_messages(broker, policy, kept):
+    broker.plugin_opts["max_queued_messages"] = "5"
+    broker.plugin_opts["queue_full"] = policy
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 13))
+    s = _wait_stats(broker, lambda s: s["droppedQueueFull"] == 7 and s["queuedMessages"] == 5,
+                    "7 dropped, 5 kept")
+    assert s["droppedExpired"] == 0, s
+    assert_plugin_said(broker.log(), "new messages (queue full)" if policy == "drop-new"
+                       else "oldest messages (queue full)")
+    # What was dropped is gone from the database too.
+    broker.restart("kill")
+    assert _drain(broker, expect=5) == list(kept)
+
+
+def test_max_queued_bytes(broker):
+    broker.plugin_opts["max_queued_bytes"] = "1000"
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 21), size=100)
+    _wait_stats(broker, lambda s: s["droppedQueueFull"] == 10, "10 of 100 bytes over 1000")
+    assert _drain(broker, expect=10) == list(range(1, 11))
+
+
+def test_limits_leave_connected_clients_alone(broker):
+    broker.plugin_opts["max_queued_messages"] = "5"
+    broker.start()
+    with Client(broker, "ret-sub", version=V5, persistent=True, session_expiry=3600) as c:
+        c.subscribe("ret/#", 1)
+        _publish(broker, range(1, 201))
+        assert seqs_of(c.collect(200)) == list(range(1, 201))
+    assert _stats(broker)["droppedQueueFull"] == 0
+
+
+def test_drop_oldest_after_a_restart(broker):
+    """A queue restored over the limit (a smaller limit, or drops not yet
+    committed at a crash) is trimmed at the first tick."""
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 21))
+    broker.stop()
+    broker.plugin_opts["max_queued_messages"] = "5"
+    broker.plugin_opts["queue_full"] = "drop-oldest"
+    broker.start()
+    _wait_stats(broker, lambda s: s["droppedQueueFull"] == 15, "15 dropped after the restore")
+    assert _drain(broker, expect=5) == list(range(16, 21))
+
+
+def test_offline_ttl_sweeps_and_never_delivers(broker):
+    broker.plugin_opts["offline_ttl"] = "2s"
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 6))
+    # The sweep reclaims them with nobody connecting.
+    s = _wait_stats(broker, lambda s: s["droppedExpired"] == 5 and s["queuedMessages"] == 0, "swept", 15)
+    assert s["messageBodies"] == 0, s
+    assert_plugin_said(broker.log(), "expired messages queued for offline client ret-sub")
+    _publish(broker, range(6, 9))
+    assert _drain(broker, expect=3) == [6, 7, 8]
+
+
+def test_offline_ttl_at_reconnect(broker):
+    """A client coming back right after its messages expired is not sent
+    them, also before the sweep found them (the session is swept at its
+    authentication); one coming back before the expiry gets them."""
+    broker.plugin_opts["offline_ttl"] = "1s"
+    broker.start()
+    _offline_sub(broker)
+    for attempt in range(5):
+        _publish(broker, [attempt * 10 + 1])
+        time.sleep(2.05)  # expiry is in whole seconds: past 1 s for sure
+        got = _drain(broker)
+        assert got == [], f"an expired message was delivered: {got}"
+    _publish(broker, [100])
+    assert _drain(broker, expect=1) == [100]
+
+
+def test_offline_ttl_across_restart(broker):
+    broker.plugin_opts["offline_ttl"] = "2s"
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 4))
+    broker.stop()
+    time.sleep(3.5)
+    broker.start()
+    assert _drain(broker) == []
+
+
+def test_mqtt5_expiry_across_restart(broker):
+    broker.start()
+    _offline_sub(broker)
+    short = Properties(PacketTypes.PUBLISH)
+    short.MessageExpiryInterval = 2
+    _publish(broker, [1], props=short)
+    _publish(broker, [2])
+    broker.stop()
+    time.sleep(3.5)
+    broker.start()
+    assert _drain(broker, expect=1) == [2]
