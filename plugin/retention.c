@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DROPS_PER_TICK 2000    /* bounds the broker's time in one tick */
+#define DROPS_PER_TICK 1000    /* about 2 ms of the broker's time in one tick */
 #define EXPIRY_SCAN_S 1
 #define LOG_EVERY_S 10
 /* Packet ids of one client repeat after 65535 messages; past that span the
@@ -317,9 +317,9 @@ static bool drop(struct ret_session *s, struct ret_entry *e)
 }
 
 /* Live entries per packet id, when s spans more ids than a client has:
- * the broker's delete by id finds the oldest message with it, so only an
- * entry whose id is unique is dropped. *out NULL: every id is unique.
- * -1 when out of memory. */
+ * the broker's delete by id finds the oldest message with it, so the
+ * newest entry is dropped only when its id is unique. *out NULL: every id
+ * is unique. -1 when out of memory. */
 static int mid_counts(struct ret_session *s, uint8_t **out)
 {
 	uint8_t *cnt;
@@ -372,34 +372,48 @@ static void log_drops(struct plugin *pl, const struct ret_session *s, const char
 			(unsigned long long)r->dropped_expired, LOG_EVERY_S);
 }
 
-/* Drops s's expired entries, up to *budget, and finds its next expiry;
- * returns how many it dropped. */
-static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t now, unsigned *budget, uint8_t *cnt)
+/* Drops s's expired entries, oldest first, up to *budget, and finds its
+ * next expiry; returns how many it dropped. Past MID_SPAN entries, one
+ * whose packet id an older entry that stays has too is left for later:
+ * the broker's delete by id would find that one. */
+static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t now, unsigned *budget)
 {
 	size_t cap = s->live < *budget ? s->live : *budget, nv = 0;
 	uint64_t *victims, dropped = 0;   /* entry numbers (popped + index) */
+	uint8_t *kept = NULL;             /* bit per packet id of an older entry that stays */
 
 	if(!cap || !(victims = malloc(cap * sizeof(*victims)))){
+		return 0;
+	}
+	if(s->n > MID_SPAN && !(kept = calloc(65536 / 8, 1))){
+		free(victims);
 		return 0;
 	}
 	s->next_expiry = 0;
 	for(size_t i = 0; i < s->n; i++){
 		struct ret_entry *e = at(s, i);
-		if(e->gone || !e->expire_at){
+		if(e->gone){
 			continue;
 		}
-		if(e->expire_at < now && droppable(cnt, e) && nv < cap){
+		bool free_id = !kept || !(kept[e->mid >> 3] & (1u << (e->mid & 7)));
+		if(e->expire_at && e->expire_at < now && free_id && nv < cap){
 			victims[nv++] = s->popped + i;
-		}else if(!s->next_expiry || e->expire_at < s->next_expiry){
+			continue;
+		}
+		if(kept){
+			kept[e->mid >> 3] |= (uint8_t)(1u << (e->mid & 7));
+		}
+		if(e->expire_at && (!s->next_expiry || e->expire_at < s->next_expiry)){
 			s->next_expiry = e->expire_at;
 		}
 	}
+	free(kept);
 	for(size_t i = 0; i < nv; i++){
 		/* Drops only take entries off the ends: the rest keep their numbers. */
 		size_t idx = (size_t)(victims[i] - s->popped);
 		struct ret_entry *e = idx < s->n ? at(s, idx) : NULL;
 		(*budget)--;
-		if(e && !e->gone && drop_counted(s, e, cnt)){
+		if(e && !e->gone && drop(s, e)){
 			dropped++;
 			pl->retention.dropped_expired++;
 		}
@@ -408,11 +422,17 @@ static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t n
 	return dropped;
 }
 
-static uint64_t drop_over_limit(struct plugin *pl, struct ret_session *s, unsigned *budget, uint8_t *cnt)
+/* drop-oldest takes the front, which the broker's delete by id finds first;
+ * drop-new the back, while its id is unique. */
+static uint64_t drop_over_limit(struct plugin *pl, struct ret_session *s, unsigned *budget)
 {
 	bool oldest = pl->cfg.queue_full == QUEUE_FULL_DROP_OLDEST;
 	uint64_t dropped = 0;
+	uint8_t *cnt = NULL;
 
+	if(!over_limit(pl, s) || (!oldest && mid_counts(s, &cnt))){
+		return 0;
+	}
 	while(*budget && s->n && over_limit(pl, s)){
 		struct ret_entry *e = at(s, oldest ? 0 : s->n - 1);
 		if(!oldest && !droppable(cnt, e)){
@@ -424,6 +444,7 @@ static uint64_t drop_over_limit(struct plugin *pl, struct ret_session *s, unsign
 			pl->retention.dropped_full++;
 		}
 	}
+	free(cnt);
 	return dropped;
 }
 
@@ -431,15 +452,9 @@ static uint64_t drop_over_limit(struct plugin *pl, struct ret_session *s, unsign
  * budget ran out first. */
 static bool session_apply(struct plugin *pl, struct ret_session *s, int64_t now, unsigned *budget)
 {
-	uint8_t *cnt;
+	uint64_t expired = drop_expired(pl, s, now, budget);
+	uint64_t full = drop_over_limit(pl, s, budget);
 
-	if(mid_counts(s, &cnt)){
-		return true;   /* tried again at the next expiry scan or arrival */
-	}
-	uint64_t expired = drop_expired(pl, s, now, budget, cnt);
-	uint64_t full = drop_over_limit(pl, s, budget, cnt);
-
-	free(cnt);
 	log_drops(pl, s, "expired messages", expired);
 	log_drops(pl, s, pl->cfg.queue_full == QUEUE_FULL_DROP_OLDEST ? "oldest messages (queue full)"
 			: "new messages (queue full)", full);
@@ -520,11 +535,7 @@ int on_basic_auth(int event, void *event_data, void *userdata)
 	(void)event;
 	s = client_find(&pl->retention.sessions, mosquitto_client_id(ed->client));
 	if(s && !s->online && s->next_expiry && s->next_expiry < (int64_t)time(NULL)){
-		uint8_t *cnt;
-		if(mid_counts(s, &cnt) == 0){
-			log_drops(pl, s, "expired messages", drop_expired(pl, s, (int64_t)time(NULL), &budget, cnt));
-			free(cnt);
-		}
+		log_drops(pl, s, "expired messages", drop_expired(pl, s, (int64_t)time(NULL), &budget));
 	}
 	return MOSQ_ERR_PLUGIN_IGNORE;
 }

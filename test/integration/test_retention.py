@@ -155,3 +155,20 @@ def test_mqtt5_expiry_across_restart(broker):
     time.sleep(3.5)
     broker.start()
     assert _drain(broker, expect=1) == [2]
+
+
+def test_expiry_past_the_packet_id_span(broker):
+    """A queue longer than a client's 65,535 packet ids: the broker's delete
+    by id finds the oldest message with an id, so expired messages go oldest
+    first and every one of them goes."""
+    broker.plugin_opts["offline_ttl"] = "2s"
+    broker.start()
+    _offline_sub(broker)
+    n = 70000
+    with Client(broker, "ret-pub", version=V5) as p:
+        for first in range(1, n + 1, 10000):  # paho holds at most 65,535 unacknowledged
+            p.publish_many([("ret/t", numbered_payload(i, 0), 1) for i in range(first, min(n, first + 9999) + 1)])
+    s = _wait_stats(broker, lambda s: s["droppedExpired"] == n and s["queuedMessages"] == 0, "all swept", 60)
+    assert s["messageBodies"] == 0, s
+    _publish(broker, [n + 1])
+    assert _drain(broker, expect=1) == [n + 1]
