@@ -22,6 +22,7 @@
  *       Reconnects the K sessions and waits until each has received all N
  *       messages of P publishers (as publish -n N -P P sent them); checks
  *       gaps, duplicates and the order of each publisher's messages.
+ *       first_ms: from the first CONNECT to the first message received.
  *   loadgen subscribe-online -p PORT -k K -n N [-P P] [-i PREFIX] [-t TOPIC] [-q QOS]
  *       K persistent sessions (clean session off) subscribe to TOPIC, print
  *       "subscribe-online ready=1" once all are subscribed, stay connected and
@@ -958,9 +959,9 @@ static int receive(bool online)
 	}
 	long missing = (long)opt.clients * opt.messages - total;
 	printf("%s clients=%d msgs=%ld publishers=%d received=%ld missing=%ld dups=%ld out_of_order=%ld "
-		"bogus=%ld sessions=%d secs=%.3f rate=%.0f",
+		"bogus=%ld sessions=%d secs=%.3f rate=%.0f first_ms=%.1f",
 		name, opt.clients, opt.messages, opt.publishers, total, missing, dups, ooo, bogus, sh->sessions,
-		secs, secs > 0 ? (double)total / secs : 0.0);
+		secs, secs > 0 ? (double)total / secs : 0.0, sh->t_first > 0 ? (sh->t_first - t0) * 1e3 : 0.0);
 	print_latency(all_lat, n);
 	printf("%s\n", timed_out ? " timeout=1" : "");
 	ret = (timed_out || sh->failed || missing != 0) ? 1 : 0;

@@ -368,6 +368,7 @@ def run_b(setup, rnd):
             d = b.loadgen("drain", "-k", args.subscribers, "-n", args.restart_messages)
             res["drain_rate"] = d["rate"]
             res["drain_secs"] = d["secs"]
+            res["drain_first_ms"] = d["first_ms"]
             res["drain_sessions"] = d["sessions"]
             res["drain_dups"] = d["dups"]
             res["drain_out_of_order"] = d["out_of_order"]
@@ -1032,6 +1033,7 @@ def report(results, info, drawn):
             n = min(args.drain_rounds, args.rounds)
             metrics.append(("drain_rate", f"drain after restart (msg/s, all subscribers; "
                             f"{n} round{'s' if n > 1 else ''})", "rate", 1))
+            metrics.append(("drain_first_ms", "drain: first CONNECT to first message (ms)", "us", 1))
         out.append(table(results, "B", b_setups, metrics, b_pairs))
         out.append(f"\nPer round, restart (s): {samples(results, 'B', b_setups, 'restart_secs', 'secs')}.\n")
         if args.drain_rounds:
