@@ -164,7 +164,7 @@ def test_expiry_past_the_packet_id_span(broker):
     broker.plugin_opts["offline_ttl"] = "2s"
     broker.start()
     _offline_sub(broker)
-    n = 70000
+    n = 66000
     with Client(broker, "ret-pub", version=V5) as p:
         for first in range(1, n + 1, 10000):  # paho holds at most 65,535 unacknowledged
             p.publish_many([("ret/t", numbered_payload(i, 0), 1) for i in range(first, min(n, first + 9999) + 1)])
