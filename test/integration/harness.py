@@ -10,6 +10,7 @@ Everything lives under one temporary directory per test (see conftest.py).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -690,7 +691,7 @@ QUOTA_EXCEEDED = 0x97
 
 
 class Acks:
-    """A v5 publisher that records each PUBACK's reason code."""
+    """A v5 publisher that records the reason code of each PUBACK / PUBREC."""
 
     def __init__(self, client):
         self.c = client
@@ -703,11 +704,34 @@ class Acks:
             self.codes[mid] = reason_code.value if hasattr(reason_code, "value") else reason_code
             self.cond.notify_all()
 
-    def send(self, topic, payload, qos=1) -> int:
-        info = self.c.mqtt.publish(topic, payload, qos=qos)
+    def send(self, topic, payload, qos=1, properties: Properties | None = None) -> int:
+        info = self.c.mqtt.publish(topic, payload, qos=qos, properties=properties)
         with self.cond:
-            assert self.cond.wait_for(lambda: info.mid in self.codes, 10), "no PUBACK"
+            assert self.cond.wait_for(lambda: info.mid in self.codes, 10), "no acknowledgement"
             return self.codes[info.mid]
+
+
+def assert_v311_publish_refused(broker: "Broker", client_id: str, topic: str) -> None:
+    """An MQTT 3.1.1 PUBACK has no reason code: a refused QoS 1 publisher is
+    disconnected, unacknowledged."""
+    v3 = Client(broker, client_id, version=V311)
+    info = v3.mqtt.publish(topic, b"refused", qos=1)
+    v3._wait(lambda: v3.disconnected, 10, "the v3 publisher's disconnection")
+    try:
+        acknowledged = info.is_published()
+    except RuntimeError:  # paho may see the connection gone before its own publish() returns
+        acknowledged = False
+    assert not acknowledged
+    assert f"Client {client_id}" in broker.log() and "disconnected: administrative action" in broker.log()
+
+
+def control_stats(broker: "Broker") -> dict:
+    """getStats on the control API."""
+    with Client(broker, "stats-admin", version=V5) as admin:
+        admin.subscribe("$CONTROL/persist-lmdb/v1/response", 0)
+        admin.publish("$CONTROL/persist-lmdb/v1", json.dumps({"commands": [{"command": "getStats"}]}), qos=1)
+        reply = json.loads(admin.wait_for(1)[0].payload)
+    return reply["responses"][0]["data"]
 
 
 # --------------------------------------------------------------------------

@@ -8,13 +8,13 @@ completes its exchange.
 """
 
 import json
-import threading
 import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from harness import Acks
 from rawmqtt import PUBREL, RawClient, user_property
 
 TOPIC = "dedup/t"
@@ -27,25 +27,11 @@ def _props(msg_id=None, name="msg-id"):
     return p
 
 
-class Publisher:
-    """Records the reason code of every PUBACK (paho's on_publish)."""
-
-    def __init__(self, client):
-        self.c = client
-        self.codes = {}
-        self.cond = threading.Condition()
-        client.mqtt.on_publish = self._on_publish
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
-        with self.cond:
-            self.codes[mid] = reason_code.value if hasattr(reason_code, "value") else reason_code
-            self.cond.notify_all()
+class Publisher(Acks):
+    """Publishes with a message id property, records each reason code."""
 
     def send(self, payload, msg_id, qos=1, name="msg-id", topic=TOPIC) -> int:
-        info = self.c.mqtt.publish(topic, payload, qos=qos, properties=_props(msg_id, name))
-        with self.cond:
-            assert self.cond.wait_for(lambda: info.mid in self.codes, 10), "no acknowledgement"
-            return self.codes[info.mid]
+        return super().send(topic, payload, qos, _props(msg_id, name))
 
 
 def _payloads(sub, seconds=0.6):

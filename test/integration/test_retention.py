@@ -6,28 +6,19 @@ Limits and expiry act on sessions whose client is not connected; drops are
 counted (control API, metrics) and logged with a rate-limited warning.
 """
 
-import json
 import time
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness import V5, Client, assert_plugin_said, numbered_payload, seqs_of
-
-
-def _stats(broker):
-    with Client(broker, "ret-admin", version=V5) as admin:
-        admin.subscribe("$CONTROL/persist-lmdb/v1/response", 0)
-        admin.publish("$CONTROL/persist-lmdb/v1", json.dumps({"commands": [{"command": "getStats"}]}), qos=1)
-        reply = json.loads(admin.wait_for(1)[0].payload)
-    return reply["responses"][0]["data"]
+from harness import V5, Client, assert_plugin_said, control_stats, numbered_payload, seqs_of
 
 
 def _wait_stats(broker, pred, what, timeout=10.0):
     deadline = time.monotonic() + timeout
     while True:
-        s = _stats(broker)
+        s = control_stats(broker)
         if pred(s):
             return s
         assert time.monotonic() < deadline, f"{what}: {s}"
@@ -87,7 +78,7 @@ def test_limits_leave_connected_clients_alone(broker):
         c.subscribe("ret/#", 1)
         _publish(broker, range(1, 201))
         assert seqs_of(c.collect(200)) == list(range(1, 201))
-    assert _stats(broker)["droppedQueueFull"] == 0
+    assert control_stats(broker)["droppedQueueFull"] == 0
 
 
 def test_drop_oldest_after_a_restart(broker):
