@@ -79,7 +79,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *want_dedup_property = DEDUP_PROPERTY_DEFAULT, *want_seq_property = NULL;
 	size_t want_map_size = STORE_DEFAULT_MAP_SIZE, want_journal_size = JOURNAL_DEFAULT_SIZE;
 	enum sync_mode want_sync = SYNC_TICK;
-	unsigned long long want_window = DEDUP_WINDOW_DEFAULT_S;
+	unsigned long long want_window = DEDUP_WINDOW_DEFAULT_S, want_ttl = 0;
+	size_t want_db_size = 0, want_queued_bytes = 0;
+	enum queue_full want_queue_full = QUEUE_FULL_DROP_NEW;
 	char err[256];
 	size_t errlen, i, start, n = 0;
 	int count = 0, rc;
@@ -141,9 +143,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				want_seq_property = v;
 			}else if(!strcmp(key, "dedup_window")){
 				FUZZ_CHECK(parse_duration(v, &want_window) == 0);
+			}else if(!strcmp(key, "max_db_size")){
+				FUZZ_CHECK(parse_size(v, &want_db_size) == 0);
+			}else if(!strcmp(key, "max_queued_bytes")){
+				FUZZ_CHECK(parse_size(v, &want_queued_bytes) == 0);
+			}else if(!strcmp(key, "queue_full")){
+				FUZZ_CHECK(v != NULL);
+				want_queue_full = !strcmp(v, "drop-oldest") ? QUEUE_FULL_DROP_OLDEST : QUEUE_FULL_DROP_NEW;
+				FUZZ_CHECK(want_queue_full == QUEUE_FULL_DROP_OLDEST || !strcmp(v, "drop-new"));
+			}else if(!strcmp(key, "offline_ttl")){
+				FUZZ_CHECK(parse_duration(v, &want_ttl) == 0);
 			}else{
 				FUZZ_CHECK(!strcmp(key, "sync_interval_ms") || !strcmp(key, "dedup_max_ids")
-						|| !strcmp(key, "metrics_interval"));
+						|| !strcmp(key, "metrics_interval") || !strcmp(key, "max_queued_messages"));
 			}
 		}
 		FUZZ_CHECK(want_key_file && str_eq(cfg.key_file, want_key_file));
@@ -156,6 +168,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(str_eq(cfg.seq_property, want_seq_property));
 		FUZZ_CHECK(cfg.dedup_window == want_window && want_window <= 30ull * 86400);
 		FUZZ_CHECK(cfg.dedup_max_ids >= 1 && cfg.dedup_max_ids <= 10000000);
+		FUZZ_CHECK(cfg.max_db_size == want_db_size && (want_db_size == 0 || want_db_size >= (1u << 20)));
+		FUZZ_CHECK(cfg.max_queued_bytes == want_queued_bytes);
+		FUZZ_CHECK(cfg.max_queued_messages <= 100000000);
+		FUZZ_CHECK(cfg.queue_full == want_queue_full);
+		FUZZ_CHECK(cfg.offline_ttl == want_ttl && want_ttl <= 3650ull * 86400);
 		FUZZ_CHECK(cfg.db_path != NULL);
 		if(want_db_path){
 			FUZZ_CHECK(!strcmp(cfg.db_path, want_db_path));
