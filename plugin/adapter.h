@@ -206,6 +206,10 @@ void pending_will_forget(struct plugin *pl, const char *clientid);
 
 /* The intake journal (intake.c). */
 int on_message_in(int event, void *event_data, void *userdata);
+/* How a QoS 1/2 publish is refused: MQTT 5 has a reason code (quota
+ * exceeded); an MQTT 3.1.1 PUBACK has none, so such a publisher is
+ * disconnected unacknowledged and resends after reconnecting. */
+int publish_refusal(const struct mosquitto_evt_message *ed);
 void journal_mark(struct plugin *pl);
 void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
 void journal_q2_stored(struct plugin *pl, uint64_t store_id, uint8_t direction);

@@ -123,8 +123,7 @@ int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed)
 				"their queues drain (%llu refused so far)", (unsigned long long)used,
 				pl->cfg.max_db_size, (unsigned long long)b->refused);
 	}
-	return mosquitto_client_protocol_version(ed->client) == 5 ? MOSQ_ERR_QUOTA_EXCEEDED
-		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
+	return publish_refusal(ed);
 }
 
 void budget_free(struct plugin *pl)

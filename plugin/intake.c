@@ -75,10 +75,14 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 	return lsn;
 }
 
+int publish_refusal(const struct mosquitto_evt_message *ed)
+{
+	return mosquitto_client_protocol_version(ed->client) == 5 ? MOSQ_ERR_QUOTA_EXCEEDED
+		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
+}
+
 /* While the database's device is full nothing more can be kept: QoS 1/2
- * publishes are refused rather than acknowledged and lost. MQTT 5 has a
- * reason code for it; an MQTT 3.1.1 PUBACK has none, so such a publisher
- * is disconnected and resends after reconnecting. */
+ * publishes are refused rather than acknowledged and lost. */
 static int refuse_disk_full(struct plugin *pl, const struct mosquitto_evt_message *ed)
 {
 	time_t now = time(NULL);
@@ -90,8 +94,7 @@ static int refuse_disk_full(struct plugin *pl, const struct mosquitto_evt_messag
 				"publishes until a commit succeeds (%llu refused so far)", pl->cfg.db_path,
 				(unsigned long long)pl->refused_disk_full);
 	}
-	return mosquitto_client_protocol_version(ed->client) == 5 ? MOSQ_ERR_QUOTA_EXCEEDED
-		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
+	return publish_refusal(ed);
 }
 
 /* Journals a message to be routed again after a crash (m without its

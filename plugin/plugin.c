@@ -78,9 +78,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	dedup_sweep(pl);
 	seq_flush(pl);
 	metrics_tick(pl);
-	if(pl->cfg.max_db_size){
-		store_used_refresh(pl->store);
-	}
+	store_used_refresh(pl->store);
 	retention_tick(pl);
 	journal_mark(pl);
 	struct timespec now;

@@ -382,6 +382,10 @@ static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t n
 	uint64_t *victims, dropped = 0;   /* entry numbers (popped + index) */
 	uint8_t *kept = NULL;             /* bit per packet id of an older entry that stays */
 
+	if(!s->live){
+		s->next_expiry = 0;
+		return 0;
+	}
 	if(!cap || !(victims = malloc(cap * sizeof(*victims)))){
 		return 0;
 	}
