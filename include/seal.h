@@ -46,9 +46,14 @@ void seal_free(struct seal *s);
  * s opens. Its nonce counter is s's; it is not meant for sealing. */
 struct seal *seal_clone(const struct seal *s);
 
+/* A copy of s that seals on another thread: the two split the nonce
+ * counters of s's epoch (s keeps the lower half). NULL when s has already
+ * been split or has used up the lower half. Set the epoch before. */
+struct seal *seal_split(struct seal *s);
+
 uint8_t seal_key_id(const struct seal *s);
 
-/* Sets the nonce epoch; the counter restarts at 1. */
+/* Sets the nonce epoch; the counter restarts at 1 (and a split ends). */
 void seal_set_epoch(struct seal *s, uint32_t epoch);
 
 /* Seals pt into out (pt_len + SEAL_OVERHEAD bytes), binding ad. pt may be

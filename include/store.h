@@ -12,6 +12,8 @@
  *   online    H(client id)                          client id (string)
  *   dedup     H(identity | message id)              rec_dedup
  *   seqno     H(client id)                          the session's last sequence number
+ *   refs      store_id (u64 BE)                     how many queue entries and retained
+ *                                                   entries refer to the body (u64 BE)
  *
  * `online` marks sessions whose client is connected: the broker reports no
  * session change while a client stays connected, so after a crash this is
@@ -30,7 +32,7 @@
 #include "record.h"
 #include "seal.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_DEFAULT_MAP_SIZE (64u * 1024 * 1024)
 
 /* Queue sequence numbers: (open epoch << 40) | broker cmsg_id. The broker
@@ -51,6 +53,7 @@ enum store_db {
 	DB_ONLINE,
 	DB_DEDUP,
 	DB_SEQNO,
+	DB_REFS,
 	DB_COUNT
 };
 
@@ -132,7 +135,9 @@ struct store_refs {
 	uint64_t dangling_retained;      /* retained entries whose body is missing */
 	uint64_t queue_without_session;  /* queue entries of no session */
 	uint64_t subs_without_session;
+	uint64_t refs_wrong;             /* bodies whose reference count is not what is stored */
 };
+/* With delete_orphans the wrong counts are corrected too. */
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out);
 
 /* Walks every key and value of every database without decrypting, to find
@@ -142,8 +147,13 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen);
 
 /* Buffered writes. Each returns STORE_OK or STORE_ERR_NOMEM/CRYPTO. */
+/* A body lives while queue entries or retained entries refer to it: the
+ * store counts them (refs) and deletes the body when the count drops to
+ * zero, in the transaction that drops it. msg_release says the broker holds
+ * the body no more: it is deleted then if nothing stored refers to it (a
+ * body whose references never reached the database). */
 int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m);
-int msg_delete(struct store *st, uint64_t store_id);
+int msg_release(struct store *st, uint64_t store_id);
 int session_put(struct store *st, const struct rec_session *s);
 /* Deletes a session with its subscriptions, queue and will. */
 int session_delete(struct store *st, const char *clientid);

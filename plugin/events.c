@@ -79,7 +79,7 @@ int on_base_msg_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	retention_body_gone(pl, ed->data.store_id);
-	return store_result(msg_delete(pl->store, ed->data.store_id), "a message deletion");
+	return store_result(msg_release(pl->store, ed->data.store_id), "a message release");
 }
 
 int on_retain_msg_set(int event, void *event_data, void *userdata)

@@ -156,7 +156,7 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 		if(e){
 			e->store_id = q->store_id;
 			queue_remove(st, clientid, seq);
-			msg_delete(st, q->store_id);
+			msg_release(st, q->store_id);
 			return true;
 		}
 	}

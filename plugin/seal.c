@@ -24,6 +24,7 @@ struct seal {
 	uint8_t key_id;
 	uint32_t epoch;
 	uint64_t counter;
+	uint64_t counter_end;    /* the last counter this instance may use */
 	uint8_t last_nonce[SEAL_NONCE_LEN];
 };
 
@@ -143,6 +144,7 @@ struct seal *seal_new(const uint8_t key[SEAL_KEY_LEN], uint8_t key_id)
 	(void)mlock(sk, sizeof(sk));
 	(void)mlock(ik, sizeof(ik));
 	s->key_id = key_id;
+	s->counter_end = UINT64_MAX;
 	s->enc = EVP_CIPHER_CTX_new();
 	s->dec = EVP_CIPHER_CTX_new();
 	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -211,6 +213,24 @@ void seal_set_epoch(struct seal *s, uint32_t epoch)
 {
 	s->epoch = epoch;
 	s->counter = 0;
+	s->counter_end = UINT64_MAX;
+}
+
+struct seal *seal_split(struct seal *s)
+{
+	const uint64_t half = UINT64_C(1) << 63;
+	struct seal *c;
+
+	if(s->counter >= half - 1 || s->counter_end != UINT64_MAX){
+		return NULL;
+	}
+	c = seal_clone(s);
+	if(!c){
+		return NULL;
+	}
+	s->counter_end = half - 1;
+	c->counter = half - 1;
+	return c;
 }
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -227,7 +247,7 @@ int seal_record(struct seal *s, const uint8_t *ad, size_t ad_len,
 	uint8_t *nonce = out + 2;
 	int len;
 
-	if(s->counter == UINT64_MAX || pt_len > INT32_MAX){
+	if(s->counter >= s->counter_end || pt_len > INT32_MAX){
 		return SEAL_ERR_NONCE;
 	}
 	s->counter++;

@@ -19,7 +19,10 @@
 #include <time.h>
 
 #define KEY_MAX (2 * HASH_LEN + 8)
-#define OP_HEADER 7
+/* op (1) | database (1) | key length (1) | value length (4, LE) | ref (8, BE):
+ * ref is the message body a queue entry or retained entry refers to (its
+ * value is sealed by then), 0 for other records. */
+#define OP_HEADER 15
 /* Well below LMDB's bound on the dirty pages of one write transaction. */
 #define OPS_PER_TXN 20000
 
@@ -32,7 +35,7 @@ enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK, OP_APPEND, OP_NO
 enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "msgs", "queues", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno"
+	"meta", "msgs", "queues", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno", "refs"
 };
 
 /* The queues database is MDB_DUPSORT: the LMDB key is the client's hash and
@@ -54,6 +57,14 @@ struct pending {
 	bool fresh;      /* the entry is not in the database */
 };
 #define PENDING_NONE UINT32_MAX
+
+/* How one transaction changes the reference count of one body (refs). */
+struct ref_delta {
+	uint64_t store_id;
+	int64_t delta;
+	uint32_t gen;    /* in use in generation st->refd_gen only */
+	bool released;   /* the broker released the body (msg_release) */
+};
 static const char legacy_queue_name[] = "queue"; /* schema 1 */
 
 static unsigned db_flags(int db)
@@ -82,6 +93,7 @@ struct store {
 	char *path;
 	bool read_only;
 	bool upgrade_queues; /* schema 1: the queues are still in legacy_queue_name */
+	bool upgrade_refs;   /* schema 1 or 2: no reference counts yet */
 	uint32_t epoch;
 	size_t map_size;
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
@@ -89,6 +101,11 @@ struct store {
 	uint64_t n_ops;
 	size_t ops_sealed;           /* ops before this offset are sealed, after it plain */
 	size_t ops_marked;           /* ops before this offset are before the last OP_MARK */
+	struct seal *wseal;          /* seals and opens reference counts inside transactions */
+	struct ref_delta *refd;      /* the transaction's count changes, open addressing */
+	size_t refd_cap, refd_n;
+	uint32_t refd_gen;
+	struct buf wpt;              /* plaintext scratch of the transaction */
 	struct pending *pend;        /* open addressing, pend_cap a power of two */
 	size_t pend_cap, pend_n;
 	uint32_t pend_gen;
@@ -242,6 +259,15 @@ static struct pending *pending_slot(struct store *st, const uint8_t *key)
 	return pending_probe(st->pend, st->pend_cap, st->pend_gen, key);
 }
 
+static void op_header(uint8_t *p, enum op op, enum store_db db, size_t klen, size_t vlen, uint64_t ref)
+{
+	p[0] = (uint8_t)op;
+	p[1] = (uint8_t)db;
+	p[2] = (uint8_t)klen;
+	put_le32(p + 3, (uint32_t)vlen);
+	put_be64(p + 7, ref);
+}
+
 static void op_void(struct store *st, uint32_t off)
 {
 	st->ops.data[off] = OP_NOP;
@@ -250,7 +276,8 @@ static void op_void(struct store *st, uint32_t off)
 
 /* Appends one buffered operation; for OP_PUT and OP_APPEND the plaintext in
  * st->pt goes where ops_seal seals it in place. */
-static int op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen)
+static int op_append_ref(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen,
+		uint64_t ref)
 {
 	size_t vlen = 0;
 	uint8_t *p;
@@ -269,10 +296,7 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 		st->ops.err = false;
 		return STORE_ERR_NOMEM;
 	}
-	p[0] = (uint8_t)op;
-	p[1] = (uint8_t)db;
-	p[2] = (uint8_t)klen;
-	put_le32(p + 3, (uint32_t)vlen);
+	op_header(p, op, db, klen, vlen, ref);
 	if(klen){
 		memcpy(p + OP_HEADER, key, klen);
 	}
@@ -281,6 +305,11 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 	}
 	st->n_ops++;
 	return STORE_OK;
+}
+
+static int op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen)
+{
+	return op_append_ref(st, op, db, key, klen, 0);
 }
 
 /* Seals the values buffered since the last call, in place, when they are
@@ -320,7 +349,7 @@ int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m)
 	return op_append(st, OP_PUT, DB_MSGS, key, sizeof(key));
 }
 
-int msg_delete(struct store *st, uint64_t store_id)
+int msg_release(struct store *st, uint64_t store_id)
 {
 	uint8_t key[8];
 
@@ -437,7 +466,7 @@ static int queue_key(struct store *st, const char *clientid, uint64_t cmsg_id, u
  * replaces only an operation after the last mark; a delete may cancel an
  * earlier one (the entry was acknowledged: committing its absence early
  * loses nothing). */
-static int queue_op(struct store *st, enum op op, const uint8_t *key)
+static int queue_op(struct store *st, enum op op, const uint8_t *key, uint64_t store_id)
 {
 	struct pending *e = pending_slot(st, key);
 	bool known = e && e->gen == st->pend_gen;
@@ -451,7 +480,8 @@ static int queue_op(struct store *st, enum op op, const uint8_t *key)
 	}
 
 	if(op != OP_DEL || !fresh){
-		int rc = op_append(st, op == OP_DEL ? OP_DEL : fresh ? OP_APPEND : OP_PUT, DB_QUEUE, key, QUEUE_KEY_LEN);
+		int rc = op_append_ref(st, op == OP_DEL ? OP_DEL : fresh ? OP_APPEND : OP_PUT, DB_QUEUE, key,
+				QUEUE_KEY_LEN, op == OP_DEL ? 0 : store_id);
 		if(rc){
 			return rc;
 		}
@@ -490,7 +520,7 @@ static int queue_put(struct store *st, enum op op, const char *clientid, uint64_
 	}
 	buf_reset(&st->pt);
 	record_encode_queue(&st->pt, q);
-	return queue_op(st, op, key);
+	return queue_op(st, op, key, q->store_id);
 }
 
 int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
@@ -510,7 +540,7 @@ int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id)
 	if(queue_key(st, clientid, cmsg_id, key)){
 		return STORE_ERR_CRYPTO;
 	}
-	return queue_op(st, OP_DEL, key);
+	return queue_op(st, OP_DEL, key, 0);
 }
 
 int retain_set(struct store *st, const char *topic, uint64_t store_id)
@@ -523,7 +553,7 @@ int retain_set(struct store *st, const char *topic, uint64_t store_id)
 	}
 	buf_reset(&st->pt);
 	record_encode_retain(&st->pt, &r);
-	return op_append(st, OP_PUT, DB_RETAINED, key, sizeof(key));
+	return op_append_ref(st, OP_PUT, DB_RETAINED, key, sizeof(key), store_id);
 }
 
 int retain_delete(struct store *st, const char *topic)
@@ -607,7 +637,7 @@ int online_clear(struct store *st)
 	return op_append(st, OP_CLEAR, DB_ONLINE, NULL, 0);
 }
 
-static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, unsigned del_flags, const uint8_t *prefix, size_t plen)
+static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_t plen)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -631,7 +661,7 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, unsigned del_flags, const ui
 		if(k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0){
 			break;
 		}
-		rc = mdb_cursor_del(cur, del_flags);
+		rc = mdb_cursor_del(cur, 0);
 		if(rc){
 			break;
 		}
@@ -640,13 +670,249 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, unsigned del_flags, const ui
 	return rc;
 }
 
+/* The entry of body store_id in the transaction's count changes (added
+ * when missing); NULL when out of memory. refs_flush writes them. */
+static struct ref_delta *refd_entry(struct store *st, uint64_t store_id)
+{
+	struct ref_delta *e;
+
+	if((st->refd_n + 1) * 2 > st->refd_cap){
+		size_t cap = st->refd_cap ? st->refd_cap * 2 : 256;
+		struct ref_delta *t = calloc(cap, sizeof(*t));
+		if(!t){
+			return NULL;
+		}
+		for(size_t i = 0; i < st->refd_cap; i++){
+			if(st->refd[i].gen == st->refd_gen){
+				size_t j = (size_t)(st->refd[i].store_id * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
+				while(t[j].gen == 1){
+					j = (j + 1) & (cap - 1);
+				}
+				t[j] = st->refd[i];
+				t[j].gen = 1;
+			}
+		}
+		free(st->refd);
+		st->refd = t;
+		st->refd_cap = cap;
+		st->refd_gen = 1;
+	}
+	size_t i = (size_t)(store_id * 0x9E3779B97F4A7C15ull >> 20) & (st->refd_cap - 1);
+	while(st->refd[i].gen == st->refd_gen && st->refd[i].store_id != store_id){
+		i = (i + 1) & (st->refd_cap - 1);
+	}
+	e = &st->refd[i];
+	if(e->gen != st->refd_gen){
+		e->gen = st->refd_gen;
+		e->store_id = store_id;
+		e->delta = 0;
+		e->released = false;
+		st->refd_n++;
+	}
+	return e;
+}
+
+static int refd_add(struct store *st, uint64_t store_id, int64_t delta)
+{
+	struct ref_delta *e = refd_entry(st, store_id);
+
+	if(!e){
+		return ENOMEM;
+	}
+	e->delta += delta;
+	return 0;
+}
+
+/* msg_release (released), or a put of the body that brings it back. */
+static int refd_release(struct store *st, uint64_t store_id, bool released)
+{
+	struct ref_delta *e = refd_entry(st, store_id);
+
+	if(!e){
+		return ENOMEM;
+	}
+	e->released = released;
+	return 0;
+}
+
+static void refd_reset(struct store *st)
+{
+	st->refd_n = 0;
+	if(++st->refd_gen == 0){
+		memset(st->refd, 0, st->refd_cap * sizeof(*st->refd));
+		st->refd_gen = 1;
+	}
+}
+
+/* A stored value that could not be opened inside a transaction: its body
+ * reference is unknown, so no count is lowered for it. */
+static void reject_in_txn(struct store *st)
+{
+	pthread_mutex_lock(&st->lock);
+	st->stats.records_rejected++;
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* Opens a value stored under (db, key) with the writer's sealer into
+ * st->wpt; false when it does not authenticate. */
+static bool open_in_txn(struct store *st, enum store_db db, const uint8_t *key, size_t klen,
+		const uint8_t *v, size_t vlen)
+{
+	uint8_t ad[1 + KEY_MAX];
+	size_t len;
+
+	if(vlen < SEAL_OVERHEAD || klen > KEY_MAX){
+		return false;
+	}
+	buf_reset(&st->wpt);
+	if(!buf_extend(&st->wpt, vlen - SEAL_OVERHEAD)){
+		st->wpt.err = false;
+		return false;
+	}
+	make_ad(ad, db, key, klen);
+	return seal_open(st->wseal, ad, 1 + klen, v, vlen, st->wpt.data, &len) == SEAL_OK;
+}
+
+/* The body a stored queue entry (key: the logical key; v: the duplicate,
+ * sequence number first) refers to; the count is left alone when it cannot
+ * be read. */
+static int unref_queue_value(struct store *st, const uint8_t *key, const MDB_val *v)
+{
+	struct rec_queue q;
+
+	if(v->mv_size < QUEUE_SEQ_LEN || !open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN,
+			(const uint8_t *)v->mv_data + QUEUE_SEQ_LEN, v->mv_size - QUEUE_SEQ_LEN)
+			|| record_decode_queue(st->wpt.data, v->mv_size - QUEUE_SEQ_LEN - SEAL_OVERHEAD, &q)){
+		reject_in_txn(st);
+		return 0;
+	}
+	return refd_add(st, q.store_id, -1);
+}
+
+/* Deletes every queue entry of a client (prefix: the client's hash),
+ * lowering the counts of their bodies. */
+static int queue_delete_prefix(struct store *st, MDB_txn *txn, const uint8_t *prefix, size_t plen)
+{
+	uint8_t key[QUEUE_KEY_LEN];
+	MDB_cursor *cur;
+	MDB_val k = {plen, (void *)prefix}, v;
+	int rc;
+
+	if(plen != HASH_LEN){
+		return MDB_BAD_VALSIZE;
+	}
+	memcpy(key, prefix, HASH_LEN);
+	rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &cur);
+	if(rc){
+		return rc;
+	}
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+	while(rc == 0){
+		if(v.mv_size >= QUEUE_SEQ_LEN){
+			memcpy(key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
+			rc = unref_queue_value(st, key, &v);
+		}
+		if(rc == 0){
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+		}
+	}
+	if(rc == MDB_NOTFOUND){
+		k.mv_data = (void *)prefix;
+		k.mv_size = plen;
+		rc = mdb_del(txn, st->dbi[DB_QUEUE], &k, NULL);
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Lowers the count of the body the retained entry at key refers to, if
+ * there is one. */
+static int unref_retained(struct store *st, MDB_txn *txn, const MDB_val *k)
+{
+	struct rec_retain r;
+	MDB_val v;
+	int rc = mdb_get(txn, st->dbi[DB_RETAINED], (MDB_val *)k, &v);
+
+	if(rc){
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	if(!open_in_txn(st, DB_RETAINED, k->mv_data, k->mv_size, v.mv_data, v.mv_size)
+			|| record_decode_retain(st->wpt.data, v.mv_size - SEAL_OVERHEAD, &r)){
+		reject_in_txn(st);
+		return 0;
+	}
+	return refd_add(st, r.store_id, -1);
+}
+
+/* Writes the transaction's count changes: a count that drops to zero, or
+ * stays at zero for a released body, deletes the body with it. */
+static int refs_flush(struct store *st, MDB_txn *txn)
+{
+	uint8_t key[8], sealed[8 + SEAL_OVERHEAD], ad[1 + 8], be[8];
+	int rc = 0;
+
+	for(size_t i = 0; rc == 0 && i < st->refd_cap; i++){
+		struct ref_delta *e = &st->refd[i];
+		MDB_val k = {sizeof(key), key}, v;
+		int64_t count = 0;
+		bool stored;
+
+		if(e->gen != st->refd_gen || (e->delta == 0 && !e->released)){
+			continue;
+		}
+		put_be64(key, e->store_id);
+		rc = mdb_get(txn, st->dbi[DB_REFS], &k, &v);
+		stored = rc == 0;
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+		}else if(rc){
+			break;
+		}else if(open_in_txn(st, DB_REFS, key, sizeof(key), v.mv_data, v.mv_size)
+				&& v.mv_size == sizeof(sealed)){
+			count = (int64_t)(get_be64(st->wpt.data) & INT64_MAX);
+		}else{
+			/* Unknown: keep the body. */
+			reject_in_txn(st);
+			count = INT64_MAX / 2;
+		}
+		count += e->delta;
+		if(count <= 0){
+			if(stored){
+				rc = mdb_del(txn, st->dbi[DB_REFS], &k, NULL);
+			}
+			if(rc == 0){
+				rc = mdb_del(txn, st->dbi[DB_MSGS], &k, NULL);
+				rc = rc == MDB_NOTFOUND ? 0 : rc;
+			}
+			continue;
+		}
+		if(e->delta == 0){
+			continue;
+		}
+		put_be64(be, (uint64_t)count);
+		make_ad(ad, DB_REFS, key, sizeof(key));
+		if(seal_record(st->wseal, ad, sizeof(ad), be, sizeof(be), sealed) != SEAL_OK){
+			rc = EINVAL;
+			break;
+		}
+		v.mv_data = sealed;
+		v.mv_size = sizeof(sealed);
+		rc = mdb_put(txn, st->dbi[DB_REFS], &k, &v, 0);
+	}
+	refd_reset(st);
+	return rc;
+}
+
 /* Puts (vlen > 0) or deletes one queue entry; key is the logical key,
  * followed in memory by the sealed value when putting. An entry with the
- * same sequence number is replaced. *curp is the transaction's cursor on the
- * queues, opened at its first use. */
-static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, bool append, const uint8_t *key,
-		size_t klen, size_t vlen)
+ * same sequence number is replaced (an entry keeps its body). *curp is the
+ * transaction's cursor on the queues, opened at its first use. *added is
+ * set when an entry was added; a removed entry's body count is lowered. */
+static int queue_apply(struct store *st, MDB_txn *txn, MDB_cursor **curp, bool append, const uint8_t *key,
+		size_t klen, size_t vlen, bool *added)
 {
+	MDB_dbi dbi = st->dbi[DB_QUEUE];
+
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int rc;
@@ -671,6 +937,7 @@ static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, bool append
 		v.mv_size = QUEUE_SEQ_LEN + vlen;
 		rc = mdb_cursor_put(cur, &k, &v, MDB_APPENDDUP);
 		if(rc != MDB_KEYEXIST){
+			*added = rc == 0;
 			return rc;
 		}
 	}
@@ -681,14 +948,20 @@ static int queue_apply(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, bool append
 	rc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
 	/* Nothing at or after seq: an append, which fills pages to the end. */
 	unsigned put_flags = rc == MDB_NOTFOUND ? MDB_APPENDDUP : 0;
+	bool found = false;
 	if(rc == 0 && v.mv_size >= QUEUE_SEQ_LEN && memcmp(v.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) == 0){
-		rc = mdb_cursor_del(cur, 0);
+		found = true;
+		rc = vlen ? 0 : unref_queue_value(st, key, &v);
+		if(rc == 0){
+			rc = mdb_cursor_del(cur, 0);
+		}
 	}else if(rc == 0){
 		rc = MDB_NOTFOUND;
 	}
 	if(rc == MDB_NOTFOUND){
 		rc = 0;
 	}
+	*added = vlen && !found;
 	if(rc == 0 && vlen){
 		k.mv_data = (void *)key;
 		k.mv_size = HASH_LEN;
@@ -710,11 +983,14 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 	MDB_val k, v;
 	int rc = 0;
 
+	refd_reset(st);
 	while(rc == 0 && p < end && n < OPS_PER_TXN){
 		uint8_t op = p[0];
 		MDB_dbi dbi = st->dbi[p[1]];
 		size_t klen = p[2];
 		size_t vlen = get_le32(p + 3);
+		uint64_t ref = get_be64(p + 7);
+		bool added = false;
 
 		k.mv_data = (void *)(p + OP_HEADER);
 		k.mv_size = klen;
@@ -722,22 +998,49 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 			case OP_APPEND:
 			case OP_PUT:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(txn, dbi, &queue_cur, op == OP_APPEND, k.mv_data, klen, vlen);
+					rc = queue_apply(st, txn, &queue_cur, op == OP_APPEND, k.mv_data, klen, vlen, &added);
+					if(rc == 0 && added){
+						rc = refd_add(st, ref, 1);
+					}
 					break;
+				}
+				if(p[1] == DB_MSGS && klen == 8){
+					rc = refd_release(st, get_be64(k.mv_data), false);
+					if(rc){
+						break;
+					}
+				}
+				if(p[1] == DB_RETAINED){
+					rc = unref_retained(st, txn, &k);
+					if(rc == 0){
+						rc = refd_add(st, ref, 1);
+					}
+					if(rc){
+						break;
+					}
 				}
 				v.mv_data = (void *)(p + OP_HEADER + klen);
 				v.mv_size = vlen;
 				rc = mdb_put(txn, dbi, &k, &v, 0);
 				break;
 			case OP_DEL:
-				rc = p[1] == DB_QUEUE ? queue_apply(txn, dbi, &queue_cur, false, k.mv_data, klen, 0)
-					: mdb_del(txn, dbi, &k, NULL);
+				if(p[1] == DB_QUEUE){
+					rc = queue_apply(st, txn, &queue_cur, false, k.mv_data, klen, 0, &added);
+				}else if(p[1] == DB_MSGS){
+					rc = klen == 8 ? refd_release(st, get_be64(k.mv_data), true) : MDB_BAD_VALSIZE;
+				}else{
+					rc = p[1] == DB_RETAINED ? unref_retained(st, txn, &k) : 0;
+					if(rc == 0){
+						rc = mdb_del(txn, dbi, &k, NULL);
+					}
+				}
 				if(rc == MDB_NOTFOUND){
 					rc = 0;
 				}
 				break;
 			case OP_DEL_PREFIX:
-				rc = delete_prefix(txn, dbi, p[1] == DB_QUEUE ? MDB_NODUPDATA : 0, k.mv_data, klen);
+				rc = p[1] == DB_QUEUE ? queue_delete_prefix(st, txn, k.mv_data, klen)
+					: delete_prefix(txn, dbi, k.mv_data, klen);
 				break;
 			case OP_CLEAR:
 				rc = mdb_drop(txn, dbi, 0);
@@ -756,7 +1059,11 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 	if(queue_cur){
 		mdb_cursor_close(queue_cur);
 	}
+	if(rc == 0){
+		rc = refs_flush(st, txn);
+	}
 	if(rc){
+		refd_reset(st);
 		return rc;
 	}
 	*pos = (size_t)(p - ops->data);
@@ -1228,10 +1535,7 @@ int store_journal_mark(struct store *st, uint64_t lsn)
 		st->ops.err = false;
 		return STORE_ERR_NOMEM;
 	}
-	p[0] = OP_MARK;
-	p[1] = DB_META;
-	p[2] = 0;
-	put_le32(p + 3, 8);
+	op_header(p, OP_MARK, DB_META, 0, 8, 0);
 	put_be64(p + OP_HEADER, lsn);
 	st->ops_marked = st->ops.len;
 	st->n_ops++;
@@ -1980,8 +2284,9 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 			return STORE_ERR_VERSION;
 		}
 		st->upgrade_queues = get_be32(val) == 1;
-		if(get_be32(val) != STORE_SCHEMA_VERSION && !st->upgrade_queues){
-			snprintf(err, errlen, "%s has schema version %u; this persist-lmdb reads versions 1 and %u",
+		st->upgrade_refs = get_be32(val) == 1 || get_be32(val) == 2;
+		if(get_be32(val) != STORE_SCHEMA_VERSION && !st->upgrade_refs){
+			snprintf(err, errlen, "%s has schema version %u; this persist-lmdb reads versions 1 to %u",
 					st->path, get_be32(val), STORE_SCHEMA_VERSION);
 			return STORE_ERR_VERSION;
 		}
@@ -2341,7 +2646,7 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 			rc = rc == 0 ? mdb_drop(txn, legacy, 1) : rc == MDB_NOTFOUND ? 0 : rc;
 			if(rc == 0){
 				uint8_t be[4];
-				put_be32v(be, STORE_SCHEMA_VERSION);
+				put_be32v(be, 2);
 				rc = meta_put(st, txn, "schema", be, 4);
 			}
 		}
@@ -2354,13 +2659,107 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 	}
 	buf_free(&entry);
 	if(rc){
-		snprintf(err, errlen, "cannot convert the queues of %s to schema %u: %s", st->path,
-				STORE_SCHEMA_VERSION, rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
+		snprintf(err, errlen, "cannot convert the queues of %s to schema 2: %s", st->path,
+				rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
 		return rc == MDB_CORRUPTED ? STORE_ERR_CORRUPT : STORE_ERR_IO;
 	}
 	st->upgrade_queues = false;
-	logf_(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema %u (%" PRIu64 " queued entries moved)",
-			st->path, STORE_SCHEMA_VERSION, moved);
+	logf_(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema 2 (%" PRIu64 " queued entries moved)",
+			st->path, moved);
+	return STORE_OK;
+}
+
+/* Schema 2 to 3: counts the references of every body (queue entries and
+ * retained entries) and records schema 3, in one transaction. */
+static int refs_upgrade(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	uint8_t key[QUEUE_KEY_LEN];
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn;
+	MDB_val k, v;
+	uint64_t entries = 0, bodies = 0;
+	int rc;
+
+	(void)g;
+	fault_where = "refs";
+	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	if(rc){
+		goto out;
+	}
+	refd_reset(st);
+	rc = mdb_drop(txn, st->dbi[DB_REFS], 0);
+	if(rc == 0){
+		rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &cur);
+	}
+	for(int op = MDB_FIRST; rc == 0; op = MDB_NEXT){
+		struct rec_queue q;
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if(rc){
+			break;
+		}
+		if(k.mv_size != HASH_LEN || v.mv_size < QUEUE_SEQ_LEN){
+			rc = MDB_CORRUPTED;
+			break;
+		}
+		memcpy(key, k.mv_data, HASH_LEN);
+		memcpy(key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
+		if(!open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN, (uint8_t *)v.mv_data + QUEUE_SEQ_LEN,
+				v.mv_size - QUEUE_SEQ_LEN)
+				|| record_decode_queue(st->wpt.data, v.mv_size - QUEUE_SEQ_LEN - SEAL_OVERHEAD, &q)){
+			reject_in_txn(st);
+			continue;
+		}
+		rc = refd_add(st, q.store_id, 1);
+		entries++;
+	}
+	if(cur){
+		mdb_cursor_close(cur);
+		cur = NULL;
+	}
+	if(rc == MDB_NOTFOUND){
+		rc = mdb_cursor_open(txn, st->dbi[DB_RETAINED], &cur);
+	}
+	for(int op = MDB_FIRST; rc == 0; op = MDB_NEXT){
+		struct rec_retain r;
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if(rc){
+			break;
+		}
+		if(!open_in_txn(st, DB_RETAINED, k.mv_data, k.mv_size, v.mv_data, v.mv_size)
+				|| record_decode_retain(st->wpt.data, v.mv_size - SEAL_OVERHEAD, &r)){
+			reject_in_txn(st);
+			continue;
+		}
+		rc = refd_add(st, r.store_id, 1);
+		entries++;
+	}
+	if(cur){
+		mdb_cursor_close(cur);
+	}
+	if(rc == MDB_NOTFOUND){
+		bodies = st->refd_n;
+		rc = refs_flush(st, txn);
+	}
+	if(rc == 0){
+		uint8_t be[4];
+		put_be32v(be, STORE_SCHEMA_VERSION);
+		rc = meta_put(st, txn, "schema", be, 4);
+	}
+	if(rc == 0){
+		rc = mdb_txn_commit(txn);
+	}else{
+		refd_reset(st);
+		mdb_txn_abort(txn);
+	}
+out:
+	if(rc){
+		snprintf(err, errlen, "cannot count the message references of %s (schema 3): %s", st->path,
+				rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
+		return rc == MDB_CORRUPTED ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+	}
+	st->upgrade_refs = false;
+	logf_(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema %u (%" PRIu64 " references to %"
+			PRIu64 " messages counted)", st->path, STORE_SCHEMA_VERSION, entries, bodies);
 	return STORE_OK;
 }
 
@@ -2412,6 +2811,12 @@ static int open_databases(struct store *st, struct guarded *g, char *err, size_t
 	if(st->read_only){
 		mdb_txn_commit(txn); /* not abort: that would close the DBI handles */
 		return STORE_OK;
+	}
+	st->wseal = seal_split(st->seal);
+	if(!st->wseal){
+		snprintf(err, errlen, "cannot set up AES-256-GCM for the writer (OpenSSL)");
+		rc = STORE_ERR_CRYPTO;
+		goto fail;
 	}
 	rc = mdb_txn_commit(txn);
 	return rc ? env_error(st, rc, err, errlen) : STORE_OK;
@@ -2508,6 +2913,10 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	}
 	if(rc == STORE_OK && st->upgrade_queues){
 		struct guarded g = {.fn = queues_upgrade};
+		rc = run_guarded(st, &g, err, errlen);
+	}
+	if(rc == STORE_OK && st->upgrade_refs && !st->read_only){
+		struct guarded g = {.fn = refs_upgrade};
 		rc = run_guarded(st, &g, err, errlen);
 	}
 	if(rc){
@@ -2679,7 +3088,8 @@ int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes)
 struct id_set {
 	uint8_t *v;        /* sorted fixed-size keys */
 	size_t n, cap, width;
-	uint8_t *used;     /* one flag per key, for msgs */
+	uint32_t *uses;    /* per key, for msgs: references counted */
+	uint8_t *counted;  /* per key, for msgs: its refs record was seen */
 };
 
 static int id_set_add(struct id_set *s, const void *key)
@@ -2765,7 +3175,7 @@ static void mark_body(struct refs_walk *rw, uint64_t store_id, uint64_t *danglin
 	if(i < 0){
 		(*dangling)++;
 	}else{
-		rw->msgs->used[i] = 1;
+		rw->msgs->uses[i]++;
 	}
 }
 
@@ -2801,6 +3211,57 @@ static int visit_retain_refs(const MDB_val *k, const uint8_t *pt, size_t len, vo
 	return 0;
 }
 
+static int refs_count_put(struct store *st, uint64_t store_id, uint64_t count)
+{
+	uint8_t key[8], *p;
+
+	put_be64(key, store_id);
+	if(count == 0){
+		return op_append(st, OP_DEL, DB_REFS, key, sizeof(key));
+	}
+	buf_reset(&st->pt);
+	p = buf_extend(&st->pt, 8);
+	if(!p){
+		st->pt.err = false;
+		return STORE_ERR_NOMEM;
+	}
+	put_be64(p, count);
+	return op_append(st, OP_PUT, DB_REFS, key, sizeof(key));
+}
+
+struct refs_check {
+	struct store *st;
+	struct id_set *msgs;
+	struct store_refs *out;
+	bool repair;
+	int rc;
+};
+
+/* A stored count: right when it matches the references counted. */
+static int visit_refs(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct refs_check *rc = ctx;
+	long i;
+
+	(void)fn;
+	if(k->mv_size != 8 || len != 8){
+		return -1;
+	}
+	i = id_set_find(rc->msgs, k->mv_data);
+	if(i >= 0){
+		rc->msgs->counted[i] = 1;
+	}
+	/* A count of a missing body goes with dangling entries, reported as such. */
+	if(i >= 0 && rc->msgs->uses[i] != get_be64(pt)){
+		rc->out->refs_wrong++;
+		if(rc->repair && rc->rc == STORE_OK){
+			rc->rc = refs_count_put(rc->st, get_be64(k->mv_data), rc->msgs->uses[i]);
+		}
+	}
+	*cb_rc = 0;
+	return 0;
+}
+
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out)
 {
 	struct id_set sessions = {.width = HASH_LEN}, msgs = {.width = 8}, subs = {.width = HASH_LEN};
@@ -2812,7 +3273,8 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 	pthread_mutex_lock(&st->txn_lock);
 	rc = collect_keys(st, DB_SESSIONS, &sessions) || collect_keys(st, DB_MSGS, &msgs)
 		|| collect_keys(st, DB_SUBS, &subs) ? STORE_ERR_IO : STORE_OK;
-	if(rc == STORE_OK && msgs.n && !(msgs.used = calloc(msgs.n, 1))){
+	if(rc == STORE_OK && msgs.n && (!(msgs.uses = calloc(msgs.n, sizeof(*msgs.uses)))
+			|| !(msgs.counted = calloc(msgs.n, 1)))){
 		rc = STORE_ERR_NOMEM;
 	}
 	if(rc == STORE_OK){
@@ -2826,18 +3288,33 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 			out->subs_without_session++;
 		}
 	}
+	if(rc == STORE_OK && st->dbi[DB_REFS]){
+		struct refs_check chk = {st, &msgs, out, delete_orphans, STORE_OK};
+		rc = walk_db(st, DB_REFS, NULL, 0, visit_refs, NULL, &chk);
+		if(rc == STORE_OK){
+			rc = chk.rc;
+		}
+	}
 	for(size_t i = 0; rc == STORE_OK && i < msgs.n; i++){
-		if(!msgs.used[i]){
+		uint64_t store_id = get_be64(msgs.v + i * msgs.width);
+		if(st->dbi[DB_REFS] && msgs.uses[i] && !msgs.counted[i]){
+			out->refs_wrong++;
+			if(delete_orphans){
+				rc = refs_count_put(st, store_id, msgs.uses[i]);
+			}
+		}
+		if(rc == STORE_OK && !msgs.uses[i]){
 			out->orphan_msgs++;
 			if(delete_orphans){
-				rc = msg_delete(st, get_be64(msgs.v + i * msgs.width));
+				rc = msg_release(st, store_id);
 			}
 		}
 	}
 	pthread_mutex_unlock(&st->txn_lock);
 	free(sessions.v);
 	free(msgs.v);
-	free(msgs.used);
+	free(msgs.uses);
+	free(msgs.counted);
 	free(subs.v);
 	return rc;
 }
@@ -2860,9 +3337,10 @@ void store_close(struct store *st)
 	pthread_cond_destroy(&st->wake);
 	pthread_cond_destroy(&st->idle);
 	seal_free(st->seal);
+	seal_free(st->wseal);
 	hash_cache_free(st);
-	/* Plaintext: the scratch record, and values not sealed yet. */
-	struct buf *plain[] = {&st->pt, &st->ops, &st->wops};
+	/* Plaintext: the scratch records, and values not sealed yet. */
+	struct buf *plain[] = {&st->pt, &st->wpt, &st->ops, &st->wops};
 	for(size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++){
 		if(plain[i]->data){
 			seal_wipe(plain[i]->data, plain[i]->cap);
@@ -2870,6 +3348,7 @@ void store_close(struct store *st)
 		buf_free(plain[i]);
 	}
 	free(st->pend);
+	free(st->refd);
 	free(st->path);
 	free(st);
 }

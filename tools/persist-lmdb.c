@@ -653,11 +653,12 @@ static int cmd_verify(const struct settings *s)
 	printf("dangling retained entries      %12" PRIu64 "\n", refs.dangling_retained);
 	printf("queue entries without session  %12" PRIu64 "\n", refs.queue_without_session);
 	printf("subscriptions without session  %12" PRIu64 "\n", refs.subs_without_session);
+	printf("wrong reference counts         %12" PRIu64 "\n", refs.refs_wrong);
 	/* Not problems: what a crash leaves, applied at the next start. */
 	printf("journal records to apply       %12" PRIu64 "\n", pending);
 	printf("journal records cut short      %12" PRIu64 "\n", cut_short);
 	problems = ss.records_rejected + refs.orphan_msgs + refs.dangling_queue + refs.dangling_retained
-		+ refs.queue_without_session + refs.subs_without_session;
+		+ refs.queue_without_session + refs.subs_without_session + refs.refs_wrong;
 	if(problems){
 		printf("verify: %" PRIu64 " problem%s found\n", problems, problems == 1 ? "" : "s");
 	}else{
@@ -834,7 +835,7 @@ static int commit_failed(const struct settings *s, struct store *st, int rc)
 	return EXIT_DB;
 }
 
-static int print_account_json(const struct account_plan *plan, const struct store_refs *refs)
+static int print_account_json(const struct account_plan *plan, uint64_t bodies_deleted)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON *ids = cJSON_AddArrayToObject(o, "sessions");
@@ -847,7 +848,7 @@ static int print_account_json(const struct account_plan *plan, const struct stor
 	for(size_t i = 0; ok && i < plan->n_retained; i++){
 		ok = cJSON_AddItemToArray(topics, cJSON_CreateString(plan->retained_topics[i]));
 	}
-	ok = ok && !json_add_u64(o, "queued", plan->queued) && !json_add_u64(o, "message_bodies", refs->orphan_msgs)
+	ok = ok && !json_add_u64(o, "queued", plan->queued) && !json_add_u64(o, "message_bodies", bodies_deleted)
 		&& cJSON_AddBoolToObject(o, "personal_topics_skipped", plan->personal_skipped);
 	if(!ok){
 		cJSON_Delete(o);
@@ -856,7 +857,7 @@ static int print_account_json(const struct account_plan *plan, const struct stor
 	return json_emit(o);
 }
 
-static void print_account(const struct account_plan *plan, const struct store_refs *refs)
+static void print_account(const struct account_plan *plan, uint64_t bodies_deleted)
 {
 	printf("sessions deleted: %zu\n", plan->n_clientids);
 	for(size_t i = 0; i < plan->n_clientids; i++){
@@ -871,7 +872,7 @@ static void print_account(const struct account_plan *plan, const struct store_re
 		print_text(stdout, plan->retained_topics[i]);
 		putchar('\n');
 	}
-	printf("message bodies deleted: %" PRIu64 "\n", refs->orphan_msgs);
+	printf("message bodies deleted: %" PRIu64 "\n", bodies_deleted);
 }
 
 static int cmd_delete_account(const struct settings *s)
@@ -879,6 +880,7 @@ static int cmd_delete_account(const struct settings *s)
 	const struct args *a = s->a;
 	struct account_plan plan;
 	struct store_refs refs = {0};
+	uint64_t bodies_before = 0, bodies_after = 0, bytes;
 	struct store *st;
 	bool matched;
 	int rc;
@@ -906,8 +908,13 @@ static int cmd_delete_account(const struct settings *s)
 		cli_error("warning: a username or client id holds + or #: its personal topics were not searched");
 	}
 	if(matched){
-		rc = account_apply(st, &plan);
-		/* store_check_refs reads committed data: the deletions first. */
+		/* Bodies go with their last reference, in the commit of the
+		 * deletions; store_check_refs then removes what nothing referred
+		 * to before (it reads committed data). */
+		rc = store_count(st, DB_MSGS, &bodies_before, &bytes);
+		if(rc == STORE_OK){
+			rc = account_apply(st, &plan);
+		}
 		if(rc == STORE_OK){
 			rc = store_commit(st);
 		}
@@ -917,6 +924,9 @@ static int cmd_delete_account(const struct settings *s)
 		if(rc == STORE_OK){
 			rc = store_commit(st);
 		}
+		if(rc == STORE_OK){
+			rc = store_count(st, DB_MSGS, &bodies_after, &bytes);
+		}
 		if(rc){
 			account_plan_free(&plan);
 			return commit_failed(s, st, rc);
@@ -924,13 +934,13 @@ static int cmd_delete_account(const struct settings *s)
 	}
 	store_close(st);
 	if(a->json){
-		if(print_account_json(&plan, &refs)){
+		if(print_account_json(&plan, bodies_before - bodies_after)){
 			account_plan_free(&plan);
 			cli_error("cannot write to standard output");
 			return EXIT_DB;
 		}
 	}else if(matched){
-		print_account(&plan, &refs);
+		print_account(&plan, bodies_before - bodies_after);
 	}
 	account_plan_free(&plan);
 	rc = stdout_done();

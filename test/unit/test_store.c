@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "record.h"
 
 /* plugin/store.c reads records in batches of this many */
@@ -678,11 +679,12 @@ static void test_roundtrip_all_kinds(void **state)
 	check_all_kinds(st);
 	assert_uint_equal(stats_of(st).records_rejected, 0);
 
-	/* The store passes its structure check: 3 meta records + ours. */
+	/* The store passes its structure check: 3 meta records + ours + the
+	 * counts of the 4 bodies that queue entries or retained entries use. */
 	uint64_t records = 0;
 	char err[512];
 	assert_int_equal(store_check_structure(st, &records, err, sizeof(err)), STORE_OK);
-	assert_uint_equal(records, 3 + N_MSG_IDS + 2 + 3 + 4 + 2 + 1);
+	assert_uint_equal(records, 3 + N_MSG_IDS + 2 + 3 + 4 + 2 + 1 + 4);
 	store_close(st);
 
 	/* Everything persists across a reopen (under a new epoch), read-write
@@ -724,13 +726,13 @@ static void test_overwrite_and_delete(void **state)
 	coll_free(&c);
 
 	/* Single deletes, each of its own record only. */
-	assert_int_equal(msg_delete(st, msg_ids[2]), STORE_OK);
+	assert_int_equal(msg_release(st, msg_ids[2]), STORE_OK);
 	assert_int_equal(sub_delete(st, "alice", "a/#"), STORE_OK);
 	assert_int_equal(queue_remove(st, "alice", 2), STORE_OK);
 	assert_int_equal(retain_delete(st, "topic/2"), STORE_OK);
 	assert_int_equal(will_delete(st, "bob"), STORE_OK);
 	/* Deleting what is not there is not an error. */
-	assert_int_equal(msg_delete(st, 123456), STORE_OK);
+	assert_int_equal(msg_release(st, 123456), STORE_OK);
 	assert_int_equal(sub_delete(st, "nobody", "x"), STORE_OK);
 	assert_int_equal(queue_remove(st, "alice", 99), STORE_OK);
 	assert_int_equal(retain_delete(st, "no/such/topic"), STORE_OK);
@@ -772,8 +774,8 @@ static void test_overwrite_and_delete(void **state)
 	/* Operations of one commit apply in order. */
 	msg_make(&mf, 50);
 	assert_int_equal(msg_put(st, 5000, &mf.m), STORE_OK);
-	assert_int_equal(msg_delete(st, 5000), STORE_OK);
-	assert_int_equal(msg_delete(st, 5001), STORE_OK);
+	assert_int_equal(msg_release(st, 5000), STORE_OK);
+	assert_int_equal(msg_release(st, 5001), STORE_OK);
 	assert_int_equal(msg_put(st, 5001, &mf.m), STORE_OK);
 	struct rec_will w = will_make("carol", "c/w", "");
 	assert_int_equal(will_put(st, &w), STORE_OK);
@@ -1131,6 +1133,155 @@ static void test_queue_ops_between_commits(void **state)
 	free(m);
 }
 
+/* Body reference counts against a model: bodies shared by several
+ * clients' queues and by retained entries, references added and dropped
+ * in the same buffer (cancelled) or across commits, session deletions,
+ * retained replacements, the broker's releases, sync and async commits.
+ * After each commit every stored count is right, no entry lost its body,
+ * and a body is gone once nothing refers to it and the broker released it. */
+#define BC_BODIES 300
+#define BC_CLIENTS 4
+#define BC_TOPICS 5
+
+struct bc_model {
+	int refs[BC_BODIES + 1];
+	bool put[BC_BODIES + 1], released[BC_BODIES + 1], referenced[BC_BODIES + 1];
+	uint64_t entry[BC_CLIENTS][BC_BODIES + 1];  /* cmsg_id of the client's entry of body i, 0: none */
+	int retained[BC_TOPICS];                    /* body, 0: none */
+	uint64_t next_cmsg;
+};
+
+static void bc_check(struct store *st, const struct bc_model *m)
+{
+	struct store_refs refs;
+	struct coll c = {0};
+	size_t expected = 0;
+
+	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
+	assert_uint_equal(refs.refs_wrong, 0);
+	assert_uint_equal(refs.dangling_queue, 0);
+	assert_uint_equal(refs.dangling_retained, 0);
+	assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
+	for(int b = 1; b <= BC_BODIES; b++){
+		bool stored = false;
+		for(size_t i = 0; i < c.n; i++){
+			stored |= c.v[i].id == (uint64_t)b;
+		}
+		/* Kept while referred to; gone once released with no references. */
+		if(m->refs[b] > 0){
+			assert_true(stored);
+		}else if(m->put[b] && m->released[b]){
+			assert_false(stored);
+		}
+		expected += stored;
+	}
+	assert_uint_equal(c.n, expected);
+	coll_free(&c);
+}
+
+static void test_body_counts(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	static const char *const ids[BC_CLIENTS] = {"b-a", "b-b", "b-c", "b-d"};
+	static const char *const topics[BC_TOPICS] = {"r/0", "r/1", "r/2", "r/3", "r/4"};
+	struct bc_model *m = calloc(1, sizeof(*m));
+	uint64_t x = 0x2545F4914F6CDD1Dull;
+	int next_body = 1;
+	size_t checks = 0;
+	struct msg_fx mf;
+
+	assert_non_null(m);
+	for(int step = 0; step < 8000; step++){
+		uint32_t r = mq_rand(&x) % 100;
+		int b = 1 + (int)(mq_rand(&x) % BC_BODIES);
+		int c = (int)(mq_rand(&x) % BC_CLIENTS);
+		/* Like the broker: a body gets references while it is new or
+		 * still referred to, and is not released twice. */
+		bool usable = m->put[b] && !m->released[b] && (m->refs[b] > 0 || !m->referenced[b]);
+
+		if(r < 15 && next_body <= BC_BODIES){
+			b = next_body++;
+			msg_make(&mf, b);
+			assert_int_equal(msg_put(st, (uint64_t)b, &mf.m), STORE_OK);
+			m->put[b] = true;
+		}else if(r < 45 && usable && !m->entry[c][b]){
+			struct rec_queue q = queue_make((uint64_t)b, (uint16_t)b);
+			m->entry[c][b] = ++m->next_cmsg;
+			assert_int_equal(queue_append(st, ids[c], m->entry[c][b], &q), STORE_OK);
+			m->refs[b]++;
+			m->referenced[b] = true;
+		}else if(r < 50 && m->entry[c][b]){
+			struct rec_queue q = queue_make((uint64_t)b, (uint16_t)b);
+			q.state = 3;
+			assert_int_equal(queue_update(st, ids[c], m->entry[c][b], &q), STORE_OK);
+		}else if(r < 70 && m->entry[c][b]){
+			assert_int_equal(queue_remove(st, ids[c], m->entry[c][b]), STORE_OK);
+			m->entry[c][b] = 0;
+			m->refs[b]--;
+		}else if(r < 76 && usable){
+			int t = (int)(mq_rand(&x) % BC_TOPICS);
+			assert_int_equal(retain_set(st, topics[t], (uint64_t)b), STORE_OK);
+			if(m->retained[t]){
+				m->refs[m->retained[t]]--;
+			}
+			m->retained[t] = b;
+			m->refs[b]++;
+			m->referenced[b] = true;
+		}else if(r < 79){
+			int t = (int)(mq_rand(&x) % BC_TOPICS);
+			assert_int_equal(retain_delete(st, topics[t]), STORE_OK);
+			if(m->retained[t]){
+				m->refs[m->retained[t]]--;
+			}
+			m->retained[t] = 0;
+		}else if(r < 81){
+			assert_int_equal(session_delete(st, ids[c]), STORE_OK);
+			for(int i = 1; i <= BC_BODIES; i++){
+				if(m->entry[c][i]){
+					m->entry[c][i] = 0;
+					m->refs[i]--;
+				}
+			}
+		}else if(r < 90 && m->put[b] && !m->released[b]){
+			assert_int_equal(msg_release(st, (uint64_t)b), STORE_OK);
+			m->released[b] = true;
+		}else if(r < 95){
+			assert_int_equal(store_commit_async(st), STORE_OK);
+		}else{
+			commit_ok(st);
+			bc_check(st, m);
+			checks++;
+		}
+	}
+	commit_ok(st);
+	bc_check(st, m);
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	bc_check(st, m);
+
+	/* Nothing refers to anything any more: every body goes. */
+	for(int c = 0; c < BC_CLIENTS; c++){
+		assert_int_equal(session_delete(st, ids[c]), STORE_OK);
+	}
+	for(int t = 0; t < BC_TOPICS; t++){
+		assert_int_equal(retain_delete(st, topics[t]), STORE_OK);
+	}
+	for(int b = 1; b < next_body; b++){
+		if(!m->released[b]){
+			assert_int_equal(msg_release(st, (uint64_t)b), STORE_OK);
+		}
+	}
+	commit_ok(st);
+	assert_uint_equal(count_msgs(st), 0);
+	uint64_t entries, bytes;
+	assert_int_equal(store_count(st, DB_REFS, &entries, &bytes), STORE_OK);
+	assert_uint_equal(entries, 0);
+	assert_true(checks > 100);
+	store_close(st);
+	free(m);
+}
+
 static void test_wrong_key(void **state)
 {
 	struct fx *fx = *state;
@@ -1202,7 +1353,7 @@ static void test_epoch_and_read_only(void **state)
 		assert_uint_equal(store_epoch(st), 4);
 		assert_uint_equal(count_msgs(st), 4);
 		assert_int_equal(msg_put(st, 99, &mf.m), STORE_ERR_READONLY);
-		assert_int_equal(msg_delete(st, 1), STORE_ERR_READONLY);
+		assert_int_equal(msg_release(st, 1), STORE_ERR_READONLY);
 		struct rec_session s = session_make("x", NULL, 1);
 		assert_int_equal(session_put(st, &s), STORE_ERR_READONLY);
 		assert_int_equal(session_delete(st, "x"), STORE_ERR_READONLY);
@@ -1693,7 +1844,7 @@ static void test_walk_stops_on_callback_value(void **state)
 
 	/* Pending-op accounting: session_delete is six operations (session,
 	 * subscriptions, queue, will, online marker, sequence number). */
-	assert_int_equal(msg_delete(st, 1), STORE_OK);
+	assert_int_equal(msg_release(st, 1), STORE_OK);
 	assert_int_equal(session_delete(st, "c1"), STORE_OK);
 	assert_uint_equal(stats_of(st).pending_ops, 7);
 	commit_ok(st);
@@ -2247,7 +2398,7 @@ static void test_no_sync(void **state)
 	store_close(st);
 	st = open_store(fx, 0, STORE_NO_SYNC);
 	assert_uint_equal(count_msgs(st), 500);
-	assert_int_equal(msg_delete(st, 1), STORE_OK);
+	assert_int_equal(msg_release(st, 1), STORE_OK);
 	commit_ok(st);
 	store_close(st);
 	st = open_store(fx, 0, STORE_READ_ONLY);
@@ -2260,6 +2411,71 @@ static void test_no_sync(void **state)
  * when opened for writing: same entries, same order, every record still
  * authenticates; a read-only open refuses it with a clear message. The
  * schema 1 file is made from a schema 2 one by moving the entries back. */
+/* A schema 2 database (no counts) gets its counts at the first writable
+ * open; a read-only open reads it as it is. */
+static void test_schema2_counts_built(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct store_refs refs;
+	uint64_t entries, bytes;
+	struct raw r;
+
+	write_all_kinds(st);
+	commit_ok(st);
+	store_close(st);
+
+	raw_open(&r, fx->db);
+	MDB_dbi counts = raw_dbi(&r, "refs"), meta = raw_dbi(&r, "meta");
+	assert_int_equal(mdb_drop(r.txn, counts, 1), 0);
+	struct seal *seal = seal_new(fx->key, 1);
+	assert_non_null(seal);
+	uint8_t ad[1 + 6] = {DB_META, 's', 'c', 'h', 'e', 'm', 'a'}, two[4] = {0, 0, 0, 2};
+	uint8_t sealed[4 + SEAL_OVERHEAD];
+	assert_int_equal(seal_record(seal, ad, sizeof(ad), two, sizeof(two), sealed), SEAL_OK);
+	seal_free(seal);
+	raw_put(&r, meta, "schema", 6, sealed, sizeof(sealed));
+	raw_close(&r, true);
+
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	check_all_kinds(st);
+	store_close(st);
+
+	log_reset();
+	st = open_store(fx, 0, 0);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
+	assert_int_equal(store_count(st, DB_REFS, &entries, &bytes), STORE_OK);
+	assert_uint_equal(entries, 4);
+	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
+	assert_uint_equal(refs.refs_wrong, 0);
+	check_all_kinds(st);
+	store_close(st);
+
+	/* A wrong count is found, and corrected by the repairing check. */
+	uint8_t key[8], seven[8] = {0, 0, 0, 0, 0, 0, 0, 7}, ad2[1 + 8], sealed2[8 + SEAL_OVERHEAD];
+	put_be64(key, msg_ids[1]);
+	ad2[0] = DB_REFS;
+	memcpy(ad2 + 1, key, 8);
+	seal = seal_new(fx->key, 1);
+	assert_non_null(seal);
+	seal_set_epoch(seal, 0xFFFFFF);
+	assert_int_equal(seal_record(seal, ad2, sizeof(ad2), seven, sizeof(seven), sealed2), SEAL_OK);
+	seal_free(seal);
+	raw_open(&r, fx->db);
+	raw_put(&r, raw_dbi(&r, "refs"), key, sizeof(key), sealed2, sizeof(sealed2));
+	raw_close(&r, true);
+	st = open_store(fx, 0, 0);
+	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
+	assert_uint_equal(refs.refs_wrong, 1);
+	assert_int_equal(store_check_refs(st, true, &refs), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
+	assert_uint_equal(refs.refs_wrong, 0);
+	/* The repair also deleted the 3 bodies nothing refers to. */
+	assert_uint_equal(count_msgs(st), 4);
+	store_close(st);
+}
+
 static void test_schema1_queues_converted(void **state)
 {
 	struct fx *fx = *state;
@@ -2316,7 +2532,8 @@ static void test_schema1_queues_converted(void **state)
 
 	log_reset();
 	st = open_store(fx, 0, 0);
-	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
+	/* Converted to schema 2, then 3. */
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 2);
 	for(int c = 0; c < 3; c++){
 		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &after), STORE_OK);
 		assert_uint_equal(after.n, before[c].n);
@@ -2474,6 +2691,7 @@ int main(void)
 		T(test_offline_subs_and_used_bytes),
 		T(test_queue_order_across_epochs),
 		T(test_queue_ops_between_commits),
+		T(test_body_counts),
 		T(test_wrong_key),
 		T(test_epoch_and_read_only),
 		T(test_map_growth),
@@ -2493,6 +2711,7 @@ int main(void)
 		T(test_seqno),
 		T(test_no_sync),
 		T(test_schema1_queues_converted),
+		T(test_schema2_counts_built),
 		T(test_walk_in_batches),
 	};
 #undef T
