@@ -16,6 +16,9 @@ struct bytes {
 	size_t len;
 };
 
+/* The last bytes of an encoded body: its refs0, big-endian. */
+#define RECORD_REFS0_LEN 4
+
 struct rec_base_msg {
 	int64_t expiry_time;
 	const char *topic;
@@ -27,6 +30,7 @@ struct rec_base_msg {
 	uint16_t source_port;
 	uint8_t qos;
 	bool retain;
+	uint32_t refs0;   /* stored entries the body was created with (store.c); 0: none recorded */
 };
 
 struct rec_session {

@@ -13,7 +13,8 @@
  *   dedup     H(identity | message id)              rec_dedup
  *   seqno     H(client id)                          the session's last sequence number
  *   refs      store_id (u64 BE)                     how many queue entries and retained
- *                                                   entries refer to the body (u64 BE)
+ *                                                   entries refer to the body (u64 BE),
+ *                                                   once that is not the body's refs0
  *
  * `online` marks sessions whose client is connected: the broker reports no
  * session change while a client stays connected, so after a crash this is

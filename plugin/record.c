@@ -1,5 +1,6 @@
 /* Plaintext record codec (see record.h for the layout rules). */
 #include "record.h"
+#include "bytes.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +244,11 @@ void record_encode_base_msg(struct buf *b, const struct rec_base_msg *m)
 	buf_put_str(b, m->source_username);
 	buf_put_bytes(b, m->properties.data, m->properties.len, m->properties.data != NULL);
 	buf_put_bytes(b, m->payload.data, m->payload.len, true);
+	/* Fixed size and last: the store fills it in just before sealing. */
+	uint8_t *p = buf_extend(b, RECORD_REFS0_LEN);
+	if(p){
+		put_be32(p, m->refs0);
+	}
 }
 
 int record_decode_base_msg(const uint8_t *p, size_t n, struct rec_base_msg *m)
@@ -261,6 +267,13 @@ int record_decode_base_msg(const uint8_t *p, size_t n, struct rec_base_msg *m)
 	m->payload = rd_bytes(&r);
 	if(!m->topic || m->qos > 2 || m->payload.data == NULL){
 		return -1;
+	}
+	/* Absent in records of schema 2 and earlier. */
+	m->refs0 = 0;
+	if(!r.err && r.left == RECORD_REFS0_LEN){
+		m->refs0 = get_be32(r.p);
+		r.p += RECORD_REFS0_LEN;
+		r.left -= RECORD_REFS0_LEN;
 	}
 	return rd_done(&r);
 }

@@ -1,5 +1,6 @@
 /* AES-256-GCM record envelope and HMAC-SHA256 index hashes (OpenSSL 3 EVP). */
 #include "seal.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -231,14 +232,6 @@ struct seal *seal_split(struct seal *s)
 	s->counter_end = half - 1;
 	c->counter = half - 1;
 	return c;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
 }
 
 int seal_record(struct seal *s, const uint8_t *ad, size_t ad_len,

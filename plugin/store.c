@@ -62,8 +62,20 @@ struct pending {
 struct ref_delta {
 	uint64_t store_id;
 	int64_t delta;
+	int64_t refs0;   /* with created: the count the body's record holds */
 	uint32_t gen;    /* in use in generation st->refd_gen only */
 	bool released;   /* the broker released the body (msg_release) */
+	bool created;    /* the body was put in this transaction */
+};
+
+/* A body put in the buffered operations: the stored entries that refer to
+ * it from the same buffer are counted into its record (refs0) when it is
+ * sealed, so a body whose count never changes needs no refs record. */
+struct new_body {
+	uint64_t store_id;
+	uint32_t off;    /* its put in st->ops */
+	uint32_t refs;
+	uint32_t gen;    /* in use in generation st->newb_gen only */
 };
 static const char legacy_queue_name[] = "queue"; /* schema 1 */
 
@@ -106,6 +118,9 @@ struct store {
 	size_t refd_cap, refd_n;
 	uint32_t refd_gen;
 	struct buf wpt;              /* plaintext scratch of the transaction */
+	struct new_body *newb;       /* open addressing, newb_cap a power of two */
+	size_t newb_cap, newb_n;
+	uint32_t newb_gen;           /* never 0 once newb exists */
 	struct pending *pend;        /* open addressing, pend_cap a power of two */
 	size_t pend_cap, pend_n;
 	uint32_t pend_gen;
@@ -217,6 +232,101 @@ static void pending_forget(struct store *st)
 		memset(st->pend, 0, st->pend_cap * sizeof(*st->pend));
 		st->pend_gen = 1;
 	}
+	st->newb_n = 0;
+	if(++st->newb_gen == 0){
+		memset(st->newb, 0, st->newb_cap * sizeof(*st->newb));
+		st->newb_gen = 1;
+	}
+}
+
+static size_t newb_hash(uint64_t store_id, size_t cap)
+{
+	return (size_t)(store_id * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
+}
+
+/* The buffered new body store_id, or NULL. */
+static struct new_body *newb_find(struct store *st, uint64_t store_id)
+{
+	if(!st->newb_n){
+		return NULL;
+	}
+	for(size_t i = newb_hash(store_id, st->newb_cap);; i = (i + 1) & (st->newb_cap - 1)){
+		struct new_body *b = &st->newb[i];
+		if(b->gen != st->newb_gen){
+			return NULL;
+		}
+		if(b->store_id == store_id){
+			return b;
+		}
+	}
+}
+
+/* Notes a body put at off. Without memory it is simply not noted: its
+ * record then says 0 and its count goes to refs. */
+static void newb_add(struct store *st, uint64_t store_id, size_t off)
+{
+	struct new_body *b;
+
+	if(off >= UINT32_MAX || newb_find(st, store_id)){
+		return;
+	}
+	if((st->newb_n + 1) * 2 > st->newb_cap){
+		size_t cap = st->newb_cap ? st->newb_cap * 2 : 256;
+		struct new_body *t = calloc(cap, sizeof(*t));
+		if(!t){
+			return;
+		}
+		for(size_t i = 0; i < st->newb_cap; i++){
+			if(st->newb[i].gen == st->newb_gen){
+				size_t j = newb_hash(st->newb[i].store_id, cap);
+				while(t[j].gen == st->newb_gen){
+					j = (j + 1) & (cap - 1);
+				}
+				t[j] = st->newb[i];
+			}
+		}
+		free(st->newb);
+		st->newb = t;
+		st->newb_cap = cap;
+		if(st->newb_gen == 0){
+			st->newb_gen = 1;
+		}
+	}
+	size_t i = newb_hash(store_id, st->newb_cap);
+	while(st->newb[i].gen == st->newb_gen){
+		i = (i + 1) & (st->newb_cap - 1);
+	}
+	b = &st->newb[i];
+	b->store_id = store_id;
+	b->off = (uint32_t)off;
+	b->refs = 0;
+	b->gen = st->newb_gen;
+	st->newb_n++;
+}
+
+static void newb_count(struct store *st, uint64_t store_id, int d)
+{
+	struct new_body *b = newb_find(st, store_id);
+
+	if(b){
+		b->refs = (uint32_t)((int64_t)b->refs + d);
+	}
+}
+
+/* Writes each new body's count into its plaintext (the record's last
+ * bytes) and its put's ref, before they are sealed. */
+static void newb_patch(struct store *st)
+{
+	for(size_t i = 0; st->newb_n && i < st->newb_cap; i++){
+		struct new_body *b = &st->newb[i];
+		if(b->gen != st->newb_gen || b->off < st->ops_sealed){
+			continue;
+		}
+		uint8_t *p = st->ops.data + b->off;
+		size_t klen = p[2], vlen = get_le32(p + 3);
+		put_be32(p + OP_HEADER + klen + vlen - SEAL_TAG_LEN - RECORD_REFS0_LEN, b->refs);
+		put_be64(p + 7, b->refs);
+	}
 }
 
 static size_t pending_hash(const uint8_t *key, size_t cap)
@@ -270,6 +380,11 @@ static void op_header(uint8_t *p, enum op op, enum store_db db, size_t klen, siz
 
 static void op_void(struct store *st, uint32_t off)
 {
+	const uint8_t *p = st->ops.data + off;
+
+	if(p[0] == OP_APPEND && p[1] == DB_QUEUE){
+		newb_count(st, get_be64(p + 7), -1);
+	}
 	st->ops.data[off] = OP_NOP;
 	st->n_ops--;
 }
@@ -318,7 +433,11 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 static int ops_seal(struct store *st)
 {
 	uint8_t ad[1 + KEY_MAX];
-	uint8_t *p = st->ops.data + st->ops_sealed, *end = st->ops.data + st->ops.len;
+	uint8_t *p, *end;
+
+	newb_patch(st);
+	p = st->ops.data + st->ops_sealed;
+	end = st->ops.data + st->ops.len;
 
 	while(p < end){
 		size_t klen = p[2];
@@ -343,10 +462,20 @@ int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m)
 {
 	uint8_t key[8];
 
+	struct rec_base_msg body = *m;
+	size_t off = st->ops.len;
+	int rc;
+
+	/* Its count is what this buffer adds (newb_patch), not the caller's. */
+	body.refs0 = 0;
 	put_be64(key, store_id);
 	buf_reset(&st->pt);
-	record_encode_base_msg(&st->pt, m);
-	return op_append(st, OP_PUT, DB_MSGS, key, sizeof(key));
+	record_encode_base_msg(&st->pt, &body);
+	rc = op_append(st, OP_PUT, DB_MSGS, key, sizeof(key));
+	if(rc == STORE_OK){
+		newb_add(st, store_id, off);
+	}
+	return rc;
 }
 
 int msg_release(struct store *st, uint64_t store_id)
@@ -485,6 +614,9 @@ static int queue_op(struct store *st, enum op op, const uint8_t *key, uint64_t s
 		if(rc){
 			return rc;
 		}
+		if(op != OP_DEL && fresh){
+			newb_count(st, store_id, 1);
+		}
 	}
 	if(prev != PENDING_NONE){
 		op_void(st, prev);
@@ -553,6 +685,7 @@ int retain_set(struct store *st, const char *topic, uint64_t store_id)
 	}
 	buf_reset(&st->pt);
 	record_encode_retain(&st->pt, &r);
+	/* Not counted into refs0: the entry it replaces is known to the writer only. */
 	return op_append_ref(st, OP_PUT, DB_RETAINED, key, sizeof(key), store_id);
 }
 
@@ -706,7 +839,9 @@ static struct ref_delta *refd_entry(struct store *st, uint64_t store_id)
 		e->gen = st->refd_gen;
 		e->store_id = store_id;
 		e->delta = 0;
+		e->refs0 = 0;
 		e->released = false;
+		e->created = false;
 		st->refd_n++;
 	}
 	return e;
@@ -723,15 +858,15 @@ static int refd_add(struct store *st, uint64_t store_id, int64_t delta)
 	return 0;
 }
 
-/* msg_release (released), or a put of the body that brings it back. */
-static int refd_release(struct store *st, uint64_t store_id, bool released)
+/* msg_release: the broker holds the body no more. */
+static int refd_release(struct store *st, uint64_t store_id)
 {
 	struct ref_delta *e = refd_entry(st, store_id);
 
 	if(!e){
 		return ENOMEM;
 	}
-	e->released = released;
+	e->released = true;
 	return 0;
 }
 
@@ -844,8 +979,32 @@ static int unref_retained(struct store *st, MDB_txn *txn, const MDB_val *k)
 	return refd_add(st, r.store_id, -1);
 }
 
-/* Writes the transaction's count changes: a count that drops to zero, or
- * stays at zero for a released body, deletes the body with it. */
+/* The count the record of a body not put in this transaction holds
+ * (refs0): 0 without a body; when it cannot be read, a count that keeps it. */
+static int body_refs0(struct store *st, MDB_txn *txn, const uint8_t *key, int64_t *out)
+{
+	struct rec_base_msg m;
+	MDB_val k = {8, (void *)key}, v;
+	int rc = mdb_get(txn, st->dbi[DB_MSGS], &k, &v);
+
+	*out = 0;
+	if(rc){
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	if(!open_in_txn(st, DB_MSGS, key, 8, v.mv_data, v.mv_size)
+			|| record_decode_base_msg(st->wpt.data, v.mv_size - SEAL_OVERHEAD, &m)){
+		reject_in_txn(st);
+		*out = INT64_MAX / 2;
+		return 0;
+	}
+	*out = m.refs0;
+	return 0;
+}
+
+/* Writes the transaction's count changes. A body's count is its refs
+ * record, or without one the refs0 of its own record; a record is written
+ * only when the count differs from refs0. A count that drops to zero, or
+ * stays at zero for a released body, deletes the body with its record. */
 static int refs_flush(struct store *st, MDB_txn *txn)
 {
 	uint8_t key[8], sealed[8 + SEAL_OVERHEAD], ad[1 + 8], be[8];
@@ -854,7 +1013,7 @@ static int refs_flush(struct store *st, MDB_txn *txn)
 	for(size_t i = 0; rc == 0 && i < st->refd_cap; i++){
 		struct ref_delta *e = &st->refd[i];
 		MDB_val k = {sizeof(key), key}, v;
-		int64_t count = 0;
+		int64_t count = 0, implied = -1;
 		bool stored;
 
 		if(e->gen != st->refd_gen || (e->delta == 0 && !e->released)){
@@ -865,6 +1024,12 @@ static int refs_flush(struct store *st, MDB_txn *txn)
 		stored = rc == 0;
 		if(rc == MDB_NOTFOUND){
 			rc = 0;
+			if(e->created){
+				implied = e->refs0;
+			}else{
+				rc = body_refs0(st, txn, key, &count);
+				implied = count;
+			}
 		}else if(rc){
 			break;
 		}else if(open_in_txn(st, DB_REFS, key, sizeof(key), v.mv_data, v.mv_size)
@@ -874,6 +1039,9 @@ static int refs_flush(struct store *st, MDB_txn *txn)
 			/* Unknown: keep the body. */
 			reject_in_txn(st);
 			count = INT64_MAX / 2;
+		}
+		if(rc){
+			break;
 		}
 		count += e->delta;
 		if(count <= 0){
@@ -886,7 +1054,7 @@ static int refs_flush(struct store *st, MDB_txn *txn)
 			}
 			continue;
 		}
-		if(e->delta == 0){
+		if(e->delta == 0 || count == implied){
 			continue;
 		}
 		put_be64(be, (uint64_t)count);
@@ -1005,10 +1173,14 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 					break;
 				}
 				if(p[1] == DB_MSGS && klen == 8){
-					rc = refd_release(st, get_be64(k.mv_data), false);
-					if(rc){
+					struct ref_delta *e = refd_entry(st, get_be64(k.mv_data));
+					if(!e){
+						rc = ENOMEM;
 						break;
 					}
+					e->released = false;
+					e->created = true;
+					e->refs0 = (int64_t)ref;
 				}
 				if(p[1] == DB_RETAINED){
 					rc = unref_retained(st, txn, &k);
@@ -1027,7 +1199,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				if(p[1] == DB_QUEUE){
 					rc = queue_apply(st, txn, &queue_cur, false, k.mv_data, klen, 0, &added);
 				}else if(p[1] == DB_MSGS){
-					rc = klen == 8 ? refd_release(st, get_be64(k.mv_data), true) : MDB_BAD_VALSIZE;
+					rc = klen == 8 ? refd_release(st, get_be64(k.mv_data)) : MDB_BAD_VALSIZE;
 				}else{
 					rc = p[1] == DB_RETAINED ? unref_retained(st, txn, &k) : 0;
 					if(rc == 0){
@@ -2210,19 +2382,6 @@ static int meta_put(struct store *st, MDB_txn *txn, const char *name, const void
 	return mdb_put(txn, st->dbi[DB_META], &k, &v, 0);
 }
 
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put_be32v(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
 static bool db_has_records(MDB_txn *txn, const struct store *st)
 {
 	MDB_stat ms;
@@ -2257,7 +2416,7 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 			return STORE_ERR_IO;
 		}
 		seal_set_epoch(st->seal, 1);
-		put_be32v(be, STORE_SCHEMA_VERSION);
+		put_be32(be, STORE_SCHEMA_VERSION);
 		if(meta_put(st, txn, "schema", be, 4) || meta_put(st, txn, "keycheck", key_check_text, sizeof(key_check_text))){
 			snprintf(err, errlen, "cannot initialise the database in %s", st->path);
 			return STORE_ERR_IO;
@@ -2314,7 +2473,7 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 		epoch++;
 		seal_set_epoch(st->seal, epoch);
 	}
-	put_be32v(be, epoch);
+	put_be32(be, epoch);
 	if(meta_put(st, txn, "epoch", be, 4)){
 		snprintf(err, errlen, "cannot write the epoch of %s", st->path);
 		return STORE_ERR_IO;
@@ -2646,7 +2805,7 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 			rc = rc == 0 ? mdb_drop(txn, legacy, 1) : rc == MDB_NOTFOUND ? 0 : rc;
 			if(rc == 0){
 				uint8_t be[4];
-				put_be32v(be, 2);
+				put_be32(be, 2);
 				rc = meta_put(st, txn, "schema", be, 4);
 			}
 		}
@@ -2737,12 +2896,20 @@ static int refs_upgrade(struct store *st, struct guarded *g, char *err, size_t e
 		mdb_cursor_close(cur);
 	}
 	if(rc == MDB_NOTFOUND){
+		/* Absolute counts: written as records whatever a body's own
+		 * record says. */
+		for(size_t i = 0; i < st->refd_cap; i++){
+			if(st->refd[i].gen == st->refd_gen){
+				st->refd[i].created = true;
+				st->refd[i].refs0 = -1;
+			}
+		}
 		bodies = st->refd_n;
 		rc = refs_flush(st, txn);
 	}
 	if(rc == 0){
 		uint8_t be[4];
-		put_be32v(be, STORE_SCHEMA_VERSION);
+		put_be32(be, STORE_SCHEMA_VERSION);
 		rc = meta_put(st, txn, "schema", be, 4);
 	}
 	if(rc == 0){
@@ -3089,6 +3256,7 @@ struct id_set {
 	uint8_t *v;        /* sorted fixed-size keys */
 	size_t n, cap, width;
 	uint32_t *uses;    /* per key, for msgs: references counted */
+	uint32_t *refs0;   /* per key, for msgs: the count its record holds */
 	uint8_t *counted;  /* per key, for msgs: its refs record was seen */
 };
 
@@ -3211,14 +3379,12 @@ static int visit_retain_refs(const MDB_val *k, const uint8_t *pt, size_t len, vo
 	return 0;
 }
 
+/* A refs record with count (also 0: it overrides the body's refs0). */
 static int refs_count_put(struct store *st, uint64_t store_id, uint64_t count)
 {
 	uint8_t key[8], *p;
 
 	put_be64(key, store_id);
-	if(count == 0){
-		return op_append(st, OP_DEL, DB_REFS, key, sizeof(key));
-	}
 	buf_reset(&st->pt);
 	p = buf_extend(&st->pt, 8);
 	if(!p){
@@ -3262,6 +3428,41 @@ static int visit_refs(const MDB_val *k, const uint8_t *pt, size_t len, void *fn,
 	return 0;
 }
 
+/* Reads the refs0 of every body into msgs->refs0, setting msgs->counted
+ * for a body that does not open (the walks that read it report it; its
+ * count is not judged). */
+static int read_refs0(struct store *st, struct id_set *msgs)
+{
+	uint8_t ad[1 + 8];
+	MDB_txn *txn;
+	int rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+
+	if(rc){
+		return STORE_ERR_IO;
+	}
+	for(size_t i = 0; i < msgs->n; i++){
+		const uint8_t *key = msgs->v + i * msgs->width;
+		MDB_val k = {8, (void *)key}, v;
+		struct rec_base_msg m;
+		size_t len;
+
+		make_ad(ad, DB_MSGS, key, 8);
+		buf_reset(&st->pt);
+		if(mdb_get(txn, st->dbi[DB_MSGS], &k, &v) || v.mv_size < SEAL_OVERHEAD
+				|| !buf_extend(&st->pt, v.mv_size - SEAL_OVERHEAD)
+				|| seal_open(st->seal, ad, sizeof(ad), v.mv_data, v.mv_size, st->pt.data, &len) != SEAL_OK
+				|| record_decode_base_msg(st->pt.data, len, &m)){
+			st->pt.err = false;
+			msgs->counted[i] = 1;
+			continue;
+		}
+		msgs->refs0[i] = m.refs0;
+	}
+	seal_wipe(st->pt.data, st->pt.cap);
+	mdb_txn_abort(txn);
+	return STORE_OK;
+}
+
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out)
 {
 	struct id_set sessions = {.width = HASH_LEN}, msgs = {.width = 8}, subs = {.width = HASH_LEN};
@@ -3274,8 +3475,11 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 	rc = collect_keys(st, DB_SESSIONS, &sessions) || collect_keys(st, DB_MSGS, &msgs)
 		|| collect_keys(st, DB_SUBS, &subs) ? STORE_ERR_IO : STORE_OK;
 	if(rc == STORE_OK && msgs.n && (!(msgs.uses = calloc(msgs.n, sizeof(*msgs.uses)))
-			|| !(msgs.counted = calloc(msgs.n, 1)))){
+			|| !(msgs.counted = calloc(msgs.n, 1)) || !(msgs.refs0 = calloc(msgs.n, sizeof(*msgs.refs0))))){
 		rc = STORE_ERR_NOMEM;
+	}
+	if(rc == STORE_OK && msgs.n){
+		rc = read_refs0(st, &msgs);
 	}
 	if(rc == STORE_OK){
 		rc = walk_db(st, DB_QUEUE, NULL, 0, visit_queue_refs, NULL, &rw);
@@ -3297,7 +3501,8 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 	}
 	for(size_t i = 0; rc == STORE_OK && i < msgs.n; i++){
 		uint64_t store_id = get_be64(msgs.v + i * msgs.width);
-		if(st->dbi[DB_REFS] && msgs.uses[i] && !msgs.counted[i]){
+		/* Without a refs record the body's own record holds its count. */
+		if(st->dbi[DB_REFS] && !msgs.counted[i] && msgs.uses[i] != msgs.refs0[i]){
 			out->refs_wrong++;
 			if(delete_orphans){
 				rc = refs_count_put(st, store_id, msgs.uses[i]);
@@ -3315,6 +3520,7 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 	free(msgs.v);
 	free(msgs.uses);
 	free(msgs.counted);
+	free(msgs.refs0);
 	free(subs.v);
 	return rc;
 }
