@@ -166,7 +166,9 @@ int sub_delete(struct store *st, const char *clientid, const char *topic_filter)
 int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
 /* Replaces (or adds) the entry of a client's queue at cmsg_id. */
 int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
-int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id);
+/* store_id: the entry's body, as the broker reports it; 0 when not known
+ * (then it is read from the stored entry). */
+int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
 int retain_set(struct store *st, const char *topic, uint64_t store_id);
 int retain_delete(struct store *st, const char *topic);
 int will_put(struct store *st, const struct rec_will *w);

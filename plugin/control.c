@@ -320,7 +320,7 @@ static int purge_queue(struct request *rq)
 	cm.direction = mosq_bmd_out;
 	mosquitto_persist_client_msg_clear(&cm);
 	for(size_t i = 0; rc == STORE_OK && i < si.n_purge; i++){
-		rc = queue_remove(si.st, clientid, si.purge[i]);
+		rc = queue_remove(si.st, clientid, si.purge[i], 0);
 	}
 	free(si.purge);
 	if(rc == STORE_OK){

@@ -312,7 +312,7 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 		}
 		retention_remove(pl, ed->data.clientid, ed->data.cmsg_id);
 	}
-	return store_result(queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id),
+	return store_result(queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id),
 			"a queued message deletion");
 }
 

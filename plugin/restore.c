@@ -155,7 +155,7 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 		e = journal_entry(r, clientid, seq, JREC_RELEASED_IN);
 		if(e){
 			e->store_id = q->store_id;
-			queue_remove(st, clientid, seq);
+			queue_remove(st, clientid, seq, q->store_id);
 			msg_release(st, q->store_id);
 			return true;
 		}
@@ -223,7 +223,7 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 		return 0;
 	}
 	/* Kept, it would come back after newer messages at a later restart. */
-	queue_remove(r->pl->store, r->session->clientid, seq);
+	queue_remove(r->pl->store, r->session->clientid, seq, q->store_id);
 	r->failed++;
 	if(rc == MOSQ_ERR_NOT_FOUND){
 		r->session_orphaned++;

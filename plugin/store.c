@@ -610,7 +610,7 @@ static int queue_op(struct store *st, enum op op, const uint8_t *key, uint64_t s
 
 	if(op != OP_DEL || !fresh){
 		int rc = op_append_ref(st, op == OP_DEL ? OP_DEL : fresh ? OP_APPEND : OP_PUT, DB_QUEUE, key,
-				QUEUE_KEY_LEN, op == OP_DEL ? 0 : store_id);
+				QUEUE_KEY_LEN, store_id);
 		if(rc){
 			return rc;
 		}
@@ -665,14 +665,14 @@ int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const
 	return queue_put(st, OP_PUT, clientid, cmsg_id, q);
 }
 
-int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id)
+int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
 {
 	uint8_t key[HASH_LEN + 8];
 
 	if(queue_key(st, clientid, cmsg_id, key)){
 		return STORE_ERR_CRYPTO;
 	}
-	return queue_op(st, OP_DEL, key, 0);
+	return queue_op(st, OP_DEL, key, store_id);
 }
 
 int retain_set(struct store *st, const char *topic, uint64_t store_id)
@@ -1075,9 +1075,10 @@ static int refs_flush(struct store *st, MDB_txn *txn)
  * followed in memory by the sealed value when putting. An entry with the
  * same sequence number is replaced (an entry keeps its body). *curp is the
  * transaction's cursor on the queues, opened at its first use. *added is
- * set when an entry was added; a removed entry's body count is lowered. */
+ * set when an entry was added; a removed entry's body count is lowered
+ * (removed_ref, or the body read from the entry when that is 0). */
 static int queue_apply(struct store *st, MDB_txn *txn, MDB_cursor **curp, bool append, const uint8_t *key,
-		size_t klen, size_t vlen, bool *added)
+		size_t klen, size_t vlen, uint64_t removed_ref, bool *added)
 {
 	MDB_dbi dbi = st->dbi[DB_QUEUE];
 
@@ -1119,7 +1120,7 @@ static int queue_apply(struct store *st, MDB_txn *txn, MDB_cursor **curp, bool a
 	bool found = false;
 	if(rc == 0 && v.mv_size >= QUEUE_SEQ_LEN && memcmp(v.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) == 0){
 		found = true;
-		rc = vlen ? 0 : unref_queue_value(st, key, &v);
+		rc = vlen ? 0 : removed_ref ? refd_add(st, removed_ref, -1) : unref_queue_value(st, key, &v);
 		if(rc == 0){
 			rc = mdb_cursor_del(cur, 0);
 		}
@@ -1166,7 +1167,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 			case OP_APPEND:
 			case OP_PUT:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(st, txn, &queue_cur, op == OP_APPEND, k.mv_data, klen, vlen, &added);
+					rc = queue_apply(st, txn, &queue_cur, op == OP_APPEND, k.mv_data, klen, vlen, 0, &added);
 					if(rc == 0 && added){
 						rc = refd_add(st, ref, 1);
 					}
@@ -1197,7 +1198,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				break;
 			case OP_DEL:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(st, txn, &queue_cur, false, k.mv_data, klen, 0, &added);
+					rc = queue_apply(st, txn, &queue_cur, false, k.mv_data, klen, 0, ref, &added);
 				}else if(p[1] == DB_MSGS){
 					rc = klen == 8 ? refd_release(st, get_be64(k.mv_data)) : MDB_BAD_VALSIZE;
 				}else{

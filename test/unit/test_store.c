@@ -731,13 +731,13 @@ static void test_overwrite_and_delete(void **state)
 	/* Single deletes, each of its own record only. */
 	assert_int_equal(msg_release(st, msg_ids[2]), STORE_OK);
 	assert_int_equal(sub_delete(st, "alice", "a/#"), STORE_OK);
-	assert_int_equal(queue_remove(st, "alice", 2), STORE_OK);
+	assert_int_equal(queue_remove(st, "alice", 2, 0), STORE_OK);
 	assert_int_equal(retain_delete(st, "topic/2"), STORE_OK);
 	assert_int_equal(will_delete(st, "bob"), STORE_OK);
 	/* Deleting what is not there is not an error. */
 	assert_int_equal(msg_release(st, 123456), STORE_OK);
 	assert_int_equal(sub_delete(st, "nobody", "x"), STORE_OK);
-	assert_int_equal(queue_remove(st, "alice", 99), STORE_OK);
+	assert_int_equal(queue_remove(st, "alice", 99, 0), STORE_OK);
 	assert_int_equal(retain_delete(st, "no/such/topic"), STORE_OK);
 	assert_int_equal(will_delete(st, "alice"), STORE_OK);
 	assert_int_equal(session_delete(st, "nobody"), STORE_OK);
@@ -995,12 +995,12 @@ static void test_queue_order_across_epochs(void **state)
 	/* Restored entries are addressed by their seq (>= 2^40). */
 	const uint64_t old5 = (e1 << STORE_SEQ_SHIFT) | 5, old7 = (e1 << STORE_SEQ_SHIFT) | 7;
 	assert_true(old5 >= (1ull << STORE_SEQ_SHIFT));
-	assert_int_equal(queue_remove(st, "c", old5), STORE_OK);
+	assert_int_equal(queue_remove(st, "c", old5, 0), STORE_OK);
 	struct rec_queue q7 = queue_make(7777, 77);
 	q7.state = 9;
 	assert_int_equal(queue_append(st, "c", old7, &q7), STORE_OK);
 	/* A small cmsg_id is this run's. */
-	assert_int_equal(queue_remove(st, "c", 2), STORE_OK);
+	assert_int_equal(queue_remove(st, "c", 2, 0), STORE_OK);
 	commit_ok(st);
 
 	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
@@ -1110,7 +1110,7 @@ static void test_queue_ops_between_commits(void **state)
 		}else if(r < 90){
 			/* Also of an entry that is not there (the broker's deletes of
 			 * what was never stored). */
-			assert_int_equal(queue_remove(st, ids[c], seq), STORE_OK);
+			assert_int_equal(queue_remove(st, ids[c], seq, 0), STORE_OK);
 			m->present[c][seq] = false;
 		}else if(r < 91){
 			assert_int_equal(session_delete(st, ids[c]), STORE_OK);
@@ -1219,7 +1219,7 @@ static void test_body_counts(void **state)
 			q.state = 3;
 			assert_int_equal(queue_update(st, ids[c], m->entry[c][b], &q), STORE_OK);
 		}else if(r < 70 && m->entry[c][b]){
-			assert_int_equal(queue_remove(st, ids[c], m->entry[c][b]), STORE_OK);
+			assert_int_equal(queue_remove(st, ids[c], m->entry[c][b], mq_rand(&x) % 2 ? (uint64_t)b : 0), STORE_OK);
 			m->entry[c][b] = 0;
 			m->refs[b]--;
 		}else if(r < 76 && usable){
@@ -1992,7 +1992,7 @@ static void test_async_commit(void **state)
 			assert_int_equal(store_commit_async(st), STORE_OK);
 		}
 		if(i % 5000 == 0){
-			assert_int_equal(queue_remove(st, "async", i - 1), STORE_OK);
+			assert_int_equal(queue_remove(st, "async", i - 1, 0), STORE_OK);
 		}
 	}
 	assert_true(store_has_pending(st) || stats_of(st).commits > 0);
