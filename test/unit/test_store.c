@@ -874,7 +874,7 @@ static void test_offline_subs_and_used_bytes(void **state)
 
 	assert_int_equal(session_set_online(st, "on", false), STORE_OK);
 	for(int i = 0; i < 300; i++){
-		assert_int_equal(msg_delete(st, (uint64_t)1000 + (uint64_t)i), STORE_OK);
+		assert_int_equal(msg_release(st, (uint64_t)1000 + (uint64_t)i), STORE_OK);
 	}
 	commit_ok(st);
 	usleep(150 * 1000);
