@@ -10,6 +10,8 @@ over several rounds (setup order rotated each round), and reports medians:
   lmdb      persist-lmdb, its defaults (sync tick)
   lmdb-periodic  persist-lmdb, plugin_opt_sync periodic (synced every second)
   lmdb-publish   persist-lmdb, plugin_opt_sync publish (journal synced before each PUBACK)
+  lmdb-disk      persist-lmdb, plugin_opt_queue_storage disk (offline queues in
+                 the database only)
   sqlite-flush0  persist-sqlite, plugin_opt_flush_period 0
   sync-floor     a plugin that only writes each QoS 1/2 PUBLISH with one O_DSYNC
                  pwrite before its PUBACK (bench/syncfloor.c): what syncing once
@@ -63,10 +65,12 @@ import time
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_persist_sqlite.so"
-LMDB_SETUPS = {"lmdb": None, "lmdb-periodic": "periodic", "lmdb-publish": "publish"}  # -> plugin_opt_sync
+LMDB_SETUPS = {"lmdb": None, "lmdb-periodic": "periodic", "lmdb-publish": "publish",
+               "lmdb-disk": None}  # -> plugin_opt_sync
+LMDB_EXTRA = {"lmdb-disk": ["plugin_opt_queue_storage disk"]}
 DEFAULT_SETUPS = ["none", "snapshot", "sqlite", "lmdb", "lmdb-periodic"]
-ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor"]
-RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb"]  # `none` has nothing to restore
+ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor", "lmdb-disk"]
+RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-disk"]  # `none` has nothing to restore
 # Scenario C. The disk probe (bench/syncprobe) runs in slices next to C_JUDGED,
 # or, without it, takes its own turn in the rotation as `probe`.
 C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish", "sync-floor"]
@@ -190,6 +194,7 @@ class Broker:
                       f"plugin_opt_db_path {self.data}"]
             if LMDB_SETUPS[setup]:
                 lines += [f"plugin_opt_sync {LMDB_SETUPS[setup]}"]
+            lines += LMDB_EXTRA.get(setup, [])
         elif setup == "sync-floor":
             lines += [f"global_plugin {args.syncfloor}", f"plugin_opt_dir {self.data}"]
         elif setup != "none":
@@ -436,13 +441,17 @@ def run_f(setup, rnd):
 def run_g(setup, rnd):
     with fresh_broker(setup, f"G-{setup}-r{rnd}") as b:
         s = b.loadgen("subscribe-offline", "-k", args.sessions, "-e", "-t", G_TOPIC, "-i", "g-")
-        rss_sessions = mem_kib(b.proc.pid).get("VmRSS")
+        mem_sessions = mem_kib(b.proc.pid)
+        rss_sessions = mem_sessions.get("VmRSS")
         r = b.loadgen("publish", "-n", args.sessions * args.per_session, "-e", "-k", args.sessions,
                       "-t", G_TOPIC, "-s", args.size, "-q", 1, "-w", args.window)
-        rss_loaded = mem_kib(b.proc.pid).get("VmRSS")
+        time.sleep(0.5)  # one more loop iteration: the last messages' release (lmdb-disk)
+        mem_loaded = mem_kib(b.proc.pid)
+        rss_loaded = mem_loaded.get("VmRSS")
         res = {"session_rate": args.sessions / s["secs"] if s["secs"] > 0 else None,
                "publish_rate": r["rate"], "rss_loaded_kib": rss_loaded,
                "backlog_rss_kib": rss_loaded - rss_sessions if rss_loaded and rss_sessions else None,
+               "backlog_anon_kib": mem_loaded.get("RssAnon", 0) - mem_sessions.get("RssAnon", 0),
                "stop_secs": b.stop()}
         res["disk_bytes"] = disk_usage(b.data)[0]
         os.sync()
@@ -906,12 +915,13 @@ def report_more(results, setups, restart_setups):
             ("publish_rate", "publish rate (msg/s, acked)", "rate", 1),
             ("rss_loaded_kib", "broker RSS before the stop (MiB)", "mib", 1 / 1024),
             ("backlog_rss_kib", "of it, growth while the backlog was published (MiB)", "mib", 1 / 1024),
+            ("backlog_anon_kib", "of the growth, anonymous memory (MiB)", "mib", 1 / 1024),
             ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
             ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / 2**20),
             ("restart_secs", "restart: process start to first CONNACK (s)", "secs", 1),
             ("rss_restart_kib", "broker RSS after restart (MiB)", "mib", 1 / 1024),
             ("rss_restart_file_kib", "of which file-backed (MiB)", "mib", 1 / 1024),
-        ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot")], g_setups)))
+        ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot"), ("lmdb-disk", "sqlite")], g_setups)))
         out.append(f"\nPer round, restart (s): {samples(results, 'G', g_setups, 'restart_secs', 'secs')}.\n")
     return out
 
@@ -969,6 +979,9 @@ def report(results, info, drawn):
         out.append("- `lmdb-periodic`: persist-lmdb with `plugin_opt_sync periodic`: a transaction per "
                    "loop iteration as in `tick`, synced every `plugin_opt_sync_interval_ms` (1000 ms)."
                    + ("" if used & {"lmdb-publish", "sync-floor"} else "\n"))
+    if "lmdb-disk" in used:
+        out.append("- `lmdb-disk`: persist-lmdb with `plugin_opt_queue_storage disk`: messages of offline "
+                   "sessions in the database only, handed back to the broker when their client returns.\n")
     if "lmdb-publish" in used:
         out.append("- `lmdb-publish`: persist-lmdb with `plugin_opt_sync publish`: as `tick`, and every "
                    "accepted QoS 1/2 PUBLISH is written to the journal (a ring file) with pwrite on an "

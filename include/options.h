@@ -21,6 +21,11 @@ enum queue_full {
 	QUEUE_FULL_DROP_OLDEST,  /* the oldest messages make room for it */
 };
 
+enum queue_storage {
+	QUEUE_STORAGE_MEMORY,  /* the broker holds every queued message (it always has) */
+	QUEUE_STORAGE_DISK,    /* offline sessions' messages are in the database only */
+};
+
 struct option_kv {
 	const char *key;   /* without the plugin_opt_ prefix */
 	const char *value;
@@ -35,6 +40,7 @@ struct plugin_config {
 	size_t max_queued_bytes;     /* payload bytes per offline session; 0: no limit */
 	enum queue_full queue_full;
 	unsigned offline_ttl;   /* seconds; default expiry of a queued message; 0: none */
+	enum queue_storage queue_storage;
 	enum sync_mode sync;
 	unsigned sync_interval_ms;
 	size_t journal_size;

@@ -81,7 +81,9 @@ BROKER_FUNCTIONS(WEAK_REF)
  * broker numbers them (its internal enum; persist-sqlite stores the same). */
 #define MSG_DIR_IN 0
 #define MSG_DIR_OUT 1
+#define MSG_STATE_WAIT_FOR_PUBACK 3
 #define MSG_STATE_PUBLISH_QOS2 4
+#define MSG_STATE_WAIT_FOR_PUBREC 5
 #define MSG_STATE_RESEND_PUBREL 6
 #define MSG_STATE_WAIT_FOR_PUBCOMP 9
 
@@ -133,6 +135,19 @@ struct retention {
 	uint64_t dropped_full, dropped_expired;
 };
 
+/* plugin_opt_queue_storage disk (backlog.c): offline sessions' messages
+ * are taken out of the broker at the tick and handed back when the client
+ * returns. */
+struct backlog {
+	struct client_table sessions;   /* struct backlog_session */
+	char **due;                     /* offline sessions the broker holds messages of */
+	size_t n_due, cap_due;
+	uint64_t *resident;             /* bodies the broker holds: open addressing, 0 = empty */
+	size_t cap_resident, n_resident;
+	uint64_t evicted, loaded;       /* messages taken out of / handed back to the broker */
+	time_t log_at;
+};
+
 /* plugin_opt_max_db_size (budget.c). */
 struct budget {
 	char **filters;   /* subscriptions of the sessions offline at read_at */
@@ -173,6 +188,7 @@ struct plugin {
 	struct client_table seqs;   /* struct seq_session, for plugin_opt_seq_property */
 	struct budget budget;
 	struct retention retention;
+	struct backlog backlog;
 };
 
 int persist_restore_cb(int event, void *event_data, void *userdata);
@@ -237,6 +253,32 @@ void retention_online(struct plugin *pl, const char *clientid, bool online);
 void retention_tick(struct plugin *pl);
 int on_basic_auth(int event, void *event_data, void *userdata);
 void retention_free(struct plugin *pl);
+
+/* Offline backlogs on disk (backlog.c); no-ops with queue_storage memory. */
+bool backlog_on(const struct plugin *pl);
+void backlog_body_held(struct plugin *pl, uint64_t store_id);
+void backlog_body_gone(struct plugin *pl, uint64_t store_id);
+bool backlog_body_resident(const struct plugin *pl, uint64_t store_id);
+/* The broker queued an outgoing message for clientid. */
+void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void backlog_online(struct plugin *pl, const char *clientid, bool online);
+/* At restore: the session's queue is in the database (held: and the
+ * broker holds it too, until the next tick). */
+int backlog_defer(struct plugin *pl, const char *clientid, bool held);
+void backlog_session_added(struct plugin *pl, const char *clientid);
+void backlog_session_gone(struct plugin *pl, const char *clientid);
+void backlog_tick(struct plugin *pl);
+int on_basic_auth_backlog(int event, void *event_data, void *userdata);
+/* From CONNECT: the client's stored messages, when BASIC_AUTH did not hand them over. */
+void backlog_connected(struct plugin *pl, const char *clientid);
+void backlog_free(struct plugin *pl);
+/* Hands a session's stored queue to the broker (restore.c): outgoing
+ * entries from seq below before (0: all), incoming ones too if incoming;
+ * kick has a connected client sent them. Returns the number handed over,
+ * or -1 when the store could not be read. */
+long queue_load(struct plugin *pl, const char *clientid, uint64_t before, bool incoming, bool kick);
+/* Has the broker hold the body store_id (from the store) unless it does. */
+int body_ensure(struct plugin *pl, uint64_t store_id);
 
 /* MOSQ_ERR_SUCCESS, or the refusal of a publish over plugin_opt_max_db_size. */
 int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed);

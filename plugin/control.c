@@ -377,7 +377,9 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "usedBytes", (double)s.used_bytes)
 			|| !add_number(rq->data, "maxDbSize", (double)rq->pl->cfg.max_db_size)
 			|| !add_number(rq->data, "droppedQueueFull", (double)rq->pl->retention.dropped_full)
-			|| !add_number(rq->data, "droppedExpired", (double)rq->pl->retention.dropped_expired)){
+			|| !add_number(rq->data, "droppedExpired", (double)rq->pl->retention.dropped_expired)
+			|| !add_number(rq->data, "backlogReleases", (double)rq->pl->backlog.evicted)
+			|| !add_number(rq->data, "backlogLoaded", (double)rq->pl->backlog.loaded)){
 		return MOSQ_ERR_NOMEM;
 	}
 	return MOSQ_ERR_SUCCESS;

@@ -69,6 +69,7 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 	}
 	journal_q2_stash(pl, d);
 	retention_body(pl, d->store_id, d->payloadlen, m.expiry_time);
+	backlog_body_held(pl, d->store_id);
 	return store_result(msg_put(pl->store, d->store_id, &m), "a message");
 }
 
@@ -79,6 +80,7 @@ int on_base_msg_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	retention_body_gone(pl, ed->data.store_id);
+	backlog_body_gone(pl, ed->data.store_id);
 	return store_result(msg_release(pl->store, ed->data.store_id), "a message release");
 }
 
@@ -124,6 +126,7 @@ int on_client_add(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_persist_client *ed = event_data;
 
 	(void)event;
+	backlog_session_added(userdata, ed->data.clientid);
 	return client_put(userdata, &ed->data);
 }
 
@@ -210,6 +213,7 @@ int on_client_delete(int event, void *event_data, void *userdata)
 	dedup_client_gone(pl, ed->data.clientid, true);
 	seq_session_ended(pl, ed->data.clientid);
 	retention_session_gone(pl, ed->data.clientid);
+	backlog_session_gone(pl, ed->data.clientid);
 	return store_result(session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
 
@@ -271,6 +275,7 @@ int on_client_msg_add(int event, void *event_data, void *userdata)
 	}
 	if(d->direction == MSG_DIR_OUT){
 		retention_add(pl, d->clientid, d->cmsg_id, d->mid, d->qos, d->store_id);
+		backlog_msg_added(pl, d->clientid, d->cmsg_id);
 	}
 	return client_msg_put(pl, d, seq_no, true);
 }
@@ -361,6 +366,8 @@ int on_connect(int event, void *event_data, void *userdata)
 	}
 	pending_will_forget(pl, clientid);
 	retention_online(pl, clientid, true);
+	backlog_connected(pl, clientid);
+	backlog_online(pl, clientid, true);
 	if(store_result(will_delete(pl->store, clientid), "a replaced will")){
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -377,6 +384,7 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	dedup_client_gone(pl, clientid, false);
 	seq_connection_ended(pl, clientid);
 	retention_online(pl, clientid, false);
+	backlog_online(pl, clientid, false);
 	return store_result(session_set_online(pl->store, clientid, false), "a disconnection");
 }
 

@@ -157,6 +157,15 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 			cfg->offline_ttl = (unsigned)secs;
+		}else if(!strcmp(k, "queue_storage")){
+			if(v && !strcmp(v, "memory")){
+				cfg->queue_storage = QUEUE_STORAGE_MEMORY;
+			}else if(v && !strcmp(v, "disk")){
+				cfg->queue_storage = QUEUE_STORAGE_DISK;
+			}else{
+				snprintf(err, errlen, "plugin_opt_queue_storage '%s' is not memory or disk", v ? v : "");
+				goto fail;
+			}
 		}else if(!strcmp(k, "sync")){
 			if(v && !strcmp(v, "tick")){
 				cfg->sync = SYNC_TICK;
@@ -230,6 +239,19 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 		cfg->dedup_property = strdup(DEDUP_PROPERTY_DEFAULT);
 		if(!cfg->dedup_property){
 			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
+	/* Queue limits, expiry sweeps and sequence numbers act on messages the
+	 * broker holds; with queue_storage disk an offline session's are not. */
+	if(cfg->queue_storage == QUEUE_STORAGE_DISK){
+		const char *clash = cfg->max_queued_messages ? "max_queued_messages"
+			: cfg->max_queued_bytes ? "max_queued_bytes"
+			: cfg->offline_ttl ? "offline_ttl"
+			: cfg->seq_property ? "seq_property" : NULL;
+		if(clash){
+			snprintf(err, errlen, "plugin_opt_%s cannot be used with plugin_opt_queue_storage disk "
+					"(not supported yet)", clash);
 			goto fail;
 		}
 	}

@@ -80,6 +80,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	metrics_tick(pl);
 	store_used_refresh(pl->store);
 	retention_tick(pl);
+	backlog_tick(pl);
 	journal_mark(pl);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -146,6 +147,7 @@ static void plugin_free(struct plugin *pl)
 	pending_wills_free(pl);
 	budget_free(pl);
 	retention_free(pl);
+	backlog_free(pl);
 	free(pl);
 }
 
@@ -248,6 +250,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 	}
 	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.seq_property){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE_OUT, on_message_out, NULL, pl);
+	}
+	if(rc == MOSQ_ERR_SUCCESS && backlog_on(pl)){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth_backlog, NULL, pl);
 	}
 	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.offline_ttl){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, pl);

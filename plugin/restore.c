@@ -26,6 +26,11 @@ struct restore {
 	size_t n_by_entry;
 	unsigned long replayed, pubrel_resumed;
 	struct pubrel_list pubrel;    /* the session's QoS 2 messages whose PUBREL was sent */
+	uint64_t before;              /* queue_load: entries from this seq on stay (0: none) */
+	bool renumber;                /* queue_load: new packet ids for messages not yet sent */
+	bool skip_in;                 /* queue_load: the broker holds the incoming messages */
+	unsigned next_mid;
+	int walk_rc;
 	uint8_t mids[65536 / 8];      /* the session's packet ids in use */
 	const struct rec_session *session;
 	unsigned long session_refused, session_orphaned;
@@ -73,6 +78,7 @@ static int restore_msg(void *ctx, uint64_t store_id, const struct rec_base_msg *
 	rc = mosquitto_persist_base_msg_add(&msg);
 	if(rc == MOSQ_ERR_SUCCESS){
 		retention_body(r->pl, store_id, msg.payloadlen, m->expiry_time);
+		backlog_body_held(r->pl, store_id);
 	}
 	/* The broker owns the topic, payload and properties from the call on,
 	 * except when it refuses the arguments outright. */
@@ -89,10 +95,29 @@ static int restore_msg(void *ctx, uint64_t store_id, const struct rec_base_msg *
 	return 0;
 }
 
+int body_ensure(struct plugin *pl, uint64_t store_id)
+{
+	struct restore r;
+
+	if(backlog_body_resident(pl, store_id)){
+		return MOSQ_ERR_SUCCESS;
+	}
+	memset(&r, 0, sizeof(r));
+	r.pl = pl;
+	if(msg_get(pl->store, store_id, restore_msg, &r) != STORE_OK){
+		return MOSQ_ERR_UNKNOWN;
+	}
+	return r.msgs ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOT_FOUND;
+}
+
 static int restore_retained(void *ctx, const struct rec_retain *rt)
 {
 	struct restore *r = ctx;
 
+	if(backlog_on(r->pl) && body_ensure(r->pl, rt->store_id) != MOSQ_ERR_SUCCESS){
+		r->failed++;
+		return 0;
+	}
 	if(mosquitto_persist_retain_msg_set(rt->topic, rt->store_id) == MOSQ_ERR_SUCCESS){
 		r->retained++;
 	}else{
@@ -187,34 +212,74 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 	return false;
 }
 
+/* An outgoing message the client may have received: its packet id stays. */
+static bool was_sent(uint8_t state)
+{
+	return state == MSG_STATE_WAIT_FOR_PUBACK || state == MSG_STATE_WAIT_FOR_PUBREC
+		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP;
+}
+
+/* The next packet id no message handed over so far has. A stored queue
+ * can hold messages routed in several broker runs, each numbering from 1,
+ * and the broker needs the ids of a client's messages to differ. */
+static uint16_t free_mid(struct restore *r)
+{
+	for(unsigned i = 0; i < 65535; i++){
+		unsigned mid = r->next_mid % 65535 + 1;
+		r->next_mid = mid;
+		if(!(r->mids[mid >> 3] & (1u << (mid & 7)))){
+			return (uint16_t)mid;
+		}
+	}
+	return (uint16_t)(r->next_mid % 65535 + 1);
+}
+
 static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 {
 	struct restore *r = ctx;
 	struct mosquitto_client_msg cm;
 	int rc;
 
+	if(r->before && seq >= r->before){
+		return 1;
+	}
+	if(r->skip_in && q->direction == MSG_DIR_IN){
+		return 0;
+	}
 	if(queued_from_journal(r, seq, q)){
 		return 0;
 	}
-	if(q->direction == MSG_DIR_OUT){
-		r->mids[q->mid >> 3] |= (uint8_t)(1u << (q->mid & 7));
-	}
 	memset(&cm, 0, sizeof(cm));
+	cm.mid = q->mid;
+	if(q->direction == MSG_DIR_OUT){
+		if(r->renumber && q->qos > 0){
+			/* The sent ones lead the queue; the rest are numbered on
+			 * from the last of them, as the broker would. */
+			if(was_sent(q->state)){
+				r->next_mid = q->mid;
+			}else{
+				cm.mid = free_mid(r);
+			}
+		}
+		r->mids[cm.mid >> 3] |= (uint8_t)(1u << (cm.mid & 7));
+	}
 	cm.clientid = r->session->clientid;
 	cm.cmsg_id = seq;
 	cm.store_id = q->store_id;
 	cm.subscription_identifier = q->subscription_identifier;
-	cm.mid = q->mid;
 	cm.qos = q->qos;
 	cm.retain = q->retain;
 	cm.dup = q->dup;
 	cm.direction = q->direction;
 	cm.state = q->state;
-	rc = mosquitto_persist_client_msg_add(&cm);
+	rc = backlog_on(r->pl) ? body_ensure(r->pl, q->store_id) : MOSQ_ERR_SUCCESS;
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_persist_client_msg_add(&cm);
+	}
 	if(rc == MOSQ_ERR_SUCCESS){
 		r->queued++;
 		if(q->direction == MSG_DIR_OUT){
-			retention_add(r->pl, cm.clientid, seq, q->mid, q->qos, q->store_id);
+			retention_add(r->pl, cm.clientid, seq, cm.mid, q->qos, q->store_id);
 		}
 		if(q->seq_no && q->direction == MSG_DIR_OUT){
 			seq_restore(r->pl, cm.clientid, seq, q->seq_no,
@@ -327,12 +392,12 @@ static int restore_will(void *ctx, const struct rec_will *w)
 	return 0;
 }
 
-/* Has the broker move the session's first messages in flight now, so that
- * the ones whose PUBREL was sent keep that state (intake.c). */
-static void pubrel_resume_session(struct restore *r)
+/* The broker moves queued messages in flight, and sends them to a connected
+ * client, after it deletes one: deleting a packet id none of the session's
+ * messages has does just that. */
+static void fill_in_flight(struct restore *r)
 {
 	struct mosquitto_client_msg cm;
-	size_t before = r->pubrel.n;
 
 	memset(&cm, 0, sizeof(cm));
 	cm.clientid = (char *)r->session->clientid;
@@ -344,11 +409,20 @@ static void pubrel_resume_session(struct restore *r)
 			break;
 		}
 	}
-	r->pubrel.clientid = r->session->clientid;
-	r->pl->pubrel = &r->pubrel;
 	if(cm.mid){
 		mosquitto_persist_client_msg_delete(&cm);
 	}
+}
+
+/* Has the broker move the session's first messages in flight now, so that
+ * the ones whose PUBREL was sent keep that state (intake.c). */
+static void pubrel_resume_session(struct restore *r)
+{
+	size_t before = r->pubrel.n;
+
+	r->pubrel.clientid = r->session->clientid;
+	r->pl->pubrel = &r->pubrel;
+	fill_in_flight(r);
 	r->pl->pubrel = NULL;
 	r->pubrel_resumed += before - r->pubrel.n;
 	if(r->pubrel.n){
@@ -357,6 +431,76 @@ static void pubrel_resume_session(struct restore *r)
 				r->pubrel.n, r->session->clientid);
 	}
 	r->pubrel.n = 0;
+}
+
+/* Hands the session's queue (r->session) to the broker. */
+static void session_queue_restore(struct restore *r)
+{
+	const struct rec_session *s = r->session;
+
+	r->session_refused = r->session_orphaned = 0;
+	memset(r->mids, 0, sizeof(r->mids));
+	if(r->pl->cfg.seq_property){
+		uint64_t last;
+		if(seqno_get(r->pl->store, s->clientid, &last) == STORE_OK){
+			seq_restore_last(r->pl, s->clientid, last);
+		}
+	}
+	r->walk_rc = store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
+	if(r->pubrel.n){
+		pubrel_resume_session(r);
+	}
+	if(r->session_orphaned){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+				"when handing them to the broker: their message bodies are missing (rejected or lost)",
+				r->session_orphaned, s->clientid);
+	}
+	if(r->session_refused){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+				"when handing them to the broker: it refused them (max_queued_messages / max_queued_bytes)",
+				r->session_refused, s->clientid);
+	}
+}
+
+static bool journal_mentions(struct restore *r, const char *clientid)
+{
+	for(size_t lo = 0, hi = r->n_by_entry; lo < hi;){
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(r->by_entry[mid]->r.clientid, clientid);
+		if(!c){
+			return true;
+		}
+		if(c < 0){
+			lo = mid + 1;
+		}else{
+			hi = mid;
+		}
+	}
+	return false;
+}
+
+long queue_load(struct plugin *pl, const char *clientid, uint64_t before, bool incoming, bool kick)
+{
+	struct rec_session s = {.clientid = clientid};
+	struct restore *r = calloc(1, sizeof(*r));
+	long n;
+
+	if(!r){
+		return -1;
+	}
+	r->pl = pl;
+	r->before = before;
+	r->renumber = true;
+	r->skip_in = !incoming;
+	r->session = &s;
+	session_queue_restore(r);
+	if(kick && r->queued){
+		fill_in_flight(r);
+	}
+	n = r->walk_rc == STORE_OK || r->walk_rc == 1 ? (long)r->queued : -1;
+	free(r->pubrel.seqs);
+	free(r);
+	return n;
 }
 
 static int restore_session(void *ctx, const struct rec_session *s)
@@ -399,27 +543,18 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	r->sessions++;
 	r->session = s;
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
-	r->session_refused = r->session_orphaned = 0;
-	memset(r->mids, 0, sizeof(r->mids));
-	if(r->pl->cfg.seq_property){
-		uint64_t last;
-		if(seqno_get(r->pl->store, s->clientid, &last) == STORE_OK){
-			seq_restore_last(r->pl, s->clientid, last);
+	if(backlog_on(r->pl)){
+		/* A session the journal names is restored whole, and released
+		 * at the first tick. */
+		bool held = journal_mentions(r, s->clientid);
+		if(held){
+			session_queue_restore(r);
 		}
-	}
-	store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
-	if(r->pubrel.n){
-		pubrel_resume_session(r);
-	}
-	if(r->session_orphaned){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
-				"at restore: their message bodies are missing (rejected or lost)",
-				r->session_orphaned, s->clientid);
-	}
-	if(r->session_refused){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
-				"at restore: the broker refused them (max_queued_messages / max_queued_bytes)",
-				r->session_refused, s->clientid);
+		if(backlog_defer(r->pl, s->clientid, held)){
+			r->failed++;
+		}
+	}else{
+		session_queue_restore(r);
 	}
 	r->session = NULL;
 	return 0;
@@ -551,7 +686,9 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	r.pl = userdata;
 
 	rc = r.pl->journal ? journal_read(&r) : 0;
-	if(!rc){
+	/* With queue_storage disk a body is handed over when what refers to
+	 * it is. */
+	if(!rc && !backlog_on(r.pl)){
 		rc = store_walk_msgs(r.pl->store, restore_msg, &r);
 	}
 	if(!rc){

@@ -152,6 +152,9 @@ class Broker:
         give_to_broker(self.data_dir)
         self.log_dir.mkdir(exist_ok=True)
         self.plugin_opts: dict[str, str] = {"key_file": str(key_file)}
+        # The whole suite can run with offline queues on disk.
+        if os.environ.get("PERSIST_LMDB_QUEUE_STORAGE"):
+            self.plugin_opts["queue_storage"] = os.environ["PERSIST_LMDB_QUEUE_STORAGE"]
         self.persistence_location: Path | None = self.data_dir
         self.log_types = ["all"]
         self.max_inflight = 1000
