@@ -445,7 +445,7 @@ def run_g(setup, rnd):
         rss_sessions = mem_sessions.get("VmRSS")
         r = b.loadgen("publish", "-n", args.sessions * args.per_session, "-e", "-k", args.sessions,
                       "-t", G_TOPIC, "-s", args.size, "-q", 1, "-w", args.window)
-        time.sleep(0.5)  # one more loop iteration: the last messages' release (lmdb-disk)
+        time.sleep(1.5)  # at rest: lmdb-disk releases offline queues and unmaps the file each second
         mem_loaded = mem_kib(b.proc.pid)
         rss_loaded = mem_loaded.get("VmRSS")
         res = {"session_rate": args.sessions / s["secs"] if s["secs"] > 0 else None,

@@ -82,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned long long want_window = DEDUP_WINDOW_DEFAULT_S, want_ttl = 0;
 	size_t want_db_size = 0, want_queued_bytes = 0;
 	enum queue_full want_queue_full = QUEUE_FULL_DROP_NEW;
+	enum queue_storage want_storage = QUEUE_STORAGE_MEMORY;
 	char err[256];
 	size_t errlen, i, start, n = 0;
 	int count = 0, rc;
@@ -153,9 +154,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				FUZZ_CHECK(want_queue_full == QUEUE_FULL_DROP_OLDEST || !strcmp(v, "drop-new"));
 			}else if(!strcmp(key, "offline_ttl")){
 				FUZZ_CHECK(parse_duration(v, &want_ttl) == 0);
+			}else if(!strcmp(key, "queue_storage")){
+				FUZZ_CHECK(v != NULL);
+				want_storage = !strcmp(v, "disk") ? QUEUE_STORAGE_DISK : QUEUE_STORAGE_MEMORY;
+				FUZZ_CHECK(want_storage == QUEUE_STORAGE_DISK || !strcmp(v, "memory"));
 			}else{
 				FUZZ_CHECK(!strcmp(key, "sync_interval_ms") || !strcmp(key, "dedup_max_ids")
-						|| !strcmp(key, "metrics_interval") || !strcmp(key, "max_queued_messages"));
+						|| !strcmp(key, "metrics_interval") || !strcmp(key, "max_queued_messages")
+						|| !strcmp(key, "queue_window"));
 			}
 		}
 		FUZZ_CHECK(want_key_file && str_eq(cfg.key_file, want_key_file));
@@ -173,6 +179,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(cfg.max_queued_messages <= 100000000);
 		FUZZ_CHECK(cfg.queue_full == want_queue_full);
 		FUZZ_CHECK(cfg.offline_ttl == want_ttl && want_ttl <= 3650ull * 86400);
+		FUZZ_CHECK(cfg.queue_storage == want_storage);
+		FUZZ_CHECK(cfg.queue_window >= 64 && cfg.queue_window <= 10000000);
+		FUZZ_CHECK(want_storage == QUEUE_STORAGE_MEMORY || (!cfg.max_queued_messages && !cfg.max_queued_bytes
+				&& !cfg.offline_ttl && !cfg.seq_property));
 		FUZZ_CHECK(cfg.db_path != NULL);
 		if(want_db_path){
 			FUZZ_CHECK(!strcmp(cfg.db_path, want_db_path));

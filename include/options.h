@@ -15,6 +15,7 @@ enum sync_mode {
 #define DEDUP_WINDOW_DEFAULT_S 3600u
 #define DEDUP_MAX_IDS_DEFAULT 100000u
 #define METRICS_INTERVAL_DEFAULT_S 10u
+#define QUEUE_WINDOW_DEFAULT 1000u
 
 enum queue_full {
 	QUEUE_FULL_DROP_NEW,     /* a message that would exceed a limit is dropped */
@@ -41,6 +42,7 @@ struct plugin_config {
 	enum queue_full queue_full;
 	unsigned offline_ttl;   /* seconds; default expiry of a queued message; 0: none */
 	enum queue_storage queue_storage;
+	size_t queue_window;    /* queue_storage disk: messages handed back to the broker at a time */
 	enum sync_mode sync;
 	unsigned sync_interval_ms;
 	size_t journal_size;

@@ -127,6 +127,10 @@ int store_count_online_sessions(struct store *st, uint64_t *n);
 /* Size of data.mdb and of the map, in bytes. */
 int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes);
 
+/* Drops the data file's pages from the process's mapping (not from the page
+ * cache): reading the file leaves them counted in the process's memory
+ * (RSS) until the kernel needs them. Skipped while a transaction runs. */
+void store_unmap_pages(struct store *st);
 /* Cross-references of the databases. With delete_orphans, message bodies
  * that no queue entry and no retained entry references are deleted
  * (buffered; commit to apply). */
@@ -248,6 +252,10 @@ uint64_t store_used_bytes(const struct store *st);
 void store_used_refresh(struct store *st);
 /* clientid NULL walks every client's queue (client order is by hash). */
 int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
+/* Calls fn with the last entry of a client's queue, if it has one. */
+int queue_last(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
+/* A client's queue from sequence number from on. */
+int store_walk_queue_from(struct store *st, const char *clientid, uint64_t from, queue_visit_fn fn, void *ctx);
 int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx);
 /* clientid NULL walks every will. */
 int store_walk_wills(struct store *st, const char *clientid, will_visit_fn fn, void *ctx);

@@ -86,6 +86,7 @@ BROKER_FUNCTIONS(WEAK_REF)
 #define MSG_STATE_WAIT_FOR_PUBREC 5
 #define MSG_STATE_RESEND_PUBREL 6
 #define MSG_STATE_WAIT_FOR_PUBCOMP 9
+#define MSG_STATE_QUEUED 11
 
 /* A will whose delay is running. The broker publishes it when the delay
  * ends and tells no plugin, so its record is deleted here, in the same
@@ -142,10 +143,15 @@ struct backlog {
 	struct client_table sessions;   /* struct backlog_session */
 	char **due;                     /* offline sessions the broker holds messages of */
 	size_t n_due, cap_due;
+	char **draining;                /* connected sessions whose stored queue is handed back in parts */
+	size_t n_draining, cap_draining;
+	bool pushing;                   /* the broker's deletions are the plugin's own: not recorded */
+	uint64_t out_of_order;          /* routed during a hand-back and sent ahead of it */
 	uint64_t *resident;             /* bodies the broker holds: open addressing, 0 = empty */
 	size_t cap_resident, n_resident;
 	uint64_t evicted, loaded;       /* messages taken out of / handed back to the broker */
 	time_t log_at;
+	time_t unmapped_at;   /* monotonic second of the last store_unmap_pages */
 };
 
 /* plugin_opt_max_db_size (budget.c). */
@@ -259,8 +265,12 @@ bool backlog_on(const struct plugin *pl);
 void backlog_body_held(struct plugin *pl, uint64_t store_id);
 void backlog_body_gone(struct plugin *pl, uint64_t store_id);
 bool backlog_body_resident(const struct plugin *pl, uint64_t store_id);
-/* The broker queued an outgoing message for clientid. */
-void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+/* The broker queued an outgoing message for clientid (state: where it put it). */
+void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid,
+		uint8_t qos, uint8_t state);
+/* The broker deleted an outgoing message of clientid; false when the
+ * deletion is the plugin's own and must not be recorded. */
+bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint16_t mid);
 void backlog_online(struct plugin *pl, const char *clientid, bool online);
 /* At restore: the session's queue is in the database (held: and the
  * broker holds it too, until the next tick). */
@@ -272,11 +282,21 @@ int on_basic_auth_backlog(int event, void *event_data, void *userdata);
 /* From CONNECT: the client's stored messages, when BASIC_AUTH did not hand them over. */
 void backlog_connected(struct plugin *pl, const char *clientid);
 void backlog_free(struct plugin *pl);
-/* Hands a session's stored queue to the broker (restore.c): outgoing
- * entries from seq below before (0: all), incoming ones too if incoming;
- * kick has a connected client sent them. Returns the number handed over,
- * or -1 when the store could not be read. */
-long queue_load(struct plugin *pl, const char *clientid, uint64_t before, bool incoming, bool kick);
+#define MID_MAP_BYTES (65536 / 8)
+
+/* Hands (part of) a session's stored queue to the broker (restore.c). */
+struct queue_load {
+	uint64_t from;      /* the first seq to hand over; 0: the queue's start */
+	uint64_t before;    /* outgoing entries from this seq on stay; 0: none */
+	size_t max;         /* most outgoing entries; 0: no limit */
+	bool incoming;      /* the incoming QoS 2 entries too */
+	bool kick;          /* the client is connected: have the broker send them */
+	unsigned next_mid;  /* in and out: new packet ids go on after it */
+	uint8_t *mids;      /* in and out, MID_MAP_BYTES: packet ids the broker holds; NULL: none */
+	size_t loaded;      /* out */
+	uint64_t next_seq;  /* out: the first entry left over at max; 0: none */
+};
+int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql);
 /* Has the broker hold the body store_id (from the store) unless it does. */
 int body_ensure(struct plugin *pl, uint64_t store_id);
 

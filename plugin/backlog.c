@@ -7,8 +7,12 @@
  * client message deletion, so the stored entries stay; the bodies stay in
  * the store while entries refer to them). When such a client authenticates
  * (BASIC_AUTH), before the broker hands it its session, the stored queue is
- * handed back in its order (queue_load in restore.c), so the broker sends
- * it before anything routed from then on. At start-up only sessions,
+ * handed back in its order (queue_load in restore.c), a window of
+ * plugin_opt_queue_window messages at a time: the next part goes in at the
+ * tick once the client has acknowledged half of the last. What the broker
+ * routes to the client meanwhile is queued behind the window; the tick
+ * takes it back out (it stays stored, later in the queue than the rest of
+ * the backlog) so that it comes in its turn. At start-up only sessions,
  * subscriptions, retained messages and wills are restored. */
 #include "adapter.h"
 
@@ -25,6 +29,13 @@ struct backlog_session {
 	bool on_disk;     /* stored messages the broker does not hold */
 	bool due;         /* in the due list: the broker may hold messages of the offline client */
 	bool in_held;     /* the broker holds the session's incoming QoS 2 messages (never released) */
+	bool draining;    /* connected, with stored messages not handed back yet */
+	uint64_t drain_next;  /* the seq of the first of them */
+	size_t held;      /* while draining: handed back and not yet acknowledged */
+	unsigned next_mid;    /* the last packet id given to a handed-back message */
+	uint8_t *mids;        /* while draining: packet ids of handed-back messages the broker holds */
+	struct pushback { uint16_t mid; uint8_t qos; } *push;  /* routed while draining: to take back */
+	size_t n_push, cap_push;
 	uint64_t held_from;  /* the seq of the first message queued since the last release; 0: none */
 };
 
@@ -34,8 +45,32 @@ static void session_free(void *rec)
 
 	if(s){
 		free(s->clientid);
+		free(s->push);
+		free(s->mids);
 		free(s);
 	}
+}
+
+/* Appends a copy of clientid to a list of client ids. */
+static bool list_add(char ***list, size_t *n, size_t *cap, const char *clientid)
+{
+	char *id;
+
+	if(*n == *cap){
+		size_t c = *cap ? *cap * 2 : 64;
+		char **p = realloc(*list, c * sizeof(*p));
+		if(!p){
+			return false;
+		}
+		*list = p;
+		*cap = c;
+	}
+	id = strdup(clientid);
+	if(!id){
+		return false;
+	}
+	(*list)[(*n)++] = id;
+	return true;
 }
 
 bool backlog_on(const struct plugin *pl)
@@ -133,28 +168,26 @@ bool backlog_body_resident(const struct plugin *pl, uint64_t store_id)
 static void mark_due(struct plugin *pl, struct backlog_session *s)
 {
 	struct backlog *b = &pl->backlog;
-	char *id;
 
 	if(s->due){
 		return;
 	}
-	if(b->n_due == b->cap_due){
-		size_t cap = b->cap_due ? b->cap_due * 2 : 64;
-		char **p = realloc(b->due, cap * sizeof(*p));
-		if(!p){
-			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: the queue of offline "
-					"client %s stays in the broker's memory", s->clientid);
-			return;
-		}
-		b->due = p;
-		b->cap_due = cap;
-	}
-	id = strdup(s->clientid);
-	if(!id){
+	if(!list_add(&b->due, &b->n_due, &b->cap_due, s->clientid)){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: the queue of offline "
+				"client %s stays in the broker's memory", s->clientid);
 		return;
 	}
-	b->due[b->n_due++] = id;
 	s->due = true;
+}
+
+static void drain_stop(struct backlog_session *s)
+{
+	free(s->mids);
+	s->mids = NULL;
+	s->draining = false;
+	s->drain_next = 0;
+	s->held = 0;
+	s->n_push = 0;
 }
 
 static struct backlog_session *record_get(struct plugin *pl, const char *clientid)
@@ -168,7 +201,26 @@ static struct backlog_session *record_get(struct plugin *pl, const char *clienti
 	return s;
 }
 
-void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+static void push_back(struct plugin *pl, struct backlog_session *s, uint16_t mid, uint8_t qos)
+{
+	if(s->n_push == s->cap_push){
+		size_t cap = s->cap_push ? s->cap_push * 2 : 64;
+		struct pushback *p = realloc(s->push, cap * sizeof(*p));
+		if(!p){
+			/* Left where it is, it comes before the rest of the backlog. */
+			pl->backlog.out_of_order++;
+			return;
+		}
+		s->push = p;
+		s->cap_push = cap;
+	}
+	s->push[s->n_push].mid = mid;
+	s->push[s->n_push].qos = qos;
+	s->n_push++;
+}
+
+void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid,
+		uint8_t qos, uint8_t state)
 {
 	struct backlog_session *s;
 
@@ -181,6 +233,23 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 	}
 	s->persisted = true;
 	if(s->online){
+		if(!s->draining){
+			return;
+		}
+		if(state == MSG_STATE_QUEUED){
+			push_back(pl, s, mid, qos);
+			return;
+		}
+		/* The window was sent whole before the next part went in: this one
+		 * goes out now, ahead of the rest of the backlog. */
+		pl->backlog.out_of_order++;
+		time_t now = time(NULL);
+		if(now - pl->backlog.log_at >= LOG_INTERVAL_S){
+			pl->backlog.log_at = now;
+			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: a message for client %s went out ahead of "
+					"its stored backlog: plugin_opt_queue_window (%zu) should exceed twice the broker's "
+					"max_inflight_messages", clientid, pl->cfg.queue_window);
+		}
 		return;
 	}
 	if(!s->held_from){
@@ -207,6 +276,9 @@ void backlog_online(struct plugin *pl, const char *clientid, bool online)
 	if(!s){
 		return;
 	}
+	/* A hand-back goes on if a new connection takes the session over
+	 * (its CONNECT follows in the same call); otherwise the tick stops it
+	 * and releases what was handed back; the rest stays stored. */
 	s->online = false;
 	if(s->persisted){
 		/* What it had in flight or queued goes at the next tick. */
@@ -270,11 +342,46 @@ static int release(struct plugin *pl, struct backlog_session *s)
 	return MOSQ_ERR_SUCCESS;
 }
 
+bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint16_t mid)
+{
+	struct backlog_session *s;
+
+	if(!backlog_on(pl)){
+		return true;
+	}
+	if(pl->backlog.pushing){
+		return false;
+	}
+	s = client_find(&pl->backlog.sessions, clientid);
+	if(s && s->draining && s->held){
+		s->held--;
+	}
+	if(s && s->mids){
+		s->mids[mid >> 3] &= (uint8_t)~(1u << (mid & 7));
+	}
+	return true;
+}
+
+static void drain_tick(struct plugin *pl);
+
 void backlog_tick(struct plugin *pl)
 {
 	struct backlog *b = &pl->backlog;
-	size_t n = b->n_due;
+	size_t n;
+	struct timespec now;
 
+	if(!backlog_on(pl)){
+		return;
+	}
+	drain_tick(pl);
+	n = b->n_due;
+	/* Writes and hand-backs read the data file through LMDB's map; the
+	 * pages they leave mapped would count as the broker's memory. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if(now.tv_sec != b->unmapped_at){
+		b->unmapped_at = now.tv_sec;
+		store_unmap_pages(pl->store);
+	}
 	if(!n){
 		return;
 	}
@@ -292,28 +399,119 @@ void backlog_tick(struct plugin *pl)
 	}
 }
 
-/* Hands the stored queue to the broker: entries before seq before (0:
- * all), kick for a connected client. */
-static void load(struct plugin *pl, struct backlog_session *s, uint64_t before, bool kick)
+/* Hands stored messages to the broker: from seq from (0: the start),
+ * before seq before (0: to the end), at most max (0: all); kick for a
+ * connected client. Returns the seq of the first one left over (0: none),
+ * or -1 when nothing could be read. */
+static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from, uint64_t before, size_t max,
+		bool kick)
 {
-	long n;
+	struct queue_load ql = {
+		.from = from, .before = before, .max = max, .incoming = !s->in_held, .kick = kick,
+		.next_mid = s->next_mid, .mids = s->mids,
+	};
 
 	/* Reads see committed data: what the events of this iteration wrote
 	 * is committed first. */
 	if(store_has_pending(pl->store) && store_commit(pl->store) != STORE_OK){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot commit before handing client %s its "
 				"stored messages; they are sent at its next connection", s->clientid);
-		return;
+		return -1;
 	}
-	n = queue_load(pl, s->clientid, before, !s->in_held, kick);
-	if(n < 0){
+	if(queue_load(pl, s->clientid, &ql) != STORE_OK){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot read the stored messages of client %s; "
 				"they are sent at its next connection", s->clientid);
+		return -1;
+	}
+	pl->backlog.loaded += ql.loaded;
+	s->in_held = true;
+	s->next_mid = ql.next_mid;
+	s->held += ql.loaded;
+	return (int64_t)ql.next_seq;
+}
+
+/* The first part of the stored queue of a client about to be connected. */
+static void drain_start(struct plugin *pl, struct backlog_session *s)
+{
+	int64_t next;
+
+	drain_stop(s);
+	s->next_mid = 0;
+	/* Parts after the first need the ids the broker still holds. */
+	s->mids = calloc(1, MID_MAP_BYTES);
+	next = load(pl, s, 0, 0, pl->cfg.queue_window, false);
+	if(next < 0){
 		return;
 	}
-	pl->backlog.loaded += (uint64_t)n;
 	s->on_disk = false;
-	s->in_held = true;
+	if(next == 0){
+		free(s->mids);
+		s->mids = NULL;
+	}else if(!s->mids){
+		/* Out of memory: the rest stays stored, for the next connection. */
+		s->on_disk = true;
+	}else{
+		if(!list_add(&pl->backlog.draining, &pl->backlog.n_draining, &pl->backlog.cap_draining, s->clientid)){
+			/* The rest stays stored, for the next connection. */
+			s->on_disk = true;
+			return;
+		}
+		s->draining = true;
+		s->drain_next = (uint64_t)next;
+	}
+}
+
+/* Takes back what was routed to a draining client, then hands over the next
+ * part of its stored queue once half of the last is acknowledged. */
+static bool drain_step(struct plugin *pl, struct backlog_session *s)
+{
+	struct mosquitto_client_msg cm;
+	int64_t next;
+
+	memset(&cm, 0, sizeof(cm));
+	cm.clientid = s->clientid;
+	cm.direction = MSG_DIR_OUT;
+	pl->backlog.pushing = true;
+	for(size_t i = 0; i < s->n_push; i++){
+		cm.mid = s->push[i].mid;
+		cm.qos = s->push[i].qos;
+		mosquitto_persist_client_msg_delete(&cm);
+	}
+	pl->backlog.pushing = false;
+	s->n_push = 0;
+	if(s->held * 2 > pl->cfg.queue_window){
+		return true;
+	}
+	next = load(pl, s, s->drain_next, 0, pl->cfg.queue_window - s->held, true);
+	if(next < 0){
+		return true;
+	}
+	s->drain_next = (uint64_t)next;
+	if(!next){
+		drain_stop(s);
+		return false;
+	}
+	return true;
+}
+
+static void drain_tick(struct plugin *pl)
+{
+	struct backlog *b = &pl->backlog;
+	size_t kept = 0;
+
+	for(size_t i = 0; i < b->n_draining; i++){
+		struct backlog_session *s = client_find(&b->sessions, b->draining[i]);
+
+		if(s && s->draining && s->online && drain_step(pl, s)){
+			b->draining[kept++] = b->draining[i];
+		}else{
+			if(s && !s->online){
+				drain_stop(s);
+			}
+			free(b->draining[i]);
+		}
+	}
+	b->n_draining = kept;
 }
 
 /* Before the broker hands the session to the new connection: what the
@@ -335,7 +533,7 @@ int on_basic_auth_backlog(int event, void *event_data, void *userdata)
 	if(s->due && release(pl, s) != MOSQ_ERR_SUCCESS){
 		return MOSQ_ERR_PLUGIN_IGNORE;
 	}
-	load(pl, s, 0, false);
+	drain_start(pl, s);
 	/* If the connection is refused, the next tick takes it back out. */
 	mark_due(pl, s);
 	return MOSQ_ERR_PLUGIN_IGNORE;
@@ -364,7 +562,12 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 				"BASIC_AUTH callback; its stored messages are sent after the ones the broker held "
 				"(load persist-lmdb before authentication plugins)", clientid);
 	}
-	load(pl, s, s->held_from, true);
+	drain_stop(s);
+	s->next_mid = 0;
+	if(load(pl, s, 0, s->held_from, 0, true) >= 0){
+		s->on_disk = false;
+	}
+	s->held = 0;
 	s->held_from = 0;
 }
 
@@ -377,6 +580,10 @@ void backlog_free(struct plugin *pl)
 		free(b->due[i]);
 	}
 	free(b->due);
+	for(size_t i = 0; i < b->n_draining; i++){
+		free(b->draining[i]);
+	}
+	free(b->draining);
 	free(b->resident);
 	memset(b, 0, sizeof(*b));
 }

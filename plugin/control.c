@@ -379,7 +379,8 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "droppedQueueFull", (double)rq->pl->retention.dropped_full)
 			|| !add_number(rq->data, "droppedExpired", (double)rq->pl->retention.dropped_expired)
 			|| !add_number(rq->data, "backlogReleases", (double)rq->pl->backlog.evicted)
-			|| !add_number(rq->data, "backlogLoaded", (double)rq->pl->backlog.loaded)){
+			|| !add_number(rq->data, "backlogLoaded", (double)rq->pl->backlog.loaded)
+			|| !add_number(rq->data, "backlogOutOfOrder", (double)rq->pl->backlog.out_of_order)){
 		return MOSQ_ERR_NOMEM;
 	}
 	return MOSQ_ERR_SUCCESS;

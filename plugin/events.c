@@ -275,7 +275,7 @@ int on_client_msg_add(int event, void *event_data, void *userdata)
 	}
 	if(d->direction == MSG_DIR_OUT){
 		retention_add(pl, d->clientid, d->cmsg_id, d->mid, d->qos, d->store_id);
-		backlog_msg_added(pl, d->clientid, d->cmsg_id);
+		backlog_msg_added(pl, d->clientid, d->cmsg_id, d->mid, d->qos, d->state);
 	}
 	return client_msg_put(pl, d, seq_no, true);
 }
@@ -312,6 +312,9 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id);
 		dedup_q2_released(pl, ed->data.store_id);
 	}else{
+		if(!backlog_msg_deleted(pl, ed->data.clientid, ed->data.mid)){
+			return MOSQ_ERR_SUCCESS;
+		}
 		if(pl->cfg.seq_property){
 			seq_remove(pl, ed->data.clientid, ed->data.cmsg_id);
 		}

@@ -59,6 +59,7 @@ static void publish_all(struct plugin *pl)
 	publish_u64("dropped/expired", pl->retention.dropped_expired);
 	publish_u64("backlog/releases", pl->backlog.evicted);
 	publish_u64("backlog/loaded", pl->backlog.loaded);
+	publish_u64("backlog/out-of-order", pl->backlog.out_of_order);
 	publish_u64("database/used-bytes", s.used_bytes);
 	publish_u64("dedup/ids", pl->dedup ? dedup_count(pl->dedup) : 0);
 }

@@ -97,6 +97,7 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 	cfg->dedup_window = DEDUP_WINDOW_DEFAULT_S;
 	cfg->dedup_max_ids = DEDUP_MAX_IDS_DEFAULT;
 	cfg->metrics_interval = METRICS_INTERVAL_DEFAULT_S;
+	cfg->queue_window = QUEUE_WINDOW_DEFAULT;
 
 	for(int i = 0; i < count; i++){
 		const char *k = opts[i].key, *v = opts[i].value;
@@ -157,6 +158,14 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 			cfg->offline_ttl = (unsigned)secs;
+		}else if(!strcmp(k, "queue_window")){
+			unsigned long long n;
+			if(parse_scaled(v, NULL, 10000000, &n) || n < 64){
+				snprintf(err, errlen, "plugin_opt_queue_window '%s' is not a number from 64 to 10000000",
+						v ? v : "");
+				goto fail;
+			}
+			cfg->queue_window = (size_t)n;
 		}else if(!strcmp(k, "queue_storage")){
 			if(v && !strcmp(v, "memory")){
 				cfg->queue_storage = QUEUE_STORAGE_MEMORY;

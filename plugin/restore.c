@@ -26,12 +26,12 @@ struct restore {
 	size_t n_by_entry;
 	unsigned long replayed, pubrel_resumed;
 	struct pubrel_list pubrel;    /* the session's QoS 2 messages whose PUBREL was sent */
-	uint64_t before;              /* queue_load: entries from this seq on stay (0: none) */
-	bool renumber;                /* queue_load: new packet ids for messages not yet sent */
-	bool skip_in;                 /* queue_load: the broker holds the incoming messages */
+	struct queue_load *load;      /* set by queue_load */
+	size_t visited;               /* queue_load: outgoing entries seen */
 	unsigned next_mid;
 	int walk_rc;
-	uint8_t mids[65536 / 8];      /* the session's packet ids in use */
+	uint8_t own_mids[MID_MAP_BYTES];
+	uint8_t *mids;                /* the session's packet ids in use: own_mids or the caller's */
 	const struct rec_session *session;
 	unsigned long session_refused, session_orphaned;
 	unsigned long msgs, retained, sessions, subs, queued, wills;
@@ -212,6 +212,8 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 	return false;
 }
 
+#define ADD_QUEUED_OR_DROPPED 2
+
 /* An outgoing message the client may have received: its packet id stays. */
 static bool was_sent(uint8_t state)
 {
@@ -240,11 +242,19 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	struct mosquitto_client_msg cm;
 	int rc;
 
-	if(r->before && seq >= r->before){
-		return 1;
-	}
-	if(r->skip_in && q->direction == MSG_DIR_IN){
-		return 0;
+	if(r->load){
+		struct queue_load *ql = r->load;
+		if(ql->before && seq >= ql->before){
+			return 1;
+		}
+		if(!ql->incoming && q->direction == MSG_DIR_IN){
+			return 0;
+		}
+		if(q->direction == MSG_DIR_OUT && ql->max && r->visited == ql->max){
+			ql->next_seq = seq;
+			return 1;
+		}
+		r->visited += q->direction == MSG_DIR_OUT;
 	}
 	if(queued_from_journal(r, seq, q)){
 		return 0;
@@ -252,15 +262,16 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	memset(&cm, 0, sizeof(cm));
 	cm.mid = q->mid;
 	if(q->direction == MSG_DIR_OUT){
-		if(r->renumber && q->qos > 0){
-			/* The sent ones lead the queue; the rest are numbered on
-			 * from the last of them, as the broker would. */
-			if(was_sent(q->state)){
-				r->next_mid = q->mid;
-			}else{
-				cm.mid = free_mid(r);
-			}
+		/* A queue that spans broker runs repeats packet ids (each run of a
+		 * session handed back later numbers from 1), and a message routed
+		 * during a hand-back comes back with the id the broker gave it: a
+		 * message not yet sent whose id is taken gets a free one. A message
+		 * keeps its id otherwise: one sent just before a crash may not have
+		 * its new state stored, and the client knows it by that id. */
+		if(r->load && q->qos > 0 && !was_sent(q->state) && (r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
+			cm.mid = free_mid(r);
 		}
+		r->next_mid = cm.mid;
 		r->mids[cm.mid >> 3] |= (uint8_t)(1u << (cm.mid & 7));
 	}
 	cm.clientid = r->session->clientid;
@@ -275,6 +286,17 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	rc = backlog_on(r->pl) ? body_ensure(r->pl, q->store_id) : MOSQ_ERR_SUCCESS;
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = mosquitto_persist_client_msg_add(&cm);
+	}
+	/* The broker answers 2 both for a message it queued behind a connected
+	 * client's in-flight window and for one it dropped at its queue limits. */
+	if(rc == ADD_QUEUED_OR_DROPPED && r->load){
+		if(r->load->kick){
+			rc = MOSQ_ERR_SUCCESS;
+		}else{
+			/* The rest stays stored, for a later part. */
+			r->load->next_seq = seq;
+			return 1;
+		}
 	}
 	if(rc == MOSQ_ERR_SUCCESS){
 		r->queued++;
@@ -403,13 +425,10 @@ static void fill_in_flight(struct restore *r)
 	cm.clientid = (char *)r->session->clientid;
 	cm.direction = MSG_DIR_OUT;
 	cm.qos = 2;
-	for(unsigned mid = 1; mid < 65536; mid++){
-		if(!(r->mids[mid >> 3] & (1u << (mid & 7)))){
-			cm.mid = (uint16_t)mid;
-			break;
-		}
-	}
-	if(cm.mid){
+	/* Handed back in parts, a queue's earlier parts hold the ids before
+	 * the ones of this part: the next id is free. */
+	cm.mid = free_mid(r);
+	if(!(r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
 		mosquitto_persist_client_msg_delete(&cm);
 	}
 }
@@ -434,19 +453,23 @@ static void pubrel_resume_session(struct restore *r)
 }
 
 /* Hands the session's queue (r->session) to the broker. */
-static void session_queue_restore(struct restore *r)
+/* from: the first seq to hand over (0: the queue's start). */
+static void session_queue_restore(struct restore *r, uint64_t from)
 {
 	const struct rec_session *s = r->session;
 
 	r->session_refused = r->session_orphaned = 0;
-	memset(r->mids, 0, sizeof(r->mids));
+	if(r->mids == r->own_mids){
+		memset(r->own_mids, 0, sizeof(r->own_mids));
+	}
 	if(r->pl->cfg.seq_property){
 		uint64_t last;
 		if(seqno_get(r->pl->store, s->clientid, &last) == STORE_OK){
 			seq_restore_last(r->pl, s->clientid, last);
 		}
 	}
-	r->walk_rc = store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
+	r->walk_rc = from ? store_walk_queue_from(r->pl->store, s->clientid, from, restore_queued, r)
+		: store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
 	if(r->pubrel.n){
 		pubrel_resume_session(r);
 	}
@@ -459,6 +482,49 @@ static void session_queue_restore(struct restore *r)
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
 				"when handing them to the broker: it refused them (max_queued_messages / max_queued_bytes)",
 				r->session_refused, s->clientid);
+	}
+}
+
+struct last_entry {
+	bool found;
+	uint64_t seq;
+	struct rec_queue q;
+};
+
+static int note_last(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	struct last_entry *e = ctx;
+
+	e->found = true;
+	e->seq = seq;
+	e->q = *q;
+	return 0;
+}
+
+/* The broker numbers a session's messages on from the last packet id it
+ * was handed: a session whose queue stays stored is handed its last
+ * message, released again at the first tick, so that messages routed to
+ * it in this run do not reuse the ids of stored ones. */
+static void packet_ids_go_on(struct restore *r, const char *clientid)
+{
+	struct last_entry e = {0};
+	struct mosquitto_client_msg cm;
+
+	if(queue_last(r->pl->store, clientid, note_last, &e) != STORE_OK || !e.found
+			|| e.q.direction != MSG_DIR_OUT || !e.q.qos || body_ensure(r->pl, e.q.store_id) != MOSQ_ERR_SUCCESS){
+		return;
+	}
+	memset(&cm, 0, sizeof(cm));
+	cm.clientid = (char *)clientid;
+	cm.cmsg_id = e.seq;
+	cm.store_id = e.q.store_id;
+	cm.subscription_identifier = e.q.subscription_identifier;
+	cm.mid = e.q.mid;
+	cm.qos = e.q.qos;
+	cm.retain = e.q.retain;
+	cm.direction = MSG_DIR_OUT;
+	if(mosquitto_persist_client_msg_add(&cm) == MOSQ_ERR_SUCCESS){
+		backlog_msg_added(r->pl, clientid, e.seq, e.q.mid, e.q.qos, MSG_STATE_QUEUED);
 	}
 }
 
@@ -479,28 +545,31 @@ static bool journal_mentions(struct restore *r, const char *clientid)
 	return false;
 }
 
-long queue_load(struct plugin *pl, const char *clientid, uint64_t before, bool incoming, bool kick)
+int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql)
 {
 	struct rec_session s = {.clientid = clientid};
 	struct restore *r = calloc(1, sizeof(*r));
-	long n;
+	int rc;
 
 	if(!r){
-		return -1;
+		return STORE_ERR_NOMEM;
 	}
 	r->pl = pl;
-	r->before = before;
-	r->renumber = true;
-	r->skip_in = !incoming;
+	r->load = ql;
+	r->mids = ql->mids ? ql->mids : r->own_mids;
+	r->next_mid = ql->next_mid;
 	r->session = &s;
-	session_queue_restore(r);
-	if(kick && r->queued){
+	ql->next_seq = 0;
+	session_queue_restore(r, ql->from);
+	if(ql->kick && r->queued){
 		fill_in_flight(r);
 	}
-	n = r->walk_rc == STORE_OK || r->walk_rc == 1 ? (long)r->queued : -1;
+	ql->loaded = r->queued;
+	ql->next_mid = r->next_mid;
+	rc = r->walk_rc == 1 ? STORE_OK : r->walk_rc;
 	free(r->pubrel.seqs);
 	free(r);
-	return n;
+	return rc;
 }
 
 static int restore_session(void *ctx, const struct rec_session *s)
@@ -548,13 +617,15 @@ static int restore_session(void *ctx, const struct rec_session *s)
 		 * at the first tick. */
 		bool held = journal_mentions(r, s->clientid);
 		if(held){
-			session_queue_restore(r);
+			session_queue_restore(r, 0);
 		}
 		if(backlog_defer(r->pl, s->clientid, held)){
 			r->failed++;
+		}else if(!held){
+			packet_ids_go_on(r, s->clientid);
 		}
 	}else{
-		session_queue_restore(r);
+		session_queue_restore(r, 0);
 	}
 	r->session = NULL;
 	return 0;
@@ -684,6 +755,7 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	(void)event_data;
 	memset(&r, 0, sizeof(r));
 	r.pl = userdata;
+	r.mids = r.own_mids;
 
 	rc = r.pl->journal ? journal_read(&r) : 0;
 	/* With queue_storage disk a body is handed over when what refers to

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <time.h>
@@ -145,6 +147,7 @@ struct store {
 	uint64_t used_measured_ms;   /* when stats.used_bytes was measured (monotonic); lock */
 	bool used_stale;             /* commits since were not measured; lock */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
+	atomic_bool unmap_wanted;    /* store_unmap_pages found the writer busy */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
 	                                resize needs neither to be active in this process */
 	struct store_stats stats;
@@ -1373,6 +1376,50 @@ static void used_measure(struct store *st, bool now)
 	mdb_txn_abort(txn);
 }
 
+/* The address and length of the data file's map. LMDB reports it only
+ * with MDB_FIXEDMAP, so it is read from the process's map list. */
+static bool data_map(const struct store *st, void **addr, size_t *len)
+{
+	char line[4352], want[4096];
+	bool found = false;
+	FILE *f;
+
+	if(snprintf(want, sizeof(want), "%s/data.mdb", st->path) >= (int)sizeof(want)
+			|| !(f = fopen("/proc/self/maps", "re"))){
+		return false;
+	}
+	while(!found && fgets(line, sizeof(line), f)){
+		unsigned long lo, hi;
+		char *path = strchr(line, '/');
+		size_t n;
+
+		if(!path || sscanf(line, "%lx-%lx", &lo, &hi) != 2){
+			continue;
+		}
+		n = strcspn(path, "\n");
+		if(n == strlen(want) && !memcmp(path, want, n)){
+			*addr = (void *)lo;
+			*len = hi - lo;
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* txn_lock held: no transaction can resize the map meanwhile. */
+static void unmap_data(struct store *st)
+{
+	void *addr;
+	size_t len;
+
+	if(st->env && data_map(st, &addr, &len)){
+		/* The map is read-only and shared: the pages stay in the page
+		 * cache and fault back in when read. */
+		madvise(addr, len, MADV_DONTNEED);
+	}
+}
+
 /* Commits ops (removing what was committed from it). A prefix of the
  * operations is an earlier state of the broker, so a large backlog may be
  * committed in several transactions (LMDB bounds the dirty pages of one).
@@ -1449,6 +1496,9 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 	}
 	if(done){
 		used_measure(st, false);
+	}
+	if(atomic_exchange(&st->unmap_wanted, false)){
+		unmap_data(st);
 	}
 	pthread_mutex_unlock(&st->txn_lock);
 	if(done){
@@ -1779,6 +1829,8 @@ struct walk {
 	const uint8_t *prefix;
 	size_t plen;
 	bool offline_only;  /* skip records whose client hash (the key's start) is in DB_ONLINE */
+	const uint8_t *from;  /* DB_QUEUE with a client's prefix: the first seq (u64 BE), or NULL */
+	bool last;            /* DB_QUEUE with a client's prefix: its last entry only */
 };
 
 static void reject(struct store *st, enum store_db db, const char *why)
@@ -1948,7 +2000,23 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 	while(b->n < WALK_BATCH){
 		k.mv_data = (void *)w->prefix;
 		k.mv_size = w->plen;
-		rc = mdb_cursor_get(cur, &k, &v, *op);
+		if(*op == MDB_SET_RANGE && w->from){
+			/* A client's entries sort by seq (the start of each duplicate). */
+			v.mv_data = (void *)w->from;
+			v.mv_size = QUEUE_SEQ_LEN;
+			*op = MDB_GET_BOTH_RANGE;
+		}
+		if(*op == MDB_SET_RANGE && w->last){
+			rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+			if(rc == 0){
+				rc = mdb_cursor_get(cur, &k, &v, MDB_LAST_DUP);
+			}
+			*end = true;
+		}else if(*op == MDB_NEXT && w->last){
+			break;
+		}else{
+			rc = mdb_cursor_get(cur, &k, &v, *op);
+		}
 		*op = MDB_NEXT;
 		if(rc == MDB_NOTFOUND
 				|| (rc == 0 && w->plen && (k.mv_size < w->plen || memcmp(k.mv_data, w->prefix, w->plen) != 0))){
@@ -2164,7 +2232,7 @@ static int visit_will(const MDB_val *k, const uint8_t *pt, size_t len, void *fn,
 static int walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
 		decode_visit_fn visit, void *fn, void *ctx)
 {
-	struct walk w = {st, db, prefix, plen, false};
+	struct walk w = {st, db, prefix, plen, false, NULL, false};
 	return walk_run(&w, visit, fn, ctx);
 }
 
@@ -2239,7 +2307,7 @@ int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, voi
 
 int store_walk_offline_subs(struct store *st, sub_visit_fn fn, void *ctx)
 {
-	struct walk w = {st, DB_SUBS, NULL, 0, true};
+	struct walk w = {st, DB_SUBS, NULL, 0, true, NULL, false};
 	return walk_run(&w, visit_sub, (void *)fn, ctx);
 }
 
@@ -2281,6 +2349,29 @@ int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, 
 		return STORE_ERR_CRYPTO;
 	}
 	return walk_db(st, DB_QUEUE, prefix, sizeof(prefix), visit_queue, (void *)fn, ctx);
+}
+
+int store_walk_queue_from(struct store *st, const char *clientid, uint64_t from, queue_visit_fn fn, void *ctx)
+{
+	uint8_t prefix[HASH_LEN], seq[8];
+	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, seq, false};
+
+	if(hash_name(st, H_CLIENT, clientid, prefix)){
+		return STORE_ERR_CRYPTO;
+	}
+	put_be64(seq, from);
+	return walk_run(&w, visit_queue, (void *)fn, ctx);
+}
+
+int queue_last(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx)
+{
+	uint8_t prefix[HASH_LEN];
+	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, NULL, true};
+
+	if(hash_name(st, H_CLIENT, clientid, prefix)){
+		return STORE_ERR_CRYPTO;
+	}
+	return walk_run(&w, visit_queue, (void *)fn, ctx);
 }
 
 int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx)
@@ -2741,9 +2832,24 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen)
 {
 	struct guarded g = {.fn = walk_structure, .arg = records};
+	int rc;
 
 	*records = 0;
-	return run_guarded(st, &g, err, errlen);
+	rc = run_guarded(st, &g, err, errlen);
+	store_unmap_pages(st);
+	return rc;
+}
+
+void store_unmap_pages(struct store *st)
+{
+	/* The broker's thread does not wait for the writer's: a busy writer
+	 * does it after its commit. */
+	if(pthread_mutex_trylock(&st->txn_lock)){
+		atomic_store(&st->unmap_wanted, true);
+		return;
+	}
+	unmap_data(st);
+	pthread_mutex_unlock(&st->txn_lock);
 }
 
 /* Schema 1 to 2: moves the entries of the legacy queue database into the

@@ -155,6 +155,7 @@ class Broker:
         # The whole suite can run with offline queues on disk.
         if os.environ.get("PERSIST_LMDB_QUEUE_STORAGE"):
             self.plugin_opts["queue_storage"] = os.environ["PERSIST_LMDB_QUEUE_STORAGE"]
+            self.plugin_opts["queue_window"] = "2500"
         self.persistence_location: Path | None = self.data_dir
         self.log_types = ["all"]
         self.max_inflight = 1000

@@ -174,6 +174,8 @@ def test_unknown_option_refused(broker, key):
     ("max_queued_bytes", "lots"),
     ("queue_full", "drop-random"),
     ("offline_ttl", "3651d"),
+    ("queue_storage", "ssd"),
+    ("queue_window", "10"),
 ])
 def test_malformed_option_value_refused(broker, key, value):
     broker.plugin_opts[key] = value

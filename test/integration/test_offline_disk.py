@@ -13,6 +13,9 @@ from harness import V5, Client, assert_sequence, numbered_payload, seqs_of
 
 def _disk(broker):
     broker.plugin_opts["queue_storage"] = "disk"
+    # More than twice the harness's max_inflight_messages (1000): routed
+    # messages then always queue behind the window.
+    broker.plugin_opts["queue_window"] = "2500"
     return broker.start()
 
 
@@ -69,6 +72,7 @@ def test_offline_backlog_is_not_in_broker_memory(broker):
 
 def test_memory_mode_holds_the_backlog(broker):
     """The same load with the default storage: the check above can fail."""
+    broker.plugin_opts["queue_storage"] = "memory"
     broker.start()
     _offline(broker, "disk-sub", "disk/#")
     _publish(broker, "disk/t", range(1, 101), size=1000)
@@ -183,3 +187,9 @@ def test_takeover_during_drain(broker):
     assert_sequence(first, list(range(1, len(first) + 1)), "first connection")
     assert rest and rest[0] <= len(first) + 1, f"resumed at {rest[0]} after {len(first)}"
     assert_sequence(rest, list(range(rest[0], 20001)), "second connection")
+
+
+def test_options_acting_on_broker_held_queues_are_refused(broker):
+    broker.plugin_opts["queue_storage"] = "disk"
+    broker.plugin_opts["offline_ttl"] = "1h"
+    broker.assert_refuses("plugin_opt_offline_ttl cannot be used with plugin_opt_queue_storage disk")

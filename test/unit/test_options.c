@@ -212,6 +212,48 @@ static void test_retention_options(void **state)
 	}
 }
 
+static void test_queue_storage_options(void **state)
+{
+	const struct option_kv disk[] = {KV("key_file", "/k"), KV("queue_storage", "disk"), KV("queue_window", "5000")};
+	static const struct {
+		const char *key, *value;
+	} bad[] = {
+		{"queue_storage", "ssd"}, {"queue_storage", ""}, {"queue_window", "63"},
+		{"queue_window", "10000001"}, {"queue_window", "many"},
+	};
+	static const char *const clash[] = {"max_queued_messages", "max_queued_bytes", "offline_ttl", "seq_property"};
+	struct plugin_config cfg;
+	char err[512];
+
+	(void)state;
+	assert_int_equal(parse(&cfg, disk, 1, "/loc", err, sizeof(err)), 0);
+	assert_int_equal(cfg.queue_storage, QUEUE_STORAGE_MEMORY);
+	assert_uint_equal(cfg.queue_window, QUEUE_WINDOW_DEFAULT);
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg, disk, 3, "/loc", err, sizeof(err)), 0);
+	assert_int_equal(cfg.queue_storage, QUEUE_STORAGE_DISK);
+	assert_uint_equal(cfg.queue_window, 5000);
+	config_free(&cfg);
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		const struct option_kv one[] = {KV("key_file", "/k"), KV(bad[i].key, bad[i].value)};
+		if(parse(&cfg, one, 2, "/loc", err, sizeof(err)) != -1){
+			config_free(&cfg);
+			fail_msg("plugin_opt_%s '%s' was accepted", bad[i].key, bad[i].value);
+		}
+		assert_non_null(strstr(err, bad[i].key));
+	}
+	/* Options that act on messages the broker holds are refused with disk. */
+	for(size_t i = 0; i < sizeof(clash) / sizeof(clash[0]); i++){
+		const struct option_kv two[] = {KV("key_file", "/k"), KV("queue_storage", "disk"), KV(clash[i], "5")};
+		if(parse(&cfg, two, 3, "/loc", err, sizeof(err)) != -1){
+			config_free(&cfg);
+			fail_msg("plugin_opt_%s was accepted with queue_storage disk", clash[i]);
+		}
+		assert_non_null(strstr(err, clash[i]));
+		assert_non_null(strstr(err, "queue_storage disk"));
+	}
+}
+
 static void test_bad_map_size(void **state)
 {
 	static const char *const bad[] = {
@@ -605,6 +647,7 @@ int main(void)
 		cmocka_unit_test(test_bad_map_size),
 		cmocka_unit_test(test_max_db_size),
 		cmocka_unit_test(test_retention_options),
+		cmocka_unit_test(test_queue_storage_options),
 		cmocka_unit_test(test_sync),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_sync_modes),
