@@ -931,7 +931,7 @@ def report(results, info, drawn):
     b_setups = [s for s in args.setups if s in RESTART_SETUPS and results["B"].get(s)]
     a_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "none"),
                            ("lmdb-periodic", "lmdb"), ("lmdb-publish", "lmdb")] if p[0] in a_setups and p[1] in a_setups]
-    b_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "snapshot")] if p[0] in b_setups and p[1] in b_setups]
+    b_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "snapshot"), ("lmdb-disk", "sqlite")] if p[0] in b_setups and p[1] in b_setups]
     c_setups = [s for s in args.c_setups if results["C"].get(s)]
     probe_ok = any(probe_rounds(results))
     more_setups = [s for s in args.setups if any(results[sc].get(s) for sc in "DEF")]
@@ -1035,6 +1035,7 @@ def report(results, info, drawn):
                    + "`none` keeps nothing, so it has no row here.\n")
         metrics = [
             ("load_rate", "publish rate while loading (msg/s)", "rate", 1),
+            ("rss_loaded_kib", "broker RSS with the backlog queued (MiB)", "mib", mib),
             ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
             ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / (1024 * 1024)),
             ("disk_bytes_per_msg", "data on disk per queued client message (bytes)", "rate", 1),

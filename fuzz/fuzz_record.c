@@ -48,7 +48,7 @@ static bool base_msg_eq(const struct rec_base_msg *a, const struct rec_base_msg 
 		&& str_eq(a->source_id, b->source_id) && str_eq(a->source_username, b->source_username)
 		&& bytes_eq(a->payload, b->payload) && bytes_eq(a->properties, b->properties)
 		&& a->source_mid == b->source_mid && a->source_port == b->source_port
-		&& a->qos == b->qos && a->retain == b->retain;
+		&& a->qos == b->qos && a->retain == b->retain && a->refs0 == b->refs0;
 }
 
 static bool session_eq(const struct rec_session *a, const struct rec_session *b)
@@ -87,6 +87,15 @@ static bool will_eq(const struct rec_will *a, const struct rec_will *b)
 		&& a->qos == b->qos && a->retain == b->retain;
 }
 
+/* How much longer the canonical encoding of a decodable input can be: a
+ * body written before schema 3 has no refs0, which encoding adds. */
+#define SLACK_base_msg RECORD_REFS0_LEN
+#define SLACK_session 0
+#define SLACK_sub 0
+#define SLACK_queue 0
+#define SLACK_retain 0
+#define SLACK_will 0
+
 /* One record kind: decode the input; if it decodes, encode (e1), decode e1,
  * compare, encode again (e2) and require e1 == e2. */
 #define ROUND_TRIP(T, kind, data, size, VIEWS) do{ \
@@ -96,7 +105,7 @@ static bool will_eq(const struct rec_will *a, const struct rec_will *b)
 			buf_reset(&e1); \
 			record_encode_##kind(&e1, &d1); \
 			FUZZ_CHECK(!e1.err); \
-			FUZZ_CHECK(e1.len <= size); /* canonical is never longer */ \
+			FUZZ_CHECK(e1.len <= size + SLACK_##kind); /* canonical is never longer */ \
 			FUZZ_CHECK(record_decode_##kind(e1.data, e1.len, &d2) == 0); \
 			FUZZ_CHECK(kind##_eq(&d1, &d2)); \
 			buf_reset(&e2); \
