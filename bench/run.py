@@ -942,7 +942,9 @@ def report(results, info, drawn):
     out.append("# Benchmarks\n")
     out.append("Benchmarks are not tests: they measure one machine at one moment and judge nothing. "
                "The test suite is `scripts/test`. Numbers from a shared or virtual machine are noisy; "
-               "compare setups measured in the same run only.\n")
+               "compare setups measured in the same run only. Offline queues on disk "
+               "(`plugin_opt_queue_storage disk`) against persist-sqlite: "
+               "[benchmarks-offline-queues.md](benchmarks-offline-queues.md).\n")
     out.append(f"Run {info['date']} ({'quick run' if args.quick else 'full run'}), "
                f"{args.rounds} round(s), setups interleaved and their order rotated each round; "
                "the tables give medians.\n")
