@@ -19,7 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Warnings about clients that skipped BASIC_AUTH, at most this often. */
+/* Warnings (a client that skipped BASIC_AUTH, a message sent ahead of a
+ * backlog), at most this often. */
 #define LOG_INTERVAL_S 10
 
 struct backlog_session {
@@ -516,7 +517,7 @@ static void drain_tick(struct plugin *pl)
 
 /* Before the broker hands the session to the new connection: what the
  * broker still holds of it goes first (it is newer than what is stored
- * only), then the whole stored queue comes back, in order. Returns
+ * only), then the first part of the stored queue comes back. Returns
  * "ignore": authentication is left to the broker and other plugins. */
 int on_basic_auth_backlog(int event, void *event_data, void *userdata)
 {

@@ -3662,6 +3662,7 @@ void store_close(struct store *st)
 	}
 	free(st->pend);
 	free(st->refd);
+	free(st->newb);
 	free(st->path);
 	free(st);
 }
