@@ -263,12 +263,14 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	cm.mid = q->mid;
 	if(q->direction == MSG_DIR_OUT){
 		/* A queue that spans broker runs repeats packet ids (each run of a
-		 * session handed back later numbers from 1), and a message routed
-		 * during a hand-back comes back with the id the broker gave it: a
-		 * message not yet sent whose id is taken gets a free one. A message
-		 * keeps its id otherwise: one sent just before a crash may not have
-		 * its new state stored, and the client knows it by that id. */
-		if(r->load && q->qos > 0 && !was_sent(q->state) && (r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
+		 * session handed back later numbers from 1), a message routed
+		 * during a hand-back comes back with the id the broker gave it, and
+		 * one given a new id when handed back keeps its old one stored until
+		 * it is sent: a message not yet sent whose id is taken gets a free
+		 * one. A message keeps its id otherwise: one sent just before a
+		 * crash may not have its new state stored, and the client knows it
+		 * by that id. */
+		if(q->qos > 0 && !was_sent(q->state) && (r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
 			cm.mid = free_mid(r);
 		}
 		r->next_mid = cm.mid;
