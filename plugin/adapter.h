@@ -270,7 +270,9 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 		uint8_t qos, uint8_t state);
 /* The broker deleted an outgoing message of clientid; false when the
  * deletion is the plugin's own and must not be recorded. */
-bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint16_t mid);
+bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
+/* The broker holds an outgoing QoS 2 message of clientid whose PUBREL was sent. */
+void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 void backlog_online(struct plugin *pl, const char *clientid, bool online);
 /* At restore: the session's queue is in the database (held: and the
  * broker holds it too, until the next tick). */

@@ -38,6 +38,8 @@ struct backlog_session {
 	struct pushback { uint16_t mid; uint8_t qos; } *push;  /* routed while draining: to take back */
 	size_t n_push, cap_push;
 	uint64_t held_from;  /* the seq of the first message queued since the last release; 0: none */
+	uint64_t *pubrel;     /* cmsg_ids of held messages whose PUBREL was sent */
+	size_t n_pubrel, cap_pubrel;
 };
 
 static void session_free(void *rec)
@@ -48,6 +50,7 @@ static void session_free(void *rec)
 		free(s->clientid);
 		free(s->push);
 		free(s->mids);
+		free(s->pubrel);
 		free(s);
 	}
 }
@@ -233,7 +236,7 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 		return;
 	}
 	s->persisted = true;
-	if(s->online){
+	if(s->online || s->draining){
 		if(!s->draining){
 			return;
 		}
@@ -297,10 +300,12 @@ int backlog_defer(struct plugin *pl, const char *clientid, bool held)
 		return -1;
 	}
 	s->persisted = true;
-	s->on_disk = true;
 	s->in_held = held;
 	if(held){
+		/* Stored only once released at the next tick. */
 		mark_due(pl, s);
+	}else{
+		s->on_disk = true;
 	}
 	return 0;
 }
@@ -322,12 +327,20 @@ void backlog_session_gone(struct plugin *pl, const char *clientid)
 	}
 }
 
-/* Has the broker drop what it holds of the client's outgoing messages. */
+/* Has the broker drop what it holds of the client's outgoing messages.
+ * Not while it holds one whose PUBREL was sent: handed back, such a
+ * message keeps that state only if the broker puts it in flight at once,
+ * and the clear leaves the session's in-flight quota used up, so it would
+ * go out as a new PUBLISH, a second delivery. The broker keeps the
+ * session until the client completes those exchanges. */
 static int release(struct plugin *pl, struct backlog_session *s)
 {
 	struct mosquitto_client_msg cm;
 	int rc;
 
+	if(s->n_pubrel){
+		return MOSQ_ERR_ALREADY_EXISTS;
+	}
 	memset(&cm, 0, sizeof(cm));
 	cm.clientid = s->clientid;
 	cm.direction = mosq_bmd_out;
@@ -343,7 +356,33 @@ static int release(struct plugin *pl, struct backlog_session *s)
 	return MOSQ_ERR_SUCCESS;
 }
 
-bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint16_t mid)
+void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct backlog_session *s;
+
+	if(!backlog_on(pl) || !(s = record_get(pl, clientid))){
+		return;
+	}
+	for(size_t i = 0; i < s->n_pubrel; i++){
+		if(s->pubrel[i] == cmsg_id){
+			return;
+		}
+	}
+	if(s->n_pubrel == s->cap_pubrel){
+		size_t cap = s->cap_pubrel ? s->cap_pubrel * 2 : 8;
+		uint64_t *p = realloc(s->pubrel, cap * sizeof(*p));
+		if(!p){
+			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: a QoS 2 message of client %s "
+					"may be sent again as a new PUBLISH", clientid);
+			return;
+		}
+		s->pubrel = p;
+		s->cap_pubrel = cap;
+	}
+	s->pubrel[s->n_pubrel++] = cmsg_id;
+}
+
+bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
 {
 	struct backlog_session *s;
 
@@ -354,11 +393,20 @@ bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint16_t mid)
 		return false;
 	}
 	s = client_find(&pl->backlog.sessions, clientid);
-	if(s && s->draining && s->held){
+	if(!s){
+		return true;
+	}
+	if(s->draining && s->held){
 		s->held--;
 	}
-	if(s && s->mids){
+	if(s->mids){
 		s->mids[mid >> 3] &= (uint8_t)~(1u << (mid & 7));
+	}
+	for(size_t i = 0; i < s->n_pubrel; i++){
+		if(s->pubrel[i] == cmsg_id){
+			s->pubrel[i] = s->pubrel[--s->n_pubrel];
+			break;
+		}
 	}
 	return true;
 }
@@ -480,7 +528,7 @@ static bool drain_step(struct plugin *pl, struct backlog_session *s)
 	}
 	pl->backlog.pushing = false;
 	s->n_push = 0;
-	if(s->held * 2 > pl->cfg.queue_window){
+	if(!s->online || s->held * 2 > pl->cfg.queue_window){
 		return true;
 	}
 	next = load(pl, s, s->drain_next, 0, pl->cfg.queue_window - s->held, true);
@@ -503,7 +551,9 @@ static void drain_tick(struct plugin *pl)
 	for(size_t i = 0; i < b->n_draining; i++){
 		struct backlog_session *s = client_find(&b->sessions, b->draining[i]);
 
-		if(s && s->draining && s->online && drain_step(pl, s)){
+		/* A client that left with PUBRELs outstanding keeps its session
+		 * in the broker (release): its hand-back pauses until it returns. */
+		if(s && s->draining && (s->online || s->n_pubrel) && drain_step(pl, s)){
 			b->draining[kept++] = b->draining[i];
 		}else{
 			if(s && !s->online){
@@ -528,7 +578,9 @@ int on_basic_auth_backlog(int event, void *event_data, void *userdata)
 
 	(void)event;
 	s = clientid ? client_find(&pl->backlog.sessions, clientid) : NULL;
-	if(!s || s->online || !(s->on_disk || s->due)){
+	/* With PUBRELs outstanding, the broker still holds the session; a
+	 * paused hand-back goes on once the client is connected. */
+	if(!s || s->online || s->n_pubrel || !(s->on_disk || s->due)){
 		return MOSQ_ERR_PLUGIN_IGNORE;
 	}
 	if(s->due && release(pl, s) != MOSQ_ERR_SUCCESS){
@@ -549,7 +601,7 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 		return;
 	}
 	s = client_find(&pl->backlog.sessions, clientid);
-	if(!s || s->online || !s->on_disk){
+	if(!s || s->online || s->draining || !s->on_disk){
 		return;
 	}
 	/* BASIC_AUTH was not called (TLS identity as username, extended

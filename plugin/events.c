@@ -290,6 +290,7 @@ int on_client_msg_update(int event, void *event_data, void *userdata)
 	if(d->direction == MSG_DIR_OUT && d->qos == 2){
 		if(d->state == MSG_STATE_WAIT_FOR_PUBCOMP){
 			journal_pubrel_sent(pl, d->clientid, d->cmsg_id);
+			backlog_pubrel_sent(pl, d->clientid, d->cmsg_id);
 		}else if(d->state == MSG_STATE_PUBLISH_QOS2 && pubrel_resume(pl, d)){
 			/* The stored state (PUBREL sent) stays. */
 			seq_released(pl, d->clientid, d->cmsg_id);
@@ -312,7 +313,7 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id);
 		dedup_q2_released(pl, ed->data.store_id);
 	}else{
-		if(!backlog_msg_deleted(pl, ed->data.clientid, ed->data.mid)){
+		if(!backlog_msg_deleted(pl, ed->data.clientid, ed->data.cmsg_id, ed->data.mid)){
 			return MOSQ_ERR_SUCCESS;
 		}
 		if(pl->cfg.seq_property){

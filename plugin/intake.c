@@ -236,6 +236,7 @@ bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d)
 		if(mosquitto_persist_client_msg_update(&cm) != MOSQ_ERR_SUCCESS){
 			return false;
 		}
+		backlog_pubrel_sent(pl, d->clientid, d->cmsg_id);
 		l->seqs[i] = l->seqs[--l->n];
 		return true;
 	}

@@ -4,6 +4,7 @@ authenticates, and a restart restores sessions, not backlogs.
 """
 
 import re
+import struct
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import os
 
 import pytest
 
-from harness import V5, Client, assert_sequence, numbered_payload, plugin_path, sanitizer_env, seqs_of
+from harness import V5, Client, assert_sequence, numbered_payload, parse_seq, plugin_path, sanitizer_env, seqs_of
+from rawmqtt import PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient
 
 # ASan's allocator keeps freed memory in quarantine, and valgrind its own:
 # the broker's RSS says nothing about what it holds there.
@@ -199,6 +201,58 @@ def test_takeover_during_drain(broker):
     assert_sequence(first, list(range(1, len(first) + 1)), "first connection")
     assert rest and rest[0] <= len(first) + 1, f"resumed at {rest[0]} after {len(first)}"
     assert_sequence(rest, list(range(rest[0], 20001)), "second connection")
+
+
+@pytest.mark.parametrize("restart", [None, "kill"])
+def test_pubrel_outstanding_at_leave_is_resent_as_pubrel(broker, restart):
+    """A QoS 2 subscriber leaves after the PUBRELs of its whole in-flight
+    window, before its PUBCOMPs; more messages are queued while it is away
+    (and the tick would release its session). Back, it must get those
+    PUBRELs again, not the messages as new PUBLISHes (a client that had the
+    PUBREL may have handed the message on), then the rest in order."""
+    inflight, later = 10, 5
+    broker.max_inflight = inflight
+    _disk(broker)
+    sub = RawClient(broker.port, "disk-q2")
+    sub.subscribe("q2/#", 2)
+    with Client(broker, "disk-pub", version=V5) as p:
+        p.publish_numbered("q2/t", range(1, inflight + 1), qos=2)
+        mids = []
+        for _ in range(inflight):
+            kind, flags, data = sub.read()
+            assert kind == PUBLISH, f"expected a PUBLISH, got type {kind}"
+            mids.append(sub.publish_in(flags, data)[3])
+            sub.ack(PUBREC, mids[-1])
+        for mid in mids:
+            kind, _, data = sub.read()
+            assert (kind, struct.unpack("!H", data[:2])[0]) == (PUBREL, mid), f"expected PUBREL {mid}: {kind}"
+        sub.close()
+        time.sleep(0.5)
+        p.publish_numbered("q2/t", range(inflight + 1, inflight + later + 1), qos=2)
+    time.sleep(1.5)
+    if restart:
+        broker.kill()
+        broker.start()
+    sub = RawClient(broker.port, "disk-q2")
+    try:
+        assert sub.session_present
+        for mid in mids:
+            kind, flags, data = sub.read()
+            assert kind == PUBREL, (f"expected PUBREL {mid}, got type {kind}"
+                                    + (f": message {parse_seq(sub.publish_in(flags, data)[5])} again"
+                                       if kind == PUBLISH else ""))
+            assert struct.unpack("!H", data[:2])[0] == mid
+            sub.ack(PUBCOMP, mid)
+        got = []
+        for _ in range(later):
+            kind, flags, data = sub.read()
+            assert kind == PUBLISH, f"expected a PUBLISH, got type {kind}"
+            _, qos, _, mid, _, body = sub.publish_in(flags, data)
+            got.append(parse_seq(body))
+            sub.ack(PUBREC, mid)
+        assert_sequence(got, list(range(inflight + 1, inflight + later + 1)), "queued while away")
+    finally:
+        sub.close()
 
 
 def test_options_acting_on_broker_held_queues_are_refused(broker):
