@@ -21,9 +21,12 @@ Checks, over the whole run, per subscriber and publisher:
   4. messages never acknowledged may or may not be delivered.
 The restart's log must show no rejected record and no dropped queue entry.
 
+Run once with each plugin_opt_queue_storage: memory (the default) and disk
+(where the broker hands sessions' queues back and forth; fewer rounds).
+
 Environment: PERSIST_LMDB_CRASH_SEED (default below), PERSIST_LMDB_CRASH_ROUNDS
-(default 50), PERSIST_LMDB_CRASH_DUMP (a file: every send, ack and delivery as
-JSON, for analysis). Run with -s to see the counts; a failure shows them and
+(default 50; disk: two fifths of it), PERSIST_LMDB_CRASH_DUMP (a file: every
+send, ack and delivery as JSON, for analysis). Run with -s to see the counts; a failure shows them and
 the seed. The schedule (kill moments, who is connected) follows the seed;
 the traffic's timing does not, so a failure may need a few runs to recur.
 """
@@ -35,6 +38,8 @@ import random
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from harness import REPO, V5, Broker, Received
 from kill_load import WAIT, Publisher, SubscriberClient, drain, parse_payload
@@ -162,7 +167,13 @@ def run_schedule(subs: list[Subscriber], events, start: float, rnd: int, until: 
         time.sleep(delay)
 
 
-def test_crash_loop(broker):
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_crash_loop(broker, storage):
+    rounds = ROUNDS if storage == "memory" else max(1, ROUNDS * 2 // 5)
+    broker.plugin_opts["queue_storage"] = storage
+    if storage == "disk":
+        # Above twice the harness's max_inflight_messages, as in test_offline_disk.py.
+        broker.plugin_opts["queue_window"] = "2500"
     t0 = time.monotonic()
     rng = random.Random(SEED)
     assert cli_path().is_file(), f"CLI not built: {cli_path()}"
@@ -182,7 +193,7 @@ def test_crash_loop(broker):
     rnd = 0
     try:
         try:
-            for rnd in range(1, ROUNDS + 1):
+            for rnd in range(1, rounds + 1):
                 kill_at = rng.uniform(*KILL_AT)
                 events = plan_round(rng, kill_at)
                 plans.append(events)
@@ -208,7 +219,7 @@ def test_crash_loop(broker):
                 check_start_log(broker)
 
             # The last round ends without a kill: traffic, then a clean end.
-            rnd = ROUNDS + 1
+            rnd = rounds + 1
             events = plan_round(rng, FINAL_SEGMENT)
             plans.append(events)
             start = time.monotonic()
@@ -243,25 +254,25 @@ def test_crash_loop(broker):
             p.exit()
 
     if os.environ.get("PERSIST_LMDB_CRASH_DUMP"):
-        dump(os.environ["PERSIST_LMDB_CRASH_DUMP"], subs, pubs, kill_times, plans, t0)
+        dump(os.environ["PERSIST_LMDB_CRASH_DUMP"], subs, pubs, kill_times, plans, t0, rounds)
     findings, q2dups, counts = check(subs, pubs, kill_times, required)
     counts["seconds"] = round(time.monotonic() - t0, 1)
-    summary = (f"crash loop, seed {SEED}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    summary = (f"crash loop, seed {SEED}, queue_storage {storage}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(summary)
     if q2dups:
         findings.append(f"{len(q2dups)} QoS 2 duplicate(s) after kills, first: " + "; ".join(q2dups[:SHOW]))
     assert not findings, (
-        f"seed {SEED} (PERSIST_LMDB_CRASH_SEED={SEED} PERSIST_LMDB_CRASH_ROUNDS={ROUNDS}): "
+        f"seed {SEED}, queue_storage {storage} (PERSIST_LMDB_CRASH_SEED={SEED} PERSIST_LMDB_CRASH_ROUNDS={ROUNDS}): "
         f"{len(findings)} finding(s):\n" + "\n".join(findings) + "\n" + summary
     )
 
 
-def dump(path, subs, pubs, kill_times, plans, t0) -> None:
+def dump(path, subs, pubs, kill_times, plans, t0, rounds) -> None:
     """Everything the checks look at, as JSON (times relative to the start)."""
     import json
 
     data = {
-        "seed": SEED, "rounds": ROUNDS, "kill_times": {r: t - t0 for r, t in kill_times.items()},
+        "seed": SEED, "rounds": rounds, "kill_times": {r: t - t0 for r, t in kill_times.items()},
         "plans": plans,
         "pubs": {p.name: {seq: [m.round, None if m.ack is None else m.ack - t0, m.refused]
                           for seq, m in p.sent.items()} for p in pubs},
