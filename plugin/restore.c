@@ -32,6 +32,7 @@ struct restore {
 	int walk_rc;
 	uint8_t own_mids[MID_MAP_BYTES];
 	uint8_t *mids;                /* the session's packet ids in use: own_mids or the caller's */
+	unsigned n_mids;              /* how many */
 	const struct rec_session *session;
 	unsigned long session_refused, session_orphaned;
 	unsigned long msgs, retained, sessions, subs, queued, wills;
@@ -269,12 +270,17 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 		 * it is sent: a message not yet sent whose id is taken gets a free
 		 * one. A message keeps its id otherwise: one sent just before a
 		 * crash may not have its new state stored, and the client knows it
-		 * by that id. */
-		if(q->qos > 0 && !was_sent(q->state) && (r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
+		 * by that id. Memory mode keeps every id, as the broker's own
+		 * persistence does, and so does a queue longer than the id space. */
+		if((r->load || backlog_on(r->pl)) && q->qos > 0 && !was_sent(q->state) && r->n_mids < 65535
+				&& (r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
 			cm.mid = free_mid(r);
 		}
 		r->next_mid = cm.mid;
-		r->mids[cm.mid >> 3] |= (uint8_t)(1u << (cm.mid & 7));
+		if(!(r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
+			r->mids[cm.mid >> 3] |= (uint8_t)(1u << (cm.mid & 7));
+			r->n_mids++;
+		}
 	}
 	cm.clientid = r->session->clientid;
 	cm.cmsg_id = seq;
@@ -463,6 +469,7 @@ static void session_queue_restore(struct restore *r, uint64_t from)
 	r->session_refused = r->session_orphaned = 0;
 	if(r->mids == r->own_mids){
 		memset(r->own_mids, 0, sizeof(r->own_mids));
+		r->n_mids = 0;
 	}
 	if(r->pl->cfg.seq_property){
 		uint64_t last;
@@ -559,6 +566,9 @@ int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql)
 	r->pl = pl;
 	r->load = ql;
 	r->mids = ql->mids ? ql->mids : r->own_mids;
+	for(size_t i = 0; ql->mids && i < MID_MAP_BYTES; i++){
+		r->n_mids += (unsigned)__builtin_popcount(ql->mids[i]);
+	}
 	r->next_mid = ql->next_mid;
 	r->session = &s;
 	ql->next_seq = 0;
