@@ -233,6 +233,10 @@ int on_message_in(int event, void *event_data, void *userdata);
  * disconnected unacknowledged and resends after reconnecting. */
 int publish_refusal(const struct mosquitto_evt_message *ed);
 void journal_mark(struct plugin *pl);
+/* Commits what is buffered together with the journal mark that covers it:
+ * committed without the mark, effects of journal records would be applied
+ * again when a restart replays them. */
+int commit_marked(struct plugin *pl);
 void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
 void journal_q2_stored(struct plugin *pl, uint64_t store_id, uint8_t direction);
 void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);

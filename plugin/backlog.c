@@ -462,7 +462,7 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 
 	/* Reads see committed data: what the events of this iteration wrote
 	 * is committed first. */
-	if(store_has_pending(pl->store) && store_commit(pl->store) != STORE_OK){
+	if(store_has_pending(pl->store) && commit_marked(pl) != STORE_OK){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot commit before handing client %s its "
 				"stored messages; they are sent at its next connection", s->clientid);
 		return -1;

@@ -58,7 +58,7 @@ static bool add_number(cJSON *o, const char *name, double v)
 /* Reads of the database see committed data only: commit first. */
 static int sync_store(struct request *rq)
 {
-	if(store_commit(rq->pl->store) != STORE_OK){
+	if(commit_marked(rq->pl) != STORE_OK){
 		return fail(rq->cmd, "The database cannot be written; see the broker log");
 	}
 	return MOSQ_ERR_SUCCESS;
@@ -101,7 +101,7 @@ static int delete_account(struct request *rq)
 	}
 	rc = account_apply(pl->store, &plan);
 	if(rc == STORE_OK){
-		rc = store_commit(pl->store);
+		rc = commit_marked(pl);
 	}
 	if(rc != STORE_OK){
 		account_plan_free(&plan);
@@ -324,7 +324,7 @@ static int purge_queue(struct request *rq)
 	}
 	free(si.purge);
 	if(rc == STORE_OK){
-		rc = store_commit(si.st);
+		rc = commit_marked(rq->pl);
 	}
 	if(rc != STORE_OK){
 		return fail(rq->cmd, "Removed from the broker, but not yet from the database: "

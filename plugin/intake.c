@@ -46,6 +46,12 @@ void journal_mark(struct plugin *pl)
 	journal_release(pl->journal, store_journal_durable(pl->store));
 }
 
+int commit_marked(struct plugin *pl)
+{
+	journal_mark(pl);
+	return store_commit(pl->store);
+}
+
 /* Returns the record's lsn, 0 when it could not be journaled. */
 static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, const char *what)
 {
@@ -62,8 +68,7 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 	rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, pl->cfg.sync == SYNC_PUBLISH, &lsn);
 	if(rc == JOURNAL_FULL){
 		/* The writer fell a whole journal behind: wait for it. */
-		journal_mark(pl);
-		if(store_commit(pl->store) == STORE_OK){
+		if(commit_marked(pl) == STORE_OK){
 			journal_release(pl->journal, store_journal_durable(pl->store));
 		}
 		rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, pl->cfg.sync == SYNC_PUBLISH, &lsn);
@@ -188,8 +193,7 @@ void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 		return;
 	}
 	if(pl->q2_routed_lsn > store_journal_committed(pl->store)){
-		journal_mark(pl);
-		if(store_commit(pl->store) != STORE_OK){
+		if(commit_marked(pl) != STORE_OK){
 			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot commit before a PUBREL to %s: "
 					"after a crash now the message could come to it again", clientid);
 		}
