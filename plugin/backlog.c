@@ -240,6 +240,10 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 		if(!s->draining){
 			return;
 		}
+		/* The broker numbers from the last id it gave: the next part goes on after it. */
+		if(qos){
+			s->next_mid = mid;
+		}
 		if(state == MSG_STATE_QUEUED){
 			push_back(pl, s, mid, qos);
 			return;

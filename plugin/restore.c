@@ -222,19 +222,20 @@ static bool was_sent(uint8_t state)
 		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP;
 }
 
-/* The next packet id no message handed over so far has. A stored queue
- * can hold messages routed in several broker runs, each numbering from 1,
- * and the broker needs the ids of a client's messages to differ. */
+/* The next packet id no message handed over so far has; once all are
+ * taken, the next one (as the broker numbers a queue longer than the id
+ * space). */
 static uint16_t free_mid(struct restore *r)
 {
-	for(unsigned i = 0; i < 65535; i++){
+	for(unsigned i = 0; i < 65535 && r->n_mids < 65535; i++){
 		unsigned mid = r->next_mid % 65535 + 1;
 		r->next_mid = mid;
 		if(!(r->mids[mid >> 3] & (1u << (mid & 7)))){
 			return (uint16_t)mid;
 		}
 	}
-	return (uint16_t)(r->next_mid % 65535 + 1);
+	r->next_mid = r->next_mid % 65535 + 1;
+	return (uint16_t)r->next_mid;
 }
 
 static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
@@ -262,18 +263,15 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	}
 	memset(&cm, 0, sizeof(cm));
 	cm.mid = q->mid;
-	if(q->direction == MSG_DIR_OUT){
-		/* A queue that spans broker runs repeats packet ids (each run of a
-		 * session handed back later numbers from 1), a message routed
-		 * during a hand-back comes back with the id the broker gave it, and
-		 * one given a new id when handed back keeps its old one stored until
-		 * it is sent: a message not yet sent whose id is taken gets a free
-		 * one. A message keeps its id otherwise: one sent just before a
-		 * crash may not have its new state stored, and the client knows it
-		 * by that id. Memory mode keeps every id, as the broker's own
-		 * persistence does, and so does a queue longer than the id space. */
-		if((r->load || backlog_on(r->pl)) && q->qos > 0 && !was_sent(q->state) && r->n_mids < 65535
-				&& (r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
+	if(q->direction == MSG_DIR_OUT && q->qos > 0){
+		/* In disk mode the broker deletes, acknowledges and takes back a
+		 * client's messages by packet id, and numbers the ones it routes on
+		 * from the last id it was handed: stored ids (from several broker
+		 * runs, or given at an earlier hand-back) would collide with those.
+		 * A message not yet sent gets the next free id, in queue order; one
+		 * sent keeps its id, by which the client knows it. Memory mode keeps
+		 * every id, as the broker's own persistence does. */
+		if((r->load || backlog_on(r->pl)) && !was_sent(q->state)){
 			cm.mid = free_mid(r);
 		}
 		r->next_mid = cm.mid;
