@@ -271,7 +271,7 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 		 * A message not yet sent gets the next free id, in queue order; one
 		 * sent keeps its id, by which the client knows it. Memory mode keeps
 		 * every id, as the broker's own persistence does. */
-		if((r->load || backlog_on(r->pl)) && !was_sent(q->state)){
+		if(backlog_on(r->pl) && !was_sent(q->state)){
 			cm.mid = free_mid(r);
 		}
 		r->next_mid = cm.mid;
