@@ -131,6 +131,9 @@ static void plugin_free(struct plugin *pl)
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot record that the wills were published at shutdown");
 		}
 		if(pl->registered){
+			/* Sequence counters changed since the last tick: the broker
+			 * may stop with no tick after the events that changed them. */
+			seq_flush(pl);
 			journal_mark(pl);
 		}
 		if(store_commit(pl->store) != STORE_OK){
