@@ -19,6 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define KEY_MAX (2 * HASH_LEN + 8)
 /* op (1) | database (1) | key length (1) | value length (4, LE) | ref (8, BE):
@@ -27,6 +30,9 @@
 #define OP_HEADER 15
 /* Well below LMDB's bound on the dirty pages of one write transaction. */
 #define OPS_PER_TXN 20000
+/* A transaction of more operations leaves enough of LMDB's page buffers
+ * behind to be worth opening the environment again (store_unmap_pages). */
+#define RECYCLE_OPS 1000
 
 /* OP_MARK carries a journal lsn (8 bytes, not sealed) that becomes the
  * committed mark when its transaction commits; the sealed meta record that
@@ -148,6 +154,7 @@ struct store {
 	bool used_stale;             /* commits since were not measured; lock */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
 	atomic_bool unmap_wanted;    /* store_unmap_pages found the writer busy */
+	uint64_t txn_ops_peak;       /* most operations of one commit since the environment opened; txn_lock */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
 	                                resize needs neither to be active in this process */
 	struct store_stats stats;
@@ -1308,9 +1315,7 @@ static int env_reopen(struct store *st)
 		mdb_env_close(st->env);
 		st->env = NULL;
 	}
-	pthread_mutex_lock(&st->lock);
-	st->stats.env_reopens++;
-	pthread_mutex_unlock(&st->lock);
+	st->txn_ops_peak = 0;
 	return rc;
 }
 
@@ -1407,17 +1412,40 @@ static bool data_map(const struct store *st, void **addr, size_t *len)
 	return found;
 }
 
-/* txn_lock held: no transaction can resize the map meanwhile. */
-static void unmap_data(struct store *st)
+/* txn_lock held: no transaction can resize the map meanwhile. True when
+ * the environment was opened again: LMDB keeps every page buffer of its
+ * largest write transaction (about one per page written) until the
+ * environment is closed, and a transaction spread over thousands of queues
+ * leaves tens of MiB of them. Closing it frees them and drops its map. */
+static bool unmap_data(struct store *st)
 {
 	void *addr;
 	size_t len;
 
+	if(st->env && st->txn_ops_peak > RECYCLE_OPS && !st->read_only){
+		/* On failure the next commit opens it, as after MDB_PANIC. */
+		if(env_reopen(st) == 0){
+			pthread_mutex_lock(&st->lock);
+			st->stats.env_recycles++;
+			pthread_mutex_unlock(&st->lock);
+		}
+		return true;
+	}
 	if(st->env && data_map(st, &addr, &len)){
 		/* The map is read-only and shared: the pages stay in the page
 		 * cache and fault back in when read. */
 		madvise(addr, len, MADV_DONTNEED);
 	}
+	return false;
+}
+
+/* Gives the heap's free pages back (glibc keeps them, in every thread's
+ * arena, for later allocations). */
+static void heap_release(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
 }
 
 /* Commits ops (removing what was committed from it). A prefix of the
@@ -1438,6 +1466,9 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		if(rc == MDB_PANIC){
 			/* Reopened, the next attempt (at the next tick) can succeed. */
 			rc = env_reopen(st);
+			pthread_mutex_lock(&st->lock);
+			st->stats.env_reopens++;
+			pthread_mutex_unlock(&st->lock);
 			if(rc == 0){
 				rc = MDB_PANIC;
 			}
@@ -1478,6 +1509,9 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 		}
 		done = next;
 		*n_ops -= count;
+		if(count > st->txn_ops_peak){
+			st->txn_ops_peak = count;
+		}
 		pthread_mutex_lock(&st->lock);
 		/* MDB_NOMETASYNC: this commit's sync of its data pages also wrote
 		 * the previous commit's meta page; its own is on the disk at the
@@ -1497,10 +1531,11 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 	if(done){
 		used_measure(st, false);
 	}
-	if(atomic_exchange(&st->unmap_wanted, false)){
-		unmap_data(st);
-	}
+	bool recycled = atomic_exchange(&st->unmap_wanted, false) && unmap_data(st);
 	pthread_mutex_unlock(&st->txn_lock);
+	if(recycled){
+		heap_release();
+	}
 	if(done){
 		memmove(ops->data, ops->data + done, ops->len - done);
 		ops->len -= done;
@@ -2848,8 +2883,11 @@ void store_unmap_pages(struct store *st)
 		atomic_store(&st->unmap_wanted, true);
 		return;
 	}
-	unmap_data(st);
+	bool recycled = unmap_data(st);
 	pthread_mutex_unlock(&st->txn_lock);
+	if(recycled){
+		heap_release();
+	}
 }
 
 /* Schema 1 to 2: moves the entries of the legacy queue database into the

@@ -1975,6 +1975,44 @@ static void test_large_backlog_commit(void **state)
 	store_close(st);
 }
 
+/* LMDB keeps the page buffers of its largest write transaction until the
+ * environment closes: after a large one, store_unmap_pages opens it again,
+ * and what was written before and after stays readable and writable. */
+static void test_env_recycled_after_large_commit(void **state)
+{
+	enum { N = 5000 };
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+
+	for(uint64_t i = 1; i <= N; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
+	}
+	commit_ok(st);
+	assert_uint_equal(stats_of(st).env_recycles, 0);
+	store_unmap_pages(st);
+	assert_uint_equal(stats_of(st).env_recycles, 1);
+	assert_uint_equal(count_queue(st, "big"), N);
+	for(uint64_t i = N + 1; i <= N + 10; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
+	}
+	assert_int_equal(queue_remove(st, "big", 1, 0), STORE_OK);
+	commit_ok(st);
+	/* Small transactions since: only the map's pages are dropped. */
+	store_unmap_pages(st);
+	struct store_stats s = stats_of(st);
+	assert_uint_equal(s.env_recycles, 1);
+	assert_uint_equal(s.env_reopens, 0);
+	assert_uint_equal(s.commit_errors, 0);
+	assert_uint_equal(count_queue(st, "big"), N + 9);
+	store_close(st);
+
+	st = open_store(fx, 0, 0);
+	assert_uint_equal(count_queue(st, "big"), N + 9);
+	store_close(st);
+}
+
 /* The tick's path: writes handed to the writer thread while more arrive.
  * Whatever the interleaving, a final store_commit leaves every write on
  * disk, in order, with no commit per hand-over required. */
@@ -2707,6 +2745,7 @@ int main(void)
 		T(test_large_backlog_commit),
 		T(test_reopen_after_growth),
 		T(test_negative_callback_value),
+		T(test_env_recycled_after_large_commit),
 		T(test_async_commit),
 		T(test_journal_mark),
 		T(test_dedup_key),
