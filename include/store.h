@@ -256,8 +256,6 @@ uint64_t store_used_bytes(const struct store *st);
 void store_used_refresh(struct store *st);
 /* clientid NULL walks every client's queue (client order is by hash). */
 int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
-/* Calls fn with the last entry of a client's queue, if it has one. */
-int queue_last(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
 /* A client's queue from sequence number from on. */
 int store_walk_queue_from(struct store *st, const char *clientid, uint64_t from, queue_visit_fn fn, void *ctx);
 int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx);

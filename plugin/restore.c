@@ -492,49 +492,6 @@ static void session_queue_restore(struct restore *r, uint64_t from)
 	}
 }
 
-struct last_entry {
-	bool found;
-	uint64_t seq;
-	struct rec_queue q;
-};
-
-static int note_last(void *ctx, uint64_t seq, const struct rec_queue *q)
-{
-	struct last_entry *e = ctx;
-
-	e->found = true;
-	e->seq = seq;
-	e->q = *q;
-	return 0;
-}
-
-/* The broker numbers a session's messages on from the last packet id it
- * was handed: a session whose queue stays stored is handed its last
- * message, released again at the first tick, so that messages routed to
- * it in this run do not reuse the ids of stored ones. */
-static void packet_ids_go_on(struct restore *r, const char *clientid)
-{
-	struct last_entry e = {0};
-	struct mosquitto_client_msg cm;
-
-	if(queue_last(r->pl->store, clientid, note_last, &e) != STORE_OK || !e.found
-			|| e.q.direction != MSG_DIR_OUT || !e.q.qos || body_ensure(r->pl, e.q.store_id) != MOSQ_ERR_SUCCESS){
-		return;
-	}
-	memset(&cm, 0, sizeof(cm));
-	cm.clientid = (char *)clientid;
-	cm.cmsg_id = e.seq;
-	cm.store_id = e.q.store_id;
-	cm.subscription_identifier = e.q.subscription_identifier;
-	cm.mid = e.q.mid;
-	cm.qos = e.q.qos;
-	cm.retain = e.q.retain;
-	cm.direction = MSG_DIR_OUT;
-	if(mosquitto_persist_client_msg_add(&cm) == MOSQ_ERR_SUCCESS){
-		backlog_msg_added(r->pl, clientid, e.seq, e.q.mid, e.q.qos, MSG_STATE_QUEUED);
-	}
-}
-
 static bool journal_mentions(struct restore *r, const char *clientid)
 {
 	for(size_t lo = 0, hi = r->n_by_entry; lo < hi;){
@@ -631,8 +588,6 @@ static int restore_session(void *ctx, const struct rec_session *s)
 		}
 		if(backlog_defer(r->pl, s->clientid, held)){
 			r->failed++;
-		}else if(!held){
-			packet_ids_go_on(r, s->clientid);
 		}
 	}else{
 		session_queue_restore(r, 0);

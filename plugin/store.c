@@ -1865,7 +1865,6 @@ struct walk {
 	size_t plen;
 	bool offline_only;  /* skip records whose client hash (the key's start) is in DB_ONLINE */
 	const uint8_t *from;  /* DB_QUEUE with a client's prefix: the first seq (u64 BE), or NULL */
-	bool last;            /* DB_QUEUE with a client's prefix: its last entry only */
 };
 
 static void reject(struct store *st, enum store_db db, const char *why)
@@ -2041,17 +2040,7 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 			v.mv_size = QUEUE_SEQ_LEN;
 			*op = MDB_GET_BOTH_RANGE;
 		}
-		if(*op == MDB_SET_RANGE && w->last){
-			rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
-			if(rc == 0){
-				rc = mdb_cursor_get(cur, &k, &v, MDB_LAST_DUP);
-			}
-			*end = true;
-		}else if(*op == MDB_NEXT && w->last){
-			break;
-		}else{
-			rc = mdb_cursor_get(cur, &k, &v, *op);
-		}
+		rc = mdb_cursor_get(cur, &k, &v, *op);
 		*op = MDB_NEXT;
 		if(rc == MDB_NOTFOUND
 				|| (rc == 0 && w->plen && (k.mv_size < w->plen || memcmp(k.mv_data, w->prefix, w->plen) != 0))){
@@ -2267,7 +2256,7 @@ static int visit_will(const MDB_val *k, const uint8_t *pt, size_t len, void *fn,
 static int walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
 		decode_visit_fn visit, void *fn, void *ctx)
 {
-	struct walk w = {st, db, prefix, plen, false, NULL, false};
+	struct walk w = {st, db, prefix, plen, false, NULL};
 	return walk_run(&w, visit, fn, ctx);
 }
 
@@ -2342,7 +2331,7 @@ int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, voi
 
 int store_walk_offline_subs(struct store *st, sub_visit_fn fn, void *ctx)
 {
-	struct walk w = {st, DB_SUBS, NULL, 0, true, NULL, false};
+	struct walk w = {st, DB_SUBS, NULL, 0, true, NULL};
 	return walk_run(&w, visit_sub, (void *)fn, ctx);
 }
 
@@ -2389,23 +2378,12 @@ int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, 
 int store_walk_queue_from(struct store *st, const char *clientid, uint64_t from, queue_visit_fn fn, void *ctx)
 {
 	uint8_t prefix[HASH_LEN], seq[8];
-	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, seq, false};
+	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, seq};
 
 	if(hash_name(st, H_CLIENT, clientid, prefix)){
 		return STORE_ERR_CRYPTO;
 	}
 	put_be64(seq, from);
-	return walk_run(&w, visit_queue, (void *)fn, ctx);
-}
-
-int queue_last(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx)
-{
-	uint8_t prefix[HASH_LEN];
-	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, NULL, true};
-
-	if(hash_name(st, H_CLIENT, clientid, prefix)){
-		return STORE_ERR_CRYPTO;
-	}
 	return walk_run(&w, visit_queue, (void *)fn, ctx);
 }
 
