@@ -2113,6 +2113,21 @@ static int batch_visit(struct walk *w, struct walk_batch *b, decode_visit_fn vis
 	return rc;
 }
 
+/* The items are written before they are read, so only the rest is
+ * cleared: zeroing them took half the start-up's instructions (callgrind)
+ * with a few nested walks per restored session. */
+static struct walk_batch *batch_new(void)
+{
+	struct walk_batch *b = malloc(sizeof(*b));
+
+	if(b){
+		b->n = 0;
+		b->arena = (struct buf){0};
+		b->done = false;
+	}
+	return b;
+}
+
 static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 {
 	struct store *st = w->st;
@@ -2142,8 +2157,8 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 		pthread_mutex_unlock(&st->txn_lock);
 		return STORE_ERR_IO;
 	}
-	batch[0] = calloc(1, sizeof(*batch[0]));
-	batch[1] = calloc(1, sizeof(*batch[1]));
+	batch[0] = batch_new();
+	batch[1] = batch_new();
 	op = w->plen ? MDB_SET_RANGE : MDB_FIRST;
 	rc = batch[0] && batch[1] ? batch_fill(w, cur, &op, batch[0], &end) : STORE_ERR_NOMEM;
 	if(rc == STORE_OK){
