@@ -181,8 +181,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(cfg.offline_ttl == want_ttl && want_ttl <= 3650ull * 86400);
 		FUZZ_CHECK(cfg.queue_storage == want_storage);
 		FUZZ_CHECK(cfg.queue_window >= 64 && cfg.queue_window <= 10000000);
-		FUZZ_CHECK(want_storage == QUEUE_STORAGE_MEMORY || (!cfg.max_queued_messages && !cfg.max_queued_bytes
-				&& !cfg.offline_ttl && !cfg.seq_property));
+		FUZZ_CHECK(want_storage == QUEUE_STORAGE_MEMORY || !cfg.seq_property);
 		FUZZ_CHECK(cfg.db_path != NULL);
 		if(want_db_path){
 			FUZZ_CHECK(!strcmp(cfg.db_path, want_db_path));

@@ -261,6 +261,10 @@ void retention_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
 void retention_session_gone(struct plugin *pl, const char *clientid);
 void retention_online(struct plugin *pl, const char *clientid, bool online);
 void retention_tick(struct plugin *pl);
+/* Disk mode, at restore: the entries of a session whose queue stays
+ * stored, then the end of the restore. */
+void retention_stored(struct plugin *pl, const char *clientid);
+void retention_stored_done(struct plugin *pl);
 int on_basic_auth(int event, void *event_data, void *userdata);
 void retention_free(struct plugin *pl);
 
@@ -269,6 +273,8 @@ bool backlog_on(const struct plugin *pl);
 void backlog_body_held(struct plugin *pl, uint64_t store_id);
 void backlog_body_gone(struct plugin *pl, uint64_t store_id);
 bool backlog_body_resident(const struct plugin *pl, uint64_t store_id);
+/* The broker holds none of the client's outgoing messages. */
+bool backlog_released(const struct plugin *pl, const char *clientid);
 /* The broker queued an outgoing message for clientid (state: where it put it). */
 void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid,
 		uint8_t qos, uint8_t state);

@@ -169,6 +169,15 @@ bool backlog_body_resident(const struct plugin *pl, uint64_t store_id)
 	return b->cap_resident && b->resident[id_slot(b, store_id)] == store_id;
 }
 
+/* Offline, released at the last tick (or stored since the restart), not
+ * handed back since, and no PUBREL outstanding. */
+bool backlog_released(const struct plugin *pl, const char *clientid)
+{
+	const struct backlog_session *s = client_find(&pl->backlog.sessions, clientid);
+
+	return s && !s->online && !s->draining && !s->due && !s->n_pubrel && !s->held_from;
+}
+
 static void mark_due(struct plugin *pl, struct backlog_session *s)
 {
 	struct backlog *b = &pl->backlog;

@@ -251,18 +251,12 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 			goto fail;
 		}
 	}
-	/* Queue limits, expiry sweeps and sequence numbers act on messages the
-	 * broker holds; with queue_storage disk an offline session's are not. */
-	if(cfg->queue_storage == QUEUE_STORAGE_DISK){
-		const char *clash = cfg->max_queued_messages ? "max_queued_messages"
-			: cfg->max_queued_bytes ? "max_queued_bytes"
-			: cfg->offline_ttl ? "offline_ttl"
-			: cfg->seq_property ? "seq_property" : NULL;
-		if(clash){
-			snprintf(err, errlen, "plugin_opt_%s cannot be used with plugin_opt_queue_storage disk "
-					"(not supported yet)", clash);
-			goto fail;
-		}
+	/* Sequence numbers are kept for messages the broker holds; with
+	 * queue_storage disk an offline session's are not. */
+	if(cfg->queue_storage == QUEUE_STORAGE_DISK && cfg->seq_property){
+		snprintf(err, errlen, "plugin_opt_seq_property cannot be used with plugin_opt_queue_storage disk "
+				"(not supported yet)");
+		goto fail;
 	}
 	if(!cfg->db_path){
 		if(!persistence_location || !*persistence_location){

@@ -79,8 +79,9 @@ static int on_tick(int event, void *event_data, void *userdata)
 	seq_flush(pl);
 	metrics_tick(pl);
 	store_used_refresh(pl->store);
-	retention_tick(pl);
+	/* Disk mode: the limits act on sessions released first. */
 	backlog_tick(pl);
+	retention_tick(pl);
 	journal_mark(pl);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -257,7 +258,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 	if(rc == MOSQ_ERR_SUCCESS && backlog_on(pl)){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth_backlog, NULL, pl);
 	}
-	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.offline_ttl){
+	/* In disk mode the broker drops what expired when it would send it. */
+	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.offline_ttl && !backlog_on(pl)){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, pl);
 	}
 	if(rc){

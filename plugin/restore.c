@@ -306,7 +306,8 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	}
 	if(rc == MOSQ_ERR_SUCCESS){
 		r->queued++;
-		if(q->direction == MSG_DIR_OUT){
+		/* A hand-back's entries are under the limits since they were stored. */
+		if(q->direction == MSG_DIR_OUT && !r->load){
 			retention_add(r->pl, cm.clientid, seq, cm.mid, q->qos, q->store_id);
 		}
 		if(q->seq_no && q->direction == MSG_DIR_OUT){
@@ -317,6 +318,7 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	}
 	/* Kept, it would come back after newer messages at a later restart. */
 	queue_remove(r->pl->store, r->session->clientid, seq, q->store_id);
+	retention_remove(r->pl, r->session->clientid, seq);
 	r->failed++;
 	if(rc == MOSQ_ERR_NOT_FOUND){
 		r->session_orphaned++;
@@ -588,6 +590,8 @@ static int restore_session(void *ctx, const struct rec_session *s)
 		}
 		if(backlog_defer(r->pl, s->clientid, held)){
 			r->failed++;
+		}else if(!held){
+			retention_stored(r->pl, s->clientid);
 		}
 	}else{
 		session_queue_restore(r, 0);
@@ -743,6 +747,9 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	}
 	if(!rc){
 		journal_route(&r);
+	}
+	if(backlog_on(r.pl)){
+		retention_stored_done(r.pl);
 	}
 	journal_done(&r);
 	store_get_stats(r.pl->store, &stats);

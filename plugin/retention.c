@@ -14,7 +14,15 @@
  * The default expiry is written into the stored body (on_base_msg_add), so
  * after a restart the broker enforces it like an MQTT 5 expiry; until then
  * the sweep here does, and a reconnecting client's session is swept at its
- * authentication, before the broker hands it the queue. */
+ * authentication, before the broker hands it the queue.
+ *
+ * With plugin_opt_queue_storage disk the entries of an offline session are
+ * in the store only once the tick has released them (backlog.c, which runs
+ * first): the limits and expiry remove them from the store directly, and
+ * leave alone a session the broker still holds. A handed-back message that
+ * expired is dropped by the broker when it would send it. At a restart the
+ * entries of sessions that stay stored are read from the store (with their
+ * bodies' size and expiry), as the broker's restore reports the others. */
 #include "adapter.h"
 
 #include <stdlib.h>
@@ -29,6 +37,7 @@
 
 struct ret_entry {
 	uint64_t cmsg_id;
+	uint64_t store_id;
 	int64_t expire_at;   /* unix seconds; 0: never */
 	uint32_t bytes;
 	uint16_t mid;
@@ -208,7 +217,7 @@ void retention_add(struct plugin *pl, const char *clientid, uint64_t cmsg_id, ui
 		uint64_t store_id)
 {
 	struct retention *r = &pl->retention;
-	struct ret_entry e = {.cmsg_id = cmsg_id, .mid = mid, .qos = qos};
+	struct ret_entry e = {.cmsg_id = cmsg_id, .store_id = store_id, .mid = mid, .qos = qos};
 	struct ret_session *s;
 
 	if(!enabled(pl) || qos == 0){
@@ -296,11 +305,19 @@ void retention_session_gone(struct plugin *pl, const char *clientid)
 /* ---- dropping ---- */
 
 /* Asks the broker to drop e; true when it did (its delete event marked it
- * gone: the slot stays in place, a trim only moves the ring's ends). */
-static bool drop(struct ret_session *s, struct ret_entry *e)
+ * gone: the slot stays in place, a trim only moves the ring's ends). In
+ * disk mode the session is released and e is removed from the store. */
+static bool drop(struct plugin *pl, struct ret_session *s, struct ret_entry *e)
 {
 	struct mosquitto_client_msg cm;
 
+	if(backlog_on(pl)){
+		if(queue_remove(pl->store, s->clientid, e->cmsg_id, e->store_id) != STORE_OK){
+			return false;
+		}
+		entry_gone(s, e);
+		return true;
+	}
 	memset(&cm, 0, sizeof(cm));
 	cm.clientid = s->clientid;
 	cm.mid = e->mid;
@@ -346,10 +363,10 @@ static bool droppable(const uint8_t *cnt, const struct ret_entry *e)
 	return !cnt || cnt[e->mid] == 1;
 }
 
-static bool drop_counted(struct ret_session *s, struct ret_entry *e, uint8_t *cnt)
+static bool drop_counted(struct plugin *pl, struct ret_session *s, struct ret_entry *e, uint8_t *cnt)
 {
 	uint16_t mid = e->mid;
-	bool dropped = drop(s, e);
+	bool dropped = drop(pl, s, e);
 
 	if(cnt && cnt[mid] < UINT8_MAX){
 		cnt[mid]--;
@@ -375,7 +392,8 @@ static void log_drops(struct plugin *pl, const struct ret_session *s, const char
 /* Drops s's expired entries, oldest first, up to *budget, and finds its
  * next expiry; returns how many it dropped. Past MID_SPAN entries, one
  * whose packet id an older entry that stays has too is left for later:
- * the broker's delete by id would find that one. */
+ * the broker's delete by id would find that one (not in disk mode, which
+ * removes by sequence number). */
 static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t now, unsigned *budget)
 {
 	size_t cap = s->live < *budget ? s->live : *budget, nv = 0;
@@ -389,7 +407,7 @@ static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t n
 	if(!cap || !(victims = malloc(cap * sizeof(*victims)))){
 		return 0;
 	}
-	if(s->n > MID_SPAN && !(kept = calloc(65536 / 8, 1))){
+	if(s->n > MID_SPAN && !backlog_on(pl) && !(kept = calloc(65536 / 8, 1))){
 		free(victims);
 		return 0;
 	}
@@ -417,7 +435,7 @@ static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t n
 		size_t idx = (size_t)(victims[i] - s->popped);
 		struct ret_entry *e = idx < s->n ? at(s, idx) : NULL;
 		(*budget)--;
-		if(e && !e->gone && drop(s, e)){
+		if(e && !e->gone && drop(pl, s, e)){
 			dropped++;
 			pl->retention.dropped_expired++;
 		}
@@ -434,7 +452,7 @@ static uint64_t drop_over_limit(struct plugin *pl, struct ret_session *s, unsign
 	uint64_t dropped = 0;
 	uint8_t *cnt = NULL;
 
-	if(!over_limit(pl, s) || (!oldest && mid_counts(s, &cnt))){
+	if(!over_limit(pl, s) || (!oldest && !backlog_on(pl) && mid_counts(s, &cnt))){
 		return 0;
 	}
 	while(*budget && s->n && over_limit(pl, s)){
@@ -443,7 +461,7 @@ static uint64_t drop_over_limit(struct plugin *pl, struct ret_session *s, unsign
 			break;
 		}
 		(*budget)--;
-		if(drop_counted(s, e, cnt)){
+		if(drop_counted(pl, s, e, cnt)){
 			dropped++;
 			pl->retention.dropped_full++;
 		}
@@ -486,7 +504,10 @@ void retention_tick(struct plugin *pl)
 	}
 	while(r->n_due && budget){
 		struct ret_session *s = r->due[r->n_due - 1];
-		if(!s->online && !session_apply(pl, s, now, &budget)){
+		/* Disk mode: one the broker still holds (PUBRELs outstanding) is
+		 * marked again by the expiry scan or its next message. */
+		bool apply = !s->online && (!backlog_on(pl) || backlog_released(pl, s->clientid));
+		if(apply && !session_apply(pl, s, now, &budget)){
 			break;   /* the rest at the next tick */
 		}
 		s->due = false;
@@ -542,6 +563,67 @@ int on_basic_auth(int event, void *event_data, void *userdata)
 		log_drops(pl, s, "expired messages", drop_expired(pl, s, (int64_t)time(NULL), &budget));
 	}
 	return MOSQ_ERR_PLUGIN_IGNORE;
+}
+
+/* ---- a restart in disk mode ---- */
+
+static int note_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
+{
+	retention_body(ctx, store_id, (uint32_t)m->payload.len, m->expiry_time);
+	return 0;
+}
+
+struct stored_walk {
+	struct plugin *pl;
+	const char *clientid;
+};
+
+static int note_entry(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	struct stored_walk *w = ctx;
+	struct retention *r = &w->pl->retention;
+
+	if(q->direction != MSG_DIR_OUT || !q->qos){
+		return 0;
+	}
+	/* A body that does not open leaves its entry at 0 bytes, no expiry. */
+	if(!r->bcap || r->bodies[body_slot(r, q->store_id)].store_id != q->store_id){
+		msg_get(w->pl->store, q->store_id, note_body, w->pl);
+	}
+	retention_add(w->pl, w->clientid, seq, q->mid, q->qos, q->store_id);
+	return 0;
+}
+
+void retention_stored(struct plugin *pl, const char *clientid)
+{
+	struct stored_walk w = {pl, clientid};
+
+	if(enabled(pl) && store_walk_queue(pl->store, clientid, note_entry, &w) != STORE_OK){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot read the stored queue of client %s: "
+				"its messages are not under the retention limits", clientid);
+	}
+}
+
+/* The sizes of bodies the broker does not hold are not needed again: what
+ * it routes from now on, it holds. */
+void retention_stored_done(struct plugin *pl)
+{
+	struct retention *r = &pl->retention;
+	uint64_t *ids;
+	size_t n = 0;
+
+	if(!r->bcount || !(ids = malloc(r->bcount * sizeof(*ids)))){
+		return;
+	}
+	for(size_t i = 0; i < r->bcap; i++){
+		if(r->bodies[i].store_id && !backlog_body_resident(pl, r->bodies[i].store_id)){
+			ids[n++] = r->bodies[i].store_id;
+		}
+	}
+	for(size_t i = 0; i < n; i++){
+		retention_body_gone(pl, ids[i]);
+	}
+	free(ids);
 }
 
 void retention_free(struct plugin *pl)

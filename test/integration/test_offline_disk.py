@@ -255,7 +255,7 @@ def test_pubrel_outstanding_at_leave_is_resent_as_pubrel(broker, restart):
         sub.close()
 
 
-def test_options_acting_on_broker_held_queues_are_refused(broker):
+def test_sequence_numbers_are_refused(broker):
     broker.plugin_opts["queue_storage"] = "disk"
-    broker.plugin_opts["offline_ttl"] = "1h"
-    broker.assert_refuses("plugin_opt_offline_ttl cannot be used with plugin_opt_queue_storage disk")
+    broker.plugin_opts["seq_property"] = "seq"
+    broker.assert_refuses("plugin_opt_seq_property cannot be used with plugin_opt_queue_storage disk")

@@ -3,7 +3,8 @@ plugin_opt_max_queued_bytes with plugin_opt_queue_full drop-new / drop-oldest,
 plugin_opt_offline_ttl and MQTT 5 message expiry, across restarts.
 
 Limits and expiry act on sessions whose client is not connected; drops are
-counted (control API, metrics) and logged with a rate-limited warning.
+counted (control API, metrics) and logged with a rate-limited warning. Every
+test runs with plugin_opt_queue_storage memory and disk.
 """
 
 import time
@@ -13,6 +14,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from harness import V5, Client, assert_plugin_said, control_stats, numbered_payload, seqs_of
+
+
+@pytest.fixture(autouse=True, params=["memory", "disk"])
+def queue_storage(request, broker):
+    """Each test in both modes: with disk, offline queues are in the
+    database only and the limits and expiry remove entries from it."""
+    broker.plugin_opts["queue_storage"] = request.param
+    return request.param
 
 
 def _wait_stats(broker, pred, what, timeout=10.0):
@@ -95,6 +104,47 @@ def test_drop_oldest_after_a_restart(broker):
     assert _drain(broker, expect=5) == list(range(16, 21))
 
 
+class _AcksFirst(Client):
+    """Acknowledges the first n messages it receives, and no more."""
+
+    def __init__(self, broker, client_id, n, **kw):
+        self.to_ack = n
+        super().__init__(broker, client_id, **kw)
+
+    def _deliver(self, client, userdata, msg):
+        if msg.qos > 0 and self.to_ack > 0:
+            self.to_ack -= 1
+            client.ack(msg.mid, msg.qos)
+        self._on_message(client, userdata, msg)
+
+
+def test_limit_after_leaving_in_the_middle_of_the_queue(broker, queue_storage):
+    """A client acknowledges 10 messages of its queue and leaves; what it
+    left (in flight included) and what arrives after are trimmed to the
+    newest, and its next connection gets exactly those. In disk mode the
+    queue goes back 64 at a time, so the client leaves in the middle of
+    handing it back."""
+    if queue_storage == "disk":
+        broker.plugin_opts["queue_window"] = "64"
+    broker.plugin_opts["max_queued_messages"] = "100"
+    broker.plugin_opts["queue_full"] = "drop-oldest"
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 301))
+    _wait_stats(broker, lambda s: s["droppedQueueFull"] == 200 and s["queuedMessages"] == 100, "trimmed to 100")
+    with _AcksFirst(broker, "ret-sub", 10, version=V5, persistent=True, session_expiry=3600) as c:
+        assert c.session_present
+        got = seqs_of(c.collect(10, timeout=20))
+        assert len(got) >= 10 and got == list(range(201, 201 + len(got))), got
+        if queue_storage == "disk":
+            # 10 acknowledged of a first part of 64: the next is not handed over.
+            assert len(got) <= 64, got
+    # 290 stored (in flight included): the newest 100 stay.
+    _publish(broker, range(301, 501))
+    _wait_stats(broker, lambda s: s["queuedMessages"] == 100, "trimmed to 100 again")
+    assert _drain(broker, expect=100) == list(range(401, 501))
+
+
 def test_offline_ttl_sweeps_and_never_delivers(broker):
     broker.plugin_opts["offline_ttl"] = "2s"
     broker.start()
@@ -106,6 +156,28 @@ def test_offline_ttl_sweeps_and_never_delivers(broker):
     assert_plugin_said(broker.log(), "expired messages queued for offline client ret-sub")
     _publish(broker, range(6, 9))
     assert _drain(broker, expect=3) == [6, 7, 8]
+
+
+def test_offline_ttl_sweeps_after_a_restart(broker, queue_storage):
+    """Messages that expire after a kill -9 and restart are removed with
+    nobody connecting. In memory mode the restored broker holds them and
+    removes some itself (not counted here); in disk mode the queue is read
+    back from the database at the restart, expiry from the bodies, and the
+    sweep removes each one."""
+    broker.plugin_opts["offline_ttl"] = "3s"
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 6))
+    broker.restart("kill")
+    s = control_stats(broker)
+    assert s["queuedMessages"] == 5 and s["droppedExpired"] == 0, s
+    s = _wait_stats(broker, lambda s: s["queuedMessages"] == 0 and s["messageBodies"] == 0, "swept", 15)
+    if queue_storage == "disk":
+        assert s["droppedExpired"] == 5, s
+    else:
+        assert s["droppedExpired"] <= 5, s
+    _publish(broker, [6])
+    assert _drain(broker, expect=1) == [6]
 
 
 def test_offline_ttl_at_reconnect(broker):

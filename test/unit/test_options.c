@@ -221,7 +221,9 @@ static void test_queue_storage_options(void **state)
 		{"queue_storage", "ssd"}, {"queue_storage", ""}, {"queue_window", "63"},
 		{"queue_window", "10000001"}, {"queue_window", "many"},
 	};
-	static const char *const clash[] = {"max_queued_messages", "max_queued_bytes", "offline_ttl", "seq_property"};
+	static const struct option_kv limits[] = {KV("key_file", "/k"), KV("queue_storage", "disk"),
+		KV("max_queued_messages", "5"), KV("max_queued_bytes", "5000"), KV("offline_ttl", "60")};
+	static const char *const clash[] = {"seq_property"};
 	struct plugin_config cfg;
 	char err[512];
 
@@ -242,7 +244,14 @@ static void test_queue_storage_options(void **state)
 		}
 		assert_non_null(strstr(err, bad[i].key));
 	}
-	/* Options that act on messages the broker holds are refused with disk. */
+	/* Queue limits and expiry apply to stored queues too. */
+	assert_int_equal(parse(&cfg, limits, 5, "/loc", err, sizeof(err)), 0);
+	assert_int_equal(cfg.queue_storage, QUEUE_STORAGE_DISK);
+	assert_uint_equal(cfg.max_queued_messages, 5);
+	assert_uint_equal(cfg.max_queued_bytes, 5000);
+	assert_uint_equal(cfg.offline_ttl, 60);
+	config_free(&cfg);
+	/* Sequence numbers are refused with disk. */
 	for(size_t i = 0; i < sizeof(clash) / sizeof(clash[0]); i++){
 		const struct option_kv two[] = {KV("key_file", "/k"), KV("queue_storage", "disk"), KV(clash[i], "5")};
 		if(parse(&cfg, two, 3, "/loc", err, sizeof(err)) != -1){
