@@ -12,6 +12,8 @@ over several rounds (setup order rotated each round), and reports medians:
   lmdb-publish   persist-lmdb, plugin_opt_sync publish (journal synced before each PUBACK)
   lmdb-disk      persist-lmdb, plugin_opt_queue_storage disk (offline queues in
                  the database only)
+  lmdb-disk-ttl  lmdb-disk with plugin_opt_offline_ttl 7d (queue limits and
+                 expiry bookkeeping on)
   sqlite-flush0  persist-sqlite, plugin_opt_flush_period 0
   sync-floor     a plugin that only writes each QoS 1/2 PUBLISH with one O_DSYNC
                  pwrite before its PUBACK (bench/syncfloor.c): what syncing once
@@ -66,11 +68,12 @@ import time
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_persist_sqlite.so"
 LMDB_SETUPS = {"lmdb": None, "lmdb-periodic": "periodic", "lmdb-publish": "publish",
-               "lmdb-disk": None}  # -> plugin_opt_sync
-LMDB_EXTRA = {"lmdb-disk": ["plugin_opt_queue_storage disk"]}
+               "lmdb-disk": None, "lmdb-disk-ttl": None}  # -> plugin_opt_sync
+LMDB_EXTRA = {"lmdb-disk": ["plugin_opt_queue_storage disk"],
+              "lmdb-disk-ttl": ["plugin_opt_queue_storage disk", "plugin_opt_offline_ttl 7d"]}
 DEFAULT_SETUPS = ["none", "snapshot", "sqlite", "lmdb", "lmdb-periodic"]
-ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor", "lmdb-disk"]
-RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-disk"]  # `none` has nothing to restore
+ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor", "lmdb-disk", "lmdb-disk-ttl"]
+RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-disk", "lmdb-disk-ttl"]  # `none` has nothing to restore
 # Scenario C. The disk probe (bench/syncprobe) runs in slices next to C_JUDGED,
 # or, without it, takes its own turn in the rotation as `probe`.
 C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish", "sync-floor"]
@@ -984,6 +987,9 @@ def report(results, info, drawn):
     if "lmdb-disk" in used:
         out.append("- `lmdb-disk`: persist-lmdb with `plugin_opt_queue_storage disk`: messages of offline "
                    "sessions in the database only, handed back to the broker when their client returns.\n")
+    if "lmdb-disk-ttl" in used:
+        out.append("- `lmdb-disk-ttl`: `lmdb-disk` with `plugin_opt_offline_ttl 7d`: the bookkeeping of "
+                   "queue limits and expiry is on (no message expires in the run).\n")
     if "lmdb-publish" in used:
         out.append("- `lmdb-publish`: persist-lmdb with `plugin_opt_sync publish`: as `tick`, and every "
                    "accepted QoS 1/2 PUBLISH is written to the journal (a ring file) with pwrite on an "

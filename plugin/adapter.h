@@ -261,8 +261,9 @@ void retention_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
 void retention_session_gone(struct plugin *pl, const char *clientid);
 void retention_online(struct plugin *pl, const char *clientid, bool online);
 void retention_tick(struct plugin *pl);
-/* Disk mode, at restore: the entries of a session whose queue stays
- * stored, then the end of the restore. */
+/* Disk mode, at restore: the stored bodies, the entries of each session
+ * whose queue stays stored, then the end of the restore. */
+void retention_stored_begin(struct plugin *pl);
 void retention_stored(struct plugin *pl, const char *clientid);
 void retention_stored_done(struct plugin *pl);
 int on_basic_auth(int event, void *event_data, void *userdata);

@@ -731,6 +731,8 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	 * it is. */
 	if(!rc && !backlog_on(r.pl)){
 		rc = store_walk_msgs(r.pl->store, restore_msg, &r);
+	}else if(!rc){
+		retention_stored_begin(r.pl);
 	}
 	if(!rc){
 		rc = store_walk_retained(r.pl->store, restore_retained, &r);

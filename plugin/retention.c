@@ -573,6 +573,15 @@ static int note_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
 	return 0;
 }
 
+/* One walk over the bodies: a lookup per queue entry would take longer. */
+void retention_stored_begin(struct plugin *pl)
+{
+	if(enabled(pl) && store_walk_msgs(pl->store, note_body, pl) != STORE_OK){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot read the stored messages' sizes and expiry: "
+				"stored queues count them as empty and never expiring");
+	}
+}
+
 struct stored_walk {
 	struct plugin *pl;
 	const char *clientid;
@@ -581,16 +590,10 @@ struct stored_walk {
 static int note_entry(void *ctx, uint64_t seq, const struct rec_queue *q)
 {
 	struct stored_walk *w = ctx;
-	struct retention *r = &w->pl->retention;
 
-	if(q->direction != MSG_DIR_OUT || !q->qos){
-		return 0;
+	if(q->direction == MSG_DIR_OUT){
+		retention_add(w->pl, w->clientid, seq, q->mid, q->qos, q->store_id);
 	}
-	/* A body that does not open leaves its entry at 0 bytes, no expiry. */
-	if(!r->bcap || r->bodies[body_slot(r, q->store_id)].store_id != q->store_id){
-		msg_get(w->pl->store, q->store_id, note_body, w->pl);
-	}
-	retention_add(w->pl, w->clientid, seq, q->mid, q->qos, q->store_id);
 	return 0;
 }
 
@@ -604,26 +607,38 @@ void retention_stored(struct plugin *pl, const char *clientid)
 	}
 }
 
-/* The sizes of bodies the broker does not hold are not needed again: what
- * it routes from now on, it holds. */
+/* Keeps the sizes of the bodies the broker holds only: what it routes
+ * from now on, it holds. */
 void retention_stored_done(struct plugin *pl)
 {
 	struct retention *r = &pl->retention;
-	uint64_t *ids;
-	size_t n = 0;
+	struct body_info *old = r->bodies;
+	size_t old_cap = r->bcap, n = 0, cap = 1024;
 
-	if(!r->bcount || !(ids = malloc(r->bcount * sizeof(*ids)))){
+	for(size_t i = 0; i < old_cap; i++){
+		n += old[i].store_id && backlog_body_resident(pl, old[i].store_id);
+	}
+	while(cap < n * 2){
+		cap *= 2;
+	}
+	if(!n){
+		free(old);
+		r->bodies = NULL;
+		r->bcap = r->bcount = 0;
 		return;
 	}
-	for(size_t i = 0; i < r->bcap; i++){
-		if(r->bodies[i].store_id && !backlog_body_resident(pl, r->bodies[i].store_id)){
-			ids[n++] = r->bodies[i].store_id;
+	if(!(r->bodies = calloc(cap, sizeof(*r->bodies)))){
+		r->bodies = old;   /* the extra entries are never looked up */
+		return;
+	}
+	r->bcap = cap;
+	r->bcount = n;
+	for(size_t i = 0; i < old_cap; i++){
+		if(old[i].store_id && backlog_body_resident(pl, old[i].store_id)){
+			r->bodies[body_slot(r, old[i].store_id)] = old[i];
 		}
 	}
-	for(size_t i = 0; i < n; i++){
-		retention_body_gone(pl, ids[i]);
-	}
-	free(ids);
+	free(old);
 }
 
 void retention_free(struct plugin *pl)
