@@ -167,7 +167,8 @@ static int open_store(struct plugin *pl)
 		return MOSQ_ERR_INVAL;
 	}
 	rc = store_open(&pl->store, pl->cfg.db_path, pl->cfg.map_size, key,
-			pl->cfg.sync == SYNC_PERIODIC ? STORE_NO_SYNC : 0, store_log, err, sizeof(err));
+			(pl->cfg.sync == SYNC_PERIODIC ? STORE_NO_SYNC : 0) | (backlog_on(pl) ? STORE_LAZY : 0),
+			store_log, err, sizeof(err));
 	seal_wipe(key, sizeof(key));
 	if(rc == STORE_ERR_KEY){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the key in %s does not match this database (%s); "

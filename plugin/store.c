@@ -153,6 +153,7 @@ struct store {
 	uint64_t used_measured_ms;   /* when stats.used_bytes was measured (monotonic); lock */
 	bool used_stale;             /* commits since were not measured; lock */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
+	bool lazy;                   /* STORE_LAZY */
 	atomic_bool unmap_wanted;    /* store_unmap_pages found the writer busy */
 	uint64_t txn_ops_peak;       /* most operations of one commit since the environment opened; txn_lock */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
@@ -2834,11 +2835,19 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 		if(rc){
 			break;
 		}
-		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+		/* Read when needed, and checked then: walking them here would make
+		 * the start grow with the backlog. */
+		bool ends = st->lazy && (i == DB_QUEUE || i == DB_MSGS);
+		MDB_stat ms;
+		if(ends && (rc = mdb_stat(txn, dbi, &ms)) == 0){
+			*records += ms.ms_entries;
+		}
+		for(int op = MDB_FIRST; rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0;
+				op = !ends ? MDB_NEXT : op == MDB_FIRST ? MDB_LAST : MDB_NEXT){
 			if(v.mv_size){
 				sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
 			}
-			if(i >= 0){
+			if(i >= 0 && !ends){
 				(*records)++;
 			}
 		}
@@ -3160,6 +3169,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	st->lock_fd = -1;
 	st->read_only = flags & STORE_READ_ONLY;
 	st->no_sync = flags & STORE_NO_SYNC;
+	st->lazy = flags & STORE_LAZY;
 	st->map_size = map_size ? map_size : STORE_DEFAULT_MAP_SIZE;
 	if(snprintf(datafile, sizeof(datafile), "%s/data.mdb", path) >= (int)sizeof(datafile)){
 		snprintf(err, errlen, "database path too long");
