@@ -2797,6 +2797,40 @@ static int damaged(struct store *st, int rc, char *err, size_t errlen)
 		|| rc == MDB_BAD_DBI || rc == MDB_INCOMPATIBLE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
 }
 
+/* The unnamed database holds the named ones' records, and nothing else. */
+static bool known_db_name(const MDB_val *k)
+{
+	for(int i = 0; i <= DB_COUNT; i++){
+		const char *name = i == DB_COUNT ? legacy_queue_name : db_names[i];
+		if(k->mv_size == strlen(name) && !memcmp(k->mv_data, name, k->mv_size)){
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Counts a database's entries and reads its first and last. */
+static int walk_ends(MDB_txn *txn, MDB_dbi dbi, MDB_cursor *cur, uint64_t *records)
+{
+	volatile uint8_t sink = 0;
+	MDB_stat ms;
+	MDB_val k, v;
+	int rc = mdb_stat(txn, dbi, &ms);
+
+	if(rc == 0){
+		*records += ms.ms_entries;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
+	if(rc == 0){
+		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	}
+	if(rc == 0 && v.mv_size){
+		sink ^= ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+	}
+	(void)sink;
+	return rc;
+}
+
 /* Visits every key of the free-page list, the list of named databases and
  * each named database, and touches both ends of every value (which brings
  * in overflow pages), in one read transaction. */
@@ -2804,6 +2838,7 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 {
 	uint64_t *records = g->arg;
 	volatile uint8_t sink = 0;
+	bool unknown_name = false;
 	MDB_cursor *cur;
 	MDB_txn *txn;
 	MDB_dbi dbi;
@@ -2835,25 +2870,30 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 		if(rc){
 			break;
 		}
-		/* Read when needed, and checked then: walking them here would make
-		 * the start grow with the backlog. */
-		bool ends = st->lazy && (i == DB_QUEUE || i == DB_MSGS);
-		MDB_stat ms;
-		if(ends && (rc = mdb_stat(txn, dbi, &ms)) == 0){
-			*records += ms.ms_entries;
-		}
-		for(int op = MDB_FIRST; rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0;
-				op = !ends ? MDB_NEXT : op == MDB_FIRST ? MDB_LAST : MDB_NEXT){
-			if(v.mv_size){
-				sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
-			}
-			if(i >= 0 && !ends){
-				(*records)++;
+		if(st->lazy && (i == DB_QUEUE || i == DB_MSGS)){
+			/* Read when needed, and checked then: walking them here would
+			 * make the start grow with the backlog. */
+			rc = walk_ends(txn, dbi, cur, records);
+		}else{
+			for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+				if(i == -1 && !known_db_name(&k)){
+					unknown_name = true;
+					break;
+				}
+				if(v.mv_size){
+					sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+				}
+				if(i >= 0){
+					(*records)++;
+				}
 			}
 		}
 		mdb_cursor_close(cur);
 		if(rc == MDB_NOTFOUND){
 			rc = 0;
+		}
+		if(unknown_name){
+			break;
 		}
 	}
 	(void)sink;
@@ -2861,6 +2901,13 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 	mdb_txn_abort(txn);
 	if(rc){
 		return damaged(st, rc, err, errlen);
+	}
+	if(unknown_name){
+		/* A damaged page read as a list of databases: creating the missing
+		 * ones at open would have LMDB rewrite it. */
+		snprintf(err, errlen, "data file in %s is damaged (main database: it lists a database this "
+				"plugin never creates); restore it from a backup", st->path);
+		return STORE_ERR_CORRUPT;
 	}
 	st->stats.records = *records;
 	return STORE_OK;
