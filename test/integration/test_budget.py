@@ -8,6 +8,8 @@ the offline queue drains, publishes are accepted again without a restart.
 
 import time
 
+import pytest
+
 from harness import (QUOTA_EXCEEDED, V5, Acks, Client, assert_plugin_said, assert_sequence,
                      assert_v311_publish_refused, control_stats, numbered_payload, seqs_of)
 
@@ -25,7 +27,9 @@ def _fill_until_refused(pub, limit=5000):
     raise AssertionError(f"no publish was refused after {limit} messages of {SIZE} bytes")
 
 
-def test_budget_refuses_offline_messages_then_recovers(broker):
+@pytest.mark.parametrize("queue_storage", ["memory", "disk"])
+def test_budget_refuses_offline_messages_then_recovers(broker, queue_storage):
+    broker.plugin_opts["queue_storage"] = queue_storage
     broker.plugin_opts["max_db_size"] = "1M"
     broker.start()
     with Client(broker, "bud-sub", version=V5, persistent=True, session_expiry=3600) as c:
