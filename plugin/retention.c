@@ -80,9 +80,11 @@ static size_t body_slot(const struct retention *r, uint64_t store_id)
 	return i;
 }
 
-static int bodies_grow(struct retention *r)
+/* Moves the table into cap slots, with every entry or, resident_only, the
+ * entries of bodies the broker holds. */
+static int bodies_rehash(struct plugin *pl, size_t cap, bool resident_only)
 {
-	size_t cap = r->bcap ? r->bcap * 2 : 1024;
+	struct retention *r = &pl->retention;
 	struct body_info *old = r->bodies;
 	size_t old_cap = r->bcap;
 
@@ -92,9 +94,11 @@ static int bodies_grow(struct retention *r)
 		return -1;
 	}
 	r->bcap = cap;
+	r->bcount = 0;
 	for(size_t i = 0; i < old_cap; i++){
-		if(old[i].store_id){
+		if(old[i].store_id && (!resident_only || backlog_body_resident(pl, old[i].store_id))){
 			r->bodies[body_slot(r, old[i].store_id)] = old[i];
+			r->bcount++;
 		}
 	}
 	free(old);
@@ -109,7 +113,7 @@ void retention_body(struct plugin *pl, uint64_t store_id, uint32_t bytes, int64_
 	if(!enabled(pl) || !store_id){
 		return;
 	}
-	if((r->bcount + 1) * 2 > r->bcap && bodies_grow(r)){
+	if((r->bcount + 1) * 2 > r->bcap && bodies_rehash(pl, r->bcap ? r->bcap * 2 : 1024, false)){
 		return;   /* its entries count 0 bytes and no expiry */
 	}
 	i = body_slot(r, store_id);
@@ -612,33 +616,22 @@ void retention_stored(struct plugin *pl, const char *clientid)
 void retention_stored_done(struct plugin *pl)
 {
 	struct retention *r = &pl->retention;
-	struct body_info *old = r->bodies;
-	size_t old_cap = r->bcap, n = 0, cap = 1024;
+	size_t n = 0, cap = 1024;
 
-	for(size_t i = 0; i < old_cap; i++){
-		n += old[i].store_id && backlog_body_resident(pl, old[i].store_id);
-	}
-	while(cap < n * 2){
-		cap *= 2;
+	for(size_t i = 0; i < r->bcap; i++){
+		n += r->bodies[i].store_id && backlog_body_resident(pl, r->bodies[i].store_id);
 	}
 	if(!n){
-		free(old);
+		free(r->bodies);
 		r->bodies = NULL;
 		r->bcap = r->bcount = 0;
 		return;
 	}
-	if(!(r->bodies = calloc(cap, sizeof(*r->bodies)))){
-		r->bodies = old;   /* the extra entries are never looked up */
-		return;
+	while(cap < n * 2){
+		cap *= 2;
 	}
-	r->bcap = cap;
-	r->bcount = n;
-	for(size_t i = 0; i < old_cap; i++){
-		if(old[i].store_id && backlog_body_resident(pl, old[i].store_id)){
-			r->bodies[body_slot(r, old[i].store_id)] = old[i];
-		}
-	}
-	free(old);
+	/* Out of memory, the extra entries stay: they are never looked up. */
+	bodies_rehash(pl, cap, true);
 }
 
 void retention_free(struct plugin *pl)
