@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -100,10 +101,29 @@ def give_to_broker(path: Path) -> None:
         os.chown(path, *acct)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A loopback port the broker can listen on. Taken below the kernel's
+    ephemeral range: a port the kernel hands out (bind to 0, or any client's
+    connect) can be taken by another test process's client between this pick
+    and the broker's bind, which under valgrind is seconds later."""
+    high = _ephemeral_low()
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = random.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {low}-{high - 1}")
 
 
 def write_key(path: Path, data: bytes | None = None, mode: int = 0o600) -> bytes:
