@@ -119,9 +119,10 @@ struct store {
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
 	struct buf ops;
 	uint64_t n_ops;
-	size_t ops_sealed;           /* ops before this offset are sealed, after it plain */
+	size_t ops_patched;          /* new bodies before this offset have their count */
+	size_t ops_sealed;           /* sealed part, left by a failed commit before the writer runs */
 	size_t ops_marked;           /* ops before this offset are before the last OP_MARK */
-	struct seal *wseal;          /* seals and opens reference counts inside transactions */
+	struct seal *wseal;          /* the writer's: seals what it commits, opens counts */
 	struct ref_delta *refd;      /* the transaction's count changes, open addressing */
 	size_t refd_cap, refd_n;
 	uint32_t refd_gen;
@@ -144,6 +145,7 @@ struct store {
 	pthread_mutex_t lock;        /* guards what the writer shares: below, stats, map_size */
 	pthread_cond_t wake, idle;
 	struct buf wops;             /* operations handed to the writer */
+	size_t wops_sealed;          /* wops before this offset are sealed, after it plain */
 	uint64_t n_wops;
 	bool writer_busy, writer_stop, sync_wanted;
 	int writer_rc, last_commit_rc;
@@ -325,12 +327,13 @@ static void newb_count(struct store *st, uint64_t store_id, int d)
 }
 
 /* Writes each new body's count into its plaintext (the record's last
- * bytes) and its put's ref, before they are sealed. */
+ * bytes) and its put's ref, before the buffer leaves this thread to be
+ * sealed. */
 static void newb_patch(struct store *st)
 {
 	for(size_t i = 0; st->newb_n && i < st->newb_cap; i++){
 		struct new_body *b = &st->newb[i];
-		if(b->gen != st->newb_gen || b->off < st->ops_sealed){
+		if(b->gen != st->newb_gen || b->off < st->ops_patched){
 			continue;
 		}
 		uint8_t *p = st->ops.data + b->off;
@@ -338,6 +341,7 @@ static void newb_patch(struct store *st)
 		put_be32(p + OP_HEADER + klen + vlen - SEAL_TAG_LEN - RECORD_REFS0_LEN, b->refs);
 		put_be64(p + 7, b->refs);
 	}
+	st->ops_patched = st->ops.len;
 }
 
 static size_t pending_hash(const uint8_t *key, size_t cap)
@@ -438,17 +442,14 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 	return op_append_ref(st, op, db, key, klen, 0);
 }
 
-/* Seals the values buffered since the last call, in place, when they are
- * about to be committed: a value that a later operation replaced or
- * cancelled meanwhile (OP_NOP) is wiped instead. */
-static int ops_seal(struct store *st)
+/* Seals the values of ops from *sealed on, in place, on the thread about to
+ * commit them (the writer, so the broker's thread does no sealing): a value
+ * that a later operation replaced or cancelled meanwhile (OP_NOP) is wiped
+ * instead. Returns 0 or 1000 + the seal error. */
+static int ops_seal(struct buf *ops, size_t *sealed, struct seal *s)
 {
 	uint8_t ad[1 + KEY_MAX];
-	uint8_t *p, *end;
-
-	newb_patch(st);
-	p = st->ops.data + st->ops_sealed;
-	end = st->ops.data + st->ops.len;
+	uint8_t *p = ops->data + *sealed, *end = ops->data + ops->len;
 
 	while(p < end){
 		size_t klen = p[2];
@@ -457,16 +458,17 @@ static int ops_seal(struct store *st)
 
 		if(p[0] == OP_PUT || p[0] == OP_APPEND){
 			make_ad(ad, (enum store_db)p[1], p + OP_HEADER, klen);
-			if(seal_record(st->seal, ad, 1 + klen, v + SEAL_HEADER_LEN, vlen - SEAL_OVERHEAD, v) != SEAL_OK){
-				return STORE_ERR_CRYPTO;
+			int rc = seal_record(s, ad, 1 + klen, v + SEAL_HEADER_LEN, vlen - SEAL_OVERHEAD, v);
+			if(rc != SEAL_OK){
+				return 1000 + rc;
 			}
 		}else if(p[0] == OP_NOP){
 			seal_wipe(v, vlen);
 		}
 		p = v + vlen;
-		st->ops_sealed = (size_t)(p - st->ops.data);
+		*sealed = (size_t)(p - ops->data);
 	}
-	return STORE_OK;
+	return 0;
 }
 
 int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m)
@@ -1454,13 +1456,20 @@ static void heap_release(void)
  * committed in several transactions (LMDB bounds the dirty pages of one).
  * Runs on the writer thread or, without one, on the caller's: it must not
  * log; what it did is left in stats for the owner's thread to report. */
-static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
+static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops, size_t *sealed, struct seal *s)
 {
 	size_t done = 0, next;
 	uint64_t count;
 	MDB_txn *txn;
-	int rc = 0;
+	int rc = ops_seal(ops, sealed, s);
 
+	if(rc){
+		pthread_mutex_lock(&st->lock);
+		st->stats.commit_errors++;
+		st->last_commit_rc = rc;
+		pthread_mutex_unlock(&st->lock);
+		return rc;
+	}
 	pthread_mutex_lock(&st->txn_lock);
 	while(done < ops->len){
 		rc = st->env ? mdb_txn_begin(st->env, NULL, 0, &txn) : MDB_PANIC;
@@ -1540,6 +1549,7 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops)
 	if(done){
 		memmove(ops->data, ops->data + done, ops->len - done);
 		ops->len -= done;
+		*sealed = ops->len;
 	}
 	if(rc){
 		pthread_mutex_lock(&st->lock);
@@ -1615,7 +1625,7 @@ static void *writer_main(void *arg)
 		}
 		if(st->writer_busy){
 			pthread_mutex_unlock(&st->lock);
-			int rc = ops_commit(st, &st->wops, &st->n_wops);
+			int rc = ops_commit(st, &st->wops, &st->n_wops, &st->wops_sealed, st->wseal);
 			pthread_mutex_lock(&st->lock);
 			st->writer_rc = rc;
 			st->writer_busy = false;
@@ -1637,16 +1647,20 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Moves the buffered operations, sealed, behind whatever the writer still
- * holds (after a failed commit, it keeps them to retry first). Lock held,
- * writer idle. */
+/* Moves the buffered operations behind whatever the writer still holds
+ * (after a failed commit, it keeps them to retry first). Lock held, writer
+ * idle. */
 static int hand_over(struct store *st)
 {
+	newb_patch(st);
 	if(st->wops.len == 0){
 		struct buf tmp = st->wops;
 		st->wops = st->ops;
 		st->ops = tmp;
+		st->wops_sealed = st->ops_sealed;
 	}else{
+		/* wops is left by a failed commit of the writer, ops by one before
+		 * the writer ran: never both, so ops is plaintext here. */
 		buf_put(&st->wops, st->ops.data, st->ops.len);
 		if(st->wops.err){
 			st->wops.err = false;
@@ -1654,6 +1668,7 @@ static int hand_over(struct store *st)
 		}
 	}
 	buf_reset(&st->ops);
+	st->ops_patched = 0;
 	st->ops_sealed = 0;
 	st->ops_marked = 0;
 	pending_forget(st);
@@ -1684,7 +1699,7 @@ static void report_commits(struct store *st)
 	if(rc && now != st->last_error_log){
 		st->last_error_log = now;
 		logf_(st, STORE_LOG_ERR, "persist-lmdb: commit to %s failed: %s; %llu changes kept in "
-				"memory and retried", st->path, mdb_strerror(rc),
+				"memory and retried", st->path, rc >= 1000 ? seal_strerror(rc - 1000) : mdb_strerror(rc),
 				(unsigned long long)(st->n_ops + st->n_wops));
 	}
 }
@@ -1699,17 +1714,14 @@ int store_commit_async(struct store *st)
 		}
 		st->writer_started = true;
 	}
-	/* Only this thread makes the writer busy: idle now, idle after sealing. */
+	/* Only this thread makes the writer busy: idle now, idle at the hand-over. */
 	pthread_mutex_lock(&st->lock);
 	bool ready = !st->writer_busy && (st->n_ops || st->wops.len);
 	pthread_mutex_unlock(&st->lock);
 	if(ready){
-		rc = ops_seal(st);
-		if(rc == STORE_OK){
-			pthread_mutex_lock(&st->lock);
-			rc = hand_over(st);
-			pthread_mutex_unlock(&st->lock);
-		}
+		pthread_mutex_lock(&st->lock);
+		rc = hand_over(st);
+		pthread_mutex_unlock(&st->lock);
 	}
 	report_commits(st);
 	time_t now = time(NULL);
@@ -1723,21 +1735,19 @@ int store_commit_async(struct store *st)
 
 int store_commit(struct store *st)
 {
-	int rc = ops_seal(st);
+	int rc;
 
-	if(rc){
-		return rc;
-	}
 	if(!st->writer_started){
+		newb_patch(st);
 		pending_forget(st);
-		rc = ops_commit(st, &st->ops, &st->n_ops);
-		st->ops_sealed = st->ops.len;
+		rc = ops_commit(st, &st->ops, &st->n_ops, &st->ops_sealed, st->seal);
+		st->ops_patched = st->ops.len;
 		st->ops_marked = 0;
 		if(!rc && !st->read_only){
 			rc = env_sync(st);
 		}
 		report_commits(st);
-		return rc ? STORE_ERR_IO : STORE_OK;
+		return rc >= 1000 ? STORE_ERR_CRYPTO : rc ? STORE_ERR_IO : STORE_OK;
 	}
 	pthread_mutex_lock(&st->lock);
 	while(st->writer_busy){
@@ -1750,7 +1760,7 @@ int store_commit(struct store *st)
 			pthread_cond_wait(&st->idle, &st->lock);
 		}
 		if(rc == STORE_OK && st->writer_rc){
-			rc = STORE_ERR_IO;
+			rc = st->writer_rc >= 1000 ? STORE_ERR_CRYPTO : STORE_ERR_IO;
 		}
 	}
 	pthread_mutex_unlock(&st->lock);

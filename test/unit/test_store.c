@@ -1772,9 +1772,14 @@ static void test_no_plaintext_on_disk(void **state)
 	struct rec_will w = will_make("VERY-SECRET-CLIENT", "SECRET/WILL", "SECRET-WILL-PAYLOAD");
 	assert_int_equal(will_put(st, &w), STORE_OK);
 	commit_ok(st);
-	/* Overwrite and delete, so freed pages could hold old copies. */
+	/* Overwrite and delete, so freed pages could hold old copies; through
+	 * the writer thread, which seals what it commits. */
 	assert_int_equal(session_put(st, &s), STORE_OK);
 	assert_int_equal(retain_delete(st, "SECRET/TOPIC"), STORE_OK);
+	assert_int_equal(msg_put(st, 2, &m), STORE_OK);
+	q = queue_make(2, 2);
+	assert_int_equal(queue_append(st, "VERY-SECRET-CLIENT", 2, &q), STORE_OK);
+	assert_int_equal(store_commit_async(st), STORE_OK);
 	commit_ok(st);
 	store_close(st);
 
@@ -1808,9 +1813,9 @@ static void test_no_plaintext_on_disk(void **state)
 	st = open_store(fx, 0, 0);
 	assert_uint_equal(count_sessions(st), 1);
 	assert_uint_equal(count_subs(st, "VERY-SECRET-CLIENT"), 1);
-	assert_uint_equal(count_queue(st, "VERY-SECRET-CLIENT"), 1);
+	assert_uint_equal(count_queue(st, "VERY-SECRET-CLIENT"), 2);
 	assert_uint_equal(count_wills(st, "VERY-SECRET-CLIENT"), 1);
-	assert_uint_equal(count_msgs(st), 1);
+	assert_uint_equal(count_msgs(st), 2);
 	assert_uint_equal(count_retained(st), 0);
 	store_close(st);
 }
