@@ -1451,6 +1451,16 @@ static void heap_release(void)
 #endif
 }
 
+/* Leaves a failed commit's error for the owner's thread to report. */
+static void commit_failed(struct store *st, int rc)
+{
+	pthread_mutex_lock(&st->lock);
+	st->stats.commit_errors++;
+	st->last_commit_rc = rc;
+	st->disk_full = rc == ENOSPC;
+	pthread_mutex_unlock(&st->lock);
+}
+
 /* Commits ops (removing what was committed from it). A prefix of the
  * operations is an earlier state of the broker, so a large backlog may be
  * committed in several transactions (LMDB bounds the dirty pages of one).
@@ -1464,10 +1474,7 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops, size_t
 	int rc = ops_seal(ops, sealed, s);
 
 	if(rc){
-		pthread_mutex_lock(&st->lock);
-		st->stats.commit_errors++;
-		st->last_commit_rc = rc;
-		pthread_mutex_unlock(&st->lock);
+		commit_failed(st, rc);
 		return rc;
 	}
 	pthread_mutex_lock(&st->txn_lock);
@@ -1552,11 +1559,7 @@ static int ops_commit(struct store *st, struct buf *ops, uint64_t *n_ops, size_t
 		*sealed = ops->len;
 	}
 	if(rc){
-		pthread_mutex_lock(&st->lock);
-		st->stats.commit_errors++;
-		st->last_commit_rc = rc;
-		st->disk_full = rc == ENOSPC;
-		pthread_mutex_unlock(&st->lock);
+		commit_failed(st, rc);
 	}
 	return rc;
 }
