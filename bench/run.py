@@ -947,7 +947,8 @@ def report(results, info, drawn):
                "The test suite is `scripts/test`. Numbers from a shared or virtual machine are noisy; "
                "compare setups measured in the same run only. Offline queues on disk "
                "(`plugin_opt_queue_storage disk`) against persist-sqlite: "
-               "[benchmarks-offline-queues.md](benchmarks-offline-queues.md).\n")
+               "[benchmarks-offline-queues.md](benchmarks-offline-queues.md). What bounds the ratios to "
+               "`none` on this machine: [performance.md](performance.md).\n")
     out.append(f"Run {info['date']} ({'quick run' if args.quick else 'full run'}), "
                f"{args.rounds} round(s), setups interleaved and their order rotated each round; "
                "the tables give medians.\n")
