@@ -167,6 +167,9 @@ def test_offline_ttl_sweeps_after_a_restart(broker, queue_storage):
     broker.plugin_opts["offline_ttl"] = "3s"
     broker.start()
     _offline_sub(broker)
+    # A session is durable at its commit, not journaled (durability.md, known limits); the
+    # messages after it are, and come back from the journal.
+    broker.settle()
     _publish(broker, range(1, 6))
     broker.restart("kill")
     s = control_stats(broker)
