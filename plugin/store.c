@@ -34,6 +34,10 @@
  * behind to be worth opening the environment again (store_unmap_pages). */
 #define RECYCLE_OPS 1000
 
+/* Internal results carry LMDB's codes and errno values as they are, and a
+ * seal error as SEAL_RC_BASE + its code. */
+#define SEAL_RC_BASE 1000
+
 /* OP_MARK carries a journal lsn (8 bytes, not sealed) that becomes the
  * committed mark when its transaction commits; the sealed meta record that
  * makes it durable is an OP_PUT just before it. */
@@ -445,7 +449,7 @@ static int op_append(struct store *st, enum op op, enum store_db db, const uint8
 /* Seals the values of ops from *sealed on, in place, on the thread about to
  * commit them (the writer, so the broker's thread does no sealing): a value
  * that a later operation replaced or cancelled meanwhile (OP_NOP) is wiped
- * instead. Returns 0 or 1000 + the seal error. */
+ * instead. Returns 0 or SEAL_RC_BASE + the seal error. */
 static int ops_seal(struct buf *ops, size_t *sealed, struct seal *s)
 {
 	uint8_t ad[1 + KEY_MAX];
@@ -460,7 +464,7 @@ static int ops_seal(struct buf *ops, size_t *sealed, struct seal *s)
 			make_ad(ad, (enum store_db)p[1], p + OP_HEADER, klen);
 			int rc = seal_record(s, ad, 1 + klen, v + SEAL_HEADER_LEN, vlen - SEAL_OVERHEAD, v);
 			if(rc != SEAL_OK){
-				return 1000 + rc;
+				return SEAL_RC_BASE + rc;
 			}
 		}else if(p[0] == OP_NOP){
 			seal_wipe(v, vlen);
@@ -1451,6 +1455,17 @@ static void heap_release(void)
 #endif
 }
 
+static const char *rc_strerror(int rc)
+{
+	return rc >= SEAL_RC_BASE ? seal_strerror(rc - SEAL_RC_BASE) : mdb_strerror(rc);
+}
+
+/* A failed commit's result as the store's error. */
+static int commit_error(int rc)
+{
+	return rc >= SEAL_RC_BASE ? STORE_ERR_CRYPTO : STORE_ERR_IO;
+}
+
 /* Leaves a failed commit's error for the owner's thread to report. */
 static void commit_failed(struct store *st, int rc)
 {
@@ -1702,7 +1717,7 @@ static void report_commits(struct store *st)
 	if(rc && now != st->last_error_log){
 		st->last_error_log = now;
 		logf_(st, STORE_LOG_ERR, "persist-lmdb: commit to %s failed: %s; %llu changes kept in "
-				"memory and retried", st->path, rc >= 1000 ? seal_strerror(rc - 1000) : mdb_strerror(rc),
+				"memory and retried", st->path, rc_strerror(rc),
 				(unsigned long long)(st->n_ops + st->n_wops));
 	}
 }
@@ -1750,7 +1765,7 @@ int store_commit(struct store *st)
 			rc = env_sync(st);
 		}
 		report_commits(st);
-		return rc >= 1000 ? STORE_ERR_CRYPTO : rc ? STORE_ERR_IO : STORE_OK;
+		return rc ? commit_error(rc) : STORE_OK;
 	}
 	pthread_mutex_lock(&st->lock);
 	while(st->writer_busy){
@@ -1763,7 +1778,7 @@ int store_commit(struct store *st)
 			pthread_cond_wait(&st->idle, &st->lock);
 		}
 		if(rc == STORE_OK && st->writer_rc){
-			rc = st->writer_rc >= 1000 ? STORE_ERR_CRYPTO : STORE_ERR_IO;
+			rc = commit_error(st->writer_rc);
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
@@ -2495,11 +2510,11 @@ static int meta_get(struct store *st, MDB_txn *txn, const char *name, uint8_t *o
 		return rc;
 	}
 	if(v.mv_size < SEAL_OVERHEAD || v.mv_size - SEAL_OVERHEAD > cap){
-		return SEAL_ERR_FORMAT + 1000;
+		return SEAL_RC_BASE + SEAL_ERR_FORMAT;
 	}
 	make_ad(ad, DB_META, k.mv_data, k.mv_size);
 	rc = seal_open(st->seal, ad, 1 + k.mv_size, v.mv_data, v.mv_size, out, len);
-	return rc ? rc + 1000 : 0;
+	return rc ? SEAL_RC_BASE + rc : 0;
 }
 
 static int meta_put(struct store *st, MDB_txn *txn, const char *name, const void *val, size_t len)
@@ -2556,13 +2571,13 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 			return STORE_ERR_IO;
 		}
 		epoch = 1;
-	}else if(rc == SEAL_ERR_AUTH + 1000 || rc == SEAL_ERR_KEY_ID + 1000){
+	}else if(rc == SEAL_RC_BASE + SEAL_ERR_AUTH || rc == SEAL_RC_BASE + SEAL_ERR_KEY_ID){
 		snprintf(err, errlen, "the key does not match this database (%s): it was written under another key", st->path);
 		return STORE_ERR_KEY;
 	}else if(rc){
 		snprintf(err, errlen, "cannot read the key check of %s: %s", st->path,
-				rc >= 1000 ? seal_strerror(rc - 1000) : mdb_strerror(rc));
-		return rc >= 1000 ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+				rc_strerror(rc));
+		return rc >= SEAL_RC_BASE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
 	}else if(len != sizeof(key_check_text) || memcmp(val, key_check_text, len) != 0){
 		snprintf(err, errlen, "the key check of %s has unexpected contents", st->path);
 		return STORE_ERR_CORRUPT;
