@@ -27,6 +27,12 @@ enum queue_storage {
 	QUEUE_STORAGE_DISK,    /* offline sessions' messages are in the database only */
 };
 
+/* What a start-up does with a damaged database (never with a wrong key). */
+enum on_damage {
+	ON_DAMAGE_REFUSE,      /* the broker does not start */
+	ON_DAMAGE_QUARANTINE,  /* the database is moved aside and the broker starts empty */
+};
+
 struct option_kv {
 	const char *key;   /* without the plugin_opt_ prefix */
 	const char *value;
@@ -44,6 +50,7 @@ struct plugin_config {
 	enum queue_storage queue_storage;
 	size_t queue_window;    /* queue_storage disk: messages handed back to the broker at a time */
 	enum sync_mode sync;
+	enum on_damage on_damage;
 	unsigned sync_interval_ms;
 	size_t journal_size;
 	char *personal_topics;  /* account deletion: patterns with %u and %c, or NULL */

@@ -119,6 +119,12 @@ int store_create(struct store **out, const char *path, size_t map_size,
  * lifetime: a second writer (a second broker, or the CLI's delete-account
  * while the broker runs) gets STORE_ERR_BUSY. Read-only opens take none. */
 
+/* Moves the database directory path (data file, journal, lock file) aside
+ * to <path>.damaged-<UTC time>[-n], whose name goes to dest, so that a new
+ * database can be made in its place. STORE_ERR_BUSY while a process has it
+ * open for writing. */
+int store_set_aside(const char *path, char *dest, size_t destlen, char *err, size_t errlen);
+
 /* Writes a compacted copy (no free pages) of the database into the empty
  * directory dest, with LMDB's own copy. Records stay sealed as they are. */
 int store_copy_compact(struct store *st, const char *dest, char *err, size_t errlen);

@@ -171,6 +171,7 @@ struct plugin {
 	struct plugin_config cfg;
 	struct store *store;
 	bool registered;      /* every callback is in place: the broker is running us */
+	char *quarantined;    /* where a damaged database was moved at start-up, or NULL */
 	struct buf props;     /* scratch for encoding property lists */
 	struct pending_will *pending_wills;
 	size_t n_pending_wills;

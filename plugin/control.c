@@ -380,7 +380,9 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "droppedExpired", (double)rq->pl->retention.dropped_expired)
 			|| !add_number(rq->data, "backlogReleases", (double)rq->pl->backlog.evicted)
 			|| !add_number(rq->data, "backlogLoaded", (double)rq->pl->backlog.loaded)
-			|| !add_number(rq->data, "backlogOutOfOrder", (double)rq->pl->backlog.out_of_order)){
+			|| !add_number(rq->data, "backlogOutOfOrder", (double)rq->pl->backlog.out_of_order)
+			|| !(rq->pl->quarantined ? cJSON_AddStringToObject(rq->data, "quarantinedDatabase", rq->pl->quarantined)
+				: cJSON_AddNullToObject(rq->data, "quarantinedDatabase"))){
 		return MOSQ_ERR_NOMEM;
 	}
 	return MOSQ_ERR_SUCCESS;

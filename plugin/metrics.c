@@ -62,6 +62,7 @@ static void publish_all(struct plugin *pl)
 	publish_u64("backlog/out-of-order", pl->backlog.out_of_order);
 	publish_u64("database/used-bytes", s.used_bytes);
 	publish_u64("dedup/ids", pl->dedup ? dedup_count(pl->dedup) : 0);
+	publish_u64("database/quarantined", pl->quarantined != NULL);
 }
 
 void metrics_tick(struct plugin *pl)

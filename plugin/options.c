@@ -187,6 +187,15 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 						v ? v : "");
 				goto fail;
 			}
+		}else if(!strcmp(k, "on_damage")){
+			if(v && !strcmp(v, "refuse")){
+				cfg->on_damage = ON_DAMAGE_REFUSE;
+			}else if(v && !strcmp(v, "quarantine")){
+				cfg->on_damage = ON_DAMAGE_QUARANTINE;
+			}else{
+				snprintf(err, errlen, "plugin_opt_on_damage '%s' is not refuse or quarantine", v ? v : "");
+				goto fail;
+			}
 		}else if(!strcmp(k, "sync_interval_ms")){
 			unsigned long long ms;
 			if(parse_scaled(v, NULL, 3600000, &ms) || !ms){

@@ -146,6 +146,7 @@ static void plugin_free(struct plugin *pl)
 		store_close(pl->store);
 	}
 	config_free(&pl->cfg);
+	free(pl->quarantined);
 	buf_free(&pl->props);
 	buf_free(&pl->jbuf);
 	pending_wills_free(pl);
@@ -155,25 +156,47 @@ static void plugin_free(struct plugin *pl)
 	free(pl);
 }
 
-static int open_store(struct plugin *pl)
+/* plugin_opt_on_damage quarantine: the damaged database goes aside, loudly,
+ * and the broker starts on a new one. */
+static int quarantine(struct plugin *pl, const char *damage)
 {
-	uint8_t key[SEAL_KEY_LEN];
-	struct store_stats stats;
+	char dest[4096], err[512];
+
+	if(store_set_aside(pl->cfg.db_path, dest, sizeof(dest), err, sizeof(err)) != STORE_OK){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; cannot quarantine it: %s; refusing to start",
+				damage, err);
+		return MOSQ_ERR_INVAL;
+	}
+	pl->quarantined = strdup(dest);
+	if(!pl->quarantined){
+		return MOSQ_ERR_NOMEM;
+	}
+	mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: DATABASE QUARANTINED: %s. It was moved to %s and the "
+			"broker starts with an EMPTY database (plugin_opt_on_damage quarantine): stored sessions, "
+			"queued and retained messages are not served. Recover what still authenticates with "
+			"`persist-lmdb --db %s --key-file %s salvage NEW_DIR` (docs/operations.md)",
+			damage, dest, dest, pl->cfg.key_file);
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* Opens the store and its journal; with damage, *damage says what it is. */
+static int open_files(struct plugin *pl, const uint8_t key[SEAL_KEY_LEN], char *damage, size_t damagelen)
+{
 	char err[512];
 	int rc;
 
-	if(seal_key_load(pl->cfg.key_file, key, err, sizeof(err))){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s", err);
-		return MOSQ_ERR_INVAL;
-	}
+	*damage = '\0';
 	rc = store_open(&pl->store, pl->cfg.db_path, pl->cfg.map_size, key,
 			(pl->cfg.sync == SYNC_PERIODIC ? STORE_NO_SYNC : 0) | (backlog_on(pl) ? STORE_LAZY : 0),
 			store_log, err, sizeof(err));
-	seal_wipe(key, sizeof(key));
 	if(rc == STORE_ERR_KEY){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the key in %s does not match this database (%s); "
 				"refusing to start. Use the key file the database was written with.",
 				pl->cfg.key_file, pl->cfg.db_path);
+		return MOSQ_ERR_INVAL;
+	}
+	if(rc == STORE_ERR_CORRUPT){
+		snprintf(damage, damagelen, "%s", err);
 		return MOSQ_ERR_INVAL;
 	}
 	if(rc){
@@ -182,9 +205,47 @@ static int open_store(struct plugin *pl)
 	}
 	rc = journal_open(&pl->journal, pl->cfg.db_path, pl->cfg.journal_size, store_seal(pl->store),
 			err, sizeof(err));
-	if(rc){
+	if(rc == JOURNAL_ERR_FORMAT){
+		snprintf(damage, damagelen, "%s", err);
+	}else if(rc){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start", err);
+	}
+	if(rc){
+		store_close(pl->store);
+		pl->store = NULL;
 		return MOSQ_ERR_INVAL;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int open_store(struct plugin *pl)
+{
+	uint8_t key[SEAL_KEY_LEN];
+	struct store_stats stats;
+	char err[512], damage[512];
+	int rc;
+
+	if(seal_key_load(pl->cfg.key_file, key, err, sizeof(err))){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s", err);
+		return MOSQ_ERR_INVAL;
+	}
+	rc = open_files(pl, key, damage, sizeof(damage));
+	if(rc && *damage && pl->cfg.on_damage == ON_DAMAGE_QUARANTINE){
+		rc = quarantine(pl, damage);
+		*damage = '\0';
+		if(rc == MOSQ_ERR_SUCCESS){
+			rc = open_files(pl, key, damage, sizeof(damage));
+		}
+	}
+	seal_wipe(key, sizeof(key));
+	if(rc && *damage){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: %s; refusing to start (plugin_opt_on_damage refuse). "
+				"Recover what still authenticates with `persist-lmdb --db %s --key-file %s salvage NEW_DIR`, "
+				"or start empty with plugin_opt_on_damage quarantine (docs/operations.md)",
+				damage, pl->cfg.db_path, pl->cfg.key_file);
+	}
+	if(rc){
+		return rc;
 	}
 	if(dedup_open(pl) != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot load the message id index "

@@ -160,6 +160,8 @@ struct store {
 	bool used_stale;             /* commits since were not measured; lock */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
 	bool lazy;                   /* STORE_LAZY */
+	bool short_file;             /* data.mdb ends before its last page number (check_size) */
+	long long file_bytes;        /* its size at open */
 	atomic_bool unmap_wanted;    /* store_unmap_pages found the writer busy */
 	uint64_t txn_ops_peak;       /* most operations of one commit since the environment opened; txn_lock */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
@@ -2655,6 +2657,14 @@ static int map_fit(struct store *st, size_t used, size_t current, char *err, siz
 	return STORE_OK;
 }
 
+/* LMDB never writes a page allocated and freed inside one transaction (a
+ * "loose" page): when such pages are the highest numbered, the file ends
+ * before the last page number the meta page records. That is a state LMDB
+ * itself leaves (after a kill -9, or a power loss), not damage: damage is a
+ * page that a tree reaches lying past the end, and only walking the trees
+ * tells the two apart. So a short file is noted here, and the structure
+ * walk then reads every tree whole (walk_structure), where a page past the
+ * end of the mapped file faults (SIGBUS). */
 static int check_size(struct store *st, const char *datafile, char *err, size_t errlen)
 {
 	MDB_envinfo info;
@@ -2667,11 +2677,8 @@ static int check_size(struct store *st, const char *datafile, char *err, size_t 
 		return STORE_ERR_IO;
 	}
 	need = ((long long)info.me_last_pgno + 1) * ms.ms_psize;
-	if((long long)sb.st_size < need){
-		snprintf(err, errlen, "data file %s is truncated (%lld bytes, its pages need %lld); "
-				"restore it from a backup", datafile, (long long)sb.st_size, need);
-		return STORE_ERR_CORRUPT;
-	}
+	st->file_bytes = (long long)sb.st_size;
+	st->short_file = st->file_bytes < need;
 	return map_fit(st, (size_t)need, info.me_mapsize, err, errlen);
 }
 
@@ -2810,8 +2817,13 @@ static int run_guarded(struct store *st, struct guarded *g, char *err, size_t er
 			mdb_txn_abort(g->read_txn);
 			g->read_txn = NULL;
 		}
-		snprintf(err, errlen, "data file in %s is damaged: LMDB faulted (%s) in the %s "
-				"database; restore it from a backup", st->path, strsignal(sig), fault_where);
+		if(sig == SIGBUS && st->short_file){
+			snprintf(err, errlen, "data file in %s is truncated: a page of the %s database lies past "
+					"its end (%lld bytes)", st->path, fault_where, st->file_bytes);
+		}else{
+			snprintf(err, errlen, "data file in %s is damaged: LMDB faulted (%s) in the %s database",
+					st->path, strsignal(sig), fault_where);
+		}
 		return STORE_ERR_CORRUPT;
 	}
 	return rc;
@@ -2819,8 +2831,8 @@ static int run_guarded(struct store *st, struct guarded *g, char *err, size_t er
 
 static int damaged(struct store *st, int rc, char *err, size_t errlen)
 {
-	snprintf(err, errlen, "data file in %s is damaged (%s database: %s); "
-			"restore it from a backup", st->path, fault_where, mdb_strerror(rc));
+	snprintf(err, errlen, "data file in %s is damaged (%s database: %s)",
+			st->path, fault_where, mdb_strerror(rc));
 	return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID
 		|| rc == MDB_BAD_DBI || rc == MDB_INCOMPATIBLE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
 }
@@ -2898,9 +2910,11 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 		if(rc){
 			break;
 		}
-		if(st->lazy && (i == DB_QUEUE || i == DB_MSGS)){
+		if(st->lazy && !st->short_file && (i == DB_QUEUE || i == DB_MSGS)){
 			/* Read when needed, and checked then: walking them here would
-			 * make the start grow with the backlog. */
+			 * make the start grow with the backlog. A short file has every
+			 * tree read, since a page past its end would fault later, in
+			 * the running broker. */
 			rc = walk_ends(txn, dbi, cur, records);
 		}else{
 			for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
@@ -2934,7 +2948,7 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 		/* A damaged page read as a list of databases: creating the missing
 		 * ones at open would have LMDB rewrite it. */
 		snprintf(err, errlen, "data file in %s is damaged (main database: it lists a database this "
-				"plugin never creates); restore it from a backup", st->path);
+				"plugin never creates)", st->path);
 		return STORE_ERR_CORRUPT;
 	}
 	st->stats.records = *records;
@@ -3215,6 +3229,13 @@ fail:
 	return rc;
 }
 
+static bool journal_beside(const char *dir)
+{
+	char path[4096];
+
+	return snprintf(path, sizeof(path), "%s/journal", dir) < (int)sizeof(path) && access(path, F_OK) == 0;
+}
+
 static int open_at(struct store **out, const char *path, size_t map_size,
 		const uint8_t key[SEAL_KEY_LEN], unsigned flags, uint8_t new_key_id, bool create,
 		store_log_fn log, char *err, size_t errlen)
@@ -3274,10 +3295,20 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 		}
 	}
 
-	/* LMDB would start a new database over an emptied file. */
-	if(stat(datafile, &sb) == 0 && sb.st_size == 0){
-		snprintf(err, errlen, "data file %s is empty (truncated to 0 bytes); restore it from a "
-				"backup, or delete it if this database never held data", datafile);
+	/* LMDB writes a new file's meta pages before anything else, and the
+	 * plugin creates the journal only after the database's first commit:
+	 * a missing or empty data file next to a journal lost what it held
+	 * (LMDB would start a new database over it), while an empty one alone
+	 * is a creation cut short, which LMDB starts again. */
+	bool missing = false, empty = false;
+	if(stat(datafile, &sb) == 0){
+		empty = sb.st_size == 0;
+	}else{
+		missing = errno == ENOENT;
+	}
+	if(!create && (missing || empty) && journal_beside(path)){
+		snprintf(err, errlen, "data file %s is %s, but the journal of a database that held data is "
+				"beside it", datafile, missing ? "missing" : "empty (0 bytes)");
 		rc = STORE_ERR_CORRUPT;
 		goto fail;
 	}
@@ -3335,6 +3366,50 @@ int store_create(struct store **out, const char *path, size_t map_size,
 	return open_at(out, path, map_size, key, 0, key_id, true, log, err, errlen);
 }
 
+
+int store_set_aside(const char *path, char *dest, size_t destlen, char *err, size_t errlen)
+{
+	struct store lock = {.path = (char *)path, .lock_fd = -1};
+	char stamp[32];
+	struct tm tm;
+	time_t now = time(NULL);
+	size_t len = strlen(path);
+	struct stat sb;
+	int rc = STORE_OK;
+
+	while(len > 1 && path[len - 1] == '/'){
+		len--;
+	}
+	/* Not while another process writes it. */
+	rc = lock_writer(&lock, err, errlen);
+	if(rc){
+		if(lock.lock_fd >= 0){
+			close(lock.lock_fd);
+		}
+		return rc;
+	}
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	rc = STORE_ERR_EXISTS;
+	for(int n = 0; n < 100 && rc == STORE_ERR_EXISTS; n++){
+		int w = n ? snprintf(dest, destlen, "%.*s.damaged-%s-%d", (int)len, path, stamp, n)
+			: snprintf(dest, destlen, "%.*s.damaged-%s", (int)len, path, stamp);
+		if(w < 0 || (size_t)w >= destlen){
+			snprintf(err, errlen, "database path %s too long to set aside", path);
+			rc = STORE_ERR_IO;
+		}else if(lstat(dest, &sb) != 0 && errno == ENOENT){
+			rc = rename(path, dest) == 0 ? STORE_OK : STORE_ERR_IO;
+			if(rc){
+				snprintf(err, errlen, "cannot move %s to %s: %s", path, dest, strerror(errno));
+			}
+		}
+	}
+	if(rc == STORE_ERR_EXISTS){
+		snprintf(err, errlen, "cannot set %s aside: 100 names of today's damaged copies are taken", path);
+	}
+	close(lock.lock_fd);
+	return rc;
+}
 
 int store_copy_compact(struct store *st, const char *dest, char *err, size_t errlen)
 {

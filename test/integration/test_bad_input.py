@@ -61,16 +61,6 @@ def test_wrong_key_refused_then_right_key_works(broker):
 # --------------------------------------------------------------------------
 
 
-def test_truncated_data_file(broker):
-    broker.start()
-    seed_data(broker, count=50)
-    broker.stop()
-    size = broker.data_file.stat().st_size
-    assert size >= 4 * lmdb_page_size(broker.data_file.read_bytes()), f"data file unexpectedly small: {size} bytes"
-    os.truncate(broker.data_file, size // 2)
-    broker.assert_refuses("truncated")
-
-
 def test_structurally_damaged_data_file(broker):
     """Every page but the two LMDB meta pages overwritten (the file keeps
     its size): with zeros, then with random bytes from several seeds. Each

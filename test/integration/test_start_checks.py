@@ -1,0 +1,243 @@
+"""Every refusal at start-up is exact: each check below is tried on a real
+damaged directory, where the broker must refuse with a clear line, and on a
+real legitimate one that LMDB or a crash leaves, where it must start and
+serve everything. With plugin_opt_on_damage quarantine a damaged database
+is moved aside and the broker starts on a new one.
+
+The first legitimate directory comes from outside the project: a kill -9
+under `plugin_opt_sync publish` left data.mdb shorter than the pages its meta
+page counts (LMDB's loose pages, never written; test/fixtures/README.md)."""
+
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    REPO, V5, Client, assert_sequence, control_stats, lmdb_page_size, plugin_lines_with, seed_data, check_seed,
+    give_to_broker,
+)
+
+FIXTURE = REPO / "test" / "fixtures" / "kill9-unwritten-tail-pages.tar.gz"
+FIXTURE_ACKED = range(0, 138)  # pub.txt: 138 messages acknowledged, numbered 0..137
+
+
+def chown_tree(path: Path) -> None:
+    give_to_broker(path)
+    for p in path.rglob("*"):
+        give_to_broker(p)
+
+
+def use_fixture(broker, workdir: Path) -> Path:
+    with tarfile.open(FIXTURE) as t:
+        t.extractall(workdir / "fx", filter="data")
+    fx = workdir / "fx"
+    chown_tree(fx)
+    os.chmod(fx / "key", 0o600)
+    broker.key_file = fx / "key"
+    broker.plugin_opts["key_file"] = str(fx / "key")
+    broker.plugin_opts["db_path"] = str(fx / "data" / "lmdb")
+    return fx
+
+
+def fixture_number(payload: bytes) -> int:
+    return int(payload[:12].decode().strip().strip("#").split("#")[0])
+
+
+def assert_fixture_delivered(broker) -> None:
+    for name in ("s1", "s2", "s3"):
+        with Client(broker, name, version=V5, persistent=True, session_expiry=3600) as c:
+            assert c.session_present, f"{name}: session lost"
+            c.wait_for(len(FIXTURE_ACKED))
+            got = [fixture_number(m.payload) for m in c.listen(0.5)]
+        # Message 138 was sent but never acknowledged: it may come or not.
+        if got and got[-1] == 138:
+            got.pop()
+        assert_sequence(got, list(FIXTURE_ACKED), f"{name} after the restart")
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_unwritten_tail_pages_start_and_deliver(broker, workdir, storage):
+    fx = use_fixture(broker, workdir)
+    data = (fx / "data" / "lmdb" / "data.mdb").read_bytes()
+    assert len(data) == 917504, "the fixture changed"
+    broker.plugin_opts["queue_storage"] = storage
+    broker.start()
+    assert not plugin_lines_with(broker.log(), "refusing"), broker.log()
+    assert_fixture_delivered(broker)
+    broker.stop()
+    r = subprocess.run([str(cli_path()), "--db", broker.plugin_opts["db_path"], "--key-file", str(broker.key_file),
+                        "verify"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def cli_path() -> Path:
+    return Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
+
+
+def test_truncation_into_live_pages_refused(broker):
+    """The damaged counterpart: the file cut where trees still reach."""
+    broker.start()
+    seed_data(broker, count=50)
+    broker.stop()
+    size = broker.data_file.stat().st_size
+    page = lmdb_page_size(broker.data_file.read_bytes())
+    assert size >= 8 * page, f"data file unexpectedly small: {size} bytes"
+    os.truncate(broker.data_file, size // 2 // page * page)
+    line = broker.assert_refuses("truncated")
+    assert "salvage" in line and "on_damage" in line, line
+
+
+def test_empty_data_file_alone_is_a_creation_cut_short(broker):
+    """LMDB writes a new file's meta pages first, and the journal comes
+    after the first commit: an empty data file with no journal is a first
+    start killed while creating it."""
+    broker.db_dir.mkdir(parents=True)
+    give_to_broker(broker.db_dir)
+    broker.data_file.write_bytes(b"")
+    give_to_broker(broker.data_file)
+    broker.start()
+    seqs = seed_data(broker)
+    broker.restart("kill")
+    check_seed(broker, seqs)
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+def test_data_file_lost_beside_its_journal_refused(broker, how):
+    broker.start()
+    seed_data(broker)
+    broker.stop()
+    if how == "emptied":
+        os.truncate(broker.data_file, 0)
+        broker.assert_refuses("is empty (0 bytes), but the journal")
+    else:
+        broker.data_file.unlink()
+        broker.assert_refuses("is missing, but the journal")
+
+
+def test_unfinished_journal_creation_is_ignored(broker):
+    """The journal is made under a temporary name and renamed into place:
+    a leftover journal.new is a creation cut short, not damage."""
+    broker.start()
+    seqs = seed_data(broker)
+    broker.stop()
+    (broker.db_dir / "journal.new").write_bytes(b"PLMDB-J1" + bytes(100))
+    broker.start()
+    check_seed(broker, seqs)
+
+
+def test_journal_that_is_not_one_refused(broker):
+    broker.start()
+    seed_data(broker)
+    broker.stop()
+    j = broker.db_dir / "journal"
+    data = bytearray(j.read_bytes())
+    data[0:8] = b"NOTAJRNL"
+    j.write_bytes(bytes(data))
+    broker.assert_refuses("is not a persist-lmdb journal")
+
+
+def mdb_tool(*args, stdin: bytes | None = None) -> bytes:
+    r = subprocess.run(list(args), input=stdin, capture_output=True, timeout=60)
+    assert r.returncode == 0, f"{args}: {r.stderr.decode()}"
+    return r.stdout
+
+
+def test_database_list_naming_an_unknown_database_refused(broker):
+    """A page of the main database read as a list of databases this plugin
+    never creates: LMDB would rewrite it at the first open for writing."""
+    broker.start()
+    seed_data(broker)
+    broker.stop()
+    mdb_tool("mdb_load", "-s", "not-ours", str(broker.db_dir),
+             stdin=b"VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n 6b\n 76\nDATA=END\n")
+    broker.assert_refuses("lists a database this plugin never creates")
+
+
+def test_records_without_a_key_check_refused(broker):
+    """A database whose records carry no key check is not one this plugin
+    wrote (its first transaction writes both)."""
+    broker.db_dir.mkdir(parents=True)
+    give_to_broker(broker.db_dir)
+    mdb_tool("mdb_load", "-s", "sessions", str(broker.db_dir),
+             stdin=b"VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n 6b\n 76\nDATA=END\n")
+    chown_tree(broker.db_dir)
+    broker.assert_refuses("has records but no key check")
+
+
+def tamper_meta(broker, name: bytes) -> None:
+    """Flips a ciphertext byte of one sealed meta record (mdb_dump, mdb_load)."""
+    dump = mdb_tool("mdb_dump", "-s", "meta", str(broker.db_dir)).decode().splitlines()
+    out, hit = [], False
+    for i, line in enumerate(dump):
+        if i > 0 and dump[i - 1].strip() == name.hex() and line.startswith(" ") and not hit:
+            v = bytearray(bytes.fromhex(line.strip()))
+            v[-20] ^= 0x01
+            line = " " + v.hex()
+            hit = True
+        out.append(line)
+    assert hit, f"no meta record {name!r} in the dump"
+    mdb_tool("mdb_load", "-s", "meta", str(broker.db_dir), stdin=("\n".join(out) + "\n").encode())
+
+
+@pytest.mark.parametrize("record,said", [(b"epoch", "epoch record"), (b"schema", "schema record")])
+def test_damaged_meta_record_refused(broker, record, said):
+    broker.start()
+    seed_data(broker)
+    broker.stop()
+    tamper_meta(broker, record)
+    broker.assert_refuses(said)
+
+
+# --------------------------------------------------------------------------
+# plugin_opt_on_damage
+# --------------------------------------------------------------------------
+
+
+def test_on_damage_quarantine_moves_aside_and_starts_empty(broker):
+    broker.start()
+    seed_data(broker, count=50)
+    broker.stop()
+    size = broker.data_file.stat().st_size
+    page = lmdb_page_size(broker.data_file.read_bytes())
+    os.truncate(broker.data_file, size // 2 // page * page)
+    damaged = broker.data_file.read_bytes()
+
+    broker.plugin_opts["on_damage"] = "quarantine"
+    broker.start()
+    line = plugin_lines_with(broker.log(), "DATABASE QUARANTINED")
+    assert len(line) == 1 and "truncated" in line[0] and "salvage" in line[0], broker.log()
+    aside = [p for p in broker.db_dir.parent.iterdir() if p.name.startswith(broker.db_dir.name + ".damaged-")]
+    assert len(aside) == 1, aside
+    assert (aside[0] / "data.mdb").read_bytes() == damaged, "the damaged file must be kept as it was"
+    stats = control_stats(broker)
+    assert stats["quarantinedDatabase"] == str(aside[0]) and stats["sessions"] == 0, stats
+    with Client(broker, "seed-sub", version=V5, persistent=True, session_expiry=3600) as c:
+        assert not c.session_present
+    broker.stop()
+
+    # The next start opens the new database: nothing more is set aside.
+    broker.start()
+    assert not plugin_lines_with(broker.log(), "QUARANTINED")
+    assert control_stats(broker)["quarantinedDatabase"] is None
+
+
+def test_on_damage_quarantine_never_applies_to_a_wrong_key(broker):
+    broker.start()
+    seed_data(broker)
+    broker.stop()
+    broker.plugin_opts["on_damage"] = "quarantine"
+    other = broker.root / "other-key.bin"
+    other.write_bytes(os.urandom(32))
+    give_to_broker(other)
+    os.chmod(other, 0o600)
+    broker.plugin_opts["key_file"] = str(other)
+    broker.assert_refuses("does not match this database")
+    assert not [p for p in broker.db_dir.parent.iterdir() if ".damaged-" in p.name]
+
+
+def test_on_damage_bad_value_refused(broker):
+    broker.plugin_opts["on_damage"] = "ignore"
+    broker.assert_refuses("plugin_opt_on_damage 'ignore' is not refuse or quarantine")
