@@ -204,6 +204,10 @@ int online_clear(struct store *st);
  * when they are on disk (meta page included). On an I/O error the writes
  * stay buffered for the next call. */
 int store_commit(struct store *st);
+/* The same without the last sync: returns once the transaction is
+ * committed (a process crash keeps it; its meta page reaches the disk with
+ * the next commit's sync, as with every commit). */
+int store_commit_visible(struct store *st);
 /* Hands the buffered writes to the store's writer thread (started on first
  * use) and returns at once; the writer commits and syncs them in one
  * transaction. While it is busy, later writes stay buffered and go in the

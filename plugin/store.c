@@ -160,6 +160,7 @@ struct store {
 	bool used_stale;             /* commits since were not measured; lock */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
 	bool lazy;                   /* STORE_LAZY */
+	atomic_bool marked;          /* a journal mark was ever buffered: transactions end at marks */
 	bool short_file;             /* data.mdb ends before its last page number (check_size) */
 	long long file_bytes;        /* its size at open */
 	atomic_bool unmap_wanted;    /* store_unmap_pages found the writer busy */
@@ -1160,19 +1161,24 @@ static int queue_apply(struct store *st, MDB_txn *txn, MDB_cursor **curp, bool a
 	return rc;
 }
 
-/* Applies operations of ops from byte offset *pos until the end or until
- * OPS_PER_TXN of them are in the transaction; advances *pos and *count. */
+/* Applies operations of ops from byte offset *pos until the end or, past
+ * OPS_PER_TXN of them, until a journal mark: a transaction that ended
+ * between marks would commit part of what a journal record did, and the
+ * restart would do that part again when it replays the record. (A store
+ * that never had a mark, the CLI's, stops at OPS_PER_TXN.) Advances *pos
+ * and *count. */
 static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size_t *pos, uint64_t *count,
 		uint64_t *mark)
 {
 	const uint8_t *p = ops->data + *pos, *end = ops->data + ops->len;
 	MDB_cursor *queue_cur = NULL;
 	uint64_t n = 0;
+	uint8_t last = OP_MARK;
 	MDB_val k, v;
 	int rc = 0;
 
 	refd_reset(st);
-	while(rc == 0 && p < end && n < OPS_PER_TXN){
+	while(rc == 0 && p < end && (n < OPS_PER_TXN || (atomic_load(&st->marked) && last != OP_MARK))){
 		uint8_t op = p[0];
 		MDB_dbi dbi = st->dbi[p[1]];
 		size_t klen = p[2];
@@ -1246,6 +1252,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 		if(rc == 0){
 			p += OP_HEADER + klen + vlen;
 			n += op != OP_NOP;
+			last = op;
 		}
 	}
 	if(queue_cur){
@@ -1769,11 +1776,24 @@ int store_commit(struct store *st)
 		report_commits(st);
 		return rc ? commit_error(rc) : STORE_OK;
 	}
+	rc = store_commit_visible(st);
+	if(rc == STORE_OK && !st->read_only && env_sync(st)){
+		rc = STORE_ERR_IO;
+	}
+	return rc;
+}
+
+int store_commit_visible(struct store *st)
+{
+	int rc = STORE_OK;
+
+	if(!st->writer_started){
+		return store_commit(st);
+	}
 	pthread_mutex_lock(&st->lock);
 	while(st->writer_busy){
 		pthread_cond_wait(&st->idle, &st->lock);
 	}
-	rc = STORE_OK;
 	if(st->n_ops || st->wops.len){
 		rc = hand_over(st);
 		while(rc == STORE_OK && st->writer_busy){
@@ -1784,9 +1804,6 @@ int store_commit(struct store *st)
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
-	if(rc == STORE_OK && !st->read_only && env_sync(st)){
-		rc = STORE_ERR_IO;
-	}
 	report_commits(st);
 	return rc;
 }
@@ -1826,6 +1843,7 @@ int store_journal_mark(struct store *st, uint64_t lsn)
 	}
 	op_header(p, OP_MARK, DB_META, 0, 8, 0);
 	put_be64(p + OP_HEADER, lsn);
+	atomic_store(&st->marked, true);
 	st->ops_marked = st->ops.len;
 	st->n_ops++;
 	return STORE_OK;

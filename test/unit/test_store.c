@@ -1726,13 +1726,18 @@ static void test_truncated_file(void **state)
 	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
 	assert_null(st);
 
-	/* Emptied: LMDB alone would start a new database over it. */
+	/* Emptied beside a journal (made after the first commit): LMDB alone
+	 * would start a new database over it. */
+	char journal[4096];
+	snprintf(journal, sizeof(journal), "%s/journal", fx->db);
+	assert_int_equal(ut_write_file(journal, (const uint8_t *)"j", 1, 0600), 0);
 	assert_int_equal(ut_write_file(fx->datafile, orig, 0, 0600), 0);
 	st = (struct store *)1;
 	err[0] = 0;
 	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
 	assert_null(st);
 	assert_non_null(strstr(err, "empty"));
+	assert_int_equal(unlink(journal), 0);
 
 	/* The whole file back: everything is there. */
 	assert_int_equal(ut_write_file(fx->datafile, orig, size, 0600), 0);
@@ -2065,6 +2070,42 @@ static void test_async_commit(void **state)
 
 /* ---- journal mark ---- */
 
+/* A large buffer is committed in several transactions; once the store has
+ * journal marks, each ends at one, never between two (see ops_apply). */
+static void test_transactions_end_at_marks(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct rec_queue q = queue_make(1, 1);
+	uint64_t commits;
+
+	/* No mark yet: split by size alone. */
+	for(uint64_t i = 1; i <= 25000; i++){
+		assert_int_equal(queue_append(st, "a", i, &q), STORE_OK);
+	}
+	commits = stats_of(st).commits;
+	commit_ok(st);
+	assert_uint_equal(stats_of(st).commits - commits, 2);
+
+	/* 25,000 operations before the first mark, 100 before the second: one
+	 * transaction up to each mark. */
+	for(uint64_t i = 1; i <= 25000; i++){
+		assert_int_equal(queue_append(st, "b", i, &q), STORE_OK);
+	}
+	assert_int_equal(store_journal_mark(st, 3), STORE_OK);
+	for(uint64_t i = 1; i <= 100; i++){
+		assert_int_equal(queue_append(st, "c", i, &q), STORE_OK);
+	}
+	assert_int_equal(store_journal_mark(st, 4), STORE_OK);
+	commits = stats_of(st).commits;
+	commit_ok(st);
+	assert_uint_equal(stats_of(st).commits - commits, 2);
+	assert_uint_equal(store_journal_committed(st), 4);
+	assert_uint_equal(count_queue(st, "b"), 25000);
+	assert_uint_equal(count_queue(st, "c"), 100);
+	store_close(st);
+}
+
 static void test_journal_mark(void **state)
 {
 	struct fx *fx = *state;
@@ -2115,15 +2156,17 @@ static void test_journal_mark(void **state)
 	assert_false(store_has_pending(st));
 	store_close(st);
 
-	/* A mark behind a backlog of more than one transaction's worth. */
+	/* A mark behind a backlog of more than one transaction's worth: one
+	 * transaction up to it (test_transactions_end_at_marks). */
 	st = open_store(fx, 0, 0);
 	assert_uint_equal(store_journal_committed(st), 12);
 	for(uint64_t i = 10; i < 10 + 25000; i++){
 		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
 	}
 	assert_int_equal(store_journal_mark(st, 1000), STORE_OK);
+	uint64_t commits = stats_of(st).commits;
 	commit_ok(st);
-	assert_true(stats_of(st).commits >= 2);
+	assert_uint_equal(stats_of(st).commits - commits, 1);
 	assert_uint_equal(store_journal_committed(st), 1000);
 	store_close(st);
 	st = open_store(fx, 0, 0);
@@ -2753,6 +2796,7 @@ int main(void)
 		T(test_env_recycled_after_large_commit),
 		T(test_async_commit),
 		T(test_journal_mark),
+		T(test_transactions_end_at_marks),
 		T(test_dedup_key),
 		T(test_dedup_store),
 		T(test_seqno),
