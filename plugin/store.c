@@ -2697,6 +2697,12 @@ static int check_size(struct store *st, const char *datafile, char *err, size_t 
 	need = ((long long)info.me_last_pgno + 1) * ms.ms_psize;
 	st->file_bytes = (long long)sb.st_size;
 	st->short_file = st->file_bytes < need;
+	/* LMDB writes whole pages: a part of one is a file cut short. */
+	if(st->file_bytes % ms.ms_psize){
+		snprintf(err, errlen, "data file %s is truncated: %lld bytes is not a whole number of %u-byte pages",
+				datafile, st->file_bytes, ms.ms_psize);
+		return STORE_ERR_CORRUPT;
+	}
 	return map_fit(st, (size_t)need, info.me_mapsize, err, errlen);
 }
 
