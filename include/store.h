@@ -109,11 +109,17 @@ int store_open(struct store **out, const char *path, size_t map_size,
 void store_close(struct store *st);
 
 /* Creates a new database in path (which must not hold one) whose records
- * are sealed under key id key_id: what a rekey writes into. Flags as for
- * store_open. */
+ * are sealed under key id key_id: what a rekey writes into. Its first open
+ * epoch is epoch_floor + 1 (salvage starts above the epochs of the file it
+ * reads, which was sealed under the same key). */
 int store_create(struct store **out, const char *path, size_t map_size,
-		const uint8_t key[SEAL_KEY_LEN], uint8_t key_id, store_log_fn log,
+		const uint8_t key[SEAL_KEY_LEN], uint8_t key_id, uint32_t epoch_floor, store_log_fn log,
 		char *err, size_t errlen);
+
+/* The associated data a value of db stored under key is sealed with:
+ * db (1 byte) | key; returns its length. A queue entry's key is its
+ * client's hash | its sequence number (the first 8 bytes of the entry). */
+size_t store_ad(enum store_db db, const uint8_t *key, size_t klen, uint8_t *ad);
 
 /* Writable opens hold an exclusive lock on <path>/writer.lock for their
  * lifetime: a second writer (a second broker, or the CLI's delete-account

@@ -238,10 +238,16 @@ static void hash_cache_free(struct store *st)
 	seal_wipe(st->hash_cache, sizeof(st->hash_cache));
 }
 
-static void make_ad(uint8_t *ad, enum store_db db, const uint8_t *key, size_t klen)
+size_t store_ad(enum store_db db, const uint8_t *key, size_t klen, uint8_t *ad)
 {
 	ad[0] = (uint8_t)db;
 	memcpy(ad + 1, key, klen);
+	return 1 + klen;
+}
+
+static void make_ad(uint8_t *ad, enum store_db db, const uint8_t *key, size_t klen)
+{
+	store_ad(db, key, klen, ad);
 }
 
 /* Forgets the pending queue entries: st->ops was handed over or consumed. */
@@ -2565,7 +2571,7 @@ static bool db_has_records(MDB_txn *txn, const struct store *st)
 
 /* Checks the key against this database, initialises a new one, and (when
  * writable) bumps and commits the nonce epoch. */
-static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
+static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char *err, size_t errlen)
 {
 	uint8_t val[64];
 	uint8_t be[4];
@@ -2584,13 +2590,18 @@ static int meta_open(struct store *st, MDB_txn *txn, char *err, size_t errlen)
 			snprintf(err, errlen, "%s holds no persist-lmdb database", st->path);
 			return STORE_ERR_IO;
 		}
-		seal_set_epoch(st->seal, 1);
+		if(epoch_floor >= (1u << (64 - STORE_SEQ_SHIFT)) - 2){
+			snprintf(err, errlen, "cannot create a database in %s above epoch %u: the epoch space ends there",
+					st->path, epoch_floor);
+			return STORE_ERR_VERSION;
+		}
+		epoch = epoch_floor + 1;
+		seal_set_epoch(st->seal, epoch);
 		put_be32(be, STORE_SCHEMA_VERSION);
 		if(meta_put(st, txn, "schema", be, 4) || meta_put(st, txn, "keycheck", key_check_text, sizeof(key_check_text))){
 			snprintf(err, errlen, "cannot initialise the database in %s", st->path);
 			return STORE_ERR_IO;
 		}
-		epoch = 1;
 	}else if(rc == SEAL_RC_BASE + SEAL_ERR_AUTH || rc == SEAL_RC_BASE + SEAL_ERR_KEY_ID){
 		snprintf(err, errlen, "the key does not match this database (%s): it was written under another key", st->path);
 		return STORE_ERR_KEY;
@@ -3193,6 +3204,7 @@ out:
 struct open_args {
 	const uint8_t *key;
 	uint8_t new_key_id;
+	uint32_t epoch_floor;   /* a new database's first epoch is above it */
 };
 
 /* The first transaction: opens (or creates) the named databases and the
@@ -3231,7 +3243,7 @@ static int open_databases(struct store *st, struct guarded *g, char *err, size_t
 		rc = STORE_ERR_CRYPTO;
 		goto fail;
 	}
-	rc = meta_open(st, txn, err, errlen);
+	rc = meta_open(st, txn, a->epoch_floor, err, errlen);
 	if(rc){
 		goto fail;
 	}
@@ -3261,7 +3273,7 @@ static bool journal_beside(const char *dir)
 }
 
 static int open_at(struct store **out, const char *path, size_t map_size,
-		const uint8_t key[SEAL_KEY_LEN], unsigned flags, uint8_t new_key_id, bool create,
+		const uint8_t key[SEAL_KEY_LEN], unsigned flags, uint8_t new_key_id, uint32_t epoch_floor, bool create,
 		store_log_fn log, char *err, size_t errlen)
 {
 	char datafile[4096];
@@ -3352,7 +3364,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	}
 
 	if(rc == STORE_OK){
-		struct open_args args = {.key = key, .new_key_id = new_key_id};
+		struct open_args args = {.key = key, .new_key_id = new_key_id, .epoch_floor = epoch_floor};
 		struct guarded g = {.fn = open_databases, .arg = &args};
 		rc = run_guarded(st, &g, err, errlen);
 	}
@@ -3380,14 +3392,14 @@ int store_open(struct store **out, const char *path, size_t map_size,
 		const uint8_t key[SEAL_KEY_LEN], unsigned flags, store_log_fn log,
 		char *err, size_t errlen)
 {
-	return open_at(out, path, map_size, key, flags, 1, false, log, err, errlen);
+	return open_at(out, path, map_size, key, flags, 1, 0, false, log, err, errlen);
 }
 
 int store_create(struct store **out, const char *path, size_t map_size,
-		const uint8_t key[SEAL_KEY_LEN], uint8_t key_id, store_log_fn log,
+		const uint8_t key[SEAL_KEY_LEN], uint8_t key_id, uint32_t epoch_floor, store_log_fn log,
 		char *err, size_t errlen)
 {
-	return open_at(out, path, map_size, key, 0, key_id, true, log, err, errlen);
+	return open_at(out, path, map_size, key, 0, key_id, epoch_floor, true, log, err, errlen);
 }
 
 

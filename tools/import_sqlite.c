@@ -790,7 +790,7 @@ static int create_store(struct import *im, const char *target, const char *key_f
 	}
 	*tmp = dir;
 	im->dir = dir;
-	rc = store_create(&im->st, dir, map_size, key, 1, log, err, sizeof(err));
+	rc = store_create(&im->st, dir, map_size, key, 1, 0, log, err, sizeof(err));
 	seal_wipe(key, sizeof(key));
 	if(rc){
 		cli_error("%s", err);

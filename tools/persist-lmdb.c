@@ -27,6 +27,7 @@
 #include "import_sqlite.h"
 #include "journal.h"
 #include "options.h"
+#include "salvage.h"
 #include "seal.h"
 #include "store.h"
 
@@ -128,6 +129,7 @@ static const char global_help[] =
 	"  rekey             re-encrypts the database under a new key\n"
 	"  compact           rewrites the data file without free pages\n"
 	"  import-sqlite FILE copies a persist-sqlite database into a new database\n"
+	"  salvage NEW_DIR   copies what still authenticates out of a damaged database\n"
 	"\n"
 	"Exit status:\n"
 	"  0  success\n"
@@ -1185,7 +1187,7 @@ static int rekey_open(const struct settings *s, const char *fresh, struct rekey 
 		if(remove_tree(fresh) != 0){
 			cli_error("cannot remove the leftover %s: %s", fresh, strerror(errno));
 			rc = EXIT_DB;
-		}else if(store_create(&rk->to, fresh, ss.map_size, new_key, *new_id, cli_log, err, sizeof(err))){
+		}else if(store_create(&rk->to, fresh, ss.map_size, new_key, *new_id, 0, cli_log, err, sizeof(err))){
 			cli_error("%s", err);
 			rc = EXIT_DB;
 		}
@@ -1318,6 +1320,88 @@ static int cmd_compact(const struct settings *s)
 	return rc;
 }
 
+/* ---- salvage ---- */
+
+/* A directory salvage may fill: absent (made here) or empty. */
+static int empty_target(const char *dir)
+{
+	struct stat sb;
+	int rc = rmdir(dir);
+
+	if(rc != 0 && errno != ENOENT){
+		cli_error("%s exists and is not an empty directory: salvage writes into a new one", dir);
+		return EXIT_USAGE;
+	}
+	if(stat(dir, &sb) == 0 || mkdir(dir, 0700) != 0){
+		cli_error("cannot make the directory %s: %s", dir, strerror(errno));
+		return EXIT_DB;
+	}
+	return EXIT_DONE;
+}
+
+static int cmd_salvage(const struct settings *s)
+{
+	static const char *const what[DB_COUNT] = {
+		[DB_MSGS] = "message bodies", [DB_QUEUE] = "queued messages", [DB_SESSIONS] = "sessions",
+		[DB_SUBS] = "subscriptions", [DB_RETAINED] = "retained messages", [DB_WILLS] = "wills",
+		[DB_ONLINE] = "connection marks", [DB_DEDUP] = "message ids", [DB_SEQNO] = "sequence counters",
+	};
+	const char *dst = s->a->positional;
+	struct salvage_report rep;
+	uint8_t key[SEAL_KEY_LEN];
+	uint64_t lost = 0;
+	char err[512];
+	int rc = load_key(s->key_file, key);
+
+	if(rc == EXIT_DONE){
+		rc = empty_target(dst);
+	}
+	if(rc == EXIT_DONE){
+		rc = salvage_run(s->db, dst, key, s->map_size, cli_log, &rep, err, sizeof(err));
+		if(rc){
+			cli_error("%s", err);
+			if(remove_tree(dst) != 0){
+				cli_error("cannot remove %s: %s", dst, strerror(errno));
+			}
+			rc = EXIT_DB;
+		}else if(match_owner(dst, s->db) != 0){
+			cli_error("warning: cannot give %s the owner of %s: %s", dst, s->db, strerror(errno));
+		}
+	}
+	seal_wipe(key, sizeof(key));
+	if(rc){
+		return rc;
+	}
+	printf("salvaged into %s (from the commit with LMDB txnid %" PRIu64 "):\n", dst, rep.txnid);
+	for(int db = 0; db < DB_COUNT; db++){
+		if(what[db] && (rep.copied[db] || rep.rejected[db])){
+			printf("  %-18s %12" PRIu64 " copied", what[db], rep.copied[db]);
+			if(rep.rejected[db]){
+				printf(", %" PRIu64 " that did not authenticate left out", rep.rejected[db]);
+			}
+			putchar('\n');
+		}
+		lost += rep.rejected[db];
+	}
+	if(rep.orphaned_queue){
+		printf("left out: %" PRIu64 " queued messages whose session was lost\n", rep.orphaned_queue);
+	}
+	if(rep.orphan_msgs){
+		printf("left out: %" PRIu64 " message bodies nothing refers to\n", rep.orphan_msgs);
+	}
+	if(rep.pages_skipped){
+		printf("damaged: %" PRIu64 " pages could not be read (what they held is lost)\n", rep.pages_skipped);
+	}
+	if(rep.journal_kept){
+		printf("journal: kept; its records after %" PRIu64 " are applied at the next start\n", rep.journal_mark);
+	}else{
+		printf("journal: not kept (none, or no readable journal mark)\n");
+	}
+	printf("Point plugin_opt_db_path at %s (or move it in place of the damaged one) and start the broker.\n", dst);
+	rc = stdout_done();
+	return rc ? rc : lost || rep.pages_skipped || rep.orphaned_queue ? EXIT_PROBLEMS : EXIT_DONE;
+}
+
 /* ---- import-sqlite (tools/import_sqlite.c) ---- */
 
 static int cmd_import_sqlite(const struct settings *s)
@@ -1377,6 +1461,16 @@ static const struct command commands[] = {
 		"Rewrites the data file without its free pages (LMDB's compacting copy into\n"
 		"<db>.compact-new, exchanged atomically with the old). Records stay sealed as\n"
 		"they are. Prints the size before and after. Needs the broker stopped.\n"},
+	{"salvage", cmd_salvage, 0, 1, "salvage NEW_DIR",
+		"Copies every record of the damaged database in --db that still authenticates\n"
+		"into a new database in NEW_DIR (which must not exist or be empty), reading the\n"
+		"data file without LMDB so that no damage can stop it: pages that fail a check\n"
+		"are skipped and counted, records that do not authenticate are left out and\n"
+		"counted, and queued messages whose session was lost are left out. Older\n"
+		"versions of records in free pages are never read. The journal's pending\n"
+		"records are kept. Exit status 1 when anything was left out. --db is only read;\n"
+		"use it on a copy the broker does not run on (plugin_opt_on_damage quarantine\n"
+		"moves it aside).\n"},
 	{"import-sqlite", cmd_import_sqlite, OPT(O_DROP_DAMAGED), 1, "import-sqlite FILE [--drop-damaged]",
 		"Copies the database FILE of Mosquitto's persist-sqlite plugin (schema 1.1,\n"
 		"Mosquitto 2.1; stop that broker first) into a new database in --db, which must\n"

@@ -9,6 +9,7 @@ under `plugin_opt_sync publish` left data.mdb shorter than the pages its meta
 page counts (LMDB's loose pages, never written; test/fixtures/README.md)."""
 
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    REPO, V5, Client, assert_sequence, control_stats, lmdb_page_size, plugin_lines_with, seed_data, check_seed,
-    give_to_broker,
+    REPO, V5, Client, assert_sequence, check_seed, control_stats, give_to_broker, lmdb_page_size,
+    plugin_lines_with, seed_data, seqs_of,
 )
 
 FIXTURE = REPO / "test" / "fixtures" / "kill9-unwritten-tail-pages.tar.gz"
@@ -241,3 +242,134 @@ def test_on_damage_quarantine_never_applies_to_a_wrong_key(broker):
 def test_on_damage_bad_value_refused(broker):
     broker.plugin_opts["on_damage"] = "ignore"
     broker.assert_refuses("plugin_opt_on_damage 'ignore' is not refuse or quarantine")
+
+
+# --------------------------------------------------------------------------
+# persist-lmdb salvage
+# --------------------------------------------------------------------------
+
+
+def salvage(broker, src: Path, dst: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli_path()), "--db", str(src), "--key-file", str(broker.key_file), "salvage", str(dst)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def cli(broker, db: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli_path()), "--db", str(db), "--key-file", str(broker.key_file), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def epoch_of(broker, db: Path) -> int:
+    r = cli(broker, db, "stats")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return int(re.search(r"^epoch\s+(\d+)", r.stdout, re.M).group(1))
+
+
+def use_db(broker, db: Path) -> None:
+    chown_tree(db)
+    broker.plugin_opts["db_path"] = str(db)
+
+
+def test_salvage_of_an_undamaged_database_copies_everything(broker, workdir):
+    broker.start()
+    seqs = seed_data(broker, count=30)
+    broker.stop()
+    src = broker.db_dir
+    dst = workdir / "salvaged"
+    r = salvage(broker, src, dst)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "30 copied" in r.stdout and "that did not authenticate" not in r.stdout, r.stdout
+    # Never a nonce of the old file again under the same key.
+    assert epoch_of(broker, dst) > epoch_of(broker, src)
+    assert cli(broker, dst, "verify").returncode == 0
+    use_db(broker, dst)
+    broker.start()
+    check_seed(broker, seqs)
+
+
+def test_salvage_of_the_unwritten_tail_fixture(broker, workdir):
+    fx = use_fixture(broker, workdir)
+    dst = workdir / "salvaged"
+    r = salvage(broker, fx / "data" / "lmdb", dst)
+    assert r.returncode == 0, r.stdout + r.stderr
+    use_db(broker, dst)
+    broker.start()
+    assert_fixture_delivered(broker)
+
+
+def overwrite_page(path: Path, pgno: int, fill: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    ps = lmdb_page_size(bytes(data))
+    data[pgno * ps:(pgno + 1) * ps] = (fill * ps)[:ps]
+    path.write_bytes(bytes(data))
+
+
+def leaf_pages(path: Path) -> list[int]:
+    data = path.read_bytes()
+    ps = lmdb_page_size(data)
+    return [i for i in range(2, len(data) // ps)
+            if int.from_bytes(data[i * ps + 10:i * ps + 12], "little") & 0x02]
+
+
+def test_salvage_of_a_damaged_database_keeps_what_authenticates(broker, workdir):
+    """Several sessions with their queues, then one leaf page zeroed and one
+    sealed value flipped: the broker refuses the file; salvage copies the
+    rest, says what it left out, and the broker serves what was copied."""
+    broker.start()
+    names = [f"dmg-{i}" for i in range(40)]
+    for n in names:
+        with Client(broker, n, version=V5, persistent=True, session_expiry=3600) as c:
+            c.subscribe(f"dmg/{n}", 1)
+    with Client(broker, "dmg-pub", version=V5) as p:
+        for n in names:
+            p.publish_numbered(f"dmg/{n}", range(1, 21))
+    broker.settle()
+    broker.stop()
+    src = broker.db_dir
+    # Without free pages, every leaf page is one the trees reach.
+    assert cli(broker, src, "compact").returncode == 0
+    chown_tree(src)
+    before = cli(broker, src, "export")
+    assert before.returncode == 0
+    queued_before = before.stdout.count('"kind":"queue"')
+    assert queued_before == 40 * 20, queued_before
+
+    leaves = leaf_pages(broker.data_file)
+    overwrite_page(broker.data_file, leaves[len(leaves) // 2], b"\x00")
+    broker.assert_refuses("damaged", "truncated")
+
+    dst = workdir / "salvaged"
+    r = salvage(broker, src, dst)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "damaged:" in r.stdout or "left out" in r.stdout, r.stdout
+    assert epoch_of(broker, dst) > 1
+    v = cli(broker, dst, "verify")
+    assert v.returncode == 0, v.stdout + v.stderr
+    after = cli(broker, dst, "export")
+    queued_after = after.stdout.count('"kind":"queue"')
+    assert 0 < queued_after <= queued_before, (queued_after, r.stdout)
+
+    use_db(broker, dst)
+    broker.start()
+    delivered = 0
+    for n in names:
+        with Client(broker, n, version=V5, persistent=True, session_expiry=3600) as c:
+            if not c.session_present:
+                continue
+            got = seqs_of(c.listen(0.3))
+            # What a session still has is an unbroken run of its queue, in order.
+            assert got == sorted(set(got)), (n, got)
+            delivered += len(got)
+    assert delivered == queued_after, (delivered, queued_after)
+
+
+def test_salvage_refuses_a_target_that_holds_something(broker, workdir):
+    broker.start()
+    seed_data(broker)
+    broker.stop()
+    dst = workdir / "busy"
+    dst.mkdir()
+    (dst / "x").write_text("x")
+    r = salvage(broker, broker.db_dir, dst)
+    assert r.returncode == 2 and "not an empty directory" in r.stderr, r.stdout + r.stderr
+    assert (dst / "x").read_text() == "x"
