@@ -90,16 +90,39 @@ struct rec_dedup {
 /* Journal records (journal.h): what the broker acknowledged before the
  * store committed it. */
 enum jrec_kind {
-	JREC_PUBLISH = 1,     /* an accepted QoS 1/2 PUBLISH, before routing */
+	JREC_PUBLISH = 1,     /* an accepted QoS 1/2 PUBLISH, routed: route it again */
 	JREC_PUBREL_SENT = 2, /* an outgoing QoS 2 message got PUBREC; PUBREL follows */
 	JREC_RELEASED_IN = 3, /* an incoming QoS 2 message got PUBREL and was routed */
+	/* Changes a CONNACK, SUBACK or UNSUBACK reports, and what decides a
+	 * will's fate: applied to the store at restart, in lsn order. */
+	JREC_SESSION = 4,     /* session */
+	JREC_SESSION_GONE = 5,
+	JREC_SUB = 6,         /* sub */
+	JREC_SUB_GONE = 7,    /* sub (client id and topic filter) */
+	JREC_WILL = 8,        /* will */
+	JREC_WILL_GONE = 9,
+	JREC_ONLINE = 10,     /* seq: 1 connected, 0 not */
+	JREC_COMPLETED = 11,  /* an outgoing QoS 2 message got PUBCOMP: its entry is gone */
+	JREC_INCOMING = 12,   /* a QoS 2 PUBLISH stored for its publisher's session before
+	                         PUBREC (msg, store_id, mid); routed at its JREC_RELEASED_IN */
+	JREC_ENTRY = 13,      /* a QoS 2 routing's copy after a commit in the routing's middle
+	                         (clientid, seq, entry): applied to the store */
+	JREC_ROUTED = 14,     /* a QoS 2 PUBLISH routed at PUBREL of a publisher without a
+	                         session (msg, store_id): routed again */
 };
 
 struct rec_journal {
 	uint8_t kind;
-	struct rec_base_msg msg;  /* JREC_PUBLISH */
-	const char *clientid;     /* the others: whose queue entry */
-	uint64_t seq;             /* its queue sequence number */
+	struct rec_base_msg msg;  /* JREC_PUBLISH, JREC_INCOMING */
+	const char *clientid;     /* the others: whose session or queue entry */
+	uint64_t seq;             /* a queue entry's sequence number */
+	uint64_t store_id;        /* the body: JREC_INCOMING, JREC_ROUTED; JREC_RELEASED_IN and
+	                             JREC_COMPLETED (0 in records of earlier versions) */
+	uint16_t mid;             /* JREC_INCOMING: the publisher's packet id */
+	struct rec_session session;
+	struct rec_sub sub;
+	struct rec_will will;
+	struct rec_queue entry;   /* JREC_ENTRY */
 };
 
 /* A growable output buffer; on allocation failure err is set and further

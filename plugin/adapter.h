@@ -85,6 +85,7 @@ BROKER_FUNCTIONS(WEAK_REF)
 #define MSG_STATE_PUBLISH_QOS2 4
 #define MSG_STATE_WAIT_FOR_PUBREC 5
 #define MSG_STATE_RESEND_PUBREL 6
+#define MSG_STATE_WAIT_FOR_PUBREL 7
 #define MSG_STATE_WAIT_FOR_PUBCOMP 9
 #define MSG_STATE_QUEUED 11
 
@@ -105,6 +106,15 @@ struct pubrel_list {
 };
 
 struct q2_pending;
+struct pubrel_lapse;
+struct replay;
+
+/* A stored incoming QoS 2 message not released yet (intake.c). */
+struct incoming_q2 {
+	uint64_t store_id;
+	char *clientid;
+	uint64_t cmsg_id;
+};
 
 /* Per-client records by client id (clients.c). Each record is a struct
  * whose first member is its char *clientid, owned by the record. */
@@ -185,6 +195,13 @@ struct plugin {
 	struct pubrel_list *pubrel;  /* set while restore.c resumes one session's exchanges */
 	struct mosquitto_base_msg q2_stash;  /* a QoS 2 body just stored (intake.c) */
 	uint64_t q2_routed_lsn;  /* the journal record of the last QoS 2 routing */
+	uint64_t q2_routing_store_id;  /* its body */
+	uint64_t tail_store_id;  /* a routing committed in its middle: its further copies are journaled */
+	struct replay *replay;   /* a QoS 2 routing done again at restore, until the first tick (restore.c) */
+	struct incoming_q2 *incoming;  /* by store id */
+	size_t n_incoming, cap_incoming;
+	struct pubrel_lapse *lapsed;  /* exchanges left at "resend PUBREL" (intake.c) */
+	size_t n_lapsed, cap_lapsed;
 	struct dedup *dedup;     /* NULL: deduplication off */
 	struct q2_pending *q2p;  /* QoS 2 message ids whose exchange is in progress */
 	size_t n_q2p, cap_q2p;
@@ -199,6 +216,15 @@ struct plugin {
 };
 
 int persist_restore_cb(int event, void *event_data, void *userdata);
+/* A QoS 2 routing committed in part, done again at restore (restore.c). */
+bool replay_partial(struct plugin *pl, uint64_t lsn);
+void replay_note_completed(struct plugin *pl, const char *clientid, uint64_t store_id);
+void replay_body(struct plugin *pl, const struct rec_base_msg *m);
+void replay_body_added(struct plugin *pl, const struct mosquitto_base_msg *d);
+bool replay_duplicate(struct plugin *pl, const struct mosquitto_client_msg *d);
+bool replay_dropping(const struct plugin *pl);
+void replay_tick(struct plugin *pl);
+void replay_free(struct plugin *pl);
 
 /* Logs a failed store call ("cannot record <what>") and maps it to MOSQ_ERR_*. */
 int store_result(int rc, const char *what);
@@ -239,9 +265,24 @@ void journal_mark(struct plugin *pl);
  * again when a restart replays them. */
 int commit_marked(struct plugin *pl);
 void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
-void journal_q2_stored(struct plugin *pl, uint64_t store_id, uint8_t direction);
+void journal_q2_routed(struct plugin *pl, uint64_t store_id);
+void journal_q2_incoming(struct plugin *pl, const struct mosquitto_client_msg *cm);
+/* MOSQ_EVT_MESSAGE_OUT: a QoS 2 PUBLISH leaves only with its routing committed. */
+int on_publish_out(int event, void *event_data, void *userdata);
 void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
-void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void journal_completed(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
+void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
+void journal_q2_entry(struct plugin *pl, const struct mosquitto_client_msg *cm);
+void journal_q2_tick(struct plugin *pl);
+void incoming_add(struct plugin *pl, uint64_t store_id, const char *clientid, uint64_t cmsg_id);
+void incoming_forget(struct plugin *pl, const char *clientid);
+void incoming_free(struct plugin *pl);
+void journal_session(struct plugin *pl, const struct rec_session *s);
+void journal_session_gone(struct plugin *pl, const char *clientid);
+void journal_sub(struct plugin *pl, const struct rec_sub *s, bool gone);
+void journal_will(struct plugin *pl, const struct rec_will *w);
+void journal_will_gone(struct plugin *pl, const char *clientid);
+void journal_online(struct plugin *pl, const char *clientid, bool online);
 /* Idempotent publishes (msgid.c). */
 bool dedup_check(struct plugin *pl, struct mosquitto_evt_message *ed);
 void dedup_q2_stored(struct plugin *pl, const struct mosquitto_base_msg *d, uint8_t direction);
@@ -337,6 +378,12 @@ void seq_free(struct plugin *pl);
 /* From the client message update of a message the broker moves in flight:
  * true when it was put back in its PUBREL-sent state. */
 bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d);
+/* Outgoing QoS 2 state changes and deletions, and the tick that puts back
+ * exchanges whose PUBREL the broker could not write (intake.c). */
+void pubrel_noted(struct plugin *pl, const struct mosquitto_client_msg *d);
+void pubrel_gone(struct plugin *pl, const char *clientid, uint16_t mid);
+void pubrel_lapse_tick(struct plugin *pl);
+void pubrel_lapse_free(struct plugin *pl);
 
 #define CONTROL_TOPIC "$CONTROL/persist-lmdb/v1"
 /* MOSQ_EVT_CONTROL on CONTROL_TOPIC (control.c). */

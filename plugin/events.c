@@ -68,6 +68,7 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 		return store_result(STORE_ERR_NOMEM, "a message's properties");
 	}
 	journal_q2_stash(pl, d);
+	replay_body_added(pl, d);
 	retention_body(pl, d->store_id, d->payloadlen, m.expiry_time);
 	backlog_body_held(pl, d->store_id);
 	return store_result(msg_put(pl->store, d->store_id, &m), "a message");
@@ -90,7 +91,7 @@ int on_retain_msg_set(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	journal_q2_stored(pl, ed->store_id, MSG_DIR_OUT);
+	journal_q2_routed(pl, ed->store_id);
 	return store_result(retain_set(pl->store, ed->topic, ed->store_id), "a retained message");
 }
 
@@ -118,6 +119,7 @@ static int client_put(struct plugin *pl, const struct mosquitto_client *c)
 		.max_qos = c->max_qos,
 		.retain_available = c->retain_available,
 	};
+	journal_session(pl, &s);
 	return store_result(session_put(pl->store, &s), "a session");
 }
 
@@ -214,6 +216,8 @@ int on_client_delete(int event, void *event_data, void *userdata)
 	seq_session_ended(pl, ed->data.clientid);
 	retention_session_gone(pl, ed->data.clientid);
 	backlog_session_gone(pl, ed->data.clientid);
+	incoming_forget(pl, ed->data.clientid);
+	journal_session_gone(pl, ed->data.clientid);
 	return store_result(session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
 
@@ -229,6 +233,7 @@ int on_subscription_add(int event, void *event_data, void *userdata)
 	};
 
 	(void)event;
+	journal_sub(pl, &s, false);
 	return store_result(sub_put(pl->store, &s), "a subscription");
 }
 
@@ -236,8 +241,10 @@ int on_subscription_delete(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_subscription *ed = event_data;
 	struct plugin *pl = userdata;
+	struct rec_sub s = {.clientid = ed->data.clientid, .topic_filter = ed->data.topic_filter};
 
 	(void)event;
+	journal_sub(pl, &s, true);
 	return store_result(sub_delete(pl->store, ed->data.clientid, ed->data.topic_filter),
 			"a subscription deletion");
 }
@@ -269,7 +276,15 @@ int on_client_msg_add(int event, void *event_data, void *userdata)
 	const struct mosquitto_client_msg *d = &ed->data;
 	uint64_t seq_no = 0;
 
-	journal_q2_stored(pl, d->store_id, d->direction);
+	if(d->direction == MSG_DIR_OUT && replay_duplicate(pl, d)){
+		return MOSQ_ERR_SUCCESS;
+	}
+	if(d->direction == MSG_DIR_IN){
+		journal_q2_incoming(pl, d);
+	}else{
+		journal_q2_routed(pl, d->store_id);
+		journal_q2_entry(pl, d);
+	}
 	if(pl->cfg.seq_property && d->direction == MSG_DIR_OUT && d->qos > 0){
 		seq_no = seq_assign(pl, d->clientid, d->cmsg_id);
 	}
@@ -288,6 +303,7 @@ int on_client_msg_update(int event, void *event_data, void *userdata)
 
 	(void)event;
 	if(d->direction == MSG_DIR_OUT && d->qos == 2){
+		pubrel_noted(pl, d);
 		if(d->state == MSG_STATE_WAIT_FOR_PUBCOMP){
 			journal_pubrel_sent(pl, d->clientid, d->cmsg_id);
 			backlog_pubrel_sent(pl, d->clientid, d->cmsg_id);
@@ -309,12 +325,21 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	if(replay_dropping(pl)){
+		return MOSQ_ERR_SUCCESS;
+	}
 	if(ed->data.direction == MSG_DIR_IN){
-		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id);
+		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id);
 		dedup_q2_released(pl, ed->data.store_id);
 	}else{
 		if(!backlog_msg_deleted(pl, ed->data.clientid, ed->data.cmsg_id, ed->data.mid)){
 			return MOSQ_ERR_SUCCESS;
+		}
+		if(ed->data.qos == 2){
+			pubrel_gone(pl, ed->data.clientid, ed->data.mid);
+			if(ed->data.state == MSG_STATE_WAIT_FOR_PUBCOMP){
+				journal_completed(pl, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id);
+			}
 		}
 		if(pl->cfg.seq_property){
 			seq_remove(pl, ed->data.clientid, ed->data.cmsg_id);
@@ -341,6 +366,7 @@ int on_will_add(int event, void *event_data, void *userdata)
 	if(props_view(pl, ed->data.properties, &w.properties)){
 		return store_result(STORE_ERR_NOMEM, "a will's properties");
 	}
+	journal_will(pl, &w);
 	return store_result(will_put(pl->store, &w), "a will");
 }
 
@@ -353,6 +379,7 @@ int on_will_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	pending_will_forget(pl, ed->data.clientid);
+	journal_will_gone(pl, ed->data.clientid);
 	return store_result(will_delete(pl->store, ed->data.clientid), "a will deletion");
 }
 
@@ -372,6 +399,8 @@ int on_connect(int event, void *event_data, void *userdata)
 	retention_online(pl, clientid, true);
 	backlog_connected(pl, clientid);
 	backlog_online(pl, clientid, true);
+	journal_will_gone(pl, clientid);
+	journal_online(pl, clientid, true);
 	if(store_result(will_delete(pl->store, clientid), "a replaced will")){
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -389,6 +418,7 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	seq_connection_ended(pl, clientid);
 	retention_online(pl, clientid, false);
 	backlog_online(pl, clientid, false);
+	journal_online(pl, clientid, false);
 	return store_result(session_set_online(pl->store, clientid, false), "a disconnection");
 }
 

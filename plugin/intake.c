@@ -30,18 +30,22 @@ static void log_limited(struct plugin *pl, const char *what, int rc)
 	}
 }
 
+static void journal_mark_to(struct plugin *pl, uint64_t lsn);
+
 /* Everything the broker did up to the last journal record is buffered in
  * the store by now (events come before the packets they cause): mark it. */
 void journal_mark(struct plugin *pl)
 {
-	uint64_t last;
-
-	if(!pl->journal){
-		return;
+	if(pl->journal){
+		journal_mark_to(pl, journal_last_lsn(pl->journal));
 	}
-	last = journal_last_lsn(pl->journal);
-	if(last != pl->marked_lsn && store_journal_mark(pl->store, last) == STORE_OK){
-		pl->marked_lsn = last;
+}
+
+/* Marks up to lsn only: a QoS 2 routing in progress (journal_q2_out). */
+static void journal_mark_to(struct plugin *pl, uint64_t lsn)
+{
+	if(lsn > pl->marked_lsn && store_journal_mark(pl->store, lsn) == STORE_OK){
+		pl->marked_lsn = lsn;
 	}
 	journal_release(pl->journal, store_journal_durable(pl->store));
 }
@@ -52,8 +56,10 @@ int commit_marked(struct plugin *pl)
 	return store_commit(pl->store);
 }
 
-/* Returns the record's lsn, 0 when it could not be journaled. */
-static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, const char *what)
+/* Returns the record's lsn, 0 when it could not be journaled. In
+ * plugin_opt_sync publish a record that backs an acknowledgement is on the
+ * disk when this returns (sync). */
+static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, const char *what, bool sync)
 {
 	uint64_t lsn = 0;
 	int rc;
@@ -65,13 +71,16 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 		log_limited(pl, what, JOURNAL_ERR_NOMEM);
 		return 0;
 	}
-	rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, pl->cfg.sync == SYNC_PUBLISH, &lsn);
+	sync = sync && pl->cfg.sync == SYNC_PUBLISH;
+	rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, sync, &lsn);
 	if(rc == JOURNAL_FULL){
-		/* The writer fell a whole journal behind: wait for it. */
-		if(commit_marked(pl) == STORE_OK){
+		/* The writer fell a whole journal behind: wait for it (in the
+		 * middle of a QoS 2 routing, up to the routing's record). */
+		journal_mark_to(pl, pl->tail_store_id ? pl->q2_routed_lsn - 1 : journal_last_lsn(pl->journal));
+		if(store_commit(pl->store) == STORE_OK){
 			journal_release(pl->journal, store_journal_durable(pl->store));
 		}
-		rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, pl->cfg.sync == SYNC_PUBLISH, &lsn);
+		rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, sync, &lsn);
 	}
 	if(rc){
 		log_limited(pl, what, rc);
@@ -117,7 +126,7 @@ static uint64_t journal_publish(struct plugin *pl, const struct rec_base_msg *m,
 		log_limited(pl, what, JOURNAL_ERR_NOMEM);
 		return 0;
 	}
-	return journal_write(pl, &r, what);
+	return journal_write(pl, &r, what, true);
 }
 
 int on_message_in(int event, void *event_data, void *userdata)
@@ -157,27 +166,221 @@ void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d)
 	}
 }
 
-void journal_q2_stored(struct plugin *pl, uint64_t store_id, uint8_t direction)
+static void stash_view(const struct mosquitto_base_msg *d, struct rec_base_msg *m)
 {
-	const struct mosquitto_base_msg *d = &pl->q2_stash;
+	*m = (struct rec_base_msg){
+		.topic = d->topic,
+		.payload = {d->payload, d->payloadlen},
+		.qos = d->qos,
+		.retain = d->retain,
+		.source_id = d->source_id,
+		.source_username = d->source_username,
+		.source_mid = d->source_mid,
+		.source_port = d->source_port,
+		.expiry_time = d->expiry_time,
+	};
+}
 
-	if(!d->store_id){
+/* ---- QoS 2 routings ----
+ *
+ * A QoS 2 message is routed at its PUBREL: a publisher's without a session
+ * from a body the broker stores just then, a publisher's with a session from
+ * the incoming entry stored at its PUBLISH. The routing is journaled at its
+ * first stored copy (JREC_ROUTED, or JREC_RELEASED_IN: q2_routed_lsn and
+ * q2_routing_store_id), and a restart routes it again unless a commit with
+ * its mark came first.
+ *
+ * The broker writes each connected recipient's PUBLISH as it adds the
+ * recipient's entry, in the middle of the routing, and the entry must be
+ * committed by then (journal_q2_out): so a QoS 2 routing can be committed
+ * in part. That commit's mark stops just before the routing's record; the
+ * copies the routing adds after it (tail_store_id) are journaled one by one
+ * (JREC_ENTRY). A restart then routes the message again, and drops what
+ * that routing gives the sessions that already hold the message (restore.c,
+ * replay_*): every recipient gets it once, under the packet id it saw. */
+
+static struct incoming_q2 *incoming_find(struct plugin *pl, uint64_t store_id, size_t *at)
+{
+	size_t lo = 0, hi = pl->n_incoming;
+
+	while(lo < hi){
+		size_t mid = lo + (hi - lo) / 2;
+		if(pl->incoming[mid].store_id < store_id){
+			lo = mid + 1;
+		}else{
+			hi = mid;
+		}
+	}
+	*at = lo;
+	return lo < pl->n_incoming && pl->incoming[lo].store_id == store_id ? &pl->incoming[lo] : NULL;
+}
+
+/* A stored incoming QoS 2 message, not released yet. */
+void incoming_add(struct plugin *pl, uint64_t store_id, const char *clientid, uint64_t cmsg_id)
+{
+	size_t at;
+	char *id;
+
+	if(incoming_find(pl, store_id, &at) || !(id = strdup(clientid))){
 		return;
 	}
-	if(d->store_id == store_id){
-		struct rec_base_msg m = {
-			.topic = d->topic,
-			.payload = {d->payload, d->payloadlen},
-			.qos = d->qos,
-			.retain = d->retain,
-			.source_id = d->source_id,
-			.source_username = d->source_username,
-			.expiry_time = d->expiry_time,
-		};
-		dedup_q2_stored(pl, d, direction);
-		pl->q2_routed_lsn = journal_publish(pl, &m, d->properties, "a QoS 2 message");
+	if(pl->n_incoming == pl->cap_incoming){
+		size_t cap = pl->cap_incoming ? pl->cap_incoming * 2 : 64;
+		struct incoming_q2 *p = realloc(pl->incoming, cap * sizeof(*p));
+		if(!p){
+			free(id);
+			return;
+		}
+		pl->incoming = p;
+		pl->cap_incoming = cap;
+	}
+	memmove(&pl->incoming[at + 1], &pl->incoming[at], (pl->n_incoming - at) * sizeof(*pl->incoming));
+	pl->incoming[at] = (struct incoming_q2){store_id, id, cmsg_id};
+	pl->n_incoming++;
+}
+
+static void incoming_drop(struct plugin *pl, size_t at)
+{
+	free(pl->incoming[at].clientid);
+	memmove(&pl->incoming[at], &pl->incoming[at + 1], (pl->n_incoming - at - 1) * sizeof(*pl->incoming));
+	pl->n_incoming--;
+}
+
+/* The session is gone, with its incoming messages. */
+void incoming_forget(struct plugin *pl, const char *clientid)
+{
+	for(size_t i = pl->n_incoming; i-- > 0;){
+		if(!strcmp(pl->incoming[i].clientid, clientid)){
+			incoming_drop(pl, i);
+		}
+	}
+}
+
+void incoming_free(struct plugin *pl)
+{
+	while(pl->n_incoming){
+		incoming_drop(pl, pl->n_incoming - 1);
+	}
+	free(pl->incoming);
+	pl->incoming = NULL;
+	pl->cap_incoming = 0;
+}
+
+static void journal_q2_release(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
+{
+	struct rec_journal r = {.kind = JREC_RELEASED_IN, .clientid = clientid, .store_id = store_id};
+
+	r.seq = store_queue_seq(pl->store, cmsg_id);
+	pl->q2_routed_lsn = journal_write(pl, &r, "a released QoS 2 message", true);
+	pl->q2_routing_store_id = store_id;
+}
+
+/* A stored copy of store_id (a queue entry, or a retained entry), right
+ * after the broker stored it. */
+void journal_q2_routed(struct plugin *pl, uint64_t store_id)
+{
+	const struct mosquitto_base_msg *d = &pl->q2_stash;
+	struct rec_journal r = {.kind = JREC_ROUTED, .store_id = store_id};
+	struct incoming_q2 *in;
+	size_t at;
+
+	if(!pl->journal){
+		return;
+	}
+	if(d->store_id && d->store_id == store_id){
+		stash_view(d, &r.msg);
+		dedup_q2_stored(pl, d, MSG_DIR_OUT);
+		if(!r.msg.payload.len){
+			r.msg.payload.data = (const uint8_t *)"";
+		}
+		if(props_view(pl, d->properties, &r.msg.properties)){
+			log_limited(pl, "a QoS 2 message", JOURNAL_ERR_NOMEM);
+		}else{
+			pl->q2_routed_lsn = journal_write(pl, &r, "a QoS 2 message", true);
+			pl->q2_routing_store_id = store_id;
+		}
+	}else if(pl->n_incoming && (in = incoming_find(pl, store_id, &at)) != NULL){
+		journal_q2_release(pl, in->clientid, in->cmsg_id, store_id);
+		incoming_drop(pl, at);
 	}
 	memset(&pl->q2_stash, 0, sizeof(pl->q2_stash));
+}
+
+/* A copy a routing adds after a commit in its middle. */
+void journal_q2_entry(struct plugin *pl, const struct mosquitto_client_msg *cm)
+{
+	struct rec_journal r = {.kind = JREC_ENTRY, .clientid = cm->clientid};
+
+	if(pl->tail_store_id && cm->store_id == pl->tail_store_id){
+		r.seq = store_queue_seq(pl->store, cm->cmsg_id);
+		r.entry = (struct rec_queue){
+			.store_id = cm->store_id,
+			.subscription_identifier = cm->subscription_identifier,
+			.mid = cm->mid,
+			.qos = cm->qos,
+			.retain = cm->retain,
+			.dup = cm->dup,
+			.direction = cm->direction,
+			.state = cm->state,
+		};
+		journal_write(pl, &r, "a routed QoS 2 message", true);
+	}
+}
+
+/* The tick commits what routings did: their tails end. */
+void journal_q2_tick(struct plugin *pl)
+{
+	pl->tail_store_id = 0;
+}
+
+/* A QoS 2 PUBLISH the broker stores as its publisher's incoming message
+ * (PUBREC follows): journaled as that entry, not as a routing, so that a
+ * replay routes it where the broker did, at its release (PUBREL). */
+void journal_q2_incoming(struct plugin *pl, const struct mosquitto_client_msg *cm)
+{
+	const struct mosquitto_base_msg *d = &pl->q2_stash;
+	struct rec_journal r = {.kind = JREC_INCOMING, .clientid = cm->clientid, .mid = cm->mid};
+
+	if(d->store_id && d->store_id == cm->store_id){
+		stash_view(d, &r.msg);
+		r.seq = store_queue_seq(pl->store, cm->cmsg_id);
+		r.store_id = d->store_id;
+		dedup_q2_stored(pl, d, MSG_DIR_IN);
+		if(!r.msg.payload.len){
+			r.msg.payload.data = (const uint8_t *)"";
+		}
+		if(props_view(pl, d->properties, &r.msg.properties)){
+			log_limited(pl, "a QoS 2 message", JOURNAL_ERR_NOMEM);
+		}else{
+			journal_write(pl, &r, "a QoS 2 message", true);
+		}
+		incoming_add(pl, cm->store_id, cm->clientid, cm->cmsg_id);
+	}
+	memset(&pl->q2_stash, 0, sizeof(pl->q2_stash));
+}
+
+/* A QoS 2 PUBLISH is about to leave for a client: if a QoS 2 routing is
+ * still only in the journal, a replay after a crash would route the same
+ * message to the client again as a new one, under a new packet id, which a
+ * receiver that delivers at PUBLISH would take as a second message. So that
+ * routing is committed first (one commit serves every such PUBLISH until
+ * the next routing). */
+static void journal_q2_out(struct plugin *pl)
+{
+	uint64_t routed = pl->q2_routed_lsn;
+
+	if(!pl->journal || routed <= store_journal_committed(pl->store) || pl->tail_store_id == pl->q2_routing_store_id){
+		return;
+	}
+	/* Everything before the routing's record is complete; the routing is
+	 * what a restart may have to do again. */
+	journal_mark_to(pl, routed - 1);
+	if(store_commit_visible(pl->store) != STORE_OK){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot commit before a QoS 2 PUBLISH: after "
+				"a crash now the message could come to its receiver again");
+		return;
+	}
+	pl->tail_store_id = pl->q2_routing_store_id;
 }
 
 /* A PUBREL is about to leave: from then on the client may have the message.
@@ -200,16 +403,109 @@ void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 		journal_release(pl->journal, store_journal_durable(pl->store));
 	}
 	r.seq = store_queue_seq(pl->store, cmsg_id);
-	journal_write(pl, &r, "a QoS 2 state change");
+	journal_write(pl, &r, "a QoS 2 state change", true);
 }
 
-void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+int on_publish_out(int event, void *event_data, void *userdata)
 {
-	struct rec_journal r = {.kind = JREC_RELEASED_IN, .clientid = clientid};
+	struct mosquitto_evt_message *ed = event_data;
+
+	(void)event;
+	if(ed->qos == 2){
+		journal_q2_out(userdata);
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* PUBCOMP: the exchange is over. Without this record an exchange completed
+ * just before a crash would come back as "PUBREL sent", and past the first
+ * in-flight window the broker sends such messages as new PUBLISHes. Not
+ * synced in publish mode: it backs no acknowledgement, and a power loss
+ * that drops it leaves an exchange that resumes at PUBREL. */
+void journal_completed(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
+{
+	struct rec_journal r = {.kind = JREC_COMPLETED, .clientid = clientid, .store_id = store_id};
 
 	if(pl->journal){
 		r.seq = store_queue_seq(pl->store, cmsg_id);
-		pl->q2_routed_lsn = journal_write(pl, &r, "a released QoS 2 message");
+		journal_write(pl, &r, "a completed QoS 2 exchange", false);
+	}
+}
+
+/* The broker deleted an incoming QoS 2 entry: released (PUBREL), and
+ * journaled then unless its routing stored a copy (journal_q2_routed). */
+void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
+{
+	size_t at;
+
+	if(pl->journal && incoming_find(pl, store_id, &at)){
+		incoming_drop(pl, at);
+		journal_q2_release(pl, clientid, cmsg_id, store_id);
+	}
+}
+
+/* ---- sessions, subscriptions, wills ----
+ *
+ * The broker writes SUBACK and UNSUBACK right after the subscription's
+ * event, CONNACK just before the session's and its will's, and commits
+ * come at the next tick: journaled, these changes survive a crash in
+ * between. A restart applies them to the store in lsn order before it
+ * reads it (restore.c); each is a whole record (or a deletion), so applying
+ * them again over a state that already holds some is harmless. */
+
+void journal_session(struct plugin *pl, const struct rec_session *s)
+{
+	struct rec_journal r = {.kind = JREC_SESSION, .session = *s};
+
+	if(pl->journal){
+		journal_write(pl, &r, "a session", true);
+	}
+}
+
+void journal_session_gone(struct plugin *pl, const char *clientid)
+{
+	struct rec_journal r = {.kind = JREC_SESSION_GONE, .clientid = clientid};
+
+	if(pl->journal){
+		journal_write(pl, &r, "a session's end", true);
+	}
+}
+
+void journal_sub(struct plugin *pl, const struct rec_sub *s, bool gone)
+{
+	struct rec_journal r = {.kind = gone ? JREC_SUB_GONE : JREC_SUB, .sub = *s};
+
+	if(pl->journal){
+		journal_write(pl, &r, gone ? "an unsubscription" : "a subscription", true);
+	}
+}
+
+void journal_will(struct plugin *pl, const struct rec_will *w)
+{
+	struct rec_journal r = {.kind = JREC_WILL, .will = *w};
+
+	if(pl->journal){
+		journal_write(pl, &r, "a will", true);
+	}
+}
+
+void journal_will_gone(struct plugin *pl, const char *clientid)
+{
+	struct rec_journal r = {.kind = JREC_WILL_GONE, .clientid = clientid};
+
+	if(pl->journal){
+		journal_write(pl, &r, "a will's end", true);
+	}
+}
+
+/* Whether a client was connected decides, after a crash, whether its will
+ * is due (restore.c). */
+void journal_online(struct plugin *pl, const char *clientid, bool online)
+{
+	struct rec_journal r = {.kind = JREC_ONLINE, .clientid = clientid, .seq = online};
+
+	if(pl->journal){
+		journal_write(pl, &r, "a connection", true);
 	}
 }
 
@@ -245,4 +541,93 @@ bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d)
 		return true;
 	}
 	return false;
+}
+
+/* ---- a PUBREL the broker could not write ----
+ *
+ * When a client takes over its session, the broker puts the exchanges whose
+ * PUBREL was sent back to "resend PUBREL" and writes the PUBRELs to the new
+ * connection. If that write fails (the new connection is already gone), the
+ * state stays at "resend PUBREL", which the broker's next reconnection turns
+ * into a new PUBLISH (Mosquitto 2.1.2, db__message_reconnect_reset_outgoing):
+ * a client that had the message would take it as a second one. Every
+ * successful write moves the state on within the same event, so an exchange
+ * still at "resend PUBREL" at the next tick is one whose write failed; it is
+ * put back to "PUBREL sent", from which the next reconnection resends the
+ * PUBREL. */
+
+struct pubrel_lapse {
+	char *clientid;
+	uint16_t mid;
+};
+
+static void lapse_forget(struct plugin *pl, const char *clientid, uint16_t mid)
+{
+	for(size_t i = 0; i < pl->n_lapsed; i++){
+		if(pl->lapsed[i].mid == mid && !strcmp(pl->lapsed[i].clientid, clientid)){
+			free(pl->lapsed[i].clientid);
+			pl->lapsed[i] = pl->lapsed[--pl->n_lapsed];
+			return;
+		}
+	}
+}
+
+void pubrel_noted(struct plugin *pl, const struct mosquitto_client_msg *d)
+{
+	struct pubrel_lapse *p;
+
+	lapse_forget(pl, d->clientid, d->mid);
+	if(d->state != MSG_STATE_RESEND_PUBREL){
+		return;
+	}
+	if(pl->n_lapsed == pl->cap_lapsed){
+		size_t cap = pl->cap_lapsed ? pl->cap_lapsed * 2 : 16;
+		p = realloc(pl->lapsed, cap * sizeof(*p));
+		if(!p){
+			return;
+		}
+		pl->lapsed = p;
+		pl->cap_lapsed = cap;
+	}
+	p = &pl->lapsed[pl->n_lapsed];
+	p->clientid = strdup(d->clientid);
+	p->mid = d->mid;
+	pl->n_lapsed += p->clientid != NULL;
+}
+
+void pubrel_gone(struct plugin *pl, const char *clientid, uint16_t mid)
+{
+	if(pl->n_lapsed){
+		lapse_forget(pl, clientid, mid);
+	}
+}
+
+void pubrel_lapse_tick(struct plugin *pl)
+{
+	while(pl->n_lapsed){
+		struct pubrel_lapse *p = &pl->lapsed[--pl->n_lapsed];
+		struct mosquitto_client_msg cm = {
+			.clientid = p->clientid,
+			.mid = p->mid,
+			.qos = 2,
+			.direction = MSG_DIR_OUT,
+			.state = MSG_STATE_WAIT_FOR_PUBCOMP,
+		};
+		if(mosquitto_persist_client_msg_update(&cm) == MOSQ_ERR_SUCCESS){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: the PUBREL of message %u to %s was not "
+					"written (its connection failed); it is sent again at the next connection",
+					p->mid, p->clientid);
+		}
+		free(p->clientid);
+	}
+}
+
+void pubrel_lapse_free(struct plugin *pl)
+{
+	for(size_t i = 0; i < pl->n_lapsed; i++){
+		free(pl->lapsed[i].clientid);
+	}
+	free(pl->lapsed);
+	pl->lapsed = NULL;
+	pl->n_lapsed = pl->cap_lapsed = 0;
 }

@@ -49,6 +49,7 @@ static const struct {
 	{MOSQ_EVT_CLIENT_OFFLINE, on_client_offline},
 	{MOSQ_EVT_DISCONNECT, on_disconnect},
 	{MOSQ_EVT_MESSAGE_IN, on_message_in},
+	{MOSQ_EVT_MESSAGE_OUT, on_publish_out},
 };
 
 static void store_log(int level, const char *msg)
@@ -74,7 +75,9 @@ static int on_tick(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	replay_tick(pl);
 	pending_wills_expire(pl, time(NULL));
+	pubrel_lapse_tick(pl);
 	dedup_sweep(pl);
 	seq_flush(pl);
 	metrics_tick(pl);
@@ -83,6 +86,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	backlog_tick(pl);
 	retention_tick(pl);
 	journal_mark(pl);
+	journal_q2_tick(pl);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if(pl->cfg.sync != SYNC_PUBLISH || ms_between(&pl->last_commit, &now) >= PUBLISH_COMMIT_MS
@@ -150,6 +154,9 @@ static void plugin_free(struct plugin *pl)
 	buf_free(&pl->props);
 	buf_free(&pl->jbuf);
 	pending_wills_free(pl);
+	pubrel_lapse_free(pl);
+	incoming_free(pl);
+	replay_free(pl);
 	budget_free(pl);
 	retention_free(pl);
 	backlog_free(pl);

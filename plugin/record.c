@@ -421,11 +421,46 @@ int record_decode_will(const uint8_t *p, size_t n, struct rec_will *w)
 void record_encode_journal(struct buf *b, const struct rec_journal *j)
 {
 	buf_put_u8(b, j->kind);
-	if(j->kind == JREC_PUBLISH){
-		record_encode_base_msg(b, &j->msg);
-	}else{
-		buf_put_str(b, j->clientid);
-		buf_put_varint(b, j->seq);
+	switch(j->kind){
+		case JREC_PUBLISH:
+			record_encode_base_msg(b, &j->msg);
+			break;
+		case JREC_SESSION:
+			record_encode_session(b, &j->session);
+			break;
+		case JREC_SUB:
+		case JREC_SUB_GONE:
+			record_encode_sub(b, &j->sub);
+			break;
+		case JREC_WILL:
+			record_encode_will(b, &j->will);
+			break;
+		case JREC_ENTRY:
+			buf_put_str(b, j->clientid);
+			buf_put_varint(b, j->seq);
+			record_encode_queue(b, &j->entry);
+			break;
+		case JREC_ROUTED:
+			buf_put_varint(b, j->store_id);
+			record_encode_base_msg(b, &j->msg);
+			break;
+		case JREC_RELEASED_IN:
+		case JREC_COMPLETED:
+			buf_put_str(b, j->clientid);
+			buf_put_varint(b, j->seq);
+			buf_put_varint(b, j->store_id);
+			break;
+		case JREC_INCOMING:
+			buf_put_str(b, j->clientid);
+			buf_put_varint(b, j->seq);
+			buf_put_varint(b, j->store_id);
+			buf_put_varint(b, j->mid);
+			record_encode_base_msg(b, &j->msg);
+			break;
+		default:
+			buf_put_str(b, j->clientid);
+			buf_put_varint(b, j->seq);
+			break;
 	}
 }
 
@@ -440,12 +475,60 @@ int record_decode_journal(const uint8_t *p, size_t n, struct rec_journal *j)
 	}
 	switch(j->kind){
 		case JREC_PUBLISH:
-			if(record_decode_base_msg(r.p, r.left, &j->msg) || !j->msg.topic){
+			return record_decode_base_msg(r.p, r.left, &j->msg) || !j->msg.topic ? -1 : 0;
+		case JREC_SESSION:
+			if(record_decode_session(r.p, r.left, &j->session)){
+				return -1;
+			}
+			j->clientid = j->session.clientid;
+			return 0;
+		case JREC_SUB:
+		case JREC_SUB_GONE:
+			if(record_decode_sub(r.p, r.left, &j->sub)){
+				return -1;
+			}
+			j->clientid = j->sub.clientid;
+			return 0;
+		case JREC_WILL:
+			if(record_decode_will(r.p, r.left, &j->will)){
+				return -1;
+			}
+			j->clientid = j->will.clientid;
+			return 0;
+		case JREC_ENTRY:
+			j->clientid = rd_str(&r);
+			j->seq = rd_varint(&r);
+			if(r.err || !j->clientid || record_decode_queue(r.p, r.left, &j->entry)){
+				return -1;
+			}
+			return 0;
+		case JREC_ROUTED:
+			j->store_id = rd_varint(&r);
+			return r.err || !j->store_id || record_decode_base_msg(r.p, r.left, &j->msg) || !j->msg.topic ? -1 : 0;
+		case JREC_RELEASED_IN:
+		case JREC_COMPLETED:
+			j->clientid = rd_str(&r);
+			j->seq = rd_varint(&r);
+			/* The body came later: an earlier version's record ends here. */
+			j->store_id = r.left ? rd_varint(&r) : 0;
+			if(!j->clientid){
+				return -1;
+			}
+			return rd_done(&r);
+		case JREC_INCOMING:
+			j->clientid = rd_str(&r);
+			j->seq = rd_varint(&r);
+			j->store_id = rd_varint(&r);
+			j->mid = (uint16_t)rd_varint(&r);
+			if(r.err || !j->clientid || !j->store_id
+					|| record_decode_base_msg(r.p, r.left, &j->msg) || !j->msg.topic){
 				return -1;
 			}
 			return 0;
 		case JREC_PUBREL_SENT:
-		case JREC_RELEASED_IN:
+		case JREC_SESSION_GONE:
+		case JREC_WILL_GONE:
+		case JREC_ONLINE:
 			j->clientid = rd_str(&r);
 			j->seq = rd_varint(&r);
 			if(!j->clientid){

@@ -18,14 +18,25 @@ struct jrec {
 	uint64_t store_id;        /* JREC_RELEASED_IN: the incoming entry's body, 0 when gone */
 };
 
+/* Most entries of a session held back at its restore (session_queue_restore). */
+#define HOLD_MAX 1024
+
+struct held {
+	uint64_t seq;
+	struct rec_queue q;
+};
+
 struct restore {
 	struct plugin *pl;
 	struct jrec *j;           /* in lsn order */
 	size_t n_j, cap_j;
 	struct jrec **by_entry;   /* the queue-entry records, by client id and seq */
 	size_t n_by_entry;
-	unsigned long replayed, pubrel_resumed;
+	unsigned long replayed, pubrel_resumed, applied;
 	struct pubrel_list pubrel;    /* the session's QoS 2 messages whose PUBREL was sent */
+	struct held *held;            /* the session's first outgoing entries, not handed over yet */
+	size_t n_held, cap_held;
+	bool holding;
 	struct queue_load *load;      /* set by queue_load */
 	size_t visited;               /* queue_load: outgoing entries seen */
 	unsigned next_mid;
@@ -238,26 +249,13 @@ static uint16_t free_mid(struct restore *r)
 	return (uint16_t)r->next_mid;
 }
 
-static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
+/* Hands one stored entry to the broker; 1 stops the walk (a part of a
+ * hand-back is full). */
+static int hand_over(struct restore *r, uint64_t seq, const struct rec_queue *q)
 {
-	struct restore *r = ctx;
 	struct mosquitto_client_msg cm;
 	int rc;
 
-	if(r->load){
-		struct queue_load *ql = r->load;
-		if(ql->before && seq >= ql->before){
-			return 1;
-		}
-		if(!ql->incoming && q->direction == MSG_DIR_IN){
-			return 0;
-		}
-		if(q->direction == MSG_DIR_OUT && ql->max && r->visited == ql->max){
-			ql->next_seq = seq;
-			return 1;
-		}
-		r->visited += q->direction == MSG_DIR_OUT;
-	}
 	if(queued_from_journal(r, seq, q)){
 		return 0;
 	}
@@ -306,6 +304,9 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	}
 	if(rc == MOSQ_ERR_SUCCESS){
 		r->queued++;
+		if(q->direction == MSG_DIR_IN){
+			incoming_add(r->pl, q->store_id, cm.clientid, seq);
+		}
 		/* A hand-back's entries are under the limits since they were stored. */
 		if(q->direction == MSG_DIR_OUT && !r->load){
 			retention_add(r->pl, cm.clientid, seq, cm.mid, q->qos, q->store_id);
@@ -422,6 +423,68 @@ static int restore_will(void *ctx, const struct rec_will *w)
 	return 0;
 }
 
+/* An outgoing QoS 2 entry whose PUBREL was sent (stored so, or journaled). */
+static bool pubrel_sent(struct restore *r, uint64_t seq, const struct rec_queue *q)
+{
+	return q->direction == MSG_DIR_OUT && q->qos == 2
+		&& (q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL
+			|| journal_entry(r, r->session->clientid, seq, JREC_PUBREL_SENT));
+}
+
+/* The held entries, those whose PUBREL was sent first (see
+ * session_queue_restore), then no more holding. */
+static void flush_held(struct restore *r)
+{
+	for(int pass = 0; pass < 2; pass++){
+		for(size_t i = 0; i < r->n_held; i++){
+			struct held *h = &r->held[i];
+			if(pubrel_sent(r, h->seq, &h->q) == (pass == 0)){
+				hand_over(r, h->seq, &h->q);
+			}
+		}
+	}
+	r->n_held = 0;
+	r->holding = false;
+}
+
+static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	struct restore *r = ctx;
+
+	if(r->load){
+		struct queue_load *ql = r->load;
+		if(ql->before && seq >= ql->before){
+			return 1;
+		}
+		if(!ql->incoming && q->direction == MSG_DIR_IN){
+			return 0;
+		}
+		if(q->direction == MSG_DIR_OUT && ql->max && r->visited == ql->max){
+			ql->next_seq = seq;
+			return 1;
+		}
+		r->visited += q->direction == MSG_DIR_OUT;
+	}
+	if(r->holding && q->direction == MSG_DIR_OUT){
+		if(r->n_held < HOLD_MAX){
+			if(r->n_held == r->cap_held){
+				size_t cap = r->cap_held ? r->cap_held * 2 : 64;
+				struct held *p = realloc(r->held, cap * sizeof(*p));
+				if(!p){
+					flush_held(r);
+					return hand_over(r, seq, q);
+				}
+				r->held = p;
+				r->cap_held = cap;
+			}
+			r->held[r->n_held++] = (struct held){seq, *q};
+			return 0;
+		}
+		flush_held(r);
+	}
+	return hand_over(r, seq, q);
+}
+
 /* The broker moves queued messages in flight, and sends them to a connected
  * client, after it deletes one: deleting a packet id none of the session's
  * messages has does just that. */
@@ -477,8 +540,17 @@ static void session_queue_restore(struct restore *r, uint64_t from)
 			seq_restore_last(r->pl, s->clientid, last);
 		}
 	}
+	/* The broker puts a session's first messages in flight (its window), and
+	 * only those can resume at PUBREL: the others go out as new PUBLISHes.
+	 * Entries ahead of one whose PUBREL was sent (deliveries acknowledged
+	 * just before the crash, whose deletion was not committed) would push
+	 * it out of the window; so a whole session's first entries are held and
+	 * handed over with those whose PUBREL was sent first. They carry no new
+	 * delivery, so the order of deliveries stays. */
+	r->holding = !r->load;
 	r->walk_rc = from ? store_walk_queue_from(r->pl->store, s->clientid, from, restore_queued, r)
 		: store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
+	flush_held(r);
 	if(r->pubrel.n){
 		pubrel_resume_session(r);
 	}
@@ -633,6 +705,83 @@ static int collect(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
 	return 0;
 }
 
+static int note_found(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
+{
+	(void)store_id;
+	(void)m;
+	*(int *)ctx = 1;
+	return 0;
+}
+
+/* Records that act on a stored queue entry as the restore hands it over. */
+static bool names_entry(uint8_t kind)
+{
+	return kind == JREC_PUBREL_SENT || kind == JREC_RELEASED_IN;
+}
+
+/* An incoming QoS 2 message its publisher's session held before PUBREL. */
+static int incoming_put(struct store *st, const struct rec_journal *j)
+{
+	struct rec_queue q = {
+		.store_id = j->store_id,
+		.mid = j->mid,
+		.qos = 2,
+		.direction = MSG_DIR_IN,
+		.state = MSG_STATE_WAIT_FOR_PUBREL,
+	};
+	int found = 0, rc;
+
+	rc = msg_get(st, j->store_id, note_found, &found);
+	if(rc == STORE_OK && !found){
+		rc = msg_put(st, j->store_id, &j->msg);
+	}
+	return rc == STORE_OK ? queue_update(st, j->clientid, j->seq, &q) : rc;
+}
+
+/* Applies, in lsn order, the journaled changes of sessions, subscriptions,
+ * wills, connections, completed exchanges and incoming QoS 2 messages, and
+ * commits them: the walks that follow read the store as the broker left
+ * it. The journal mark does not move (the first tick's commit moves it), so
+ * a crash before then applies them again, which changes nothing. */
+static int journal_apply(struct restore *r)
+{
+	struct store *st = r->pl->store;
+	unsigned long n = 0;
+	int rc = STORE_OK;
+
+	for(size_t i = 0; i < r->n_j && rc == STORE_OK; i++){
+		const struct rec_journal *j = &r->j[i].r;
+
+		n++;
+		switch(j->kind){
+			case JREC_SESSION: rc = session_put(st, &j->session); break;
+			case JREC_SESSION_GONE: rc = session_delete(st, j->clientid); break;
+			case JREC_SUB: rc = sub_put(st, &j->sub); break;
+			case JREC_SUB_GONE: rc = sub_delete(st, j->sub.clientid, j->sub.topic_filter); break;
+			case JREC_WILL: rc = will_put(st, &j->will); break;
+			case JREC_WILL_GONE: rc = will_delete(st, j->clientid); break;
+			case JREC_ONLINE: rc = session_set_online(st, j->clientid, j->seq != 0); break;
+			case JREC_COMPLETED:
+				replay_note_completed(r->pl, j->clientid, j->store_id);
+				rc = queue_remove(st, j->clientid, j->seq, 0);
+				break;
+			case JREC_INCOMING: rc = incoming_put(st, j); break;
+			case JREC_ENTRY: rc = queue_update(st, j->clientid, j->seq, &j->entry); break;
+			default: n--; break;
+		}
+	}
+	if(rc == STORE_OK && n){
+		rc = store_commit(st);
+	}
+	if(rc){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot apply the journal's session changes: %s",
+				store_strerror(rc));
+		return rc;
+	}
+	r->applied = n;
+	return STORE_OK;
+}
+
 static int journal_read(struct restore *r)
 {
 	uint64_t unreadable;
@@ -649,7 +798,7 @@ static int journal_read(struct restore *r)
 				"crash (never acknowledged); skipped", (unsigned long long)unreadable);
 	}
 	for(size_t i = 0; i < r->n_j; i++){
-		n += r->j[i].r.kind != JREC_PUBLISH;
+		n += names_entry(r->j[i].r.kind);
 	}
 	if(n){
 		r->by_entry = malloc(n * sizeof(*r->by_entry));
@@ -657,7 +806,7 @@ static int journal_read(struct restore *r)
 			return JOURNAL_ERR_NOMEM;
 		}
 		for(size_t i = 0; i < r->n_j; i++){
-			if(r->j[i].r.kind != JREC_PUBLISH){
+			if(names_entry(r->j[i].r.kind)){
 				r->by_entry[r->n_by_entry++] = &r->j[i];
 			}
 		}
@@ -666,10 +815,21 @@ static int journal_read(struct restore *r)
 	return 0;
 }
 
+struct route {
+	struct plugin *pl;
+	uint64_t lsn;
+	int rc;
+};
+
 static int route_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
 {
+	struct route *rt = ctx;
+
 	(void)store_id;
-	*(int *)ctx = publish_copy(m);
+	if(replay_partial(rt->pl, rt->lsn)){
+		replay_body(rt->pl, m);
+	}
+	rt->rc = publish_copy(m);
 	return 0;
 }
 
@@ -682,14 +842,15 @@ static void journal_route(struct restore *r)
 		struct jrec *e = &r->j[i];
 		int rc = MOSQ_ERR_SUCCESS;
 
-		if(e->r.kind == JREC_PUBLISH){
+		if(e->r.kind == JREC_PUBLISH || e->r.kind == JREC_ROUTED){
+			if(e->r.kind == JREC_ROUTED && replay_partial(r->pl, e->lsn)){
+				replay_body(r->pl, &e->r.msg);
+			}
 			rc = publish_copy(&e->r.msg);
 			dedup_note(r->pl, &e->r.msg);
 		}else if(e->r.kind == JREC_RELEASED_IN && e->store_id){
-			rc = MOSQ_ERR_NOT_FOUND;
-			if(msg_get(r->pl->store, e->store_id, route_body, &rc) != STORE_OK){
-				rc = MOSQ_ERR_UNKNOWN;
-			}
+			struct route rt = {r->pl, e->lsn, MOSQ_ERR_NOT_FOUND};
+			rc = msg_get(r->pl->store, e->store_id, route_body, &rt) == STORE_OK ? rt.rc : MOSQ_ERR_UNKNOWN;
 		}else{
 			continue;
 		}
@@ -712,6 +873,204 @@ static void journal_done(struct restore *r)
 	free(r->j);
 	free(r->by_entry);
 	free(r->pubrel.seqs);
+	free(r->held);
+}
+
+/* ---- a QoS 2 routing done again ----
+ *
+ * A QoS 2 routing can be committed in part (intake.c, journal_q2_out): the
+ * commit that precedes a connected recipient's PUBLISH marks up to just
+ * before the routing's record, and only that record can be in that state:
+ * it is the first after the committed mark. The restart routes it again;
+ * the sessions that hold the message already (a stored copy, or an
+ * exchange over it completed after the commit) must not get it twice, so
+ * the copies the broker makes for them are dropped, at the first tick,
+ * before the broker serves any client. */
+
+struct replay {
+	uint64_t lsn;            /* the routing's record */
+	uint64_t store_id;       /* the body routed before the crash */
+	uint64_t new_store_id;   /* the body the broker routes again (0: not seen yet) */
+	char *topic;
+	uint8_t *payload;
+	size_t payloadlen;
+	char **completed;        /* sessions that completed an exchange over store_id */
+	size_t n_completed;
+	struct replay_drop {
+		char *clientid;
+		uint16_t mid;
+		uint8_t qos;
+	} *drops;
+	size_t n_drops, cap_drops;
+	bool dropping;
+};
+
+void replay_free(struct plugin *pl)
+{
+	struct replay *rp = pl->replay;
+
+	if(!rp){
+		return;
+	}
+	for(size_t i = 0; i < rp->n_completed; i++){
+		free(rp->completed[i]);
+	}
+	for(size_t i = 0; i < rp->n_drops; i++){
+		free(rp->drops[i].clientid);
+	}
+	free(rp->completed);
+	free(rp->drops);
+	free(rp->topic);
+	free(rp->payload);
+	free(rp);
+	pl->replay = NULL;
+}
+
+/* At restore, before the journal is applied: the first record after the
+ * committed mark, when it is a QoS 2 routing that names its body. */
+static void replay_prepare(struct restore *r)
+{
+	uint64_t mark = store_journal_committed(r->pl->store);
+
+	for(size_t i = 0; i < r->n_j; i++){
+		const struct jrec *e = &r->j[i];
+		if(e->lsn != mark + 1){
+			continue;
+		}
+		if((e->r.kind == JREC_ROUTED || e->r.kind == JREC_RELEASED_IN) && e->r.store_id){
+			r->pl->replay = calloc(1, sizeof(*r->pl->replay));
+			if(r->pl->replay){
+				r->pl->replay->lsn = e->lsn;
+				r->pl->replay->store_id = e->r.store_id;
+			}
+		}
+		return;
+	}
+}
+
+bool replay_partial(struct plugin *pl, uint64_t lsn)
+{
+	return pl->replay && pl->replay->lsn == lsn;
+}
+
+void replay_note_completed(struct plugin *pl, const char *clientid, uint64_t store_id)
+{
+	struct replay *rp = pl->replay;
+	char **p;
+
+	if(!rp || store_id != rp->store_id){
+		return;
+	}
+	p = realloc(rp->completed, (rp->n_completed + 1) * sizeof(*p));
+	if(p){
+		rp->completed = p;
+		if((p[rp->n_completed] = strdup(clientid)) != NULL){
+			rp->n_completed++;
+		}
+	}
+}
+
+/* The message routed again, to know its body when the broker stores it. */
+void replay_body(struct plugin *pl, const struct rec_base_msg *m)
+{
+	struct replay *rp = pl->replay;
+
+	rp->topic = strdup(m->topic);
+	rp->payload = malloc(m->payload.len ? m->payload.len : 1);
+	if(!rp->topic || !rp->payload){
+		replay_free(pl);
+		return;
+	}
+	memcpy(rp->payload, m->payload.data ? m->payload.data : (const uint8_t *)"", m->payload.len);
+	rp->payloadlen = m->payload.len;
+}
+
+void replay_body_added(struct plugin *pl, const struct mosquitto_base_msg *d)
+{
+	struct replay *rp = pl->replay;
+
+	if(rp && rp->topic && !rp->new_store_id && d->payloadlen == rp->payloadlen && !strcmp(d->topic, rp->topic)
+			&& (!rp->payloadlen || !memcmp(d->payload, rp->payload, rp->payloadlen))){
+		rp->new_store_id = d->store_id;
+	}
+}
+
+static int find_body(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	(void)seq;
+	return q->direction == MSG_DIR_OUT && q->store_id == *(uint64_t *)ctx ? 1 : 0;
+}
+
+/* True when the broker's copy d of the routing done again goes to a session
+ * that holds the message already: it is dropped at the next tick. */
+bool replay_duplicate(struct plugin *pl, const struct mosquitto_client_msg *d)
+{
+	struct replay *rp = pl->replay;
+	struct replay_drop *p;
+	bool held = false;
+
+	if(!rp || !rp->new_store_id || d->store_id != rp->new_store_id){
+		return false;
+	}
+	for(size_t i = 0; i < rp->n_completed && !held; i++){
+		held = !strcmp(rp->completed[i], d->clientid);
+	}
+	if(!held){
+		uint64_t old = rp->store_id;
+		held = store_walk_queue(pl->store, d->clientid, find_body, &old) == 1;
+	}
+	if(!held){
+		return false;
+	}
+	if(rp->n_drops == rp->cap_drops){
+		size_t cap = rp->cap_drops ? rp->cap_drops * 2 : 8;
+		p = realloc(rp->drops, cap * sizeof(*p));
+		if(!p){
+			return false;
+		}
+		rp->drops = p;
+		rp->cap_drops = cap;
+	}
+	p = &rp->drops[rp->n_drops];
+	if(!(p->clientid = strdup(d->clientid))){
+		return false;
+	}
+	p->mid = d->mid;
+	p->qos = d->qos;
+	rp->n_drops++;
+	return true;
+}
+
+bool replay_dropping(const struct plugin *pl)
+{
+	return pl->replay && pl->replay->dropping;
+}
+
+/* The first tick: the broker's copies for sessions that hold the message
+ * go, and the routing done again is over. */
+void replay_tick(struct plugin *pl)
+{
+	struct replay *rp = pl->replay;
+
+	if(!rp){
+		return;
+	}
+	rp->dropping = true;
+	for(size_t i = 0; i < rp->n_drops; i++){
+		struct mosquitto_client_msg cm = {
+			.clientid = rp->drops[i].clientid,
+			.mid = rp->drops[i].mid,
+			.qos = rp->drops[i].qos,
+			.direction = MSG_DIR_OUT,
+		};
+		mosquitto_persist_client_msg_delete(&cm);
+	}
+	if(rp->n_drops){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: the QoS 2 message routed again from journal record "
+				"%llu was held already by %zu sessions: not given to them again",
+				(unsigned long long)rp->lsn, rp->n_drops);
+	}
+	replay_free(pl);
 }
 
 int persist_restore_cb(int event, void *event_data, void *userdata)
@@ -727,6 +1086,10 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	r.mids = r.own_mids;
 
 	rc = r.pl->journal ? journal_read(&r) : 0;
+	if(!rc){
+		replay_prepare(&r);
+		rc = journal_apply(&r);
+	}
 	/* With queue_storage disk a body is handed over when what refers to
 	 * it is. */
 	if(!rc && !backlog_on(r.pl)){
@@ -758,8 +1121,10 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	mosquitto_log_printf(rc ? MOSQ_LOG_ERR : MOSQ_LOG_INFO,
 			"persist-lmdb: restored %lu messages, %lu retained, %lu sessions, %lu subscriptions, "
 			"%lu queued messages, %lu wills; %lu messages routed again from the journal, "
+			"%lu journaled changes applied, "
 			"%lu QoS 2 exchanges resumed at PUBREL; %lu could not be restored, %llu records rejected%s",
-			r.msgs, r.retained, r.sessions, r.subs, r.queued, r.wills, r.replayed, r.pubrel_resumed, r.failed,
+			r.msgs, r.retained, r.sessions, r.subs, r.queued, r.wills, r.replayed, r.applied, r.pubrel_resumed,
+			r.failed,
 			(unsigned long long)stats.records_rejected, rc ? "; restore stopped early" : "");
 	return rc ? MOSQ_ERR_UNKNOWN : MOSQ_ERR_SUCCESS;
 }

@@ -968,9 +968,21 @@ static void test_journal_publish_roundtrip(void **state)
 	buf_free(&b);
 }
 
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+
+	while(v >= 0x80){
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
 static void test_journal_exchange_roundtrip(void **state)
 {
-	static const uint8_t kinds[] = {JREC_PUBREL_SENT, JREC_RELEASED_IN};
+	static const uint8_t kinds[] = {JREC_PUBREL_SENT, JREC_RELEASED_IN, JREC_SESSION_GONE, JREC_WILL_GONE,
+		JREC_ONLINE, JREC_COMPLETED};
 	static const uint64_t seqs[] = {0, 1, 127, 128, (1ull << 40) + 5, UINT64_MAX};
 	static const char *const ids[] = {"client-1", "", "\xce\xb1\xce\xb2"};
 	struct rec_journal in = {0}, out;
@@ -980,9 +992,13 @@ static void test_journal_exchange_roundtrip(void **state)
 	for(size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++){
 		for(size_t s = 0; s < sizeof(seqs) / sizeof(seqs[0]); s++){
 			for(size_t c = 0; c < sizeof(ids) / sizeof(ids[0]); c++){
+				/* These two name the body too (an earlier version's records
+				 * end before it). */
+				bool body = kinds[k] == JREC_RELEASED_IN || kinds[k] == JREC_COMPLETED;
 				in.kind = kinds[k];
 				in.clientid = ids[c];
 				in.seq = seqs[s];
+				in.store_id = body ? 0x1234567890ull + s : 0;
 				buf_reset(&b);
 				record_encode_journal(&b, &in);
 				assert_false(b.err);
@@ -992,8 +1008,9 @@ static void test_journal_exchange_roundtrip(void **state)
 				assert_int_equal(out.kind, kinds[k]);
 				assert_string_equal(out.clientid, ids[c]);
 				assert_uint_equal(out.seq, seqs[s]);
+				assert_uint_equal(out.store_id, in.store_id);
 				assert_null(out.msg.topic);
-				check_truncation_and_trailing(&b, dec_journal, NO_LEGACY);
+				check_truncation_and_trailing(&b, dec_journal, body ? b.len - varint_len(in.store_id) : NO_LEGACY);
 			}
 		}
 		/* A client id is required. */
@@ -1003,18 +1020,121 @@ static void test_journal_exchange_roundtrip(void **state)
 		assert_int_equal(record_decode_journal(b.data, b.len, &out), -1);
 	}
 
-	/* The layout: kind | client id | seq. */
+	/* The layout: kind | client id | seq, as an earlier version wrote it. */
 	static const uint8_t good[] = {JREC_RELEASED_IN, 0x02, 'c', 0x00, 0xac, 0x02};
 	assert_int_equal(record_decode_journal(good, sizeof(good), &out), 0);
 	assert_int_equal(out.kind, JREC_RELEASED_IN);
 	assert_string_equal(out.clientid, "c");
 	assert_uint_equal(out.seq, 300);
+	assert_uint_equal(out.store_id, 0);
+	buf_free(&b);
+}
+
+/* The records that carry a whole session, subscription or will, and an
+ * incoming QoS 2 message: the embedded record is that record's own
+ * encoding, and the client id is exposed for every kind. */
+static void test_journal_session_records_roundtrip(void **state)
+{
+	static const uint8_t props[] = {0x26, 0x00, 0x01, 'k', 0x00, 0x01, 'v'};
+	struct rec_journal in, out;
+	struct buf b = {0};
+
+	(void)state;
+	in = (struct rec_journal){.kind = JREC_SESSION, .session = {
+		.clientid = "phone", .username = "alice", .auth_method = NULL, .will_delay_time = 17,
+		.session_expiry_time = 1700000000, .will_delay_interval = 30, .session_expiry_interval = 3600,
+		.max_packet_size = 65536, .listener_port = 1883, .max_qos = 2, .retain_available = true}};
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_int_equal(out.kind, JREC_SESSION);
+	assert_string_equal(out.clientid, "phone");
+	assert_string_equal(out.session.username, "alice");
+	assert_null(out.session.auth_method);
+	assert_int_equal(out.session.session_expiry_time, 1700000000);
+	assert_uint_equal(out.session.will_delay_interval, 30);
+	assert_uint_equal(out.session.max_packet_size, 65536);
+	check_truncation_and_trailing(&b, dec_journal, NO_LEGACY);
+
+	for(int gone = 0; gone < 2; gone++){
+		in = (struct rec_journal){.kind = gone ? JREC_SUB_GONE : JREC_SUB,
+			.sub = {.clientid = "phone", .topic_filter = "inbox/+/x", .identifier = 7, .options = 2}};
+		buf_reset(&b);
+		record_encode_journal(&b, &in);
+		assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+		assert_int_equal(out.kind, in.kind);
+		assert_string_equal(out.clientid, "phone");
+		assert_string_equal(out.sub.topic_filter, "inbox/+/x");
+		assert_uint_equal(out.sub.identifier, 7);
+		assert_uint_equal(out.sub.options, 2);
+		check_truncation_and_trailing(&b, dec_journal, NO_LEGACY);
+	}
+
+	in = (struct rec_journal){.kind = JREC_WILL, .will = {.clientid = "phone", .topic = "status/phone",
+		.payload = {(const uint8_t *)"gone", 4}, .properties = {props, sizeof(props)}, .qos = 1, .retain = true}};
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_int_equal(out.kind, JREC_WILL);
+	assert_string_equal(out.clientid, "phone");
+	assert_string_equal(out.will.topic, "status/phone");
+	assert_bytes_eq(out.will.payload, (const uint8_t *)"gone", 4, true);
+	assert_bytes_eq(out.will.properties, props, sizeof(props), true);
+	assert_true(out.will.retain);
+	check_truncation_and_trailing(&b, dec_journal, NO_LEGACY);
+
+	in = (struct rec_journal){.kind = JREC_INCOMING, .clientid = "pub", .seq = (1ull << 40) + 3,
+		.store_id = 0x123456789abcull, .mid = 65535,
+		.msg = {.topic = "t/1", .payload = {(const uint8_t *)"x", 1}, .qos = 2, .source_id = "pub"}};
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_int_equal(out.kind, JREC_INCOMING);
+	assert_string_equal(out.clientid, "pub");
+	assert_uint_equal(out.seq, (1ull << 40) + 3);
+	assert_uint_equal(out.store_id, 0x123456789abcull);
+	assert_uint_equal(out.mid, 65535);
+	assert_string_equal(out.msg.topic, "t/1");
+	assert_uint_equal(out.msg.qos, 2);
+	check_truncation_and_trailing(&b, dec_journal, b.len - RECORD_REFS0_LEN);
+	/* A body is named: store id 0 is none. */
+	in.store_id = 0;
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), -1);
+
+	/* A routing's copy journaled after a commit in its middle. */
+	in = (struct rec_journal){.kind = JREC_ENTRY, .clientid = "sub", .seq = (2ull << 40) + 9,
+		.entry = {.store_id = 77, .subscription_identifier = 5, .mid = 1234, .qos = 2, .retain = true,
+			.direction = 1, .state = 4}};
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_int_equal(out.kind, JREC_ENTRY);
+	assert_string_equal(out.clientid, "sub");
+	assert_uint_equal(out.seq, (2ull << 40) + 9);
+	assert_uint_equal(out.entry.store_id, 77);
+	assert_uint_equal(out.entry.mid, 1234);
+	assert_uint_equal(out.entry.state, 4);
+	assert_true(out.entry.retain);
+	check_truncation_and_trailing(&b, dec_journal, NO_LEGACY);
+
+	/* A QoS 2 routing, with its body's store id. */
+	in = (struct rec_journal){.kind = JREC_ROUTED, .store_id = 0xabcdef,
+		.msg = {.topic = "t/2", .payload = {(const uint8_t *)"yz", 2}, .qos = 2}};
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_int_equal(out.kind, JREC_ROUTED);
+	assert_uint_equal(out.store_id, 0xabcdef);
+	assert_string_equal(out.msg.topic, "t/2");
+	assert_bytes_eq(out.msg.payload, (const uint8_t *)"yz", 2, true);
+	check_truncation_and_trailing(&b, dec_journal, b.len - RECORD_REFS0_LEN);
 	buf_free(&b);
 }
 
 static void test_journal_unknown_kind(void **state)
 {
-	static const uint8_t kinds[] = {0, 4, 5, 0x7f, 0x80, 0xff};
+	static const uint8_t kinds[] = {0, 15, 0x7f, 0x80, 0xff};
 	uint8_t p[] = {JREC_PUBREL_SENT, 0x02, 'c', 0x00, 0x05};
 	struct rec_journal out;
 	struct buf b = {0};
@@ -1085,6 +1205,7 @@ int main(void)
 		cmocka_unit_test(test_dedup_roundtrip),
 		cmocka_unit_test(test_journal_publish_roundtrip),
 		cmocka_unit_test(test_journal_exchange_roundtrip),
+		cmocka_unit_test(test_journal_session_records_roundtrip),
 		cmocka_unit_test(test_journal_unknown_kind),
 		cmocka_unit_test(test_decoders_on_garbage),
 	};
