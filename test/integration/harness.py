@@ -178,7 +178,8 @@ class Broker:
             self.plugin_opts["queue_window"] = "2500"
         self.persistence_location: Path | None = self.data_dir
         self.log_types = ["all"]
-        self.max_inflight = 1000
+        # None: the broker's default (20), past which restarts behave differently.
+        self.max_inflight: int | None = 1000
         self.extra_conf: list[str] = []
         self.extra_env: dict[str, str] = {}  # set before the first start
         self.command_prefix: list[str] = []  # words before the mosquitto command (e.g. strace ...)
@@ -205,7 +206,7 @@ class Broker:
             f"listener {self.port} {HOST}",
             "allow_anonymous true",
             "max_queued_messages 0",
-            f"max_inflight_messages {self.max_inflight}",
+            *([f"max_inflight_messages {self.max_inflight}"] if self.max_inflight is not None else []),
             "log_dest stderr",
             *(f"log_type {t}" for t in self.log_types),
         ]

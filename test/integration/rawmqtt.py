@@ -1,13 +1,18 @@
 """Just enough MQTT, over a plain socket, for tests that must see or
 withhold single packets (paho hides them): CONNECT, SUBSCRIBE, PUBLISH with
-a user property, the acknowledgements, and reading any packet back."""
+a user property, the acknowledgements, and reading any packet back; and
+Receiver, a subscriber that hands a QoS 2 message to its application at
+PUBLISH (paho does so at PUBREL, which hides a second PUBLISH of the same
+message under a new packet id)."""
 
 import socket
 import struct
+import threading
+import time
 
 from harness import HOST
 
-CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK = 2, 3, 4, 5, 6, 7, 9
+CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP = 2, 3, 4, 5, 6, 7, 9, 11, 13
 
 
 def varint(n: int) -> bytes:
@@ -45,15 +50,20 @@ class RawClient:
     """One connection. version 4 is MQTT 3.1.1, 5 is MQTT 5 (with a session
     expiry of an hour: the session outlives the connection)."""
 
-    def __init__(self, port: int, client_id: str, version: int = 4):
+    def __init__(self, port: int, client_id: str, version: int = 4, clean: bool = False,
+                 username: str | None = None, receive_maximum: int | None = None):
         self.version = version
         self.sock = socket.create_connection((HOST, port), timeout=10)
         props = b""
         if version == 5:
             p = b"\x11" + struct.pack("!I", 3600)
+            if receive_maximum:
+                p += b"\x21" + struct.pack("!H", receive_maximum)
             props = varint(len(p)) + p
-        body = mqtt_string("MQTT") + bytes([version, 0x00]) + struct.pack("!H", 60) + props
-        self.send(0x10, body + mqtt_string(client_id))
+        flags = (0x02 if clean else 0x00) | (0x80 if username is not None else 0x00)
+        body = mqtt_string("MQTT") + bytes([version, flags]) + struct.pack("!H", 60) + props
+        body += mqtt_string(client_id) + (mqtt_string(username) if username is not None else b"")
+        self.send(0x10, body)
         kind, _, data = self.read()
         assert kind == CONNACK and data[1] == 0, f"CONNACK refused: {data!r}"
         self.session_present = bool(data[0] & 1)
@@ -139,3 +149,84 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Receiver:
+    """A persistent MQTT 5 subscriber (session expiry one hour) that delivers
+    a QoS 2 message at PUBLISH (MQTT 5, 4.3.3, method A): it answers PUBREC
+    and keeps the packet id until PUBREL, and a PUBLISH with a kept id is the
+    same message again, not delivered. The kept ids outlive connections, as a
+    resuming client's must. QoS 1 messages are delivered and acknowledged.
+
+    delivered: (payload, qos, packet id, dup, time.monotonic()) in order."""
+
+    def __init__(self, port: int, client_id: str, username: str | None = None, receive_maximum: int | None = None):
+        self.port = port
+        self.client_id = client_id
+        self.username = username
+        self.receive_maximum = receive_maximum
+        self.pending: set[int] = set()   # QoS 2 packet ids between PUBREC and PUBREL
+        self.delivered: list[tuple[bytes, int, int, bool, float]] = []
+        self.resent = 0                  # PUBLISHes of a kept packet id
+        self.cond = threading.Condition()
+        self.raw: RawClient | None = None
+        self.thread: threading.Thread | None = None
+        self.session_present = False
+
+    def connect(self, subscribe: str | None = None, qos: int = 2) -> bool:
+        self.raw = RawClient(self.port, self.client_id, version=5, username=self.username,
+                             receive_maximum=self.receive_maximum)
+        self.session_present = self.raw.session_present
+        if subscribe:
+            self.raw.subscribe(subscribe, qos)
+        self.raw.sock.settimeout(None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self.session_present
+
+    def _run(self):
+        raw = self.raw
+        try:
+            while True:
+                kind, flags, data = raw.read()
+                if kind == PUBLISH:
+                    dup, qos, _, mid, _, body = raw.publish_in(flags, data)
+                    with self.cond:
+                        if qos == 2 and mid in self.pending:
+                            self.resent += 1
+                        else:
+                            self.delivered.append((body, qos, mid, dup, time.monotonic()))
+                            if qos == 2:
+                                self.pending.add(mid)
+                        self.cond.notify_all()
+                    if qos:
+                        raw.ack(PUBACK if qos == 1 else PUBREC, mid)
+                elif kind == PUBREL:
+                    mid = struct.unpack("!H", data[:2])[0]
+                    with self.cond:
+                        self.pending.discard(mid)
+                    raw.ack(PUBCOMP, mid)
+        except (OSError, ConnectionError, IndexError, struct.error):
+            return
+
+    def close(self) -> None:
+        """Closes the socket (as a crash of the client would)."""
+        if self.raw:
+            try:
+                self.raw.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.raw.close()
+        if self.thread:
+            self.thread.join(10)
+        self.raw = self.thread = None
+
+    def wait_for(self, n: int, timeout: float = 20.0) -> list:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.delivered) >= n, timeout):
+                raise AssertionError(f"{self.client_id}: {len(self.delivered)} of {n} messages within {timeout}s")
+            return list(self.delivered)
+
+    def payloads(self) -> list[bytes]:
+        with self.cond:
+            return [d[0] for d in self.delivered]

@@ -171,6 +171,8 @@ def run_schedule(subs: list[Subscriber], events, start: float, rnd: int, until: 
 def test_crash_loop(broker, storage):
     rounds = ROUNDS if storage == "memory" else max(1, ROUNDS * 2 // 5)
     broker.plugin_opts["queue_storage"] = storage
+    # The broker's default in-flight window (20): restarts differ past it.
+    broker.max_inflight = None
     if storage == "disk":
         # Above twice the harness's max_inflight_messages, as in test_offline_disk.py.
         broker.plugin_opts["queue_window"] = "2500"

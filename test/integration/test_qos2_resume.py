@@ -11,9 +11,18 @@ and would take a second PUBLISH with that packet id as a new message.
 import struct
 import time
 
+import pytest
+
 from rawmqtt import PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient
 
 TOPIC = "resume/a"
+
+
+@pytest.fixture(params=[None, 1000], ids=["default-window", "window-1000"])
+def broker(request, broker):
+    """With the broker's default max_inflight_messages (20), and with 1000."""
+    broker.max_inflight = request.param
+    return broker
 
 
 def _exchange_until_pubrel(broker, clients, payload: bytes) -> int:
