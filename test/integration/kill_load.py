@@ -5,7 +5,9 @@ without losing an acknowledgement, and the final drain."""
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from harness import HOST, V5, Broker, Client
+from rawmqtt import PUBCOMP, PUBREC, PUBREL, RawClient, mqtt_string as mqtt_str
 
 WAIT = 20.0               # only stops a hung test
 DRAIN_QUIET = 1.0         # a finished drain: everything required, then this long quiet
@@ -25,7 +28,7 @@ def payload(pub: str, seq: int) -> bytes:
 
 
 def parse_payload(p: bytes) -> tuple[str, int]:
-    _, seq, pub = p.decode().split("#", 2)
+    _, seq, pub = p.rstrip(b".").decode().split("#", 2)
     return pub, int(seq)
 
 
@@ -41,9 +44,15 @@ class Publisher:
     on its own thread, at most `window` unacknowledged and `rate` a second,
     over one connection per round. When the connection breaks (the kill),
     it stops and waits for resume(); the next connection goes on with the
-    next number. Messages never acknowledged are abandoned."""
+    next number. Messages never acknowledged are abandoned.
 
-    def __init__(self, broker: Broker, name: str, qos: int, prefix: str, window: int, rate: float):
+    topic_of(seq) picks another topic per message, padding fills each
+    payload to that many bytes, retain sets the retain flag, and
+    clear_every n publishes every n-th message as an empty retained one
+    (which clears its topic's retained message)."""
+
+    def __init__(self, broker: Broker, name: str, qos: int, prefix: str, window: int, rate: float,
+                 topic_of=None, padding: int = 0, retain: bool = False, clear_every: int = 0):
         self.broker = broker
         self.name = name
         self.qos = qos
@@ -51,6 +60,10 @@ class Publisher:
         self.window = window
         self.rate = rate
         self.topic = f"{prefix}/{name}"
+        self.topic_of = topic_of or (lambda seq: self.topic)
+        self.padding = padding
+        self.retain = retain
+        self.clear_every = clear_every
         self.sent: dict[int, Sent] = {}
         self.next_seq = 1
         self.cond = threading.Condition()
@@ -156,7 +169,12 @@ class Publisher:
                     seq = self.next_seq
                     self.next_seq += 1
                     self.sent[seq] = Sent(rnd)
-                    info = c.publish(self.topic, payload(self.name, seq), qos=self.qos)
+                    body = payload(self.name, seq)
+                    if self.clear_every and seq % self.clear_every == 0:
+                        body = b""
+                    elif len(body) < self.padding:
+                        body += b"." * (self.padding - len(body))
+                    info = c.publish(self.topic_of(seq), body, qos=self.qos, retain=self.retain)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         state["lost"] = True  # the connection is going: the message never left
                         break
@@ -183,6 +201,79 @@ class Publisher:
                         self.sent[seq].ack = t
                     else:
                         self.sent[seq].refused = True
+
+
+class SessionPublisher(Publisher):
+    """A QoS 2 Publisher with a persistent session (MQTT 5, session expiry one
+    hour, over rawmqtt) that resumes its exchanges after a reconnection as a
+    client resuming a session must: PUBREL again for those that got PUBREC,
+    the PUBLISH again (DUP) for those that did not. A message counts as
+    acknowledged at its PUBCOMP. The broker routes such a message at PUBREL,
+    from the incoming entry it keeps for the session."""
+
+    def __init__(self, broker: Broker, name: str, prefix: str, window: int, rate: float):
+        super().__init__(broker, name, 2, prefix, window, rate)
+        self.inflight: dict[int, list] = {}   # mid -> [seq, "pub" | "rel"]
+        self.next_mid = 0
+        self.session_lost = 0                 # reconnections that found no session
+
+    def _free_mid(self) -> int:
+        while True:
+            self.next_mid = self.next_mid % 65535 + 1
+            if self.next_mid not in self.inflight:
+                return self.next_mid
+
+    def _publish(self, raw, mid: int, seq: int, dup: bool) -> None:
+        body = payload(self.name, seq)
+        body = mqtt_str(self.topic) + struct.pack("!H", mid) + b"\x00" + body + b"." * (self.padding - len(body))
+        raw.send(0x30 | (0x08 if dup else 0) | 0x04, body)
+
+    def _connection(self, rnd: int) -> None:
+        try:
+            raw = RawClient(self.broker.port, f"{self.prefix}-pub-{self.name}", version=5)
+        except (OSError, ConnectionError, AssertionError):
+            return
+        try:
+            if not raw.session_present and self.inflight:
+                self.session_lost += 1
+                self.inflight.clear()
+            for mid, (seq, stage) in sorted(self.inflight.items()):
+                if stage == "pub":
+                    self._publish(raw, mid, seq, True)
+                else:
+                    raw.ack(PUBREL, mid)
+            next_at = time.monotonic()
+            while self.command in ("run", "finish"):
+                now = time.monotonic()
+                if self.command == "finish" and not self.inflight:
+                    raw.send(0xE0, b"\x00")
+                    return
+                if self.command == "run" and now >= next_at and len(self.inflight) < self.window:
+                    next_at = max(next_at + 1 / self.rate, now - self.window / self.rate)
+                    seq = self.next_seq
+                    self.next_seq += 1
+                    self.sent[seq] = Sent(rnd)
+                    mid = self._free_mid()
+                    self.inflight[mid] = [seq, "pub"]
+                    self._publish(raw, mid, seq, False)
+                    continue
+                readable, _, _ = select.select([raw.sock], [], [], 0.005)
+                if not readable:
+                    continue
+                kind, _, data = raw.read()
+                mid = struct.unpack("!H", data[:2])[0]
+                if kind == PUBREC and mid in self.inflight:
+                    if len(data) > 2 and data[2] >= 0x80:
+                        self.sent[self.inflight.pop(mid)[0]].refused = True
+                        continue
+                    self.inflight[mid][1] = "rel"
+                    raw.ack(PUBREL, mid)
+                elif kind == PUBCOMP and mid in self.inflight:
+                    self.sent[self.inflight.pop(mid)[0]].ack = time.monotonic()
+        except (OSError, ConnectionError, struct.error, IndexError):
+            return
+        finally:
+            raw.close()
 
 
 class SubscriberClient(Client):
