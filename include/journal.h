@@ -59,6 +59,9 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 /* Seals and writes one record; with sync, returns once it is on disk. */
 int journal_append(struct journal *j, const uint8_t *pt, size_t len, bool sync, uint64_t *lsn);
 
+/* Flushes every record written to the mapping to the disk (fdatasync). */
+int journal_sync(struct journal *j);
+
 /* The lsn of the last record appended (0: none yet). */
 uint64_t journal_last_lsn(const struct journal *j);
 

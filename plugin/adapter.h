@@ -189,6 +189,7 @@ struct plugin {
 	struct journal *journal;
 	struct buf jbuf;        /* scratch for journal records */
 	uint64_t marked_lsn;    /* the last journal lsn handed to the store as a mark */
+	bool journal_unsynced;  /* publish mode: records written to the mapping, synced at the tick */
 	time_t journal_log_time;
 	struct timespec last_sync;  /* plugin_opt_sync periodic */
 	struct timespec last_commit;  /* plugin_opt_sync publish */
@@ -260,6 +261,8 @@ int on_message_in(int event, void *event_data, void *userdata);
  * disconnected unacknowledged and resends after reconnecting. */
 int publish_refusal(const struct mosquitto_evt_message *ed);
 void journal_mark(struct plugin *pl);
+/* Every tick: publish mode's records that wait for no answer go to the disk. */
+void journal_tick(struct plugin *pl);
 /* Commits what is buffered together with the journal mark that covers it:
  * committed without the mark, effects of journal records would be applied
  * again when a restart replays them. */

@@ -56,9 +56,29 @@ int commit_marked(struct plugin *pl)
 	return store_commit(pl->store);
 }
 
+/* In plugin_opt_sync publish, the records no acknowledgement waits for
+ * (those of a change the broker made after its answer, or with none) are
+ * written to the mapping and synced together at the tick, or before the
+ * next record that must be on the disk at once: a record is never on the
+ * disk before one written ahead of it. */
+static void journal_flush(struct plugin *pl)
+{
+	if(pl->journal_unsynced){
+		pl->journal_unsynced = false;
+		if(journal_sync(pl->journal) != JOURNAL_OK){
+			log_limited(pl, "the records of the last loop iteration", JOURNAL_ERR_IO);
+		}
+	}
+}
+
+void journal_tick(struct plugin *pl)
+{
+	journal_flush(pl);
+}
+
 /* Returns the record's lsn, 0 when it could not be journaled. In
  * plugin_opt_sync publish a record that backs an acknowledgement is on the
- * disk when this returns (sync). */
+ * disk when this returns (sync); the others at the next tick. */
 static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, const char *what, bool sync)
 {
 	uint64_t lsn = 0;
@@ -71,7 +91,11 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 		log_limited(pl, what, JOURNAL_ERR_NOMEM);
 		return 0;
 	}
-	sync = sync && pl->cfg.sync == SYNC_PUBLISH;
+	bool batched = pl->cfg.sync == SYNC_PUBLISH && !sync;
+	/* Behind records not on the disk yet, one sync covers them all. */
+	bool flush = pl->cfg.sync == SYNC_PUBLISH && sync && pl->journal_unsynced;
+
+	sync = sync && pl->cfg.sync == SYNC_PUBLISH && !flush;
 	rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, sync, &lsn);
 	if(rc == JOURNAL_FULL){
 		/* The writer fell a whole journal behind: wait for it (in the
@@ -85,6 +109,10 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 	if(rc){
 		log_limited(pl, what, rc);
 		return 0;
+	}
+	pl->journal_unsynced |= batched;
+	if(flush){
+		journal_flush(pl);
 	}
 	return lsn;
 }
@@ -419,9 +447,9 @@ int on_publish_out(int event, void *event_data, void *userdata)
 
 /* PUBCOMP: the exchange is over. Without this record an exchange completed
  * just before a crash would come back as "PUBREL sent", and past the first
- * in-flight window the broker sends such messages as new PUBLISHes. Not
- * synced in publish mode: it backs no acknowledgement, and a power loss
- * that drops it leaves an exchange that resumes at PUBREL. */
+ * in-flight window the broker sends such messages as new PUBLISHes. In
+ * publish mode it is synced at the tick: it backs no acknowledgement, and a
+ * power loss that drops it leaves an exchange that resumes at PUBREL. */
 void journal_completed(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
 {
 	struct rec_journal r = {.kind = JREC_COMPLETED, .clientid = clientid, .store_id = store_id};
@@ -451,14 +479,17 @@ void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_
  * come at the next tick: journaled, these changes survive a crash in
  * between. A restart applies them to the store in lsn order before it
  * reads it (restore.c); each is a whole record (or a deletion), so applying
- * them again over a state that already holds some is harmless. */
+ * them again over a state that already holds some is harmless. In publish
+ * mode the records of a subscription or of a session's end (a clean start,
+ * before its CONNACK) are on the disk before the answer; the others follow
+ * no answer (CONNACK left before them) and are synced at the tick. */
 
 void journal_session(struct plugin *pl, const struct rec_session *s)
 {
 	struct rec_journal r = {.kind = JREC_SESSION, .session = *s};
 
 	if(pl->journal){
-		journal_write(pl, &r, "a session", true);
+		journal_write(pl, &r, "a session", false);
 	}
 }
 
@@ -485,7 +516,7 @@ void journal_will(struct plugin *pl, const struct rec_will *w)
 	struct rec_journal r = {.kind = JREC_WILL, .will = *w};
 
 	if(pl->journal){
-		journal_write(pl, &r, "a will", true);
+		journal_write(pl, &r, "a will", false);
 	}
 }
 
@@ -494,7 +525,7 @@ void journal_will_gone(struct plugin *pl, const char *clientid)
 	struct rec_journal r = {.kind = JREC_WILL_GONE, .clientid = clientid};
 
 	if(pl->journal){
-		journal_write(pl, &r, "a will's end", true);
+		journal_write(pl, &r, "a will's end", false);
 	}
 }
 
@@ -505,7 +536,7 @@ void journal_online(struct plugin *pl, const char *clientid, bool online)
 	struct rec_journal r = {.kind = JREC_ONLINE, .clientid = clientid, .seq = online};
 
 	if(pl->journal){
-		journal_write(pl, &r, "a connection", true);
+		journal_write(pl, &r, "a connection", false);
 	}
 }
 

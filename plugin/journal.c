@@ -448,6 +448,11 @@ int journal_append(struct journal *j, const uint8_t *pt, size_t len, bool sync, 
 	return JOURNAL_OK;
 }
 
+int journal_sync(struct journal *j)
+{
+	return fdatasync(j->fd) == 0 ? JOURNAL_OK : JOURNAL_ERR_IO;
+}
+
 uint64_t journal_last_lsn(const struct journal *j)
 {
 	return j->last_lsn;

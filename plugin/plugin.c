@@ -85,6 +85,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	/* Disk mode: the limits act on sessions released first. */
 	backlog_tick(pl);
 	retention_tick(pl);
+	journal_tick(pl);
 	journal_mark(pl);
 	journal_q2_tick(pl);
 	struct timespec now;
