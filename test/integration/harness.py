@@ -374,6 +374,33 @@ class Broker:
                 self._log_file = None
 
 
+def tracee_pid(tracer: int) -> int | None:
+    """The process strace started (its child)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == tracer:
+            return int(d.name)
+    return None
+
+
+def stop_traced(broker: "Broker") -> int:
+    """Clean stop of a broker running under strace: SIGTERM goes to the
+    broker itself, and strace exits with the broker's status."""
+    if not broker.running:
+        return broker.proc.returncode
+    pid = tracee_pid(broker.proc.pid)
+    if pid is None:
+        broker.proc.send_signal(signal.SIGTERM)
+    else:
+        os.kill(pid, signal.SIGTERM)
+    return broker.proc.wait(STOP_TIMEOUT)
+
+
 def describe_status(rc: int) -> str:
     if rc < 0:
         try:

@@ -41,8 +41,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from harness import (
-    HOST, STOP_TIMEOUT, V311, V5, Broker, Client, assert_sequence, describe_status,
-    numbered_payload, sanitizer_env, seqs_of,
+    HOST, V311, V5, Broker, Client, assert_sequence, describe_status,
+    numbered_payload, sanitizer_env, seqs_of, stop_traced,
 )
 from kill_load import Publisher, parse_payload
 
@@ -312,33 +312,6 @@ def acks_in_trace(calls: list[Call]) -> list[Ack]:
                  or (x.name == "pwrite64" and x.fd in dsync_fds and (x.result or 0) > 0)]
         acks.append(Ack(mid, thread[read_at], syncs, c))
     return acks
-
-
-def tracee_pid(tracer: int) -> int | None:
-    """The process strace started (its child)."""
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == tracer:
-            return int(d.name)
-    return None
-
-
-def stop_traced(broker: Broker) -> int:
-    """Clean stop of a broker running under strace: SIGTERM goes to the
-    broker itself, and strace exits with the broker's status."""
-    if not broker.running:
-        return broker.proc.returncode
-    pid = tracee_pid(broker.proc.pid)
-    if pid is None:
-        broker.proc.send_signal(signal.SIGTERM)
-    else:
-        os.kill(pid, signal.SIGTERM)
-    return broker.proc.wait(STOP_TIMEOUT)
 
 
 def traced_acks(broker: Broker, mode: str, version: int) -> tuple[list[Ack], str]:
