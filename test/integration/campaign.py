@@ -27,7 +27,7 @@ Workloads:
   large     64 to 160 KiB payloads (LMDB overflow pages), QoS 1 and QoS 2
   admin     offline sessions of several users, with deleteAccount and
             purgeQueue through the control API while a publisher feeds them
-  growth    a 1 MiB map that must grow under fan-out load
+  growth    16 KB fan-out from a 1 MiB map that grows under the load
 
 Run standalone for as long as wanted (scripts/crash-campaign passes these):
     python3 campaign.py [--kills N] [--seed S] [--workloads a,b] [--modes m,n]
@@ -394,14 +394,23 @@ class Large(Fanout):
 
 
 class Growth(Fanout):
+    """Fan-out of 16 KB messages from a 1 MiB map, two subscribers offline
+    until the end: their queues make the map grow while the load runs."""
     name = "growth"
 
     def __init__(self, broker, rng):
-        super().__init__(broker, rng, padding=4000, rate=300.0)
+        super().__init__(broker, rng, padding=16000, rate=300.0)
+        self.coming = [s for i, s in enumerate(self.subs) if i % 2]
 
     def configure(self) -> None:
         super().configure()
         self.b.plugin_opts["map_size"] = "1M"
+
+    def during_round(self, rnd: int, until: float) -> None:
+        while time.monotonic() < until:
+            s = self.rng.choice(self.coming)
+            s.leave() if s.online else s.connect()
+            time.sleep(min(max(0.0, until - time.monotonic()), self.rng.uniform(0.05, 0.3)))
 
 
 class Inbox(Workload):
@@ -506,7 +515,20 @@ class Admin(Workload):
             if not live:
                 return
             s = self.rng.choice(live)
-            if self.rng.random() < 0.3:
+            roll = self.rng.random()
+            gone = [t for t in self.subs if t.deleted]
+            if roll < 0.15 and gone:
+                # A deleted account comes back: new sessions, subscribed again.
+                user = self.user_of[self.rng.choice(gone).name]
+                for t in self.subs:
+                    if self.user_of[t.name] == user:
+                        t.connect(subscribe=True)
+                        t.leave()
+                        t.deleted = False
+                        t.required_after = time.monotonic()
+                self.uncertain.discard(user)
+                self.counts["accounts_recreated"] = self.counts.get("accounts_recreated", 0) + 1
+            elif roll < 0.3:
                 user = self.user_of[s.name]
                 if self._command({"command": "deleteAccount", "username": user}):
                     for t in self.subs:
@@ -514,7 +536,11 @@ class Admin(Workload):
                             t.deleted = True
                     self.counts["accounts_deleted"] = self.counts.get("accounts_deleted", 0) + 1
                 else:
+                    # Cut by the kill: it may have run. Nothing before now is required.
                     self.uncertain.add(user)
+                    for t in self.subs:
+                        if self.user_of[t.name] == user:
+                            t.required_after = time.monotonic()
             else:
                 answered = self._command({"command": "purgeQueue", "clientid": s.name})
                 # Unanswered, it may have run: nothing before now is required.
@@ -618,13 +644,14 @@ def run(broker: Broker, workload: str, mode: str, kills: int, seed: int, big: bo
                     applied=sum(int(n) for n in re.findall(r"(\d+) journaled changes applied", log)),
                     resumed_at_pubrel=sum(int(n) for n in re.findall(r"(\d+) QoS 2 exchanges resumed at PUBREL", log)),
                     partial_routings_deduplicated=log.count("was held already by"),
+                    map_grows=log.count("persist-lmdb: map of"),
                     seconds=round(time.monotonic() - t0, 1))
     return {"workload": workload, "mode": mode, "seed": seed, "counts": w.counts, "findings": w.findings}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kills", type=int, default=15, help="kills per workload and mode (default 15: 270 in all)")
+    ap.add_argument("--kills", type=int, default=15, help="kills per workload and mode (default 15: 315 in all)")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--modes", default=",".join(MODES))
