@@ -510,6 +510,22 @@ class Client:
         # Acknowledged before it is recorded: a test that saw a message and
         # then disconnects has its PUBACK on the wire ahead of the DISCONNECT.
         self.mqtt.manual_ack_set(True)
+        # With manual acks paho leaves a PUBREL for a packet id it no longer
+        # knows unanswered (the PUBCOMP it sent before a broker's crash was
+        # never read, and the restarted broker sends PUBREL again): the
+        # exchange would hold a place of the in-flight window for ever.
+        # MQTT answers it with PUBCOMP.
+        handle_pubrel = self.mqtt._handle_pubrel
+
+        def answered_pubrel():
+            mid = int.from_bytes(self.mqtt._in_packet["packet"][:2], "big")
+            with self.mqtt._in_message_mutex:
+                known = mid in self.mqtt._in_messages
+            rc = handle_pubrel()
+            if not known and rc == mqtt.MQTT_ERR_SUCCESS:
+                rc = self.mqtt._send_pubcomp(mid)
+            return rc
+        self.mqtt._handle_pubrel = answered_pubrel
         if username is not None:
             self.mqtt.username_pw_set(username, password)
         if will:

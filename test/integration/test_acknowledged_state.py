@@ -51,7 +51,12 @@ def test_unsubscription_acknowledged_just_before_kill(broker, mode):
     broker.settle()
     c = Client(broker, "unsub", version=V5, persistent=True, session_expiry=3600)
     acked = []
-    c.mqtt.on_unsubscribe = lambda *a: acked.append(1)
+
+    def on_unsubscribe(*_):
+        with c.cond:
+            acked.append(1)
+            c.cond.notify_all()
+    c.mqtt.on_unsubscribe = on_unsubscribe
     c.mqtt.unsubscribe("gone/#")
     c._wait(lambda: acked, 10, "UNSUBACK")
     broker.kill()
