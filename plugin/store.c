@@ -2814,6 +2814,7 @@ struct guarded {
 	int (*fn)(struct store *st, struct guarded *g, char *err, size_t errlen);
 	void *arg;
 	MDB_txn *read_txn; /* open while fn reads; released after a fault */
+	MDB_cursor *cursor; /* open in read_txn while fn walks; closed after a fault */
 };
 
 /* Runs g->fn, or returns STORE_ERR_CORRUPT with a message when LMDB faulted
@@ -2848,6 +2849,10 @@ static int run_guarded(struct store *st, struct guarded *g, char *err, size_t er
 		sigaction(fault_signals[i], &old[i], NULL);
 	}
 	if(sig){
+		if(g->cursor){
+			mdb_cursor_close(g->cursor);
+			g->cursor = NULL;
+		}
 		if(g->read_txn){
 			mdb_txn_abort(g->read_txn);
 			g->read_txn = NULL;
@@ -2945,6 +2950,7 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 		if(rc){
 			break;
 		}
+		g->cursor = cur;
 		if(st->lazy && !st->short_file && (i == DB_QUEUE || i == DB_MSGS)){
 			/* Read when needed, and checked then: walking them here would
 			 * make the start grow with the backlog. A short file has every
@@ -2966,6 +2972,7 @@ static int walk_structure(struct store *st, struct guarded *g, char *err, size_t
 			}
 		}
 		mdb_cursor_close(cur);
+		g->cursor = NULL;
 		if(rc == MDB_NOTFOUND){
 			rc = 0;
 		}
