@@ -198,6 +198,8 @@ struct plugin {
 	uint64_t q2_routed_lsn;  /* the journal record of the last QoS 2 routing */
 	uint64_t q2_routing_store_id;  /* its body */
 	uint64_t tail_store_id;  /* a routing committed in its middle: its further copies are journaled */
+	const char *in_topic;    /* the buffers of the last message MESSAGE_IN saw (journal_originated) */
+	const void *in_payload;
 	struct replay *replay;   /* a QoS 2 routing done again at restore, until the first tick (restore.c) */
 	struct incoming_q2 *incoming;  /* by store id */
 	size_t n_incoming, cap_incoming;
@@ -268,6 +270,7 @@ void journal_tick(struct plugin *pl);
  * again when a restart replays them. */
 int commit_marked(struct plugin *pl);
 void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
+void journal_originated(struct plugin *pl, const struct mosquitto_base_msg *d);
 void journal_q2_routed(struct plugin *pl, uint64_t store_id);
 void journal_q2_incoming(struct plugin *pl, const struct mosquitto_client_msg *cm);
 /* MOSQ_EVT_MESSAGE_OUT: a QoS 2 PUBLISH leaves only with its routing committed. */

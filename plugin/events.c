@@ -68,6 +68,7 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 		return store_result(STORE_ERR_NOMEM, "a message's properties");
 	}
 	journal_q2_stash(pl, d);
+	journal_originated(pl, d);
 	replay_body_added(pl, d);
 	retention_body(pl, d->store_id, d->payloadlen, m.expiry_time);
 	backlog_body_held(pl, d->store_id);

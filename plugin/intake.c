@@ -163,6 +163,10 @@ int on_message_in(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
+	/* The broker stores this very message (the same buffers) when it
+	 * routes it: journal_originated tells it from the broker's own. */
+	pl->in_topic = ed->topic;
+	pl->in_payload = ed->payload;
 	if(ed->qos > 0 && store_disk_full(pl->store)){
 		return refuse_disk_full(pl, ed);
 	}
@@ -207,6 +211,23 @@ static void stash_view(const struct mosquitto_base_msg *d, struct rec_base_msg *
 		.source_port = d->source_port,
 		.expiry_time = d->expiry_time,
 	};
+}
+
+/* A QoS 1 or retained message the broker publishes itself (a client's
+ * will, above all) comes through no MESSAGE_IN: its body is journaled when
+ * the broker stores it, as a routing, so that what a will changed survives
+ * a crash before the commit (its copies, a retained message it set). QoS 2
+ * bodies are journaled by their first stored copy (journal_q2_routed). */
+void journal_originated(struct plugin *pl, const struct mosquitto_base_msg *d)
+{
+	struct rec_base_msg m;
+
+	if(!pl->journal || d->qos == 2 || (d->qos == 0 && !d->retain)
+			|| (pl->in_topic && (d->topic == pl->in_topic || d->payload == pl->in_payload))){
+		return;
+	}
+	stash_view(d, &m);
+	journal_publish(pl, &m, d->properties, "a message the broker published");
 }
 
 /* ---- QoS 2 routings ----
@@ -359,6 +380,8 @@ void journal_q2_entry(struct plugin *pl, const struct mosquitto_client_msg *cm)
 void journal_q2_tick(struct plugin *pl)
 {
 	pl->tail_store_id = 0;
+	pl->in_topic = NULL;
+	pl->in_payload = NULL;
 }
 
 /* A QoS 2 PUBLISH the broker stores as its publisher's incoming message

@@ -181,3 +181,27 @@ def test_will_across_kill(broker, mode, session_expiry, qos, retain, delay, end)
         assert retained == [WILL], f"retained will missing: {msgs}"
     elif not due:
         assert retained == [], f"a will not due was retained: {msgs}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_will_published_just_before_kill_is_kept(broker, mode):
+    """The broker publishes a will itself (no MESSAGE_IN): its retained copy
+    and the copy queued for an offline session survive a kill right after."""
+    broker.plugin_opts["sync"] = mode
+    broker.start()
+    with Client(broker, "will-off", version=V5, persistent=True, session_expiry=3600) as off:
+        off.subscribe(WILL_TOPIC, 1)
+    on = Client(broker, "will-on", version=V5)
+    on.subscribe(WILL_TOPIC, 1)
+    pub = Client(broker, "will-pub", version=V5,
+                 will={"topic": WILL_TOPIC, "payload": WILL, "qos": 1, "retain": True})
+    pub.drop()  # no DISCONNECT: the will is due
+    on.wait_for(1)
+    broker.kill()
+    on.drop()
+    broker.start()
+    with Client(broker, "will-off", version=V5, persistent=True, session_expiry=3600) as off:
+        assert [m.payload for m in off.collect(1, quiet=0.5)] == [WILL], "the offline session's copy"
+    with Client(broker, "retained-check", version=V5) as c:
+        c.subscribe(WILL_TOPIC, 1)
+        assert [(m.payload, m.retain) for m in c.collect(1, quiet=0.3)] == [(WILL, True)], "the retained will"
