@@ -79,7 +79,7 @@ class Sub:
         self.sources = sources      # publisher names whose messages it must get
         self.rx = Receiver(broker.port, name)
         self.online = False
-        self.required_after: float = 0.0  # admin: only messages acknowledged after this count
+        self.required_after: float = 0.0  # only messages published after this are required
         self.deleted = False
         self.times_of_deletion: list[float] = []
 
@@ -178,8 +178,10 @@ class Workload:
                 got.setdefault(pub, set()).add(seq)
             for name in s.sources:
                 p = by[name]
+                # Published after the change (a subscription, a purge): the
+                # broker read it after the change, whenever its ack was seen.
                 need = {seq for seq, m in p.sent.items()
-                        if m.ack is not None and m.ack > s.required_after and self.wanted(s, p, seq)}
+                        if m.ack is not None and m.at > s.required_after and self.wanted(s, p, seq)}
                 yield s, p, sorted(need - got.get(name, set()))
 
     def wanted(self, s: Sub, p: Publisher, seq: int) -> bool:

@@ -10,7 +10,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
@@ -37,6 +37,7 @@ class Sent:
     round: int                      # the round (connection) it was published in
     ack: float | None = None        # time.monotonic() of its PUBACK / PUBCOMP
     refused: bool = False           # acknowledged with a failure reason code
+    at: float = field(default_factory=time.monotonic)  # when it was handed to the socket
 
 
 class Publisher:
