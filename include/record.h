@@ -109,11 +109,13 @@ enum jrec_kind {
 	                         (clientid, seq, entry): applied to the store */
 	JREC_ROUTED = 14,     /* a QoS 2 PUBLISH routed at PUBREL of a publisher without a
 	                         session (msg, store_id): routed again */
+	JREC_WILL_SENT = 15,  /* a client's will the broker published (msg, its source the
+	                         client): routed again, and the client's will is gone */
 };
 
 struct rec_journal {
 	uint8_t kind;
-	struct rec_base_msg msg;  /* JREC_PUBLISH, JREC_INCOMING */
+	struct rec_base_msg msg;  /* JREC_PUBLISH, JREC_WILL_SENT, JREC_INCOMING, JREC_ROUTED */
 	const char *clientid;     /* the others: whose session or queue entry */
 	uint64_t seq;             /* a queue entry's sequence number */
 	uint64_t store_id;        /* the body: JREC_INCOMING, JREC_ROUTED; JREC_RELEASED_IN and

@@ -186,6 +186,8 @@ struct plugin {
 	struct pending_will *pending_wills;
 	size_t n_pending_wills;
 	size_t cap_pending_wills;
+	char *leaving;        /* the client whose going offline the broker is handling: what it
+	                         publishes for it, until that client's will ends, is its will */
 	struct journal *journal;
 	struct buf jbuf;        /* scratch for journal records */
 	uint64_t marked_lsn;    /* the last journal lsn handed to the store as a mark */
@@ -252,6 +254,9 @@ int on_disconnect(int event, void *event_data, void *userdata);
 
 /* Deletes the records of delayed wills the broker has published by now. */
 void pending_wills_expire(struct plugin *pl, time_t now);
+/* Whether a message the broker publishes with this source is the client's
+ * will: it is leaving, or its will's delay is over. */
+bool will_publishing(const struct plugin *pl, const char *clientid);
 void pending_wills_free(struct plugin *pl);
 /* The session is gone: its will delay no longer matters. */
 void pending_will_forget(struct plugin *pl, const char *clientid);

@@ -169,8 +169,16 @@ static void pending_will_track(struct plugin *pl, const char *clientid, time_t d
 	}
 }
 
+static void leaving_end(struct plugin *pl)
+{
+	free(pl->leaving);
+	pl->leaving = NULL;
+}
+
 void pending_wills_expire(struct plugin *pl, time_t now)
 {
+	/* The broker handled the departure in one go, before this tick. */
+	leaving_end(pl);
 	for(size_t i = 0; i < pl->n_pending_wills;){
 		struct pending_will *p = &pl->pending_wills[i];
 		if(now >= p->deadline && ++p->ticks_due >= WILL_DUE_TICKS){
@@ -183,8 +191,27 @@ void pending_wills_expire(struct plugin *pl, time_t now)
 	}
 }
 
+bool will_publishing(const struct plugin *pl, const char *clientid)
+{
+	time_t now = time(NULL);
+
+	if(!clientid){
+		return false;
+	}
+	if(pl->leaving && !strcmp(pl->leaving, clientid)){
+		return true;
+	}
+	for(size_t i = 0; i < pl->n_pending_wills; i++){
+		if(pl->pending_wills[i].deadline <= now && !strcmp(pl->pending_wills[i].clientid, clientid)){
+			return true;
+		}
+	}
+	return false;
+}
+
 void pending_wills_free(struct plugin *pl)
 {
+	leaving_end(pl);
 	for(size_t i = 0; i < pl->n_pending_wills; i++){
 		free(pl->pending_wills[i].clientid);
 	}
@@ -380,6 +407,9 @@ int on_will_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	pending_will_forget(pl, ed->data.clientid);
+	if(pl->leaving && ed->data.clientid && !strcmp(pl->leaving, ed->data.clientid)){
+		leaving_end(pl);
+	}
 	journal_will_gone(pl, ed->data.clientid);
 	return store_result(will_delete(pl->store, ed->data.clientid), "a will deletion");
 }
@@ -415,6 +445,10 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	if(!clientid){
 		return MOSQ_ERR_SUCCESS;
 	}
+	/* The broker publishes its will next, if it has one due now (without
+	 * memory for the name, the will's record is an ordinary routing). */
+	free(pl->leaving);
+	pl->leaving = strdup(clientid);
 	dedup_client_gone(pl, clientid, false);
 	seq_connection_ended(pl, clientid);
 	retention_online(pl, clientid, false);

@@ -142,10 +142,10 @@ static int refuse_disk_full(struct plugin *pl, const struct mosquitto_evt_messag
 /* Journals a message to be routed again after a crash (m without its
  * properties, which are encoded here); returns the lsn, 0 when it could
  * not be journaled. */
-static uint64_t journal_publish(struct plugin *pl, const struct rec_base_msg *m,
+static uint64_t journal_publish(struct plugin *pl, uint8_t kind, const struct rec_base_msg *m,
 		const mosquitto_property *props, const char *what)
 {
-	struct rec_journal r = {.kind = JREC_PUBLISH, .msg = *m};
+	struct rec_journal r = {.kind = kind, .msg = *m};
 
 	if(!r.msg.payload.len){
 		r.msg.payload.data = (const uint8_t *)"";
@@ -185,7 +185,7 @@ int on_message_in(int event, void *event_data, void *userdata)
 		.source_id = mosquitto_client_id(ed->client),
 		.source_username = mosquitto_client_username(ed->client),
 	};
-	journal_publish(pl, &m, ed->properties, "an accepted message");
+	journal_publish(pl, JREC_PUBLISH, &m, ed->properties, "an accepted message");
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -216,8 +216,10 @@ static void stash_view(const struct mosquitto_base_msg *d, struct rec_base_msg *
 /* A QoS 1 or retained message the broker publishes itself (a client's
  * will, above all) comes through no MESSAGE_IN: its body is journaled when
  * the broker stores it, as a routing, so that what a will changed survives
- * a crash before the commit (its copies, a retained message it set). QoS 2
- * bodies are journaled by their first stored copy (journal_q2_routed). */
+ * a crash before the commit (its copies, a retained message it set). A
+ * will's record also ends the will (the broker says so only after routing
+ * it): a crash in between must not publish it again. QoS 2 bodies are
+ * journaled by their first stored copy (journal_q2_routed). */
 void journal_originated(struct plugin *pl, const struct mosquitto_base_msg *d)
 {
 	struct rec_base_msg m;
@@ -227,7 +229,8 @@ void journal_originated(struct plugin *pl, const struct mosquitto_base_msg *d)
 		return;
 	}
 	stash_view(d, &m);
-	journal_publish(pl, &m, d->properties, "a message the broker published");
+	journal_publish(pl, will_publishing(pl, d->source_id) ? JREC_WILL_SENT : JREC_PUBLISH, &m, d->properties,
+			"a message the broker published");
 }
 
 /* ---- QoS 2 routings ----

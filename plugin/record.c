@@ -423,6 +423,7 @@ void record_encode_journal(struct buf *b, const struct rec_journal *j)
 	buf_put_u8(b, j->kind);
 	switch(j->kind){
 		case JREC_PUBLISH:
+		case JREC_WILL_SENT:
 			record_encode_base_msg(b, &j->msg);
 			break;
 		case JREC_SESSION:
@@ -476,6 +477,12 @@ int record_decode_journal(const uint8_t *p, size_t n, struct rec_journal *j)
 	switch(j->kind){
 		case JREC_PUBLISH:
 			return record_decode_base_msg(r.p, r.left, &j->msg) || !j->msg.topic ? -1 : 0;
+		case JREC_WILL_SENT:
+			if(record_decode_base_msg(r.p, r.left, &j->msg) || !j->msg.topic || !j->msg.source_id){
+				return -1;
+			}
+			j->clientid = j->msg.source_id;
+			return 0;
 		case JREC_SESSION:
 			if(record_decode_session(r.p, r.left, &j->session)){
 				return -1;

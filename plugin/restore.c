@@ -760,6 +760,7 @@ static int journal_apply(struct restore *r)
 			case JREC_SUB_GONE: rc = sub_delete(st, j->sub.clientid, j->sub.topic_filter); break;
 			case JREC_WILL: rc = will_put(st, &j->will); break;
 			case JREC_WILL_GONE: rc = will_delete(st, j->clientid); break;
+			case JREC_WILL_SENT: rc = will_delete(st, j->clientid); break; /* routed below */
 			case JREC_ONLINE: rc = session_set_online(st, j->clientid, j->seq != 0); break;
 			case JREC_COMPLETED:
 				replay_note_completed(r->pl, j->clientid, j->store_id);
@@ -842,7 +843,7 @@ static void journal_route(struct restore *r)
 		struct jrec *e = &r->j[i];
 		int rc = MOSQ_ERR_SUCCESS;
 
-		if(e->r.kind == JREC_PUBLISH || e->r.kind == JREC_ROUTED){
+		if(e->r.kind == JREC_PUBLISH || e->r.kind == JREC_WILL_SENT || e->r.kind == JREC_ROUTED){
 			if(e->r.kind == JREC_ROUTED && replay_partial(r->pl, e->lsn)){
 				replay_body(r->pl, &e->r.msg);
 			}

@@ -205,3 +205,43 @@ def test_will_published_just_before_kill_is_kept(broker, mode):
     with Client(broker, "retained-check", version=V5) as c:
         c.subscribe(WILL_TOPIC, 1)
         assert [(m.payload, m.retain) for m in c.collect(1, quiet=0.3)] == [(WILL, True)], "the retained will"
+
+
+@pytest.mark.parametrize("delay", [0, 1], ids=["at-departure", "delayed"])
+def test_will_crash_between_routing_and_end(broker, workdir, delay):
+    """A crash in the middle: the will routed (its journal record written,
+    its PUBLISH sent to a connected subscriber), but the broker has not yet
+    said the will ended. The restart routes it again and the will is gone:
+    every session gets it once, the retained copy is there once, and no
+    later restart publishes it again. The crash is exact: the fault shim
+    kills the broker right after it sends that PUBLISH."""
+    shim = broker.plugin.parent / "io_fault.so"
+    assert shim.is_file(), f"{shim} not built"
+    control = workdir / "fault"
+    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    broker.start()
+    with Client(broker, "will-off", version=V5, persistent=True, session_expiry=3600) as off:
+        off.subscribe(WILL_TOPIC, 1)
+    on = Client(broker, "will-on", version=V5)
+    on.subscribe(WILL_TOPIC, 1)
+    will = {"topic": WILL_TOPIC, "payload": WILL, "qos": 1, "retain": True, "delay": delay}
+    pub = Client(broker, "will-pub", version=V5, persistent=delay > 0, session_expiry=60 if delay else 0,
+                 will=will)
+    broker.settle()
+    control.write_text("kill-after-publish-sent")
+    pub.drop()  # no DISCONNECT: the will is due (after its delay)
+    rc = broker.proc.wait(10 + delay)
+    assert rc == -9, f"the broker was to kill itself after sending the will (status {rc})"
+    control.unlink()
+    on.drop()
+
+    broker.start()
+    assert "1 messages routed again from the journal" in broker.log(), broker.log()[-2000:]
+    with Client(broker, "will-off", version=V5, persistent=True, session_expiry=3600) as off:
+        assert [m.payload for m in off.collect(1, quiet=1.0 + delay)] == [WILL], "the offline session's copy"
+    with Client(broker, "retained-check", version=V5) as c:
+        c.subscribe(WILL_TOPIC, 1)
+        assert [(m.payload, m.retain) for m in c.collect(1, quiet=0.3)] == [(WILL, True)], "the retained will"
+    broker.restart("kill")
+    with Client(broker, "will-off", version=V5, persistent=True, session_expiry=3600) as off:
+        assert off.listen(1.0 + delay) == [], "the will was published again after a second restart"

@@ -1129,12 +1129,30 @@ static void test_journal_session_records_roundtrip(void **state)
 	assert_string_equal(out.msg.topic, "t/2");
 	assert_bytes_eq(out.msg.payload, (const uint8_t *)"yz", 2, true);
 	check_truncation_and_trailing(&b, dec_journal, b.len - RECORD_REFS0_LEN);
+
+	/* A will the broker published: its client is the message's source. */
+	in = (struct rec_journal){.kind = JREC_WILL_SENT,
+		.msg = {.topic = "status/phone", .payload = {(const uint8_t *)"gone", 4}, .qos = 1, .retain = true,
+			.source_id = "phone"}};
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), 0);
+	assert_int_equal(out.kind, JREC_WILL_SENT);
+	assert_string_equal(out.clientid, "phone");
+	assert_string_equal(out.msg.topic, "status/phone");
+	assert_true(out.msg.retain);
+	check_truncation_and_trailing(&b, dec_journal, b.len - RECORD_REFS0_LEN);
+	/* Without a source it names no will. */
+	in.msg.source_id = NULL;
+	buf_reset(&b);
+	record_encode_journal(&b, &in);
+	assert_int_equal(record_decode_journal(b.data, b.len, &out), -1);
 	buf_free(&b);
 }
 
 static void test_journal_unknown_kind(void **state)
 {
-	static const uint8_t kinds[] = {0, 15, 0x7f, 0x80, 0xff};
+	static const uint8_t kinds[] = {0, 16, 0x7f, 0x80, 0xff};
 	uint8_t p[] = {JREC_PUBREL_SENT, 0x02, 'c', 0x00, 0x05};
 	struct rec_journal out;
 	struct buf b = {0};
