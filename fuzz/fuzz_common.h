@@ -25,6 +25,46 @@ static const uint8_t fuzz_ad[] = "\x03" "fuzz-open-ad-0123";
 #define FUZZ_SEED_EPOCH 0x5eed0000u
 #define FUZZ_SEED_COUNT 16
 
+/* The epoch fuzz_open's tamper check seals under (known to every seal). */
+#define FUZZ_TAMPER_EPOCH 7u
+
+/* The salt of epoch e (seal.h): fixed, so that seeds stay reproducible. */
+static inline void fuzz_salt(uint32_t e, uint8_t salt[SEAL_SALT_LEN])
+{
+	for(int i = 0; i < SEAL_SALT_LEN; i++){
+		salt[i] = (uint8_t)(0xa5 ^ (e >> (8 * (i % 4))) ^ i);
+	}
+}
+
+/* A seal of the fuzz key sealing under epoch e (and opening the seeds and
+ * what seals under FUZZ_TAMPER_EPOCH). */
+static inline struct seal *fuzz_seal(uint32_t e)
+{
+	uint8_t salt[SEAL_SALT_LEN];
+	struct seal *s = seal_new(fuzz_key, FUZZ_KEY_ID);
+
+	if(s){
+		for(uint32_t i = 0; i < FUZZ_SEED_COUNT; i++){
+			fuzz_salt(FUZZ_SEED_EPOCH + i, salt);
+			if(seal_learn_epoch(s, FUZZ_SEED_EPOCH + i, salt) != SEAL_OK){
+				seal_free(s);
+				return NULL;
+			}
+		}
+		fuzz_salt(FUZZ_TAMPER_EPOCH, salt);
+		if(seal_learn_epoch(s, FUZZ_TAMPER_EPOCH, salt) != SEAL_OK){
+			seal_free(s);
+			return NULL;
+		}
+		fuzz_salt(e, salt);
+		if(seal_set_epoch(s, e, salt) != SEAL_OK){
+			seal_free(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
 /* Aborts with a message: what the targets use instead of assert(), so the
  * checks stay on in every build type. */
 #define FUZZ_CHECK(cond) do{ \

@@ -39,9 +39,8 @@ static void check_genuine(const uint8_t *in, size_t in_len, const uint8_t *pt, s
 	/* Only the seeds' nonces: epoch FUZZ_SEED_EPOCH + i, counter 1. */
 	FUZZ_CHECK(epoch >= FUZZ_SEED_EPOCH && epoch - FUZZ_SEED_EPOCH < FUZZ_SEED_COUNT);
 	FUZZ_CHECK(be32(nonce + 4) == 0 && be32(nonce + 8) == 1);
-	s = seal_new(fuzz_key, FUZZ_KEY_ID);
+	s = fuzz_seal(epoch);
 	FUZZ_CHECK(s != NULL);
-	seal_set_epoch(s, epoch);
 	again = malloc(in_len);
 	FUZZ_CHECK(again != NULL);
 	FUZZ_CHECK(seal_record(s, fuzz_ad, FUZZ_AD_LEN, pt, pt_len, again) == SEAL_OK);
@@ -58,11 +57,16 @@ static void open_input(const uint8_t *data, size_t size)
 
 	FUZZ_CHECK(pt != NULL);
 	rc = seal_open(opener, fuzz_ad, FUZZ_AD_LEN, data, size, pt, &pt_len);
-	FUZZ_CHECK(rc == SEAL_OK || rc == SEAL_ERR_FORMAT || rc == SEAL_ERR_KEY_ID || rc == SEAL_ERR_AUTH);
-	if(size < SEAL_OVERHEAD || data[0] != SEAL_VERSION){
+	FUZZ_CHECK(rc == SEAL_OK || rc == SEAL_ERR_FORMAT || rc == SEAL_ERR_KEY_ID || rc == SEAL_ERR_AUTH
+			|| rc == SEAL_ERR_EPOCH);
+	if(size < SEAL_OVERHEAD || (data[0] != SEAL_VERSION && data[0] != SEAL_VERSION_V1)){
 		FUZZ_CHECK(rc == SEAL_ERR_FORMAT);
 	}else if(data[1] != FUZZ_KEY_ID){
 		FUZZ_CHECK(rc == SEAL_ERR_KEY_ID);
+	}else if(data[0] == SEAL_VERSION && be32(data + 2) != FUZZ_TAMPER_EPOCH && (be32(data + 2) < FUZZ_SEED_EPOCH
+			|| be32(data + 2) - FUZZ_SEED_EPOCH >= FUZZ_SEED_COUNT)){
+		/* An epoch whose salt the opener was not given. */
+		FUZZ_CHECK(rc == SEAL_ERR_EPOCH);
 	}
 	if(rc == SEAL_OK){
 		check_genuine(data, size, pt, pt_len);
@@ -85,9 +89,8 @@ static void tamper(const uint8_t *data, size_t size)
 		return;
 	}
 	if(!sealer){
-		sealer = seal_new(fuzz_key, FUZZ_KEY_ID);
+		sealer = fuzz_seal(FUZZ_TAMPER_EPOCH);
 		FUZZ_CHECK(sealer != NULL);
-		seal_set_epoch(sealer, 7);
 	}
 	pt = data + 3;
 	pt_len = size - 3;
@@ -115,7 +118,7 @@ static void tamper(const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if(!opener){
-		opener = seal_new(fuzz_key, FUZZ_KEY_ID);
+		opener = fuzz_seal(FUZZ_SEED_EPOCH);
 		FUZZ_CHECK(opener != NULL);
 	}
 	open_input(data, size);

@@ -109,13 +109,12 @@ static void record_seeds(void)
 static void open_seeds(void)
 {
 	for(int i = 0; i < n_records && i < FUZZ_SEED_COUNT; i++){
-		struct seal *s = seal_new(fuzz_key, FUZZ_KEY_ID);
+		struct seal *s = fuzz_seal(FUZZ_SEED_EPOCH + (uint32_t)i);
 		size_t n = records[i].len + SEAL_OVERHEAD;
 		uint8_t *env = malloc(n);
 		char name[64];
 
 		FUZZ_CHECK(s && env);
-		seal_set_epoch(s, FUZZ_SEED_EPOCH + (uint32_t)i);
 		FUZZ_CHECK(seal_record(s, fuzz_ad, FUZZ_AD_LEN, records[i].data, records[i].len, env) == SEAL_OK);
 		snprintf(name, sizeof(name), "sealed_%s", record_names[i]);
 		write_file("fuzz_open", name, env, n);

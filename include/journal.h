@@ -12,8 +12,10 @@
  *
  * File: a 4 KiB header ("PLMDB-J1", size), then records at 16-byte aligned
  * offsets: magic (4) | sealed length (4) | lsn (8, big-endian) | sealed
- * plaintext. The sealed plaintext is bound to its lsn, so a torn record, a
- * record of an earlier lap or a forged one never authenticates. */
+ * plaintext. The sealed plaintext is bound to its lsn and its offset in the
+ * file, so a torn record, a record of an earlier lap, one moved elsewhere
+ * or a forged one never authenticates. (Records of earlier versions, with
+ * another magic, are bound to their lsn only, and still read.) */
 #ifndef PERSIST_LMDB_JOURNAL_H
 #define PERSIST_LMDB_JOURNAL_H
 

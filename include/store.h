@@ -33,7 +33,10 @@
 #include "record.h"
 #include "seal.h"
 
-#define STORE_SCHEMA_VERSION 3
+/* Schema 4: records sealed under a key of each open (seal.h, version 2), the
+ * opens' salts in meta. Earlier releases, which read schemas up to 3 and
+ * envelopes of version 1 only, refuse it rather than skip its records. */
+#define STORE_SCHEMA_VERSION 4
 #define STORE_DEFAULT_MAP_SIZE (64u * 1024 * 1024)
 
 /* Queue sequence numbers: (open epoch << 40) | broker cmsg_id. The broker
@@ -230,6 +233,11 @@ void store_sync_async(struct store *st);
  * commits, everything the broker did up to journal record lsn is in the
  * store. Buffer it after the writes it covers. */
 int store_journal_mark(struct store *st, uint64_t lsn);
+/* Stores and learns the salt (seal.h) of an epoch of another database
+ * below this one's epochs, so that what that database sealed opens here:
+ * salvage keeps the journal of the file it reads. Committed at once, with
+ * nothing buffered. */
+int store_salt_adopt(struct store *st, uint32_t epoch, const uint8_t salt[SEAL_SALT_LEN]);
 /* The last mark committed (read at open, then updated by commits). */
 uint64_t store_journal_committed(const struct store *st);
 /* The last mark on the disk: commits sync their data pages, and the meta

@@ -13,7 +13,8 @@
 
 #define FILE_MAGIC "PLMDB-J1"
 #define HDR_SIZE 4096u
-#define REC_MAGIC 0x4a524543u   /* "JREC" */
+#define REC_MAGIC 0x4a524543u   /* "JREC": sealed with journal | lsn (earlier versions) */
+#define REC2_MAGIC 0x4a524532u  /* sealed with journal | lsn | offset: bound to its place */
 #define WRAP_MAGIC 0x4a575250u  /* "JWRP": the lap goes on at the first record slot */
 #define REC_HEAD 16u
 #define ALIGN 16u
@@ -39,10 +40,20 @@ static size_t align_up(size_t n)
 	return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
 }
 
-static void make_ad(uint8_t ad[sizeof(AD_PREFIX) - 1 + 8], uint64_t lsn)
+#define AD_LEN (sizeof(AD_PREFIX) - 1 + 16)
+
+/* The associated data of a record: its lsn, and (REC2_MAGIC) its offset, so
+ * that a record copied to another place of the ring does not authenticate.
+ * Returns its length. */
+static size_t make_ad(uint8_t ad[AD_LEN], uint32_t magic, uint64_t lsn, size_t off)
 {
 	memcpy(ad, AD_PREFIX, sizeof(AD_PREFIX) - 1);
 	put_be64(ad + sizeof(AD_PREFIX) - 1, lsn);
+	if(magic == REC_MAGIC){
+		return sizeof(AD_PREFIX) - 1 + 8;
+	}
+	put_be64(ad + sizeof(AD_PREFIX) - 1 + 8, off);
+	return AD_LEN;
 }
 
 static int write_all(int fd, const void *p, size_t n)
@@ -219,6 +230,7 @@ struct found {
 	uint64_t lsn;
 	size_t off;
 	size_t slen;
+	uint32_t magic;
 };
 
 static int found_cmp(const void *a, const void *b)
@@ -238,7 +250,7 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 {
 	struct found *f = NULL;
 	size_t n = 0, cap = 0, off = HDR_SIZE;
-	uint8_t ad[sizeof(AD_PREFIX) - 1 + 8];
+	uint8_t ad[AD_LEN];
 	uint8_t *pt = NULL;
 	size_t pt_cap = 0;
 	uint64_t max_lsn = after;
@@ -248,11 +260,12 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 	*unreadable = 0;
 	while(off + REC_HEAD + SEAL_OVERHEAD <= j->size){
 		const uint8_t *p = j->map + off;
+		uint32_t magic = get_le32(p);
 		size_t slen = get_le32(p + 4);
 		uint64_t lsn = get_be64(p + 8);
 		size_t len;
 
-		if(get_le32(p) != REC_MAGIC || lsn <= after || slen < SEAL_OVERHEAD
+		if((magic != REC_MAGIC && magic != REC2_MAGIC) || lsn <= after || slen < SEAL_OVERHEAD
 				|| slen > j->size - off - REC_HEAD){
 			off += ALIGN;
 			continue;
@@ -266,8 +279,7 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 			pt = np;
 			pt_cap = slen;
 		}
-		make_ad(ad, lsn);
-		if(seal_open(j->seal, ad, sizeof(ad), p + REC_HEAD, slen, pt, &len) != SEAL_OK){
+		if(seal_open(j->seal, ad, make_ad(ad, magic, lsn, off), p + REC_HEAD, slen, pt, &len) != SEAL_OK){
 			(*unreadable)++;
 			off += ALIGN;
 			continue;
@@ -282,7 +294,7 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 			f = nf;
 			cap = nc;
 		}
-		f[n++] = (struct found){lsn, off, slen};
+		f[n++] = (struct found){lsn, off, slen, magic};
 		if(lsn > max_lsn){
 			max_lsn = lsn;
 			max_end = off + align_up(REC_HEAD + slen);
@@ -297,8 +309,8 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 		if(i && f[i].lsn == f[i - 1].lsn){
 			continue;
 		}
-		make_ad(ad, f[i].lsn);
-		if(seal_open(j->seal, ad, sizeof(ad), j->map + f[i].off + REC_HEAD, f[i].slen, pt, &len) != SEAL_OK){
+		if(seal_open(j->seal, ad, make_ad(ad, f[i].magic, f[i].lsn, f[i].off), j->map + f[i].off + REC_HEAD,
+				f[i].slen, pt, &len) != SEAL_OK){
 			rc = JOURNAL_ERR_CRYPTO;
 			goto out;
 		}
@@ -350,13 +362,13 @@ static size_t reserve(struct journal *j, size_t need)
 	return 0;
 }
 
-/* Builds a record: magic | sealed length | lsn | sealed plaintext. */
-static int record_build(struct journal *j, uint8_t *p, const uint8_t *pt, size_t len, uint64_t lsn)
+/* Builds the record to go at offset off: magic | sealed length | lsn |
+ * sealed plaintext (the magic is the caller's to write, last). */
+static int record_build(struct journal *j, uint8_t *p, const uint8_t *pt, size_t len, uint64_t lsn, size_t off)
 {
-	uint8_t ad[sizeof(AD_PREFIX) - 1 + 8];
+	uint8_t ad[AD_LEN];
 
-	make_ad(ad, lsn);
-	if(seal_record(j->seal, ad, sizeof(ad), pt, len, p + REC_HEAD) != SEAL_OK){
+	if(seal_record(j->seal, ad, make_ad(ad, REC2_MAGIC, lsn, off), pt, len, p + REC_HEAD) != SEAL_OK){
 		return JOURNAL_ERR_CRYPTO;
 	}
 	put_le32(p + 4, (uint32_t)(len + SEAL_OVERHEAD));
@@ -383,11 +395,11 @@ static int write_synced(struct journal *j, size_t off, const uint8_t *pt, size_t
 		j->scratch_cap = need;
 	}
 	memset(j->scratch, 0, need);
-	rc = record_build(j, j->scratch, pt, len, j->last_lsn + 1);
+	rc = record_build(j, j->scratch, pt, len, j->last_lsn + 1, off);
 	if(rc){
 		return rc;
 	}
-	put_le32(j->scratch, REC_MAGIC);
+	put_le32(j->scratch, REC2_MAGIC);
 	if(j->dsync_fd < 0){
 		j->dsync_fd = open(j->path, O_WRONLY | O_DSYNC | O_CLOEXEC);
 		if(j->dsync_fd < 0){
@@ -432,11 +444,11 @@ int journal_append(struct journal *j, const uint8_t *pt, size_t len, bool sync, 
 		 * leaves no record at this offset. */
 		put_le32(p, 0);
 		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		if(record_build(j, p, pt, len, j->last_lsn + 1)){
+		if(record_build(j, p, pt, len, j->last_lsn + 1, off)){
 			return JOURNAL_ERR_CRYPTO;
 		}
 		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		put_le32(p, REC_MAGIC);
+		put_le32(p, REC2_MAGIC);
 	}
 	j->last_lsn++;
 	j->head = off + need;
@@ -469,7 +481,7 @@ void journal_release(struct journal *j, uint64_t committed)
 			j->tail = HDR_SIZE;
 			continue;
 		}
-		if(magic != REC_MAGIC){
+		if(magic != REC_MAGIC && magic != REC2_MAGIC){
 			/* Only this process writes here; start afresh rather than guess. */
 			j->used = 0;
 			j->tail = j->head;

@@ -252,6 +252,11 @@ struct named {
 struct salvage {
 	struct file f;
 	struct seal *seal[256];          /* by key id, made when a record names one */
+	struct epoch_salt_rec {
+		uint32_t epoch;
+		uint8_t salt[SEAL_SALT_LEN];
+	} *salts;                        /* the salts of the file's opens (meta) */
+	size_t n_salts;
 	uint8_t key[SEAL_KEY_LEN];
 	struct store *dst;
 	enum store_db db;                /* of the tree being walked */
@@ -311,13 +316,21 @@ static bool open_sealed(struct salvage *sv, const uint8_t *ad, size_t adlen, con
 {
 	uint8_t id;
 
-	if(vlen < SEAL_OVERHEAD || v[0] != SEAL_VERSION){
+	if(vlen < SEAL_OVERHEAD || (v[0] != SEAL_VERSION && v[0] != SEAL_VERSION_V1)){
 		return false;
 	}
 	id = v[1];
-	if(!sv->seal[id] && !(sv->seal[id] = seal_new(sv->key, id))){
-		sv->rc = STORE_ERR_CRYPTO;
-		return false;
+	if(!sv->seal[id]){
+		if(!(sv->seal[id] = seal_new(sv->key, id))){
+			sv->rc = STORE_ERR_CRYPTO;
+			return false;
+		}
+		for(size_t i = 0; i < sv->n_salts; i++){
+			if(seal_learn_epoch(sv->seal[id], sv->salts[i].epoch, sv->salts[i].salt)){
+				sv->rc = STORE_ERR_NOMEM;
+				return false;
+			}
+		}
 	}
 	if(vlen - SEAL_OVERHEAD > sv->pt_cap){
 		uint8_t *p = realloc(sv->pt, vlen);
@@ -524,6 +537,54 @@ static void visit_name(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 	}
 }
 
+/* The salts of the file's opens (store.c: meta "salt" | epoch, unsealed),
+ * read before anything sealed. */
+static void visit_salt(void *ctx, const uint8_t *key, size_t klen, const uint8_t *data, size_t dlen, unsigned flags)
+{
+	struct salvage *sv = ctx;
+	struct epoch_salt_rec *p;
+
+	if(flags || klen != 8 || memcmp(key, "salt", 4) || dlen != SEAL_SALT_LEN){
+		return;
+	}
+	p = realloc(sv->salts, (sv->n_salts + 1) * sizeof(*p));
+	if(!p){
+		sv->rc = STORE_ERR_NOMEM;
+		return;
+	}
+	sv->salts = p;
+	p[sv->n_salts].epoch = get_be32(key + 4);
+	memcpy(p[sv->n_salts].salt, data, SEAL_SALT_LEN);
+	sv->n_salts++;
+	if(get_be32(key + 4) > sv->max_epoch){
+		sv->max_epoch = get_be32(key + 4);
+	}
+}
+
+static int salt_cmp(const void *a, const void *b)
+{
+	const struct epoch_salt_rec *x = a, *y = b;
+
+	return x->epoch < y->epoch ? -1 : x->epoch > y->epoch;
+}
+
+/* One salt per epoch: of two (a damaged copy) one is kept, and the records
+ * the other would open are counted unreadable. */
+static void salts_unique(struct salvage *sv)
+{
+	size_t n = 0;
+
+	if(sv->n_salts){
+		qsort(sv->salts, sv->n_salts, sizeof(*sv->salts), salt_cmp);
+	}
+	for(size_t i = 0; i < sv->n_salts; i++){
+		if(!n || sv->salts[i].epoch != sv->salts[n - 1].epoch){
+			sv->salts[n++] = sv->salts[i];
+		}
+	}
+	sv->n_salts = n;
+}
+
 /* The meta records that matter here: the epoch and the journal mark. */
 static void visit_meta(void *ctx, const uint8_t *key, size_t klen, const uint8_t *data, size_t dlen, unsigned flags)
 {
@@ -532,7 +593,7 @@ static void visit_meta(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 	uint8_t ad[64];
 	size_t len;
 
-	if(flags || klen > sizeof(ad) - 1){
+	if(flags || klen > sizeof(ad) - 1 || (klen == 8 && !memcmp(key, "salt", 4))){
 		return;
 	}
 	if(!open_sealed(sv, ad, store_ad(DB_META, key, klen, ad), data, dlen, &len)){
@@ -677,6 +738,10 @@ int salvage_run(const char *src, const char *dst, const uint8_t key[SEAL_KEY_LEN
 		struct tree_walk w = {&sv->f, visit_name, &nm, 0};
 		walk_tree(&w, main_root);
 		rep->pages_skipped += w.skipped;
+		struct tree_walk sw = {&sv->f, visit_salt, sv, 0};
+		memset(sv->f.seen, 0, (size_t)(sv->f.npages / 8 + 1));
+		walk_tree(&sw, nm.root[DB_META]);
+		salts_unique(sv);
 		/* The new database starts above every epoch this file shows. */
 		salvage_pass(sv, true);
 		rc = sv->rc;
@@ -709,7 +774,13 @@ int salvage_run(const char *src, const char *dst, const uint8_t key[SEAL_KEY_LEN
 			snprintf(err, errlen, "cannot copy %s to %s: %s", path, jpath, strerror(errno));
 			rc = STORE_ERR_IO;
 		}else{
-			sv->rc = store_journal_mark(sv->dst, nm.journal_mark);
+			/* The journal's records open with the salts of their epochs. */
+			for(size_t i = 0; i < sv->n_salts && !sv->rc; i++){
+				sv->rc = store_salt_adopt(sv->dst, sv->salts[i].epoch, sv->salts[i].salt);
+			}
+			if(!sv->rc){
+				sv->rc = store_journal_mark(sv->dst, nm.journal_mark);
+			}
 			if(!sv->rc){
 				sv->rc = store_commit(sv->dst);
 			}
@@ -729,6 +800,7 @@ int salvage_run(const char *src, const char *dst, const uint8_t key[SEAL_KEY_LEN
 	for(int i = 0; i < 256; i++){
 		seal_free(sv->seal[i]);
 	}
+	free(sv->salts);
 	if(sv->pt){
 		seal_wipe(sv->pt, sv->pt_cap);
 		free(sv->pt);

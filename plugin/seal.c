@@ -18,11 +18,35 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+/* Keys of version 2 records: one per open of the database (epoch), derived
+ * from the base key and the open's random salt, so that a nonce (epoch |
+ * counter) used again by another history of the file (a restored backup,
+ * a copy opened twice) goes with another key. */
+struct epoch_salt {
+	uint32_t epoch;
+	uint8_t salt[SEAL_SALT_LEN];
+};
+
+/* Derived opening keys of recent epochs (records of several opens mix). */
+#define KEY_SLOTS 8
+
+struct key_slot {
+	EVP_CIPHER_CTX *dec;   /* NULL: empty */
+	uint32_t epoch;
+	uint64_t used;         /* for replacing the least recently used */
+};
+
 struct seal {
-	EVP_CIPHER_CTX *enc;
-	EVP_CIPHER_CTX *dec;
+	EVP_CIPHER_CTX *enc;     /* the current epoch's key (version 2) */
+	EVP_CIPHER_CTX *dec_v1;  /* version 1 records: one subkey for every epoch */
 	EVP_MAC_CTX *mac;
+	uint8_t *base;           /* SEAL_KEY_LEN bytes the epoch keys come from (heap, locked) */
+	struct epoch_salt *salts;  /* sorted by epoch */
+	size_t n_salts, cap_salts;
+	struct key_slot slots[KEY_SLOTS];
+	uint64_t slot_clock;
 	uint8_t key_id;
+	bool keyed;              /* seal_set_epoch gave enc a key */
 	uint32_t epoch;
 	uint64_t counter;
 	uint64_t counter_end;    /* the last counter this instance may use */
@@ -32,6 +56,37 @@ struct seal {
 void seal_wipe(void *p, size_t len)
 {
 	OPENSSL_cleanse(p, len);
+}
+
+/* A key file that is obviously not 32 random bytes: all bytes alike, a
+ * handful of byte values, or text (a passphrase, or a random key written as
+ * hex or base64). 32 random bytes are each of these with a probability
+ * below 1e-13. */
+static int key_weakness(const char *path, uint8_t key[SEAL_KEY_LEN], char *err, size_t errlen)
+{
+	bool seen[256] = {false};
+	size_t distinct = 0, text = 0;
+
+	for(size_t i = 0; i < SEAL_KEY_LEN; i++){
+		distinct += !seen[key[i]];
+		seen[key[i]] = true;
+		text += key[i] >= 0x20 && key[i] < 0x7f;
+	}
+	if(distinct >= 12 && text < SEAL_KEY_LEN){
+		return 0;
+	}
+	if(distinct == 1){
+		snprintf(err, errlen, "key file %s is not a random key: its 32 bytes are all 0x%02x; make one with "
+				"head -c 32 /dev/urandom", path, key[0]);
+	}else if(text == SEAL_KEY_LEN){
+		snprintf(err, errlen, "key file %s holds text, not 32 random bytes (a passphrase, or a key written "
+				"as hex or base64?); make one with head -c 32 /dev/urandom", path);
+	}else{
+		snprintf(err, errlen, "key file %s is not a random key: only %zu different byte values in 32; "
+				"make one with head -c 32 /dev/urandom", path, distinct);
+	}
+	seal_wipe(key, SEAL_KEY_LEN);
+	return -1;
 }
 
 int seal_key_load(const char *path, uint8_t key[SEAL_KEY_LEN], char *err, size_t errlen)
@@ -65,7 +120,7 @@ int seal_key_load(const char *path, uint8_t key[SEAL_KEY_LEN], char *err, size_t
 	n = read(fd, key, SEAL_KEY_LEN);
 	if(n == SEAL_KEY_LEN && read(fd, &extra, 1) == 0){
 		close(fd);
-		return 0;
+		return key_weakness(path, key, err, errlen);
 	}
 	if(n < 0){
 		snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
@@ -104,11 +159,13 @@ int seal_key_create(const char *path, char *err, size_t errlen)
 	return rc;
 }
 
-static int derive(const uint8_t key[SEAL_KEY_LEN], const char *info, uint8_t out[SEAL_KEY_LEN])
+/* HKDF-SHA256 of key with info, and salt when given (saltlen bytes). */
+static int derive_salted(const uint8_t key[SEAL_KEY_LEN], const void *info, size_t infolen,
+		const uint8_t *salt, size_t saltlen, uint8_t out[SEAL_KEY_LEN])
 {
 	EVP_KDF *kdf;
 	EVP_KDF_CTX *kctx;
-	OSSL_PARAM params[4];
+	OSSL_PARAM params[5], *p = params;
 	int rc;
 
 	kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
@@ -120,13 +177,54 @@ static int derive(const uint8_t key[SEAL_KEY_LEN], const char *info, uint8_t out
 	if(!kctx){
 		return -1;
 	}
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, SEAL_KEY_LEN);
-	params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, strlen(info));
-	params[3] = OSSL_PARAM_construct_end();
+	*p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+	*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, SEAL_KEY_LEN);
+	*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, infolen);
+	if(salt){
+		*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen);
+	}
+	*p = OSSL_PARAM_construct_end();
 	rc = EVP_KDF_derive(kctx, out, SEAL_KEY_LEN, params) == 1 ? 0 : -1;
 	EVP_KDF_CTX_free(kctx);
 	return rc;
+}
+
+static int derive(const uint8_t key[SEAL_KEY_LEN], const char *info, uint8_t out[SEAL_KEY_LEN])
+{
+	return derive_salted(key, info, strlen(info), NULL, 0, out);
+}
+
+/* The key of one epoch: HKDF of the base key, salted with the epoch's salt,
+ * the epoch in the info. */
+static int epoch_key(const struct seal *s, uint32_t epoch, const uint8_t salt[SEAL_SALT_LEN],
+		uint8_t out[SEAL_KEY_LEN])
+{
+	static const char label[] = "persist-lmdb seal v2 epoch ";
+	uint8_t info[sizeof(label) - 1 + 4];
+
+	memcpy(info, label, sizeof(label) - 1);
+	put_be32(info + sizeof(label) - 1, epoch);
+	return derive_salted(s->base, info, sizeof(info), salt, SEAL_SALT_LEN, out);
+}
+
+/* The base key lives on the heap, kept out of swap. */
+static uint8_t *base_alloc(void)
+{
+	uint8_t *b = malloc(SEAL_KEY_LEN);
+
+	if(b){
+		(void)mlock(b, SEAL_KEY_LEN);
+	}
+	return b;
+}
+
+static void base_free(uint8_t *b)
+{
+	if(b){
+		seal_wipe(b, SEAL_KEY_LEN);
+		(void)munlock(b, SEAL_KEY_LEN);
+		free(b);
+	}
 }
 
 struct seal *seal_new(const uint8_t key[SEAL_KEY_LEN], uint8_t key_id)
@@ -147,17 +245,18 @@ struct seal *seal_new(const uint8_t key[SEAL_KEY_LEN], uint8_t key_id)
 	s->key_id = key_id;
 	s->counter_end = UINT64_MAX;
 	s->enc = EVP_CIPHER_CTX_new();
-	s->dec = EVP_CIPHER_CTX_new();
+	s->dec_v1 = EVP_CIPHER_CTX_new();
+	s->base = base_alloc();
 	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	if(mac){
 		s->mac = EVP_MAC_CTX_new(mac);
 		EVP_MAC_free(mac);
 	}
-	if(s->enc && s->dec && s->mac
+	if(s->enc && s->dec_v1 && s->mac && s->base
 			&& derive(key, "persist-lmdb seal v1", sk) == 0
 			&& derive(key, "persist-lmdb index v1", ik) == 0
-			&& EVP_EncryptInit_ex2(s->enc, EVP_aes_256_gcm(), sk, NULL, NULL) == 1
-			&& EVP_DecryptInit_ex2(s->dec, EVP_aes_256_gcm(), sk, NULL, NULL) == 1){
+			&& derive(key, "persist-lmdb seal v2 base", s->base) == 0
+			&& EVP_DecryptInit_ex2(s->dec_v1, EVP_aes_256_gcm(), sk, NULL, NULL) == 1){
 		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
 		params[1] = OSSL_PARAM_construct_end();
 		ok = EVP_MAC_init(s->mac, ik, sizeof(ik), params) == 1;
@@ -181,12 +280,22 @@ struct seal *seal_clone(const struct seal *s)
 		return NULL;
 	}
 	*c = *s;
+	memset(c->slots, 0, sizeof(c->slots));
+	c->salts = NULL;
 	c->enc = EVP_CIPHER_CTX_new();
-	c->dec = EVP_CIPHER_CTX_new();
+	c->dec_v1 = EVP_CIPHER_CTX_new();
 	c->mac = EVP_MAC_CTX_dup(s->mac);
-	if(!c->enc || !c->dec || !c->mac
-			|| EVP_CIPHER_CTX_copy(c->enc, s->enc) != 1
-			|| EVP_CIPHER_CTX_copy(c->dec, s->dec) != 1){
+	c->base = base_alloc();
+	if(c->base){
+		memcpy(c->base, s->base, SEAL_KEY_LEN);
+	}
+	if(s->n_salts && (c->salts = malloc(s->n_salts * sizeof(*c->salts))) != NULL){
+		memcpy(c->salts, s->salts, s->n_salts * sizeof(*c->salts));
+	}
+	c->cap_salts = c->salts ? s->n_salts : 0;
+	if(!c->enc || !c->dec_v1 || !c->mac || !c->base || (s->n_salts && !c->salts)
+			|| (s->keyed && EVP_CIPHER_CTX_copy(c->enc, s->enc) != 1)
+			|| EVP_CIPHER_CTX_copy(c->dec_v1, s->dec_v1) != 1){
 		seal_free(c);
 		return NULL;
 	}
@@ -199,8 +308,13 @@ void seal_free(struct seal *s)
 		return;
 	}
 	EVP_CIPHER_CTX_free(s->enc);
-	EVP_CIPHER_CTX_free(s->dec);
+	EVP_CIPHER_CTX_free(s->dec_v1);
+	for(int i = 0; i < KEY_SLOTS; i++){
+		EVP_CIPHER_CTX_free(s->slots[i].dec);
+	}
 	EVP_MAC_CTX_free(s->mac);
+	base_free(s->base);
+	free(s->salts);
 	seal_wipe(s, sizeof(*s));
 	free(s);
 }
@@ -210,11 +324,114 @@ uint8_t seal_key_id(const struct seal *s)
 	return s->key_id;
 }
 
-void seal_set_epoch(struct seal *s, uint32_t epoch)
+static struct epoch_salt *salt_find(const struct seal *s, uint32_t epoch, size_t *at)
 {
+	size_t lo = 0, hi = s->n_salts;
+
+	while(lo < hi){
+		size_t mid = lo + (hi - lo) / 2;
+		if(s->salts[mid].epoch < epoch){
+			lo = mid + 1;
+		}else{
+			hi = mid;
+		}
+	}
+	*at = lo;
+	return lo < s->n_salts && s->salts[lo].epoch == epoch ? &s->salts[lo] : NULL;
+}
+
+int seal_learn_epoch(struct seal *s, uint32_t epoch, const uint8_t salt[SEAL_SALT_LEN])
+{
+	struct epoch_salt *e;
+	size_t at;
+
+	if((e = salt_find(s, epoch, &at)) != NULL){
+		return memcmp(e->salt, salt, SEAL_SALT_LEN) ? SEAL_ERR_FORMAT : SEAL_OK;
+	}
+	if(s->n_salts == s->cap_salts){
+		size_t cap = s->cap_salts ? s->cap_salts * 2 : 16;
+		e = realloc(s->salts, cap * sizeof(*e));
+		if(!e){
+			return SEAL_ERR_CRYPTO;
+		}
+		s->salts = e;
+		s->cap_salts = cap;
+	}
+	memmove(&s->salts[at + 1], &s->salts[at], (s->n_salts - at) * sizeof(*s->salts));
+	s->salts[at].epoch = epoch;
+	memcpy(s->salts[at].salt, salt, SEAL_SALT_LEN);
+	s->n_salts++;
+	return SEAL_OK;
+}
+
+int seal_set_epoch(struct seal *s, uint32_t epoch, const uint8_t salt[SEAL_SALT_LEN])
+{
+	uint8_t k[SEAL_KEY_LEN];
+	int rc = seal_learn_epoch(s, epoch, salt);
+
+	if(rc){
+		return rc;
+	}
+	(void)mlock(k, sizeof(k));
+	rc = epoch_key(s, epoch, salt, k) == 0
+		&& EVP_EncryptInit_ex2(s->enc, EVP_aes_256_gcm(), k, NULL, NULL) == 1 ? SEAL_OK : SEAL_ERR_CRYPTO;
+	seal_wipe(k, sizeof(k));
+	(void)munlock(k, sizeof(k));
+	s->keyed = rc == SEAL_OK;
 	s->epoch = epoch;
 	s->counter = 0;
 	s->counter_end = UINT64_MAX;
+	return rc;
+}
+
+int seal_begin_epoch(struct seal *s, uint32_t epoch, uint8_t salt[SEAL_SALT_LEN])
+{
+	if(RAND_bytes(salt, SEAL_SALT_LEN) != 1){
+		return SEAL_ERR_CRYPTO;
+	}
+	return seal_set_epoch(s, epoch, salt);
+}
+
+/* The opening context of epoch's key: a slot, derived into the least
+ * recently used one when missing; NULL when the epoch is unknown. */
+static EVP_CIPHER_CTX *epoch_dec(struct seal *s, uint32_t epoch)
+{
+	struct key_slot *victim = &s->slots[0];
+	const struct epoch_salt *e;
+	uint8_t k[SEAL_KEY_LEN];
+	size_t at;
+	int rc;
+
+	for(int i = 0; i < KEY_SLOTS; i++){
+		struct key_slot *sl = &s->slots[i];
+		if(sl->dec && sl->epoch == epoch){
+			sl->used = ++s->slot_clock;
+			return sl->dec;
+		}
+		if(!sl->dec || sl->used < victim->used){
+			victim = sl;
+		}
+	}
+	if(!(e = salt_find(s, epoch, &at))){
+		return NULL;
+	}
+	if(!victim->dec && !(victim->dec = EVP_CIPHER_CTX_new())){
+		return NULL;
+	}
+	(void)mlock(k, sizeof(k));
+	rc = epoch_key(s, epoch, e->salt, k) == 0
+		&& EVP_DecryptInit_ex2(victim->dec, EVP_aes_256_gcm(), k, NULL, NULL) == 1;
+	seal_wipe(k, sizeof(k));
+	(void)munlock(k, sizeof(k));
+	if(!rc){
+		victim->used = 0;
+		EVP_CIPHER_CTX_free(victim->dec);
+		victim->dec = NULL;
+		return NULL;
+	}
+	victim->epoch = epoch;
+	victim->used = ++s->slot_clock;
+	return victim->dec;
 }
 
 struct seal *seal_split(struct seal *s)
@@ -240,6 +457,9 @@ int seal_record(struct seal *s, const uint8_t *ad, size_t ad_len,
 	uint8_t *nonce = out + 2;
 	int len;
 
+	if(!s->keyed){
+		return SEAL_ERR_CRYPTO;
+	}
 	if(s->counter >= s->counter_end || pt_len > INT32_MAX){
 		return SEAL_ERR_NONCE;
 	}
@@ -265,25 +485,31 @@ int seal_record(struct seal *s, const uint8_t *ad, size_t ad_len,
 int seal_open(struct seal *s, const uint8_t *ad, size_t ad_len,
 		const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len)
 {
+	EVP_CIPHER_CTX *dec;
 	size_t ct_len;
 	int len;
 
-	if(in_len < SEAL_OVERHEAD || in_len - SEAL_OVERHEAD > INT32_MAX || in[0] != SEAL_VERSION){
+	if(in_len < SEAL_OVERHEAD || in_len - SEAL_OVERHEAD > INT32_MAX
+			|| (in[0] != SEAL_VERSION && in[0] != SEAL_VERSION_V1)){
 		return SEAL_ERR_FORMAT;
 	}
 	if(in[1] != s->key_id){
 		return SEAL_ERR_KEY_ID;
 	}
+	dec = in[0] == SEAL_VERSION_V1 ? s->dec_v1 : epoch_dec(s, get_be32(in + 2));
+	if(!dec){
+		return SEAL_ERR_EPOCH;
+	}
 	ct_len = in_len - SEAL_OVERHEAD;
 	/* EVP_DecryptFinal_ex compares the tag in constant time. */
-	if(EVP_DecryptInit_ex2(s->dec, NULL, NULL, in + 2, NULL) != 1
-			|| EVP_DecryptUpdate(s->dec, NULL, &len, ad, (int)ad_len) != 1
-			|| EVP_DecryptUpdate(s->dec, out, &len, in + SEAL_HEADER_LEN, (int)ct_len) != 1
-			|| EVP_CIPHER_CTX_ctrl(s->dec, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN,
+	if(EVP_DecryptInit_ex2(dec, NULL, NULL, in + 2, NULL) != 1
+			|| EVP_DecryptUpdate(dec, NULL, &len, ad, (int)ad_len) != 1
+			|| EVP_DecryptUpdate(dec, out, &len, in + SEAL_HEADER_LEN, (int)ct_len) != 1
+			|| EVP_CIPHER_CTX_ctrl(dec, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN,
 				(void *)(in + SEAL_HEADER_LEN + ct_len)) != 1){
 		return SEAL_ERR_CRYPTO;
 	}
-	if(EVP_DecryptFinal_ex(s->dec, out + len, &len) != 1){
+	if(EVP_DecryptFinal_ex(dec, out + len, &len) != 1){
 		seal_wipe(out, ct_len);
 		return SEAL_ERR_AUTH;
 	}
@@ -320,6 +546,7 @@ const char *seal_strerror(int rc)
 		case SEAL_ERR_AUTH: return "does not authenticate (tampered, corrupt or wrong key)";
 		case SEAL_ERR_CRYPTO: return "OpenSSL error";
 		case SEAL_ERR_NONCE: return "nonce counter exhausted";
+		case SEAL_ERR_EPOCH: return "sealed in an open of the database whose salt is not known";
 	}
 	return "unknown error";
 }

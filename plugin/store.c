@@ -118,6 +118,7 @@ struct store {
 	bool read_only;
 	bool upgrade_queues; /* schema 1: the queues are still in legacy_queue_name */
 	bool upgrade_refs;   /* schema 1 or 2: no reference counts yet */
+	bool upgraded_seal;  /* this open converted schema 3 to 4 */
 	uint32_t epoch;
 	size_t map_size;
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
@@ -2569,8 +2570,93 @@ static bool db_has_records(MDB_txn *txn, const struct store *st)
 	return false;
 }
 
+/* Each open's salt (seal.h), unsealed: meta "salt" | epoch (4, BE). */
+#define SALT_NAME "salt"
+#define SALT_KEY_LEN (sizeof(SALT_NAME) - 1 + 4)
+
+/* Gives the seal the salt of every epoch the database knows. */
+static int salts_load(struct store *st, MDB_txn *txn, char *err, size_t errlen)
+{
+	MDB_cursor *cur;
+	MDB_val k = {sizeof(SALT_NAME) - 1, (void *)SALT_NAME}, v;
+	int rc = mdb_cursor_open(txn, st->dbi[DB_META], &cur);
+
+	for(int op = MDB_SET_RANGE; rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+		if(k.mv_size < sizeof(SALT_NAME) - 1 || memcmp(k.mv_data, SALT_NAME, sizeof(SALT_NAME) - 1)){
+			break;
+		}
+		if(k.mv_size != SALT_KEY_LEN || v.mv_size != SEAL_SALT_LEN
+				|| seal_learn_epoch(st->seal, get_be32((const uint8_t *)k.mv_data + sizeof(SALT_NAME) - 1),
+					v.mv_data) != SEAL_OK){
+			mdb_cursor_close(cur);
+			snprintf(err, errlen, "the salt records of %s are damaged", st->path);
+			return STORE_ERR_CORRUPT;
+		}
+	}
+	if(rc == 0 || rc == MDB_NOTFOUND){
+		mdb_cursor_close(cur);
+		return STORE_OK;
+	}
+	snprintf(err, errlen, "cannot read the salts of %s: %s", st->path, mdb_strerror(rc));
+	return STORE_ERR_CORRUPT;
+}
+
+/* Stores the salt of an epoch that has none yet (LMDB's error otherwise). */
+static int salt_put(struct store *st, MDB_txn *txn, uint32_t epoch, const uint8_t salt[SEAL_SALT_LEN])
+{
+	uint8_t key[SALT_KEY_LEN];
+	MDB_val k = {sizeof(key), key}, v = {SEAL_SALT_LEN, (void *)salt};
+
+	memcpy(key, SALT_NAME, sizeof(SALT_NAME) - 1);
+	put_be32(key + sizeof(SALT_NAME) - 1, epoch);
+	return mdb_put(txn, st->dbi[DB_META], &k, &v, MDB_NOOVERWRITE);
+}
+
+/* This open's epoch: a new salt, stored, and the key sealing from now on. */
+static int epoch_begin(struct store *st, MDB_txn *txn, uint32_t epoch)
+{
+	uint8_t salt[SEAL_SALT_LEN];
+
+	if(seal_begin_epoch(st->seal, epoch, salt) != SEAL_OK){
+		return STORE_ERR_CRYPTO;
+	}
+	return salt_put(st, txn, epoch, salt) == 0 ? STORE_OK : STORE_ERR_IO;
+}
+
+int store_salt_adopt(struct store *st, uint32_t epoch, const uint8_t salt[SEAL_SALT_LEN])
+{
+	MDB_txn *txn;
+	int rc;
+
+	if(st->read_only){
+		return STORE_ERR_READONLY;
+	}
+	if(epoch >= st->epoch){
+		return STORE_ERR_CORRUPT; /* the epochs this database seals under are its own */
+	}
+	rc = seal_learn_epoch(st->seal, epoch, salt);
+	if(rc){
+		return rc == SEAL_ERR_FORMAT ? STORE_ERR_CORRUPT : STORE_ERR_NOMEM;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	if(rc == 0){
+		rc = salt_put(st, txn, epoch, salt);
+		if(rc == MDB_KEYEXIST){
+			rc = 0; /* learned above: the same salt */
+			mdb_txn_abort(txn);
+		}else if(rc == 0){
+			rc = mdb_txn_commit(txn);
+		}else{
+			mdb_txn_abort(txn);
+		}
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	return rc ? STORE_ERR_IO : STORE_OK;
+}
+
 /* Checks the key against this database, initialises a new one, and (when
- * writable) bumps and commits the nonce epoch. */
+ * writable) bumps and commits the nonce epoch with a new salt. */
 static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char *err, size_t errlen)
 {
 	uint8_t val[64];
@@ -2579,6 +2665,10 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 	uint32_t epoch = 0;
 	int rc;
 
+	rc = salts_load(st, txn, err, errlen);
+	if(rc){
+		return rc;
+	}
 	rc = meta_get(st, txn, "keycheck", val, sizeof(val), &len);
 	if(rc == MDB_NOTFOUND){
 		if(db_has_records(txn, st)){
@@ -2596,9 +2686,9 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 			return STORE_ERR_VERSION;
 		}
 		epoch = epoch_floor + 1;
-		seal_set_epoch(st->seal, epoch);
 		put_be32(be, STORE_SCHEMA_VERSION);
-		if(meta_put(st, txn, "schema", be, 4) || meta_put(st, txn, "keycheck", key_check_text, sizeof(key_check_text))){
+		if(epoch_begin(st, txn, epoch) || meta_put(st, txn, "schema", be, 4)
+				|| meta_put(st, txn, "keycheck", key_check_text, sizeof(key_check_text))){
 			snprintf(err, errlen, "cannot initialise the database in %s", st->path);
 			return STORE_ERR_IO;
 		}
@@ -2624,7 +2714,8 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 		}
 		st->upgrade_queues = get_be32(val) == 1;
 		st->upgrade_refs = get_be32(val) == 1 || get_be32(val) == 2;
-		if(get_be32(val) != STORE_SCHEMA_VERSION && !st->upgrade_refs){
+		st->upgraded_seal = get_be32(val) == 3 && !st->read_only;
+		if(get_be32(val) != STORE_SCHEMA_VERSION && !st->upgrade_refs && get_be32(val) != 3){
 			snprintf(err, errlen, "%s has schema version %u; this persist-lmdb reads versions 1 to %u",
 					st->path, get_be32(val), STORE_SCHEMA_VERSION);
 			return STORE_ERR_VERSION;
@@ -2651,7 +2742,16 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 			return STORE_ERR_VERSION;
 		}
 		epoch++;
-		seal_set_epoch(st->seal, epoch);
+		if(epoch_begin(st, txn, epoch)){
+			snprintf(err, errlen, "cannot begin epoch %u of %s (a salt of that epoch is there already: "
+					"damaged)", epoch, st->path);
+			return STORE_ERR_CORRUPT;
+		}
+		put_be32(be, STORE_SCHEMA_VERSION);
+		if(st->upgraded_seal && meta_put(st, txn, "schema", be, 4)){
+			snprintf(err, errlen, "cannot write the schema of %s", st->path);
+			return STORE_ERR_IO;
+		}
 	}
 	put_be32(be, epoch);
 	if(meta_put(st, txn, "epoch", be, 4)){
@@ -3265,7 +3365,19 @@ static int open_databases(struct store *st, struct guarded *g, char *err, size_t
 		goto fail;
 	}
 	rc = mdb_txn_commit(txn);
-	return rc ? env_error(st, rc, err, errlen) : STORE_OK;
+	/* On the disk before anything is sealed under the new epoch's key: a
+	 * synced journal record must never outlive the salt that opens it. */
+	if(rc == 0){
+		rc = mdb_env_sync(st->env, 1);
+	}
+	if(rc){
+		return env_error(st, rc, err, errlen);
+	}
+	if(st->upgraded_seal){
+		logf_(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema %u (records are sealed under a key "
+				"of each open from now on; earlier releases do not read it)", st->path, STORE_SCHEMA_VERSION);
+	}
+	return STORE_OK;
 
 fail:
 	mdb_txn_abort(txn);

@@ -865,9 +865,9 @@ def assert_no_dup_flags(messages, what: str = "messages") -> None:
 
 LMDB_PAGE_HEADER = 16
 LMDB_P_OVERFLOW = 0x04
-# Envelope: version 1, key id 1, nonce = epoch (u32 BE, small) | counter (u64 BE, small in
+# Envelope: version 2, key id 1, nonce = epoch (u32 BE, small) | counter (u64 BE, small in
 # the broker thread's half of the counters, 2^63 + small in the writer thread's).
-ENVELOPE_RE = re.compile(rb"\x01\x01\x00\x00[\x00-\xff][\x00-\xff][\x00\x80]\x00\x00[\x00-\xff]{5}", re.DOTALL)
+ENVELOPE_RE = re.compile(rb"\x02\x01\x00\x00[\x00-\xff][\x00-\xff][\x00\x80]\x00\x00[\x00-\xff]{5}", re.DOTALL)
 ENVELOPE_HEADER = 2 + 12
 
 

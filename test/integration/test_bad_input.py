@@ -29,6 +29,21 @@ def test_key_file_of_wrong_length(broker, length):
     broker.assert_refuses("must hold exactly 32 bytes")
 
 
+@pytest.mark.parametrize("data,fragment", [
+    (bytes(32), "are all 0x00"),
+    (b"\xff" * 32, "are all 0xff"),
+    (b"9f86d081884c7d659a2feaa0c55ad015", "holds text"),
+    (bytes(range(8)) * 4, "only 8 different byte values"),
+], ids=["zeros", "ones", "hex-text", "eight-values"])
+def test_key_file_not_random(broker, data, fragment):
+    """A key that is obviously not random (the broker would seal everything
+    under a key anyone can guess) is refused, and nothing is created."""
+    write_key(broker.key_file, data)
+    line = broker.assert_refuses(fragment)
+    assert "head -c 32 /dev/urandom" in line, f"the refusal does not say how to make a key: {line}"
+    assert not (broker.db_dir / "data.mdb").exists(), "a refused start created the database"
+
+
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
 def test_key_file_readable_by_others(broker, mode):
     os.chmod(broker.key_file, mode)

@@ -363,6 +363,39 @@ def test_salvage_of_a_damaged_database_keeps_what_authenticates(broker, workdir)
     assert delivered == queued_after, (delivered, queued_after)
 
 
+def test_salvage_keeps_the_journal_records(broker, workdir):
+    """What the broker acknowledged but never committed (its commits failed,
+    then kill -9) is in the journal: salvage copies the journal, and the
+    salts that open its records (each open seals under its own key), and
+    the broker on the salvaged database delivers every message, in order."""
+    shim = broker.plugin.parent / "io_fault.so"
+    assert shim.is_file(), f"{shim} not built"
+    control = workdir / "fault"
+    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    broker.start()
+    with Client(broker, "sj-sub", version=V5, persistent=True, session_expiry=3600) as c:
+        c.subscribe("sj/t", 1)
+    with Client(broker, "sj-pub", version=V5) as p:
+        p.publish_numbered("sj/t", range(1, 11))
+        broker.settle()
+        control.write_text("eio")
+        p.publish_numbered("sj/t", range(11, 31))  # acknowledged; every commit fails
+    broker.kill()
+    control.unlink()
+
+    dst = workdir / "salvaged"
+    r = salvage(broker, broker.db_dir, dst)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "journal: kept" in r.stdout, r.stdout
+    use_db(broker, dst)
+    broker.extra_env = {}
+    broker.start()
+    assert "cut short" not in broker.log(), broker.log()[-2000:]
+    with Client(broker, "sj-sub", version=V5, persistent=True, session_expiry=3600) as c:
+        assert c.session_present
+        assert_sequence(seqs_of(c.collect(30)), list(range(1, 31)), "messages after the salvage")
+
+
 def test_salvage_refuses_a_target_that_holds_something(broker, workdir):
     broker.start()
     seed_data(broker)

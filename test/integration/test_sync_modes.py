@@ -12,6 +12,8 @@ synced (pwrite, fdatasync) before the acknowledgement leaves.
                                     preceded, in the broker's thread, by a
                                     sync after the read of its PUBLISH; in
                                     tick mode none is
+    test_epoch_synced_before_*      strace: the open's epoch and salt are
+                                    synced before anything sealed under them
     test_publish_mode_kill_loop     seeded kill -9 moments under QoS 1 and
                                     QoS 2 load; two offline subscribers get
                                     every acknowledged message, once, in order
@@ -41,7 +43,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from harness import (
-    HOST, V311, V5, Broker, Client, assert_sequence, describe_status,
+    HOST, V311, V5, Broker, Client, assert_sequence, describe_status, lmdb_page_size,
     numbered_payload, sanitizer_env, seqs_of, stop_traced,
 )
 from kill_load import Publisher, parse_payload
@@ -387,6 +389,67 @@ def test_puback_order_tick_mode(broker):
     print(f"tick mode: {len(acks)} PUBACKs, none after a sync")
 
 
+def _offset(call: Call) -> int:
+    """The file offset of a pwrite64 (its last argument)."""
+    return int(call.args.rsplit(",", 1)[1])
+
+
+def test_epoch_synced_before_anything_sealed(broker):
+    """An open's epoch and salt (the key everything of this run is sealed
+    under) are on the disk before any record sealed under them can be: the
+    open's commit is synced by itself (data.mdb's fdatasync after its meta
+    page, before any other page of data.mdb is written), and before the
+    journal's first synced record. Without it (the meta page is not synced
+    at commit: MDB_NOMETASYNC) a crash could keep the records and lose the
+    salt that opens them."""
+    if not shutil.which("strace"):
+        pytest.fail("strace is not installed (it is in the build root: scripts/packages.txt)")
+    if os.environ.get("PERSIST_LMDB_VALGRIND"):
+        pytest.skip("strace and valgrind do not stack")
+    broker.plugin_opts["sync"] = "publish"
+    broker.start()
+    offline_subscriber(broker, "epoch-sub", TRACE_TOPIC, 1)
+    broker.stop()
+
+    trace = broker.root / "strace-epoch.txt"
+    # -s 4096: whole paths.
+    broker.command_prefix = ["strace", "-f", "-tt", "-e", "trace=openat,pwrite64,write,writev,pwritev,fdatasync,msync",
+                             "-xx", "-s", "4096", "-o", str(trace)]
+    if sanitizer_env(broker.plugin):
+        broker.extra_env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+    broker.start()
+    try:
+        with Client(broker, "epoch-pub") as p:
+            for seq in range(1, 4):
+                p.publish(TRACE_TOPIC, numbered_payload(seq), qos=1)
+    finally:
+        rc = stop_traced(broker)
+    assert rc == 0, f"traced broker exited with status {describe_status(rc)}:\n{broker.log()[-3000:]}"
+
+    calls = parse_strace(trace.read_text(errors="replace"))
+    # (-xx: a path is the call's first string, in c.data.)
+    data_fds = {c.result for c in calls if c.name == "openat" and c.data.endswith(b"/data.mdb")
+                and (c.result or -1) >= 0}
+    journal_fds = {c.result for c in calls if c.name == "openat" and c.data.endswith(b"/journal")
+                   and "O_DSYNC" in c.args and (c.result or -1) >= 0}
+    page = lmdb_page_size(broker.data_file.read_bytes())
+    first_meta = next((c for c in calls if c.name == "pwrite64" and c.fd in data_fds and _offset(c) < 2 * page), None)
+    first_record = next((c for c in calls if c.name == "pwrite64" and c.fd in journal_fds), None)
+    assert first_meta and first_record, f"no commit or no synced journal record in the trace ({trace})"
+    after = [c for c in calls if c.index > first_meta.index]
+    sync = next((c for c in after if c.name == "fdatasync" and c.fd in data_fds and c.result == 0), None)
+    assert sync, f"data.mdb is never synced after the open's commit ({trace})"
+    pages = [c for c in after if c.index < sync.index and c.fd in data_fds
+             and c.name in ("pwrite64", "writev", "pwritev", "write")]
+    def brief(c: Call) -> str:
+        return f"{c.name}(fd {c.fd}) in thread {c.tid} at {c.time}"
+
+    assert not pages, (f"another commit wrote data.mdb ({brief(pages[0])}) before the open's commit "
+                       f"({brief(first_meta)}) was synced ({brief(sync)}); {trace}")
+    assert sync.index < first_record.index, \
+        f"the journal's first synced record ({brief(first_record)}) came before the epoch's sync ({brief(sync)})"
+
+
 # --------------------------------------------------------------------------
 # 2. kill -9 under load, publish mode, offline subscribers
 # --------------------------------------------------------------------------
@@ -609,9 +672,9 @@ SMALL_JOURNAL = 256 * 1024
 BURST = 600          # messages per topic per burst
 JOURNAL_TOPICS = {"js/a": 1, "js/b": 2}  # topic -> publisher QoS
 # journal.h: a 4 KiB header ("PLMDB-J1", size), then records at 16-byte
-# aligned offsets: magic "JREC" (u32 LE) | sealed length (u32 LE) | lsn (u64 BE) | sealed.
+# aligned offsets: magic "JRE2" (u32 LE) | sealed length (u32 LE) | lsn (u64 BE) | sealed.
 JOURNAL_HEADER = 4096
-JREC_MAGIC = 0x4A524543
+JREC_MAGIC = 0x4A524532
 SEAL_OVERHEAD = 30
 
 

@@ -21,12 +21,12 @@
 #include "unit_util.h"
 
 /* The file layout documented in journal.h: a 4 KiB header ("PLMDB-J1",
- * size), then records at 16-byte aligned offsets: magic (4, "JREC" as a
- * little-endian 0x4a524543) | sealed length (4, little-endian) | lsn (8,
- * big-endian) | sealed plaintext. */
+ * size), then records at 16-byte aligned offsets: magic (4, little-endian
+ * 0x4a524532; earlier versions' 0x4a524543) | sealed length (4,
+ * little-endian) | lsn (8, big-endian) | sealed plaintext. */
 #define HDR 4096u
 #define REC_HEAD 16u
-#define REC_MAGIC 0x4a524543u
+#define REC_MAGIC 0x4a524532u
 
 static size_t need_of(size_t len)
 {
@@ -103,12 +103,26 @@ static int fx_teardown(void **state)
 	return 0;
 }
 
+static void epoch_salt(uint32_t epoch, uint8_t salt[SEAL_SALT_LEN])
+{
+	memset(salt, (int)(epoch * 7 + 1), SEAL_SALT_LEN);
+	salt[0] = (uint8_t)epoch;
+}
+
+/* A seal of a new epoch that opens what the earlier ones sealed, as the
+ * store's seal learns every salt of its database. */
 static struct seal *make_seal(struct fx *fx, const uint8_t key[SEAL_KEY_LEN])
 {
 	struct seal *s = seal_new(key, 1);
+	uint8_t salt[SEAL_SALT_LEN];
 
 	assert_non_null(s);
-	seal_set_epoch(s, fx->epoch++);
+	for(uint32_t e = 1; e < fx->epoch; e++){
+		epoch_salt(e, salt);
+		assert_int_equal(seal_learn_epoch(s, e, salt), SEAL_OK);
+	}
+	epoch_salt(fx->epoch, salt);
+	assert_int_equal(seal_set_epoch(s, fx->epoch++, salt), SEAL_OK);
 	return s;
 }
 
@@ -756,8 +770,9 @@ static void test_forged_records(void **state)
 	free(f);
 }
 
-/* A record found twice (a copy left in the ring) is returned once. */
-static void test_duplicate_record_returned_once(void **state)
+/* A record is bound to its place in the ring: a copy of it elsewhere does
+ * not authenticate, and a record moved elsewhere is not replayed. */
+static void test_moved_record_not_replayed(void **state)
 {
 	struct fx *fx = *state;
 	struct journal *j = jopen(fx, JOURNAL_MIN_SIZE);
@@ -773,14 +788,26 @@ static void test_duplicate_record_returned_once(void **state)
 	f = file_read(fx, &flen);
 	assert_uint_equal(rec_offsets(f, flen, offs, 8), 3);
 	assert_true(offs[2] + need_of(len_of(3)) < far);
+
+	/* A copy of record 2 far away: the original is returned, once. */
 	memcpy(f + far, f + offs[1], need_of(len_of(2)));
 	file_write(fx, f, flen);
-	free(f);
-
 	j = jopen(fx, JOURNAL_MIN_SIZE);
 	c = replay_ok(j, 0, &unreadable);
-	assert_uint_equal(unreadable, 0);
+	assert_uint_equal(unreadable, 1);
 	assert_records(&c, 1, 3, 0);
+	coll_free(&c);
+	jclose(fx);
+
+	/* Record 3 moved there (its place wiped): it is not replayed. */
+	memcpy(f + far, f + offs[2], need_of(len_of(3)));
+	memset(f + offs[2], 0, need_of(len_of(3)));
+	file_write(fx, f, flen);
+	free(f);
+	j = jopen(fx, JOURNAL_MIN_SIZE);
+	c = replay_ok(j, 0, &unreadable);
+	assert_uint_equal(unreadable, 1);
+	assert_records(&c, 1, 2, 0);
 	coll_free(&c);
 }
 
@@ -901,6 +928,9 @@ static void test_open_read(void **state)
 	for(uint64_t lsn = 1; lsn <= 9; lsn++){
 		append_ok(j, lsn, len_of(lsn), 0, false);
 	}
+	/* A reader knows the writer's epoch, as the store's seal learns it. */
+	seal_free(s);
+	s = make_seal(fx, fx->key);
 	/* Read while the writer has it open, then after it closed. */
 	for(int round = 0; round < 2; round++){
 		assert_int_equal(journal_open_read(&rj, fx->dir, s, err, sizeof(err)), JOURNAL_OK);
@@ -1053,7 +1083,7 @@ int main(void)
 		T(test_too_large),
 		T(test_torn_record),
 		T(test_forged_records),
-		T(test_duplicate_record_returned_once),
+		T(test_moved_record_not_replayed),
 		T(test_not_a_journal),
 		T(test_open_read),
 		T(test_size),

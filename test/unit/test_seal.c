@@ -10,6 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
 #include "seal.h"
 #include "unit_util.h"
 
@@ -35,6 +41,30 @@ static uint32_t be32(const uint8_t *p)
 static uint64_t be64(const uint8_t *p)
 {
 	return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
+
+/* A fixed salt per epoch, so that two seals of the same key agree. */
+static void fixed_salt(uint32_t epoch, uint8_t salt[SEAL_SALT_LEN])
+{
+	for(int i = 0; i < SEAL_SALT_LEN; i++){
+		salt[i] = (uint8_t)(epoch * 31 + (uint32_t)i);
+	}
+}
+
+static void set_epoch(struct seal *s, uint32_t epoch)
+{
+	uint8_t salt[SEAL_SALT_LEN];
+
+	fixed_salt(epoch, salt);
+	assert_int_equal(seal_set_epoch(s, epoch, salt), SEAL_OK);
+}
+
+static void learn_epoch(struct seal *s, uint32_t epoch)
+{
+	uint8_t salt[SEAL_SALT_LEN];
+
+	fixed_salt(epoch, salt);
+	assert_int_equal(seal_learn_epoch(s, epoch, salt), SEAL_OK);
 }
 
 /* Seals pt_text under ad_text; returns a malloc'd envelope. */
@@ -69,7 +99,7 @@ static void test_roundtrip(void **state)
 	(void)state;
 	assert_non_null(s);
 	assert_int_equal(seal_key_id(s), 7);
-	seal_set_epoch(s, 0x01020304);
+	set_epoch(s, 0x01020304);
 	env = seal_sample(s, &len);
 
 	assert_int_equal(env[0], SEAL_VERSION);
@@ -84,9 +114,13 @@ static void test_roundtrip(void **state)
 	assert_memory_equal(pt, pt_text, sizeof(pt_text));
 	free(pt);
 
-	/* A second seal instance from the same key and id opens it too. */
+	/* A second seal instance from the same key and id opens it once it
+	 * knows the epoch's salt. */
 	struct seal *s2 = seal_new(key_a, 7);
 	assert_non_null(s2);
+	assert_int_equal(open_exact(s2, ad_text, sizeof(ad_text), env, len, &pt, &pt_len), SEAL_ERR_EPOCH);
+	free(pt);
+	learn_epoch(s2, 0x01020304);
 	assert_int_equal(open_exact(s2, ad_text, sizeof(ad_text), env, len, &pt, &pt_len), SEAL_OK);
 	assert_memory_equal(pt, pt_text, sizeof(pt_text));
 	free(pt);
@@ -103,7 +137,7 @@ static void test_roundtrip_sizes(void **state)
 
 	(void)state;
 	assert_non_null(s);
-	seal_set_epoch(s, 9);
+	set_epoch(s, 9);
 	memset(ad, 0x3c, sizeof(ad));
 	for(size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++){
 		size_t n = sizes[i], pt_len;
@@ -151,7 +185,7 @@ static void test_every_byte_change_detected(void **state)
 
 	(void)state;
 	assert_non_null(s);
-	seal_set_epoch(s, 3);
+	set_epoch(s, 3);
 	env = seal_sample(s, &len);
 	for(size_t pos = 0; pos < len; pos++){
 		for(size_t p = 0; p < sizeof(patterns); p++){
@@ -165,6 +199,9 @@ static void test_every_byte_change_detected(void **state)
 				assert_int_equal(rc, SEAL_ERR_FORMAT);
 			}else if(pos == 1){
 				assert_int_equal(rc, SEAL_ERR_KEY_ID);
+			}else if(pos < 6){
+				/* The nonce's epoch names a key this seal was not given. */
+				assert_int_equal(rc, SEAL_ERR_EPOCH);
 			}else{
 				assert_int_equal(rc, SEAL_ERR_AUTH);
 				/* A rejected plaintext is not left behind. */
@@ -201,7 +238,7 @@ static void test_truncated_or_extended_envelope(void **state)
 
 	(void)state;
 	assert_non_null(s);
-	seal_set_epoch(s, 3);
+	set_epoch(s, 3);
 	env = seal_sample(s, &len);
 	for(size_t n = 0; n < len; n++){
 		uint8_t *copy = malloc(n ? n : 1);
@@ -236,6 +273,7 @@ static void test_associated_data_bound(void **state)
 
 	(void)state;
 	assert_non_null(s);
+	set_epoch(s, 3);
 	env = seal_sample(s, &len);
 	for(size_t i = 0; i < sizeof(ad_text); i++){
 		for(unsigned bit = 0; bit < 8; bit++){
@@ -275,6 +313,9 @@ static void test_wrong_key_and_key_id(void **state)
 	assert_non_null(a1);
 	assert_non_null(b1);
 	assert_non_null(a2);
+	set_epoch(a1, 3);
+	set_epoch(b1, 3);
+	set_epoch(a2, 3);
 	env = seal_sample(a1, &len);
 
 	assert_int_equal(open_exact(b1, ad_text, sizeof(ad_text), env, len, &pt, &pt_len), SEAL_ERR_AUTH);
@@ -327,7 +368,7 @@ static void test_nonces_never_repeat(void **state)
 	(void)state;
 	assert_non_null(s);
 	assert_non_null(n1);
-	seal_set_epoch(s, epoch1);
+	set_epoch(s, epoch1);
 	for(uint64_t i = 0; i < N_NONCES; i++){
 		assert_int_equal(seal_record(s, NULL, 0, pt, sizeof(pt), env), SEAL_OK);
 		seal_last_nonce(s, last);
@@ -356,7 +397,7 @@ static void test_nonces_never_repeat(void **state)
 
 	/* A new epoch: counter restarts, epoch changes, no nonce of the old epoch
 	 * comes back. */
-	seal_set_epoch(s, epoch2);
+	set_epoch(s, epoch2);
 	for(uint64_t i = 0; i < 1000; i++){
 		assert_int_equal(seal_record(s, NULL, 0, pt, sizeof(pt), env), SEAL_OK);
 		assert_uint_equal(be32(env + 2), epoch2);
@@ -383,7 +424,7 @@ static void test_epoch_in_nonce_high_bytes(void **state)
 	(void)state;
 	assert_non_null(s);
 	for(size_t i = 0; i < sizeof(epochs) / sizeof(epochs[0]); i++){
-		seal_set_epoch(s, epochs[i]);
+		set_epoch(s, epochs[i]);
 		for(uint64_t c = 1; c <= 3; c++){
 			assert_int_equal(seal_record(s, &b, 1, &b, 1, env), SEAL_OK);
 			seal_last_nonce(s, nonce);
@@ -404,7 +445,7 @@ static void test_clone_opens(void **state)
 
 	(void)state;
 	assert_non_null(s);
-	seal_set_epoch(s, 5);
+	set_epoch(s, 5);
 	memset(pt, 'p', sizeof(pt));
 	assert_int_equal(seal_record(s, ad, sizeof(ad), pt, sizeof(pt), env), SEAL_OK);
 	c = seal_clone(s);
@@ -421,6 +462,159 @@ static void test_clone_opens(void **state)
 	assert_memory_equal(h1, h2, HASH_LEN);
 	seal_free(c);
 	assert_int_equal(seal_open(s, ad, sizeof(ad), env, sizeof(env), out, &out_len), SEAL_OK);
+	seal_free(s);
+}
+
+/* ---- epochs and salts ---- */
+
+/* Two histories of one file (a restored backup, a copy opened twice) open
+ * the same epoch with different salts: the same nonce goes with different
+ * keys, so the XOR of the two ciphertexts is not the XOR of the
+ * plaintexts, and neither history's records open under the other's key. */
+static void test_same_epoch_other_salt(void **state)
+{
+	struct seal *a = seal_new(key_a, 1), *b = seal_new(key_a, 1), *reader = seal_new(key_a, 1);
+	uint8_t salt_a[SEAL_SALT_LEN], salt_b[SEAL_SALT_LEN];
+	uint8_t secret[32], known[32], ea[32 + SEAL_OVERHEAD], eb[32 + SEAL_OVERHEAD], out[32];
+	size_t out_len;
+	int same = 0;
+
+	(void)state;
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(reader);
+	memset(secret, 'S', sizeof(secret));
+	memset(known, 'K', sizeof(known));
+	assert_int_equal(seal_begin_epoch(a, 7, salt_a), SEAL_OK);
+	assert_int_equal(seal_begin_epoch(b, 7, salt_b), SEAL_OK);
+	assert_memory_not_equal(salt_a, salt_b, SEAL_SALT_LEN);
+	assert_int_equal(seal_record(a, ad_text, sizeof(ad_text), secret, sizeof(secret), ea), SEAL_OK);
+	assert_int_equal(seal_record(b, ad_text, sizeof(ad_text), known, sizeof(known), eb), SEAL_OK);
+	assert_memory_equal(ea + 2, eb + 2, SEAL_NONCE_LEN);
+	for(size_t i = 0; i < sizeof(secret); i++){
+		same += (ea[SEAL_HEADER_LEN + i] ^ eb[SEAL_HEADER_LEN + i] ^ known[i]) == secret[i];
+	}
+	/* By chance about 32/256 bytes agree; all of them did with one key. */
+	assert_true(same < 16);
+
+	/* A reader given a's salt opens a's record, not b's. */
+	assert_int_equal(seal_learn_epoch(reader, 7, salt_a), SEAL_OK);
+	assert_int_equal(seal_open(reader, ad_text, sizeof(ad_text), ea, sizeof(ea), out, &out_len), SEAL_OK);
+	assert_memory_equal(out, secret, sizeof(secret));
+	assert_int_equal(seal_open(reader, ad_text, sizeof(ad_text), eb, sizeof(eb), out, &out_len), SEAL_ERR_AUTH);
+	/* An epoch keeps its first salt. */
+	assert_int_equal(seal_learn_epoch(reader, 7, salt_b), SEAL_ERR_FORMAT);
+	assert_int_equal(seal_learn_epoch(reader, 7, salt_a), SEAL_OK);
+	assert_int_equal(seal_set_epoch(a, 7, salt_b), SEAL_ERR_FORMAT);
+	seal_free(a);
+	seal_free(b);
+	seal_free(reader);
+}
+
+/* Records of many opens mix in a file: more epochs than the seal keeps
+ * derived keys for, read in an order that evicts them, all open. */
+static void test_many_epochs_open(void **state)
+{
+	enum { EPOCHS = 20 };
+	struct seal *w = seal_new(key_a, 1), *r = seal_new(key_a, 1);
+	uint8_t env[EPOCHS][sizeof(pt_text) + SEAL_OVERHEAD], out[sizeof(pt_text)];
+	size_t out_len;
+
+	(void)state;
+	assert_non_null(w);
+	assert_non_null(r);
+	for(uint32_t e = 0; e < EPOCHS; e++){
+		set_epoch(w, 100 + e * 3);
+		learn_epoch(r, 100 + e * 3);
+		assert_int_equal(seal_record(w, ad_text, sizeof(ad_text), pt_text, sizeof(pt_text), env[e]), SEAL_OK);
+	}
+	for(int round = 0; round < 3; round++){
+		for(uint32_t i = 0; i < EPOCHS; i++){
+			uint32_t e = (i * 7 + (uint32_t)round) % EPOCHS;
+			assert_int_equal(seal_open(r, ad_text, sizeof(ad_text), env[e], sizeof(env[e]), out, &out_len),
+					SEAL_OK);
+			assert_memory_equal(out, pt_text, sizeof(pt_text));
+		}
+	}
+	/* An epoch in between, never given, does not open. */
+	env[0][5] ^= 1;
+	assert_int_equal(seal_open(r, ad_text, sizeof(ad_text), env[0], sizeof(env[0]), out, &out_len),
+			SEAL_ERR_EPOCH);
+	seal_free(w);
+	seal_free(r);
+}
+
+/* Nothing seals before an epoch is set (there is no key to seal with);
+ * a clone of such a seal opens what the original learned. */
+static void test_unkeyed_seal(void **state)
+{
+	struct seal *w = seal_new(key_a, 1), *r = seal_new(key_a, 1), *c;
+	uint8_t env[sizeof(pt_text) + SEAL_OVERHEAD], out[sizeof(pt_text)];
+	size_t out_len;
+
+	(void)state;
+	assert_non_null(w);
+	assert_non_null(r);
+	assert_int_equal(seal_record(r, NULL, 0, pt_text, sizeof(pt_text), env), SEAL_ERR_CRYPTO);
+	set_epoch(w, 11);
+	assert_int_equal(seal_record(w, NULL, 0, pt_text, sizeof(pt_text), env), SEAL_OK);
+	learn_epoch(r, 11);
+	c = seal_clone(r);
+	assert_non_null(c);
+	assert_int_equal(seal_open(c, NULL, 0, env, sizeof(env), out, &out_len), SEAL_OK);
+	assert_int_equal(seal_record(c, NULL, 0, pt_text, sizeof(pt_text), env), SEAL_ERR_CRYPTO);
+	seal_free(c);
+	seal_free(w);
+	seal_free(r);
+}
+
+/* Version 1 records (one key for every epoch, earlier releases) still
+ * open; nothing new is written in that version. */
+static void test_v1_records_open(void **state)
+{
+	struct seal *s = seal_new(key_a, 1);
+	uint8_t k1[SEAL_KEY_LEN], env[sizeof(pt_text) + SEAL_OVERHEAD], out[sizeof(pt_text)];
+	OSSL_PARAM params[4];
+	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF_CTX *kctx;
+	EVP_CIPHER_CTX *enc = EVP_CIPHER_CTX_new();
+	size_t out_len;
+	int len;
+
+	(void)state;
+	assert_non_null(s);
+	assert_non_null(kdf);
+	assert_non_null(enc);
+	kctx = EVP_KDF_CTX_new(kdf);
+	EVP_KDF_free(kdf);
+	assert_non_null(kctx);
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key_a, SEAL_KEY_LEN);
+	params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)"persist-lmdb seal v1", 20);
+	params[3] = OSSL_PARAM_construct_end();
+	assert_int_equal(EVP_KDF_derive(kctx, k1, sizeof(k1), params), 1);
+	EVP_KDF_CTX_free(kctx);
+
+	env[0] = SEAL_VERSION_V1;
+	env[1] = 1;
+	memset(env + 2, 0, SEAL_NONCE_LEN);
+	env[5] = 4; /* epoch 4, counter 9: an epoch this seal never learned */
+	env[13] = 9;
+	assert_int_equal(EVP_EncryptInit_ex2(enc, EVP_aes_256_gcm(), k1, env + 2, NULL), 1);
+	assert_int_equal(EVP_EncryptUpdate(enc, NULL, &len, ad_text, sizeof(ad_text)), 1);
+	assert_int_equal(EVP_EncryptUpdate(enc, env + SEAL_HEADER_LEN, &len, pt_text, sizeof(pt_text)), 1);
+	assert_int_equal(EVP_EncryptFinal_ex(enc, env + SEAL_HEADER_LEN + len, &len), 1);
+	assert_int_equal(EVP_CIPHER_CTX_ctrl(enc, EVP_CTRL_GCM_GET_TAG, SEAL_TAG_LEN,
+				env + SEAL_HEADER_LEN + sizeof(pt_text)), 1);
+	EVP_CIPHER_CTX_free(enc);
+
+	assert_int_equal(seal_open(s, ad_text, sizeof(ad_text), env, sizeof(env), out, &out_len), SEAL_OK);
+	assert_memory_equal(out, pt_text, sizeof(pt_text));
+	/* The version byte is bound: read as version 2 it does not open. */
+	env[0] = SEAL_VERSION;
+	learn_epoch(s, 4);
+	assert_int_equal(seal_open(s, ad_text, sizeof(ad_text), env, sizeof(env), out, &out_len), SEAL_ERR_AUTH);
+	seal_wipe(k1, sizeof(k1));
 	seal_free(s);
 }
 
@@ -471,6 +665,7 @@ static void test_hash(void **state)
 
 	/* Interleaving seals and hashes does not disturb either. */
 	size_t len;
+	set_epoch(a, 1);
 	uint8_t *env = seal_sample(a, &len);
 	assert_int_equal(seal_hash(a, 'c', "client", 6, h2), SEAL_OK);
 	assert_memory_equal(h1, h2, HASH_LEN);
@@ -605,6 +800,66 @@ static void test_key_load_bad_lengths(void **state)
 	free(path);
 }
 
+/* Keys that are obviously not random are refused, with what is wrong and
+ * how to make one; a random key is not (the rule fails 32 random bytes
+ * with a probability below 1e-13). */
+static void test_key_load_weak(void **state)
+{
+	struct keydir *kd = *state;
+	char *path = ut_join(kd->dir, "key");
+	uint8_t data[SEAL_KEY_LEN], key[SEAL_KEY_LEN];
+	char err[512];
+	static const struct {
+		const char *what;
+		const char *says;
+	} cases[] = {
+		{"zeros", "are all 0x00"},
+		{"ones", "are all 0xff"},
+		{"hex", "holds text"},
+		{"pass", "holds text"},
+		{"few", "only 8 different byte values"},
+	};
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		const char *w = cases[i].what;
+		if(!strcmp(w, "zeros")){
+			memset(data, 0, sizeof(data));
+		}else if(!strcmp(w, "ones")){
+			memset(data, 0xff, sizeof(data));
+		}else if(!strcmp(w, "hex")){
+			memcpy(data, "9f86d081884c7d659a2feaa0c55ad015", SEAL_KEY_LEN);
+		}else if(!strcmp(w, "pass")){
+			memcpy(data, "correct horse battery staple!!!!", SEAL_KEY_LEN);
+		}else{
+			for(size_t j = 0; j < sizeof(data); j++){
+				data[j] = (uint8_t)(0x80 + (j * 5) % 8);
+			}
+		}
+		assert_int_equal(ut_write_file(path, data, sizeof(data), 0600), 0);
+		err[0] = 0;
+		memset(key, 0xaa, sizeof(key));
+		if(seal_key_load(path, key, err, sizeof(err)) != -1){
+			fail_msg("a key of %s was accepted", w);
+		}
+		if(!strstr(err, cases[i].says) || !strstr(err, "head -c 32 /dev/urandom")){
+			fail_msg("the refusal of a key of %s says: %s", w, err);
+		}
+		for(size_t j = 0; j < SEAL_KEY_LEN; j++){
+			assert_int_equal(key[j], 0);
+		}
+	}
+	/* Random keys pass, many of them. */
+	for(int n = 0; n < 2000; n++){
+		assert_int_equal(RAND_bytes(data, sizeof(data)), 1);
+		assert_int_equal(ut_write_file(path, data, sizeof(data), 0600), 0);
+		if(seal_key_load(path, key, err, sizeof(err)) != 0){
+			fail_msg("a random key was refused: %s", err);
+		}
+		assert_memory_equal(key, data, SEAL_KEY_LEN);
+	}
+	free(path);
+}
+
 static void test_key_load_missing_dir_symlink(void **state)
 {
 	struct keydir *kd = *state;
@@ -696,7 +951,7 @@ static void test_key_create(void **state)
 static void test_strerror(void **state)
 {
 	(void)state;
-	for(int rc = SEAL_OK; rc <= SEAL_ERR_NONCE; rc++){
+	for(int rc = SEAL_OK; rc <= SEAL_ERR_EPOCH; rc++){
 		assert_non_null(seal_strerror(rc));
 		assert_string_not_equal(seal_strerror(rc), "unknown error");
 	}
@@ -715,11 +970,16 @@ int main(void)
 		cmocka_unit_test(test_nonces_never_repeat),
 		cmocka_unit_test(test_epoch_in_nonce_high_bytes),
 		cmocka_unit_test(test_clone_opens),
+		cmocka_unit_test(test_same_epoch_other_salt),
+		cmocka_unit_test(test_many_epochs_open),
+		cmocka_unit_test(test_unkeyed_seal),
+		cmocka_unit_test(test_v1_records_open),
 		cmocka_unit_test(test_hash),
 		cmocka_unit_test(test_hash_distinct_many),
 		cmocka_unit_test_setup_teardown(test_key_load_valid, keydir_setup, keydir_teardown),
 		cmocka_unit_test_setup_teardown(test_key_load_bad_modes, keydir_setup, keydir_teardown),
 		cmocka_unit_test_setup_teardown(test_key_load_bad_lengths, keydir_setup, keydir_teardown),
+		cmocka_unit_test_setup_teardown(test_key_load_weak, keydir_setup, keydir_teardown),
 		cmocka_unit_test_setup_teardown(test_key_load_missing_dir_symlink, keydir_setup, keydir_teardown),
 		cmocka_unit_test_setup_teardown(test_key_create, keydir_setup, keydir_teardown),
 		cmocka_unit_test(test_strerror),

@@ -29,6 +29,7 @@
 
 static unsigned g_log_count[4];
 static char g_last_warning[512];
+static char g_last_info[512];
 
 static void test_log(int level, const char *msg)
 {
@@ -38,12 +39,16 @@ static void test_log(int level, const char *msg)
 	if(level == STORE_LOG_WARNING){
 		snprintf(g_last_warning, sizeof(g_last_warning), "%s", msg);
 	}
+	if(level == STORE_LOG_INFO){
+		snprintf(g_last_info, sizeof(g_last_info), "%s", msg);
+	}
 }
 
 static void log_reset(void)
 {
 	memset(g_log_count, 0, sizeof(g_log_count));
 	g_last_warning[0] = '\0';
+	g_last_info[0] = '\0';
 }
 
 /* ---- fixture ---- */
@@ -443,6 +448,21 @@ static void raw_put(struct raw *r, MDB_dbi dbi, const void *key, size_t klen, co
 	assert_int_equal(mdb_put(r->txn, dbi, &k, &v, 0), 0);
 }
 
+/* A seal for records written straight into the file: it seals under an
+ * epoch the store never opened (epoch), with a salt stored beside the
+ * store's own so that the store opens what it seals. */
+static struct seal *raw_seal(struct raw *r, const uint8_t key[SEAL_KEY_LEN], uint32_t epoch)
+{
+	struct seal *s = seal_new(key, 1);
+	uint8_t name[8] = {'s', 'a', 'l', 't'}, salt[SEAL_SALT_LEN];
+
+	assert_non_null(s);
+	assert_int_equal(seal_begin_epoch(s, epoch, salt), SEAL_OK);
+	put_be32(name + 4, epoch);
+	raw_put(r, raw_dbi(r, "meta"), name, sizeof(name), salt, sizeof(salt));
+	return s;
+}
+
 /* Copies of the n-th key and value of a database, in key order. */
 static void raw_nth(struct raw *r, MDB_dbi dbi, size_t n, uint8_t **key, size_t *klen, uint8_t **val, size_t *vlen)
 {
@@ -681,13 +701,14 @@ static void test_roundtrip_all_kinds(void **state)
 	check_all_kinds(st);
 	assert_uint_equal(stats_of(st).records_rejected, 0);
 
-	/* The store passes its structure check: 3 meta records + ours + refs
+	/* The store passes its structure check: 4 meta records (schema, key
+	 * check, epoch, this open's salt) + ours + refs
 	 * records of the 2 bodies retained entries use (a body's queue entries
 	 * are counted in its own record, retained entries are not). */
 	uint64_t records = 0;
 	char err[512];
 	assert_int_equal(store_check_structure(st, &records, err, sizeof(err)), STORE_OK);
-	assert_uint_equal(records, 3 + N_MSG_IDS + 2 + 3 + 4 + 2 + 1 + 2);
+	assert_uint_equal(records, 4 + N_MSG_IDS + 2 + 3 + 4 + 2 + 1 + 2);
 	store_close(st);
 
 	/* Everything persists across a reopen (under a new epoch), read-write
@@ -1498,9 +1519,15 @@ static void test_tampered_value_rejected(void **state)
 		assert_uint_equal(stats_of(st).records_rejected, 1);
 		assert_uint_equal(g_log_count[STORE_LOG_WARNING], 1);
 		assert_non_null(strstr(g_last_warning, "msgs"));
-		/* The reason names the envelope field that failed. */
-		assert_non_null(strstr(g_last_warning, positions[i] == 0 ? seal_strerror(SEAL_ERR_FORMAT)
-				: positions[i] == 1 ? seal_strerror(SEAL_ERR_KEY_ID) : seal_strerror(SEAL_ERR_AUTH)));
+		/* The reason names the envelope field that failed; a changed epoch
+		 * names an open this file never had, or one whose key fails. */
+		if(positions[i] >= 2 && positions[i] < 6){
+			assert_true(strstr(g_last_warning, seal_strerror(SEAL_ERR_EPOCH))
+					|| strstr(g_last_warning, seal_strerror(SEAL_ERR_AUTH)));
+		}else{
+			assert_non_null(strstr(g_last_warning, positions[i] == 0 ? seal_strerror(SEAL_ERR_FORMAT)
+					: positions[i] == 1 ? seal_strerror(SEAL_ERR_KEY_ID) : seal_strerror(SEAL_ERR_AUTH)));
+		}
 		/* The other kinds are unaffected. */
 		assert_uint_equal(count_sessions(st), 2);
 		/* Each walk that meets it counts it. */
@@ -1869,7 +1896,7 @@ static void test_walk_stops_on_callback_value(void **state)
 	uint64_t records = 0;
 	char err[256];
 	assert_int_equal(store_check_structure(st, &records, err, sizeof(err)), STORE_OK);
-	assert_uint_equal(records, 3 + 9 + 9);
+	assert_uint_equal(records, 4 + 9 + 9); /* meta (with a salt) + messages + sessions */
 	store_close(st);
 }
 
@@ -2517,8 +2544,7 @@ static void test_schema2_counts_built(void **state)
 	raw_open(&r, fx->db);
 	MDB_dbi counts = raw_dbi(&r, "refs"), meta = raw_dbi(&r, "meta");
 	assert_int_equal(mdb_drop(r.txn, counts, 1), 0);
-	struct seal *seal = seal_new(fx->key, 1);
-	assert_non_null(seal);
+	struct seal *seal = raw_seal(&r, fx->key, 0xFFFFFE);
 	uint8_t ad[1 + 6] = {DB_META, 's', 'c', 'h', 'e', 'm', 'a'}, two[4] = {0, 0, 0, 2};
 	uint8_t sealed[4 + SEAL_OVERHEAD];
 	assert_int_equal(seal_record(seal, ad, sizeof(ad), two, sizeof(two), sealed), SEAL_OK);
@@ -2545,12 +2571,10 @@ static void test_schema2_counts_built(void **state)
 	put_be64(key, msg_ids[1]);
 	ad2[0] = DB_REFS;
 	memcpy(ad2 + 1, key, 8);
-	seal = seal_new(fx->key, 1);
-	assert_non_null(seal);
-	seal_set_epoch(seal, 0xFFFFFF);
+	raw_open(&r, fx->db);
+	seal = raw_seal(&r, fx->key, 0xFFFFFF);
 	assert_int_equal(seal_record(seal, ad2, sizeof(ad2), seven, sizeof(seven), sealed2), SEAL_OK);
 	seal_free(seal);
-	raw_open(&r, fx->db);
 	raw_put(&r, raw_dbi(&r, "refs"), key, sizeof(key), sealed2, sizeof(sealed2));
 	raw_close(&r, true);
 	st = open_store(fx, 0, 0);
@@ -2562,6 +2586,122 @@ static void test_schema2_counts_built(void **state)
 	assert_uint_equal(refs.refs_wrong, 0);
 	/* The repair also deleted the 3 bodies nothing refers to. */
 	assert_uint_equal(count_msgs(st), 4);
+	store_close(st);
+}
+
+/* Writes a schema record of version v straight into the file. */
+static void schema_set(struct fx *fx, uint32_t v)
+{
+	uint8_t ad[1 + 6] = {DB_META, 's', 'c', 'h', 'e', 'm', 'a'}, be[4], sealed[4 + SEAL_OVERHEAD];
+	struct seal *seal;
+	struct raw r;
+
+	raw_open(&r, fx->db);
+	seal = raw_seal(&r, fx->key, 0xFFFFF0 + v);
+	put_be32(be, v);
+	assert_int_equal(seal_record(seal, ad, sizeof(ad), be, sizeof(be), sealed), SEAL_OK);
+	seal_free(seal);
+	raw_put(&r, raw_dbi(&r, "meta"), "schema", 6, sealed, sizeof(sealed));
+	raw_close(&r, true);
+}
+
+/* A schema 3 database (the release before per-open keys) is read as it is,
+ * and becomes schema 4 at its first writable open, where earlier releases
+ * refuse it instead of skipping records they cannot open; a schema this
+ * release does not know is refused, with nothing written. */
+static void test_schema3_converted(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	char err[512] = "";
+	uint8_t *before, *after;
+	size_t blen, alen;
+	struct raw r;
+
+	write_all_kinds(st);
+	commit_ok(st);
+	store_close(st);
+	schema_set(fx, 3);
+
+	log_reset();
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	check_all_kinds(st);
+	store_close(st);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 0);
+
+	st = open_store(fx, 0, 0);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
+	assert_non_null(strstr(g_last_info, "to schema 4"));
+	check_all_kinds(st);
+	store_close(st);
+	log_reset();
+	st = open_store(fx, 0, 0);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 0);
+	check_all_kinds(st);
+	store_close(st);
+
+	schema_set(fx, 5);
+	raw_open(&r, fx->db);
+	before = raw_get(&r, raw_dbi(&r, "meta"), "epoch", 5, &blen);
+	raw_close(&r, false);
+	assert_non_null(before);
+	st = NULL;
+	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_VERSION);
+	assert_null(st);
+	assert_non_null(strstr(err, "has schema version 5; this persist-lmdb reads versions 1 to 4"));
+	raw_open(&r, fx->db);
+	after = raw_get(&r, raw_dbi(&r, "meta"), "epoch", 5, &alen);
+	raw_close(&r, false);
+	assert_non_null(after);
+	assert_uint_equal(alen, blen);
+	assert_memory_equal(after, before, blen);
+	free(before);
+	free(after);
+}
+
+/* The salts are the one unsealed meta record: a damaged one (another
+ * length) or a missing one (the key check's) is refused by name, not read
+ * as a wrong key. */
+static void test_salt_record_damaged(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	uint8_t name[8] = {'s', 'a', 'l', 't'}, *salt;
+	char err[512] = "";
+	size_t len;
+	struct raw r;
+
+	write_all_kinds(st);
+	commit_ok(st);
+	store_close(st);
+
+	put_be32(name + 4, 1);
+	raw_open(&r, fx->db);
+	salt = raw_get(&r, raw_dbi(&r, "meta"), name, sizeof(name), &len);
+	assert_non_null(salt);
+	assert_uint_equal(len, SEAL_SALT_LEN);
+	raw_put(&r, raw_dbi(&r, "meta"), name, sizeof(name), salt, len - 1);
+	raw_close(&r, true);
+	st = NULL;
+	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_non_null(strstr(err, "salt records"));
+
+	raw_open(&r, fx->db);
+	MDB_val k = {sizeof(name), name};
+	assert_int_equal(mdb_del(r.txn, raw_dbi(&r, "meta"), &k, NULL), 0);
+	raw_close(&r, true);
+	err[0] = 0;
+	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_non_null(strstr(err, "key check"));
+	assert_non_null(strstr(err, seal_strerror(SEAL_ERR_EPOCH)));
+
+	/* Put back, everything is there. */
+	raw_open(&r, fx->db);
+	raw_put(&r, raw_dbi(&r, "meta"), name, sizeof(name), salt, SEAL_SALT_LEN);
+	raw_close(&r, true);
+	free(salt);
+	st = open_store(fx, 0, 0);
+	check_all_kinds(st);
 	store_close(st);
 }
 
@@ -2603,8 +2743,7 @@ static void test_schema1_queues_converted(void **state)
 	mdb_cursor_close(cur);
 	assert_uint_equal(moved, 9000);
 	assert_int_equal(mdb_drop(r.txn, queues, 1), 0);
-	struct seal *seal = seal_new(fx->key, 1);
-	assert_non_null(seal);
+	struct seal *seal = raw_seal(&r, fx->key, 0xFFFFFE);
 	uint8_t ad[1 + 6] = {DB_META, 's', 'c', 'h', 'e', 'm', 'a'}, one[4] = {0, 0, 0, 1};
 	uint8_t sealed[4 + SEAL_OVERHEAD];
 	assert_int_equal(seal_record(seal, ad, sizeof(ad), one, sizeof(one), sealed), SEAL_OK);
@@ -2803,6 +2942,8 @@ int main(void)
 		T(test_no_sync),
 		T(test_schema1_queues_converted),
 		T(test_schema2_counts_built),
+		T(test_schema3_converted),
+		T(test_salt_record_damaged),
 		T(test_walk_in_batches),
 	};
 #undef T
