@@ -1,12 +1,12 @@
 /* Validation of control API requests ($CONTROL/persist-lmdb/v1,
  * docs/control-api.md), apart from the broker so that unit tests and a fuzz
- * target can drive it. The plugin lets Mosquitto parse the envelope
- * (mosquitto_control_generic_callback) and validates each command with
- * ctl_request_parse; ctl_payload_parse does the whole payload the way the
- * plugin and Mosquitto together do, for tests. */
+ * target can drive it: the plugin parses each request payload with
+ * ctl_payload_parse (the envelope as Mosquitto's dynamic-security reads
+ * it, then each command) and asks ctl_user_allowed who may send one. */
 #ifndef PERSIST_LMDB_CONTROL_REQ_H
 #define PERSIST_LMDB_CONTROL_REQ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <cjson/cJSON.h>
@@ -65,7 +65,13 @@ struct ctl_batch {
 	size_t n;
 };
 
-/* Parses {"commands":[...]} as the plugin and Mosquitto do: a payload over
+/* Whether a client with this username (NULL: none) may use the API under
+ * plugin_opt_control_users users (NULL: not set, the API is off): its
+ * username is one of the space-separated names, or users is "*" and it has
+ * one. A client without a username never may. */
+bool ctl_user_allowed(const char *users, const char *username);
+
+/* Parses {"commands":[...]} as Mosquitto's control plugins do: a payload over
  * CTL_MAX_REQUEST_BYTES, invalid JSON or a missing "commands" array gives a
  * single rejected entry; processing stops after a CTL_REJECT_STOP entry.
  * Returns 0, or -1 when out of memory (b is then empty). */

@@ -59,6 +59,8 @@ struct plugin_config {
 	size_t dedup_max_ids;
 	char *seq_property;     /* user property for sequence numbers; NULL: off */
 	unsigned metrics_interval;  /* seconds between $SYS metrics; 0: off */
+	char *control_users;    /* who may use the control API: usernames, "*" (any
+	                           client with a username), or NULL (the API is off) */
 };
 
 /* Fills cfg from the options. persistence_location (may be NULL) gives the

@@ -21,8 +21,6 @@
 	X(mosquitto_client_protocol_version) \
 	X(mosquitto_client_username) \
 	X(mosquitto_control_command_reply) \
-	X(mosquitto_control_generic_callback) \
-	X(mosquitto_control_send_response) \
 	X(mosquitto_persist_client_delete) \
 	X(mosquitto_persist_client_msg_clear) \
 	X(mosquitto_persist_retain_msg_delete) \
@@ -212,6 +210,8 @@ struct plugin {
 	size_t n_q2p, cap_q2p;
 	uint64_t dedup_dropped, dedup_evicted;
 	uint64_t refused_disk_full;
+	uint64_t control_refused;       /* control requests plugin_opt_control_users refused */
+	time_t control_refused_log_time;
 	time_t disk_full_log_time;
 	time_t metrics_last;
 	struct client_table seqs;   /* struct seq_session, for plugin_opt_seq_property */
@@ -399,6 +399,8 @@ void pubrel_lapse_free(struct plugin *pl);
 #define CONTROL_TOPIC "$CONTROL/persist-lmdb/v1"
 /* MOSQ_EVT_CONTROL on CONTROL_TOPIC (control.c). */
 int on_control(int event, void *event_data, void *userdata);
+/* Logs who may use the control API (plugin_opt_control_users). */
+void control_announce(const struct plugin *pl);
 
 /* Property lists <-> the stored encoding: id varint, then the value as a
  * varint (byte, int16, int32, varint) or byte field(s) (binary, string,

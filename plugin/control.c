@@ -1,7 +1,8 @@
 /* The admin API on $CONTROL/persist-lmdb/v1, in the style of dynamic-security:
  * {"commands":[{"command":"...", ...}]} in, {"responses":[...]} out on
- * $CONTROL/persist-lmdb/v1/response. Who may publish here is the broker's
- * ACL's decision. */
+ * $CONTROL/persist-lmdb/v1/response, to the requester alone. Who may publish
+ * here is the broker's ACL's decision; who may use the API is also
+ * plugin_opt_control_users' (off when not set). */
 #include "adapter.h"
 
 #include <stdlib.h>
@@ -10,11 +11,13 @@
 
 #include <cjson/cJSON.h>
 #include <mosquitto/broker_control.h>
+#include <mosquitto/mqtt_protocol.h>
 
 #include "account.h"
 #include "control_req.h"
 
 #define RESPONSE_TOPIC CONTROL_TOPIC "/response"
+#define LOG_EVERY_S 10
 /* Mosquitto's time-based message ids count seconds from this moment. */
 #define STORE_ID_EPOCH 1637168273
 
@@ -373,6 +376,7 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "duplicatesDropped", (double)rq->pl->dedup_dropped)
 			|| !add_number(rq->data, "dedupIdsEvicted", (double)rq->pl->dedup_evicted)
 			|| !add_number(rq->data, "refusedDiskFull", (double)rq->pl->refused_disk_full)
+			|| !add_number(rq->data, "controlRefused", (double)rq->pl->control_refused)
 			|| !add_number(rq->data, "refusedOverBudget", (double)rq->pl->budget.refused)
 			|| !add_number(rq->data, "usedBytes", (double)s.used_bytes)
 			|| !add_number(rq->data, "maxDbSize", (double)rq->pl->cfg.max_db_size)
@@ -388,7 +392,67 @@ static int get_stats(struct request *rq)
 	return MOSQ_ERR_SUCCESS;
 }
 
-static int handle_command(struct mosquitto_control_cmd *cmd, void *userdata)
+void control_announce(const struct plugin *pl)
+{
+	const char *users = pl->cfg.control_users;
+
+	if(!users){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: control API " CONTROL_TOPIC " off "
+				"(plugin_opt_control_users names who may use it)");
+	}else if(strchr(users, '*')){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: control API " CONTROL_TOPIC " open to every "
+				"client with a username that the broker's ACL lets publish to it (plugin_opt_control_users *): "
+				"an ACL or dynamic-security must govern it");
+	}else{
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: control API " CONTROL_TOPIC " for the users %s "
+				"(as the broker authenticates them)", users);
+	}
+}
+
+/* Answers only the client that asked (whether or not it subscribed to the
+ * response topic): nobody else reads what the API says. */
+static void send_to_requester(struct mosquitto *client, cJSON *tree)
+{
+	const char *clientid = mosquitto_client_id(client);
+	char *payload = cJSON_PrintUnformatted(tree);
+	size_t len;
+
+	cJSON_Delete(tree);
+	if(!payload || !clientid){
+		free(payload);
+		return;
+	}
+	len = strlen(payload);
+	if(len > MQTT_MAX_PAYLOAD
+			|| mosquitto_broker_publish(clientid, RESPONSE_TOPIC, (int)len, payload, 0, false, NULL)
+				!= MOSQ_ERR_SUCCESS){
+		free(payload);
+	}
+}
+
+/* Why this client may not use the API, or NULL. Refusals are counted and
+ * logged (at most every LOG_EVERY_S seconds). */
+static const char *refusal(struct plugin *pl, struct mosquitto *client)
+{
+	const char *username = mosquitto_client_username(client), *why;
+	time_t now = time(NULL);
+
+	if(ctl_user_allowed(pl->cfg.control_users, username)){
+		return NULL;
+	}
+	why = !pl->cfg.control_users ? "The control API is off: plugin_opt_control_users names who may use it"
+		: "Not authorised: plugin_opt_control_users does not name this client's username";
+	pl->control_refused++;
+	if(now - pl->control_refused_log_time >= LOG_EVERY_S){
+		pl->control_refused_log_time = now;
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: control request from %s/%s refused: %s "
+				"(%llu refused so far)", mosquitto_client_id(client) ? mosquitto_client_id(client) : "",
+				username ? username : "", why, (unsigned long long)pl->control_refused);
+	}
+	return why;
+}
+
+int on_control(int event, void *event_data, void *userdata)
 {
 	/* Indexed by enum ctl_command; a valid request is never CTL_UNKNOWN. */
 	static int (*const handlers[])(struct request *rq) = {
@@ -398,34 +462,40 @@ static int handle_command(struct mosquitto_control_cmd *cmd, void *userdata)
 		[CTL_PURGE_QUEUE] = purge_queue,
 		[CTL_GET_STATS] = get_stats,
 	};
-	struct ctl_request args;
-	struct request rq = {userdata, cmd, &args, NULL};
-
-	if(ctl_request_parse(cmd->j_command, &args) != CTL_OK){
-		return fail(cmd, args.error);
-	}
-	return handlers[args.command](&rq);
-}
-
-int on_control(int event, void *event_data, void *userdata)
-{
 	struct mosquitto_evt_control *ed = event_data;
-	cJSON *tree, *responses, *r;
+	struct plugin *pl = userdata;
+	struct mosquitto_control_cmd cmd = {.client = ed->client, .command_name = CTL_UNKNOWN_NAME};
+	const char *why = refusal(pl, ed->client);
+	struct ctl_batch b;
+	cJSON *tree;
 
 	(void)event;
-	if(ed->payloadlen > CTL_MAX_REQUEST_BYTES){
-		tree = cJSON_CreateObject();
-		responses = tree ? cJSON_AddArrayToObject(tree, "responses") : NULL;
-		r = responses ? cJSON_CreateObject() : NULL;
-		if(!r || !cJSON_AddStringToObject(r, "command", CTL_UNKNOWN_NAME)
-				|| !cJSON_AddStringToObject(r, "error", CTL_TOO_LARGE)){
-			cJSON_Delete(r);
-			cJSON_Delete(tree);
-			return MOSQ_ERR_NOMEM;
-		}
-		cJSON_AddItemToArray(responses, r);
-		mosquitto_control_send_response(tree, RESPONSE_TOPIC);
+	tree = cJSON_CreateObject();
+	if(!tree || !(cmd.j_responses = cJSON_AddArrayToObject(tree, "responses"))){
+		cJSON_Delete(tree);
+		return MOSQ_ERR_NOMEM;
+	}
+	if(why){
+		mosquitto_control_command_reply(&cmd, why);
+		send_to_requester(ed->client, tree);
 		return MOSQ_ERR_SUCCESS;
 	}
-	return mosquitto_control_generic_callback(ed, RESPONSE_TOPIC, userdata, handle_command);
+	if(ctl_payload_parse(ed->payload, ed->payloadlen, &b)){
+		cJSON_Delete(tree);
+		return MOSQ_ERR_NOMEM;
+	}
+	for(size_t i = 0; i < b.n; i++){
+		struct request rq = {pl, &cmd, &b.reqs[i], NULL};
+
+		cmd.command_name = b.reqs[i].name;
+		cmd.correlation_data = (char *)b.reqs[i].correlation_data;
+		if(b.reqs[i].error){
+			mosquitto_control_command_reply(&cmd, b.reqs[i].error);
+		}else{
+			handlers[b.reqs[i].command](&rq);
+		}
+	}
+	ctl_batch_free(&b);
+	send_to_requester(ed->client, tree);
+	return MOSQ_ERR_SUCCESS;
 }

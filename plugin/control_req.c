@@ -159,6 +159,27 @@ enum ctl_status ctl_request_parse(const cJSON *command, struct ctl_request *req)
 	return reject(req, "Unknown command");
 }
 
+bool ctl_user_allowed(const char *users, const char *username)
+{
+	size_t n;
+
+	if(!users || !username || !*username){
+		return false;
+	}
+	n = strlen(username);
+	while(*users){
+		size_t len;
+
+		users += strspn(users, " \t");
+		len = strcspn(users, " \t");
+		if((len == 1 && *users == '*') || (len == n && !memcmp(users, username, n))){
+			return true;
+		}
+		users += len;
+	}
+	return false;
+}
+
 /* b holds one rejected entry: an error about the whole payload. */
 static int payload_error(struct ctl_batch *b, const char *error)
 {
@@ -182,9 +203,8 @@ int ctl_payload_parse(const void *payload, size_t len, struct ctl_batch *b)
 	if(len > CTL_MAX_REQUEST_BYTES){
 		return payload_error(b, CTL_TOO_LARGE);
 	}
-	/* Then mosquitto_control_generic_callback. Like it, this accepts
-	 * anything after the JSON value. (For a "Missing command" reply it also
-	 * repeats the previous command's correlationData; not modelled.) */
+	/* Then the envelope, as mosquitto_control_generic_callback reads it
+	 * (its error sentences too), accepting anything after the JSON value. */
 	b->tree = cJSON_ParseWithLength(payload, len);
 	if(!b->tree){
 		return payload_error(b, "Payload not valid JSON");

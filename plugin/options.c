@@ -114,6 +114,17 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 			if(set_string(&cfg->personal_topics, k, v, err, errlen)){
 				goto fail;
 			}
+		}else if(!strcmp(k, "control_users")){
+			if(!v || strspn(v, " \t") == strlen(v) || (strchr(v, '*') && strspn(v, " \t*") != strlen(v))
+					|| (strchr(v, '*') && strchr(v, '*') != strrchr(v, '*'))){
+				snprintf(err, errlen, "plugin_opt_control_users '%s' is not a list of usernames separated "
+						"by spaces, or * alone (any client with a username the broker's ACL lets publish "
+						"to $CONTROL/persist-lmdb/v1)", v ? v : "");
+				goto fail;
+			}
+			if(set_string(&cfg->control_users, k, v, err, errlen)){
+				goto fail;
+			}
 		}else if(!strcmp(k, "map_size")){
 			if(parse_size(v, &cfg->map_size) || cfg->map_size < MAP_SIZE_MIN){
 				snprintf(err, errlen, "plugin_opt_map_size '%s' is not a size of at least 1M "
@@ -293,6 +304,8 @@ void config_free(struct plugin_config *cfg)
 	free(cfg->db_path);
 	free(cfg->key_file);
 	free(cfg->personal_topics);
+	free(cfg->control_users);
+	cfg->control_users = NULL;
 	free(cfg->dedup_property);
 	free(cfg->seq_property);
 	cfg->dedup_property = NULL;

@@ -341,6 +341,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		return rc;
 	}
 	mosquitto_plugin_set_info(identifier, PLUGIN_NAME, PROJECT_VERSION);
+	control_announce(pl);
 	pl->registered = true;
 	g_plugin = pl;
 	*user_data = pl;

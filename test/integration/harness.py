@@ -142,6 +142,10 @@ def write_key(path: Path, data: bytes | None = None, mode: int = 0o600) -> bytes
 # --------------------------------------------------------------------------
 
 
+# The username plugin_opt_control_users names by default in the tests.
+CONTROL_USER = "admin"
+
+
 class BrokerError(AssertionError):
     pass
 
@@ -171,7 +175,8 @@ class Broker:
         self.data_dir.mkdir(exist_ok=True)
         give_to_broker(self.data_dir)
         self.log_dir.mkdir(exist_ok=True)
-        self.plugin_opts: dict[str, str] = {"key_file": str(key_file)}
+        # control_users: the tests' admin client (control_stats) uses the API.
+        self.plugin_opts: dict[str, str] = {"key_file": str(key_file), "control_users": CONTROL_USER}
         # The whole suite can run with offline queues on disk.
         if os.environ.get("PERSIST_LMDB_QUEUE_STORAGE"):
             self.plugin_opts["queue_storage"] = os.environ["PERSIST_LMDB_QUEUE_STORAGE"]
@@ -795,7 +800,7 @@ def assert_v311_publish_refused(broker: "Broker", client_id: str, topic: str) ->
 
 def control_stats(broker: "Broker") -> dict:
     """getStats on the control API."""
-    with Client(broker, "stats-admin", version=V5) as admin:
+    with Client(broker, "stats-admin", version=V5, username=CONTROL_USER) as admin:
         admin.subscribe("$CONTROL/persist-lmdb/v1/response", 0)
         admin.publish("$CONTROL/persist-lmdb/v1", json.dumps({"commands": [{"command": "getStats"}]}), qos=1)
         reply = json.loads(admin.wait_for(1)[0].payload)

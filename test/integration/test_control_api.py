@@ -264,9 +264,104 @@ def test_acl_decides_who_reaches_the_api(broker, workdir):
     os.chmod(acl, 0o644)
     broker.extra_conf.append(f"acl_file {acl}")
     build_chat(broker)
+    broker.plugin_opts["control_users"] = "*"  # the ACL alone decides
+    broker.restart()
     admin = Admin(broker, username="admin")
     with Client(broker, "mallory", version=V5, username="mallory") as mallory:
+        mallory.mqtt.subscribe(RESPONSE, 1)
         mallory.publish(CONTROL, json.dumps({"commands": [{"command": "deleteAccount", "username": "bob"}]}))
-    assert admin.c.listen(1.5) == [], "the API answered a client the ACL does not allow"
+        assert mallory.listen(1.5) == [], "the API answered a client the ACL does not allow"
+    assert admin.ok("getSession", clientid="bob-phone")["queuedMessages"] == QUEUED
+    admin.close()
+
+
+# Every command, aimed at bob's account (build_chat).
+EVERY_COMMAND = [
+    {"command": "listSessions"},
+    {"command": "getSession", "clientid": "bob-phone"},
+    {"command": "getStats"},
+    {"command": "purgeQueue", "clientid": "bob-phone"},
+    {"command": "deleteAccount", "clientid": "bob-phone"},
+    {"command": "deleteAccount", "username": "bob"},
+]
+
+
+def eavesdropper(broker, username="eve"):
+    c = Client(broker, "eavesdropper", version=V5, username=username)
+    c.mqtt.subscribe(RESPONSE, 1)
+    c.mqtt.subscribe("$CONTROL/#", 1)
+    return c
+
+
+def try_every_command(broker, name, **auth):
+    """Every command from one client; the responses it got back."""
+    with Client(broker, name, version=V5, **auth) as c:
+        c.subscribe(RESPONSE, 1)
+        for cmd in EVERY_COMMAND:
+            c.publish(CONTROL, json.dumps({"commands": [cmd]}))
+        got = c.listen(1.0, topic=RESPONSE)
+    return [r for m in got for r in json.loads(m.payload)["responses"]]
+
+
+def bob_is_intact(broker):
+    c = member(broker, "bob-phone")
+    assert c.session_present, "bob's session is gone"
+    assert len(c.collect(QUEUED, timeout=20)) == QUEUED, "bob's queue changed"
+    c.disconnect()
+
+
+def test_api_off_without_control_users(broker):
+    """A broker that lets anyone in (allow_anonymous true, no ACL, no
+    authentication) and does not set plugin_opt_control_users: nobody can
+    use the API, not an anonymous client, not one claiming any username;
+    each gets an error and nothing else, an eavesdropper hears nothing, and
+    nothing changes."""
+    del broker.plugin_opts["control_users"]
+    build_chat(broker)
+    assert "control API $CONTROL/persist-lmdb/v1 off" in broker.log(), broker.log()[-2000:]
+    eve = eavesdropper(broker)
+    for name, auth in [("anonymous", {}), ("claims-admin", {"username": "admin"}), ("bob-too", {"username": "bob"})]:
+        responses = try_every_command(broker, name, **auth)
+        assert len(responses) == len(EVERY_COMMAND), (name, responses)
+        for r in responses:
+            assert r.get("error", "").startswith("The control API is off") and "data" not in r, (name, r)
+    assert eve.listen(0.5) == [], "the eavesdropper heard the API"
+    eve.disconnect()
+    assert "control request from anonymous/ refused" in broker.log(), broker.log()[-2000:]
+    bob_is_intact(broker)
+
+
+def test_only_control_users_use_the_api(broker):
+    """plugin_opt_control_users admin: an anonymous client and another user
+    are refused and change nothing; admin's commands work, and only admin
+    reads its answers (an eavesdropper subscribed to the response topic, even
+    one with the same username, hears nothing). Refusals are counted."""
+    build_chat(broker)
+    assert "control API $CONTROL/persist-lmdb/v1 for the users admin" in broker.log()
+    eve = eavesdropper(broker)
+    twin = eavesdropper(broker, username="admin")
+    for name, auth in [("anonymous", {}), ("bob-console", {"username": "bob"})]:
+        for r in try_every_command(broker, name, **auth):
+            assert r.get("error", "").startswith("Not authorised") and "data" not in r, (name, r)
+    admin = Admin(broker)
+    data = admin.ok("getStats")
+    assert data["controlRefused"] == 2 * len(EVERY_COMMAND), data
+    assert admin.ok("getSession", clientid="bob-phone")["queuedMessages"] == QUEUED
+    assert eve.listen(0.5) == [] and twin.listen(0) == [], "another client read the API's answers"
+    eve.disconnect()
+    twin.disconnect()
+    admin.close()
+    bob_is_intact(broker)
+
+
+def test_control_users_star_is_explicit(broker):
+    """* lets any client with a username through (the ACL decides), and says
+    so at start-up as a warning; a client without a username never."""
+    broker.plugin_opts["control_users"] = "*"
+    build_chat(broker)
+    assert "control API $CONTROL/persist-lmdb/v1 open to every client with a username" in broker.log()
+    for r in try_every_command(broker, "anonymous"):
+        assert r.get("error", "").startswith("Not authorised"), r
+    admin = Admin(broker, username="anyone")
     assert admin.ok("getSession", clientid="bob-phone")["queuedMessages"] == QUEUED
     admin.close()

@@ -47,6 +47,7 @@ def test_only_the_role_reaches_the_api(broker, workdir):
         acct = pwd.getpwnam("mosquitto")
         os.chown(config, acct.pw_uid, acct.pw_gid)
     broker.extra_conf += [f"global_plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {config}"]
+    broker.plugin_opts["control_users"] = "ops"
     broker.start()
 
     admin = Client(broker, "root-admin", version=V5, username="root-admin", password="root-pass")

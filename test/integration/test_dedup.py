@@ -144,7 +144,7 @@ def test_off_with_window_zero(broker, clients):
 
 
 def _stats(clients):
-    admin = clients("dd-admin")
+    admin = clients("dd-admin", username="admin")
     admin.subscribe("$CONTROL/persist-lmdb/v1/response", 1)
     admin.publish("$CONTROL/persist-lmdb/v1", json.dumps({"commands": [{"command": "getStats"}]}))
     msg = admin.wait_for(1)[-1]

@@ -390,6 +390,116 @@ def test_production_example_with_its_control_api_role(docker_tree, tmpdir_broker
 
 
 # --------------------------------------------------------------------------
+# The admin surface of every shipped configuration
+# --------------------------------------------------------------------------
+
+def attacks(clientid: str, username: str) -> list[dict]:
+    """Every command, aimed at one account."""
+    return [
+        {"command": "listSessions"},
+        {"command": "getSession", "clientid": clientid},
+        {"command": "getStats"},
+        {"command": "purgeQueue", "clientid": clientid},
+        {"command": "deleteAccount", "clientid": clientid},
+        {"command": "deleteAccount", "username": username},
+    ]
+
+
+def dynsec_ctrl(b) -> list[str]:
+    """mosquitto_ctrl as the dynamic-security admin example_broker made."""
+    return ["mosquitto_ctrl", "-h", HOST, "-p", str(b.port), "-u", "admin", "-P", "admin-password"]
+
+
+def installed_cli(tree: Path, b, *args) -> str:
+    return ok([tree / "usr/bin/persist-lmdb", "-c", b.conf_path, *args]).stdout
+
+
+def state_of(tree: Path, b) -> tuple[str, str]:
+    """What the database holds of the victim (read while the broker runs)."""
+    r = run([tree / "usr/bin/persist-lmdb", "-c", b.conf_path, "queue", "victim-phone"])
+    return installed_cli(tree, b, "sessions"), r.stdout
+
+
+def attack(b, name: str, auth: dict, victim=("victim-phone", "app")) -> list[dict]:
+    """Every command about the victim from one client; the responses it got."""
+    with Client(b, name, version=V5, **auth) as c:
+        c.mqtt.subscribe(RESPONSE, 1)
+        for cmd in attacks(*victim):
+            c.publish(CONTROL, json.dumps({"commands": [cmd]}))
+        got = c.listen(1.0, topic=RESPONSE)
+    return [r for m in got for r in json.loads(m.payload)["responses"]]
+
+
+@pytest.mark.parametrize("name", EXAMPLES + ["dev.conf.in"])
+def test_shipped_config_admin_surface(docker_tree, tmpdir_broker, name):
+    """Each shipped configuration as installed (and the one scripts/run-broker
+    writes): an anonymous client (where the configuration lets one in) and an
+    ordinary authenticated one send every command about another account,
+    while an eavesdropper listens on the response topic and all of
+    $CONTROL. Nothing changes in the database, the eavesdropper hears
+    nothing, and what the senders get back, if anything, is an error. Where
+    the configuration names an operator, the operator's commands work and
+    the eavesdropper does not hear their answers either."""
+    d, made = tmpdir_broker
+    if name == "dev.conf.in":
+        text = (REPO / "conf/dev.conf.in").read_text()
+        (docker_tree / "usr" / DOC_DIR / "examples" / name).write_text(
+            text.replace("@RUN_DIR@", "/var/lib/mosquitto").replace("@PLUGIN@",
+                         "/usr/lib/mosquitto/mosquitto_persist_lmdb.so").replace("@USER_LINE@", "")
+                .replace("/var/lib/mosquitto/dev.key", "/etc/mosquitto/persist-lmdb.key"))
+    b = example_broker(docker_tree, name, d, made)
+    b.start()
+    password = bool(conf_values(b.text, "password_file"))
+    dynsec = bool(conf_values(b.text, "plugin_opt_config_file"))
+    anonymous = conf_values(b.text, "allow_anonymous") == ["true"]
+    if dynsec:
+        ok(dynsec_ctrl(b) + ["dynsec", "createClient", "app", "-p", "app-password"], stdin=subprocess.DEVNULL)
+    user = {"username": "app", "password": "app-password"} if password or dynsec else {"username": "app"}
+
+    # The victim: a persistent session of user app, with queued messages
+    # where the configuration lets it subscribe.
+    with Client(b, "victim-phone", version=V5, persistent=True, session_expiry=3600, **user) as v:
+        if not dynsec:
+            v.subscribe("inbox/victim", 1)
+    if not dynsec:
+        with Client(b, "victim-sender", **user) as p:
+            p.publish_numbered("inbox/victim", range(1, 4))
+    time.sleep(0.3)
+    before = state_of(docker_tree, b)
+    assert "victim-phone" in before[0], before
+
+    eaves = Client(b, "eavesdropper", version=V5, **user)
+    eaves.mqtt.subscribe(RESPONSE, 1)
+    eaves.mqtt.subscribe("$CONTROL/#", 1)
+    senders = [("attacker-authenticated", user)] + ([("attacker-anonymous", {})] if anonymous else [])
+    for sender, auth in senders:
+        for r in attack(b, sender, auth):
+            assert "error" in r and "data" not in r, f"{name}: {sender} got an answer: {r}"
+    time.sleep(0.3)
+    assert state_of(docker_tree, b) == before, f"{name}: the database changed"
+    assert eaves.messages() == [], f"{name}: the eavesdropper heard {eaves.messages()}"
+
+    operator = conf_values(b.text, "plugin_opt_control_users")
+    assert operator == (["ops"] if name == "production.conf" else []), operator
+    if operator:
+        text = (REPO / "conf/production.conf").read_text()
+        for line in re.findall(r"^#\s+\$C (dynsec .*)$", text, re.M):
+            args = shlex.split(line) + (["-p", "ops-password"] if "createClient" in line else [])
+            ok(dynsec_ctrl(b) + args, stdin=subprocess.DEVNULL)
+        # A second console of the operator listens: it hears nothing either.
+        listener = Client(b, "ops-listener", version=V5, username="ops", password="ops-password")
+        listener.subscribe(RESPONSE, 1)
+        with Client(b, "ops-console", version=V5, username="ops", password="ops-password") as o:
+            o.subscribe(RESPONSE, 1)
+            resp = control(o, {"command": "getSession", "clientid": "victim-phone"})
+            assert resp.get("data", {}).get("username") == "app", resp
+        assert listener.listen(0.5) == [], "another client heard the operator's answer"
+        assert eaves.messages() == [], f"{name}: the eavesdropper heard {eaves.messages()}"
+        listener.disconnect()
+    eaves.disconnect()
+
+
+# --------------------------------------------------------------------------
 # The image's configuration and entry point (what the container runs)
 # --------------------------------------------------------------------------
 
@@ -458,7 +568,10 @@ def test_image_broker_runs_as_its_user_and_keeps_sessions(runtime_root, tmpdir_b
     with Client(b, "alice-phone", version=V311, persistent=True, **auth) as c:
         assert c.session_present
         assert_sequence(seqs_of(c.collect(3)), [1, 2, 3], "image broker")
-    # The admin reaches the persist-lmdb control API (super-admin: $CONTROL/#).
+    # An ordinary user is refused by the control API; the admin (named in
+    # plugin_opt_control_users) reaches it.
+    for r in attack(b, "alice-console", auth, ("alice-phone", "alice")):
+        assert "error" in r and "data" not in r, r
     with Client(b, "admin-console", username="admin", password="image-admin-password") as a:
         a.subscribe(RESPONSE, 1)
         resp = control(a, {"command": "getSession", "clientid": "alice-phone"})

@@ -265,6 +265,29 @@ static void expect_payload_error(const char *text, const char *error)
 	ctl_batch_free(&b);
 }
 
+/* Who may use the API: only the named users, or with * anyone with a
+ * username; never a client without one, never anyone when it is off. */
+static void test_user_allowed(void **state)
+{
+	(void)state;
+	assert_false(ctl_user_allowed(NULL, "admin"));
+	assert_false(ctl_user_allowed(NULL, NULL));
+	assert_true(ctl_user_allowed("admin", "admin"));
+	assert_true(ctl_user_allowed(" ops\tadmin ", "admin"));
+	assert_true(ctl_user_allowed("ops admin", "ops"));
+	assert_false(ctl_user_allowed("admin", "admi"));
+	assert_false(ctl_user_allowed("admin", "admin2"));
+	assert_false(ctl_user_allowed("admin", "Admin"));
+	assert_false(ctl_user_allowed("ops admin", "ops admin"));
+	assert_false(ctl_user_allowed("admin", NULL));
+	assert_false(ctl_user_allowed("admin", ""));
+	assert_true(ctl_user_allowed("*", "anyone"));
+	assert_true(ctl_user_allowed(" * ", "x"));
+	assert_false(ctl_user_allowed("*", NULL));
+	assert_false(ctl_user_allowed("*", ""));
+	assert_false(ctl_user_allowed("admin", "*"));
+}
+
 static void test_payload(void **state)
 {
 	struct ctl_batch b;
@@ -351,6 +374,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_delete_account),
+		cmocka_unit_test(test_user_allowed),
 		cmocka_unit_test(test_list_sessions),
 		cmocka_unit_test(test_one_session),
 		cmocka_unit_test(test_get_stats),

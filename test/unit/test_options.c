@@ -588,6 +588,35 @@ static void test_dedup_max_ids(void **state)
 	expect_refused("dedup_max_ids", NULL);
 }
 
+/* plugin_opt_control_users: off when absent; usernames, or * alone. */
+static void test_control_users(void **state)
+{
+	static const char *const good[] = {"ops", "ops admin", " ops\tadmin ", "*", " * "};
+	static const char *const bad[] = {"", "  ", "* ops", "ops *", "**", "ad*min", NULL};
+	struct plugin_config cfg;
+	char err[512];
+	const struct option_kv none[] = {KV("key_file", "/k")};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, none, 1, "/loc", err, sizeof(err)), 0);
+	assert_null(cfg.control_users);
+	config_free(&cfg);
+	for(size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++){
+		const struct option_kv opts[] = {KV("key_file", "/k"), KV("control_users", good[i])};
+		assert_int_equal(parse(&cfg, opts, 2, "/loc", err, sizeof(err)), 0);
+		assert_string_equal(cfg.control_users, good[i]);
+		config_free(&cfg);
+		assert_null(cfg.control_users);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		const struct option_kv opts[] = {KV("key_file", "/k"), KV("control_users", bad[i])};
+		assert_int_equal(parse(&cfg, opts, 2, "/loc", err, sizeof(err)), -1);
+		if(!strstr(err, "plugin_opt_control_users") || !strstr(err, "or * alone")){
+			fail_msg("control_users '%s': %s", bad[i] ? bad[i] : "(null)", err);
+		}
+	}
+}
+
 static void test_dedup_and_seq_property(void **state)
 {
 	struct plugin_config cfg;
@@ -666,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_dedup_max_ids),
 		cmocka_unit_test(test_dedup_and_seq_property),
+		cmocka_unit_test(test_control_users),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
