@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account.h"
 #include "fuzz_common.h"
 #include "journal.h"
 #include "options.h"
@@ -75,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct option_kv opts[MAX_PIECES / 2];
 	struct plugin_config cfg;
 	const char *location = NULL;
-	const char *want_key_file = NULL, *want_db_path = NULL, *want_topics = NULL;
+	const char *want_key_file = NULL, *want_db_path = NULL, *want_topics = NULL, *want_control_users = NULL;
 	const char *want_dedup_property = DEDUP_PROPERTY_DEFAULT, *want_seq_property = NULL;
 	size_t want_map_size = STORE_DEFAULT_MAP_SIZE, want_journal_size = JOURNAL_DEFAULT_SIZE;
 	enum sync_mode want_sync = SYNC_TICK;
@@ -130,6 +131,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				want_db_path = v;
 			}else if(!strcmp(key, "personal_topics")){
 				want_topics = v;
+				FUZZ_CHECK(v && !personal_patterns_problem(v));
+			}else if(!strcmp(key, "control_users")){
+				want_control_users = v;
+				/* names, or * alone */
+				FUZZ_CHECK(v && strspn(v, " \t") < strlen(v));
+				FUZZ_CHECK(!strchr(v, '*') || strspn(v, " \t*") == strlen(v));
 			}else if(!strcmp(key, "map_size")){
 				FUZZ_CHECK(parse_size(v, &want_map_size) == 0);
 			}else if(!strcmp(key, "journal_size")){
@@ -166,6 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		FUZZ_CHECK(want_key_file && str_eq(cfg.key_file, want_key_file));
 		FUZZ_CHECK(str_eq(cfg.personal_topics, want_topics));
+		FUZZ_CHECK(str_eq(cfg.control_users, want_control_users));
 		FUZZ_CHECK(cfg.map_size == want_map_size && cfg.map_size >= (1u << 20));
 		FUZZ_CHECK(cfg.journal_size == want_journal_size && cfg.journal_size >= JOURNAL_MIN_SIZE);
 		FUZZ_CHECK(cfg.sync == want_sync);
@@ -194,7 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}else{
 		FUZZ_CHECK(!cfg.db_path && !cfg.key_file && !cfg.personal_topics && !cfg.dedup_property
-				&& !cfg.seq_property);
+				&& !cfg.seq_property && !cfg.control_users);
 		if(errlen > 0){
 			FUZZ_CHECK(memchr(err, '\0', errlen) != NULL);
 			FUZZ_CHECK(errlen == 1 || err[0] != '\0');

@@ -15,26 +15,48 @@
 
 #include "store.h"
 
+/* A name personal topics could not use (personal_name_problem), and why. */
+struct account_skip {
+	char *name;
+	bool username;              /* else a client id */
+	const char *why;            /* static */
+};
+
 struct account_plan {
 	char **clientids;           /* sessions to delete */
 	size_t n_clientids;
 	char **retained_topics;     /* retained messages under personal topics */
 	size_t n_retained;
 	uint64_t queued;            /* queue entries of those sessions */
-	bool personal_skipped;      /* a name held + or #: personal topics not expanded */
+	struct account_skip *skipped;  /* names whose patterns were left out */
+	size_t n_skipped;
 };
 
 /* True when the MQTT topic filter matches the topic (wildcards + and #; a
  * filter starting with a wildcard does not match a topic starting with $). */
 bool topic_matches(const char *filter, const char *topic);
 
+/* Why a username or client id cannot stand for a level of a personal
+ * topic, or NULL when it can: it must be one whole, ordinary topic level
+ * (not empty, no '/', '+' or '#', not starting with '$'), so that the
+ * expansion reaches that account's own subtree and nobody else's. */
+const char *personal_name_problem(const char *name);
+
+/* Why a plugin_opt_personal_topics value is refused, or NULL: %u and %c
+ * must each be a whole level of their pattern (users/%u/#, not u-%u/#),
+ * so that two names never expand to the same topic. */
+const char *personal_patterns_problem(const char *patterns);
+
 /* Expands personal topic patterns (space-separated filters, %u for the
  * username, %c for the client id) for one account. Patterns that name a
- * field the account lacks are left out; a name containing + or # expands
- * nothing (it would widen the filter) and sets *skipped. Returns the number
- * of filters in *out (free with account_strings_free), or -1. */
+ * field the account lacks are left out; so are those that name one
+ * personal_name_problem refuses, which sets PERSONAL_SKIP_USERNAME or
+ * PERSONAL_SKIP_CLIENTID in *skipped. Returns the number of filters in
+ * *out (free with account_strings_free), or -1. */
+#define PERSONAL_SKIP_USERNAME 1u
+#define PERSONAL_SKIP_CLIENTID 2u
 int personal_filters(const char *patterns, const char *username, const char *clientid,
-		char ***out, bool *skipped);
+		char ***out, unsigned *skipped);
 void account_strings_free(char **v, size_t n);
 
 /* Finds what deleting the account (username, or clientid when username is

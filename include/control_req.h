@@ -11,8 +11,12 @@
 
 #include <cjson/cJSON.h>
 
-#define CTL_MAX_REQUEST_BYTES (64 * 1024)
-#define CTL_TOO_LARGE "Request too large (at most 65536 bytes)"
+/* Room for a client id of the protocol's 65,535 bytes written with \u
+ * escapes (6 bytes each), twice over. */
+#define CTL_MAX_REQUEST_BYTES (1024 * 1024)
+#define CTL_TOO_LARGE "Request too large (at most 1048576 bytes)"
+/* cJSON would cut such a string at the NUL: "alice\u0000x" would name alice. */
+#define CTL_NUL_IN_STRING "Strings must not hold a NUL character (\\u0000)"
 /* The response's "command" when a request has no usable command name. */
 #define CTL_UNKNOWN_NAME "Unknown command"
 #define CTL_OFFSET_MAX 2147483647
@@ -72,7 +76,8 @@ struct ctl_batch {
 bool ctl_user_allowed(const char *users, const char *username);
 
 /* Parses {"commands":[...]} as Mosquitto's control plugins do: a payload over
- * CTL_MAX_REQUEST_BYTES, invalid JSON or a missing "commands" array gives a
+ * CTL_MAX_REQUEST_BYTES, a string holding a NUL (raw or \u0000: refused,
+ * not cut), invalid JSON or a missing "commands" array gives a
  * single rejected entry; processing stops after a CTL_REJECT_STOP entry.
  * Returns 0, or -1 when out of memory (b is then empty). */
 int ctl_payload_parse(const void *payload, size_t len, struct ctl_batch *b);

@@ -72,28 +72,65 @@ static int strings_add(char ***v, size_t *n, char *s)
 	return 0;
 }
 
-static bool has_wildcard(const char *s)
+const char *personal_name_problem(const char *name)
 {
-	return s && (strchr(s, '+') || strchr(s, '#'));
+	if(!*name){
+		return "is empty";
+	}
+	if(strchr(name, '/')){
+		return "contains '/', which would reach into another account's topics";
+	}
+	if(strchr(name, '+') || strchr(name, '#')){
+		return "contains a wildcard (+ or #), which would widen the filter";
+	}
+	if(name[0] == '$'){
+		return "starts with '$', as the broker's own topics do";
+	}
+	return NULL;
+}
+
+const char *personal_patterns_problem(const char *patterns)
+{
+	for(const char *p = patterns; *p; p++){
+		if(p[0] == '%' && (p[1] == 'u' || p[1] == 'c')){
+			bool starts = p == patterns || p[-1] == '/' || p[-1] == ' ' || p[-1] == '\t';
+			bool ends = p[2] == '\0' || p[2] == '/' || p[2] == ' ' || p[2] == '\t';
+			if(!starts || !ends){
+				return "%u and %c must each be a whole topic level (as in users/%u/#), so that two "
+					"accounts never expand to the same topic";
+			}
+		}
+	}
+	return NULL;
 }
 
 /* One pattern with %u / %c replaced, or NULL with *absent when the pattern
- * names a field the account does not have. */
-static char *expand(const char *pat, size_t len, const char *username, const char *clientid, bool *absent)
+ * names a field the account does not have, or with *unusable (the field's
+ * PERSONAL_SKIP_ bit) when it names one personal_name_problem refuses. */
+static char *expand(const char *pat, size_t len, const char *username, const char *clientid, bool *absent,
+		unsigned *unusable)
 {
 	size_t cap = len + 1;
 	char *out, *o;
 
 	*absent = false;
+	*unusable = 0;
 	for(size_t i = 0; i + 1 < len; i++){
 		if(pat[i] == '%' && (pat[i + 1] == 'u' || pat[i + 1] == 'c')){
 			const char *v = pat[i + 1] == 'u' ? username : clientid;
 			if(!v){
 				*absent = true;
+				*unusable = 0;
 				return NULL;
+			}
+			if(personal_name_problem(v)){
+				*unusable |= pat[i + 1] == 'u' ? PERSONAL_SKIP_USERNAME : PERSONAL_SKIP_CLIENTID;
 			}
 			cap += strlen(v);
 		}
+	}
+	if(*unusable){
+		return NULL;
 	}
 	out = o = malloc(cap);
 	if(!out){
@@ -115,23 +152,20 @@ static char *expand(const char *pat, size_t len, const char *username, const cha
 }
 
 int personal_filters(const char *patterns, const char *username, const char *clientid,
-		char ***out, bool *skipped)
+		char ***out, unsigned *skipped)
 {
 	size_t n = 0;
 	char **v = NULL;
 
 	*out = NULL;
-	*skipped = false;
+	*skipped = 0;
 	if(!patterns){
-		return 0;
-	}
-	if(has_wildcard(username) || has_wildcard(clientid)){
-		*skipped = true;
 		return 0;
 	}
 	for(const char *p = patterns; *p;){
 		size_t len;
 		bool absent;
+		unsigned unusable;
 		char *f;
 
 		while(*p == ' ' || *p == '\t'){
@@ -141,9 +175,10 @@ int personal_filters(const char *patterns, const char *username, const char *cli
 		if(len == 0){
 			break;
 		}
-		f = expand(p, len, username, clientid, &absent);
+		f = expand(p, len, username, clientid, &absent, &unusable);
 		p += len;
-		if(absent){
+		*skipped |= unusable;
+		if(absent || unusable){
 			continue;
 		}
 		if(!f || strings_add(&v, &n, f)){
@@ -174,17 +209,44 @@ static int count_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	return 0;
 }
 
+/* Notes a name whose patterns were left out (once per name and kind). */
+static int skip_add(struct account_plan *plan, const char *name, bool username)
+{
+	struct account_skip *p;
+
+	for(size_t i = 0; i < plan->n_skipped; i++){
+		if(plan->skipped[i].username == username && !strcmp(plan->skipped[i].name, name)){
+			return 0;
+		}
+	}
+	p = realloc(plan->skipped, (plan->n_skipped + 1) * sizeof(*p));
+	if(!p){
+		return -1;
+	}
+	plan->skipped = p;
+	p[plan->n_skipped] = (struct account_skip){strdup(name), username, personal_name_problem(name)};
+	if(!p[plan->n_skipped].name){
+		return -1;
+	}
+	plan->n_skipped++;
+	return 0;
+}
+
 /* Adds the session's personal filters to the plan's filter list. */
 static int add_filters(struct plan_walk *pw, const char *username, const char *clientid)
 {
 	char **f;
-	bool skipped;
+	unsigned skipped;
 	int n = personal_filters(pw->patterns, username, clientid, &f, &skipped);
 
 	if(n < 0){
 		return -1;
 	}
-	pw->plan->personal_skipped |= skipped;
+	if(((skipped & PERSONAL_SKIP_USERNAME) && skip_add(pw->plan, username, true))
+			|| ((skipped & PERSONAL_SKIP_CLIENTID) && skip_add(pw->plan, clientid, false))){
+		account_strings_free(f, (size_t)n);
+		return -1;
+	}
 	for(int i = 0; i < n; i++){
 		if(strings_add(&pw->filters, &pw->n_filters, f[i])){
 			for(int j = i + 1; j < n; j++){
@@ -285,5 +347,9 @@ void account_plan_free(struct account_plan *plan)
 {
 	account_strings_free(plan->clientids, plan->n_clientids);
 	account_strings_free(plan->retained_topics, plan->n_retained);
+	for(size_t i = 0; i < plan->n_skipped; i++){
+		free(plan->skipped[i].name);
+	}
+	free(plan->skipped);
 	memset(plan, 0, sizeof(*plan));
 }

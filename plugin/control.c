@@ -80,7 +80,7 @@ static int delete_account(struct request *rq)
 	struct plugin *pl = rq->pl;
 	const char *username = rq->args->username, *clientid = rq->args->clientid;
 	struct account_plan plan;
-	cJSON *ids;
+	cJSON *ids, *skipped;
 	int rc;
 
 	if(sync_store(rq)){
@@ -115,13 +115,24 @@ static int delete_account(struct request *rq)
 			|| !add_number(rq->data, "sessions", (double)plan.n_clientids)
 			|| !add_number(rq->data, "queuedMessages", (double)plan.queued)
 			|| !add_number(rq->data, "retainedMessages", (double)plan.n_retained)
-			|| !cJSON_AddBoolToObject(rq->data, "personalTopicsSkipped", plan.personal_skipped)
+			|| !cJSON_AddBoolToObject(rq->data, "personalTopicsSkipped", plan.n_skipped > 0)
+			|| !(skipped = cJSON_AddArrayToObject(rq->data, "skipped"))
 			|| !(ids = cJSON_AddArrayToObject(rq->data, "clientids"))){
 		account_plan_free(&plan);
 		return MOSQ_ERR_NOMEM;
 	}
 	for(size_t i = 0; i < plan.n_clientids; i++){
 		cJSON_AddItemToArray(ids, cJSON_CreateString(plan.clientids[i]));
+	}
+	for(size_t i = 0; i < plan.n_skipped; i++){
+		cJSON *o = cJSON_CreateObject();
+		if(!o || !cJSON_AddStringToObject(o, plan.skipped[i].username ? "username" : "clientid", plan.skipped[i].name)
+				|| !cJSON_AddStringToObject(o, "reason", plan.skipped[i].why)){
+			cJSON_Delete(o);
+			account_plan_free(&plan);
+			return MOSQ_ERR_NOMEM;
+		}
+		cJSON_AddItemToArray(skipped, o);
 	}
 	account_plan_free(&plan);
 	return MOSQ_ERR_SUCCESS;

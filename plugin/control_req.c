@@ -180,6 +180,28 @@ bool ctl_user_allowed(const char *users, const char *username)
 	return false;
 }
 
+/* Whether a JSON string in p holds a NUL, raw or escaped as \u0000. */
+static bool string_holds_nul(const char *p, size_t len)
+{
+	bool in = false;
+
+	for(size_t i = 0; i < len; i++){
+		if(!in){
+			in = p[i] == '"';
+		}else if(p[i] == '\0'){
+			return true;
+		}else if(p[i] == '"'){
+			in = false;
+		}else if(p[i] == '\\' && i + 1 < len){
+			if(p[i + 1] == 'u' && i + 5 < len && !memcmp(p + i + 2, "0000", 4)){
+				return true;
+			}
+			i++;
+		}
+	}
+	return false;
+}
+
 /* b holds one rejected entry: an error about the whole payload. */
 static int payload_error(struct ctl_batch *b, const char *error)
 {
@@ -202,6 +224,9 @@ int ctl_payload_parse(const void *payload, size_t len, struct ctl_batch *b)
 	/* The plugin's limit, checked before Mosquitto parses anything. */
 	if(len > CTL_MAX_REQUEST_BYTES){
 		return payload_error(b, CTL_TOO_LARGE);
+	}
+	if(string_holds_nul(payload, len)){
+		return payload_error(b, CTL_NUL_IN_STRING);
 	}
 	/* Then the envelope, as mosquitto_control_generic_callback reads it
 	 * (its error sentences too), accepting anything after the JSON value. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account.h"
 #include "journal.h"
 #include "store.h"
 
@@ -111,6 +112,10 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 		}else if(!strcmp(k, "personal_topics")){
+			if(v && personal_patterns_problem(v)){
+				snprintf(err, errlen, "plugin_opt_personal_topics '%s': %s", v, personal_patterns_problem(v));
+				goto fail;
+			}
 			if(set_string(&cfg->personal_topics, k, v, err, errlen)){
 				goto fail;
 			}

@@ -851,7 +851,19 @@ static int print_account_json(const struct account_plan *plan, uint64_t bodies_d
 		ok = cJSON_AddItemToArray(topics, cJSON_CreateString(plan->retained_topics[i]));
 	}
 	ok = ok && !json_add_u64(o, "queued", plan->queued) && !json_add_u64(o, "message_bodies", bodies_deleted)
-		&& cJSON_AddBoolToObject(o, "personal_topics_skipped", plan->personal_skipped);
+		&& cJSON_AddBoolToObject(o, "personal_topics_skipped", plan->n_skipped > 0);
+	cJSON *skipped = ok ? cJSON_AddArrayToObject(o, "skipped") : NULL;
+	ok = skipped != NULL;
+	for(size_t i = 0; ok && i < plan->n_skipped; i++){
+		cJSON *s = cJSON_CreateObject();
+		if(!s || !cJSON_AddItemToArray(skipped, s)){
+			cJSON_Delete(s);
+			ok = false;
+			break;
+		}
+		ok = cJSON_AddStringToObject(s, plan->skipped[i].username ? "username" : "clientid", plan->skipped[i].name)
+			&& cJSON_AddStringToObject(s, "reason", plan->skipped[i].why);
+	}
 	if(!ok){
 		cJSON_Delete(o);
 		return -1;
@@ -906,8 +918,11 @@ static int cmd_delete_account(const struct settings *s)
 		return read_failed(s, rc);
 	}
 	matched = plan.n_clientids || plan.n_retained;
-	if(plan.personal_skipped){
-		cli_error("warning: a username or client id holds + or #: its personal topics were not searched");
+	for(size_t i = 0; i < plan.n_skipped; i++){
+		fprintf(stderr, "persist-lmdb: warning: the personal topics of %s '", plan.skipped[i].username ? "username"
+				: "client id");
+		print_text(stderr, plan.skipped[i].name);
+		fprintf(stderr, "' were not searched: it %s\n", plan.skipped[i].why);
 	}
 	if(matched){
 		/* Bodies go with their last reference, in the commit of the

@@ -365,3 +365,76 @@ def test_control_users_star_is_explicit(broker):
     admin = Admin(broker, username="anyone")
     assert admin.ok("getSession", clientid="bob-phone")["queuedMessages"] == QUEUED
     admin.close()
+
+
+def test_personal_topics_never_reach_another_account(broker):
+    """Issue 20: a user who connects as victim-phone/settings and has that
+    account deleted must not take victim-phone's retained messages under
+    inbox/victim-phone/settings/...; the response says what was left out
+    and why. A NUL in a name is refused, not cut (victim-phone\\u0000...
+    named victim-phone)."""
+    broker.plugin_opts["personal_topics"] = PERSONAL
+    broker.start()
+    with Client(broker, "victim-phone", version=V5, persistent=True, session_expiry=3600,
+                username="victim") as v:
+        v.subscribe("inbox/victim-phone/#", 1)
+    with Client(broker, "victim-phone/settings", version=V5, persistent=True, session_expiry=3600,
+                username="mallory") as m:
+        m.subscribe("chat/#", 1)
+    with Client(broker, "setter", version=V5) as p:
+        p.publish("inbox/victim-phone/settings/theme", b"dark", qos=1, retain=True)
+        p.publish("inbox/victim-phone/note", b"hello", qos=1, retain=True)
+    admin = Admin(broker)
+    data = admin.ok("deleteAccount", clientid="victim-phone/settings")
+    assert data["clientids"] == ["victim-phone/settings"] and data["retainedMessages"] == 0, data
+    assert data["personalTopicsSkipped"] is True
+    assert data["skipped"] == [{"clientid": "victim-phone/settings",
+                                "reason": "contains '/', which would reach into another account's topics"}], data
+    for payload in ('{"commands":[{"command":"deleteAccount","clientid":"victim-phone\\u0000-not-this-one"}]}',
+                    '{"commands":[{"command":"deleteAccount","username":"victim\\u0000"}]}'):
+        [resp] = admin.send_raw(payload)
+        assert resp.get("error") == "Strings must not hold a NUL character (\\u0000)", resp
+    assert admin.ok("getSession", clientid="victim-phone")["username"] == "victim"
+    admin.close()
+    with Client(broker, "reader", version=V5) as r:
+        r.subscribe("inbox/#", 1)
+        retained = sorted((m.topic, m.payload) for m in r.listen(1.0))
+    assert retained == [("inbox/victim-phone/note", b"hello"), ("inbox/victim-phone/settings/theme", b"dark")]
+
+
+def test_personal_topics_option_refuses_partial_levels(broker):
+    """%u and %c must each be a whole level: with u-%u, the users "x" and
+    "u-x"... would share topics. The broker refuses such a pattern."""
+    broker.plugin_opts["personal_topics"] = "users/u-%u/#"
+    broker.assert_refuses("plugin_opt_personal_topics 'users/u-%u/#': %u and %c must each be a whole topic level")
+
+
+LONG_ID = "L" * 65535  # the protocol's longest client id
+
+
+def test_longest_client_id_through_api_and_cli(broker):
+    """A client id of 65,535 bytes can be inspected, listed and deleted
+    through the API, and inspected and deleted through the CLI."""
+    broker.plugin_opts["personal_topics"] = PERSONAL
+    broker.start()
+    for cid in (LONG_ID, LONG_ID[:-1] + "M"):
+        with Client(broker, cid, version=V5, persistent=True, session_expiry=3600, username="long") as c:
+            c.subscribe("long/t", 1)
+    with Client(broker, "long-pub") as p:
+        p.publish_numbered("long/t", range(1, 4))
+    admin = Admin(broker)
+    got = admin.ok("getSession", clientid=LONG_ID)
+    assert got["clientid"] == LONG_ID and got["queuedMessages"] == 3, {k: v for k, v in got.items() if k != "clientid"}
+    listed = admin.ok("listSessions", username="long")
+    assert sorted(s["clientid"] for s in listed["sessions"]) == sorted([LONG_ID, LONG_ID[:-1] + "M"])
+    data = admin.ok("deleteAccount", clientid=LONG_ID)
+    assert data["clientids"] == [LONG_ID] and data["queuedMessages"] == 3
+    admin.close()
+    broker.stop()
+    other = LONG_ID[:-1] + "M"
+    q = cli(broker, "queue", other)
+    assert q.stdout.count("\n") >= 3, q.stdout[-500:]
+    d = cli(broker, "delete-account", "--clientid", other, "--json")
+    out = json.loads(d.stdout)
+    assert out["sessions"] == [other] and out["queued"] == 3, {k: v for k, v in out.items() if k != "sessions"}
+    assert cli(broker, "queue", other, check=False).returncode == 1

@@ -82,10 +82,10 @@ static void test_topic_matches(void **state)
 /* ---- personal_filters ---- */
 
 static void expect_filters(const char *patterns, const char *username, const char *clientid,
-		bool want_skipped, int n_want, ...)
+		unsigned want_skipped, int n_want, ...)
 {
 	char **f = NULL;
-	bool skipped = !want_skipped;
+	unsigned skipped = ~want_skipped;
 	int n = personal_filters(patterns, username, clientid, &f, &skipped);
 	va_list ap;
 
@@ -102,22 +102,57 @@ static void expect_filters(const char *patterns, const char *username, const cha
 static void test_personal_filters(void **state)
 {
 	(void)state;
-	expect_filters("users/%u/# devices/%c/#", "alice", "phone", false, 2, "users/alice/#", "devices/phone/#");
+	const unsigned U = PERSONAL_SKIP_USERNAME, C = PERSONAL_SKIP_CLIENTID;
+
+	expect_filters("users/%u/# devices/%c/#", "alice", "phone", 0, 2, "users/alice/#", "devices/phone/#");
 	/* absent fields: the patterns naming them are left out */
-	expect_filters("users/%u/# devices/%c/#", NULL, "phone", false, 1, "devices/phone/#");
-	expect_filters("users/%u/# devices/%c/#", "alice", NULL, false, 1, "users/alice/#");
-	expect_filters("users/%u/#", NULL, "phone", false, 0);
+	expect_filters("users/%u/# devices/%c/#", NULL, "phone", 0, 1, "devices/phone/#");
+	expect_filters("users/%u/# devices/%c/#", "alice", NULL, 0, 1, "users/alice/#");
+	expect_filters("users/%u/#", NULL, "phone", 0, 0);
 	/* both fields, several times, and no field at all */
-	expect_filters("%u/%c/%u shared/x", "alice", "phone", false, 2, "alice/phone/alice", "shared/x");
+	expect_filters("%u/%c/%u shared/x", "alice", "phone", 0, 2, "alice/phone/alice", "shared/x");
 	/* spaces and tabs separate patterns */
-	expect_filters("  a/%u \t b/%c\t", "u", "c", false, 2, "a/u", "b/c");
-	expect_filters(NULL, "alice", "phone", false, 0);
-	expect_filters("", "alice", "phone", false, 0);
+	expect_filters("  a/%u \t b/%c\t", "u", "c", 0, 2, "a/u", "b/c");
+	expect_filters(NULL, "alice", "phone", 0, 0);
+	expect_filters("", "alice", "phone", 0, 0);
 	/* a % that is not a placeholder stays */
-	expect_filters("x/%d/%", "alice", "phone", false, 1, "x/%d/%");
-	/* names with wildcards would widen the filter: nothing expanded */
-	expect_filters("users/%u/#", "al+ce", "phone", true, 0);
-	expect_filters("devices/%c/#", "alice", "ph#ne", true, 0);
+	expect_filters("x/%d/%", "alice", "phone", 0, 1, "x/%d/%");
+	/* names with wildcards would widen the filter: their patterns go */
+	expect_filters("users/%u/#", "al+ce", "phone", U, 0);
+	expect_filters("devices/%c/#", "alice", "ph#ne", C, 0);
+	/* a name with a level separator would reach into another account's
+	 * topics (victim-phone's inbox/victim-phone/settings/...) */
+	expect_filters("users/%u/# inbox/%c/#", "mallory", "victim-phone/settings", C, 1, "users/mallory/#");
+	expect_filters("users/%u/# inbox/%c/#", "a/b", "phone", U, 1, "inbox/phone/#");
+	/* empty, or in the broker's $ space */
+	expect_filters("users/%u/# inbox/%c/#", "", "$SYS", U | C, 0);
+	/* a pattern naming both goes if either is unusable; an absent field
+	 * leaves the pattern out without a skip */
+	expect_filters("%u/%c shared/x", "alice", "a/b", C, 1, "shared/x");
+	expect_filters("%c/%u", "a/b", NULL, 0, 0);
+}
+
+static void test_personal_names_and_patterns(void **state)
+{
+	(void)state;
+	assert_null(personal_name_problem("alice"));
+	assert_null(personal_name_problem("phone-1.x_y"));
+	assert_null(personal_name_problem("a$b"));
+	assert_non_null(strstr(personal_name_problem("a/b"), "'/'"));
+	assert_non_null(strstr(personal_name_problem("/"), "'/'"));
+	assert_non_null(strstr(personal_name_problem("a+"), "wildcard"));
+	assert_non_null(strstr(personal_name_problem("#"), "wildcard"));
+	assert_non_null(strstr(personal_name_problem("$SYS"), "'$'"));
+	assert_non_null(strstr(personal_name_problem(""), "empty"));
+
+	assert_null(personal_patterns_problem("users/%u/# inbox/%c/#"));
+	assert_null(personal_patterns_problem("%u/# %c"));
+	assert_null(personal_patterns_problem("\t%c\t%u/x"));
+	assert_null(personal_patterns_problem("x/%d/% 100%"));
+	assert_non_null(personal_patterns_problem("users/u-%u/#"));
+	assert_non_null(personal_patterns_problem("users/%u-x/#"));
+	assert_non_null(personal_patterns_problem("inbox/%c%u/#"));
+	assert_non_null(strstr(personal_patterns_problem("a/%cx"), "whole topic level"));
 }
 
 /* ---- account_plan / account_apply ---- */
@@ -329,7 +364,7 @@ static void test_delete_by_username(void **state)
 	assert_true(plan_has(plan.retained_topics, plan.n_retained, "users/alice/status"));
 	assert_true(plan_has(plan.retained_topics, plan.n_retained, "users/alice"));
 	assert_true(plan_has(plan.retained_topics, plan.n_retained, "devices/phone/state"));
-	assert_false(plan.personal_skipped);
+	assert_int_equal(plan.n_skipped, 0);
 
 	/* Planning reads only. */
 	expect_client(fx->st, "phone", 1, 3);
@@ -426,7 +461,41 @@ static void test_wildcard_name_skips_personal_topics(void **state)
 	assert_int_equal(account_plan(fx->st, "a+", NULL, "users/%u/#", &plan), STORE_OK);
 	assert_int_equal(plan.n_clientids, 1);
 	assert_int_equal(plan.n_retained, 0);
-	assert_true(plan.personal_skipped);
+	assert_int_equal(plan.n_skipped, 1);
+	assert_string_equal(plan.skipped[0].name, "a+");
+	assert_true(plan.skipped[0].username);
+	assert_non_null(strstr(plan.skipped[0].why, "wildcard"));
+	account_plan_free(&plan);
+}
+
+/* Issue 20: a user who connects as victim-phone/settings and deletes their
+ * own account must not take the retained messages of victim-phone's
+ * inbox/victim-phone/settings/...; the plan says what it left out. */
+static void test_plan_client_id_with_slash(void **state)
+{
+	struct fx *fx = *state;
+	struct account_plan plan;
+	static const uint64_t none[] = {0};
+
+	put_session(fx->st, "victim-phone", "victim", none, 0);
+	put_session(fx->st, "victim-phone/settings", "mallory", none, 0);
+	put_retained(fx->st, 50, "inbox/victim-phone/settings/theme");
+	put_retained(fx->st, 51, "inbox/victim-phone/x");
+	assert_int_equal(store_commit(fx->st), STORE_OK);
+	assert_int_equal(account_plan(fx->st, NULL, "victim-phone/settings", "users/%u/# inbox/%c/#", &plan),
+			STORE_OK);
+	assert_int_equal(plan.n_clientids, 1);
+	assert_string_equal(plan.clientids[0], "victim-phone/settings");
+	assert_int_equal(plan.n_retained, 0);
+	assert_int_equal(plan.n_skipped, 1);
+	assert_false(plan.skipped[0].username);
+	assert_string_equal(plan.skipped[0].name, "victim-phone/settings");
+	assert_non_null(strstr(plan.skipped[0].why, "another account"));
+	account_plan_free(&plan);
+	/* Deleting victim-phone itself takes both. */
+	assert_int_equal(account_plan(fx->st, NULL, "victim-phone", "users/%u/# inbox/%c/#", &plan), STORE_OK);
+	assert_int_equal(plan.n_retained, 2);
+	assert_int_equal(plan.n_skipped, 0);
 	account_plan_free(&plan);
 }
 
@@ -436,10 +505,12 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_topic_matches),
 		cmocka_unit_test(test_personal_filters),
+		cmocka_unit_test(test_personal_names_and_patterns),
 		T(test_delete_by_username),
 		T(test_delete_by_clientid),
 		T(test_plan_without_match),
 		T(test_wildcard_name_skips_personal_topics),
+		T(test_plan_client_id_with_slash),
 	};
 #undef T
 

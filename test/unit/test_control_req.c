@@ -345,6 +345,42 @@ static void test_payload(void **state)
 	ctl_batch_free(&b);
 }
 
+/* A string with a NUL in it is refused as a whole, never cut at the NUL
+ * ("victim-phone\u0000-not-this-one" named victim-phone). */
+static void test_payload_nul(void **state)
+{
+	static const char esc[] = "{\"commands\":[{\"command\":\"deleteAccount\","
+		"\"clientid\":\"victim-phone\\u0000-not-this-one\"}]}";
+	static const char user[] = "{\"commands\":[{\"command\":\"deleteAccount\",\"username\":\"\\u0000\"}]}";
+	static const char raw[] = "{\"commands\":[{\"command\":\"getSession\",\"clientid\":\"a\0b\"}]}";
+	static const char escaped_backslash[] = "{\"commands\":[{\"command\":\"getSession\",\"clientid\":\"a\\\\u0000\"}]}";
+	static const char after[] = "{\"commands\":[]}\0trailing";
+	struct ctl_batch b;
+
+	(void)state;
+	assert_int_equal(ctl_payload_parse(esc, sizeof(esc) - 1, &b), 0);
+	assert_int_equal(b.n, 1);
+	assert_string_equal(b.reqs[0].error, CTL_NUL_IN_STRING);
+	assert_string_equal(b.reqs[0].error, "Strings must not hold a NUL character (\\u0000)");
+	ctl_batch_free(&b);
+	assert_int_equal(ctl_payload_parse(user, sizeof(user) - 1, &b), 0);
+	assert_string_equal(b.reqs[0].error, CTL_NUL_IN_STRING);
+	ctl_batch_free(&b);
+	assert_int_equal(ctl_payload_parse(raw, sizeof(raw) - 1, &b), 0);
+	assert_string_equal(b.reqs[0].error, CTL_NUL_IN_STRING);
+	ctl_batch_free(&b);
+	/* A backslash, then the text u0000: no NUL. */
+	assert_int_equal(ctl_payload_parse(escaped_backslash, sizeof(escaped_backslash) - 1, &b), 0);
+	assert_int_equal(b.n, 1);
+	assert_null(b.reqs[0].error);
+	assert_string_equal(b.reqs[0].clientid, "a\\u0000");
+	ctl_batch_free(&b);
+	/* Outside a string, after the value: ignored as before. */
+	assert_int_equal(ctl_payload_parse(after, sizeof(after) - 1, &b), 0);
+	assert_int_equal(b.n, 0);
+	ctl_batch_free(&b);
+}
+
 static void test_payload_size(void **state)
 {
 	static const char head[] = "{\"commands\":[{\"command\":\"getStats\"}]}";
@@ -364,7 +400,7 @@ static void test_payload_size(void **state)
 	assert_int_equal(ctl_payload_parse(p, CTL_MAX_REQUEST_BYTES + 1, &b), 0);
 	assert_int_equal(b.n, 1);
 	assert_string_equal(b.reqs[0].error, CTL_TOO_LARGE);
-	assert_string_equal(b.reqs[0].error, "Request too large (at most 65536 bytes)");
+	assert_string_equal(b.reqs[0].error, "Request too large (at most 1048576 bytes)");
 	assert_string_equal(b.reqs[0].name, CTL_UNKNOWN_NAME);
 	ctl_batch_free(&b);
 	free(p);
@@ -375,6 +411,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_delete_account),
 		cmocka_unit_test(test_user_allowed),
+		cmocka_unit_test(test_payload_nul),
 		cmocka_unit_test(test_list_sessions),
 		cmocka_unit_test(test_one_session),
 		cmocka_unit_test(test_get_stats),
