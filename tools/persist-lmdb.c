@@ -1606,6 +1606,10 @@ static int resolve(const struct args *a, struct mosq_conf *conf, struct settings
 		return EXIT_USAGE;
 	}
 	s->personal_topics = a->personal_topics ? a->personal_topics : conf->personal_topics;
+	if(s->personal_topics && personal_patterns_problem(s->personal_topics)){
+		cli_error("personal topics '%s': %s", s->personal_topics, personal_patterns_problem(s->personal_topics));
+		return EXIT_USAGE;
+	}
 	if(conf->map_size && parse_size(conf->map_size, &s->map_size)){
 		cli_error("plugin_opt_map_size '%s' in %s is not a size", conf->map_size, a->config);
 		return EXIT_USAGE;

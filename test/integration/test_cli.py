@@ -247,6 +247,12 @@ def test_delete_account(broker, cli):
     # bob still references the news bodies: only the retained body goes.
     assert result["message_bodies"] == 1
     assert result["personal_topics_skipped"] is False
+    assert result["skipped"] == []
+
+    # Patterns with %u or %c inside a level are refused, as at start-up.
+    r = cli("delete-account", "--username", "bob", "--personal-topics", "users/u-%u/#")
+    assert_rc(r, 2)
+    assert "must each be a whole topic level" in err(r), err(r)
 
     assert_rc(cli("verify"), 0)
     r = cli("delete-account", "--username", "alice")
