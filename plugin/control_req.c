@@ -13,10 +13,16 @@
 struct member {
 	const char *name;
 	const char *invalid;
+	const char *too_large;
 };
 
-#define STRING_MEMBER(n) {n, "'" n "' must be a non-empty string"}
-#define COUNT_MEMBER(n, max) {n, "'" n "' must be a whole number from 0 to " STR(max)}
+/* An MQTT string (client id, username, topic) is at most 65535 bytes: a
+ * longer one names nothing that can exist. */
+#define MQTT_STRING_MAX 65535
+
+#define STRING_MEMBER(n) {n, "'" n "' must be a non-empty string", \
+	"'" n "' is too large (an MQTT string is at most " STR(MQTT_STRING_MAX) " bytes)"}
+#define COUNT_MEMBER(n, max) {n, "'" n "' must be a whole number from 0 to " STR(max), NULL}
 
 static const struct member m_username = STRING_MEMBER("username");
 static const struct member m_clientid = STRING_MEMBER("clientid");
@@ -31,7 +37,7 @@ static enum ctl_status reject(struct ctl_request *req, const char *error)
 }
 
 /* An optional string member: 0 when absent, 1 when present, -1 (error set)
- * when present but not a non-empty string. */
+ * when present but not a non-empty string of at most MQTT_STRING_MAX bytes. */
 static int get_string(struct ctl_request *req, const cJSON *command, const struct member *m,
 		const char **out)
 {
@@ -44,6 +50,10 @@ static int get_string(struct ctl_request *req, const cJSON *command, const struc
 	s = cJSON_GetStringValue(j);
 	if(!s || !*s){
 		reject(req, m->invalid);
+		return -1;
+	}
+	if(strlen(s) > MQTT_STRING_MAX){
+		reject(req, m->too_large);
 		return -1;
 	}
 	*out = s;

@@ -186,13 +186,12 @@ class Broker:
         # None: the broker's default (20), past which restarts behave differently.
         self.max_inflight: int | None = 1000
         self.extra_conf: list[str] = []
-        self.extra_env: dict[str, str] = {}  # set before the first start
+        self.extra_env: dict[str, str] = {}  # read at each start
         self.command_prefix: list[str] = []  # words before the mosquitto command (e.g. strace ...)
         self.proc: subprocess.Popen | None = None
         self.procs: list[subprocess.Popen] = []  # one per start, in order
         self.runs = 0
         self._log_file = None
-        self._env: dict | None = None
 
     # -- configuration -----------------------------------------------------
 
@@ -235,16 +234,15 @@ class Broker:
         if self._log_file:
             self._log_file.close()
         self._log_file = open(self.log_path, "wb")
-        if self._env is None:
-            self._env = {**os.environ, **sanitizer_env(self.plugin)}
-            for k, v in self.extra_env.items():
-                # A preload of the test's own goes after the sanitizer's runtime.
-                if k == "LD_PRELOAD" and self._env.get(k):
-                    v = f"{self._env[k]}:{v}"
-                self._env[k] = v
+        env = {**os.environ, **sanitizer_env(self.plugin)}
+        for k, v in self.extra_env.items():
+            # A preload of the test's own goes after the sanitizer's runtime.
+            if k == "LD_PRELOAD" and env.get(k):
+                v = f"{env[k]}:{v}"
+            env[k] = v
         self.proc = subprocess.Popen(
             valgrind_prefix() + self.command_prefix + [MOSQUITTO, "-c", str(self.conf_path)],
-            env=self._env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -381,6 +381,46 @@ static void test_payload_nul(void **state)
 	ctl_batch_free(&b);
 }
 
+/* Writes {"command":"<command>","<member>":"x...x"} (len x's) into json. */
+static void long_member(char *json, const char *command, const char *member, size_t len)
+{
+	int n = sprintf(json, "{\"command\":\"%s\",\"%s\":\"", command, member);
+
+	memset(json + n, 'x', len);
+	strcpy(json + n + len, "\"}");
+}
+
+/* A name of 65,535 bytes (the longest MQTT string) is taken; one byte more
+ * names nothing and is refused by name, for each string member. */
+static void test_string_length(void **state)
+{
+	const size_t max = 65535;
+	char *json = malloc(max + 100);
+	struct ctl_request req;
+	cJSON *tree;
+
+	(void)state;
+	assert_non_null(json);
+	long_member(json, "deleteAccount", "username", max);
+	tree = accept_cmd(json, &req);
+	assert_int_equal(strlen(req.username), max);
+	cJSON_Delete(tree);
+	long_member(json, "deleteAccount", "username", max + 1);
+	expect_reject(json, CTL_REJECT, "'username' is too large (an MQTT string is at most 65535 bytes)");
+
+	long_member(json, "getSession", "clientid", max);
+	tree = accept_cmd(json, &req);
+	assert_int_equal(strlen(req.clientid), max);
+	cJSON_Delete(tree);
+	long_member(json, "getSession", "clientid", max + 1);
+	expect_reject(json, CTL_REJECT, "'clientid' is too large (an MQTT string is at most 65535 bytes)");
+
+	long_member(json, "listSessions", "clientidPrefix", max + 1);
+	expect_reject(json, CTL_REJECT,
+			"'clientidPrefix' is too large (an MQTT string is at most 65535 bytes)");
+	free(json);
+}
+
 static void test_payload_size(void **state)
 {
 	static const char head[] = "{\"commands\":[{\"command\":\"getStats\"}]}";
@@ -418,6 +458,7 @@ int main(void)
 		cmocka_unit_test(test_command_names),
 		cmocka_unit_test(test_payload),
 		cmocka_unit_test(test_payload_size),
+		cmocka_unit_test(test_string_length),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
