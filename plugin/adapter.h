@@ -17,6 +17,7 @@
 	X(mosquitto_broker_publish_copy) \
 	X(mosquitto_callback_register) \
 	X(mosquitto_callback_unregister) \
+	X(mosquitto_client_clean_session) \
 	X(mosquitto_client_id) \
 	X(mosquitto_client_protocol_version) \
 	X(mosquitto_client_username) \
@@ -170,7 +171,12 @@ struct budget {
 	bool over;        /* the last publish checked found the budget reached */
 	time_t read_at;   /* monotonic seconds; 0: not read */
 	time_t log_at;
-	uint64_t refused;
+	uint64_t measured;               /* the store's used bytes when last read */
+	uint64_t admitted;               /* payload bytes let in since then */
+	uint64_t refused;                /* QoS 1/2 publishes for offline sessions */
+	uint64_t refused_retained;
+	uint64_t refused_sessions;       /* connections that would start a stored session */
+	uint64_t refused_subscriptions;  /* of clients whose session is stored */
 };
 
 
@@ -368,6 +374,9 @@ int body_ensure(struct plugin *pl, uint64_t store_id);
 
 /* MOSQ_ERR_SUCCESS, or the refusal of a publish over plugin_opt_max_db_size. */
 int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed);
+/* MOSQ_EVT_BASIC_AUTH and MOSQ_EVT_SUBSCRIBE at the budget. */
+int on_basic_auth_budget(int event, void *event_data, void *userdata);
+int on_subscribe_budget(int event, void *event_data, void *userdata);
 void budget_free(struct plugin *pl);
 
 /* $SYS metrics (metrics.c), from the tick. */

@@ -1,12 +1,27 @@
 /* plugin_opt_max_db_size: a budget for the pages the store has in use.
  *
- * While the budget is reached, a QoS 1/2 publish whose topic matches a
- * subscription of an offline session is refused at the door (MQTT 5:
- * PUBACK 0x97 Quota exceeded; MQTT 3.1.1 has no negative PUBACK, so the
- * publisher is disconnected and resends later). Nothing stored is dropped;
- * messages for connected clients and QoS 0 keep flowing. As queues drain
- * the pages in use fall and publishes are accepted again. */
+ * While the budget is reached, what would grow the store is refused at the
+ * door; nothing stored is dropped, and as queues drain the pages in use fall
+ * and everything is accepted again:
+ * - a QoS 1/2 publish whose topic matches a subscription of an offline
+ *   session (MQTT 5: PUBACK/PUBREC 0x97 Quota exceeded; MQTT 3.1.1 has no
+ *   negative PUBACK, so the publisher is disconnected and resends later);
+ * - a retained message that sets a topic (any QoS; a QoS 0 one is dropped),
+ *   while one that clears a topic goes through;
+ * - a connection that would start a stored session: a client id without
+ *   one, not asking for a clean session, or any new MQTT 5 client id (its
+ *   session expiry is not known at authentication) but an operator's
+ *   (plugin_opt_control_users). CONNACK 0x89 Server busy (MQTT 3.1.1: not
+ *   authorised); a will comes with its session;
+ * - a subscription of a client whose session is stored: the client is
+ *   disconnected (logged "quota exceeded"). Not by the ACL check, whose
+ *   SUBACK failure would be kinder: in Mosquitto 2.1.2 an ACL callback that
+ *   ignores a check after another plugin deferred it turns that plugin's
+ *   default deny into an allow.
+ * Messages for connected clients, QoS 0 and clean MQTT 3.1.1 clients keep
+ * flowing. */
 #include "adapter.h"
+#include "control_req.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -88,42 +103,129 @@ static bool matches_offline(struct plugin *pl, const char *topic)
 	return false;
 }
 
-int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed)
+/* Whether the budget is reached now; logs the way back under it. */
+static bool budget_over(struct plugin *pl)
 {
 	struct budget *b = &pl->budget;
-	struct timespec ts;
 	uint64_t used;
 
-	if(!pl->cfg.max_db_size || ed->qos == 0){
-		return MOSQ_ERR_SUCCESS;
+	if(!pl->cfg.max_db_size){
+		return false;
 	}
 	used = store_used_bytes(pl->store);
-	if(used < pl->cfg.max_db_size){
+	/* What was let in since the store last measured itself counts too: a
+	 * few large messages would otherwise overrun the budget many times
+	 * before the next measurement. */
+	if(used != b->measured){
+		b->measured = used;
+		b->admitted = 0;
+	}
+	if(used + b->admitted < pl->cfg.max_db_size){
 		if(b->over){
 			b->over = false;
 			filters_clear(b);
 			b->read_at = 0;
 			mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: the store is back under "
-					"plugin_opt_max_db_size (%llu of %zu bytes in use): accepting publishes for offline "
-					"sessions again", (unsigned long long)used, pl->cfg.max_db_size);
+					"plugin_opt_max_db_size (%llu of %zu bytes in use): accepting what it refused again",
+					(unsigned long long)used, pl->cfg.max_db_size);
+		}
+		return false;
+	}
+	b->over = true;
+	return true;
+}
+
+/* Counts a refusal and logs (at most every LOG_EVERY_S seconds) what the
+ * budget refuses. */
+static void refused(struct plugin *pl, uint64_t *counter)
+{
+	struct budget *b = &pl->budget;
+	struct timespec ts;
+
+	(*counter)++;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if(!b->log_at || ts.tv_sec - b->log_at >= LOG_EVERY_S){
+		b->log_at = ts.tv_sec;
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: the store has %llu bytes in use and %llu let "
+				"in since, at plugin_opt_max_db_size (%zu): refusing QoS 1/2 publishes for offline sessions, "
+				"retained messages, new stored sessions and their subscriptions until it drains (%llu, %llu, "
+				"%llu and %llu refused so far)", (unsigned long long)b->measured, (unsigned long long)b->admitted,
+				pl->cfg.max_db_size, (unsigned long long)b->refused, (unsigned long long)b->refused_retained,
+				(unsigned long long)b->refused_sessions, (unsigned long long)b->refused_subscriptions);
+	}
+}
+
+int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed)
+{
+	struct budget *b = &pl->budget;
+	struct timespec ts;
+
+	if(!budget_over(pl)){
+		if(ed->qos || ed->retain){
+			b->admitted += ed->payloadlen;
 		}
 		return MOSQ_ERR_SUCCESS;
 	}
-	b->over = true;
+	if(ed->retain && ed->payloadlen){
+		refused(pl, &b->refused_retained);
+		return ed->qos == 0 ? MOSQ_ERR_QUOTA_EXCEEDED : publish_refusal(ed);
+	}
+	if(ed->qos == 0){
+		return MOSQ_ERR_SUCCESS;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	filters_refresh(pl, ts.tv_sec);
 	if(!matches_offline(pl, ed->topic)){
 		return MOSQ_ERR_SUCCESS;
 	}
-	b->refused++;
-	if(!b->log_at || ts.tv_sec - b->log_at >= LOG_EVERY_S){
-		b->log_at = ts.tv_sec;
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: the store has %llu bytes in use, at "
-				"plugin_opt_max_db_size (%zu): refusing QoS 1/2 publishes for offline sessions until "
-				"their queues drain (%llu refused so far)", (unsigned long long)used,
-				pl->cfg.max_db_size, (unsigned long long)b->refused);
-	}
+	refused(pl, &b->refused);
 	return publish_refusal(ed);
+}
+
+static int note_found(void *ctx, const struct rec_session *s)
+{
+	(void)s;
+	*(bool *)ctx = true;
+	return 0;
+}
+
+static bool session_stored(struct plugin *pl, const char *clientid)
+{
+	bool found = false;
+
+	/* Unreadable counts as stored: the client keeps what it has. */
+	return !clientid || session_get(pl->store, clientid, note_found, &found) != STORE_OK || found;
+}
+
+int on_basic_auth_budget(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	struct plugin *pl = userdata;
+	const char *clientid = mosquitto_client_id(ed->client);
+
+	(void)event;
+	/* An operator (plugin_opt_control_users) gets in to see and fix it. */
+	if(!budget_over(pl)
+			|| (mosquitto_client_clean_session(ed->client) && mosquitto_client_protocol_version(ed->client) != 5)
+			|| ctl_user_allowed(pl->cfg.control_users, ed->username)
+			|| session_stored(pl, clientid)){
+		return MOSQ_ERR_PLUGIN_IGNORE;
+	}
+	refused(pl, &pl->budget.refused_sessions);
+	return MOSQ_ERR_SERVER_BUSY;
+}
+
+int on_subscribe_budget(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_subscribe *ed = event_data;
+	struct plugin *pl = userdata;
+
+	(void)event;
+	if(!budget_over(pl) || !session_stored(pl, mosquitto_client_id(ed->client))){
+		return MOSQ_ERR_SUCCESS;
+	}
+	refused(pl, &pl->budget.refused_subscriptions);
+	return MOSQ_ERR_QUOTA_EXCEEDED;
 }
 
 void budget_free(struct plugin *pl)

@@ -55,6 +55,9 @@ static void publish_all(struct plugin *pl)
 	publish_u64("dropped/duplicates", pl->dedup_dropped);
 	publish_u64("refused/disk-full", pl->refused_disk_full);
 	publish_u64("refused/over-budget", pl->budget.refused);
+	publish_u64("refused/over-budget-retained", pl->budget.refused_retained);
+	publish_u64("refused/over-budget-sessions", pl->budget.refused_sessions);
+	publish_u64("refused/over-budget-subscriptions", pl->budget.refused_subscriptions);
 	publish_u64("dropped/queue-full", pl->retention.dropped_full);
 	publish_u64("dropped/expired", pl->retention.dropped_expired);
 	publish_u64("backlog/releases", pl->backlog.evicted);

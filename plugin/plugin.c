@@ -328,6 +328,12 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 	if(rc == MOSQ_ERR_SUCCESS && backlog_on(pl)){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth_backlog, NULL, pl);
 	}
+	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.max_db_size){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth_budget, NULL, pl);
+	}
+	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.max_db_size){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_SUBSCRIBE, on_subscribe_budget, NULL, pl);
+	}
 	/* In disk mode the broker drops what expired when it would send it. */
 	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.offline_ttl && !backlog_on(pl)){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, pl);

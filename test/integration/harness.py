@@ -775,8 +775,8 @@ class Acks:
             self.codes[mid] = reason_code.value if hasattr(reason_code, "value") else reason_code
             self.cond.notify_all()
 
-    def send(self, topic, payload, qos=1, properties: Properties | None = None) -> int:
-        info = self.c.mqtt.publish(topic, payload, qos=qos, properties=properties)
+    def send(self, topic, payload, qos=1, properties: Properties | None = None, retain: bool = False) -> int:
+        info = self.c.mqtt.publish(topic, payload, qos=qos, properties=properties, retain=retain)
         with self.cond:
             assert self.cond.wait_for(lambda: info.mid in self.codes, 10), "no acknowledgement"
             return self.codes[info.mid]

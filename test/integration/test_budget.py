@@ -6,12 +6,17 @@ publishes for connected subscribers still flow; nothing stored is lost; when
 the offline queue drains, publishes are accepted again without a restart.
 """
 
+import subprocess
+import threading
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from harness import (QUOTA_EXCEEDED, V5, Acks, Client, assert_plugin_said, assert_sequence,
-                     assert_v311_publish_refused, control_stats, numbered_payload, seqs_of)
+from harness import (CONTROL_USER, HOST, QUOTA_EXCEEDED, V311, V5, Acks, Client, assert_plugin_said, assert_sequence,
+                     assert_v311_publish_refused, control_stats, give_to_broker, numbered_payload, seqs_of)
 
 SIZE = 1000
 
@@ -40,11 +45,12 @@ def test_budget_refuses_offline_messages_then_recovers(broker, queue_storage):
 
     accepted = _fill_until_refused(pub)
     # 1 MiB of pages holds a few hundred 1 kB messages with their queue entries; the
-    # budget is measured every 100 ms, so what arrives in that time overruns it.
+    # store measures itself every 100 ms, and the payloads let in meanwhile count
+    # until the next measurement.
     assert 200 < len(accepted) < 2500, len(accepted)
     assert_plugin_said(broker.log(), "at plugin_opt_max_db_size")
     stats = control_stats(broker)
-    assert stats["refusedOverBudget"] >= 1 and stats["usedBytes"] >= 1 << 20, stats
+    assert stats["refusedOverBudget"] >= 1 and stats["usedBytes"] >= 1 << 19, stats
     assert stats["maxDbSize"] == 1 << 20, stats
 
     # Only offline sessions' messages are refused: a connected subscriber's still flow.
@@ -77,3 +83,127 @@ def test_no_budget_by_default(broker):
     stats = control_stats(broker)
     assert stats["maxDbSize"] == 0 and stats["refusedOverBudget"] == 0, stats
     assert stats["usedBytes"] > 0, stats
+
+
+# --------------------------------------------------------------------------
+# Everything that grows the store (issue 20): retained messages, sessions,
+# subscriptions; on a real small file system
+# --------------------------------------------------------------------------
+
+SERVER_BUSY = 0x89
+RETAINED = 500_000   # the reproduction: 60 retained messages of 500 kB, a 4 MiB budget
+
+
+def _mount_tmpfs(path, size):
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def _connack(broker, cid, version=V5, clean=False, expiry=3600, username=None) -> int:
+    """The CONNACK reason code a client gets (paho directly: the harness's
+    Client asserts success)."""
+    got, ev = {}, threading.Event()
+    kw = {} if version == V5 else {"clean_session": clean}
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=version, **kw)
+
+    def on_connect(client, userdata, flags, rc, props):
+        got["rc"] = rc.value if hasattr(rc, "value") else rc
+        ev.set()
+
+    c.on_connect = on_connect
+    if username:
+        c.username_pw_set(username)
+    ckw = {}
+    if version == V5:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = expiry
+        ckw = {"clean_start": clean, "properties": props}
+    c.connect(HOST, broker.port, 60, **ckw)
+    c.loop_start()
+    try:
+        assert ev.wait(10), f"{cid}: no CONNACK"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got["rc"]
+
+
+def _subscribe_refused(client, topic) -> bool:
+    """Whether SUBSCRIBE topic cost the client its connection, without a SUBACK."""
+    rc, mid = client.mqtt.subscribe(topic, 1)
+    assert rc == mqtt.MQTT_ERR_SUCCESS
+    client._wait(lambda: mid in client._subacks or client.disconnected, 10, f"SUBACK for {topic}")
+    return client.disconnected and mid not in client._subacks
+
+
+def test_budget_bounds_retained_sessions_and_subscriptions(broker, workdir):
+    """The reproduction of issue 20 on a 24 MiB tmpfs: with a 4 MiB budget,
+    60 retained messages of 500 kB grew data.mdb to 33 MiB. Now retained
+    messages that set a topic are refused at the budget (PUBACK 0x97; a QoS 0
+    one is dropped), a connection that would start a stored session gets
+    CONNACK 0x89 Server busy, a stored session's new subscription costs the
+    client its connection (no SUBACK: see budget.c); clearing a retained message, clean MQTT 3.1.1 clients and stored
+    sessions' reconnections still work; each refusal is counted. Clearing
+    the retained messages brings the store under the budget and everything
+    is accepted again."""
+    mnt = workdir / "small"
+    mnt.mkdir()
+    if not _mount_tmpfs(mnt, "24m"):
+        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN, as in the build root and CI)")
+    try:
+        give_to_broker(mnt)
+        broker.plugin_opts["db_path"] = str(mnt / "db")
+        broker.plugin_opts["max_db_size"] = "4M"
+        broker.plugin_opts["journal_size"] = "4M"
+        broker.start()
+        keeper = Client(broker, "keeper", version=V5, persistent=True, session_expiry=3600)
+        keeper.subscribe("keep/#", 1)
+
+        pub = Acks(Client(broker, "ret-pub", version=V5))
+        codes = [pub.send(f"ret/{i}", bytes([i]) * RETAINED, retain=True) for i in range(60)]
+        accepted = [i for i, c in enumerate(codes) if c < 0x80]
+        assert all(c < 0x80 or c == QUOTA_EXCEEDED for c in codes), codes
+        assert 0 < len(accepted) < 20 and codes[-1] == QUOTA_EXCEEDED, codes
+        size = (mnt / "db" / "data.mdb").stat().st_size
+        assert size < 16 << 20, f"data.mdb grew to {size >> 20} MiB"
+        pub.c.publish("ret/q0", b"x" * 1000, qos=0, retain=True)
+
+        assert _connack(broker, "newcomer") == SERVER_BUSY
+        assert _connack(broker, "newcomer-clean-v5", clean=True, expiry=0) == SERVER_BUSY
+        assert _connack(broker, "newcomer-v3", version=V311) in (5, 0x87)  # not authorised
+        assert _connack(broker, "clean-v3", version=V311, clean=True) == 0
+        assert _connack(broker, "operator-console", clean=True, expiry=0, username=CONTROL_USER) == 0
+        assert _subscribe_refused(keeper, "keep2/#")
+        assert f"Client keeper [{HOST}" in broker.log() and "disconnected: quota exceeded" in broker.log()
+        assert _connack(broker, "keeper", expiry=3600) == 0  # a stored session comes back
+        stats = control_stats(broker)
+        assert stats["refusedRetainedOverBudget"] >= 60 - len(accepted), stats
+        assert stats["refusedSessionsOverBudget"] >= 3 and stats["refusedSubscriptionsOverBudget"] >= 1, stats
+        assert_plugin_said(broker.log(), "retained messages, new stored sessions")
+
+        # Nothing refused was stored: the retained messages are those accepted.
+        with Client(broker, "reader", version=V311) as r:
+            r.subscribe("ret/#", 1)
+            got = sorted(int(m.topic.split("/")[1]) for m in r.listen(1.5) if m.topic != "ret/q0")
+            assert got == accepted, got
+            assert not [m for m in r.messages() if m.topic == "ret/q0"], "a QoS 0 retained message was stored"
+
+        # Clearing is never refused; below the budget everything is accepted again.
+        for i in accepted:
+            assert pub.send(f"ret/{i}", b"", retain=True) < 0x80
+        deadline = time.monotonic() + 15
+        while _connack(broker, "newcomer") == SERVER_BUSY:
+            assert time.monotonic() < deadline, "new sessions still refused after the store drained"
+            time.sleep(0.3)
+        assert_plugin_said(broker.log(), "back under plugin_opt_max_db_size")
+        assert pub.send("ret/after", b"small", retain=True) < 0x80
+        # The refused subscription was not stored.
+        assert pub.send("keep2/x", b"2") < 0x80 and pub.send("keep/x", b"1") < 0x80
+        with Client(broker, "keeper", version=V5, persistent=True, session_expiry=3600) as k:
+            assert [m.topic for m in k.listen(1.5)] == ["keep/x"]
+        pub.c.disconnect()
+    finally:
+        if broker.running:
+            broker.stop()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
