@@ -969,3 +969,37 @@ def check_seed(broker: Broker, expected: list[int]) -> None:
             c.wait_for(len(expected))
         msgs = c.listen(0.5)
     assert_sequence(seqs_of(msgs), expected, "seeded queue")
+
+
+# --------------------------------------------------------------------------
+# The database file as one without the key reads it
+# --------------------------------------------------------------------------
+
+def mdb_dump_all(db_dir: Path) -> dict[str, list[tuple[bytes, bytes]]]:
+    """{database: [(key, value)]} of every named database (mdb_dump -a)."""
+    r = subprocess.run(["mdb_dump", "-a", str(db_dir)], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    dbs: dict[str, list[tuple[bytes, bytes]]] = {}
+    name, pending, in_data = None, None, False
+    for line in r.stdout.decode().splitlines():
+        if line.startswith("database="):
+            name = line.split("=", 1)[1]
+            dbs[name] = []
+        elif line == "HEADER=END":
+            in_data = True
+        elif line == "DATA=END":
+            in_data, pending = False, None
+        elif in_data and line.startswith(" "):
+            data = bytes.fromhex(line.strip())
+            if pending is None:
+                pending = data
+            else:
+                dbs[name].append((pending, data))
+                pending = None
+    return dbs
+
+
+def salts_of(dbs) -> dict[int, bytes]:
+    """The salt the file keeps for each epoch (meta "salt" | epoch, unsealed)."""
+    return {int.from_bytes(k[4:8], "big"): v for k, v in dbs.get("meta", [])
+            if k.startswith(b"salt") and len(k) == 8}

@@ -14,11 +14,10 @@ file keeps for the value's epoch.
 """
 
 import shutil
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from harness import V5, Client, give_to_broker
+from harness import V5, Client, give_to_broker, mdb_dump_all, salts_of
 
 TOPIC = "nonce/t"
 SUB = "nonce-sub"
@@ -35,36 +34,6 @@ def chown_tree(path: Path) -> None:
     give_to_broker(path)
     for p in path.rglob("*"):
         give_to_broker(p)
-
-
-def mdb_dump_all(db_dir: Path) -> dict[str, list[tuple[bytes, bytes]]]:
-    """{database: [(key, value)]} of every named database (mdb_dump -a)."""
-    r = subprocess.run(["mdb_dump", "-a", str(db_dir)], capture_output=True, timeout=60)
-    assert r.returncode == 0, r.stderr.decode()
-    dbs: dict[str, list[tuple[bytes, bytes]]] = {}
-    name, pending, in_data = None, None, False
-    for line in r.stdout.decode().splitlines():
-        if line.startswith("database="):
-            name = line.split("=", 1)[1]
-            dbs[name] = []
-        elif line == "HEADER=END":
-            in_data = True
-        elif line == "DATA=END":
-            in_data, pending = False, None
-        elif in_data and line.startswith(" "):
-            data = bytes.fromhex(line.strip())
-            if pending is None:
-                pending = data
-            else:
-                dbs[name].append((pending, data))
-                pending = None
-    return dbs
-
-
-def salts_of(dbs) -> dict[int, bytes]:
-    """The salt the file keeps for each epoch (meta "salt" | epoch, unsealed)."""
-    return {int.from_bytes(k[4:8], "big"): v for k, v in dbs.get("meta", [])
-            if k.startswith(b"salt") and len(k) == 8}
 
 
 def sealed_records(db_dir: Path) -> list[tuple[str, bytes, bytes, bytes]]:
