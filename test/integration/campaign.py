@@ -50,9 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (
-    REPO, V5, Broker, Client, free_port, give_to_broker, plugin_path, write_key,
-)
+from harness import Broker, Client, REPO, V5, free_port, give_to_broker, plugin_path, run_cli, write_key
 from kill_load import Publisher, SessionPublisher, parse_payload
 from rawmqtt import Receiver
 
@@ -63,10 +61,6 @@ FINAL_SEGMENT = 0.4
 DRAIN_QUIET = 1.0
 DRAIN_LIMIT = 60.0
 CONTROL = "$CONTROL/persist-lmdb/v1"
-
-
-def cli_path() -> Path:
-    return Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
 
 
 class Sub:
@@ -586,8 +580,7 @@ def make(workload: str, broker: Broker, rng: random.Random, big: bool) -> Worklo
 
 
 def verify(broker: Broker) -> subprocess.CompletedProcess:
-    return subprocess.run([str(cli_path()), "--db", str(broker.db_dir), "--key-file", str(broker.key_file),
-                           "verify"], capture_output=True, text=True, timeout=300)
+    return run_cli(broker, "verify")
 
 
 def run(broker: Broker, workload: str, mode: str, kills: int, seed: int, big: bool = False) -> dict:

@@ -806,6 +806,39 @@ def control_stats(broker: "Broker") -> dict:
 
 
 # --------------------------------------------------------------------------
+# The CLI
+# --------------------------------------------------------------------------
+
+def cli_path() -> Path:
+    """The persist-lmdb CLI of the build under test."""
+    return Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
+
+
+_BROKERS = object()
+
+
+def run_cli(broker: "Broker", *args, db=_BROKERS, key=_BROKERS, check: bool = False, text: bool = True,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """persist-lmdb ARGS on the broker's database with the broker's key;
+    db= and key= give another path, or None to leave the option out. check:
+    fail the test unless it exits 0."""
+    exe = cli_path()
+    assert exe.is_file(), f"CLI not built: {exe} (set PERSIST_LMDB_BUILD to the build directory)"
+    cmd = [str(exe)]
+    db = broker.db_dir if db is _BROKERS else db
+    key = broker.key_file if key is _BROKERS else key
+    if db is not None:
+        cmd += ["--db", str(db)]
+    if key is not None:
+        cmd += ["--key-file", str(key)]
+    args = [str(a) for a in args]
+    r = subprocess.run(cmd + args, capture_output=True, text=text, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"persist-lmdb {' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+# --------------------------------------------------------------------------
 # Numbered messages and sequence checks
 # --------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ All ten sessions subscribe to one topic, so 10,000 published messages make
 
 import threading
 
-from harness import V5, V311, Client, assert_sequence, numbered_payload, seqs_of
+from harness import V5, V311, Client, assert_sequence, seqs_of
 
 SESSIONS = 10
 PER_SESSION = 10_000

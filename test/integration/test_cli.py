@@ -6,14 +6,13 @@ import base64
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness import (
-    REPO, V5, Client, check_seed, flip_large_record, numbered_payload, plugin_path, queue_one_large_message,
-    seed_data, write_key,
+    Client, V5, check_seed, flip_large_record, numbered_payload, plugin_path,
+    queue_one_large_message, run_cli, seed_data, write_key,
 )
 
 BINARY = b"\x00\x01\xfe binary"
@@ -29,26 +28,13 @@ BOB_EXPECTED = NEWS + [("bob/inbox", BINARY)]
 RETAINED = {"users/alice/status": b"online", "group/motd": b"hello all"}
 
 
-@pytest.fixture(scope="session")
-def cli_bin() -> Path:
-    p = Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
-    if not p.is_file():
-        pytest.fail(f"CLI not built: {p} (set PERSIST_LMDB_BUILD to the build directory)")
-    return p
-
-
 @pytest.fixture
-def cli(cli_bin, broker):
-    """cli(*args, key=..., db=..., globals_=True) -> CompletedProcess; --db and
+def cli(broker):
+    """cli(*args, key=..., db=...) -> CompletedProcess (bytes); --db and
     --key-file of the test's broker unless given (None leaves one out)."""
 
     def run(*args, key=broker.key_file, db=broker.db_dir):
-        cmd = [str(cli_bin)]
-        if db is not None:
-            cmd += ["--db", str(db)]
-        if key is not None:
-            cmd += ["--key-file", str(key)]
-        return subprocess.run(cmd + [str(a) for a in args], capture_output=True, timeout=60)
+        return run_cli(broker, *args, key=key, db=db, text=False, timeout=60)
 
     return run
 

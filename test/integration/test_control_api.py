@@ -10,13 +10,10 @@ the group and its other members are intact."""
 
 import json
 import os
-import subprocess
 import time
-from pathlib import Path
 
-import pytest
 
-from harness import V5, Client, assert_sequence, seqs_of
+from harness import Client, V5, assert_sequence, run_cli, seqs_of
 
 CONTROL = "$CONTROL/persist-lmdb/v1"
 RESPONSE = CONTROL + "/response"
@@ -66,12 +63,7 @@ class Admin:
 
 
 def cli(broker, *args, check=True):
-    exe = Path(os.environ.get("PERSIST_LMDB_BUILD") or Path(__file__).resolve().parents[2] / "build") / "persist-lmdb"
-    p = subprocess.run([str(exe), "--db", str(broker.db_dir), "--key-file", str(broker.key_file), *args],
-                       capture_output=True, text=True, timeout=120)
-    if check:
-        assert p.returncode == 0, f"persist-lmdb {' '.join(args)}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
+    return run_cli(broker, *args, check=check)
 
 
 def build_chat(broker):

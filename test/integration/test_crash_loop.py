@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, V5, Broker, Received
+from harness import Broker, Received, V5, cli_path, run_cli
 from kill_load import WAIT, Publisher, SubscriberClient, drain, parse_payload
 
 DEFAULT_SEED = 20250611
@@ -62,10 +62,6 @@ TOPIC_FILTER = "crash/#"
 SUBSCRIBERS = (("crash-sub-q1a", 1), ("crash-sub-q1b", 1), ("crash-sub-q2", 2))
 PUBLISHERS = (("p1", 1), ("p2", 2))
 SHOW = 8                  # offending numbers shown per finding
-
-
-def cli_path() -> Path:
-    return Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
 
 
 # --------------------------------------------------------------------------
@@ -121,10 +117,7 @@ class Subscriber:
 
 
 def run_verify(broker: Broker) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(cli_path()), "--db", str(broker.db_dir), "--key-file", str(broker.key_file), "verify"],
-        capture_output=True, timeout=120,
-    )
+    return run_cli(broker, "verify", text=False)
 
 
 def check_start_log(broker: Broker) -> None:

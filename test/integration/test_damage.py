@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    REPO, V5, Client, assert_sequence, check_seed, control_stats, give_to_broker, lmdb_page_size,
-    plugin_lines_with, seed_data, seqs_of,
+    Client, REPO, V5, assert_sequence, check_seed, control_stats, give_to_broker, lmdb_page_size,
+    plugin_lines_with, run_cli, seed_data, seqs_of,
 )
 
 FIXTURE = REPO / "test" / "fixtures" / "kill9-unwritten-tail-pages.tar.gz"
@@ -69,13 +69,7 @@ def test_unwritten_tail_pages_start_and_deliver(broker, workdir, storage):
     assert not plugin_lines_with(broker.log(), "refusing"), broker.log()
     assert_fixture_delivered(broker)
     broker.stop()
-    r = subprocess.run([str(cli_path()), "--db", broker.plugin_opts["db_path"], "--key-file", str(broker.key_file),
-                        "verify"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-def cli_path() -> Path:
-    return Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
+    run_cli(broker, "verify", check=True)
 
 
 def test_truncation_into_live_pages_refused(broker):
@@ -250,13 +244,11 @@ def test_on_damage_bad_value_refused(broker):
 
 
 def salvage(broker, src: Path, dst: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(cli_path()), "--db", str(src), "--key-file", str(broker.key_file), "salvage", str(dst)],
-                          capture_output=True, text=True, timeout=300)
+    return run_cli(broker, "salvage", dst, db=src)
 
 
 def cli(broker, db: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(cli_path()), "--db", str(db), "--key-file", str(broker.key_file), *args],
-                          capture_output=True, text=True, timeout=300)
+    return run_cli(broker, *args, db=db)
 
 
 def epoch_of(broker, db: Path) -> int:

@@ -10,7 +10,6 @@ completes its exchange.
 import json
 import time
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 

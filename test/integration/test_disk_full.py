@@ -15,7 +15,6 @@ import os
 import subprocess
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from harness import (QUOTA_EXCEEDED, V5, Acks, Client, assert_sequence, assert_v311_publish_refused, numbered_payload,

@@ -12,7 +12,6 @@ QoS 1/2 publishes are refused until a commit succeeds again
 (test_disk_full.py, with the shim here and with a real small file system)."""
 
 import os
-from pathlib import Path
 
 import pytest
 

@@ -7,14 +7,13 @@ import glob
 import json
 import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness import REPO, V311, V5, Broker, Client, free_port, give_to_broker, numbered_payload
+from harness import Broker, Client, V311, V5, free_port, give_to_broker, numbered_payload, run_cli
 
 SQLITE_PLUGIN_GLOBS = [
     "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_persist_sqlite.so",
@@ -76,23 +75,10 @@ def sqlite_file(b: Broker) -> Path:
     return b.data_dir / "mosquitto.sqlite3"
 
 
-@pytest.fixture(scope="session")
-def cli_bin() -> Path:
-    p = Path(os.environ.get("PERSIST_LMDB_BUILD") or REPO / "build") / "persist-lmdb"
-    if not p.is_file():
-        pytest.fail(f"CLI not built: {p} (set PERSIST_LMDB_BUILD to the build directory)")
-    return p
-
-
 @pytest.fixture
-def cli(cli_bin, broker):
+def cli(broker):
     """cli(*args) runs persist-lmdb on the test broker's database and key."""
-
-    def run(*args):
-        cmd = [str(cli_bin), "--db", str(broker.db_dir), "--key-file", str(broker.key_file), *map(str, args)]
-        return subprocess.run(cmd, capture_output=True, timeout=120)
-
-    return run
+    return lambda *args: run_cli(broker, *args, text=False, timeout=120)
 
 
 @pytest.fixture

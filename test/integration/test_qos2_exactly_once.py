@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from harness import V5, Client, assert_sequence, numbered_payload, parse_seq
+from harness import V5, Client, assert_sequence, parse_seq
 from rawmqtt import PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient, Receiver, mqtt_string, varint
 
 MODES = ["tick", "publish", "periodic"]
