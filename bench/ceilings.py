@@ -8,7 +8,7 @@ each, the variants interleaved. A variant is a measuring device, not a product: 
   full             the plugin as it is
   no-queue-writes  the writer thread neither seals nor writes queue entries (any layout of the
                    queue records saves at most this)
-  no-queue         queue_append / queue_update / queue_remove return at once (no queue work on
+  no-queue         store_queue_append / store_queue_update / store_queue_remove return at once (no queue work on
                    either thread)
   no-journal       MESSAGE_IN is ignored (no intake journal record per accepted publish)
   no-op            every event but the restore is ignored (the broker's own cost of the plugin
@@ -52,11 +52,11 @@ VARIANTS = {
     ],
     "no-queue": [
         ("plugin/store.c",) + queue_entry_return(
-            "int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)"),
+            "int store_queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)"),
         ("plugin/store.c",) + queue_entry_return(
-            "int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)"),
+            "int store_queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)"),
         ("plugin/store.c",) + queue_entry_return(
-            "int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id)"),
+            "int store_queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id)"),
     ],
     "no-journal": [
         ("plugin/plugin.c",) + NOOP,

@@ -175,39 +175,39 @@ int store_check_structure(struct store *st, uint64_t *records, char *err, size_t
 /* Buffered writes. Each returns STORE_OK or STORE_ERR_NOMEM/CRYPTO. */
 /* A body lives while queue entries or retained entries refer to it: the
  * store counts them (refs) and deletes the body when the count drops to
- * zero, in the transaction that drops it. msg_release says the broker holds
+ * zero, in the transaction that drops it. store_msg_release says the broker holds
  * the body no more: it is deleted then if nothing stored refers to it (a
  * body whose references never reached the database). */
-int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m);
-int msg_release(struct store *st, uint64_t store_id);
-int session_put(struct store *st, const struct rec_session *s);
+int store_msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m);
+int store_msg_release(struct store *st, uint64_t store_id);
+int store_session_put(struct store *st, const struct rec_session *s);
 /* Deletes a session with its subscriptions, queue and will. */
-int session_delete(struct store *st, const char *clientid);
-int sub_put(struct store *st, const struct rec_sub *s);
-int sub_delete(struct store *st, const char *clientid, const char *topic_filter);
+int store_session_delete(struct store *st, const char *clientid);
+int store_sub_put(struct store *st, const struct rec_sub *s);
+int store_sub_delete(struct store *st, const char *clientid, const char *topic_filter);
 /* Adds an entry to a client's queue at a cmsg_id the queue does not hold
- * (the broker's cmsg_ids are new). Until the next commit, a queue_update
- * replaces it and a queue_remove cancels it: neither reaches the database. */
-int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
+ * (the broker's cmsg_ids are new). Until the next commit, a store_queue_update
+ * replaces it and a store_queue_remove cancels it: neither reaches the database. */
+int store_queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
 /* Replaces (or adds) the entry of a client's queue at cmsg_id. */
-int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
+int store_queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q);
 /* store_id: the entry's body, as the broker reports it; 0 when not known
  * (then it is read from the stored entry). */
-int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
-int retain_set(struct store *st, const char *topic, uint64_t store_id);
-int retain_delete(struct store *st, const char *topic);
-int will_put(struct store *st, const struct rec_will *w);
-int will_delete(struct store *st, const char *clientid);
-int will_delete_all(struct store *st);
+int store_queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
+int store_retain_set(struct store *st, const char *topic, uint64_t store_id);
+int store_retain_delete(struct store *st, const char *topic);
+int store_will_put(struct store *st, const struct rec_will *w);
+int store_will_delete(struct store *st, const char *clientid);
+int store_will_delete_all(struct store *st);
 /* Publish deduplication: the key of an identity's message id, and its entry. */
-int dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN]);
-int dedup_put(struct store *st, const uint8_t key[HASH_LEN], const struct rec_dedup *d);
-int dedup_delete(struct store *st, const uint8_t key[HASH_LEN]);
+int store_dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN]);
+int store_dedup_put(struct store *st, const uint8_t key[HASH_LEN], const struct rec_dedup *d);
+int store_dedup_delete(struct store *st, const uint8_t key[HASH_LEN]);
 /* The last sequence number given to a session's messages (plugin_opt_seq_property). */
-int seqno_put(struct store *st, const char *clientid, uint64_t last);
-int seqno_get(struct store *st, const char *clientid, uint64_t *last);
-int session_set_online(struct store *st, const char *clientid, bool online);
-int online_clear(struct store *st);
+int store_seqno_put(struct store *st, const char *clientid, uint64_t last);
+int store_seqno_get(struct store *st, const char *clientid, uint64_t *last);
+int store_session_set_online(struct store *st, const char *clientid, bool online);
+int store_online_clear(struct store *st);
 
 /* Applies the buffered writes in one transaction and syncs, and returns
  * when they are on disk (meta page included). On an I/O error the writes
@@ -266,11 +266,11 @@ typedef int (*dedup_visit_fn)(void *ctx, const uint8_t key[HASH_LEN], const stru
 int store_walk_msgs(struct store *st, msg_visit_fn fn, void *ctx);
 int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx);
 /* Calls fn with the message body store_id, if there is one. */
-int msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx);
+int store_msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx);
 /* Calls fn with clientid's session, if it has one. */
-int session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx);
+int store_session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx);
 /* 1 when clientid was marked online, 0 when not, minus a STORE_ERR_* otherwise. */
-int session_was_online(struct store *st, const char *clientid);
+int store_session_was_online(struct store *st, const char *clientid);
 /* clientid NULL walks every client's subscriptions. */
 int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, void *ctx);
 /* The subscriptions of sessions whose client is not marked online. */

@@ -308,7 +308,7 @@ int account_plan(struct store *st, const char *username, const char *clientid,
 	if(!username && !clientid){
 		return STORE_ERR_IO;
 	}
-	rc = username ? store_walk_sessions(st, plan_session, &pw) : session_get(st, clientid, plan_session, &pw);
+	rc = username ? store_walk_sessions(st, plan_session, &pw) : store_session_get(st, clientid, plan_session, &pw);
 	/* A client id with no stored session can still own personal topics. */
 	if(rc == STORE_OK && pw.rc == STORE_OK && !username && plan->n_clientids == 0
 			&& add_filters(&pw, NULL, clientid)){
@@ -335,10 +335,10 @@ int account_apply(struct store *st, const struct account_plan *plan)
 	int rc = STORE_OK;
 
 	for(size_t i = 0; rc == STORE_OK && i < plan->n_clientids; i++){
-		rc = session_delete(st, plan->clientids[i]);
+		rc = store_session_delete(st, plan->clientids[i]);
 	}
 	for(size_t i = 0; rc == STORE_OK && i < plan->n_retained; i++){
-		rc = retain_delete(st, plan->retained_topics[i]);
+		rc = store_retain_delete(st, plan->retained_topics[i]);
 	}
 	return rc;
 }

@@ -194,7 +194,7 @@ static bool session_stored(struct plugin *pl, const char *clientid)
 	bool found = false;
 
 	/* Unreadable counts as stored: the client keeps what it has. */
-	return !clientid || session_get(pl->store, clientid, note_found, &found) != STORE_OK || found;
+	return !clientid || store_session_get(pl->store, clientid, note_found, &found) != STORE_OK || found;
 }
 
 int on_basic_auth_budget(int event, void *event_data, void *userdata)

@@ -165,7 +165,7 @@ static int list_session(void *ctx, const struct rec_session *s)
 	o = cJSON_CreateObject();
 	if(!o || !cJSON_AddStringToObject(o, "clientid", s->clientid)
 			|| (s->username && !cJSON_AddStringToObject(o, "username", s->username))
-			|| !cJSON_AddBoolToObject(o, "online", session_was_online(lw->st, s->clientid) == 1)){
+			|| !cJSON_AddBoolToObject(o, "online", store_session_was_online(lw->st, s->clientid) == 1)){
 		cJSON_Delete(o);
 		lw->failed = true;
 		return 1;
@@ -246,7 +246,7 @@ static int note_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	if(si->queued++ == 0){
 		si->oldest_store_id = q->store_id;
 	}
-	return msg_get(si->st, q->store_id, add_body_size, si);
+	return store_msg_get(si->st, q->store_id, add_body_size, si);
 }
 
 static int add_subscription(void *ctx, const struct rec_sub *s)
@@ -275,7 +275,7 @@ static int get_session(struct request *rq)
 	if(sync_store(rq)){
 		return MOSQ_ERR_INVAL;
 	}
-	if(session_get(si.st, clientid, note_session, &si) != STORE_OK || si.failed){
+	if(store_session_get(si.st, clientid, note_session, &si) != STORE_OK || si.failed){
 		free(si.username);
 		return fail(rq->cmd, "The database cannot be read; see the broker log");
 	}
@@ -289,7 +289,7 @@ static int get_session(struct request *rq)
 	if(respond(rq)
 			|| !cJSON_AddStringToObject(rq->data, "clientid", clientid)
 			|| (si.username && !cJSON_AddStringToObject(rq->data, "username", si.username))
-			|| !cJSON_AddBoolToObject(rq->data, "online", session_was_online(si.st, clientid) == 1)
+			|| !cJSON_AddBoolToObject(rq->data, "online", store_session_was_online(si.st, clientid) == 1)
 			|| !add_number(rq->data, "sessionExpiryInterval", si.session_expiry_interval)
 			|| !add_number(rq->data, "queuedMessages", (double)si.queued)
 			|| !add_number(rq->data, "queuedBytes", (double)si.queued_bytes)
@@ -315,7 +315,7 @@ static int purge_queue(struct request *rq)
 	if(sync_store(rq)){
 		return MOSQ_ERR_INVAL;
 	}
-	if(session_get(si.st, clientid, note_session, &si) != STORE_OK){
+	if(store_session_get(si.st, clientid, note_session, &si) != STORE_OK){
 		return fail(rq->cmd, "The database cannot be read; see the broker log");
 	}
 	free(si.username);
@@ -334,7 +334,7 @@ static int purge_queue(struct request *rq)
 	cm.direction = mosq_bmd_out;
 	mosquitto_persist_client_msg_clear(&cm);
 	for(size_t i = 0; rc == STORE_OK && i < si.n_purge; i++){
-		rc = queue_remove(si.st, clientid, si.purge[i], 0);
+		rc = store_queue_remove(si.st, clientid, si.purge[i], 0);
 	}
 	free(si.purge);
 	if(rc == STORE_OK){

@@ -72,7 +72,7 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 	replay_body_added(pl, d);
 	retention_body(pl, d->store_id, d->payloadlen, m.expiry_time);
 	backlog_body_held(pl, d->store_id);
-	return store_result(msg_put(pl->store, d->store_id, &m), "a message");
+	return store_result(store_msg_put(pl->store, d->store_id, &m), "a message");
 }
 
 int on_base_msg_delete(int event, void *event_data, void *userdata)
@@ -83,7 +83,7 @@ int on_base_msg_delete(int event, void *event_data, void *userdata)
 	(void)event;
 	retention_body_gone(pl, ed->data.store_id);
 	backlog_body_gone(pl, ed->data.store_id);
-	return store_result(msg_release(pl->store, ed->data.store_id), "a message release");
+	return store_result(store_msg_release(pl->store, ed->data.store_id), "a message release");
 }
 
 int on_retain_msg_set(int event, void *event_data, void *userdata)
@@ -93,7 +93,7 @@ int on_retain_msg_set(int event, void *event_data, void *userdata)
 
 	(void)event;
 	journal_q2_routed(pl, ed->store_id);
-	return store_result(retain_set(pl->store, ed->topic, ed->store_id), "a retained message");
+	return store_result(store_retain_set(pl->store, ed->topic, ed->store_id), "a retained message");
 }
 
 int on_retain_msg_delete(int event, void *event_data, void *userdata)
@@ -102,7 +102,7 @@ int on_retain_msg_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	return store_result(retain_delete(pl->store, ed->topic), "a retained message deletion");
+	return store_result(store_retain_delete(pl->store, ed->topic), "a retained message deletion");
 }
 
 static int client_put(struct plugin *pl, const struct mosquitto_client *c)
@@ -121,7 +121,7 @@ static int client_put(struct plugin *pl, const struct mosquitto_client *c)
 		.retain_available = c->retain_available,
 	};
 	journal_session(pl, &s);
-	return store_result(session_put(pl->store, &s), "a session");
+	return store_result(store_session_put(pl->store, &s), "a session");
 }
 
 int on_client_add(int event, void *event_data, void *userdata)
@@ -182,7 +182,7 @@ void pending_wills_expire(struct plugin *pl, time_t now)
 	for(size_t i = 0; i < pl->n_pending_wills;){
 		struct pending_will *p = &pl->pending_wills[i];
 		if(now >= p->deadline && ++p->ticks_due >= WILL_DUE_TICKS){
-			store_result(will_delete(pl->store, p->clientid), "a published will");
+			store_result(store_will_delete(pl->store, p->clientid), "a published will");
 			free(p->clientid);
 			*p = pl->pending_wills[--pl->n_pending_wills];
 		}else{
@@ -246,7 +246,7 @@ int on_client_delete(int event, void *event_data, void *userdata)
 	backlog_session_gone(pl, ed->data.clientid);
 	incoming_forget(pl, ed->data.clientid);
 	journal_session_gone(pl, ed->data.clientid);
-	return store_result(session_delete(pl->store, ed->data.clientid), "a session deletion");
+	return store_result(store_session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
 
 int on_subscription_add(int event, void *event_data, void *userdata)
@@ -262,7 +262,7 @@ int on_subscription_add(int event, void *event_data, void *userdata)
 
 	(void)event;
 	journal_sub(pl, &s, false);
-	return store_result(sub_put(pl->store, &s), "a subscription");
+	return store_result(store_sub_put(pl->store, &s), "a subscription");
 }
 
 int on_subscription_delete(int event, void *event_data, void *userdata)
@@ -273,7 +273,7 @@ int on_subscription_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	journal_sub(pl, &s, true);
-	return store_result(sub_delete(pl->store, ed->data.clientid, ed->data.topic_filter),
+	return store_result(store_sub_delete(pl->store, ed->data.clientid, ed->data.topic_filter),
 			"a subscription deletion");
 }
 
@@ -290,8 +290,8 @@ static int client_msg_put(struct plugin *pl, const struct mosquitto_client_msg *
 		.direction = d->direction,
 		.state = d->state,
 	};
-	int rc = added ? queue_append(pl->store, d->clientid, d->cmsg_id, &q)
-		: queue_update(pl->store, d->clientid, d->cmsg_id, &q);
+	int rc = added ? store_queue_append(pl->store, d->clientid, d->cmsg_id, &q)
+		: store_queue_update(pl->store, d->clientid, d->cmsg_id, &q);
 	return store_result(rc, "a queued message");
 }
 
@@ -374,7 +374,7 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 		}
 		retention_remove(pl, ed->data.clientid, ed->data.cmsg_id);
 	}
-	return store_result(queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id),
+	return store_result(store_queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id),
 			"a queued message deletion");
 }
 
@@ -395,7 +395,7 @@ int on_will_add(int event, void *event_data, void *userdata)
 		return store_result(STORE_ERR_NOMEM, "a will's properties");
 	}
 	journal_will(pl, &w);
-	return store_result(will_put(pl->store, &w), "a will");
+	return store_result(store_will_put(pl->store, &w), "a will");
 }
 
 /* The broker raises this one with the WILL_ADD event number (2.1.2), so it
@@ -411,7 +411,7 @@ int on_will_delete(int event, void *event_data, void *userdata)
 		leaving_end(pl);
 	}
 	journal_will_gone(pl, ed->data.clientid);
-	return store_result(will_delete(pl->store, ed->data.clientid), "a will deletion");
+	return store_result(store_will_delete(pl->store, ed->data.clientid), "a will deletion");
 }
 
 /* On a connection the broker drops the session's old will without an event
@@ -432,10 +432,10 @@ int on_connect(int event, void *event_data, void *userdata)
 	backlog_online(pl, clientid, true);
 	journal_will_gone(pl, clientid);
 	journal_online(pl, clientid, true);
-	if(store_result(will_delete(pl->store, clientid), "a replaced will")){
+	if(store_result(store_will_delete(pl->store, clientid), "a replaced will")){
 		return MOSQ_ERR_UNKNOWN;
 	}
-	return store_result(session_set_online(pl->store, clientid, true), "a connection");
+	return store_result(store_session_set_online(pl->store, clientid, true), "a connection");
 }
 
 static int client_gone(struct plugin *pl, struct mosquitto *client)
@@ -454,7 +454,7 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	retention_online(pl, clientid, false);
 	backlog_online(pl, clientid, false);
 	journal_online(pl, clientid, false);
-	return store_result(session_set_online(pl->store, clientid, false), "a disconnection");
+	return store_result(store_session_set_online(pl->store, clientid, false), "a disconnection");
 }
 
 int on_client_offline(int event, void *event_data, void *userdata)

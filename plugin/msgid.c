@@ -63,9 +63,9 @@ static void dedup_register(struct plugin *pl, const uint8_t key[HASH_LEN], const
 	dedup_insert(pl->dedup, key, r.expiry, evicted, &did_evict);
 	if(did_evict){
 		pl->dedup_evicted++;
-		store_result(dedup_delete(pl->store, evicted), "a message id eviction");
+		store_result(store_dedup_delete(pl->store, evicted), "a message id eviction");
 	}
-	store_result(dedup_put(pl->store, key, &r), "a message id");
+	store_result(store_dedup_put(pl->store, key, &r), "a message id");
 }
 
 static struct q2_pending *pending_find(struct plugin *pl, const uint8_t *key, uint64_t store_id)
@@ -134,7 +134,7 @@ bool dedup_check(struct plugin *pl, struct mosquitto_evt_message *ed)
 	if(!pl->dedup || !ed->properties || !identity || !msg_id_of(pl, ed->properties, &r.msg_id)){
 		return false;
 	}
-	if(dedup_key(pl->store, &r, key) != STORE_OK){
+	if(store_dedup_key(pl->store, &r, key) != STORE_OK){
 		return false;
 	}
 	now = time(NULL);
@@ -161,7 +161,7 @@ void dedup_q2_stored(struct plugin *pl, const struct mosquitto_base_msg *d, uint
 	uint8_t key[HASH_LEN];
 
 	if(!pl->n_q2p || !r.identity || !d->properties || !msg_id_of(pl, d->properties, &r.msg_id)
-			|| dedup_key(pl->store, &r, key) != STORE_OK){
+			|| store_dedup_key(pl->store, &r, key) != STORE_OK){
 		return;
 	}
 	p = pending_find(pl, key, 0);
@@ -191,7 +191,7 @@ void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_end
 		struct q2_pending *p = &pl->q2p[i];
 		if(!strcmp(p->clientid, clientid) && (session_ended || !p->store_id)){
 			if(dedup_forget(pl->dedup, p->key)){
-				store_result(dedup_delete(pl->store, p->key), "a message id deletion");
+				store_result(store_dedup_delete(pl->store, p->key), "a message id deletion");
 			}
 			pending_drop(pl, p);
 		}else{
@@ -211,7 +211,7 @@ void dedup_note(struct plugin *pl, const struct rec_base_msg *m)
 	if(!pl->dedup || !r.identity || !m->properties.data || props_decode(m->properties, &props)){
 		return;
 	}
-	if(msg_id_of(pl, props, &r.msg_id) && dedup_key(pl->store, &r, key) == STORE_OK
+	if(msg_id_of(pl, props, &r.msg_id) && store_dedup_key(pl->store, &r, key) == STORE_OK
 			&& !dedup_seen(pl->dedup, key, now)){
 		dedup_register(pl, key, r.identity, r.msg_id, now);
 	}
@@ -224,7 +224,7 @@ void dedup_sweep(struct plugin *pl)
 	time_t now = time(NULL);
 
 	for(int i = 0; pl->dedup && i < SWEEP_PER_TICK && dedup_pop_expired(pl->dedup, now, key); i++){
-		store_result(dedup_delete(pl->store, key), "an expired message id");
+		store_result(store_dedup_delete(pl->store, key), "an expired message id");
 	}
 }
 
@@ -245,7 +245,7 @@ static int load_one(void *ctx, const uint8_t key[HASH_LEN], const struct rec_ded
 	struct load *l = ctx;
 
 	if(d->expiry < l->now){
-		return dedup_delete(l->pl->store, key) ? -1 : 0;
+		return store_dedup_delete(l->pl->store, key) ? -1 : 0;
 	}
 	if(l->n == l->cap){
 		size_t cap = l->cap ? l->cap * 2 : 1024;
@@ -290,7 +290,7 @@ int dedup_open(struct plugin *pl)
 		for(size_t i = 0; i < l.n; i++){
 			dedup_insert(pl->dedup, l.v[i].key, l.v[i].expiry, evicted, &did_evict);
 			if(did_evict){
-				dedup_delete(pl->store, evicted);
+				store_dedup_delete(pl->store, evicted);
 			}
 		}
 	}

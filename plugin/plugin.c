@@ -133,7 +133,7 @@ static void plugin_free(struct plugin *pl)
 	if(pl->store){
 		/* At shutdown the broker publishes every will, pending delays
 		 * included, and reports none of them. */
-		if(pl->registered && will_delete_all(pl->store) != STORE_OK){
+		if(pl->registered && store_will_delete_all(pl->store) != STORE_OK){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot record that the wills were published at shutdown");
 		}
 		if(pl->registered){

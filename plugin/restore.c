@@ -116,7 +116,7 @@ int body_ensure(struct plugin *pl, uint64_t store_id)
 	}
 	memset(&r, 0, sizeof(r));
 	r.pl = pl;
-	if(msg_get(pl->store, store_id, restore_msg, &r) != STORE_OK){
+	if(store_msg_get(pl->store, store_id, restore_msg, &r) != STORE_OK){
 		return MOSQ_ERR_UNKNOWN;
 	}
 	return r.msgs ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOT_FOUND;
@@ -192,8 +192,8 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 		e = journal_entry(r, clientid, seq, JREC_RELEASED_IN);
 		if(e){
 			e->store_id = q->store_id;
-			queue_remove(st, clientid, seq, q->store_id);
-			msg_release(st, q->store_id);
+			store_queue_remove(st, clientid, seq, q->store_id);
+			store_msg_release(st, q->store_id);
 			return true;
 		}
 	}
@@ -202,7 +202,7 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 		if(!sent && journal_entry(r, clientid, seq, JREC_PUBREL_SENT)){
 			struct rec_queue upd = *q;
 			upd.state = MSG_STATE_WAIT_FOR_PUBCOMP;
-			queue_update(st, clientid, seq, &upd);
+			store_queue_update(st, clientid, seq, &upd);
 			sent = true;
 		}
 		if(sent){
@@ -318,7 +318,7 @@ static int hand_over(struct restore *r, uint64_t seq, const struct rec_queue *q)
 		return 0;
 	}
 	/* Kept, it would come back after newer messages at a later restart. */
-	queue_remove(r->pl->store, r->session->clientid, seq, q->store_id);
+	store_queue_remove(r->pl->store, r->session->clientid, seq, q->store_id);
 	retention_remove(r->pl, r->session->clientid, seq);
 	r->failed++;
 	if(rc == MOSQ_ERR_NOT_FOUND){
@@ -392,18 +392,18 @@ static int restore_will(void *ctx, const struct rec_will *w)
 	mosquitto_property *props = NULL;
 	int online, rc;
 
-	if(session_get(st, w->clientid, note_owner, &owner) != STORE_OK){
+	if(store_session_get(st, w->clientid, note_owner, &owner) != STORE_OK){
 		r->failed++;
 		return 0;
 	}
-	online = owner.found ? session_was_online(st, w->clientid) : 1;
+	online = owner.found ? store_session_was_online(st, w->clientid) : 1;
 	if(online < 0){
 		r->failed++;
 		return 0;
 	}
 	if(!owner.found || (online && owner.will_delay_interval == 0)){
 		rc = publish_will(w);
-		will_delete(st, w->clientid);
+		store_will_delete(st, w->clientid);
 	}else{
 		if(w->properties.data && props_decode(w->properties, &props)){
 			r->failed++;
@@ -536,7 +536,7 @@ static void session_queue_restore(struct restore *r, uint64_t from)
 	}
 	if(r->pl->cfg.seq_property){
 		uint64_t last;
-		if(seqno_get(r->pl->store, s->clientid, &last) == STORE_OK){
+		if(store_seqno_get(r->pl->store, s->clientid, &last) == STORE_OK){
 			seq_restore_last(r->pl, s->clientid, last);
 		}
 	}
@@ -619,7 +619,7 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	struct mosquitto_client c;
 	int online;
 
-	online = session_was_online(r->pl->store, s->clientid);
+	online = store_session_was_online(r->pl->store, s->clientid);
 	if(online < 0){
 		r->failed++;
 		return 0;
@@ -731,11 +731,11 @@ static int incoming_put(struct store *st, const struct rec_journal *j)
 	};
 	int found = 0, rc;
 
-	rc = msg_get(st, j->store_id, note_found, &found);
+	rc = store_msg_get(st, j->store_id, note_found, &found);
 	if(rc == STORE_OK && !found){
-		rc = msg_put(st, j->store_id, &j->msg);
+		rc = store_msg_put(st, j->store_id, &j->msg);
 	}
-	return rc == STORE_OK ? queue_update(st, j->clientid, j->seq, &q) : rc;
+	return rc == STORE_OK ? store_queue_update(st, j->clientid, j->seq, &q) : rc;
 }
 
 /* Applies, in lsn order, the journaled changes of sessions, subscriptions,
@@ -754,20 +754,20 @@ static int journal_apply(struct restore *r)
 
 		n++;
 		switch(j->kind){
-			case JREC_SESSION: rc = session_put(st, &j->session); break;
-			case JREC_SESSION_GONE: rc = session_delete(st, j->clientid); break;
-			case JREC_SUB: rc = sub_put(st, &j->sub); break;
-			case JREC_SUB_GONE: rc = sub_delete(st, j->sub.clientid, j->sub.topic_filter); break;
-			case JREC_WILL: rc = will_put(st, &j->will); break;
-			case JREC_WILL_GONE: rc = will_delete(st, j->clientid); break;
-			case JREC_WILL_SENT: rc = will_delete(st, j->clientid); break; /* routed below */
-			case JREC_ONLINE: rc = session_set_online(st, j->clientid, j->seq != 0); break;
+			case JREC_SESSION: rc = store_session_put(st, &j->session); break;
+			case JREC_SESSION_GONE: rc = store_session_delete(st, j->clientid); break;
+			case JREC_SUB: rc = store_sub_put(st, &j->sub); break;
+			case JREC_SUB_GONE: rc = store_sub_delete(st, j->sub.clientid, j->sub.topic_filter); break;
+			case JREC_WILL: rc = store_will_put(st, &j->will); break;
+			case JREC_WILL_GONE: rc = store_will_delete(st, j->clientid); break;
+			case JREC_WILL_SENT: rc = store_will_delete(st, j->clientid); break; /* routed below */
+			case JREC_ONLINE: rc = store_session_set_online(st, j->clientid, j->seq != 0); break;
 			case JREC_COMPLETED:
 				replay_note_completed(r->pl, j->clientid, j->store_id);
-				rc = queue_remove(st, j->clientid, j->seq, 0);
+				rc = store_queue_remove(st, j->clientid, j->seq, 0);
 				break;
 			case JREC_INCOMING: rc = incoming_put(st, j); break;
-			case JREC_ENTRY: rc = queue_update(st, j->clientid, j->seq, &j->entry); break;
+			case JREC_ENTRY: rc = store_queue_update(st, j->clientid, j->seq, &j->entry); break;
 			default: n--; break;
 		}
 	}
@@ -851,7 +851,7 @@ static void journal_route(struct restore *r)
 			dedup_note(r->pl, &e->r.msg);
 		}else if(e->r.kind == JREC_RELEASED_IN && e->store_id){
 			struct route rt = {r->pl, e->lsn, MOSQ_ERR_NOT_FOUND};
-			rc = msg_get(r->pl->store, e->store_id, route_body, &rt) == STORE_OK ? rt.rc : MOSQ_ERR_UNKNOWN;
+			rc = store_msg_get(r->pl->store, e->store_id, route_body, &rt) == STORE_OK ? rt.rc : MOSQ_ERR_UNKNOWN;
 		}else{
 			continue;
 		}
@@ -1109,7 +1109,7 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	}
 	/* Nobody is connected yet. */
 	if(!rc){
-		rc = online_clear(r.pl->store);
+		rc = store_online_clear(r.pl->store);
 	}
 	if(!rc){
 		journal_route(&r);

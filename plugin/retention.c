@@ -316,7 +316,7 @@ static bool drop(struct plugin *pl, struct ret_session *s, struct ret_entry *e)
 	struct mosquitto_client_msg cm;
 
 	if(backlog_on(pl)){
-		if(queue_remove(pl->store, s->clientid, e->cmsg_id, e->store_id) != STORE_OK){
+		if(store_queue_remove(pl->store, s->clientid, e->cmsg_id, e->store_id) != STORE_OK){
 			return false;
 		}
 		entry_gone(s, e);

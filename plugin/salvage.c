@@ -367,7 +367,7 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 			if(klen != 8 || record_decode_base_msg(pt, len, &m)){
 				return -1;
 			}
-			rc = msg_put(d, get_be64(key), &m);
+			rc = store_msg_put(d, get_be64(key), &m);
 			break;
 		}
 		case DB_QUEUE: {
@@ -379,7 +379,7 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 				sv->rep->orphaned_queue++;
 				return 0;
 			}
-			rc = queue_append(d, clientid, get_be64(key + HASH_LEN), &q);
+			rc = store_queue_append(d, clientid, get_be64(key + HASH_LEN), &q);
 			break;
 		}
 		case DB_SESSIONS: {
@@ -388,7 +388,7 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 				return -1;
 			}
 			name_add(sv, key, s.clientid);
-			rc = session_put(d, &s);
+			rc = store_session_put(d, &s);
 			break;
 		}
 		case DB_SUBS: {
@@ -396,7 +396,7 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 			if(record_decode_sub(pt, len, &s)){
 				return -1;
 			}
-			rc = sub_put(d, &s);
+			rc = store_sub_put(d, &s);
 			break;
 		}
 		case DB_RETAINED: {
@@ -404,7 +404,7 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 			if(record_decode_retain(pt, len, &rt)){
 				return -1;
 			}
-			rc = retain_set(d, rt.topic, rt.store_id);
+			rc = store_retain_set(d, rt.topic, rt.store_id);
 			break;
 		}
 		case DB_WILLS: {
@@ -412,7 +412,7 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 			if(record_decode_will(pt, len, &w)){
 				return -1;
 			}
-			rc = will_put(d, &w);
+			rc = store_will_put(d, &w);
 			break;
 		}
 		case DB_ONLINE:
@@ -420,14 +420,14 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 			if(!clientid || r.left){
 				return -1;
 			}
-			rc = session_set_online(d, clientid, true);
+			rc = store_session_set_online(d, clientid, true);
 			break;
 		case DB_DEDUP: {
 			struct rec_dedup dd;
 			if(klen != HASH_LEN || record_decode_dedup(pt, len, &dd)){
 				return -1;
 			}
-			rc = dedup_put(d, key, &dd);
+			rc = store_dedup_put(d, key, &dd);
 			break;
 		}
 		case DB_SEQNO: {
@@ -438,7 +438,7 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 			if(!(clientid = client_of(sv, key))){
 				return 0;
 			}
-			rc = seqno_put(d, clientid, last);
+			rc = store_seqno_put(d, clientid, last);
 			break;
 		}
 		default:

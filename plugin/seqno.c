@@ -177,7 +177,7 @@ void seq_flush(struct plugin *pl)
 	for(size_t i = 0; i < t->cap; i++){
 		struct seq_session *s = t->slots[i];
 		if(s && s->dirty){
-			if(store_result(seqno_put(pl->store, s->clientid, s->last), "a sequence number") == MOSQ_ERR_SUCCESS){
+			if(store_result(store_seqno_put(pl->store, s->clientid, s->last), "a sequence number") == MOSQ_ERR_SUCCESS){
 				s->dirty = false;
 			}
 		}

@@ -76,7 +76,7 @@ struct ref_delta {
 	int64_t delta;
 	int64_t refs0;   /* with created: the count the body's record holds */
 	uint32_t gen;    /* in use in generation st->refd_gen only */
-	bool released;   /* the broker released the body (msg_release) */
+	bool released;   /* the broker released the body (store_msg_release) */
 	bool created;    /* the body was put in this transaction */
 };
 
@@ -485,7 +485,7 @@ static int ops_seal(struct buf *ops, size_t *sealed, struct seal *s)
 	return 0;
 }
 
-int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m)
+int store_msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m)
 {
 	uint8_t key[8];
 
@@ -505,7 +505,7 @@ int msg_put(struct store *st, uint64_t store_id, const struct rec_base_msg *m)
 	return rc;
 }
 
-int msg_release(struct store *st, uint64_t store_id)
+int store_msg_release(struct store *st, uint64_t store_id)
 {
 	uint8_t key[8];
 
@@ -513,7 +513,7 @@ int msg_release(struct store *st, uint64_t store_id)
 	return op_append(st, OP_DEL, DB_MSGS, key, sizeof(key));
 }
 
-int session_put(struct store *st, const struct rec_session *s)
+int store_session_put(struct store *st, const struct rec_session *s)
 {
 	uint8_t key[HASH_LEN];
 
@@ -525,7 +525,7 @@ int session_put(struct store *st, const struct rec_session *s)
 	return op_append(st, OP_PUT, DB_SESSIONS, key, sizeof(key));
 }
 
-int session_delete(struct store *st, const char *clientid)
+int store_session_delete(struct store *st, const char *clientid)
 {
 	uint8_t key[HASH_LEN];
 	int rc;
@@ -553,7 +553,7 @@ int session_delete(struct store *st, const char *clientid)
 	return rc;
 }
 
-int seqno_put(struct store *st, const char *clientid, uint64_t last)
+int store_seqno_put(struct store *st, const char *clientid, uint64_t last)
 {
 	uint8_t key[HASH_LEN];
 
@@ -573,7 +573,7 @@ static int sub_key(struct store *st, const char *clientid, const char *filter, u
 	return STORE_OK;
 }
 
-int sub_put(struct store *st, const struct rec_sub *s)
+int store_sub_put(struct store *st, const struct rec_sub *s)
 {
 	uint8_t key[2 * HASH_LEN];
 
@@ -585,7 +585,7 @@ int sub_put(struct store *st, const struct rec_sub *s)
 	return op_append(st, OP_PUT, DB_SUBS, key, sizeof(key));
 }
 
-int sub_delete(struct store *st, const char *clientid, const char *topic_filter)
+int store_sub_delete(struct store *st, const char *clientid, const char *topic_filter)
 {
 	uint8_t key[2 * HASH_LEN];
 
@@ -682,17 +682,17 @@ static int queue_put(struct store *st, enum op op, const char *clientid, uint64_
 	return queue_op(st, op, key, q->store_id);
 }
 
-int queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
+int store_queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
 {
 	return queue_put(st, OP_APPEND, clientid, cmsg_id, q);
 }
 
-int queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
+int store_queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
 {
 	return queue_put(st, OP_PUT, clientid, cmsg_id, q);
 }
 
-int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
+int store_queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
 {
 	uint8_t key[HASH_LEN + 8];
 
@@ -702,7 +702,7 @@ int queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint6
 	return queue_op(st, OP_DEL, key, store_id);
 }
 
-int retain_set(struct store *st, const char *topic, uint64_t store_id)
+int store_retain_set(struct store *st, const char *topic, uint64_t store_id)
 {
 	struct rec_retain r = {topic, store_id};
 	uint8_t key[HASH_LEN];
@@ -716,7 +716,7 @@ int retain_set(struct store *st, const char *topic, uint64_t store_id)
 	return op_append_ref(st, OP_PUT, DB_RETAINED, key, sizeof(key), store_id);
 }
 
-int retain_delete(struct store *st, const char *topic)
+int store_retain_delete(struct store *st, const char *topic)
 {
 	uint8_t key[HASH_LEN];
 
@@ -726,7 +726,7 @@ int retain_delete(struct store *st, const char *topic)
 	return op_append(st, OP_DEL, DB_RETAINED, key, sizeof(key));
 }
 
-int dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN])
+int store_dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN])
 {
 	struct buf b = {0};
 	int rc;
@@ -738,19 +738,19 @@ int dedup_key(struct store *st, const struct rec_dedup *d, uint8_t key[HASH_LEN]
 	return rc;
 }
 
-int dedup_put(struct store *st, const uint8_t key[HASH_LEN], const struct rec_dedup *d)
+int store_dedup_put(struct store *st, const uint8_t key[HASH_LEN], const struct rec_dedup *d)
 {
 	buf_reset(&st->pt);
 	record_encode_dedup(&st->pt, d);
 	return op_append(st, OP_PUT, DB_DEDUP, key, HASH_LEN);
 }
 
-int dedup_delete(struct store *st, const uint8_t key[HASH_LEN])
+int store_dedup_delete(struct store *st, const uint8_t key[HASH_LEN])
 {
 	return op_append(st, OP_DEL, DB_DEDUP, key, HASH_LEN);
 }
 
-int will_put(struct store *st, const struct rec_will *w)
+int store_will_put(struct store *st, const struct rec_will *w)
 {
 	uint8_t key[HASH_LEN];
 
@@ -762,7 +762,7 @@ int will_put(struct store *st, const struct rec_will *w)
 	return op_append(st, OP_PUT, DB_WILLS, key, sizeof(key));
 }
 
-int will_delete(struct store *st, const char *clientid)
+int store_will_delete(struct store *st, const char *clientid)
 {
 	uint8_t key[HASH_LEN];
 
@@ -772,12 +772,12 @@ int will_delete(struct store *st, const char *clientid)
 	return op_append(st, OP_DEL, DB_WILLS, key, sizeof(key));
 }
 
-int will_delete_all(struct store *st)
+int store_will_delete_all(struct store *st)
 {
 	return op_append(st, OP_CLEAR, DB_WILLS, NULL, 0);
 }
 
-int session_set_online(struct store *st, const char *clientid, bool online)
+int store_session_set_online(struct store *st, const char *clientid, bool online)
 {
 	uint8_t key[HASH_LEN];
 
@@ -792,7 +792,7 @@ int session_set_online(struct store *st, const char *clientid, bool online)
 	return op_append(st, OP_PUT, DB_ONLINE, key, sizeof(key));
 }
 
-int online_clear(struct store *st)
+int store_online_clear(struct store *st)
 {
 	return op_append(st, OP_CLEAR, DB_ONLINE, NULL, 0);
 }
@@ -885,7 +885,7 @@ static int refd_add(struct store *st, uint64_t store_id, int64_t delta)
 	return 0;
 }
 
-/* msg_release: the broker holds the body no more. */
+/* store_msg_release: the broker holds the body no more. */
 static int refd_release(struct store *st, uint64_t store_id)
 {
 	struct ref_delta *e = refd_entry(st, store_id);
@@ -1125,7 +1125,7 @@ static int queue_apply(struct store *st, MDB_txn *txn, MDB_cursor **curp, bool a
 	cur = *curp;
 	if(append){
 		/* One descent instead of a lookup and a put. The seq is new to the
-		 * client (queue_append), but LMDB refuses it (MDB_KEYEXIST) unless
+		 * client (store_queue_append), but LMDB refuses it (MDB_KEYEXIST) unless
 		 * it also sorts after the client's last entry. */
 		k.mv_data = (void *)key;
 		k.mv_size = HASH_LEN;
@@ -2341,7 +2341,7 @@ int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx)
 	return walk_db(st, DB_SESSIONS, NULL, 0, visit_session, (void *)fn, ctx);
 }
 
-int msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx)
+int store_msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx)
 {
 	uint8_t key[8];
 
@@ -2349,7 +2349,7 @@ int msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx)
 	return walk_db(st, DB_MSGS, key, sizeof(key), visit_msg, (void *)fn, ctx);
 }
 
-int session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx)
+int store_session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx)
 {
 	uint8_t key[HASH_LEN];
 
@@ -2374,7 +2374,7 @@ static int visit_online(const MDB_val *k, const uint8_t *pt, size_t len, void *f
 	return 0;
 }
 
-int session_was_online(struct store *st, const char *clientid)
+int store_session_was_online(struct store *st, const char *clientid)
 {
 	uint8_t key[HASH_LEN];
 	bool found = false;
@@ -2502,7 +2502,7 @@ static int visit_seqno(const MDB_val *k, const uint8_t *pt, size_t len, void *fn
 	return 0;
 }
 
-int seqno_get(struct store *st, const char *clientid, uint64_t *last)
+int store_seqno_get(struct store *st, const char *clientid, uint64_t *last)
 {
 	uint8_t key[HASH_LEN];
 
@@ -3964,7 +3964,7 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 		if(rc == STORE_OK && !msgs.uses[i]){
 			out->orphan_msgs++;
 			if(delete_orphans){
-				rc = msg_release(st, store_id);
+				rc = store_msg_release(st, store_id);
 			}
 		}
 	}

@@ -371,7 +371,7 @@ static int import_msg(struct import *im, struct row *r)
 		im->ids = ids;
 		im->cap_ids = cap;
 	}
-	rc = put(im, msg_put(im->st, store_id, &m));
+	rc = put(im, store_msg_put(im->st, store_id, &m));
 	if(rc == EXIT_DONE){
 		im->ids[im->n_ids++] = store_id;
 		im->imported[T_BASE_MSGS]++;
@@ -392,7 +392,7 @@ static int import_retained(struct import *im, struct row *r)
 		im->no_body[T_RETAINS]++;
 		return EXIT_DONE;
 	}
-	rc = put(im, retain_set(im->st, topic, store_id));
+	rc = put(im, store_retain_set(im->st, topic, store_id));
 	im->imported[T_RETAINS] += rc == EXIT_DONE;
 	return rc;
 }
@@ -411,7 +411,7 @@ static int import_sub(struct import *im, struct row *r)
 	if(rc){
 		return rc == ROW_LEFT_OUT ? EXIT_DONE : rc;
 	}
-	rc = put(im, sub_put(im->st, &s));
+	rc = put(im, store_sub_put(im->st, &s));
 	im->imported[T_SUBSCRIPTIONS] += rc == EXIT_DONE;
 	return rc;
 }
@@ -439,7 +439,7 @@ static int import_queued(struct import *im, struct row *r)
 		return EXIT_DONE;
 	}
 	/* Numbered in order under the new database's epoch, as rekey does. */
-	rc = put(im, queue_append(im->st, im->clientid, im->next_seq++, &q));
+	rc = put(im, store_queue_append(im->st, im->clientid, im->next_seq++, &q));
 	im->imported[T_CLIENT_MSGS] += rc == EXIT_DONE;
 	return rc;
 }
@@ -481,7 +481,7 @@ static int import_session(struct import *im, struct row *r)
 	if(rc){
 		return rc == ROW_LEFT_OUT ? EXIT_DONE : rc;
 	}
-	rc = put(im, session_put(im->st, &s));
+	rc = put(im, store_session_put(im->st, &s));
 	if(rc == EXIT_DONE){
 		im->imported[T_CLIENTS]++;
 		im->clientid = s.clientid;

@@ -507,7 +507,7 @@ static int queue_entry(void *ctx, uint64_t seq, const struct rec_queue *q)
 	qw->seq = seq;
 	qw->q = q;
 	qw->found = false;
-	rc = msg_get(qw->st, q->store_id, show_with_body, qw);
+	rc = store_msg_get(qw->st, q->store_id, show_with_body, qw);
 	if(rc == STORE_OK && !qw->found){
 		rc = show_entry(qw, NULL);
 	}
@@ -533,7 +533,7 @@ static int cmd_queue(const struct settings *s)
 		return rc;
 	}
 	struct queue_walk qw = {st, s->a, 0, false, 0, NULL, false};
-	rc = session_get(st, clientid, note_session, &has_session);
+	rc = store_session_get(st, clientid, note_session, &has_session);
 	if(rc == STORE_OK){
 		rc = store_walk_queue(st, clientid, queue_entry, &qw);
 	}
@@ -726,7 +726,7 @@ static int export_session(void *ctx, const struct rec_session *s)
 {
 	struct export_walk *ew = ctx;
 	cJSON *o = record_object("session");
-	int online = session_was_online(ew->st, s->clientid);
+	int online = store_session_was_online(ew->st, s->clientid);
 
 	if(online != 0 && online != 1){
 		cJSON_Delete(o);
@@ -1052,7 +1052,7 @@ static int rekey_msg(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
 	struct rekey *rk = ctx;
 
 	rk->n_msgs++;
-	return rekey_op(rk, msg_put(rk->to, store_id, m));
+	return rekey_op(rk, store_msg_put(rk->to, store_id, m));
 }
 
 static int rekey_retained(void *ctx, const struct rec_retain *r)
@@ -1060,7 +1060,7 @@ static int rekey_retained(void *ctx, const struct rec_retain *r)
 	struct rekey *rk = ctx;
 
 	rk->n_retained++;
-	return rekey_op(rk, retain_set(rk->to, r->topic, r->store_id));
+	return rekey_op(rk, store_retain_set(rk->to, r->topic, r->store_id));
 }
 
 static int rekey_sub(void *ctx, const struct rec_sub *s)
@@ -1068,7 +1068,7 @@ static int rekey_sub(void *ctx, const struct rec_sub *s)
 	struct rekey *rk = ctx;
 
 	rk->n_subs++;
-	return rekey_op(rk, sub_put(rk->to, s));
+	return rekey_op(rk, store_sub_put(rk->to, s));
 }
 
 static int rekey_queue(void *ctx, uint64_t seq, const struct rec_queue *q)
@@ -1080,15 +1080,15 @@ static int rekey_queue(void *ctx, uint64_t seq, const struct rec_queue *q)
 	/* Renumbered under the new database's epoch, in the same order: the
 	 * new database counts its epochs from 1 again, so the old numbers
 	 * would sort after everything the broker queues from now on. */
-	return rekey_op(rk, queue_append(rk->to, rk->clientid, rk->next_seq++, q));
+	return rekey_op(rk, store_queue_append(rk->to, rk->clientid, rk->next_seq++, q));
 }
 
 static int rekey_online(struct rekey *rk, const char *clientid)
 {
-	int online = session_was_online(rk->from, clientid);
+	int online = store_session_was_online(rk->from, clientid);
 
 	if(online == 1){
-		return rekey_op(rk, session_set_online(rk->to, clientid, true));
+		return rekey_op(rk, store_session_set_online(rk->to, clientid, true));
 	}
 	return online;
 }
@@ -1099,7 +1099,7 @@ static int rekey_session(void *ctx, const struct rec_session *s)
 	int rc;
 
 	rk->n_sessions++;
-	rc = rekey_op(rk, session_put(rk->to, s));
+	rc = rekey_op(rk, store_session_put(rk->to, s));
 	if(rc == STORE_OK){
 		rc = rekey_online(rk, s->clientid);
 	}
@@ -1113,10 +1113,10 @@ static int rekey_session(void *ctx, const struct rec_session *s)
 	}
 	uint64_t last;
 	if(rc == STORE_OK){
-		rc = seqno_get(rk->from, s->clientid, &last);
+		rc = store_seqno_get(rk->from, s->clientid, &last);
 	}
 	if(rc == STORE_OK && last){
-		rc = rekey_op(rk, seqno_put(rk->to, s->clientid, last));
+		rc = rekey_op(rk, store_seqno_put(rk->to, s->clientid, last));
 	}
 	return rc;
 }
@@ -1129,8 +1129,8 @@ static int rekey_dedup(void *ctx, const uint8_t key[HASH_LEN], const struct rec_
 	int rc;
 
 	(void)key;
-	rc = dedup_key(rk->to, d, new_key);
-	return rc ? rc : rekey_op(rk, dedup_put(rk->to, new_key, d));
+	rc = store_dedup_key(rk->to, d, new_key);
+	return rc ? rc : rekey_op(rk, store_dedup_put(rk->to, new_key, d));
 }
 
 static int rekey_will(void *ctx, const struct rec_will *w)
@@ -1139,7 +1139,7 @@ static int rekey_will(void *ctx, const struct rec_will *w)
 	int rc;
 
 	rk->n_wills++;
-	rc = rekey_op(rk, will_put(rk->to, w));
+	rc = rekey_op(rk, store_will_put(rk->to, w));
 	/* A will without a session (a clean-session client that was connected
 	 * at a crash) is published at start-up only if the marker is there. */
 	return rc == STORE_OK ? rekey_online(rk, w->clientid) : rc;

@@ -204,7 +204,7 @@ static void put_msg(struct store *st, uint64_t id, const char *topic)
 		.payload = {(const uint8_t *)"payload", 7},
 		.qos = 1,
 	};
-	assert_int_equal(msg_put(st, id, &m), STORE_OK);
+	assert_int_equal(store_msg_put(st, id, &m), STORE_OK);
 }
 
 /* A session with one subscription, a will, and a message queued per id. */
@@ -215,19 +215,19 @@ static void put_session(struct store *st, const char *clientid, const char *user
 	struct rec_sub sub = {.clientid = clientid, .topic_filter = "group/#", .options = 1};
 	struct rec_will w = {.clientid = clientid, .topic = "wills/x", .payload = {(const uint8_t *)"gone", 4}, .qos = 1};
 
-	assert_int_equal(session_put(st, &s), STORE_OK);
-	assert_int_equal(sub_put(st, &sub), STORE_OK);
-	assert_int_equal(will_put(st, &w), STORE_OK);
+	assert_int_equal(store_session_put(st, &s), STORE_OK);
+	assert_int_equal(store_sub_put(st, &sub), STORE_OK);
+	assert_int_equal(store_will_put(st, &w), STORE_OK);
 	for(size_t i = 0; i < n; i++){
 		struct rec_queue q = {.store_id = ids[i], .qos = 1, .direction = 1, .state = 11};
-		assert_int_equal(queue_append(st, clientid, i + 1, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, clientid, i + 1, &q), STORE_OK);
 	}
 }
 
 static void put_retained(struct store *st, uint64_t id, const char *topic)
 {
 	put_msg(st, id, topic);
-	assert_int_equal(retain_set(st, topic, id), STORE_OK);
+	assert_int_equal(store_retain_set(st, topic, id), STORE_OK);
 }
 
 /* Sessions: phone and laptop of alice, phone-2 of bob (phone is a prefix
@@ -320,7 +320,7 @@ static void expect_client(struct store *st, const char *clientid, unsigned sessi
 {
 	unsigned n_session = 0, n_subs = 0, n_queue = 0, n_wills = 0;
 
-	assert_int_equal(session_get(st, clientid, on_session, &n_session), STORE_OK);
+	assert_int_equal(store_session_get(st, clientid, on_session, &n_session), STORE_OK);
 	assert_int_equal(store_walk_subs(st, clientid, on_sub, &n_subs), STORE_OK);
 	assert_int_equal(store_walk_queue(st, clientid, on_queue, &n_queue), STORE_OK);
 	assert_int_equal(store_walk_wills(st, clientid, on_will, &n_wills), STORE_OK);

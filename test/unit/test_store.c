@@ -564,14 +564,14 @@ static void write_all_kinds(struct store *st)
 	/* Messages in reverse order: the walk returns them by store_id. */
 	for(int i = (int)N_MSG_IDS - 1; i >= 0; i--){
 		msg_make(&mf, i);
-		assert_int_equal(msg_put(st, msg_ids[i], &mf.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, msg_ids[i], &mf.m), STORE_OK);
 	}
 	struct rec_session sa = session_make("alice", "alice-user", 3600);
 	struct rec_session sb = session_make("bob", NULL, UINT32_MAX);
 	sb.auth_method = "SCRAM";
 	sb.will_delay_time = INT64_MIN;
-	assert_int_equal(session_put(st, &sa), STORE_OK);
-	assert_int_equal(session_put(st, &sb), STORE_OK);
+	assert_int_equal(store_session_put(st, &sa), STORE_OK);
+	assert_int_equal(store_session_put(st, &sb), STORE_OK);
 
 	struct rec_sub subs[] = {
 		{"alice", "a/#", 0, 1},
@@ -579,16 +579,16 @@ static void write_all_kinds(struct store *st)
 		{"bob", "a/#", UINT32_MAX, 0x2e},
 	};
 	for(size_t i = 0; i < 3; i++){
-		assert_int_equal(sub_put(st, &subs[i]), STORE_OK);
+		assert_int_equal(store_sub_put(st, &subs[i]), STORE_OK);
 	}
 	for(uint64_t i = 1; i <= 4; i++){
 		struct rec_queue q = queue_make(msg_ids[i], (uint16_t)i);
-		assert_int_equal(queue_append(st, "alice", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "alice", i, &q), STORE_OK);
 	}
-	assert_int_equal(retain_set(st, "topic/1", msg_ids[1]), STORE_OK);
-	assert_int_equal(retain_set(st, "topic/2", msg_ids[2]), STORE_OK);
+	assert_int_equal(store_retain_set(st, "topic/1", msg_ids[1]), STORE_OK);
+	assert_int_equal(store_retain_set(st, "topic/2", msg_ids[2]), STORE_OK);
 	struct rec_will w = will_make("bob", "bob/status", "gone");
-	assert_int_equal(will_put(st, &w), STORE_OK);
+	assert_int_equal(store_will_put(st, &w), STORE_OK);
 }
 
 static void check_all_kinds(struct store *st)
@@ -736,9 +736,9 @@ static void test_overwrite_and_delete(void **state)
 
 	/* Replace a session. */
 	struct rec_session s2 = session_make("alice", "other-user", 60);
-	assert_int_equal(session_put(st, &s2), STORE_OK);
+	assert_int_equal(store_session_put(st, &s2), STORE_OK);
 	/* Replace a retained entry. */
-	assert_int_equal(retain_set(st, "topic/1", 999), STORE_OK);
+	assert_int_equal(store_retain_set(st, "topic/1", 999), STORE_OK);
 	commit_ok(st);
 	assert_int_equal(store_walk_sessions(st, cb_session, &c), STORE_OK);
 	assert_uint_equal(c.n, 2);
@@ -750,18 +750,18 @@ static void test_overwrite_and_delete(void **state)
 	coll_free(&c);
 
 	/* Single deletes, each of its own record only. */
-	assert_int_equal(msg_release(st, msg_ids[2]), STORE_OK);
-	assert_int_equal(sub_delete(st, "alice", "a/#"), STORE_OK);
-	assert_int_equal(queue_remove(st, "alice", 2, 0), STORE_OK);
-	assert_int_equal(retain_delete(st, "topic/2"), STORE_OK);
-	assert_int_equal(will_delete(st, "bob"), STORE_OK);
+	assert_int_equal(store_msg_release(st, msg_ids[2]), STORE_OK);
+	assert_int_equal(store_sub_delete(st, "alice", "a/#"), STORE_OK);
+	assert_int_equal(store_queue_remove(st, "alice", 2, 0), STORE_OK);
+	assert_int_equal(store_retain_delete(st, "topic/2"), STORE_OK);
+	assert_int_equal(store_will_delete(st, "bob"), STORE_OK);
 	/* Deleting what is not there is not an error. */
-	assert_int_equal(msg_release(st, 123456), STORE_OK);
-	assert_int_equal(sub_delete(st, "nobody", "x"), STORE_OK);
-	assert_int_equal(queue_remove(st, "alice", 99, 0), STORE_OK);
-	assert_int_equal(retain_delete(st, "no/such/topic"), STORE_OK);
-	assert_int_equal(will_delete(st, "alice"), STORE_OK);
-	assert_int_equal(session_delete(st, "nobody"), STORE_OK);
+	assert_int_equal(store_msg_release(st, 123456), STORE_OK);
+	assert_int_equal(store_sub_delete(st, "nobody", "x"), STORE_OK);
+	assert_int_equal(store_queue_remove(st, "alice", 99, 0), STORE_OK);
+	assert_int_equal(store_retain_delete(st, "no/such/topic"), STORE_OK);
+	assert_int_equal(store_will_delete(st, "alice"), STORE_OK);
+	assert_int_equal(store_session_delete(st, "nobody"), STORE_OK);
 	/* Buffered until the commit. */
 	assert_uint_equal(count_msgs(st), N_MSG_IDS);
 	assert_uint_equal(count_wills(st, NULL), 1);
@@ -797,13 +797,13 @@ static void test_overwrite_and_delete(void **state)
 
 	/* Operations of one commit apply in order. */
 	msg_make(&mf, 50);
-	assert_int_equal(msg_put(st, 5000, &mf.m), STORE_OK);
-	assert_int_equal(msg_release(st, 5000), STORE_OK);
-	assert_int_equal(msg_release(st, 5001), STORE_OK);
-	assert_int_equal(msg_put(st, 5001, &mf.m), STORE_OK);
+	assert_int_equal(store_msg_put(st, 5000, &mf.m), STORE_OK);
+	assert_int_equal(store_msg_release(st, 5000), STORE_OK);
+	assert_int_equal(store_msg_release(st, 5001), STORE_OK);
+	assert_int_equal(store_msg_put(st, 5001, &mf.m), STORE_OK);
 	struct rec_will w = will_make("carol", "c/w", "");
-	assert_int_equal(will_put(st, &w), STORE_OK);
-	assert_int_equal(session_delete(st, "carol"), STORE_OK);
+	assert_int_equal(store_will_put(st, &w), STORE_OK);
+	assert_int_equal(store_session_delete(st, "carol"), STORE_OK);
 	commit_ok(st);
 	assert_int_equal(store_walk_msgs(st, cb_msg, &c), STORE_OK);
 	bool has5000 = false, has5001 = false;
@@ -822,19 +822,19 @@ static void add_client(struct store *st, const char *id, uint64_t base)
 {
 	char name[64];
 	struct rec_session s = session_make(id, "u", 100);
-	assert_int_equal(session_put(st, &s), STORE_OK);
+	assert_int_equal(store_session_put(st, &s), STORE_OK);
 	for(int i = 0; i < 2; i++){
 		snprintf(name, sizeof(name), "%s/sub/%d", id, i);
 		struct rec_sub sub = {id, name, (uint32_t)i, 1};
-		assert_int_equal(sub_put(st, &sub), STORE_OK);
+		assert_int_equal(store_sub_put(st, &sub), STORE_OK);
 	}
 	for(uint64_t i = 1; i <= 3; i++){
 		struct rec_queue q = queue_make(base + i, (uint16_t)i);
-		assert_int_equal(queue_append(st, id, i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, id, i, &q), STORE_OK);
 	}
 	snprintf(name, sizeof(name), "%s/will", id);
 	struct rec_will w = will_make(id, name, "bye");
-	assert_int_equal(will_put(st, &w), STORE_OK);
+	assert_int_equal(store_will_put(st, &w), STORE_OK);
 }
 
 static void assert_client(struct store *st, const char *id, bool present)
@@ -874,11 +874,11 @@ static void test_offline_subs_and_used_bytes(void **state)
 	assert_true(empty > 0);
 	add_client(st, "on", 100);
 	add_client(st, "off", 200);
-	assert_int_equal(session_set_online(st, "on", true), STORE_OK);
+	assert_int_equal(store_session_set_online(st, "on", true), STORE_OK);
 	for(int i = 0; i < 300; i++){
 		struct msg_fx m;
 		msg_make(&m, i);
-		assert_int_equal(msg_put(st, (uint64_t)1000 + (uint64_t)i, &m.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)1000 + (uint64_t)i, &m.m), STORE_OK);
 	}
 	commit_ok(st);
 	assert_int_equal(store_walk_offline_subs(st, cb_sub, &c), STORE_OK);
@@ -893,9 +893,9 @@ static void test_offline_subs_and_used_bytes(void **state)
 	uint64_t full = store_used_bytes(st);
 	assert_true(full > empty);
 
-	assert_int_equal(session_set_online(st, "on", false), STORE_OK);
+	assert_int_equal(store_session_set_online(st, "on", false), STORE_OK);
 	for(int i = 0; i < 300; i++){
-		assert_int_equal(msg_release(st, (uint64_t)1000 + (uint64_t)i), STORE_OK);
+		assert_int_equal(store_msg_release(st, (uint64_t)1000 + (uint64_t)i), STORE_OK);
 	}
 	commit_ok(st);
 	usleep(150 * 1000);
@@ -918,14 +918,14 @@ static void test_session_delete_scoped(void **state)
 		add_client(st, ids[i], i * 100);
 	}
 	msg_make(&mf, 1);
-	assert_int_equal(msg_put(st, 101, &mf.m), STORE_OK);
-	assert_int_equal(retain_set(st, "a", 101), STORE_OK);
+	assert_int_equal(store_msg_put(st, 101, &mf.m), STORE_OK);
+	assert_int_equal(store_retain_set(st, "a", 101), STORE_OK);
 	commit_ok(st);
 	for(size_t i = 0; i < 5; i++){
 		assert_client(st, ids[i], true);
 	}
 
-	assert_int_equal(session_delete(st, "a"), STORE_OK);
+	assert_int_equal(store_session_delete(st, "a"), STORE_OK);
 	assert_client(st, "a", true); /* not yet committed */
 	commit_ok(st);
 	assert_client(st, "a", false);
@@ -939,7 +939,7 @@ static void test_session_delete_scoped(void **state)
 	assert_uint_equal(count_msgs(st), 1);
 	assert_uint_equal(count_retained(st), 1);
 
-	assert_int_equal(session_delete(st, "abc"), STORE_OK);
+	assert_int_equal(store_session_delete(st, "abc"), STORE_OK);
 	commit_ok(st);
 	assert_client(st, "abc", false);
 	assert_client(st, "ab", true);
@@ -970,12 +970,12 @@ static void test_queue_order_across_epochs(void **state)
 	for(uint64_t i = 1; i <= QN; i++){
 		uint64_t id = i * 11 % (QN + 1);
 		struct rec_queue q = queue_make(1000 + id, (uint16_t)id);
-		assert_int_equal(queue_append(st, "c", id, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "c", id, &q), STORE_OK);
 	}
 	/* Another client's queue, with the same cmsg_ids. */
 	for(uint64_t i = 1; i <= 5; i++){
 		struct rec_queue q = queue_make(9000 + i, (uint16_t)i);
-		assert_int_equal(queue_append(st, "c2", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "c2", i, &q), STORE_OK);
 	}
 	commit_ok(st);
 
@@ -998,7 +998,7 @@ static void test_queue_order_across_epochs(void **state)
 	assert_uint_equal(e2, e1 + 1);
 	for(uint64_t id = 1; id <= 3; id++){
 		struct rec_queue q = queue_make(5000 + id, (uint16_t)id);
-		assert_int_equal(queue_append(st, "c", id, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "c", id, &q), STORE_OK);
 	}
 	commit_ok(st);
 	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
@@ -1016,12 +1016,12 @@ static void test_queue_order_across_epochs(void **state)
 	/* Restored entries are addressed by their seq (>= 2^40). */
 	const uint64_t old5 = (e1 << STORE_SEQ_SHIFT) | 5, old7 = (e1 << STORE_SEQ_SHIFT) | 7;
 	assert_true(old5 >= (1ull << STORE_SEQ_SHIFT));
-	assert_int_equal(queue_remove(st, "c", old5, 0), STORE_OK);
+	assert_int_equal(store_queue_remove(st, "c", old5, 0), STORE_OK);
 	struct rec_queue q7 = queue_make(7777, 77);
 	q7.state = 9;
-	assert_int_equal(queue_append(st, "c", old7, &q7), STORE_OK);
+	assert_int_equal(store_queue_append(st, "c", old7, &q7), STORE_OK);
 	/* A small cmsg_id is this run's. */
-	assert_int_equal(queue_remove(st, "c", 2, 0), STORE_OK);
+	assert_int_equal(store_queue_remove(st, "c", 2, 0), STORE_OK);
 	commit_ok(st);
 
 	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
@@ -1047,7 +1047,7 @@ static void test_queue_order_across_epochs(void **state)
 	const uint64_t e3 = store_epoch(st);
 	assert_uint_equal(e3, e2 + 1);
 	struct rec_queue q = queue_make(1, 1);
-	assert_int_equal(queue_append(st, "c", 1, &q), STORE_OK);
+	assert_int_equal(store_queue_append(st, "c", 1, &q), STORE_OK);
 	commit_ok(st);
 	assert_int_equal(store_walk_queue(st, "c", cb_queue, &c), STORE_OK);
 	assert_uint_equal(c.n, QN + 2);
@@ -1121,20 +1121,20 @@ static void test_queue_ops_between_commits(void **state)
 		if(r < 40 && m->next[c] <= MQ_SEQS){
 			seq = m->next[c]++;
 			struct rec_queue q = queue_make(++version, seq);
-			assert_int_equal(queue_append(st, ids[c], seq, &q), STORE_OK);
+			assert_int_equal(store_queue_append(st, ids[c], seq, &q), STORE_OK);
 			m->present[c][seq] = true;
 			m->store_id[c][seq] = version;
 		}else if(r < 65 && m->present[c][seq]){
 			struct rec_queue q = queue_make(++version, seq);
-			assert_int_equal(queue_update(st, ids[c], seq, &q), STORE_OK);
+			assert_int_equal(store_queue_update(st, ids[c], seq, &q), STORE_OK);
 			m->store_id[c][seq] = version;
 		}else if(r < 90){
 			/* Also of an entry that is not there (the broker's deletes of
 			 * what was never stored). */
-			assert_int_equal(queue_remove(st, ids[c], seq, 0), STORE_OK);
+			assert_int_equal(store_queue_remove(st, ids[c], seq, 0), STORE_OK);
 			m->present[c][seq] = false;
 		}else if(r < 91){
-			assert_int_equal(session_delete(st, ids[c]), STORE_OK);
+			assert_int_equal(store_session_delete(st, ids[c]), STORE_OK);
 			memset(m->present[c], 0, sizeof(m->present[c]));
 		}else if(r < 93){
 			/* A later write does not replace an operation before a mark. */
@@ -1227,25 +1227,25 @@ static void test_body_counts(void **state)
 		if(r < 15 && next_body <= BC_BODIES){
 			b = next_body++;
 			msg_make(&mf, b);
-			assert_int_equal(msg_put(st, (uint64_t)b, &mf.m), STORE_OK);
+			assert_int_equal(store_msg_put(st, (uint64_t)b, &mf.m), STORE_OK);
 			m->put[b] = true;
 		}else if(r < 45 && usable && !m->entry[c][b]){
 			struct rec_queue q = queue_make((uint64_t)b, (uint16_t)b);
 			m->entry[c][b] = ++m->next_cmsg;
-			assert_int_equal(queue_append(st, ids[c], m->entry[c][b], &q), STORE_OK);
+			assert_int_equal(store_queue_append(st, ids[c], m->entry[c][b], &q), STORE_OK);
 			m->refs[b]++;
 			m->referenced[b] = true;
 		}else if(r < 50 && m->entry[c][b]){
 			struct rec_queue q = queue_make((uint64_t)b, (uint16_t)b);
 			q.state = 3;
-			assert_int_equal(queue_update(st, ids[c], m->entry[c][b], &q), STORE_OK);
+			assert_int_equal(store_queue_update(st, ids[c], m->entry[c][b], &q), STORE_OK);
 		}else if(r < 70 && m->entry[c][b]){
-			assert_int_equal(queue_remove(st, ids[c], m->entry[c][b], mq_rand(&x) % 2 ? (uint64_t)b : 0), STORE_OK);
+			assert_int_equal(store_queue_remove(st, ids[c], m->entry[c][b], mq_rand(&x) % 2 ? (uint64_t)b : 0), STORE_OK);
 			m->entry[c][b] = 0;
 			m->refs[b]--;
 		}else if(r < 76 && usable){
 			int t = (int)(mq_rand(&x) % BC_TOPICS);
-			assert_int_equal(retain_set(st, topics[t], (uint64_t)b), STORE_OK);
+			assert_int_equal(store_retain_set(st, topics[t], (uint64_t)b), STORE_OK);
 			if(m->retained[t]){
 				m->refs[m->retained[t]]--;
 			}
@@ -1254,13 +1254,13 @@ static void test_body_counts(void **state)
 			m->referenced[b] = true;
 		}else if(r < 79){
 			int t = (int)(mq_rand(&x) % BC_TOPICS);
-			assert_int_equal(retain_delete(st, topics[t]), STORE_OK);
+			assert_int_equal(store_retain_delete(st, topics[t]), STORE_OK);
 			if(m->retained[t]){
 				m->refs[m->retained[t]]--;
 			}
 			m->retained[t] = 0;
 		}else if(r < 81){
-			assert_int_equal(session_delete(st, ids[c]), STORE_OK);
+			assert_int_equal(store_session_delete(st, ids[c]), STORE_OK);
 			for(int i = 1; i <= BC_BODIES; i++){
 				if(m->entry[c][i]){
 					m->entry[c][i] = 0;
@@ -1268,7 +1268,7 @@ static void test_body_counts(void **state)
 				}
 			}
 		}else if(r < 90 && m->put[b] && !m->released[b]){
-			assert_int_equal(msg_release(st, (uint64_t)b), STORE_OK);
+			assert_int_equal(store_msg_release(st, (uint64_t)b), STORE_OK);
 			m->released[b] = true;
 		}else if(r < 95){
 			assert_int_equal(store_commit_async(st), STORE_OK);
@@ -1286,14 +1286,14 @@ static void test_body_counts(void **state)
 
 	/* Nothing refers to anything any more: every body goes. */
 	for(int c = 0; c < BC_CLIENTS; c++){
-		assert_int_equal(session_delete(st, ids[c]), STORE_OK);
+		assert_int_equal(store_session_delete(st, ids[c]), STORE_OK);
 	}
 	for(int t = 0; t < BC_TOPICS; t++){
-		assert_int_equal(retain_delete(st, topics[t]), STORE_OK);
+		assert_int_equal(store_retain_delete(st, topics[t]), STORE_OK);
 	}
 	for(int b = 1; b < next_body; b++){
 		if(!m->released[b]){
-			assert_int_equal(msg_release(st, (uint64_t)b), STORE_OK);
+			assert_int_equal(store_msg_release(st, (uint64_t)b), STORE_OK);
 		}
 	}
 	commit_ok(st);
@@ -1314,7 +1314,7 @@ static void test_wrong_key(void **state)
 	char err[512];
 
 	struct rec_session s = session_make("keep-me", NULL, 10);
-	assert_int_equal(session_put(st, &s), STORE_OK);
+	assert_int_equal(store_session_put(st, &s), STORE_OK);
 	commit_ok(st);
 	store_close(st);
 
@@ -1350,7 +1350,7 @@ static void test_epoch_and_read_only(void **state)
 		st = open_store(fx, 0, 0);
 		assert_uint_equal(store_epoch(st), e);
 		msg_make(&mf, (int)e);
-		assert_int_equal(msg_put(st, e, &mf.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, e, &mf.m), STORE_OK);
 		commit_ok(st);
 		store_close(st);
 	}
@@ -1376,12 +1376,12 @@ static void test_epoch_and_read_only(void **state)
 		st = open_store(fx, 0, STORE_READ_ONLY);
 		assert_uint_equal(store_epoch(st), 4);
 		assert_uint_equal(count_msgs(st), 4);
-		assert_int_equal(msg_put(st, 99, &mf.m), STORE_ERR_READONLY);
-		assert_int_equal(msg_release(st, 1), STORE_ERR_READONLY);
+		assert_int_equal(store_msg_put(st, 99, &mf.m), STORE_ERR_READONLY);
+		assert_int_equal(store_msg_release(st, 1), STORE_ERR_READONLY);
 		struct rec_session s = session_make("x", NULL, 1);
-		assert_int_equal(session_put(st, &s), STORE_ERR_READONLY);
-		assert_int_equal(session_delete(st, "x"), STORE_ERR_READONLY);
-		assert_int_equal(retain_set(st, "t", 1), STORE_ERR_READONLY);
+		assert_int_equal(store_session_put(st, &s), STORE_ERR_READONLY);
+		assert_int_equal(store_session_delete(st, "x"), STORE_ERR_READONLY);
+		assert_int_equal(store_retain_set(st, "t", 1), STORE_ERR_READONLY);
 		assert_false(store_has_pending(st));
 		assert_int_equal(store_commit(st), STORE_OK);
 		store_close(st);
@@ -1408,7 +1408,7 @@ static void test_map_growth(void **state)
 		memset(payload, i, SZ);
 		payload[0] = (uint8_t)~i;
 		struct rec_base_msg m = {.topic = "big", .payload = {payload, SZ}, .qos = 1};
-		assert_int_equal(msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
 	}
 	commit_ok(st);
 	struct store_stats s = stats_of(st);
@@ -1442,7 +1442,7 @@ static void test_map_growth(void **state)
 	memset(payload, 0xee, SZ);
 	for(int i = 0; i < 8; i++){
 		struct rec_base_msg m = {.topic = "more", .payload = {payload, SZ}, .qos = 0};
-		assert_int_equal(msg_put(st, 1000 + (uint64_t)i, &m), STORE_OK);
+		assert_int_equal(store_msg_put(st, 1000 + (uint64_t)i, &m), STORE_OK);
 	}
 	commit_ok(st);
 	assert_uint_equal(count_msgs(st), N + 8);
@@ -1458,11 +1458,11 @@ static void tamper_fixture(struct fx *fx)
 
 	for(int i = 1; i <= 5; i++){
 		msg_make(&mf, i + 10);
-		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
 	}
 	struct rec_session s1 = session_make("s1", NULL, 1), s2 = session_make("s2", NULL, 2);
-	assert_int_equal(session_put(st, &s1), STORE_OK);
-	assert_int_equal(session_put(st, &s2), STORE_OK);
+	assert_int_equal(store_session_put(st, &s1), STORE_OK);
+	assert_int_equal(store_session_put(st, &s2), STORE_OK);
 	commit_ok(st);
 	store_close(st);
 }
@@ -1612,11 +1612,11 @@ static void test_moved_value_rejected(void **state)
 
 	/* Add subscriptions, a queue and a will to move values among. */
 	struct rec_sub sa = {"s1", "f/1", 1, 0}, sb = {"s1", "f/2", 2, 0};
-	assert_int_equal(sub_put(st, &sa), STORE_OK);
-	assert_int_equal(sub_put(st, &sb), STORE_OK);
+	assert_int_equal(store_sub_put(st, &sa), STORE_OK);
+	assert_int_equal(store_sub_put(st, &sb), STORE_OK);
 	for(uint64_t i = 1; i <= 2; i++){
 		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(queue_append(st, "s1", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "s1", i, &q), STORE_OK);
 	}
 	commit_ok(st);
 	store_close(st);
@@ -1717,7 +1717,7 @@ static void test_truncated_file(void **state)
 	for(int i = 0; i < 40; i++){
 		memset(payload, i, sizeof(payload));
 		struct rec_base_msg m = {.topic = "t", .payload = {payload, sizeof(payload)}};
-		assert_int_equal(msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
 	}
 	commit_ok(st);
 	store_close(st);
@@ -1787,9 +1787,9 @@ static void test_no_plaintext_on_disk(void **state)
 
 	struct rec_session s = session_make("VERY-SECRET-CLIENT", "SECRET-USERNAME", 100);
 	s.auth_method = "SECRET-AUTH";
-	assert_int_equal(session_put(st, &s), STORE_OK);
+	assert_int_equal(store_session_put(st, &s), STORE_OK);
 	struct rec_sub sub = {"VERY-SECRET-CLIENT", "SECRET/FILTER/#", 1, 1};
-	assert_int_equal(sub_put(st, &sub), STORE_OK);
+	assert_int_equal(store_sub_put(st, &sub), STORE_OK);
 	struct rec_base_msg m = {
 		.topic = "SECRET/TOPIC",
 		.source_id = "VERY-SECRET-CLIENT",
@@ -1797,20 +1797,20 @@ static void test_no_plaintext_on_disk(void **state)
 		.payload = {(const uint8_t *)payload, strlen(payload)},
 		.qos = 1,
 	};
-	assert_int_equal(msg_put(st, 1, &m), STORE_OK);
+	assert_int_equal(store_msg_put(st, 1, &m), STORE_OK);
 	struct rec_queue q = queue_make(1, 1);
-	assert_int_equal(queue_append(st, "VERY-SECRET-CLIENT", 1, &q), STORE_OK);
-	assert_int_equal(retain_set(st, "SECRET/TOPIC", 1), STORE_OK);
+	assert_int_equal(store_queue_append(st, "VERY-SECRET-CLIENT", 1, &q), STORE_OK);
+	assert_int_equal(store_retain_set(st, "SECRET/TOPIC", 1), STORE_OK);
 	struct rec_will w = will_make("VERY-SECRET-CLIENT", "SECRET/WILL", "SECRET-WILL-PAYLOAD");
-	assert_int_equal(will_put(st, &w), STORE_OK);
+	assert_int_equal(store_will_put(st, &w), STORE_OK);
 	commit_ok(st);
 	/* Overwrite and delete, so freed pages could hold old copies; through
 	 * the writer thread, which seals what it commits. */
-	assert_int_equal(session_put(st, &s), STORE_OK);
-	assert_int_equal(retain_delete(st, "SECRET/TOPIC"), STORE_OK);
-	assert_int_equal(msg_put(st, 2, &m), STORE_OK);
+	assert_int_equal(store_session_put(st, &s), STORE_OK);
+	assert_int_equal(store_retain_delete(st, "SECRET/TOPIC"), STORE_OK);
+	assert_int_equal(store_msg_put(st, 2, &m), STORE_OK);
 	q = queue_make(2, 2);
-	assert_int_equal(queue_append(st, "VERY-SECRET-CLIENT", 2, &q), STORE_OK);
+	assert_int_equal(store_queue_append(st, "VERY-SECRET-CLIENT", 2, &q), STORE_OK);
 	assert_int_equal(store_commit_async(st), STORE_OK);
 	commit_ok(st);
 	store_close(st);
@@ -1861,11 +1861,11 @@ static void test_walk_stops_on_callback_value(void **state)
 
 	for(int i = 1; i <= 10; i++){
 		msg_make(&mf, i);
-		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
 		char id[16];
 		snprintf(id, sizeof(id), "c%d", i);
 		struct rec_session s = session_make(id, NULL, 1);
-		assert_int_equal(session_put(st, &s), STORE_OK);
+		assert_int_equal(store_session_put(st, &s), STORE_OK);
 	}
 	commit_ok(st);
 
@@ -1882,10 +1882,10 @@ static void test_walk_stops_on_callback_value(void **state)
 	coll_free(&c);
 	assert_uint_equal(stats_of(st).records_rejected, 0);
 
-	/* Pending-op accounting: session_delete is six operations (session,
+	/* Pending-op accounting: store_session_delete is six operations (session,
 	 * subscriptions, queue, will, online marker, sequence number). */
-	assert_int_equal(msg_release(st, 1), STORE_OK);
-	assert_int_equal(session_delete(st, "c1"), STORE_OK);
+	assert_int_equal(store_msg_release(st, 1), STORE_OK);
+	assert_int_equal(store_session_delete(st, "c1"), STORE_OK);
 	assert_uint_equal(stats_of(st).pending_ops, 7);
 	commit_ok(st);
 	assert_uint_equal(stats_of(st).pending_ops, 0);
@@ -1916,7 +1916,7 @@ static void test_reopen_after_growth(void **state)
 	st = open_store(fx, MIB, 0);
 	for(int i = 0; i < N; i++){
 		struct rec_base_msg m = {.topic = "big", .payload = {payload, SZ}};
-		assert_int_equal(msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i + 1, &m), STORE_OK);
 	}
 	commit_ok(st);
 	store_close(st);
@@ -1931,7 +1931,7 @@ static void test_reopen_after_growth(void **state)
 	assert_uint_equal(count_msgs(st), N);
 	/* And it takes new writes. */
 	struct rec_base_msg m = {.topic = "after", .payload = {(const uint8_t *)"x", 1}};
-	assert_int_equal(msg_put(st, N + 1, &m), STORE_OK);
+	assert_int_equal(store_msg_put(st, N + 1, &m), STORE_OK);
 	commit_ok(st);
 	assert_uint_equal(count_msgs(st), N + 1);
 	store_close(st);
@@ -1948,7 +1948,7 @@ static void test_negative_callback_value(void **state)
 	st = open_store(fx, 0, 0);
 	for(int i = 1; i <= 3; i++){
 		msg_make(&mf, i);
-		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
 	}
 	commit_ok(st);
 	c.stop_after = 1;
@@ -1977,7 +1977,7 @@ static void test_large_backlog_commit(void **state)
 	for(uint64_t i = 1; i <= PER_CLIENT; i++){
 		for(size_t k = 0; k < 3; k++){
 			struct rec_queue q = queue_make(i * 3 + k, (uint16_t)i);
-			assert_int_equal(queue_append(st, clients[k], i, &q), STORE_OK);
+			assert_int_equal(store_queue_append(st, clients[k], i, &q), STORE_OK);
 		}
 	}
 	assert_uint_equal(stats_of(st).pending_ops, 3 * PER_CLIENT);
@@ -2003,7 +2003,7 @@ static void test_large_backlog_commit(void **state)
 	}
 	/* And the whole backlog can be deleted in one go. */
 	for(size_t k = 0; k < 3; k++){
-		assert_int_equal(session_delete(st, clients[k]), STORE_OK);
+		assert_int_equal(store_session_delete(st, clients[k]), STORE_OK);
 	}
 	commit_ok(st);
 	for(size_t k = 0; k < 3; k++){
@@ -2023,7 +2023,7 @@ static void test_env_recycled_after_large_commit(void **state)
 
 	for(uint64_t i = 1; i <= N; i++){
 		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
 	}
 	commit_ok(st);
 	assert_uint_equal(stats_of(st).env_recycles, 0);
@@ -2032,9 +2032,9 @@ static void test_env_recycled_after_large_commit(void **state)
 	assert_uint_equal(count_queue(st, "big"), N);
 	for(uint64_t i = N + 1; i <= N + 10; i++){
 		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
 	}
-	assert_int_equal(queue_remove(st, "big", 1, 0), STORE_OK);
+	assert_int_equal(store_queue_remove(st, "big", 1, 0), STORE_OK);
 	commit_ok(st);
 	/* Small transactions since: only the map's pages are dropped. */
 	store_unmap_pages(st);
@@ -2062,12 +2062,12 @@ static void test_async_commit(void **state)
 
 	for(uint64_t i = 1; i <= N; i++){
 		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(queue_append(st, "async", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "async", i, &q), STORE_OK);
 		if(i % 37 == 0){
 			assert_int_equal(store_commit_async(st), STORE_OK);
 		}
 		if(i % 5000 == 0){
-			assert_int_equal(queue_remove(st, "async", i - 1, 0), STORE_OK);
+			assert_int_equal(store_queue_remove(st, "async", i - 1, 0), STORE_OK);
 		}
 	}
 	assert_true(store_has_pending(st) || stats_of(st).commits > 0);
@@ -2108,7 +2108,7 @@ static void test_transactions_end_at_marks(void **state)
 
 	/* No mark yet: split by size alone. */
 	for(uint64_t i = 1; i <= 25000; i++){
-		assert_int_equal(queue_append(st, "a", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "a", i, &q), STORE_OK);
 	}
 	commits = stats_of(st).commits;
 	commit_ok(st);
@@ -2117,11 +2117,11 @@ static void test_transactions_end_at_marks(void **state)
 	/* 25,000 operations before the first mark, 100 before the second: one
 	 * transaction up to each mark. */
 	for(uint64_t i = 1; i <= 25000; i++){
-		assert_int_equal(queue_append(st, "b", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "b", i, &q), STORE_OK);
 	}
 	assert_int_equal(store_journal_mark(st, 3), STORE_OK);
 	for(uint64_t i = 1; i <= 100; i++){
-		assert_int_equal(queue_append(st, "c", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "c", i, &q), STORE_OK);
 	}
 	assert_int_equal(store_journal_mark(st, 4), STORE_OK);
 	commits = stats_of(st).commits;
@@ -2148,20 +2148,20 @@ static void test_journal_mark(void **state)
 
 	/* Several marks in one transaction, among other writes: the last. */
 	struct rec_queue q = queue_make(1, 1);
-	assert_int_equal(queue_append(st, "c", 1, &q), STORE_OK);
+	assert_int_equal(store_queue_append(st, "c", 1, &q), STORE_OK);
 	assert_int_equal(store_journal_mark(st, 7), STORE_OK);
-	assert_int_equal(queue_append(st, "c", 2, &q), STORE_OK);
+	assert_int_equal(store_queue_append(st, "c", 2, &q), STORE_OK);
 	assert_int_equal(store_journal_mark(st, 8), STORE_OK);
 	assert_uint_equal(store_journal_committed(st), 5);
 	commit_ok(st);
 	assert_uint_equal(store_journal_committed(st), 8);
 	/* A commit without a mark keeps it. */
-	assert_int_equal(queue_append(st, "c", 3, &q), STORE_OK);
+	assert_int_equal(store_queue_append(st, "c", 3, &q), STORE_OK);
 	commit_ok(st);
 	assert_uint_equal(store_journal_committed(st), 8);
 
 	/* A mark left buffered at close is lost with its writes. */
-	assert_int_equal(queue_append(st, "c", 4, &q), STORE_OK);
+	assert_int_equal(store_queue_append(st, "c", 4, &q), STORE_OK);
 	assert_int_equal(store_journal_mark(st, 9), STORE_OK);
 	assert_uint_equal(store_journal_committed(st), 8);
 	store_close(st);
@@ -2188,7 +2188,7 @@ static void test_journal_mark(void **state)
 	st = open_store(fx, 0, 0);
 	assert_uint_equal(store_journal_committed(st), 12);
 	for(uint64_t i = 10; i < 10 + 25000; i++){
-		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
 	}
 	assert_int_equal(store_journal_mark(st, 1000), STORE_OK);
 	uint64_t commits = stats_of(st).commits;
@@ -2272,34 +2272,34 @@ static void test_dedup_key(void **state)
 	struct rec_dedup d = {.expiry = 0, .identity = "alice", .msg_id = {(const uint8_t *)"id-1", 4}};
 	uint8_t k1[HASH_LEN], k[HASH_LEN];
 
-	assert_int_equal(dedup_key(st, &d, k1), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k1), STORE_OK);
 	/* Deterministic, whatever the expiry. */
 	d.expiry = 12345;
-	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_equal(k, k1, HASH_LEN);
 
 	/* Another identity, another id: another key. */
 	d.identity = "bob";
-	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_not_equal(k, k1, HASH_LEN);
 	d.identity = "alice";
 	d.msg_id = (struct bytes){(const uint8_t *)"id-2", 4};
-	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_not_equal(k, k1, HASH_LEN);
 	d.msg_id = (struct bytes){(const uint8_t *)"id-1\0", 5};
-	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_not_equal(k, k1, HASH_LEN);
 
 	/* The split between identity and id counts: "ab"+"c" is not "a"+"bc". */
 	uint8_t ka[HASH_LEN], kb[HASH_LEN];
 	struct rec_dedup x = {.identity = "ab", .msg_id = {(const uint8_t *)"c", 1}};
 	struct rec_dedup y = {.identity = "a", .msg_id = {(const uint8_t *)"bc", 2}};
-	assert_int_equal(dedup_key(st, &x, ka), STORE_OK);
-	assert_int_equal(dedup_key(st, &y, kb), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &x, ka), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &y, kb), STORE_OK);
 	assert_memory_not_equal(ka, kb, HASH_LEN);
 	/* An empty id is an id. */
 	struct rec_dedup z = {.identity = "abc", .msg_id = {(const uint8_t *)"", 0}};
-	assert_int_equal(dedup_key(st, &z, kb), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &z, kb), STORE_OK);
 	assert_memory_not_equal(ka, kb, HASH_LEN);
 
 	d.msg_id = (struct bytes){(const uint8_t *)"id-1", 4};
@@ -2308,14 +2308,14 @@ static void test_dedup_key(void **state)
 	/* The same under the same key after a reopen or in another database;
 	 * another under another key. */
 	st = open_store(fx, 0, 0);
-	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_equal(k, k1, HASH_LEN);
 	store_close(st);
 
 	char *db2 = ut_join(fx->dir, "db2");
 	char err[512];
 	assert_int_equal(store_open(&st, db2, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_OK);
-	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_equal(k, k1, HASH_LEN);
 	store_close(st);
 
@@ -2324,7 +2324,7 @@ static void test_dedup_key(void **state)
 	other[SEAL_KEY_LEN - 1] ^= 0x80;
 	char *db3 = ut_join(fx->dir, "db3");
 	assert_int_equal(store_open(&st, db3, 0, other, 0, test_log, err, sizeof(err)), STORE_OK);
-	assert_int_equal(dedup_key(st, &d, k), STORE_OK);
+	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_not_equal(k, k1, HASH_LEN);
 	store_close(st);
 	free(db2);
@@ -2344,8 +2344,8 @@ static void test_dedup_store(void **state)
 	struct dedup_coll c;
 
 	for(int i = 0; i < 3; i++){
-		assert_int_equal(dedup_key(st, &d[i], k[i]), STORE_OK);
-		assert_int_equal(dedup_put(st, k[i], &d[i]), STORE_OK);
+		assert_int_equal(store_dedup_key(st, &d[i], k[i]), STORE_OK);
+		assert_int_equal(store_dedup_put(st, k[i], &d[i]), STORE_OK);
 	}
 	/* Not before the commit. */
 	c = walk_dedup(st);
@@ -2368,11 +2368,11 @@ static void test_dedup_store(void **state)
 
 	/* Replace one, delete one (and one that is not there). */
 	d[0].expiry = 1700007200;
-	assert_int_equal(dedup_put(st, k[0], &d[0]), STORE_OK);
-	assert_int_equal(dedup_delete(st, k[1]), STORE_OK);
+	assert_int_equal(store_dedup_put(st, k[0], &d[0]), STORE_OK);
+	assert_int_equal(store_dedup_delete(st, k[1]), STORE_OK);
 	uint8_t absent[HASH_LEN];
 	memset(absent, 0x11, sizeof(absent));
-	assert_int_equal(dedup_delete(st, absent), STORE_OK);
+	assert_int_equal(store_dedup_delete(st, absent), STORE_OK);
 	c = walk_dedup(st);
 	assert_uint_equal(c.n, 3);
 	commit_ok(st);
@@ -2389,12 +2389,12 @@ static void test_dedup_store(void **state)
 	assert_uint_equal(c.n, 2);
 	assert_dedup_item(dedup_find(&c, k[0]), &d[0]);
 	assert_dedup_item(dedup_find(&c, k[2]), &d[2]);
-	assert_int_equal(dedup_put(st, k[1], &d[1]), STORE_ERR_READONLY);
-	assert_int_equal(dedup_delete(st, k[0]), STORE_ERR_READONLY);
+	assert_int_equal(store_dedup_put(st, k[1], &d[1]), STORE_ERR_READONLY);
+	assert_int_equal(store_dedup_delete(st, k[0]), STORE_ERR_READONLY);
 	store_close(st);
 	st = open_store(fx, 0, 0);
-	assert_int_equal(dedup_delete(st, k[0]), STORE_OK);
-	assert_int_equal(dedup_delete(st, k[2]), STORE_OK);
+	assert_int_equal(store_dedup_delete(st, k[0]), STORE_OK);
+	assert_int_equal(store_dedup_delete(st, k[2]), STORE_OK);
 	commit_ok(st);
 	c = walk_dedup(st);
 	assert_uint_equal(c.n, 0);
@@ -2408,7 +2408,7 @@ static uint64_t seqno_of(struct store *st, const char *clientid)
 {
 	uint64_t v = 777;
 
-	assert_int_equal(seqno_get(st, clientid, &v), STORE_OK);
+	assert_int_equal(store_seqno_get(st, clientid, &v), STORE_OK);
 	return v;
 }
 
@@ -2418,17 +2418,17 @@ static void test_seqno(void **state)
 	struct store *st = open_store(fx, 0, 0);
 
 	assert_uint_equal(seqno_of(st, "alice"), 0);
-	assert_int_equal(seqno_put(st, "alice", 42), STORE_OK);
+	assert_int_equal(store_seqno_put(st, "alice", 42), STORE_OK);
 	assert_uint_equal(seqno_of(st, "alice"), 0); /* not yet committed */
 	commit_ok(st);
 	assert_uint_equal(seqno_of(st, "alice"), 42);
 	assert_uint_equal(seqno_of(st, "alic"), 0);
 	assert_uint_equal(seqno_of(st, "alicea"), 0);
 
-	assert_int_equal(seqno_put(st, "alice", 43), STORE_OK);
-	assert_int_equal(seqno_put(st, "bob", UINT64_MAX), STORE_OK);
-	assert_int_equal(seqno_put(st, "carol", 0), STORE_OK);
-	assert_int_equal(seqno_put(st, "dave", 128), STORE_OK);
+	assert_int_equal(store_seqno_put(st, "alice", 43), STORE_OK);
+	assert_int_equal(store_seqno_put(st, "bob", UINT64_MAX), STORE_OK);
+	assert_int_equal(store_seqno_put(st, "carol", 0), STORE_OK);
+	assert_int_equal(store_seqno_put(st, "dave", 128), STORE_OK);
 	commit_ok(st);
 	assert_uint_equal(seqno_of(st, "alice"), 43);
 	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
@@ -2439,22 +2439,22 @@ static void test_seqno(void **state)
 	st = open_store(fx, 0, STORE_READ_ONLY);
 	assert_uint_equal(seqno_of(st, "alice"), 43);
 	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
-	assert_int_equal(seqno_put(st, "alice", 1), STORE_ERR_READONLY);
+	assert_int_equal(store_seqno_put(st, "alice", 1), STORE_ERR_READONLY);
 	store_close(st);
 
-	/* session_delete takes the session's number with it, only its. */
+	/* store_session_delete takes the session's number with it, only its. */
 	st = open_store(fx, 0, 0);
 	struct rec_session s = session_make("alice", NULL, 60);
-	assert_int_equal(session_put(st, &s), STORE_OK);
+	assert_int_equal(store_session_put(st, &s), STORE_OK);
 	commit_ok(st);
-	assert_int_equal(session_delete(st, "alice"), STORE_OK);
+	assert_int_equal(store_session_delete(st, "alice"), STORE_OK);
 	assert_uint_equal(seqno_of(st, "alice"), 43);
 	commit_ok(st);
 	assert_uint_equal(seqno_of(st, "alice"), 0);
 	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
 	assert_uint_equal(seqno_of(st, "dave"), 128);
 	/* Also when there was no session record. */
-	assert_int_equal(session_delete(st, "dave"), STORE_OK);
+	assert_int_equal(store_session_delete(st, "dave"), STORE_OK);
 	commit_ok(st);
 	assert_uint_equal(seqno_of(st, "dave"), 0);
 	assert_uint_equal(seqno_of(st, "bob"), UINT64_MAX);
@@ -2478,7 +2478,7 @@ static void test_no_sync(void **state)
 
 	for(int i = 1; i <= 10; i++){
 		msg_make(&mf, i);
-		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
 	}
 	commit_ok(st);
 	assert_uint_equal(count_msgs(st), 10);
@@ -2488,7 +2488,7 @@ static void test_no_sync(void **state)
 	/* Through the writer thread, with syncs asked for in between. */
 	for(int i = 11; i <= 500; i++){
 		msg_make(&mf, i);
-		assert_int_equal(msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
+		assert_int_equal(store_msg_put(st, (uint64_t)i, &mf.m), STORE_OK);
 		if(i % 50 == 0){
 			assert_int_equal(store_journal_mark(st, (uint64_t)i), STORE_OK);
 			assert_int_equal(store_commit_async(st), STORE_OK);
@@ -2514,7 +2514,7 @@ static void test_no_sync(void **state)
 	store_close(st);
 	st = open_store(fx, 0, STORE_NO_SYNC);
 	assert_uint_equal(count_msgs(st), 500);
-	assert_int_equal(msg_release(st, 1), STORE_OK);
+	assert_int_equal(store_msg_release(st, 1), STORE_OK);
 	commit_ok(st);
 	store_close(st);
 	st = open_store(fx, 0, STORE_READ_ONLY);
@@ -2716,7 +2716,7 @@ static void test_schema1_queues_converted(void **state)
 	/* Interleaved, and more than one conversion transaction's worth. */
 	for(uint64_t i = 1; i <= 9000; i++){
 		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(queue_append(st, clients[i % 3], i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, clients[i % 3], i, &q), STORE_OK);
 	}
 	commit_ok(st);
 	for(int c = 0; c < 3; c++){
@@ -2810,13 +2810,13 @@ static void test_walk_in_batches(void **state)
 
 	for(uint64_t i = 1; i <= n; i++){
 		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(queue_append(st, "big", i, &q), STORE_OK);
-		assert_int_equal(queue_append(st, i % 2 ? "odd" : "even", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, i % 2 ? "odd" : "even", i, &q), STORE_OK);
 	}
 	const char *ids[] = {"big", "odd", "even"};
 	for(int i = 0; i < 3; i++){
 		struct rec_session s = session_make(ids[i], NULL, 1);
-		assert_int_equal(session_put(st, &s), STORE_OK);
+		assert_int_equal(store_session_put(st, &s), STORE_OK);
 	}
 	commit_ok(st);
 
