@@ -40,22 +40,22 @@ def queue_entry_return(sig):
 VARIANTS = {
     "full": [],
     "no-queue-writes": [
-        ("plugin/store.c", "\t\tif(p[0] == OP_PUT || p[0] == OP_APPEND){\n\t\t\tmake_ad",
-         "\t\tif((p[0] == OP_PUT || p[0] == OP_APPEND) && p[1] != DB_QUEUE){\n\t\t\tmake_ad"),
-        ("plugin/store.c", "\t\t\t\tif(p[1] == DB_QUEUE){\n\t\t\t\t\trc = queue_apply(st, txn, &queue_cur, "
+        ("plugin/store_buffer.c", "\t\tif(p[0] == OP_PUT || p[0] == OP_APPEND){\n\t\t\tstore_ad",
+         "\t\tif((p[0] == OP_PUT || p[0] == OP_APPEND) && p[1] != DB_QUEUE){\n\t\t\tstore_ad"),
+        ("plugin/store_commit.c", "\t\t\t\tif(p[1] == DB_QUEUE){\n\t\t\t\t\trc = queue_apply(st, txn, &queue_cur, "
          "op == OP_APPEND, k.mv_data, klen, vlen, 0, &added);",
          "\t\t\t\tif(p[1] == DB_QUEUE){\n\t\t\t\t\tbreak;"),
-        ("plugin/store.c", "\t\t\t\tif(p[1] == DB_QUEUE){\n\t\t\t\t\trc = queue_apply(st, txn, &queue_cur, "
+        ("plugin/store_commit.c", "\t\t\t\tif(p[1] == DB_QUEUE){\n\t\t\t\t\trc = queue_apply(st, txn, &queue_cur, "
          "false, k.mv_data, klen, 0, ref, &added);",
          "\t\t\t\tif(p[1] == DB_QUEUE){\n\t\t\t\t\t(void)queue_cur;"),
-        ("plugin/store.c", "static int queue_apply(", "__attribute__((unused)) static int queue_apply("),
+        ("plugin/store_commit.c", "static int queue_apply(", "__attribute__((unused)) static int queue_apply("),
     ],
     "no-queue": [
-        ("plugin/store.c",) + queue_entry_return(
+        ("plugin/store_buffer.c",) + queue_entry_return(
             "int store_queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)"),
-        ("plugin/store.c",) + queue_entry_return(
+        ("plugin/store_buffer.c",) + queue_entry_return(
             "int store_queue_update(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)"),
-        ("plugin/store.c",) + queue_entry_return(
+        ("plugin/store_buffer.c",) + queue_entry_return(
             "int store_queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id, uint64_t store_id)"),
     ],
     "no-journal": [

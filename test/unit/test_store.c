@@ -17,7 +17,7 @@
 #include "bytes.h"
 #include "record.h"
 
-/* plugin/store.c reads records in batches of this many */
+/* plugin/store_walk.c reads records in batches of this many */
 #define WALK_BATCH_FOR_TEST 256
 #include "seal.h"
 #include "store.h"

@@ -1,0 +1,637 @@
+/* The structure check (every tree walked under a fault guard, so damage is
+ * an error and not a dead broker), compaction, counts for the CLI, and the
+ * cross-references of verify. */
+#include "store_int.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* LMDB keeps no checksums: a damaged page can hold a page number past the
+ * end of the file (SIGBUS on the mapping), a wild pointer (SIGSEGV) or fail
+ * one of LMDB's assertions (SIGABRT), when it is read or when it is first
+ * written. Until the store is open these become an error, not a dead broker. */
+static sigjmp_buf fault_jmp;
+static volatile sig_atomic_t fault_armed;
+const char *volatile store_fault_where;
+
+static void on_fault(int sig)
+{
+	if(fault_armed){
+		fault_armed = 0;
+		siglongjmp(fault_jmp, sig);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static const int fault_signals[] = {SIGBUS, SIGSEGV, SIGABRT};
+#define N_FAULT_SIGNALS (sizeof(fault_signals) / sizeof(fault_signals[0]))
+
+/* Runs g->fn, or returns STORE_ERR_CORRUPT with a message when LMDB faulted
+ * in it. A write transaction cut short by a fault is left alone: the caller
+ * only closes the environment and refuses to start. */
+int store_run_guarded(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	struct sigaction sa, old[N_FAULT_SIGNALS];
+	volatile int rc = 0;
+	int sig;
+
+	store_fault_where = "meta";
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fault;
+	sigemptyset(&sa.sa_mask);
+	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
+		if(sigaction(fault_signals[i], &sa, &old[i])){
+			snprintf(err, errlen, "cannot install a signal handler: %s", strerror(errno));
+			while(i-- > 0){
+				sigaction(fault_signals[i], &old[i], NULL);
+			}
+			return STORE_ERR_IO;
+		}
+	}
+	sig = sigsetjmp(fault_jmp, 1);
+	if(sig == 0){
+		fault_armed = 1;
+		rc = g->fn(st, g, err, errlen);
+		fault_armed = 0;
+	}
+	for(size_t i = 0; i < N_FAULT_SIGNALS; i++){
+		sigaction(fault_signals[i], &old[i], NULL);
+	}
+	if(sig){
+		if(g->cursor){
+			mdb_cursor_close(g->cursor);
+			g->cursor = NULL;
+		}
+		if(g->read_txn){
+			mdb_txn_abort(g->read_txn);
+			g->read_txn = NULL;
+		}
+		if(sig == SIGBUS && st->short_file){
+			snprintf(err, errlen, "data file in %s is truncated: a page of the %s database lies past "
+					"its end (%lld bytes)", st->path, store_fault_where, st->file_bytes);
+		}else{
+			snprintf(err, errlen, "data file in %s is damaged: LMDB faulted (%s) in the %s database",
+					st->path, strsignal(sig), store_fault_where);
+		}
+		return STORE_ERR_CORRUPT;
+	}
+	return rc;
+}
+
+static int damage_error(struct store *st, int rc, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "data file in %s is damaged (%s database: %s)",
+			st->path, store_fault_where, mdb_strerror(rc));
+	return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID
+		|| rc == MDB_BAD_DBI || rc == MDB_INCOMPATIBLE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+}
+
+/* The unnamed database holds the named ones' records, and nothing else. */
+static bool known_db_name(const MDB_val *k)
+{
+	for(int i = 0; i <= DB_COUNT; i++){
+		const char *name = i == DB_COUNT ? store_legacy_queue_name : store_db_names[i];
+		if(k->mv_size == strlen(name) && !memcmp(k->mv_data, name, k->mv_size)){
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Counts a database's entries and reads its first and last. */
+static int walk_ends(MDB_txn *txn, MDB_dbi dbi, MDB_cursor *cur, uint64_t *records)
+{
+	volatile uint8_t sink = 0;
+	MDB_stat ms;
+	MDB_val k, v;
+	int rc = mdb_stat(txn, dbi, &ms);
+
+	if(rc == 0){
+		*records += ms.ms_entries;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
+	if(rc == 0){
+		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	}
+	if(rc == 0 && v.mv_size){
+		sink ^= ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+	}
+	(void)sink;
+	return rc;
+}
+
+/* Visits every key of the free-page list, the list of named databases and
+ * each named database, and touches both ends of every value (which brings
+ * in overflow pages), in one read transaction. */
+int store_walk_structure(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	uint64_t *records = g->arg;
+	volatile uint8_t sink = 0;
+	bool unknown_name = false;
+	MDB_cursor *cur;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	int rc;
+
+	rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+	if(rc){
+		return damage_error(st, rc, err, errlen);
+	}
+	g->read_txn = txn;
+	for(int i = -2; i <= DB_COUNT && rc == 0; i++){
+		if(i == -2){
+			store_fault_where = "free-page";
+			dbi = 0; /* LMDB's FREE_DBI, readable in a read transaction */
+		}else{
+			/* The unnamed database lists the named ones: a damaged page
+			 * there can make a named database look absent. */
+			store_fault_where = i < 0 ? "main" : i == DB_COUNT ? store_legacy_queue_name : store_db_names[i];
+			rc = mdb_dbi_open(txn, i < 0 ? NULL : store_fault_where, i < 0 || i == DB_COUNT ? 0 : db_flags(i), &dbi);
+			if(rc == MDB_NOTFOUND){
+				rc = 0;
+				continue;
+			}
+		}
+		if(rc == 0){
+			rc = mdb_cursor_open(txn, dbi, &cur);
+		}
+		if(rc){
+			break;
+		}
+		g->cursor = cur;
+		if(st->lazy && !st->short_file && (i == DB_QUEUE || i == DB_MSGS)){
+			/* Read when needed, and checked then: walking them here would
+			 * make the start grow with the backlog. A short file has every
+			 * tree read, since a page past its end would fault later, in
+			 * the running broker. */
+			rc = walk_ends(txn, dbi, cur, records);
+		}else{
+			for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+				if(i == -1 && !known_db_name(&k)){
+					unknown_name = true;
+					break;
+				}
+				if(v.mv_size){
+					sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+				}
+				if(i >= 0){
+					(*records)++;
+				}
+			}
+		}
+		mdb_cursor_close(cur);
+		g->cursor = NULL;
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+		}
+		if(unknown_name){
+			break;
+		}
+	}
+	(void)sink;
+	g->read_txn = NULL;
+	mdb_txn_abort(txn);
+	if(rc){
+		return damage_error(st, rc, err, errlen);
+	}
+	if(unknown_name){
+		/* A damaged page read as a list of databases: creating the missing
+		 * ones at open would have LMDB rewrite it. */
+		snprintf(err, errlen, "data file in %s is damaged (main database: it lists a database this "
+				"plugin never creates)", st->path);
+		return STORE_ERR_CORRUPT;
+	}
+	st->stats.records = *records;
+	return STORE_OK;
+}
+
+int store_check_structure(struct store *st, uint64_t *records, char *err, size_t errlen)
+{
+	struct guarded g = {.fn = store_walk_structure, .arg = records};
+	int rc;
+
+	*records = 0;
+	rc = store_run_guarded(st, &g, err, errlen);
+	store_unmap_pages(st);
+	return rc;
+}
+
+int store_copy_compact(struct store *st, const char *dest, char *err, size_t errlen)
+{
+	int rc;
+
+	char copy[4096];
+
+	pthread_mutex_lock(&st->txn_lock);
+	rc = st->env ? mdb_env_copy2(st->env, dest, MDB_CP_COMPACT) : MDB_PANIC;
+	pthread_mutex_unlock(&st->txn_lock);
+	if(rc){
+		snprintf(err, errlen, "cannot copy %s to %s: %s", st->path, dest, mdb_strerror(rc));
+		return STORE_ERR_IO;
+	}
+	/* LMDB creates the copy with the umask's mode. */
+	snprintf(copy, sizeof(copy), "%s/data.mdb", dest);
+	if(chmod(copy, 0600) != 0){
+		snprintf(err, errlen, "cannot restrict %s to its owner: %s", copy, strerror(errno));
+		return STORE_ERR_IO;
+	}
+	return STORE_OK;
+}
+
+static uint64_t db_pages(const MDB_stat *ms)
+{
+	return ms->ms_branch_pages + ms->ms_leaf_pages + ms->ms_overflow_pages;
+}
+
+/* LMDB counts the pages of a DUPSORT database's per-key subtrees nowhere.
+ * Every page of the file is a meta page, a free page, a page of the free
+ * list or of the main database, or a page of one named database: the
+ * queues' share is what the others leave. */
+static int queue_bytes(struct store *st, MDB_txn *txn, uint64_t *bytes)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	uint64_t other = 2, free_pages = 0;
+	int rc;
+
+	rc = mdb_env_info(st->env, &info);
+	for(int i = -2; rc == 0 && i < DB_COUNT; i++){
+		if(i == DB_QUEUE || (i >= 0 && !st->dbi[i])){
+			continue;
+		}
+		rc = mdb_stat(txn, i == -2 ? 0 : i == -1 ? 1 : st->dbi[i], &ms); /* FREE_DBI, MAIN_DBI */
+		other += db_pages(&ms);
+	}
+	if(rc == 0){
+		rc = store_free_page_count(txn, &free_pages);
+	}
+	if(rc){
+		return rc;
+	}
+	uint64_t total = (uint64_t)info.me_last_pgno + 1;
+	*bytes = total > other + free_pages ? (total - other - free_pages) * ms.ms_psize : 0;
+	return 0;
+}
+
+int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t *bytes)
+{
+	MDB_txn *txn;
+	MDB_stat ms;
+	int rc;
+
+	*entries = *bytes = 0;
+	if((unsigned)db >= DB_COUNT || !st->dbi[db]){
+		return STORE_OK;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+	if(rc == 0){
+		rc = mdb_stat(txn, st->dbi[db], &ms);
+		if(rc == 0){
+			*entries = ms.ms_entries;
+			*bytes = (uint64_t)ms.ms_psize * db_pages(&ms);
+		}
+		if(rc == 0 && db == DB_QUEUE){
+			rc = queue_bytes(st, txn, bytes);
+		}
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	return rc ? STORE_ERR_IO : STORE_OK;
+}
+
+int store_count_online_sessions(struct store *st, uint64_t *n)
+{
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	*n = 0;
+	if(!st->dbi[DB_ONLINE] || !st->dbi[DB_SESSIONS]){
+		return STORE_OK;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+	if(rc == 0){
+		rc = mdb_cursor_open(txn, st->dbi[DB_ONLINE], &cur);
+		for(int op = MDB_FIRST; rc == 0; op = MDB_NEXT){
+			rc = mdb_cursor_get(cur, &k, &v, op);
+			if(rc == 0){
+				MDB_val sv;
+				int g = mdb_get(txn, st->dbi[DB_SESSIONS], &k, &sv);
+				if(g == 0){
+					(*n)++;
+				}else if(g != MDB_NOTFOUND){
+					rc = g;
+				}
+			}
+		}
+		if(rc == MDB_NOTFOUND){
+			rc = 0;
+		}
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	return rc ? STORE_ERR_IO : STORE_OK;
+}
+
+int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes)
+{
+	char datafile[4096];
+	struct stat sb;
+
+	snprintf(datafile, sizeof(datafile), "%s/data.mdb", st->path);
+	if(stat(datafile, &sb) != 0){
+		return STORE_ERR_IO;
+	}
+	*file_bytes = (uint64_t)sb.st_size;
+	pthread_mutex_lock(&st->lock);
+	*map_bytes = st->map_size;
+	pthread_mutex_unlock(&st->lock);
+	return STORE_OK;
+}
+
+/* ---- cross-references ---- */
+
+struct id_set {
+	uint8_t *v;        /* sorted fixed-size keys */
+	size_t n, cap, width;
+	uint32_t *uses;    /* per key, for msgs: references counted */
+	uint32_t *refs0;   /* per key, for msgs: the count its record holds */
+	uint8_t *counted;  /* per key, for msgs: its refs record was seen */
+};
+
+static int id_set_add(struct id_set *s, const void *key)
+{
+	if(s->n == s->cap){
+		size_t cap = s->cap ? s->cap * 2 : 1024;
+		uint8_t *v = realloc(s->v, cap * s->width);
+		if(!v){
+			return -1;
+		}
+		s->v = v;
+		s->cap = cap;
+	}
+	memcpy(s->v + s->n * s->width, key, s->width);
+	s->n++;
+	return 0;
+}
+
+static long id_set_find(const struct id_set *s, const void *key)
+{
+	size_t lo = 0, hi = s->n;
+
+	while(lo < hi){
+		size_t mid = (lo + hi) / 2;
+		int c = memcmp(s->v + mid * s->width, key, s->width);
+		if(c == 0){
+			return (long)mid;
+		}
+		if(c < 0){
+			lo = mid + 1;
+		}else{
+			hi = mid;
+		}
+	}
+	return -1;
+}
+
+/* The keys of a database, in LMDB (memcmp) order, truncated to width. */
+static int collect_keys(struct store *st, enum store_db db, struct id_set *s)
+{
+	MDB_cursor *cur;
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	if(!st->dbi[db]){
+		return 0;
+	}
+	pthread_mutex_lock(&st->txn_lock);
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+	if(rc == 0){
+		rc = mdb_cursor_open(txn, st->dbi[db], &cur);
+		if(rc == 0){
+			for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+				if(k.mv_size >= s->width && (s->n == 0
+						|| memcmp(s->v + (s->n - 1) * s->width, k.mv_data, s->width) != 0)){
+					if(id_set_add(s, k.mv_data)){
+						rc = ENOMEM;
+						break;
+					}
+				}
+			}
+			mdb_cursor_close(cur);
+		}
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+struct refs_walk {
+	struct id_set *sessions, *msgs;
+	struct store_refs *out;
+};
+
+static void mark_body(struct refs_walk *rw, uint64_t store_id, uint64_t *dangling)
+{
+	uint8_t key[8];
+	long i;
+
+	put_be64(key, store_id);
+	i = id_set_find(rw->msgs, key);
+	if(i < 0){
+		(*dangling)++;
+	}else{
+		rw->msgs->uses[i]++;
+	}
+}
+
+static int visit_queue_refs(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct refs_walk *rw = ctx;
+	struct rec_queue q;
+
+	(void)fn;
+	if(k->mv_size != HASH_LEN + 8 || record_decode_queue(pt, len, &q)){
+		return -1;
+	}
+	if(id_set_find(rw->sessions, k->mv_data) < 0){
+		rw->out->queue_without_session++;
+	}
+	mark_body(rw, q.store_id, &rw->out->dangling_queue);
+	*cb_rc = 0;
+	return 0;
+}
+
+static int visit_retain_refs(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct refs_walk *rw = ctx;
+	struct rec_retain r;
+
+	(void)k;
+	(void)fn;
+	if(record_decode_retain(pt, len, &r)){
+		return -1;
+	}
+	mark_body(rw, r.store_id, &rw->out->dangling_retained);
+	*cb_rc = 0;
+	return 0;
+}
+
+/* A refs record with count (also 0: it overrides the body's refs0). */
+static int refs_count_put(struct store *st, uint64_t store_id, uint64_t count)
+{
+	uint8_t key[8], *p;
+
+	put_be64(key, store_id);
+	buf_reset(&st->pt);
+	p = buf_extend(&st->pt, 8);
+	if(!p){
+		st->pt.err = false;
+		return STORE_ERR_NOMEM;
+	}
+	put_be64(p, count);
+	return store_op_append(st, OP_PUT, DB_REFS, key, sizeof(key));
+}
+
+struct refs_check {
+	struct store *st;
+	struct id_set *msgs;
+	struct store_refs *out;
+	bool repair;
+	int rc;
+};
+
+/* A stored count: right when it matches the references counted. */
+static int visit_refs(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct refs_check *rc = ctx;
+	long i;
+
+	(void)fn;
+	if(k->mv_size != 8 || len != 8){
+		return -1;
+	}
+	i = id_set_find(rc->msgs, k->mv_data);
+	if(i >= 0){
+		rc->msgs->counted[i] = 1;
+	}
+	/* A count of a missing body goes with dangling entries, reported as such. */
+	if(i >= 0 && rc->msgs->uses[i] != get_be64(pt)){
+		rc->out->refs_wrong++;
+		if(rc->repair && rc->rc == STORE_OK){
+			rc->rc = refs_count_put(rc->st, get_be64(k->mv_data), rc->msgs->uses[i]);
+		}
+	}
+	*cb_rc = 0;
+	return 0;
+}
+
+/* Reads the refs0 of every body into msgs->refs0, setting msgs->counted
+ * for a body that does not open (the walks that read it report it; its
+ * count is not judged). */
+static int read_refs0(struct store *st, struct id_set *msgs)
+{
+	uint8_t ad[1 + 8];
+	MDB_txn *txn;
+	int rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+
+	if(rc){
+		return STORE_ERR_IO;
+	}
+	for(size_t i = 0; i < msgs->n; i++){
+		const uint8_t *key = msgs->v + i * msgs->width;
+		MDB_val k = {8, (void *)key}, v;
+		struct rec_base_msg m;
+		size_t len;
+
+		store_ad(DB_MSGS, key, 8, ad);
+		buf_reset(&st->pt);
+		if(mdb_get(txn, st->dbi[DB_MSGS], &k, &v) || v.mv_size < SEAL_OVERHEAD
+				|| !buf_extend(&st->pt, v.mv_size - SEAL_OVERHEAD)
+				|| seal_open(st->seal, ad, sizeof(ad), v.mv_data, v.mv_size, st->pt.data, &len) != SEAL_OK
+				|| record_decode_base_msg(st->pt.data, len, &m)){
+			st->pt.err = false;
+			msgs->counted[i] = 1;
+			continue;
+		}
+		msgs->refs0[i] = m.refs0;
+	}
+	seal_wipe(st->pt.data, st->pt.cap);
+	mdb_txn_abort(txn);
+	return STORE_OK;
+}
+
+int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out)
+{
+	struct id_set sessions = {.width = HASH_LEN}, msgs = {.width = 8}, subs = {.width = HASH_LEN};
+	struct refs_walk rw = {&sessions, &msgs, out};
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	/* One view for all the walks: our own writer cannot commit meanwhile. */
+	pthread_mutex_lock(&st->txn_lock);
+	rc = collect_keys(st, DB_SESSIONS, &sessions) || collect_keys(st, DB_MSGS, &msgs)
+		|| collect_keys(st, DB_SUBS, &subs) ? STORE_ERR_IO : STORE_OK;
+	if(rc == STORE_OK && msgs.n && (!(msgs.uses = calloc(msgs.n, sizeof(*msgs.uses)))
+			|| !(msgs.counted = calloc(msgs.n, 1)) || !(msgs.refs0 = calloc(msgs.n, sizeof(*msgs.refs0))))){
+		rc = STORE_ERR_NOMEM;
+	}
+	if(rc == STORE_OK && msgs.n){
+		rc = read_refs0(st, &msgs);
+	}
+	if(rc == STORE_OK){
+		rc = store_walk_db(st, DB_QUEUE, NULL, 0, visit_queue_refs, NULL, &rw);
+	}
+	if(rc == STORE_OK){
+		rc = store_walk_db(st, DB_RETAINED, NULL, 0, visit_retain_refs, NULL, &rw);
+	}
+	for(size_t i = 0; rc == STORE_OK && i < subs.n; i++){
+		if(id_set_find(&sessions, subs.v + i * subs.width) < 0){
+			out->subs_without_session++;
+		}
+	}
+	if(rc == STORE_OK && st->dbi[DB_REFS]){
+		struct refs_check chk = {st, &msgs, out, delete_orphans, STORE_OK};
+		rc = store_walk_db(st, DB_REFS, NULL, 0, visit_refs, NULL, &chk);
+		if(rc == STORE_OK){
+			rc = chk.rc;
+		}
+	}
+	for(size_t i = 0; rc == STORE_OK && i < msgs.n; i++){
+		uint64_t store_id = get_be64(msgs.v + i * msgs.width);
+		/* Without a refs record the body's own record holds its count. */
+		if(st->dbi[DB_REFS] && !msgs.counted[i] && msgs.uses[i] != msgs.refs0[i]){
+			out->refs_wrong++;
+			if(delete_orphans){
+				rc = refs_count_put(st, store_id, msgs.uses[i]);
+			}
+		}
+		if(rc == STORE_OK && !msgs.uses[i]){
+			out->orphan_msgs++;
+			if(delete_orphans){
+				rc = store_msg_release(st, store_id);
+			}
+		}
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	free(sessions.v);
+	free(msgs.v);
+	free(msgs.uses);
+	free(msgs.counted);
+	free(msgs.refs0);
+	free(subs.v);
+	return rc;
+}

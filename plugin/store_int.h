@@ -1,0 +1,224 @@
+/* The store's insides, shared by its files (store*.c) and nobody else.
+ *
+ *   store.c         the struct's life: close, stats, names, the name hash cache
+ *   store_buffer.c  the write buffer: each store_* change encoded as an operation
+ *   store_commit.c  applying operations in a write transaction, reference counts,
+ *                   the environment and its map, the writer thread, commits
+ *   store_walk.c    reads: walks in batches, opened by the opener thread
+ *   store_open.c    open and create: lock, meta, salts and epoch, schema upgrades
+ *   store_check.c   the structure check under a fault guard, compaction, counts,
+ *                   cross-references (verify) */
+#ifndef PERSIST_LMDB_STORE_INT_H
+#define PERSIST_LMDB_STORE_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "bytes.h"
+#include "store.h"
+
+#define KEY_MAX (2 * HASH_LEN + 8)
+/* op (1) | database (1) | key length (1) | value length (4, LE) | ref (8, BE):
+ * ref is the message body a queue entry or retained entry refers to (its
+ * value is sealed by then), 0 for other records. */
+#define OP_HEADER 15
+/* Well below LMDB's bound on the dirty pages of one write transaction. */
+#define OPS_PER_TXN 20000
+/* A transaction of more operations leaves enough of LMDB's page buffers
+ * behind to be worth opening the environment again (store_unmap_pages). */
+#define RECYCLE_OPS 1000
+
+/* Internal results carry LMDB's codes and errno values as they are, and a
+ * seal error as SEAL_RC_BASE + its code. */
+#define SEAL_RC_BASE 1000
+
+/* OP_MARK carries a journal lsn (8 bytes, not sealed) that becomes the
+ * committed mark when its transaction commits; the sealed meta record that
+ * makes it durable is an OP_PUT just before it. */
+enum op { OP_PUT = 1, OP_DEL, OP_DEL_PREFIX, OP_CLEAR, OP_MARK, OP_APPEND, OP_NOP };
+
+/* Name spaces of the index hash. */
+enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
+
+extern const char *const store_db_names[DB_COUNT];
+
+/* The queues database is MDB_DUPSORT: the LMDB key is the client's hash and
+ * each entry a duplicate that starts with its 8-byte sequence number, so a
+ * client's queue fills its pages in order however clients interleave (one
+ * LMDB key per entry, schema 1, left the pages about half full). Entries
+ * are sealed with the logical key, client hash || sequence number, as
+ * associated data, as in schema 1. */
+#define QUEUE_SEQ_LEN 8
+#define QUEUE_KEY_LEN (HASH_LEN + QUEUE_SEQ_LEN)
+
+/* The last buffered operation on a queue entry, while it is still in
+ * st->ops: a delivery that is added, updated and acknowledged before the
+ * next commit then costs the database nothing. */
+struct pending {
+	uint8_t key[QUEUE_KEY_LEN];
+	uint32_t gen;    /* the slot is in use in generation st->pend_gen only */
+	uint32_t off;    /* the entry's live operation in st->ops, or PENDING_NONE */
+	bool fresh;      /* the entry is not in the database */
+};
+#define PENDING_NONE UINT32_MAX
+
+/* How one transaction changes the reference count of one body (refs). */
+struct ref_delta {
+	uint64_t store_id;
+	int64_t delta;
+	int64_t refs0;   /* with created: the count the body's record holds */
+	uint32_t gen;    /* in use in generation st->refd_gen only */
+	bool released;   /* the broker released the body (store_msg_release) */
+	bool created;    /* the body was put in this transaction */
+};
+
+/* A body put in the buffered operations: the stored entries that refer to
+ * it from the same buffer are counted into its record (refs0) when it is
+ * sealed, so a body whose count never changes needs no refs record. */
+struct new_body {
+	uint64_t store_id;
+	uint32_t off;    /* its put in st->ops */
+	uint32_t refs;
+	uint32_t gen;    /* in use in generation st->newb_gen only */
+};
+extern const char store_legacy_queue_name[]; /* schema 1 */
+
+static inline unsigned db_flags(int db)
+{
+	return db == DB_QUEUE ? MDB_DUPSORT : 0;
+}
+
+
+#define HASH_CACHE_SLOTS 1024
+#define USED_MEASURE_MS 100
+#define COMMIT_RING 1024
+
+struct hash_slot {
+	char *name;
+	size_t len;
+	uint8_t kind;
+	uint8_t hash[HASH_LEN];
+};
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+	struct seal *seal;
+	store_log_fn log;
+	char *path;
+	bool read_only;
+	bool upgrade_queues; /* schema 1: the queues are still in store_legacy_queue_name */
+	bool upgrade_refs;   /* schema 1 or 2: no reference counts yet */
+	bool upgraded_seal;  /* this open converted schema 3 to 4 */
+	uint32_t epoch;
+	size_t map_size;
+	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
+	struct buf ops;
+	uint64_t n_ops;
+	size_t ops_patched;          /* new bodies before this offset have their count */
+	size_t ops_sealed;           /* sealed part, left by a failed commit before the writer runs */
+	size_t ops_marked;           /* ops before this offset are before the last OP_MARK */
+	struct seal *wseal;          /* the writer's: seals what it commits, opens counts */
+	struct ref_delta *refd;      /* the transaction's count changes, open addressing */
+	size_t refd_cap, refd_n;
+	uint32_t refd_gen;
+	struct buf wpt;              /* plaintext scratch of the transaction */
+	struct new_body *newb;       /* open addressing, newb_cap a power of two */
+	size_t newb_cap, newb_n;
+	uint32_t newb_gen;           /* never 0 once newb exists */
+	struct pending *pend;        /* open addressing, pend_cap a power of two */
+	size_t pend_cap, pend_n;
+	uint32_t pend_gen;
+	struct buf pt;
+	time_t last_error_log;
+	uint64_t map_grows_logged;
+	int lock_fd;                 /* writer.lock, held by a writable open */
+	uint64_t commit_us[COMMIT_RING]; /* durations of the last commits */
+	uint64_t n_commit_us;
+	/* The writer thread, started by the first store_commit_async. */
+	bool writer_started;
+	pthread_t writer;
+	pthread_mutex_t lock;        /* guards what the writer shares: below, stats, map_size */
+	pthread_cond_t wake, idle;
+	struct buf wops;             /* operations handed to the writer */
+	size_t wops_sealed;          /* wops before this offset are sealed, after it plain */
+	uint64_t n_wops;
+	bool writer_busy, writer_stop, sync_wanted;
+	int writer_rc, last_commit_rc;
+	uint64_t journal_committed;  /* the last committed OP_MARK */
+	uint64_t journal_durable;    /* the last OP_MARK known to be on the disk */
+	bool disk_full;              /* the last commit found no space on the device */
+	uint64_t used_measured_ms;   /* when stats.used_bytes was measured (monotonic); lock */
+	bool used_stale;             /* commits since were not measured; lock */
+	bool no_sync;                /* commits leave syncing to store_sync_async */
+	bool lazy;                   /* STORE_LAZY */
+	atomic_bool marked;          /* a journal mark was ever buffered: transactions end at marks */
+	bool short_file;             /* data.mdb ends before its last page number (check_size, store_open.c) */
+	long long file_bytes;        /* its size at open */
+	atomic_bool unmap_wanted;    /* store_unmap_pages found the writer busy */
+	uint64_t txn_ops_peak;       /* most operations of one commit since the environment opened; txn_lock */
+	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
+	                                resize needs neither to be active in this process */
+	struct store_stats stats;
+	struct opener *opener;       /* started by the first walk longer than a batch */
+	bool opener_failed;
+	struct hash_slot hash_cache[HASH_CACHE_SLOTS];
+};
+
+/* A walk's visitor of one opened record: -1 when the plaintext does not
+ * decode; otherwise 0, with the callback's value in *cb_rc. */
+typedef int (*decode_visit_fn)(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc);
+
+/* What the fault guard names when LMDB faults (store_check.c). */
+extern const char *volatile store_fault_where;
+
+/* A function run under the fault guard (store_run_guarded). */
+struct guarded {
+	int (*fn)(struct store *st, struct guarded *g, char *err, size_t errlen);
+	void *arg;
+	MDB_txn *read_txn; /* open while fn reads; released after a fault */
+	MDB_cursor *cursor; /* open in read_txn while fn walks; closed after a fault */
+};
+
+void store_log(struct store *st, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* store.c */
+int store_hash_name(struct store *st, uint8_t kind, const char *name, uint8_t *out);
+
+/* store_buffer.c */
+void store_newb_patch(struct store *st);
+int store_op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen);
+void store_op_header(uint8_t *p, enum op op, enum store_db db, size_t klen, size_t vlen, uint64_t ref);
+int store_ops_seal(struct buf *ops, size_t *sealed, struct seal *s);
+void store_pending_forget(struct store *st);
+
+/* store_commit.c */
+int store_env_open(struct store *st);
+int store_free_page_count(MDB_txn *txn, uint64_t *n);
+int store_map_adopt(struct store *st);
+uint64_t store_mono_ms(const struct timespec *ts);
+bool store_open_in_txn(struct store *st, enum store_db db, const uint8_t *key, size_t klen,
+		const uint8_t *v, size_t vlen);
+const char *store_rc_strerror(int rc);
+int store_refd_add(struct store *st, uint64_t store_id, int64_t delta);
+void store_refd_reset(struct store *st);
+int store_refs_flush(struct store *st, MDB_txn *txn);
+void store_reject_in_txn(struct store *st);
+int store_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
+void store_used_measure(struct store *st, bool now);
+void store_writer_stop(struct store *st);
+
+/* store_walk.c */
+void store_opener_stop(struct store *st);
+int store_walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
+		decode_visit_fn visit, void *fn, void *ctx);
+
+/* store_check.c */
+int store_run_guarded(struct store *st, struct guarded *g, char *err, size_t errlen);
+int store_walk_structure(struct store *st, struct guarded *g, char *err, size_t errlen);
+
+#endif
