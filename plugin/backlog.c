@@ -15,6 +15,7 @@
  * the backlog) so that it comes in its turn. At start-up only sessions,
  * subscriptions, retained messages and wills are restored. */
 #include "adapter.h"
+#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -60,14 +61,8 @@ static bool list_add(char ***list, size_t *n, size_t *cap, const char *clientid)
 {
 	char *id;
 
-	if(*n == *cap){
-		size_t c = *cap ? *cap * 2 : 64;
-		char **p = realloc(*list, c * sizeof(*p));
-		if(!p){
-			return false;
-		}
-		*list = p;
-		*cap = c;
+	if(ARRAY_GROW(*list, *n, *cap, 64)){
+		return false;
 	}
 	id = strdup(clientid);
 	if(!id){
@@ -216,16 +211,10 @@ static struct backlog_session *record_get(struct plugin *pl, const char *clienti
 
 static void push_back(struct plugin *pl, struct backlog_session *s, uint16_t mid, uint8_t qos)
 {
-	if(s->n_push == s->cap_push){
-		size_t cap = s->cap_push ? s->cap_push * 2 : 64;
-		struct pushback *p = realloc(s->push, cap * sizeof(*p));
-		if(!p){
-			/* Left where it is, it comes before the rest of the backlog. */
-			pl->backlog.out_of_order++;
-			return;
-		}
-		s->push = p;
-		s->cap_push = cap;
+	if(ARRAY_GROW(s->push, s->n_push, s->cap_push, 64)){
+		/* Left where it is, it comes before the rest of the backlog. */
+		pl->backlog.out_of_order++;
+		return;
 	}
 	s->push[s->n_push].mid = mid;
 	s->push[s->n_push].qos = qos;
@@ -381,16 +370,10 @@ void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 			return;
 		}
 	}
-	if(s->n_pubrel == s->cap_pubrel){
-		size_t cap = s->cap_pubrel ? s->cap_pubrel * 2 : 8;
-		uint64_t *p = realloc(s->pubrel, cap * sizeof(*p));
-		if(!p){
-			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: a QoS 2 message of client %s "
-					"may be sent again as a new PUBLISH", clientid);
-			return;
-		}
-		s->pubrel = p;
-		s->cap_pubrel = cap;
+	if(ARRAY_GROW(s->pubrel, s->n_pubrel, s->cap_pubrel, 8)){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: a QoS 2 message of client %s "
+				"may be sent again as a new PUBLISH", clientid);
+		return;
 	}
 	s->pubrel[s->n_pubrel++] = cmsg_id;
 }

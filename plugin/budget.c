@@ -21,6 +21,7 @@
  * Messages for connected clients, QoS 0 and clean MQTT 3.1.1 clients keep
  * flowing. */
 #include "adapter.h"
+#include "array.h"
 #include "control_req.h"
 
 #include <stdlib.h>
@@ -50,14 +51,8 @@ static int add_filter(void *ctx, const struct rec_sub *s)
 		}
 		f = slash + 1;
 	}
-	if(b->n == b->cap){
-		size_t cap = b->cap ? b->cap * 2 : 64;
-		char **grown = realloc(b->filters, cap * sizeof(*grown));
-		if(!grown){
-			return -1;
-		}
-		b->filters = grown;
-		b->cap = cap;
+	if(ARRAY_GROW(b->filters, b->n, b->cap, 64)){
+		return -1;
 	}
 	b->filters[b->n] = strdup(f);
 	if(!b->filters[b->n]){

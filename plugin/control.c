@@ -4,6 +4,7 @@
  * here is the broker's ACL's decision; who may use the API is also
  * plugin_opt_control_users' (off when not set). */
 #include "adapter.h"
+#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -231,14 +232,9 @@ static int note_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 		if(q->direction != DIRECTION_OUT){
 			return 0;
 		}
-		if(si->n_purge == si->cap_purge){
-			uint64_t *p = realloc(si->purge, si->cap_purge * 2 * sizeof(*p));
-			if(!p){
-				si->failed = true;
-				return 1;
-			}
-			si->purge = p;
-			si->cap_purge *= 2;
+		if(ARRAY_GROW(si->purge, si->n_purge, si->cap_purge, 64)){
+			si->failed = true;
+			return 1;
 		}
 		si->purge[si->n_purge++] = seq;
 		return 0;

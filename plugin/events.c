@@ -1,6 +1,7 @@
 /* Persistence events: each translates one broker struct into one store call.
  * The store buffers the write; the tick (plugin.c) commits. */
 #include "adapter.h"
+#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -149,16 +150,10 @@ static void pending_will_track(struct plugin *pl, const char *clientid, time_t d
 	struct pending_will *p;
 
 	pending_will_forget(pl, clientid);
-	if(pl->n_pending_wills == pl->cap_pending_wills){
-		size_t cap = pl->cap_pending_wills ? pl->cap_pending_wills * 2 : 16;
-		p = realloc(pl->pending_wills, cap * sizeof(*p));
-		if(!p){
-			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: out of memory tracking the will delay of %s; "
-					"its will may be published again after a restart", clientid);
-			return;
-		}
-		pl->pending_wills = p;
-		pl->cap_pending_wills = cap;
+	if(ARRAY_GROW(pl->pending_wills, pl->n_pending_wills, pl->cap_pending_wills, 16)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: out of memory tracking the will delay of %s; "
+				"its will may be published again after a restart", clientid);
+		return;
 	}
 	p = &pl->pending_wills[pl->n_pending_wills];
 	p->clientid = strdup(clientid);

@@ -11,6 +11,7 @@
  *   - an incoming QoS 2 message released by PUBREL (PUBCOMP follows at
  *     once): routed from the stored incoming entry. */
 #include "adapter.h"
+#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -276,15 +277,9 @@ void incoming_add(struct plugin *pl, uint64_t store_id, const char *clientid, ui
 	if(incoming_find(pl, store_id, &at) || !(id = strdup(clientid))){
 		return;
 	}
-	if(pl->n_incoming == pl->cap_incoming){
-		size_t cap = pl->cap_incoming ? pl->cap_incoming * 2 : 64;
-		struct incoming_q2 *p = realloc(pl->incoming, cap * sizeof(*p));
-		if(!p){
-			free(id);
-			return;
-		}
-		pl->incoming = p;
-		pl->cap_incoming = cap;
+	if(ARRAY_GROW(pl->incoming, pl->n_incoming, pl->cap_incoming, 64)){
+		free(id);
+		return;
 	}
 	memmove(&pl->incoming[at + 1], &pl->incoming[at], (pl->n_incoming - at) * sizeof(*pl->incoming));
 	pl->incoming[at] = (struct incoming_q2){store_id, id, cmsg_id};
@@ -637,14 +632,8 @@ void pubrel_noted(struct plugin *pl, const struct mosquitto_client_msg *d)
 	if(d->state != MSG_STATE_RESEND_PUBREL){
 		return;
 	}
-	if(pl->n_lapsed == pl->cap_lapsed){
-		size_t cap = pl->cap_lapsed ? pl->cap_lapsed * 2 : 16;
-		p = realloc(pl->lapsed, cap * sizeof(*p));
-		if(!p){
-			return;
-		}
-		pl->lapsed = p;
-		pl->cap_lapsed = cap;
+	if(ARRAY_GROW(pl->lapsed, pl->n_lapsed, pl->cap_lapsed, 16)){
+		return;
 	}
 	p = &pl->lapsed[pl->n_lapsed];
 	p->clientid = strdup(d->clientid);

@@ -1,5 +1,6 @@
 /* The intake journal (journal.h). */
 #include "journal.h"
+#include "array.h"
 #include "bytes.h"
 
 #include <errno.h>
@@ -284,15 +285,9 @@ int journal_replay(struct journal *j, uint64_t after, journal_visit_fn fn, void 
 			off += ALIGN;
 			continue;
 		}
-		if(n == cap){
-			size_t nc = cap ? cap * 2 : 64;
-			struct found *nf = realloc(f, nc * sizeof(*f));
-			if(!nf){
-				rc = JOURNAL_ERR_NOMEM;
-				goto out;
-			}
-			f = nf;
-			cap = nc;
+		if(ARRAY_GROW(f, n, cap, 64)){
+			rc = JOURNAL_ERR_NOMEM;
+			goto out;
 		}
 		f[n++] = (struct found){lsn, off, slen, magic};
 		if(lsn > max_lsn){

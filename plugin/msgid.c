@@ -13,6 +13,7 @@
  * match) or routes it; the ids of exchanges the broker drops with a
  * connection are forgotten. */
 #include "adapter.h"
+#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -87,14 +88,8 @@ static void pending_drop(struct plugin *pl, struct q2_pending *p)
 
 static void pending_add(struct plugin *pl, const uint8_t key[HASH_LEN], const char *clientid)
 {
-	if(pl->n_q2p == pl->cap_q2p){
-		size_t cap = pl->cap_q2p ? pl->cap_q2p * 2 : 16;
-		struct q2_pending *p = realloc(pl->q2p, cap * sizeof(*p));
-		if(!p){
-			return;
-		}
-		pl->q2p = p;
-		pl->cap_q2p = cap;
+	if(ARRAY_GROW(pl->q2p, pl->n_q2p, pl->cap_q2p, 16)){
+		return;
 	}
 	struct q2_pending *p = &pl->q2p[pl->n_q2p];
 	p->clientid = strdup(clientid);
@@ -247,14 +242,8 @@ static int load_one(void *ctx, const uint8_t key[HASH_LEN], const struct rec_ded
 	if(d->expiry < l->now){
 		return store_dedup_delete(l->pl->store, key) ? -1 : 0;
 	}
-	if(l->n == l->cap){
-		size_t cap = l->cap ? l->cap * 2 : 1024;
-		struct loaded *v = realloc(l->v, cap * sizeof(*v));
-		if(!v){
-			return -1;
-		}
-		l->v = v;
-		l->cap = cap;
+	if(ARRAY_GROW(l->v, l->n, l->cap, 1024)){
+		return -1;
 	}
 	memcpy(l->v[l->n].key, key, HASH_LEN);
 	l->v[l->n++].expiry = d->expiry;

@@ -3,6 +3,7 @@
  * them (retained entries, sessions with their subscriptions, queues in
  * sequence order, wills). */
 #include "adapter.h"
+#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -207,16 +208,10 @@ static bool queued_from_journal(struct restore *r, uint64_t seq, const struct re
 		}
 		if(sent){
 			struct pubrel_list *l = &r->pubrel;
-			if(l->n == l->cap){
-				size_t cap = l->cap ? l->cap * 2 : 8;
-				uint64_t *p = realloc(l->seqs, cap * sizeof(*p));
-				if(!p){
-					mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
-							"of %s will be sent again as a new PUBLISH", q->mid, clientid);
-					return false;
-				}
-				l->seqs = p;
-				l->cap = cap;
+			if(ARRAY_GROW(l->seqs, l->n, l->cap, 8)){
+				mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
+						"of %s will be sent again as a new PUBLISH", q->mid, clientid);
+				return false;
 			}
 			l->seqs[l->n++] = seq;
 		}
@@ -467,15 +462,9 @@ static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
 	}
 	if(r->holding && q->direction == MSG_DIR_OUT){
 		if(r->n_held < HOLD_MAX){
-			if(r->n_held == r->cap_held){
-				size_t cap = r->cap_held ? r->cap_held * 2 : 64;
-				struct held *p = realloc(r->held, cap * sizeof(*p));
-				if(!p){
-					flush_held(r);
-					return hand_over(r, seq, q);
-				}
-				r->held = p;
-				r->cap_held = cap;
+			if(ARRAY_GROW(r->held, r->n_held, r->cap_held, 64)){
+				flush_held(r);
+				return hand_over(r, seq, q);
 			}
 			r->held[r->n_held++] = (struct held){seq, *q};
 			return 0;
@@ -677,14 +666,8 @@ static int collect(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
 	struct restore *r = ctx;
 	struct jrec *e;
 
-	if(r->n_j == r->cap_j){
-		size_t cap = r->cap_j ? r->cap_j * 2 : 64;
-		e = realloc(r->j, cap * sizeof(*e));
-		if(!e){
-			return JOURNAL_ERR_NOMEM;
-		}
-		r->j = e;
-		r->cap_j = cap;
+	if(ARRAY_GROW(r->j, r->n_j, r->cap_j, 64)){
+		return JOURNAL_ERR_NOMEM;
 	}
 	e = &r->j[r->n_j];
 	memset(e, 0, sizeof(*e));
@@ -1023,14 +1006,8 @@ bool replay_duplicate(struct plugin *pl, const struct mosquitto_client_msg *d)
 	if(!held){
 		return false;
 	}
-	if(rp->n_drops == rp->cap_drops){
-		size_t cap = rp->cap_drops ? rp->cap_drops * 2 : 8;
-		p = realloc(rp->drops, cap * sizeof(*p));
-		if(!p){
-			return false;
-		}
-		rp->drops = p;
-		rp->cap_drops = cap;
+	if(ARRAY_GROW(rp->drops, rp->n_drops, rp->cap_drops, 8)){
+		return false;
 	}
 	p = &rp->drops[rp->n_drops];
 	if(!(p->clientid = strdup(d->clientid))){

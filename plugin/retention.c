@@ -24,6 +24,7 @@
  * entries of sessions that stay stored are read from the store (with their
  * bodies' size and expiry), as the broker's restore reports the others. */
 #include "adapter.h"
+#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -198,14 +199,8 @@ static void mark_due(struct retention *r, struct ret_session *s)
 	if(s->due || s->online){
 		return;
 	}
-	if(r->n_due == r->cap_due){
-		size_t cap = r->cap_due ? r->cap_due * 2 : 64;
-		struct ret_session **grown = realloc(r->due, cap * sizeof(*grown));
-		if(!grown){
-			return;   /* marked again at its next message or expiry scan */
-		}
-		r->due = grown;
-		r->cap_due = cap;
+	if(ARRAY_GROW(r->due, r->n_due, r->cap_due, 64)){
+		return;   /* marked again at its next message or expiry scan */
 	}
 	r->due[r->n_due++] = s;
 	s->due = true;

@@ -1,6 +1,7 @@
 /* Salvage (salvage.h): a damaged data file read without LMDB, every record
  * that authenticates written into a new database. */
 #include "salvage.h"
+#include "array.h"
 #include "bytes.h"
 #include "journal.h"
 #include "record.h"
@@ -292,15 +293,9 @@ static const char *client_of(const struct salvage *sv, const uint8_t *hash)
 
 static void name_add(struct salvage *sv, const uint8_t *hash, const char *clientid)
 {
-	if(sv->n_names == sv->cap_names){
-		size_t cap = sv->cap_names ? sv->cap_names * 2 : 256;
-		struct client_name *p = realloc(sv->names, cap * sizeof(*p));
-		if(!p){
-			sv->rc = STORE_ERR_NOMEM;
-			return;
-		}
-		sv->names = p;
-		sv->cap_names = cap;
+	if(ARRAY_GROW(sv->names, sv->n_names, sv->cap_names, 256)){
+		sv->rc = STORE_ERR_NOMEM;
+		return;
 	}
 	sv->names[sv->n_names].clientid = strdup(clientid);
 	if(!sv->names[sv->n_names].clientid){

@@ -1,5 +1,6 @@
 /* AES-256-GCM record envelope and HMAC-SHA256 index hashes (OpenSSL 3 EVP). */
 #include "seal.h"
+#include "array.h"
 #include "bytes.h"
 
 #include <errno.h>
@@ -348,14 +349,8 @@ int seal_learn_epoch(struct seal *s, uint32_t epoch, const uint8_t salt[SEAL_SAL
 	if((e = salt_find(s, epoch, &at)) != NULL){
 		return memcmp(e->salt, salt, SEAL_SALT_LEN) ? SEAL_ERR_FORMAT : SEAL_OK;
 	}
-	if(s->n_salts == s->cap_salts){
-		size_t cap = s->cap_salts ? s->cap_salts * 2 : 16;
-		e = realloc(s->salts, cap * sizeof(*e));
-		if(!e){
-			return SEAL_ERR_CRYPTO;
-		}
-		s->salts = e;
-		s->cap_salts = cap;
+	if(ARRAY_GROW(s->salts, s->n_salts, s->cap_salts, 16)){
+		return SEAL_ERR_CRYPTO;
 	}
 	memmove(&s->salts[at + 1], &s->salts[at], (s->n_salts - at) * sizeof(*s->salts));
 	s->salts[at].epoch = epoch;

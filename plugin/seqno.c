@@ -9,6 +9,7 @@
  * numbered entries in order with a "sent on this connection" mark: the
  * next send is the first entry not sent. */
 #include "adapter.h"
+#include "array.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -52,14 +53,8 @@ static void session_free(void *rec)
 
 static int entry_push(struct seq_session *s, uint64_t cmsg_id, uint64_t n)
 {
-	if(s->n == s->cap){
-		size_t cap = s->cap ? s->cap * 2 : 16;
-		struct seq_entry *e = realloc(s->e, cap * sizeof(*e));
-		if(!e){
-			return -1;
-		}
-		s->e = e;
-		s->cap = cap;
+	if(ARRAY_GROW(s->e, s->n, s->cap, 16)){
+		return -1;
 	}
 	s->e[s->n++] = (struct seq_entry){cmsg_id, n, false, false};
 	return 0;

@@ -2,6 +2,7 @@
  * an error and not a dead broker), compaction, counts for the CLI, and the
  * cross-references of verify. */
 #include "store_int.h"
+#include "array.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -373,14 +374,8 @@ struct id_set {
 
 static int id_set_add(struct id_set *s, const void *key)
 {
-	if(s->n == s->cap){
-		size_t cap = s->cap ? s->cap * 2 : 1024;
-		uint8_t *v = realloc(s->v, cap * s->width);
-		if(!v){
-			return -1;
-		}
-		s->v = v;
-		s->cap = cap;
+	if(array_grow(&s->v, &s->cap, s->n, s->width, 1024)){
+		return -1;
 	}
 	memcpy(s->v + s->n * s->width, key, s->width);
 	s->n++;

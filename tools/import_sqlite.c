@@ -14,6 +14,7 @@
  * messages of no session, references to a missing body, bodies nothing
  * references) is left out and counted. */
 #include "import_sqlite.h"
+#include "array.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -362,14 +363,8 @@ static int import_msg(struct import *im, struct row *r)
 	if(rc){
 		return rc == ROW_LEFT_OUT ? EXIT_DONE : rc;
 	}
-	if(im->n_ids == im->cap_ids){
-		size_t cap = im->cap_ids ? im->cap_ids * 2 : 1024;
-		uint64_t *ids = realloc(im->ids, cap * sizeof(*ids));
-		if(!ids){
-			return out_of_memory();
-		}
-		im->ids = ids;
-		im->cap_ids = cap;
+	if(ARRAY_GROW(im->ids, im->n_ids, im->cap_ids, 1024)){
+		return out_of_memory();
 	}
 	rc = put(im, store_msg_put(im->st, store_id, &m));
 	if(rc == EXIT_DONE){
