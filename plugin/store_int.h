@@ -1,6 +1,8 @@
 /* The store's insides, shared by its files (store*.c) and nobody else.
  *
- *   store.c         the struct's life: close, stats, names, the name hash cache
+ *   store.c         the struct's end, its stats
+ *   store_names.c   names: of databases and results, the keyed hashes of client
+ *                   ids and topics in keys (cached), associated data, the log
  *   store_buffer.c  the write buffer: each store_* change encoded as an operation
  *   store_commit.c  applying operations in a write transaction, reference counts,
  *                   the environment and its map, the writer thread, commits
@@ -186,8 +188,9 @@ struct guarded {
 
 void store_log(struct store *st, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* store.c */
+/* store_names.c */
 int store_hash_name(struct store *st, uint8_t kind, const char *name, uint8_t *out);
+void store_hash_cache_free(struct store *st);
 
 /* store_buffer.c */
 void store_newb_patch(struct store *st);
