@@ -154,7 +154,6 @@ struct backlog {
 	size_t n_due, cap_due;
 	char **draining;                /* connected sessions whose stored queue is handed back in parts */
 	size_t n_draining, cap_draining;
-	bool pushing;                   /* the broker's deletions are the plugin's own: not recorded */
 	uint64_t out_of_order;          /* routed during a hand-back and sent ahead of it */
 	uint64_t *resident;             /* bodies the broker holds: open addressing, 0 = empty */
 	size_t cap_resident, n_resident;
@@ -226,6 +225,30 @@ struct plugin {
 	struct backlog backlog;
 };
 
+/* The broker as the features reach it (broker.c). The calls that change
+ * what the broker holds can raise the plugin's persistence events before
+ * they return. */
+/* Logs a failed store call ("cannot record <what>") and maps it to MOSQ_ERR_*. */
+int store_result(int rc, const char *what);
+/* How a QoS 1/2 publish is refused: MQTT 5 has a reason code (quota
+ * exceeded); an MQTT 3.1.1 PUBACK has none, so such a publisher is
+ * disconnected unacknowledged and resends after reconnecting. */
+int publish_refusal(const struct mosquitto_evt_message *ed);
+/* The broker drops an outgoing message of clientid (its delete event follows). */
+int broker_entry_drop(const char *clientid, uint16_t mid, uint8_t qos);
+/* The same for a message the plugin keeps elsewhere: while the broker's
+ * delete event for it runs, broker_taking() is true (not to be recorded). */
+int broker_entry_take(const char *clientid, uint16_t mid, uint8_t qos);
+bool broker_taking(void);
+/* The broker drops every outgoing message it holds for clientid. */
+int broker_queue_release(const char *clientid);
+/* Sets the state of an outgoing message the broker holds for clientid. */
+int broker_entry_set_state(const char *clientid, uint16_t mid, uint8_t qos, uint8_t state);
+bool broker_topic_matches(const char *filter, const char *topic);
+
+/* Every feature forgets the session of clientid (features.c). */
+void features_session_gone(struct plugin *pl, const char *clientid);
+
 int persist_restore_cb(int event, void *event_data, void *userdata);
 /* A QoS 2 routing committed in part, done again at restore (restore.c). */
 bool replay_partial(struct plugin *pl, uint64_t lsn);
@@ -237,8 +260,6 @@ bool replay_dropping(const struct plugin *pl);
 void replay_tick(struct plugin *pl);
 void replay_free(struct plugin *pl);
 
-/* Logs a failed store call ("cannot record <what>") and maps it to MOSQ_ERR_*. */
-int store_result(int rc, const char *what);
 
 int on_base_msg_add(int event, void *event_data, void *userdata);
 int on_base_msg_delete(int event, void *event_data, void *userdata);
@@ -258,8 +279,15 @@ int on_connect(int event, void *event_data, void *userdata);
 int on_client_offline(int event, void *event_data, void *userdata);
 int on_disconnect(int event, void *event_data, void *userdata);
 
+/* Wills the broker publishes on its own (wills.c). */
 /* Deletes the records of delayed wills the broker has published by now. */
 void pending_wills_expire(struct plugin *pl, time_t now);
+/* A will's delay started: the broker publishes it at deadline. */
+void will_delay_track(struct plugin *pl, const char *clientid, time_t deadline);
+/* The broker handles clientid's going offline: what it publishes for it now is its will. */
+void will_leaving(struct plugin *pl, const char *clientid);
+/* clientid's will was deleted. */
+void will_gone(struct plugin *pl, const char *clientid);
 /* Whether a message the broker publishes with this source is the client's
  * will: it is leaving, or its will's delay is over. */
 bool will_publishing(const struct plugin *pl, const char *clientid);
@@ -269,17 +297,15 @@ void pending_will_forget(struct plugin *pl, const char *clientid);
 
 /* The intake journal (intake.c). */
 int on_message_in(int event, void *event_data, void *userdata);
-/* How a QoS 1/2 publish is refused: MQTT 5 has a reason code (quota
- * exceeded); an MQTT 3.1.1 PUBACK has none, so such a publisher is
- * disconnected unacknowledged and resends after reconnecting. */
-int publish_refusal(const struct mosquitto_evt_message *ed);
+/* The journal mark (mark.c): everything up to the last journal record, or up to lsn. */
 void journal_mark(struct plugin *pl);
-/* Every tick: publish mode's records that wait for no answer go to the disk. */
-void journal_tick(struct plugin *pl);
+void journal_mark_to(struct plugin *pl, uint64_t lsn);
 /* Commits what is buffered together with the journal mark that covers it:
  * committed without the mark, effects of journal records would be applied
  * again when a restart replays them. */
 int commit_marked(struct plugin *pl);
+/* Every tick: publish mode's records that wait for no answer go to the disk. */
+void journal_tick(struct plugin *pl);
 void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d);
 void journal_originated(struct plugin *pl, const struct mosquitto_base_msg *d);
 void journal_q2_routed(struct plugin *pl, uint64_t store_id);

@@ -337,16 +337,12 @@ void backlog_session_gone(struct plugin *pl, const char *clientid)
  * session until the client completes those exchanges. */
 static int release(struct plugin *pl, struct backlog_session *s)
 {
-	struct mosquitto_client_msg cm;
 	int rc;
 
 	if(s->n_pubrel){
 		return MOSQ_ERR_ALREADY_EXISTS;
 	}
-	memset(&cm, 0, sizeof(cm));
-	cm.clientid = s->clientid;
-	cm.direction = mosq_bmd_out;
-	rc = mosquitto_persist_client_msg_clear(&cm);
+	rc = broker_queue_release(s->clientid);
 	if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NOT_FOUND){
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot take the queue of offline client %s "
 				"out of the broker's memory: %s", s->clientid, mosquitto_strerror(rc));
@@ -385,7 +381,7 @@ bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	if(!backlog_on(pl)){
 		return true;
 	}
-	if(pl->backlog.pushing){
+	if(broker_taking()){
 		return false;
 	}
 	s = client_find(&pl->backlog.sessions, clientid);
@@ -510,19 +506,11 @@ static void drain_start(struct plugin *pl, struct backlog_session *s)
  * part of its stored queue once half of the last is acknowledged. */
 static bool drain_step(struct plugin *pl, struct backlog_session *s)
 {
-	struct mosquitto_client_msg cm;
 	int64_t next;
 
-	memset(&cm, 0, sizeof(cm));
-	cm.clientid = s->clientid;
-	cm.direction = MSG_DIR_OUT;
-	pl->backlog.pushing = true;
 	for(size_t i = 0; i < s->n_push; i++){
-		cm.mid = s->push[i].mid;
-		cm.qos = s->push[i].qos;
-		mosquitto_persist_client_msg_delete(&cm);
+		broker_entry_take(s->clientid, s->push[i].mid, s->push[i].qos);
 	}
-	pl->backlog.pushing = false;
 	s->n_push = 0;
 	if(!s->online || s->held * 2 > pl->cfg.queue_window){
 		return true;

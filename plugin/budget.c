@@ -90,8 +90,7 @@ static bool matches_offline(struct plugin *pl, const char *topic)
 		return true;
 	}
 	for(size_t i = 0; i < b->n; i++){
-		bool match = false;
-		if(mosquitto_topic_matches_sub(b->filters[i], topic, &match) == MOSQ_ERR_SUCCESS && match){
+		if(broker_topic_matches(b->filters[i], topic)){
 			return true;
 		}
 	}

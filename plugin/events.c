@@ -1,45 +1,9 @@
 /* Persistence events: each translates one broker struct into one store call.
  * The store buffers the write; the tick (plugin.c) commits. */
 #include "adapter.h"
-#include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* The broker checks will delays after the plugins' tick, against the clock
- * it read while waiting for sockets in the previous iteration. So a will
- * due at the first tick that sees its deadline is published at the latest
- * in the next iteration, and its routed copies are committed at the tick
- * after that: the third tick that sees the deadline. */
-#define WILL_DUE_TICKS 3
-
-int store_result(int rc, const char *what)
-{
-	if(rc == STORE_OK){
-		return MOSQ_ERR_SUCCESS;
-	}
-	mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot record %s: %s", what, store_strerror(rc));
-	return rc == STORE_ERR_NOMEM ? MOSQ_ERR_NOMEM : MOSQ_ERR_UNKNOWN;
-}
-
-/* Encodes a property list into the plugin's scratch buffer; the view is
- * valid until the next call. No list gives an absent field. */
-int props_view(struct plugin *pl, const mosquitto_property *props, struct bytes *out)
-{
-	out->data = NULL;
-	out->len = 0;
-	if(!props){
-		return 0;
-	}
-	buf_reset(&pl->props);
-	props_encode(&pl->props, props);
-	if(pl->props.err){
-		return -1;
-	}
-	out->data = pl->props.data;
-	out->len = pl->props.len;
-	return 0;
-}
 
 int on_base_msg_add(int event, void *event_data, void *userdata)
 {
@@ -134,87 +98,6 @@ int on_client_add(int event, void *event_data, void *userdata)
 	return client_put(userdata, &ed->data);
 }
 
-void pending_will_forget(struct plugin *pl, const char *clientid)
-{
-	for(size_t i = 0; i < pl->n_pending_wills; i++){
-		if(!strcmp(pl->pending_wills[i].clientid, clientid)){
-			free(pl->pending_wills[i].clientid);
-			pl->pending_wills[i] = pl->pending_wills[--pl->n_pending_wills];
-			return;
-		}
-	}
-}
-
-static void pending_will_track(struct plugin *pl, const char *clientid, time_t deadline)
-{
-	struct pending_will *p;
-
-	pending_will_forget(pl, clientid);
-	if(ARRAY_GROW(pl->pending_wills, pl->n_pending_wills, pl->cap_pending_wills, 16)){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: out of memory tracking the will delay of %s; "
-				"its will may be published again after a restart", clientid);
-		return;
-	}
-	p = &pl->pending_wills[pl->n_pending_wills];
-	p->clientid = strdup(clientid);
-	if(p->clientid){
-		p->deadline = deadline;
-		p->ticks_due = 0;
-		pl->n_pending_wills++;
-	}
-}
-
-static void leaving_end(struct plugin *pl)
-{
-	free(pl->leaving);
-	pl->leaving = NULL;
-}
-
-void pending_wills_expire(struct plugin *pl, time_t now)
-{
-	/* The broker handled the departure in one go, before this tick. */
-	leaving_end(pl);
-	for(size_t i = 0; i < pl->n_pending_wills;){
-		struct pending_will *p = &pl->pending_wills[i];
-		if(now >= p->deadline && ++p->ticks_due >= WILL_DUE_TICKS){
-			store_result(store_will_delete(pl->store, p->clientid), "a published will");
-			free(p->clientid);
-			*p = pl->pending_wills[--pl->n_pending_wills];
-		}else{
-			i++;
-		}
-	}
-}
-
-bool will_publishing(const struct plugin *pl, const char *clientid)
-{
-	time_t now = time(NULL);
-
-	if(!clientid){
-		return false;
-	}
-	if(pl->leaving && !strcmp(pl->leaving, clientid)){
-		return true;
-	}
-	for(size_t i = 0; i < pl->n_pending_wills; i++){
-		if(pl->pending_wills[i].deadline <= now && !strcmp(pl->pending_wills[i].clientid, clientid)){
-			return true;
-		}
-	}
-	return false;
-}
-
-void pending_wills_free(struct plugin *pl)
-{
-	leaving_end(pl);
-	for(size_t i = 0; i < pl->n_pending_wills; i++){
-		free(pl->pending_wills[i].clientid);
-	}
-	free(pl->pending_wills);
-	pl->pending_wills = NULL;
-	pl->n_pending_wills = pl->cap_pending_wills = 0;
-}
-
 /* The broker raises this, among other times, when a will's delay starts. */
 int on_client_update(int event, void *event_data, void *userdata)
 {
@@ -223,7 +106,7 @@ int on_client_update(int event, void *event_data, void *userdata)
 
 	(void)event;
 	if(ed->data.will_delay_time > time(NULL)){
-		pending_will_track(pl, ed->data.clientid, ed->data.will_delay_time);
+		will_delay_track(pl, ed->data.clientid, ed->data.will_delay_time);
 	}
 	return client_put(pl, &ed->data);
 }
@@ -234,12 +117,7 @@ int on_client_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	pending_will_forget(pl, ed->data.clientid);
-	dedup_client_gone(pl, ed->data.clientid, true);
-	seq_session_ended(pl, ed->data.clientid);
-	retention_session_gone(pl, ed->data.clientid);
-	backlog_session_gone(pl, ed->data.clientid);
-	incoming_forget(pl, ed->data.clientid);
+	features_session_gone(pl, ed->data.clientid);
 	journal_session_gone(pl, ed->data.clientid);
 	return store_result(store_session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
@@ -401,10 +279,7 @@ int on_will_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	pending_will_forget(pl, ed->data.clientid);
-	if(pl->leaving && ed->data.clientid && !strcmp(pl->leaving, ed->data.clientid)){
-		leaving_end(pl);
-	}
+	will_gone(pl, ed->data.clientid);
 	journal_will_gone(pl, ed->data.clientid);
 	return store_result(store_will_delete(pl->store, ed->data.clientid), "a will deletion");
 }
@@ -442,8 +317,7 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	}
 	/* The broker publishes its will next, if it has one due now (without
 	 * memory for the name, the will's record is an ordinary routing). */
-	free(pl->leaving);
-	pl->leaving = strdup(clientid);
+	will_leaving(pl, clientid);
 	dedup_client_gone(pl, clientid, false);
 	seq_connection_ended(pl, clientid);
 	retention_online(pl, clientid, false);

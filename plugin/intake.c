@@ -31,32 +31,6 @@ static void log_limited(struct plugin *pl, const char *what, int rc)
 	}
 }
 
-static void journal_mark_to(struct plugin *pl, uint64_t lsn);
-
-/* Everything the broker did up to the last journal record is buffered in
- * the store by now (events come before the packets they cause): mark it. */
-void journal_mark(struct plugin *pl)
-{
-	if(pl->journal){
-		journal_mark_to(pl, journal_last_lsn(pl->journal));
-	}
-}
-
-/* Marks up to lsn only: a QoS 2 routing in progress (journal_q2_out). */
-static void journal_mark_to(struct plugin *pl, uint64_t lsn)
-{
-	if(lsn > pl->marked_lsn && store_journal_mark(pl->store, lsn) == STORE_OK){
-		pl->marked_lsn = lsn;
-	}
-	journal_release(pl->journal, store_journal_durable(pl->store));
-}
-
-int commit_marked(struct plugin *pl)
-{
-	journal_mark(pl);
-	return store_commit(pl->store);
-}
-
 /* In plugin_opt_sync publish, the records no acknowledgement waits for
  * (those of a change the broker made after its answer, or with none) are
  * written to the mapping and synced together at the tick, or before the
@@ -116,12 +90,6 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 		journal_flush(pl);
 	}
 	return lsn;
-}
-
-int publish_refusal(const struct mosquitto_evt_message *ed)
-{
-	return mosquitto_client_protocol_version(ed->client) == 5 ? MOSQ_ERR_QUOTA_EXCEEDED
-		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
 }
 
 /* While the database's device is full nothing more can be kept: QoS 1/2
@@ -574,7 +542,6 @@ void journal_online(struct plugin *pl, const char *clientid, bool online)
 bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d)
 {
 	struct pubrel_list *l = pl->pubrel;
-	struct mosquitto_client_msg cm;
 
 	if(!l || strcmp(l->clientid, d->clientid)){
 		return false;
@@ -583,9 +550,7 @@ bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d)
 		if(l->seqs[i] != d->cmsg_id){
 			continue;
 		}
-		cm = *d;
-		cm.state = MSG_STATE_WAIT_FOR_PUBCOMP;
-		if(mosquitto_persist_client_msg_update(&cm) != MOSQ_ERR_SUCCESS){
+		if(broker_entry_set_state(d->clientid, d->mid, d->qos, MSG_STATE_WAIT_FOR_PUBCOMP) != MOSQ_ERR_SUCCESS){
 			return false;
 		}
 		backlog_pubrel_sent(pl, d->clientid, d->cmsg_id);
@@ -652,14 +617,8 @@ void pubrel_lapse_tick(struct plugin *pl)
 {
 	while(pl->n_lapsed){
 		struct pubrel_lapse *p = &pl->lapsed[--pl->n_lapsed];
-		struct mosquitto_client_msg cm = {
-			.clientid = p->clientid,
-			.mid = p->mid,
-			.qos = 2,
-			.direction = MSG_DIR_OUT,
-			.state = MSG_STATE_WAIT_FOR_PUBCOMP,
-		};
-		if(mosquitto_persist_client_msg_update(&cm) == MOSQ_ERR_SUCCESS){
+
+		if(broker_entry_set_state(p->clientid, p->mid, 2, MSG_STATE_WAIT_FOR_PUBCOMP) == MOSQ_ERR_SUCCESS){
 			mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: the PUBREL of message %u to %s was not "
 					"written (its connection failed); it is sent again at the next connection",
 					p->mid, p->clientid);

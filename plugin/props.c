@@ -125,3 +125,22 @@ int props_decode(struct bytes in, mosquitto_property **out)
 	*out = props;
 	return MOSQ_ERR_SUCCESS;
 }
+
+/* Encodes a property list into the plugin's scratch buffer; the view is
+ * valid until the next call. No list gives an absent field. */
+int props_view(struct plugin *pl, const mosquitto_property *props, struct bytes *out)
+{
+	out->data = NULL;
+	out->len = 0;
+	if(!props){
+		return 0;
+	}
+	buf_reset(&pl->props);
+	props_encode(&pl->props, props);
+	if(pl->props.err){
+		return -1;
+	}
+	out->data = pl->props.data;
+	out->len = pl->props.len;
+	return 0;
+}

@@ -308,8 +308,6 @@ void retention_session_gone(struct plugin *pl, const char *clientid)
  * disk mode the session is released and e is removed from the store. */
 static bool drop(struct plugin *pl, struct ret_session *s, struct ret_entry *e)
 {
-	struct mosquitto_client_msg cm;
-
 	if(backlog_on(pl)){
 		if(store_queue_remove(pl->store, s->clientid, e->cmsg_id, e->store_id) != STORE_OK){
 			return false;
@@ -317,12 +315,7 @@ static bool drop(struct plugin *pl, struct ret_session *s, struct ret_entry *e)
 		entry_gone(s, e);
 		return true;
 	}
-	memset(&cm, 0, sizeof(cm));
-	cm.clientid = s->clientid;
-	cm.mid = e->mid;
-	cm.qos = e->qos;
-	cm.direction = MSG_DIR_OUT;
-	mosquitto_persist_client_msg_delete(&cm);
+	broker_entry_drop(s->clientid, e->mid, e->qos);
 	if(!e->gone){
 		/* The broker no longer holds it: forget it rather than try again
 		 * at every tick. */
