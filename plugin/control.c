@@ -94,11 +94,11 @@ static int delete_account(struct request *rq)
 
 	/* From the broker's memory: the session (a connected client is cut off,
 	 * without its will) and its queue; then the personal retained messages.
-	 * The broker reports none of this, so the same goes from the database
-	 * after it. */
+	 * The broker reports none of this, so the same goes from what the
+	 * features keep and from the database after it. */
 	for(size_t i = 0; i < plan.n_clientids; i++){
 		mosquitto_persist_client_delete(plan.clientids[i]);
-		pending_will_forget(pl, plan.clientids[i]);
+		features_session_gone(pl, plan.clientids[i]);
 	}
 	for(size_t i = 0; i < plan.n_retained; i++){
 		mosquitto_persist_retain_msg_delete(plan.retained_topics[i]);

@@ -7,13 +7,14 @@ counted (control API, metrics) and logged with a rate-limited warning. Every
 test runs with plugin_opt_queue_storage memory and disk.
 """
 
+import json
 import time
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness import V5, Client, assert_plugin_said, control_stats, numbered_payload, seqs_of
+from harness import CONTROL_USER, V5, Client, assert_plugin_said, control_stats, numbered_payload, seqs_of
 
 
 @pytest.fixture(autouse=True, params=["memory", "disk"])
@@ -240,3 +241,25 @@ def test_expiry_past_the_packet_id_span(broker, queue_storage):
     assert s["messageBodies"] == 0, s
     _publish(broker, [n + 1])
     assert _drain(broker, expect=1) == [n + 1]
+
+
+def test_deleted_account_leaves_no_limits_behind(broker):
+    """deleteAccount removes the session from the broker, which reports no
+    deletion: the limits must forget the old queue too. Kept, its entries
+    counted against the new session of the same client id, and dropping
+    them by packet id dropped the new session's messages."""
+    broker.plugin_opts["max_queued_messages"] = "5"
+    broker.start()
+    _offline_sub(broker)
+    _publish(broker, range(1, 6))
+    with Client(broker, "ret-admin", version=V5, username=CONTROL_USER) as a:
+        a.subscribe("$CONTROL/persist-lmdb/v1/response", 1)
+        a.publish("$CONTROL/persist-lmdb/v1",
+                  json.dumps({"commands": [{"command": "deleteAccount", "clientid": "ret-sub"}]}), qos=1)
+        [resp] = json.loads(a.wait_for(1)[0].payload)["responses"]
+    assert resp["data"]["sessions"] == 1, resp
+    _offline_sub(broker)
+    _publish(broker, range(6, 11))
+    time.sleep(1.5)  # the limits run at the tick
+    assert control_stats(broker)["droppedQueueFull"] == 0
+    assert _drain(broker, expect=5) == list(range(6, 11))
