@@ -1,3 +1,4 @@
+/* Growable arrays (array.h). */
 #include "array.h"
 
 #include <stdint.h>
