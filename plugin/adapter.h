@@ -71,6 +71,7 @@
 BROKER_FUNCTIONS(WEAK_REF)
 
 #include "dedup.h"
+#include "idset.h"
 #include "journal.h"
 #include "options.h"
 #include "record.h"
@@ -155,8 +156,6 @@ struct backlog {
 	char **draining;                /* connected sessions whose stored queue is handed back in parts */
 	size_t n_draining, cap_draining;
 	uint64_t out_of_order;          /* routed during a hand-back and sent ahead of it */
-	uint64_t *resident;             /* bodies the broker holds: open addressing, 0 = empty */
-	size_t cap_resident, n_resident;
 	uint64_t evicted, loaded;       /* messages taken out of / handed back to the broker */
 	time_t log_at;
 	time_t unmapped_at;   /* monotonic second of the last store_unmap_pages */
@@ -223,6 +222,8 @@ struct plugin {
 	struct budget budget;
 	struct retention retention;
 	struct backlog backlog;
+	struct idset bodies_held;   /* disk mode: the bodies the broker holds (handback.c) */
+	const struct handed_notes *handed;  /* &features_handed */
 };
 
 /* The broker as the features reach it (broker.c). The calls that change
@@ -245,6 +246,8 @@ int broker_queue_release(const char *clientid);
 /* Sets the state of an outgoing message the broker holds for clientid. */
 int broker_entry_set_state(const char *clientid, uint16_t mid, uint8_t qos, uint8_t state);
 bool broker_topic_matches(const char *filter, const char *topic);
+/* A copy of p in the broker's heap (the broker frees it), NUL after len bytes. */
+void *broker_copy(const void *p, size_t len);
 
 /* Every feature forgets the session of clientid (features.c). */
 void features_session_gone(struct plugin *pl, const char *clientid);
@@ -355,10 +358,10 @@ int on_basic_auth(int event, void *event_data, void *userdata);
 void retention_free(struct plugin *pl);
 
 /* Offline backlogs on disk (backlog.c); no-ops with queue_storage memory. */
-bool backlog_on(const struct plugin *pl);
-void backlog_body_held(struct plugin *pl, uint64_t store_id);
-void backlog_body_gone(struct plugin *pl, uint64_t store_id);
-bool backlog_body_resident(const struct plugin *pl, uint64_t store_id);
+static inline bool backlog_on(const struct plugin *pl)
+{
+	return pl->cfg.queue_storage == QUEUE_STORAGE_DISK;
+}
 /* The broker holds none of the client's outgoing messages. */
 bool backlog_released(const struct plugin *pl, const char *clientid);
 /* The broker queued an outgoing message for clientid (state: where it put it). */
@@ -397,6 +400,65 @@ struct queue_load {
 int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql);
 /* Has the broker hold the body store_id (from the store) unless it does. */
 int body_ensure(struct plugin *pl, uint64_t store_id);
+/* plugin_opt_queue_storage disk: the bodies the broker holds, which a
+ * hand-back does not add again (handback.c). */
+void body_held(struct plugin *pl, uint64_t store_id);
+void body_gone(struct plugin *pl, uint64_t store_id);
+bool body_resident(const struct plugin *pl, uint64_t store_id);
+void bodies_free(struct plugin *pl);
+/* Hands a stored body to the broker; MOSQ_ERR_SUCCESS or why not. */
+int body_add(struct plugin *pl, uint64_t store_id, const struct rec_base_msg *m);
+
+/* What the journal says about a queue entry, for a hand-over at start-up
+ * (restore.c keeps the journal's records). */
+struct handover_journal {
+	void *ctx;
+	/* The incoming QoS 2 entry was released (routed): the record notes its body. */
+	bool (*released_in)(void *ctx, const char *clientid, uint64_t seq, uint64_t store_id);
+	/* The outgoing QoS 2 entry's PUBREL was sent. */
+	bool (*pubrel_sent)(void *ctx, const char *clientid, uint64_t seq);
+};
+
+/* What a hand-over tells the features (features.c fills it in): handback.c,
+ * which a feature calls too, names none of them. */
+struct handed_notes {
+	/* A body the broker took. */
+	void (*body)(struct plugin *pl, uint64_t store_id, uint32_t bytes, int64_t expiry);
+	/* An incoming QoS 2 entry the broker took, not released yet. */
+	void (*incoming)(struct plugin *pl, uint64_t store_id, const char *clientid, uint64_t seq);
+	/* An outgoing entry the broker took at start-up (one handed back at run
+	 * time was counted when it was stored). */
+	void (*outgoing)(struct plugin *pl, const char *clientid, uint64_t seq, uint16_t mid, uint8_t qos,
+			uint64_t store_id);
+	/* An entry the broker refused: removed from the store. */
+	void (*refused)(struct plugin *pl, const char *clientid, uint64_t seq);
+};
+extern const struct handed_notes features_handed;
+
+struct held;
+
+/* One session's queue handed to the broker (handback.c). */
+struct handover {
+	struct plugin *pl;
+	const char *clientid;
+	const struct handover_journal *journal;  /* NULL: none */
+	struct queue_load *load;      /* a hand-back at run time (queue_load), or NULL */
+	size_t visited;               /* queue_load: outgoing entries seen */
+	unsigned next_mid;
+	int walk_rc;
+	uint8_t own_mids[MID_MAP_BYTES];
+	uint8_t *mids;                /* the session's packet ids in use: own_mids or the caller's */
+	unsigned n_mids;              /* how many */
+	struct pubrel_list pubrel;    /* the session's QoS 2 messages whose PUBREL was sent */
+	struct held *held;            /* the session's first outgoing entries, not handed over yet */
+	size_t n_held, cap_held;
+	bool holding;
+	unsigned long refused, orphaned;  /* this session's entries the broker refused / without a body */
+	unsigned long queued, failed, pubrel_resumed;  /* over every session handed over */
+};
+/* Hands h->clientid's stored queue to the broker from seq from (0: its start). */
+void handover_session(struct handover *h, uint64_t from);
+void handover_free(struct handover *h);
 
 /* MOSQ_ERR_SUCCESS, or the refusal of a publish over plugin_opt_max_db_size. */
 int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed);

@@ -72,98 +72,6 @@ static bool list_add(char ***list, size_t *n, size_t *cap, const char *clientid)
 	return true;
 }
 
-bool backlog_on(const struct plugin *pl)
-{
-	return pl->cfg.queue_storage == QUEUE_STORAGE_DISK;
-}
-
-/* The set of store ids the broker holds: open addressing, linear probing,
- * 0 marks an empty slot (the broker never uses store id 0). */
-static size_t id_slot(const struct backlog *b, uint64_t id)
-{
-	uint64_t h = id * 0x9E3779B97F4A7C15ull;
-	size_t mask = b->cap_resident - 1;
-	size_t i = (size_t)(h >> 32) & mask;
-
-	while(b->resident[i] && b->resident[i] != id){
-		i = (i + 1) & mask;
-	}
-	return i;
-}
-
-static int id_grow(struct backlog *b)
-{
-	size_t cap = b->cap_resident ? b->cap_resident * 2 : 1024;
-	uint64_t *old = b->resident;
-	size_t old_cap = b->cap_resident;
-
-	b->resident = calloc(cap, sizeof(*b->resident));
-	if(!b->resident){
-		b->resident = old;
-		return -1;
-	}
-	b->cap_resident = cap;
-	for(size_t i = 0; i < old_cap; i++){
-		if(old[i]){
-			b->resident[id_slot(b, old[i])] = old[i];
-		}
-	}
-	free(old);
-	return 0;
-}
-
-void backlog_body_held(struct plugin *pl, uint64_t store_id)
-{
-	struct backlog *b = &pl->backlog;
-	size_t i;
-
-	if(!backlog_on(pl) || !store_id){
-		return;
-	}
-	if((b->n_resident + 1) * 2 > b->cap_resident && id_grow(b)){
-		/* Not knowing it is held, a later hand-back adds the body
-		 * again, which the broker refuses as a duplicate. */
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory noting a held message");
-		return;
-	}
-	i = id_slot(b, store_id);
-	if(!b->resident[i]){
-		b->resident[i] = store_id;
-		b->n_resident++;
-	}
-}
-
-void backlog_body_gone(struct plugin *pl, uint64_t store_id)
-{
-	struct backlog *b = &pl->backlog;
-	size_t i, j, mask;
-
-	if(!backlog_on(pl) || !b->cap_resident){
-		return;
-	}
-	mask = b->cap_resident - 1;
-	i = id_slot(b, store_id);
-	if(!b->resident[i]){
-		return;
-	}
-	b->resident[i] = 0;
-	b->n_resident--;
-	/* Moves back the entries of the run after i that would no longer be
-	 * found past the hole. */
-	for(j = (i + 1) & mask; b->resident[j]; j = (j + 1) & mask){
-		uint64_t id = b->resident[j];
-		b->resident[j] = 0;
-		b->resident[id_slot(b, id)] = id;
-	}
-}
-
-bool backlog_body_resident(const struct plugin *pl, uint64_t store_id)
-{
-	const struct backlog *b = &pl->backlog;
-
-	return b->cap_resident && b->resident[id_slot(b, store_id)] == store_id;
-}
-
 /* Offline, released at the last tick (or stored since the restart), not
  * handed back since, and no PUBREL outstanding. */
 bool backlog_released(const struct plugin *pl, const char *clientid)
@@ -621,6 +529,5 @@ void backlog_free(struct plugin *pl)
 		free(b->draining[i]);
 	}
 	free(b->draining);
-	free(b->resident);
 	memset(b, 0, sizeof(*b));
 }

@@ -80,3 +80,16 @@ bool broker_topic_matches(const char *filter, const char *topic)
 
 	return mosquitto_topic_matches_sub(filter, topic, &match) == MOSQ_ERR_SUCCESS && match;
 }
+
+void *broker_copy(const void *p, size_t len)
+{
+	uint8_t *out = mosquitto_malloc(len + 1);
+
+	if(out){
+		if(len){
+			memcpy(out, p, len);
+		}
+		out[len] = '\0';
+	}
+	return out;
+}

@@ -36,7 +36,7 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 	journal_originated(pl, d);
 	replay_body_added(pl, d);
 	retention_body(pl, d->store_id, d->payloadlen, m.expiry_time);
-	backlog_body_held(pl, d->store_id);
+	body_held(pl, d->store_id);
 	return store_result(store_msg_put(pl->store, d->store_id, &m), "a message");
 }
 
@@ -47,7 +47,7 @@ int on_base_msg_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	retention_body_gone(pl, ed->data.store_id);
-	backlog_body_gone(pl, ed->data.store_id);
+	body_gone(pl, ed->data.store_id);
 	return store_result(store_msg_release(pl->store, ed->data.store_id), "a message release");
 }
 

@@ -12,3 +12,10 @@ void features_session_gone(struct plugin *pl, const char *clientid)
 	backlog_session_gone(pl, clientid);
 	incoming_forget(pl, clientid);
 }
+
+const struct handed_notes features_handed = {
+	.body = retention_body,
+	.incoming = incoming_add,
+	.outgoing = retention_add,
+	.refused = retention_remove,
+};

@@ -161,6 +161,7 @@ static void plugin_free(struct plugin *pl)
 	budget_free(pl);
 	retention_free(pl);
 	backlog_free(pl);
+	bodies_free(pl);
 	free(pl);
 }
 
@@ -297,6 +298,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		free(kv);
 		return MOSQ_ERR_NOMEM;
 	}
+	pl->handed = &features_handed;
 	for(int i = 0; i < opt_count; i++){
 		kv[i].key = opts[i].key;
 		kv[i].value = opts[i].value;

@@ -19,108 +19,29 @@ struct jrec {
 	uint64_t store_id;        /* JREC_RELEASED_IN: the incoming entry's body, 0 when gone */
 };
 
-/* Most entries of a session held back at its restore (session_queue_restore). */
-#define HOLD_MAX 1024
-
-struct held {
-	uint64_t seq;
-	struct rec_queue q;
-};
-
 struct restore {
 	struct plugin *pl;
 	struct jrec *j;           /* in lsn order */
 	size_t n_j, cap_j;
 	struct jrec **by_entry;   /* the queue-entry records, by client id and seq */
 	size_t n_by_entry;
-	unsigned long replayed, pubrel_resumed, applied;
-	struct pubrel_list pubrel;    /* the session's QoS 2 messages whose PUBREL was sent */
-	struct held *held;            /* the session's first outgoing entries, not handed over yet */
-	size_t n_held, cap_held;
-	bool holding;
-	struct queue_load *load;      /* set by queue_load */
-	size_t visited;               /* queue_load: outgoing entries seen */
-	unsigned next_mid;
-	int walk_rc;
-	uint8_t own_mids[MID_MAP_BYTES];
-	uint8_t *mids;                /* the session's packet ids in use: own_mids or the caller's */
-	unsigned n_mids;              /* how many */
-	const struct rec_session *session;
-	unsigned long session_refused, session_orphaned;
-	unsigned long msgs, retained, sessions, subs, queued, wills;
+	unsigned long replayed, applied;
+	struct handover h;            /* each session's queue, handed over in turn */
+	struct handover_journal jhooks;  /* what the journal says about its entries */
+	unsigned long msgs, retained, sessions, subs, wills;
 	unsigned long failed;
 };
-
-static void *heap_copy(const void *p, size_t len)
-{
-	uint8_t *out = mosquitto_malloc(len + 1);
-
-	if(out){
-		if(len){
-			memcpy(out, p, len);
-		}
-		out[len] = '\0';
-	}
-	return out;
-}
 
 static int restore_msg(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
 {
 	struct restore *r = ctx;
-	struct mosquitto_base_msg msg;
-	int rc;
 
-	memset(&msg, 0, sizeof(msg));
-	msg.store_id = store_id;
-	msg.expiry_time = m->expiry_time;
-	msg.source_id = (char *)m->source_id;
-	msg.source_username = (char *)m->source_username;
-	msg.payloadlen = (uint32_t)m->payload.len;
-	msg.source_mid = m->source_mid;
-	msg.source_port = m->source_port;
-	msg.qos = m->qos;
-	msg.retain = m->retain;
-	msg.topic = mosquitto_strdup(m->topic);
-	msg.payload = heap_copy(m->payload.data, m->payload.len);
-	if(!msg.topic || !msg.payload || (m->properties.data && props_decode(m->properties, &msg.properties))){
-		mosquitto_free(msg.topic);
-		mosquitto_free(msg.payload);
-		r->failed++;
-		return 0;
-	}
-	rc = mosquitto_persist_base_msg_add(&msg);
-	if(rc == MOSQ_ERR_SUCCESS){
-		retention_body(r->pl, store_id, msg.payloadlen, m->expiry_time);
-		backlog_body_held(r->pl, store_id);
-	}
-	/* The broker owns the topic, payload and properties from the call on,
-	 * except when it refuses the arguments outright. */
-	if(rc == MOSQ_ERR_INVAL){
-		mosquitto_free(msg.topic);
-		mosquitto_free(msg.payload);
-		mosquitto_property_free_all(&msg.properties);
-	}
-	if(rc == MOSQ_ERR_SUCCESS){
+	if(body_add(r->pl, store_id, m) == MOSQ_ERR_SUCCESS){
 		r->msgs++;
 	}else{
 		r->failed++;
 	}
 	return 0;
-}
-
-int body_ensure(struct plugin *pl, uint64_t store_id)
-{
-	struct restore r;
-
-	if(backlog_body_resident(pl, store_id)){
-		return MOSQ_ERR_SUCCESS;
-	}
-	memset(&r, 0, sizeof(r));
-	r.pl = pl;
-	if(store_msg_get(pl->store, store_id, restore_msg, &r) != STORE_OK){
-		return MOSQ_ERR_UNKNOWN;
-	}
-	return r.msgs ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOT_FOUND;
 }
 
 static int restore_retained(void *ctx, const struct rec_retain *rt)
@@ -181,147 +102,22 @@ static struct jrec *journal_entry(struct restore *r, const char *clientid, uint6
 	return hit ? *hit : NULL;
 }
 
-/* Applies what the journal says about one queue entry; returns true when
- * the entry is used up (an incoming message the journal says was routed). */
-static bool queued_from_journal(struct restore *r, uint64_t seq, const struct rec_queue *q)
+/* The journal as handback.c asks it (struct handover_journal): an incoming
+ * QoS 2 entry the journal says was released (its record learns the body),
+ * and an outgoing QoS 2 entry whose PUBREL it says was sent. */
+static bool journaled_released_in(void *ctx, const char *clientid, uint64_t seq, uint64_t store_id)
 {
-	const char *clientid = r->session->clientid;
-	struct store *st = r->pl->store;
-	struct jrec *e;
+	struct jrec *e = journal_entry(ctx, clientid, seq, JREC_RELEASED_IN);
 
-	if(q->direction == MSG_DIR_IN && q->qos == 2){
-		e = journal_entry(r, clientid, seq, JREC_RELEASED_IN);
-		if(e){
-			e->store_id = q->store_id;
-			store_queue_remove(st, clientid, seq, q->store_id);
-			store_msg_release(st, q->store_id);
-			return true;
-		}
+	if(e){
+		e->store_id = store_id;
 	}
-	if(q->direction == MSG_DIR_OUT && q->qos == 2){
-		bool sent = q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL;
-		if(!sent && journal_entry(r, clientid, seq, JREC_PUBREL_SENT)){
-			struct rec_queue upd = *q;
-			upd.state = MSG_STATE_WAIT_FOR_PUBCOMP;
-			store_queue_update(st, clientid, seq, &upd);
-			sent = true;
-		}
-		if(sent){
-			struct pubrel_list *l = &r->pubrel;
-			if(ARRAY_GROW(l->seqs, l->n, l->cap, 8)){
-				mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
-						"of %s will be sent again as a new PUBLISH", q->mid, clientid);
-				return false;
-			}
-			l->seqs[l->n++] = seq;
-		}
-	}
-	return false;
+	return e != NULL;
 }
 
-#define ADD_QUEUED_OR_DROPPED 2
-
-/* An outgoing message the client may have received: its packet id stays. */
-static bool was_sent(uint8_t state)
+static bool journaled_pubrel_sent(void *ctx, const char *clientid, uint64_t seq)
 {
-	return state == MSG_STATE_WAIT_FOR_PUBACK || state == MSG_STATE_WAIT_FOR_PUBREC
-		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP;
-}
-
-/* The next packet id no message handed over so far has; once all are
- * taken, the next one (as the broker numbers a queue longer than the id
- * space). */
-static uint16_t free_mid(struct restore *r)
-{
-	for(unsigned i = 0; i < 65535 && r->n_mids < 65535; i++){
-		unsigned mid = r->next_mid % 65535 + 1;
-		r->next_mid = mid;
-		if(!(r->mids[mid >> 3] & (1u << (mid & 7)))){
-			return (uint16_t)mid;
-		}
-	}
-	r->next_mid = r->next_mid % 65535 + 1;
-	return (uint16_t)r->next_mid;
-}
-
-/* Hands one stored entry to the broker; 1 stops the walk (a part of a
- * hand-back is full). */
-static int hand_over(struct restore *r, uint64_t seq, const struct rec_queue *q)
-{
-	struct mosquitto_client_msg cm;
-	int rc;
-
-	if(queued_from_journal(r, seq, q)){
-		return 0;
-	}
-	memset(&cm, 0, sizeof(cm));
-	cm.mid = q->mid;
-	if(q->direction == MSG_DIR_OUT && q->qos > 0){
-		/* In disk mode the broker deletes, acknowledges and takes back a
-		 * client's messages by packet id, and numbers the ones it routes on
-		 * from the last id it was handed: stored ids (from several broker
-		 * runs, or given at an earlier hand-back) would collide with those.
-		 * A message not yet sent gets the next free id, in queue order; one
-		 * sent keeps its id, by which the client knows it. Memory mode keeps
-		 * every id, as the broker's own persistence does. */
-		if(backlog_on(r->pl) && !was_sent(q->state)){
-			cm.mid = free_mid(r);
-		}
-		r->next_mid = cm.mid;
-		if(!(r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
-			r->mids[cm.mid >> 3] |= (uint8_t)(1u << (cm.mid & 7));
-			r->n_mids++;
-		}
-	}
-	cm.clientid = r->session->clientid;
-	cm.cmsg_id = seq;
-	cm.store_id = q->store_id;
-	cm.subscription_identifier = q->subscription_identifier;
-	cm.qos = q->qos;
-	cm.retain = q->retain;
-	cm.dup = q->dup;
-	cm.direction = q->direction;
-	cm.state = q->state;
-	rc = backlog_on(r->pl) ? body_ensure(r->pl, q->store_id) : MOSQ_ERR_SUCCESS;
-	if(rc == MOSQ_ERR_SUCCESS){
-		rc = mosquitto_persist_client_msg_add(&cm);
-	}
-	/* The broker answers 2 both for a message it queued behind a connected
-	 * client's in-flight window and for one it dropped at its queue limits. */
-	if(rc == ADD_QUEUED_OR_DROPPED && r->load){
-		if(r->load->kick){
-			rc = MOSQ_ERR_SUCCESS;
-		}else{
-			/* The rest stays stored, for a later part. */
-			r->load->next_seq = seq;
-			return 1;
-		}
-	}
-	if(rc == MOSQ_ERR_SUCCESS){
-		r->queued++;
-		if(q->direction == MSG_DIR_IN){
-			incoming_add(r->pl, q->store_id, cm.clientid, seq);
-		}
-		/* A hand-back's entries are under the limits since they were stored. */
-		if(q->direction == MSG_DIR_OUT && !r->load){
-			retention_add(r->pl, cm.clientid, seq, cm.mid, q->qos, q->store_id);
-		}
-		if(q->seq_no && q->direction == MSG_DIR_OUT){
-			seq_restore(r->pl, cm.clientid, seq, q->seq_no,
-					q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL);
-		}
-		return 0;
-	}
-	/* Kept, it would come back after newer messages at a later restart. */
-	store_queue_remove(r->pl->store, r->session->clientid, seq, q->store_id);
-	retention_remove(r->pl, r->session->clientid, seq);
-	r->failed++;
-	if(rc == MOSQ_ERR_NOT_FOUND){
-		r->session_orphaned++;
-	}else{
-		r->session_refused++;
-	}
-	return 0;
+	return journal_entry(ctx, clientid, seq, JREC_PUBREL_SENT) != NULL;
 }
 
 static int publish_copy(const struct rec_base_msg *m)
@@ -334,7 +130,7 @@ static int publish_copy(const struct rec_base_msg *m)
 		return MOSQ_ERR_MALFORMED_PACKET;
 	}
 	if(m->payload.len){
-		payload = heap_copy(m->payload.data, m->payload.len);
+		payload = broker_copy(m->payload.data, m->payload.len);
 		if(!payload){
 			mosquitto_property_free_all(&props);
 			return MOSQ_ERR_NOMEM;
@@ -418,143 +214,6 @@ static int restore_will(void *ctx, const struct rec_will *w)
 	return 0;
 }
 
-/* An outgoing QoS 2 entry whose PUBREL was sent (stored so, or journaled). */
-static bool pubrel_sent(struct restore *r, uint64_t seq, const struct rec_queue *q)
-{
-	return q->direction == MSG_DIR_OUT && q->qos == 2
-		&& (q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL
-			|| journal_entry(r, r->session->clientid, seq, JREC_PUBREL_SENT));
-}
-
-/* The held entries, those whose PUBREL was sent first (see
- * session_queue_restore), then no more holding. */
-static void flush_held(struct restore *r)
-{
-	for(int pass = 0; pass < 2; pass++){
-		for(size_t i = 0; i < r->n_held; i++){
-			struct held *h = &r->held[i];
-			if(pubrel_sent(r, h->seq, &h->q) == (pass == 0)){
-				hand_over(r, h->seq, &h->q);
-			}
-		}
-	}
-	r->n_held = 0;
-	r->holding = false;
-}
-
-static int restore_queued(void *ctx, uint64_t seq, const struct rec_queue *q)
-{
-	struct restore *r = ctx;
-
-	if(r->load){
-		struct queue_load *ql = r->load;
-		if(ql->before && seq >= ql->before){
-			return 1;
-		}
-		if(!ql->incoming && q->direction == MSG_DIR_IN){
-			return 0;
-		}
-		if(q->direction == MSG_DIR_OUT && ql->max && r->visited == ql->max){
-			ql->next_seq = seq;
-			return 1;
-		}
-		r->visited += q->direction == MSG_DIR_OUT;
-	}
-	if(r->holding && q->direction == MSG_DIR_OUT){
-		if(r->n_held < HOLD_MAX){
-			if(ARRAY_GROW(r->held, r->n_held, r->cap_held, 64)){
-				flush_held(r);
-				return hand_over(r, seq, q);
-			}
-			r->held[r->n_held++] = (struct held){seq, *q};
-			return 0;
-		}
-		flush_held(r);
-	}
-	return hand_over(r, seq, q);
-}
-
-/* The broker moves queued messages in flight, and sends them to a connected
- * client, after it deletes one: deleting a packet id none of the session's
- * messages has does just that. */
-static void fill_in_flight(struct restore *r)
-{
-	struct mosquitto_client_msg cm;
-
-	memset(&cm, 0, sizeof(cm));
-	cm.clientid = (char *)r->session->clientid;
-	cm.direction = MSG_DIR_OUT;
-	cm.qos = 2;
-	/* Handed back in parts, a queue's earlier parts hold the ids before
-	 * the ones of this part: the next id is free. */
-	cm.mid = free_mid(r);
-	if(!(r->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
-		mosquitto_persist_client_msg_delete(&cm);
-	}
-}
-
-/* Has the broker move the session's first messages in flight now, so that
- * the ones whose PUBREL was sent keep that state (intake.c). */
-static void pubrel_resume_session(struct restore *r)
-{
-	size_t before = r->pubrel.n;
-
-	r->pubrel.clientid = r->session->clientid;
-	r->pl->pubrel = &r->pubrel;
-	fill_in_flight(r);
-	r->pl->pubrel = NULL;
-	r->pubrel_resumed += before - r->pubrel.n;
-	if(r->pubrel.n){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: %zu QoS 2 messages of client %s had their "
-				"PUBREL sent but are not among the first in flight: they are sent again as new PUBLISHes",
-				r->pubrel.n, r->session->clientid);
-	}
-	r->pubrel.n = 0;
-}
-
-/* Hands the session's queue (r->session) to the broker. */
-/* from: the first seq to hand over (0: the queue's start). */
-static void session_queue_restore(struct restore *r, uint64_t from)
-{
-	const struct rec_session *s = r->session;
-
-	r->session_refused = r->session_orphaned = 0;
-	if(r->mids == r->own_mids){
-		memset(r->own_mids, 0, sizeof(r->own_mids));
-		r->n_mids = 0;
-	}
-	if(r->pl->cfg.seq_property){
-		uint64_t last;
-		if(store_seqno_get(r->pl->store, s->clientid, &last) == STORE_OK){
-			seq_restore_last(r->pl, s->clientid, last);
-		}
-	}
-	/* The broker puts a session's first messages in flight (its window), and
-	 * only those can resume at PUBREL: the others go out as new PUBLISHes.
-	 * Entries ahead of one whose PUBREL was sent (deliveries acknowledged
-	 * just before the crash, whose deletion was not committed) would push
-	 * it out of the window; so a whole session's first entries are held and
-	 * handed over with those whose PUBREL was sent first. They carry no new
-	 * delivery, so the order of deliveries stays. */
-	r->holding = !r->load;
-	r->walk_rc = from ? store_walk_queue_from(r->pl->store, s->clientid, from, restore_queued, r)
-		: store_walk_queue(r->pl->store, s->clientid, restore_queued, r);
-	flush_held(r);
-	if(r->pubrel.n){
-		pubrel_resume_session(r);
-	}
-	if(r->session_orphaned){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
-				"when handing them to the broker: their message bodies are missing (rejected or lost)",
-				r->session_orphaned, s->clientid);
-	}
-	if(r->session_refused){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
-				"when handing them to the broker: it refused them (max_queued_messages / max_queued_bytes)",
-				r->session_refused, s->clientid);
-	}
-}
-
 static bool journal_mentions(struct restore *r, const char *clientid)
 {
 	for(size_t lo = 0, hi = r->n_by_entry; lo < hi;){
@@ -570,36 +229,6 @@ static bool journal_mentions(struct restore *r, const char *clientid)
 		}
 	}
 	return false;
-}
-
-int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql)
-{
-	struct rec_session s = {.clientid = clientid};
-	struct restore *r = calloc(1, sizeof(*r));
-	int rc;
-
-	if(!r){
-		return STORE_ERR_NOMEM;
-	}
-	r->pl = pl;
-	r->load = ql;
-	r->mids = ql->mids ? ql->mids : r->own_mids;
-	for(size_t i = 0; ql->mids && i < MID_MAP_BYTES; i++){
-		r->n_mids += (unsigned)__builtin_popcount(ql->mids[i]);
-	}
-	r->next_mid = ql->next_mid;
-	r->session = &s;
-	ql->next_seq = 0;
-	session_queue_restore(r, ql->from);
-	if(ql->kick && r->queued){
-		fill_in_flight(r);
-	}
-	ql->loaded = r->queued;
-	ql->next_mid = r->next_mid;
-	rc = r->walk_rc == 1 ? STORE_OK : r->walk_rc;
-	free(r->pubrel.seqs);
-	free(r);
-	return rc;
 }
 
 static int restore_session(void *ctx, const struct rec_session *s)
@@ -640,14 +269,14 @@ static int restore_session(void *ctx, const struct rec_session *s)
 		return 0;
 	}
 	r->sessions++;
-	r->session = s;
+	r->h.clientid = s->clientid;
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
 	if(backlog_on(r->pl)){
 		/* A session the journal names is restored whole, and released
 		 * at the first tick. */
 		bool held = journal_mentions(r, s->clientid);
 		if(held){
-			session_queue_restore(r, 0);
+			handover_session(&r->h, 0);
 		}
 		if(backlog_defer(r->pl, s->clientid, held)){
 			r->failed++;
@@ -655,9 +284,9 @@ static int restore_session(void *ctx, const struct rec_session *s)
 			retention_stored(r->pl, s->clientid);
 		}
 	}else{
-		session_queue_restore(r, 0);
+		handover_session(&r->h, 0);
 	}
-	r->session = NULL;
+	r->h.clientid = NULL;
 	return 0;
 }
 
@@ -856,8 +485,7 @@ static void journal_done(struct restore *r)
 	}
 	free(r->j);
 	free(r->by_entry);
-	free(r->pubrel.seqs);
-	free(r->held);
+	handover_free(&r->h);
 }
 
 /* ---- a QoS 2 routing done again ----
@@ -1061,7 +689,10 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	(void)event_data;
 	memset(&r, 0, sizeof(r));
 	r.pl = userdata;
-	r.mids = r.own_mids;
+	r.h.pl = r.pl;
+	r.h.mids = r.h.own_mids;
+	r.jhooks = (struct handover_journal){&r, journaled_released_in, journaled_pubrel_sent};
+	r.h.journal = &r.jhooks;
 
 	rc = r.pl->journal ? journal_read(&r) : 0;
 	if(!rc){
@@ -1101,8 +732,8 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 			"%lu queued messages, %lu wills; %lu messages routed again from the journal, "
 			"%lu journaled changes applied, "
 			"%lu QoS 2 exchanges resumed at PUBREL; %lu could not be restored, %llu records rejected%s",
-			r.msgs, r.retained, r.sessions, r.subs, r.queued, r.wills, r.replayed, r.applied, r.pubrel_resumed,
-			r.failed,
+			r.msgs, r.retained, r.sessions, r.subs, r.h.queued, r.wills, r.replayed, r.applied,
+			r.h.pubrel_resumed, r.failed + r.h.failed,
 			(unsigned long long)stats.records_rejected, rc ? "; restore stopped early" : "");
 	return rc ? MOSQ_ERR_UNKNOWN : MOSQ_ERR_SUCCESS;
 }

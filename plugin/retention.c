@@ -97,7 +97,7 @@ static int bodies_rehash(struct plugin *pl, size_t cap, bool resident_only)
 	r->bcap = cap;
 	r->bcount = 0;
 	for(size_t i = 0; i < old_cap; i++){
-		if(old[i].store_id && (!resident_only || backlog_body_resident(pl, old[i].store_id))){
+		if(old[i].store_id && (!resident_only || body_resident(pl, old[i].store_id))){
 			r->bodies[body_slot(r, old[i].store_id)] = old[i];
 			r->bcount++;
 		}
@@ -607,7 +607,7 @@ void retention_stored_done(struct plugin *pl)
 	size_t n = 0, cap = 1024;
 
 	for(size_t i = 0; i < r->bcap; i++){
-		n += r->bodies[i].store_id && backlog_body_resident(pl, r->bodies[i].store_id);
+		n += r->bodies[i].store_id && body_resident(pl, r->bodies[i].store_id);
 	}
 	if(!n){
 		free(r->bodies);

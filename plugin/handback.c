@@ -1,0 +1,419 @@
+/* Handing a session's stored queue to the broker: at start-up for every
+ * session (restore.c), and with plugin_opt_queue_storage disk to a client
+ * that returns, in parts (backlog.c). What the journal says about an entry
+ * reaches it through the hooks restore.c gives; a hand-back at run time has
+ * none. */
+#include "adapter.h"
+#include "array.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Most entries of a session held back at its restore (handover_session). */
+#define HOLD_MAX 1024
+
+struct held {
+	uint64_t seq;
+	struct rec_queue q;
+};
+
+void body_held(struct plugin *pl, uint64_t store_id)
+{
+	if(backlog_on(pl) && store_id && idset_add(&pl->bodies_held, store_id)){
+		/* Not knowing it is held, a later hand-back adds the body
+		 * again, which the broker refuses as a duplicate. */
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory noting a held message");
+	}
+}
+
+void body_gone(struct plugin *pl, uint64_t store_id)
+{
+	idset_remove(&pl->bodies_held, store_id);
+}
+
+bool body_resident(const struct plugin *pl, uint64_t store_id)
+{
+	return idset_has(&pl->bodies_held, store_id);
+}
+
+void bodies_free(struct plugin *pl)
+{
+	idset_free(&pl->bodies_held);
+}
+
+int body_add(struct plugin *pl, uint64_t store_id, const struct rec_base_msg *m)
+{
+	struct mosquitto_base_msg msg;
+	int rc;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.store_id = store_id;
+	msg.expiry_time = m->expiry_time;
+	msg.source_id = (char *)m->source_id;
+	msg.source_username = (char *)m->source_username;
+	msg.payloadlen = (uint32_t)m->payload.len;
+	msg.source_mid = m->source_mid;
+	msg.source_port = m->source_port;
+	msg.qos = m->qos;
+	msg.retain = m->retain;
+	msg.topic = mosquitto_strdup(m->topic);
+	msg.payload = broker_copy(m->payload.data, m->payload.len);
+	if(!msg.topic || !msg.payload || (m->properties.data && props_decode(m->properties, &msg.properties))){
+		mosquitto_free(msg.topic);
+		mosquitto_free(msg.payload);
+		return MOSQ_ERR_NOMEM;
+	}
+	rc = mosquitto_persist_base_msg_add(&msg);
+	if(rc == MOSQ_ERR_SUCCESS){
+		pl->handed->body(pl, store_id, msg.payloadlen, m->expiry_time);
+		body_held(pl, store_id);
+	}
+	/* The broker owns the topic, payload and properties from the call on,
+	 * except when it refuses the arguments outright. */
+	if(rc == MOSQ_ERR_INVAL){
+		mosquitto_free(msg.topic);
+		mosquitto_free(msg.payload);
+		mosquitto_property_free_all(&msg.properties);
+	}
+	return rc;
+}
+
+struct ensure {
+	struct plugin *pl;
+	int rc;
+};
+
+static int ensure_visit(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
+{
+	struct ensure *e = ctx;
+
+	e->rc = body_add(e->pl, store_id, m);
+	return 0;
+}
+
+int body_ensure(struct plugin *pl, uint64_t store_id)
+{
+	struct ensure e = {pl, MOSQ_ERR_NOT_FOUND};
+
+	if(body_resident(pl, store_id)){
+		return MOSQ_ERR_SUCCESS;
+	}
+	if(store_msg_get(pl->store, store_id, ensure_visit, &e) != STORE_OK){
+		return MOSQ_ERR_UNKNOWN;
+	}
+	return e.rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOT_FOUND;
+}
+
+/* Applies what the journal says about one queue entry; returns true when
+ * the entry is used up (an incoming message the journal says was routed). */
+static bool queued_from_journal(struct handover *h, uint64_t seq, const struct rec_queue *q)
+{
+	const char *clientid = h->clientid;
+	struct store *st = h->pl->store;
+	const struct handover_journal *j = h->journal;
+
+	if(q->direction == MSG_DIR_IN && q->qos == 2){
+		if(j && j->released_in(j->ctx, clientid, seq, q->store_id)){
+			store_queue_remove(st, clientid, seq, q->store_id);
+			store_msg_release(st, q->store_id);
+			return true;
+		}
+	}
+	if(q->direction == MSG_DIR_OUT && q->qos == 2){
+		bool sent = q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL;
+		if(!sent && j && j->pubrel_sent(j->ctx, clientid, seq)){
+			struct rec_queue upd = *q;
+			upd.state = MSG_STATE_WAIT_FOR_PUBCOMP;
+			store_queue_update(st, clientid, seq, &upd);
+			sent = true;
+		}
+		if(sent){
+			struct pubrel_list *l = &h->pubrel;
+			if(ARRAY_GROW(l->seqs, l->n, l->cap, 8)){
+				mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
+						"of %s will be sent again as a new PUBLISH", q->mid, clientid);
+				return false;
+			}
+			l->seqs[l->n++] = seq;
+		}
+	}
+	return false;
+}
+
+#define ADD_QUEUED_OR_DROPPED 2
+
+/* An outgoing message the client may have received: its packet id stays. */
+static bool was_sent(uint8_t state)
+{
+	return state == MSG_STATE_WAIT_FOR_PUBACK || state == MSG_STATE_WAIT_FOR_PUBREC
+		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP;
+}
+
+/* The next packet id no message handed over so far has; once all are
+ * taken, the next one (as the broker numbers a queue longer than the id
+ * space). */
+static uint16_t free_mid(struct handover *h)
+{
+	for(unsigned i = 0; i < 65535 && h->n_mids < 65535; i++){
+		unsigned mid = h->next_mid % 65535 + 1;
+		h->next_mid = mid;
+		if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
+			return (uint16_t)mid;
+		}
+	}
+	h->next_mid = h->next_mid % 65535 + 1;
+	return (uint16_t)h->next_mid;
+}
+
+/* Hands one stored entry to the broker; 1 stops the walk (a part of a
+ * hand-back is full). */
+static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q)
+{
+	struct mosquitto_client_msg cm;
+	int rc;
+
+	if(queued_from_journal(h, seq, q)){
+		return 0;
+	}
+	memset(&cm, 0, sizeof(cm));
+	cm.mid = q->mid;
+	if(q->direction == MSG_DIR_OUT && q->qos > 0){
+		/* In disk mode the broker deletes, acknowledges and takes back a
+		 * client's messages by packet id, and numbers the ones it routes on
+		 * from the last id it was handed: stored ids (from several broker
+		 * runs, or given at an earlier hand-back) would collide with those.
+		 * A message not yet sent gets the next free id, in queue order; one
+		 * sent keeps its id, by which the client knows it. Memory mode keeps
+		 * every id, as the broker's own persistence does. */
+		if(backlog_on(h->pl) && !was_sent(q->state)){
+			cm.mid = free_mid(h);
+		}
+		h->next_mid = cm.mid;
+		if(!(h->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
+			h->mids[cm.mid >> 3] |= (uint8_t)(1u << (cm.mid & 7));
+			h->n_mids++;
+		}
+	}
+	cm.clientid = h->clientid;
+	cm.cmsg_id = seq;
+	cm.store_id = q->store_id;
+	cm.subscription_identifier = q->subscription_identifier;
+	cm.qos = q->qos;
+	cm.retain = q->retain;
+	cm.dup = q->dup;
+	cm.direction = q->direction;
+	cm.state = q->state;
+	rc = backlog_on(h->pl) ? body_ensure(h->pl, q->store_id) : MOSQ_ERR_SUCCESS;
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_persist_client_msg_add(&cm);
+	}
+	/* The broker answers 2 both for a message it queued behind a connected
+	 * client's in-flight window and for one it dropped at its queue limits. */
+	if(rc == ADD_QUEUED_OR_DROPPED && h->load){
+		if(h->load->kick){
+			rc = MOSQ_ERR_SUCCESS;
+		}else{
+			/* The rest stays stored, for a later part. */
+			h->load->next_seq = seq;
+			return 1;
+		}
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		h->queued++;
+		if(q->direction == MSG_DIR_IN){
+			h->pl->handed->incoming(h->pl, q->store_id, cm.clientid, seq);
+		}
+		/* A hand-back's entries are under the limits since they were stored. */
+		if(q->direction == MSG_DIR_OUT && !h->load){
+			h->pl->handed->outgoing(h->pl, cm.clientid, seq, cm.mid, q->qos, q->store_id);
+		}
+		if(q->seq_no && q->direction == MSG_DIR_OUT){
+			seq_restore(h->pl, cm.clientid, seq, q->seq_no,
+					q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL);
+		}
+		return 0;
+	}
+	/* Kept, it would come back after newer messages at a later restart. */
+	store_queue_remove(h->pl->store, h->clientid, seq, q->store_id);
+	h->pl->handed->refused(h->pl, h->clientid, seq);
+	h->failed++;
+	if(rc == MOSQ_ERR_NOT_FOUND){
+		h->orphaned++;
+	}else{
+		h->refused++;
+	}
+	return 0;
+}
+
+/* An outgoing QoS 2 entry whose PUBREL was sent (stored so, or journaled). */
+static bool pubrel_sent(struct handover *h, uint64_t seq, const struct rec_queue *q)
+{
+	return q->direction == MSG_DIR_OUT && q->qos == 2
+		&& (q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL
+			|| (h->journal && h->journal->pubrel_sent(h->journal->ctx, h->clientid, seq)));
+}
+
+/* The held entries, those whose PUBREL was sent first (see
+ * handover_session), then no more holding. */
+static void flush_held(struct handover *h)
+{
+	for(int pass = 0; pass < 2; pass++){
+		for(size_t i = 0; i < h->n_held; i++){
+			struct held *e = &h->held[i];
+			if(pubrel_sent(h, e->seq, &e->q) == (pass == 0)){
+				hand_over(h, e->seq, &e->q);
+			}
+		}
+	}
+	h->n_held = 0;
+	h->holding = false;
+}
+
+static int handover_visit(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	struct handover *h = ctx;
+
+	if(h->load){
+		struct queue_load *ql = h->load;
+		if(ql->before && seq >= ql->before){
+			return 1;
+		}
+		if(!ql->incoming && q->direction == MSG_DIR_IN){
+			return 0;
+		}
+		if(q->direction == MSG_DIR_OUT && ql->max && h->visited == ql->max){
+			ql->next_seq = seq;
+			return 1;
+		}
+		h->visited += q->direction == MSG_DIR_OUT;
+	}
+	if(h->holding && q->direction == MSG_DIR_OUT){
+		if(h->n_held < HOLD_MAX){
+			if(ARRAY_GROW(h->held, h->n_held, h->cap_held, 64)){
+				flush_held(h);
+				return hand_over(h, seq, q);
+			}
+			h->held[h->n_held++] = (struct held){seq, *q};
+			return 0;
+		}
+		flush_held(h);
+	}
+	return hand_over(h, seq, q);
+}
+
+/* The broker moves queued messages in flight, and sends them to a connected
+ * client, after it deletes one: deleting a packet id none of the session's
+ * messages has does just that. */
+static void fill_in_flight(struct handover *h)
+{
+	struct mosquitto_client_msg cm;
+
+	memset(&cm, 0, sizeof(cm));
+	cm.clientid = (char *)h->clientid;
+	cm.direction = MSG_DIR_OUT;
+	cm.qos = 2;
+	/* Handed back in parts, a queue's earlier parts hold the ids before
+	 * the ones of this part: the next id is free. */
+	cm.mid = free_mid(h);
+	if(!(h->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
+		mosquitto_persist_client_msg_delete(&cm);
+	}
+}
+
+/* Has the broker move the session's first messages in flight now, so that
+ * the ones whose PUBREL was sent keep that state (intake.c). */
+static void pubrel_resume_session(struct handover *h)
+{
+	size_t before = h->pubrel.n;
+
+	h->pubrel.clientid = h->clientid;
+	h->pl->pubrel = &h->pubrel;
+	fill_in_flight(h);
+	h->pl->pubrel = NULL;
+	h->pubrel_resumed += before - h->pubrel.n;
+	if(h->pubrel.n){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: %zu QoS 2 messages of client %s had their "
+				"PUBREL sent but are not among the first in flight: they are sent again as new PUBLISHes",
+				h->pubrel.n, h->clientid);
+	}
+	h->pubrel.n = 0;
+}
+
+void handover_session(struct handover *h, uint64_t from)
+{
+	h->refused = h->orphaned = 0;
+	if(h->mids == h->own_mids){
+		memset(h->own_mids, 0, sizeof(h->own_mids));
+		h->n_mids = 0;
+	}
+	if(h->pl->cfg.seq_property){
+		uint64_t last;
+		if(store_seqno_get(h->pl->store, h->clientid, &last) == STORE_OK){
+			seq_restore_last(h->pl, h->clientid, last);
+		}
+	}
+	/* The broker puts a session's first messages in flight (its window), and
+	 * only those can resume at PUBREL: the others go out as new PUBLISHes.
+	 * Entries ahead of one whose PUBREL was sent (deliveries acknowledged
+	 * just before the crash, whose deletion was not committed) would push
+	 * it out of the window; so a whole session's first entries are held and
+	 * handed over with those whose PUBREL was sent first. They carry no new
+	 * delivery, so the order of deliveries stays. */
+	h->holding = !h->load;
+	h->walk_rc = from ? store_walk_queue_from(h->pl->store, h->clientid, from, handover_visit, h)
+		: store_walk_queue(h->pl->store, h->clientid, handover_visit, h);
+	flush_held(h);
+	if(h->pubrel.n){
+		pubrel_resume_session(h);
+	}
+	if(h->orphaned){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+				"when handing them to the broker: their message bodies are missing (rejected or lost)",
+				h->orphaned, h->clientid);
+	}
+	if(h->refused){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+				"when handing them to the broker: it refused them (max_queued_messages / max_queued_bytes)",
+				h->refused, h->clientid);
+	}
+}
+
+void handover_free(struct handover *h)
+{
+	free(h->pubrel.seqs);
+	free(h->held);
+	h->pubrel.seqs = NULL;
+	h->held = NULL;
+	h->pubrel.n = h->pubrel.cap = 0;
+	h->n_held = h->cap_held = 0;
+}
+
+int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql)
+{
+	struct handover *h = calloc(1, sizeof(*h));
+	int rc;
+
+	if(!h){
+		return STORE_ERR_NOMEM;
+	}
+	h->pl = pl;
+	h->clientid = clientid;
+	h->load = ql;
+	h->mids = ql->mids ? ql->mids : h->own_mids;
+	for(size_t i = 0; ql->mids && i < MID_MAP_BYTES; i++){
+		h->n_mids += (unsigned)__builtin_popcount(ql->mids[i]);
+	}
+	h->next_mid = ql->next_mid;
+	ql->next_seq = 0;
+	handover_session(h, ql->from);
+	if(ql->kick && h->queued){
+		fill_in_flight(h);
+	}
+	ql->loaded = h->queued;
+	ql->next_mid = h->next_mid;
+	rc = h->walk_rc == 1 ? STORE_OK : h->walk_rc;
+	handover_free(h);
+	free(h);
+	return rc;
+}
+
