@@ -24,7 +24,8 @@ int publish_refusal(const struct mosquitto_evt_message *ed)
 		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
 }
 
-int broker_entry_drop(const char *clientid, uint16_t mid, uint8_t qos)
+/* The broker finds an outgoing message by client, direction and packet id. */
+static struct mosquitto_client_msg outgoing(const char *clientid, uint16_t mid, uint8_t qos)
 {
 	struct mosquitto_client_msg cm;
 
@@ -33,6 +34,13 @@ int broker_entry_drop(const char *clientid, uint16_t mid, uint8_t qos)
 	cm.mid = mid;
 	cm.qos = qos;
 	cm.direction = MSG_DIR_OUT;
+	return cm;
+}
+
+int broker_entry_drop(const char *clientid, uint16_t mid, uint8_t qos)
+{
+	struct mosquitto_client_msg cm = outgoing(clientid, mid, qos);
+
 	return mosquitto_persist_client_msg_delete(&cm);
 }
 
@@ -63,13 +71,8 @@ int broker_queue_release(const char *clientid)
 
 int broker_entry_set_state(const char *clientid, uint16_t mid, uint8_t qos, uint8_t state)
 {
-	struct mosquitto_client_msg cm;
+	struct mosquitto_client_msg cm = outgoing(clientid, mid, qos);
 
-	memset(&cm, 0, sizeof(cm));
-	cm.clientid = clientid;
-	cm.mid = mid;
-	cm.qos = qos;
-	cm.direction = MSG_DIR_OUT;
 	cm.state = state;
 	return mosquitto_persist_client_msg_update(&cm);
 }

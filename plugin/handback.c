@@ -306,17 +306,12 @@ static int handover_visit(void *ctx, uint64_t seq, const struct rec_queue *q)
  * messages has does just that. */
 static void fill_in_flight(struct handover *h)
 {
-	struct mosquitto_client_msg cm;
-
-	memset(&cm, 0, sizeof(cm));
-	cm.clientid = (char *)h->clientid;
-	cm.direction = MSG_DIR_OUT;
-	cm.qos = 2;
 	/* Handed back in parts, a queue's earlier parts hold the ids before
 	 * the ones of this part: the next id is free. */
-	cm.mid = free_mid(h);
-	if(!(h->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
-		mosquitto_persist_client_msg_delete(&cm);
+	uint16_t mid = free_mid(h);
+
+	if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
+		broker_entry_drop(h->clientid, mid, 2);
 	}
 }
 
