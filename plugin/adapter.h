@@ -252,6 +252,22 @@ void *broker_copy(const void *p, size_t len);
 /* Every feature forgets the session of clientid (features.c). */
 void features_session_gone(struct plugin *pl, const char *clientid);
 
+/* What the features count, for the metrics and getStats: each feature
+ * fills its part (<feature>_stats), features_stats all of them. */
+struct feature_stats {
+	uint64_t dedup_ids, duplicates_dropped, dedup_ids_evicted;     /* msgid.c */
+	uint64_t refused_disk_full;                                     /* intake.c */
+	uint64_t refused_over_budget, refused_retained, refused_sessions, refused_subscriptions;  /* budget.c */
+	uint64_t dropped_queue_full, dropped_expired;                  /* retention.c */
+	uint64_t backlog_releases, backlog_loaded, backlog_out_of_order;  /* backlog.c */
+};
+void features_stats(const struct plugin *pl, struct feature_stats *out);
+void msgid_stats(const struct plugin *pl, struct feature_stats *out);
+void intake_stats(const struct plugin *pl, struct feature_stats *out);
+void budget_stats(const struct plugin *pl, struct feature_stats *out);
+void retention_stats(const struct plugin *pl, struct feature_stats *out);
+void backlog_stats(const struct plugin *pl, struct feature_stats *out);
+
 int persist_restore_cb(int event, void *event_data, void *userdata);
 /* A QoS 2 routing committed in part, done again at restore (restore.c). */
 bool replay_partial(struct plugin *pl, uint64_t lsn);

@@ -531,3 +531,10 @@ void backlog_free(struct plugin *pl)
 	free(b->draining);
 	memset(b, 0, sizeof(*b));
 }
+
+void backlog_stats(const struct plugin *pl, struct feature_stats *out)
+{
+	out->backlog_releases = pl->backlog.evicted;
+	out->backlog_loaded = pl->backlog.loaded;
+	out->backlog_out_of_order = pl->backlog.out_of_order;
+}

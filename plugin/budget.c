@@ -229,3 +229,11 @@ void budget_free(struct plugin *pl)
 	pl->budget.filters = NULL;
 	pl->budget.cap = 0;
 }
+
+void budget_stats(const struct plugin *pl, struct feature_stats *out)
+{
+	out->refused_over_budget = pl->budget.refused;
+	out->refused_retained = pl->budget.refused_retained;
+	out->refused_sessions = pl->budget.refused_sessions;
+	out->refused_subscriptions = pl->budget.refused_subscriptions;
+}

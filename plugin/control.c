@@ -350,12 +350,14 @@ static int get_stats(struct request *rq)
 {
 	struct store *st = rq->pl->store;
 	struct store_stats s;
+	struct feature_stats f;
 	uint64_t sessions, sb, queued, qb, msgs, mb, online, ob, file, map;
 
 	if(sync_store(rq)){
 		return MOSQ_ERR_INVAL;
 	}
 	store_get_stats(st, &s);
+	features_stats(rq->pl, &f);
 	if(store_count(st, DB_SESSIONS, &sessions, &sb) || store_count(st, DB_QUEUE, &queued, &qb)
 			|| store_count(st, DB_MSGS, &msgs, &mb) || store_count(st, DB_ONLINE, &online, &ob)
 			|| store_file_size(st, &file, &map)){
@@ -379,23 +381,22 @@ static int get_stats(struct request *rq)
 			|| !add_number(rq->data, "mapGrows", (double)s.map_grows)
 			|| !add_number(rq->data, "journalBytes", (double)journal_size(rq->pl->journal))
 			|| !add_number(rq->data, "journalUsedBytes", (double)journal_used(rq->pl->journal))
-			|| !add_number(rq->data, "dedupIds", rq->pl->dedup ? (double)dedup_count(rq->pl->dedup) : 0)
-			|| !add_number(rq->data, "duplicatesDropped", (double)rq->pl->dedup_dropped)
-			|| !add_number(rq->data, "dedupIdsEvicted", (double)rq->pl->dedup_evicted)
-			|| !add_number(rq->data, "refusedDiskFull", (double)rq->pl->refused_disk_full)
+			|| !add_number(rq->data, "dedupIds", (double)f.dedup_ids)
+			|| !add_number(rq->data, "duplicatesDropped", (double)f.duplicates_dropped)
+			|| !add_number(rq->data, "dedupIdsEvicted", (double)f.dedup_ids_evicted)
+			|| !add_number(rq->data, "refusedDiskFull", (double)f.refused_disk_full)
 			|| !add_number(rq->data, "controlRefused", (double)rq->pl->control_refused)
-			|| !add_number(rq->data, "refusedOverBudget", (double)rq->pl->budget.refused)
-			|| !add_number(rq->data, "refusedRetainedOverBudget", (double)rq->pl->budget.refused_retained)
-			|| !add_number(rq->data, "refusedSessionsOverBudget", (double)rq->pl->budget.refused_sessions)
-			|| !add_number(rq->data, "refusedSubscriptionsOverBudget",
-				(double)rq->pl->budget.refused_subscriptions)
+			|| !add_number(rq->data, "refusedOverBudget", (double)f.refused_over_budget)
+			|| !add_number(rq->data, "refusedRetainedOverBudget", (double)f.refused_retained)
+			|| !add_number(rq->data, "refusedSessionsOverBudget", (double)f.refused_sessions)
+			|| !add_number(rq->data, "refusedSubscriptionsOverBudget", (double)f.refused_subscriptions)
 			|| !add_number(rq->data, "usedBytes", (double)s.used_bytes)
 			|| !add_number(rq->data, "maxDbSize", (double)rq->pl->cfg.max_db_size)
-			|| !add_number(rq->data, "droppedQueueFull", (double)rq->pl->retention.dropped_full)
-			|| !add_number(rq->data, "droppedExpired", (double)rq->pl->retention.dropped_expired)
-			|| !add_number(rq->data, "backlogReleases", (double)rq->pl->backlog.evicted)
-			|| !add_number(rq->data, "backlogLoaded", (double)rq->pl->backlog.loaded)
-			|| !add_number(rq->data, "backlogOutOfOrder", (double)rq->pl->backlog.out_of_order)
+			|| !add_number(rq->data, "droppedQueueFull", (double)f.dropped_queue_full)
+			|| !add_number(rq->data, "droppedExpired", (double)f.dropped_expired)
+			|| !add_number(rq->data, "backlogReleases", (double)f.backlog_releases)
+			|| !add_number(rq->data, "backlogLoaded", (double)f.backlog_loaded)
+			|| !add_number(rq->data, "backlogOutOfOrder", (double)f.backlog_out_of_order)
 			|| !(rq->pl->quarantined ? cJSON_AddStringToObject(rq->data, "quarantinedDatabase", rq->pl->quarantined)
 				: cJSON_AddNullToObject(rq->data, "quarantinedDatabase"))){
 		return MOSQ_ERR_NOMEM;

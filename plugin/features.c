@@ -3,6 +3,8 @@
  * about it, in a fixed order. */
 #include "adapter.h"
 
+#include <string.h>
+
 void features_session_gone(struct plugin *pl, const char *clientid)
 {
 	pending_will_forget(pl, clientid);
@@ -11,6 +13,16 @@ void features_session_gone(struct plugin *pl, const char *clientid)
 	retention_session_gone(pl, clientid);
 	backlog_session_gone(pl, clientid);
 	incoming_forget(pl, clientid);
+}
+
+void features_stats(const struct plugin *pl, struct feature_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	msgid_stats(pl, out);
+	intake_stats(pl, out);
+	budget_stats(pl, out);
+	retention_stats(pl, out);
+	backlog_stats(pl, out);
 }
 
 const struct handed_notes features_handed = {

@@ -636,3 +636,8 @@ void pubrel_lapse_free(struct plugin *pl)
 	pl->lapsed = NULL;
 	pl->n_lapsed = pl->cap_lapsed = 0;
 }
+
+void intake_stats(const struct plugin *pl, struct feature_stats *out)
+{
+	out->refused_disk_full = pl->refused_disk_full;
+}

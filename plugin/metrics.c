@@ -23,10 +23,12 @@ static void publish_u64(const char *name, uint64_t v)
 static void publish_all(struct plugin *pl)
 {
 	struct store_stats s;
+	struct feature_stats f;
 	uint64_t sessions = 0, sb, online = 0, clients = 0, cb, queued = 0, qb = 0, msgs = 0, mb = 0;
 	uint64_t file = 0, map = 0;
 
 	store_get_stats(pl->store, &s);
+	features_stats(pl, &f);
 	/* A count that cannot be read stays 0 for this round; the commit errors say why. */
 	store_count(pl->store, DB_SESSIONS, &sessions, &sb);
 	store_count(pl->store, DB_ONLINE, &clients, &cb);
@@ -52,19 +54,19 @@ static void publish_all(struct plugin *pl)
 	publish_u64("records/rejected", s.records_rejected);
 	publish_u64("journal/bytes", journal_size(pl->journal));
 	publish_u64("journal/used-bytes", journal_used(pl->journal));
-	publish_u64("dropped/duplicates", pl->dedup_dropped);
-	publish_u64("refused/disk-full", pl->refused_disk_full);
-	publish_u64("refused/over-budget", pl->budget.refused);
-	publish_u64("refused/over-budget-retained", pl->budget.refused_retained);
-	publish_u64("refused/over-budget-sessions", pl->budget.refused_sessions);
-	publish_u64("refused/over-budget-subscriptions", pl->budget.refused_subscriptions);
-	publish_u64("dropped/queue-full", pl->retention.dropped_full);
-	publish_u64("dropped/expired", pl->retention.dropped_expired);
-	publish_u64("backlog/releases", pl->backlog.evicted);
-	publish_u64("backlog/loaded", pl->backlog.loaded);
-	publish_u64("backlog/out-of-order", pl->backlog.out_of_order);
+	publish_u64("dropped/duplicates", f.duplicates_dropped);
+	publish_u64("refused/disk-full", f.refused_disk_full);
+	publish_u64("refused/over-budget", f.refused_over_budget);
+	publish_u64("refused/over-budget-retained", f.refused_retained);
+	publish_u64("refused/over-budget-sessions", f.refused_sessions);
+	publish_u64("refused/over-budget-subscriptions", f.refused_subscriptions);
+	publish_u64("dropped/queue-full", f.dropped_queue_full);
+	publish_u64("dropped/expired", f.dropped_expired);
+	publish_u64("backlog/releases", f.backlog_releases);
+	publish_u64("backlog/loaded", f.backlog_loaded);
+	publish_u64("backlog/out-of-order", f.backlog_out_of_order);
 	publish_u64("database/used-bytes", s.used_bytes);
-	publish_u64("dedup/ids", pl->dedup ? dedup_count(pl->dedup) : 0);
+	publish_u64("dedup/ids", f.dedup_ids);
 	publish_u64("database/quarantined", pl->quarantined != NULL);
 }
 

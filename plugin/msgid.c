@@ -298,3 +298,10 @@ void dedup_close(struct plugin *pl)
 	dedup_free(pl->dedup);
 	pl->dedup = NULL;
 }
+
+void msgid_stats(const struct plugin *pl, struct feature_stats *out)
+{
+	out->dedup_ids = pl->dedup ? dedup_count(pl->dedup) : 0;
+	out->duplicates_dropped = pl->dedup_dropped;
+	out->dedup_ids_evicted = pl->dedup_evicted;
+}

@@ -631,3 +631,9 @@ void retention_free(struct plugin *pl)
 	free(r->due);
 	memset(r, 0, sizeof(*r));
 }
+
+void retention_stats(const struct plugin *pl, struct feature_stats *out)
+{
+	out->dropped_queue_full = pl->retention.dropped_full;
+	out->dropped_expired = pl->retention.dropped_expired;
+}
