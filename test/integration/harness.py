@@ -10,6 +10,7 @@ Everything lives under one temporary directory per test (see conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -1036,3 +1038,23 @@ def salts_of(dbs) -> dict[int, bytes]:
     """The salt the file keeps for each epoch (meta "salt" | epoch, unsealed)."""
     return {int.from_bytes(k[4:8], "big"): v for k, v in dbs.get("meta", [])
             if k.startswith(b"salt") and len(k) == 8}
+
+
+@contextlib.contextmanager
+def small_filesystem(broker: "Broker", workdir: Path, size: str):
+    """A tmpfs of size (mount's units) at workdir/small, for the broker's
+    user; skips the test where mounting is not allowed. On the way out the
+    broker is stopped before the file system goes."""
+    mnt = workdir / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN, as in the build root and CI)")
+    try:
+        give_to_broker(mnt)
+        yield mnt
+    finally:
+        if broker.running:
+            broker.stop()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -6,7 +6,6 @@ publishes for connected subscribers still flow; nothing stored is lost; when
 the offline queue drains, publishes are accepted again without a restart.
 """
 
-import subprocess
 import threading
 import time
 
@@ -16,7 +15,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from harness import (CONTROL_USER, HOST, QUOTA_EXCEEDED, V311, V5, Acks, Client, assert_plugin_said, assert_sequence,
-                     assert_v311_publish_refused, control_stats, give_to_broker, numbered_payload, seqs_of)
+                     assert_v311_publish_refused, control_stats, numbered_payload, seqs_of,
+                     small_filesystem)
 
 SIZE = 1000
 
@@ -94,11 +94,6 @@ SERVER_BUSY = 0x89
 RETAINED = 500_000   # the reproduction: 60 retained messages of 500 kB, a 4 MiB budget
 
 
-def _mount_tmpfs(path, size):
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                       capture_output=True)
-    return r.returncode == 0
-
 
 def _connack(broker, cid, version=V5, clean=False, expiry=3600, username=None) -> int:
     """The CONNACK reason code a client gets (paho directly: the harness's
@@ -147,12 +142,7 @@ def test_budget_bounds_retained_sessions_and_subscriptions(broker, workdir):
     sessions' reconnections still work; each refusal is counted. Clearing
     the retained messages brings the store under the budget and everything
     is accepted again."""
-    mnt = workdir / "small"
-    mnt.mkdir()
-    if not _mount_tmpfs(mnt, "24m"):
-        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN, as in the build root and CI)")
-    try:
-        give_to_broker(mnt)
+    with small_filesystem(broker, workdir, "24m") as mnt:
         broker.plugin_opts["db_path"] = str(mnt / "db")
         broker.plugin_opts["max_db_size"] = "4M"
         broker.plugin_opts["journal_size"] = "4M"
@@ -203,7 +193,3 @@ def test_budget_bounds_retained_sessions_and_subscriptions(broker, workdir):
         with Client(broker, "keeper", version=V5, persistent=True, session_expiry=3600) as k:
             assert [m.topic for m in k.listen(1.5)] == ["keep/x"]
         pub.c.disconnect()
-    finally:
-        if broker.running:
-            broker.stop()
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

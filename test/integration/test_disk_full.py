@@ -12,13 +12,11 @@ directory (needs the right to mount, as in the build root and in CI).
 """
 
 import os
-import subprocess
 import time
 
-import pytest
 
 from harness import (QUOTA_EXCEEDED, V5, Acks, Client, assert_sequence, assert_v311_publish_refused, numbered_payload,
-                     plugin_path, seqs_of)
+                     plugin_path, seqs_of, small_filesystem)
 
 def _offline_subscriber(broker):
     with Client(broker, "full-sub", version=V5, persistent=True, session_expiry=3600) as c:
@@ -90,20 +88,9 @@ def test_shim_enospc_refuses_then_recovers(broker, workdir):
     _check_after_kill(broker, list(range(1, 11)) + accepted + [last])
 
 
-def _mount_tmpfs(path, size):
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                       capture_output=True)
-    return r.returncode == 0
-
 
 def test_real_small_filesystem(broker, workdir):
-    mnt = workdir / "small"
-    mnt.mkdir()
-    if not _mount_tmpfs(mnt, "6m"):
-        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN, as in the build root and CI)")
-    try:
-        from harness import give_to_broker
-        give_to_broker(mnt)
+    with small_filesystem(broker, workdir, "6m") as mnt:
         broker.plugin_opts["db_path"] = str(mnt / "db")
         broker.plugin_opts["map_size"] = "1M"
         broker.plugin_opts["journal_size"] = "256k"
@@ -124,7 +111,3 @@ def test_real_small_filesystem(broker, workdir):
         _refused_until_space(pub, "full/t", last, 4000)
         pub.c.disconnect()
         _check_after_kill(broker, accepted + [last])
-    finally:
-        if broker.running:
-            broker.stop()
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

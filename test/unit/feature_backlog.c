@@ -11,8 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter.h"
-#include "unit_util.h"
+#include "feature_util.h"
 
 struct mosquitto {
 	const char *id;
@@ -22,12 +21,6 @@ static int g_released;             /* queues the broker was told to let go of */
 static uint64_t g_handed[64];      /* messages handed back, as the client's message numbers */
 static uint16_t g_mids[64];        /* and the packet ids they were given */
 static size_t g_n_handed;
-
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
 
 const char *mosquitto_client_id(const struct mosquitto *client)
 {
@@ -107,7 +100,7 @@ static void nothing_refused(struct plugin *pl, const char *clientid, uint64_t se
 static const struct handed_notes no_features = {nothing_body, nothing_incoming, nothing_outgoing, nothing_refused};
 
 struct fx {
-	char *dir;
+	struct fstore fs;
 	struct plugin pl;
 };
 
@@ -131,21 +124,11 @@ static void seed(struct store *st, uint64_t n)
 static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
-	uint8_t key[SEAL_KEY_LEN];
-	char err[256];
-	char *db;
 
-	if(!fx || !(fx->dir = ut_mkdtemp()) || !(db = ut_join(fx->dir, "db"))){
+	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
+		free(fx);
 		return -1;
 	}
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		key[i] = (uint8_t)(0x19 + i * 3);
-	}
-	if(store_open(&fx->pl.store, db, 0, key, 0, NULL, err, sizeof(err)) != STORE_OK){
-		free(db);
-		return -1;
-	}
-	free(db);
 	fx->pl.cfg.queue_storage = QUEUE_STORAGE_DISK;
 	fx->pl.cfg.queue_window = 4;
 	fx->pl.handed = &no_features;
@@ -163,8 +146,7 @@ static int fx_teardown(void **state)
 	backlog_free(&fx->pl);
 	bodies_free(&fx->pl);
 	store_close(fx->pl.store);
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
+	fstore_remove(&fx->fs);
 	free(fx);
 	return 0;
 }

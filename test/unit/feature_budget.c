@@ -10,20 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter.h"
-#include "unit_util.h"
+#include "feature_util.h"
 
 struct mosquitto {
 	const char *id;
 	int version;
 	bool clean;
 };
-
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
 
 const char *mosquitto_client_id(const struct mosquitto *client)
 {
@@ -56,7 +49,7 @@ int mosquitto_topic_matches_sub(const char *sub, const char *topic, bool *result
 }
 
 struct fx {
-	char *dir;
+	struct fstore fs;
 	struct plugin pl;
 	uint64_t used;    /* the store's pages in use after the seed */
 };
@@ -79,23 +72,11 @@ static void seed(struct store *st)
 static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
-	uint8_t key[SEAL_KEY_LEN];
-	char err[256];
-	char *db;
 
-	if(!fx || !(fx->dir = ut_mkdtemp())){
+	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
 		free(fx);
 		return -1;
 	}
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		key[i] = (uint8_t)(0x51 + i * 5);
-	}
-	db = ut_join(fx->dir, "db");
-	if(!db || store_open(&fx->pl.store, db, 0, key, 0, NULL, err, sizeof(err)) != STORE_OK){
-		free(db);
-		return -1;
-	}
-	free(db);
 	seed(fx->pl.store);
 	fx->used = store_used_bytes(fx->pl.store);
 	fx->pl.cfg.control_users = "ops";
@@ -109,8 +90,7 @@ static int fx_teardown(void **state)
 
 	budget_free(&fx->pl);
 	store_close(fx->pl.store);
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
+	fstore_remove(&fx->fs);
 	free(fx);
 	return 0;
 }

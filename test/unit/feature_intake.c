@@ -10,20 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter.h"
-#include "unit_util.h"
+#include "feature_util.h"
 
 struct mosquitto {
 	const char *id;
 	const char *username;
 	int version;
 };
-
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
 
 const char *mosquitto_client_id(const struct mosquitto *client)
 {
@@ -41,30 +34,21 @@ int mosquitto_client_protocol_version(const struct mosquitto *client)
 }
 
 struct fx {
-	char *dir;
+	struct fstore fs;
 	struct plugin pl;
 };
 
 static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
-	uint8_t key[SEAL_KEY_LEN];
 	char err[256];
-	char *db;
 
-	if(!fx || !(fx->dir = ut_mkdtemp()) || !(db = ut_join(fx->dir, "db"))){
+	if(!fx || fstore_open(&fx->fs, &fx->pl.store)
+			|| journal_open(&fx->pl.journal, fx->fs.db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err,
+				sizeof(err)) != JOURNAL_OK){
+		free(fx);
 		return -1;
 	}
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		key[i] = (uint8_t)(0x2b + i * 13);
-	}
-	if(store_open(&fx->pl.store, db, 0, key, 0, NULL, err, sizeof(err)) != STORE_OK
-			|| journal_open(&fx->pl.journal, db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err, sizeof(err))
-				!= JOURNAL_OK){
-		free(db);
-		return -1;
-	}
-	free(db);
 	*state = fx;
 	return 0;
 }
@@ -77,8 +61,7 @@ static int fx_teardown(void **state)
 	store_close(fx->pl.store);
 	buf_free(&fx->pl.jbuf);
 	buf_free(&fx->pl.props);
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
+	fstore_remove(&fx->fs);
 	free(fx);
 	return 0;
 }

@@ -11,8 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter.h"
-#include "unit_util.h"
+#include "feature_util.h"
 
 struct mosquitto {
 	const char *id;
@@ -24,12 +23,6 @@ struct mqtt5__property {
 	const char *name;
 	const char *value;
 };
-
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
 
 const char *mosquitto_client_id(const struct mosquitto *client)
 {
@@ -79,17 +72,13 @@ uint16_t mosquitto_property_string_value_length(const mosquitto_property *proper
 }
 
 struct fx {
-	char *dir;
-	char *db;
-	uint8_t key[SEAL_KEY_LEN];
+	struct fstore fs;
 	struct plugin pl;
 };
 
 static void open_plugin(struct fx *fx)
 {
-	char err[256];
-
-	assert_int_equal(store_open(&fx->pl.store, fx->db, 0, fx->key, 0, NULL, err, sizeof(err)), STORE_OK);
+	assert_int_equal(fstore_open(&fx->fs, &fx->pl.store), 0);
 	assert_int_equal(dedup_open(&fx->pl), MOSQ_ERR_SUCCESS);
 }
 
@@ -105,11 +94,8 @@ static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
-	if(!fx || !(fx->dir = ut_mkdtemp()) || !(fx->db = ut_join(fx->dir, "db"))){
+	if(!fx){
 		return -1;
-	}
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		fx->key[i] = (uint8_t)(0x77 + i * 11);
 	}
 	fx->pl.cfg.dedup_property = "msgid";
 	fx->pl.cfg.dedup_window = 3600;
@@ -124,9 +110,7 @@ static int fx_teardown(void **state)
 	struct fx *fx = *state;
 
 	close_plugin(fx);
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
-	free(fx->db);
+	fstore_remove(&fx->fs);
 	free(fx);
 	return 0;
 }

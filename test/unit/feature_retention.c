@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "adapter.h"
+#include "feature_util.h"
 
 /* The broker's queue of the session under test. */
 struct held_msg {
@@ -25,12 +25,6 @@ static struct held_msg g_queue[64];
 static size_t g_n;
 static const char *g_clientid;
 static struct plugin *g_pl;
-
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
 
 int mosquitto_persist_client_msg_delete(struct mosquitto_client_msg *cm)
 {

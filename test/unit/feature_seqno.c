@@ -11,17 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter.h"
+#include "feature_util.h"
 
 static const char *g_client;     /* the client MESSAGE_OUT is for */
 static int g_version = 5;
 static char g_added[64];         /* the user property the module added */
-
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
 
 const char *mosquitto_client_id(const struct mosquitto *client)
 {

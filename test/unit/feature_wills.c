@@ -12,41 +12,22 @@
 #include <string.h>
 #include <time.h>
 
-#include "adapter.h"
-#include "unit_util.h"
+#include "feature_util.h"
 
 /* The broker's log, as the plugin reaches it. */
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
-
 struct fx {
-	char *dir;
+	struct fstore fs;
 	struct plugin pl;
 };
 
 static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
-	uint8_t key[SEAL_KEY_LEN];
-	char err[256];
-	char *db;
 
-	if(!fx || !(fx->dir = ut_mkdtemp())){
+	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
 		free(fx);
 		return -1;
 	}
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		key[i] = (uint8_t)(0x3c + i * 7);
-	}
-	db = ut_join(fx->dir, "db");
-	if(!db || store_open(&fx->pl.store, db, 0, key, 0, NULL, err, sizeof(err)) != STORE_OK){
-		free(db);
-		return -1;
-	}
-	free(db);
 	*state = fx;
 	return 0;
 }
@@ -57,8 +38,7 @@ static int fx_teardown(void **state)
 
 	pending_wills_free(&fx->pl);
 	store_close(fx->pl.store);
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
+	fstore_remove(&fx->fs);
 	free(fx);
 	return 0;
 }
