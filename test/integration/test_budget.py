@@ -127,7 +127,9 @@ def _connack(broker, cid, version=V5, clean=False, expiry=3600, username=None) -
 def _subscribe_refused(client, topic) -> bool:
     """Whether SUBSCRIBE topic cost the client its connection, without a SUBACK."""
     rc, mid = client.mqtt.subscribe(topic, 1)
-    assert rc == mqtt.MQTT_ERR_SUCCESS
+    # paho reports NO_CONN when the broker closes the connection while it
+    # writes the SUBSCRIBE: the broker's log says whether it got it.
+    assert rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), rc
     client._wait(lambda: mid in client._subacks or client.disconnected, 10, f"SUBACK for {topic}")
     return client.disconnected and mid not in client._subacks
 
@@ -165,7 +167,9 @@ def test_budget_bounds_retained_sessions_and_subscriptions(broker, workdir):
         assert _connack(broker, "clean-v3", version=V311, clean=True) == 0
         assert _connack(broker, "operator-console", clean=True, expiry=0, username=CONTROL_USER) == 0
         assert _subscribe_refused(keeper, "keep2/#")
-        assert f"Client keeper [{HOST}" in broker.log() and "disconnected: quota exceeded" in broker.log()
+        log = broker.log()
+        assert "Received SUBSCRIBE from keeper" in log and f"Client keeper [{HOST}" in log, log[-2000:]
+        assert "disconnected: quota exceeded" in log, log[-2000:]
         assert _connack(broker, "keeper", expiry=3600) == 0  # a stored session comes back
         stats = control_stats(broker)
         assert stats["refusedRetainedOverBudget"] >= 60 - len(accepted), stats
