@@ -37,7 +37,7 @@ void store_close(struct store *st)
 	}
 	free(st->pend);
 	free(st->refd);
-	free(st->newb);
+	u64map_free(&st->newb);
 	free(st->path);
 	free(st);
 }

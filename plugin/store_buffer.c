@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Forgets the pending queue entries: st->ops was handed over or consumed. */
+/* Forgets the pending queue entries and the new bodies: st->ops was handed
+ * over or consumed. */
 void store_pending_forget(struct store *st)
 {
 	st->pend_n = 0;
@@ -15,33 +16,7 @@ void store_pending_forget(struct store *st)
 		memset(st->pend, 0, st->pend_cap * sizeof(*st->pend));
 		st->pend_gen = 1;
 	}
-	st->newb_n = 0;
-	if(++st->newb_gen == 0){
-		memset(st->newb, 0, st->newb_cap * sizeof(*st->newb));
-		st->newb_gen = 1;
-	}
-}
-
-static size_t newb_hash(uint64_t store_id, size_t cap)
-{
-	return (size_t)(store_id * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
-}
-
-/* The buffered new body store_id, or NULL. */
-static struct new_body *newb_find(struct store *st, uint64_t store_id)
-{
-	if(!st->newb_n){
-		return NULL;
-	}
-	for(size_t i = newb_hash(store_id, st->newb_cap);; i = (i + 1) & (st->newb_cap - 1)){
-		struct new_body *b = &st->newb[i];
-		if(b->gen != st->newb_gen){
-			return NULL;
-		}
-		if(b->store_id == store_id){
-			return b;
-		}
-	}
+	u64map_clear(&st->newb);
 }
 
 /* Notes a body put at off. Without memory it is simply not noted: its
@@ -50,46 +25,18 @@ static void newb_add(struct store *st, uint64_t store_id, size_t off)
 {
 	struct new_body *b;
 
-	if(off >= UINT32_MAX || newb_find(st, store_id)){
+	if(off >= UINT32_MAX || u64map_get(&st->newb, store_id)){
 		return;
 	}
-	if((st->newb_n + 1) * 2 > st->newb_cap){
-		size_t cap = st->newb_cap ? st->newb_cap * 2 : 256;
-		struct new_body *t = calloc(cap, sizeof(*t));
-		if(!t){
-			return;
-		}
-		for(size_t i = 0; i < st->newb_cap; i++){
-			if(st->newb[i].gen == st->newb_gen){
-				size_t j = newb_hash(st->newb[i].store_id, cap);
-				while(t[j].gen == st->newb_gen){
-					j = (j + 1) & (cap - 1);
-				}
-				t[j] = st->newb[i];
-			}
-		}
-		free(st->newb);
-		st->newb = t;
-		st->newb_cap = cap;
-		if(st->newb_gen == 0){
-			st->newb_gen = 1;
-		}
+	b = u64map_add(&st->newb, store_id);
+	if(b){
+		b->off = (uint32_t)off;
 	}
-	size_t i = newb_hash(store_id, st->newb_cap);
-	while(st->newb[i].gen == st->newb_gen){
-		i = (i + 1) & (st->newb_cap - 1);
-	}
-	b = &st->newb[i];
-	b->store_id = store_id;
-	b->off = (uint32_t)off;
-	b->refs = 0;
-	b->gen = st->newb_gen;
-	st->newb_n++;
 }
 
 static void newb_count(struct store *st, uint64_t store_id, int d)
 {
-	struct new_body *b = newb_find(st, store_id);
+	struct new_body *b = u64map_get(&st->newb, store_id);
 
 	if(b){
 		b->refs = (uint32_t)((int64_t)b->refs + d);
@@ -101,9 +48,10 @@ static void newb_count(struct store *st, uint64_t store_id, int d)
  * sealed. */
 void store_newb_patch(struct store *st)
 {
-	for(size_t i = 0; st->newb_n && i < st->newb_cap; i++){
-		struct new_body *b = &st->newb[i];
-		if(b->gen != st->newb_gen || b->off < st->ops_patched){
+	struct new_body *b;
+
+	for(size_t c = 0; (b = u64map_next(&st->newb, &c, NULL));){
+		if(b->off < st->ops_patched){
 			continue;
 		}
 		uint8_t *p = st->ops.data + b->off;

@@ -22,6 +22,7 @@
 
 #include "bytes.h"
 #include "store.h"
+#include "u64map.h"
 
 #define KEY_MAX (2 * HASH_LEN + 8)
 /* op (1) | database (1) | key length (1) | value length (4, LE) | ref (8, BE):
@@ -78,14 +79,13 @@ struct ref_delta {
 	bool created;    /* the body was put in this transaction */
 };
 
-/* A body put in the buffered operations: the stored entries that refer to
- * it from the same buffer are counted into its record (refs0) when it is
- * sealed, so a body whose count never changes needs no refs record. */
+/* A body put in the buffered operations, by store id in st->newb: the
+ * stored entries that refer to it from the same buffer are counted into its
+ * record (refs0) when it is sealed, so a body whose count never changes
+ * needs no refs record. */
 struct new_body {
-	uint64_t store_id;
 	uint32_t off;    /* its put in st->ops */
 	uint32_t refs;
-	uint32_t gen;    /* in use in generation st->newb_gen only */
 };
 extern const char store_legacy_queue_name[]; /* schema 1 */
 
@@ -129,9 +129,7 @@ struct store {
 	size_t refd_cap, refd_n;
 	uint32_t refd_gen;
 	struct buf wpt;              /* plaintext scratch of the transaction */
-	struct new_body *newb;       /* open addressing, newb_cap a power of two */
-	size_t newb_cap, newb_n;
-	uint32_t newb_gen;           /* never 0 once newb exists */
+	struct u64map newb;          /* store id -> struct new_body */
 	struct pending *pend;        /* open addressing, pend_cap a power of two */
 	size_t pend_cap, pend_n;
 	uint32_t pend_gen;

@@ -674,6 +674,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	pthread_cond_init(&st->idle, NULL);
 	st->log = log;
 	st->lock_fd = -1;
+	u64map_init(&st->newb, sizeof(struct new_body));
 	st->read_only = flags & STORE_READ_ONLY;
 	st->no_sync = flags & STORE_NO_SYNC;
 	st->lazy = flags & STORE_LAZY;
