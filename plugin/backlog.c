@@ -3,18 +3,18 @@
  *
  * The broker keeps every queued message in memory. At the tick it is told
  * to let go of the outgoing messages of each stored session whose client is
- * not connected (mosquitto_persist_client_msg_clear, which reports no
+ * not connected (broker_queue_release, which raises no
  * client message deletion, so the stored entries stay; the bodies stay in
  * the store while entries refer to them). When such a client authenticates
  * (BASIC_AUTH), before the broker hands it its session, the stored queue is
- * handed back in its order (queue_load in restore.c), a window of
+ * handed back in its order (queue_load in handback.c), a window of
  * plugin_opt_queue_window messages at a time: the next part goes in at the
  * tick once the client has acknowledged half of the last. What the broker
  * routes to the client meanwhile is queued behind the window; the tick
  * takes it back out (it stays stored, later in the queue than the rest of
  * the backlog) so that it comes in its turn. At start-up only sessions,
  * subscriptions, retained messages and wills are restored. */
-#include "adapter.h"
+#include "feature.h"
 #include "array.h"
 
 #include <stdlib.h>
@@ -23,6 +23,21 @@
 /* Warnings (a client that skipped BASIC_AUTH, a message sent ahead of a
  * backlog), at most this often. */
 #define LOG_INTERVAL_S 10
+
+/* plugin_opt_queue_storage disk (backlog.c): offline sessions' messages
+ * are taken out of the broker at the tick and handed back when the client
+ * returns. */
+struct backlog {
+	struct client_table sessions;   /* struct backlog_session */
+	char **due;                     /* offline sessions the broker holds messages of */
+	size_t n_due, cap_due;
+	char **draining;                /* connected sessions whose stored queue is handed back in parts */
+	size_t n_draining, cap_draining;
+	uint64_t out_of_order;          /* routed during a hand-back and sent ahead of it */
+	uint64_t evicted, loaded;       /* messages taken out of / handed back to the broker */
+	time_t log_at;
+	time_t unmapped_at;   /* monotonic second of the last store_unmap_pages */
+};
 
 struct backlog_session {
 	char *clientid;
@@ -76,20 +91,20 @@ static bool list_add(char ***list, size_t *n, size_t *cap, const char *clientid)
  * handed back since, and no PUBREL outstanding. */
 bool backlog_released(const struct plugin *pl, const char *clientid)
 {
-	const struct backlog_session *s = client_find(&pl->backlog.sessions, clientid);
+	const struct backlog_session *s = client_find(&pl->backlog->sessions, clientid);
 
 	return s && !s->online && !s->draining && !s->due && !s->n_pubrel && !s->held_from;
 }
 
 static void mark_due(struct plugin *pl, struct backlog_session *s)
 {
-	struct backlog *b = &pl->backlog;
+	struct backlog *b = pl->backlog;
 
 	if(s->due){
 		return;
 	}
 	if(!list_add(&b->due, &b->n_due, &b->cap_due, s->clientid)){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: the queue of offline "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: out of memory: the queue of offline "
 				"client %s stays in the broker's memory", s->clientid);
 		return;
 	}
@@ -108,10 +123,10 @@ static void drain_stop(struct backlog_session *s)
 
 static struct backlog_session *record_get(struct plugin *pl, const char *clientid)
 {
-	struct backlog_session *s = client_get_or_add(&pl->backlog.sessions, clientid, sizeof(*s));
+	struct backlog_session *s = client_get_or_add(&pl->backlog->sessions, clientid, sizeof(*s));
 
 	if(!s){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: the queue of client %s "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: out of memory: the queue of client %s "
 				"stays in the broker's memory", clientid);
 	}
 	return s;
@@ -121,7 +136,7 @@ static void push_back(struct plugin *pl, struct backlog_session *s, uint16_t mid
 {
 	if(ARRAY_GROW(s->push, s->n_push, s->cap_push, 64)){
 		/* Left where it is, it comes before the rest of the backlog. */
-		pl->backlog.out_of_order++;
+		pl->backlog->out_of_order++;
 		return;
 	}
 	s->push[s->n_push].mid = mid;
@@ -156,11 +171,11 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 		}
 		/* The window was sent whole before the next part went in: this one
 		 * goes out now, ahead of the rest of the backlog. */
-		pl->backlog.out_of_order++;
+		pl->backlog->out_of_order++;
 		time_t now = time(NULL);
-		if(now - pl->backlog.log_at >= LOG_INTERVAL_S){
-			pl->backlog.log_at = now;
-			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: a message for client %s went out ahead of "
+		if(now - pl->backlog->log_at >= LOG_INTERVAL_S){
+			pl->backlog->log_at = now;
+			broker_log(BROKER_LOG_WARNING, "persist-lmdb: a message for client %s went out ahead of "
 					"its stored backlog: plugin_opt_queue_window (%zu) should exceed twice the broker's "
 					"max_inflight_messages", clientid, pl->cfg.queue_window);
 		}
@@ -186,7 +201,7 @@ void backlog_online(struct plugin *pl, const char *clientid, bool online)
 		}
 		return;
 	}
-	s = client_find(&pl->backlog.sessions, clientid);
+	s = client_find(&pl->backlog->sessions, clientid);
 	if(!s){
 		return;
 	}
@@ -198,7 +213,7 @@ void backlog_online(struct plugin *pl, const char *clientid, bool online)
 		/* What it had in flight or queued goes at the next tick. */
 		mark_due(pl, s);
 	}else if(!s->due){
-		session_free(client_take(&pl->backlog.sessions, clientid));
+		session_free(client_take(&pl->backlog->sessions, clientid));
 	}
 }
 
@@ -233,7 +248,7 @@ void backlog_session_added(struct plugin *pl, const char *clientid)
 void backlog_session_gone(struct plugin *pl, const char *clientid)
 {
 	if(backlog_on(pl)){
-		session_free(client_take(&pl->backlog.sessions, clientid));
+		session_free(client_take(&pl->backlog->sessions, clientid));
 	}
 }
 
@@ -248,18 +263,18 @@ static int release(struct plugin *pl, struct backlog_session *s)
 	int rc;
 
 	if(s->n_pubrel){
-		return MOSQ_ERR_ALREADY_EXISTS;
+		return BROKER_FAILED;
 	}
 	rc = broker_queue_release(s->clientid);
-	if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NOT_FOUND){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot take the queue of offline client %s "
-				"out of the broker's memory: %s", s->clientid, mosquitto_strerror(rc));
+	if(rc != BROKER_OK && rc != BROKER_NOT_FOUND){
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: cannot take the queue of offline client %s "
+				"out of the broker's memory: %s", s->clientid, broker_strerror(rc));
 		return rc;
 	}
 	s->on_disk = true;
 	s->held_from = 0;
-	pl->backlog.evicted++;
-	return MOSQ_ERR_SUCCESS;
+	pl->backlog->evicted++;
+	return BROKER_OK;
 }
 
 void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
@@ -275,7 +290,7 @@ void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 		}
 	}
 	if(ARRAY_GROW(s->pubrel, s->n_pubrel, s->cap_pubrel, 8)){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: a QoS 2 message of client %s "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: out of memory: a QoS 2 message of client %s "
 				"may be sent again as a new PUBLISH", clientid);
 		return;
 	}
@@ -292,7 +307,7 @@ bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	if(broker_taking()){
 		return false;
 	}
-	s = client_find(&pl->backlog.sessions, clientid);
+	s = client_find(&pl->backlog->sessions, clientid);
 	if(!s){
 		return true;
 	}
@@ -315,7 +330,7 @@ static void drain_tick(struct plugin *pl);
 
 void backlog_tick(struct plugin *pl)
 {
-	struct backlog *b = &pl->backlog;
+	struct backlog *b = pl->backlog;
 	size_t n;
 	struct timespec now;
 
@@ -363,16 +378,16 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 	/* Reads see committed data: what the events of this iteration wrote
 	 * is committed first. */
 	if(store_has_pending(pl->store) && commit_marked(pl) != STORE_OK){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot commit before handing client %s its "
+		broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot commit before handing client %s its "
 				"stored messages; they are sent at its next connection", s->clientid);
 		return -1;
 	}
 	if(queue_load(pl, s->clientid, &ql) != STORE_OK){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot read the stored messages of client %s; "
+		broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot read the stored messages of client %s; "
 				"they are sent at its next connection", s->clientid);
 		return -1;
 	}
-	pl->backlog.loaded += ql.loaded;
+	pl->backlog->loaded += ql.loaded;
 	s->in_held = true;
 	s->next_mid = ql.next_mid;
 	s->held += ql.loaded;
@@ -400,7 +415,7 @@ static void drain_start(struct plugin *pl, struct backlog_session *s)
 		/* Out of memory: the rest stays stored, for the next connection. */
 		s->on_disk = true;
 	}else{
-		if(!list_add(&pl->backlog.draining, &pl->backlog.n_draining, &pl->backlog.cap_draining, s->clientid)){
+		if(!list_add(&pl->backlog->draining, &pl->backlog->n_draining, &pl->backlog->cap_draining, s->clientid)){
 			/* The rest stays stored, for the next connection. */
 			s->on_disk = true;
 			return;
@@ -437,7 +452,7 @@ static bool drain_step(struct plugin *pl, struct backlog_session *s)
 
 static void drain_tick(struct plugin *pl)
 {
-	struct backlog *b = &pl->backlog;
+	struct backlog *b = pl->backlog;
 	size_t kept = 0;
 
 	for(size_t i = 0; i < b->n_draining; i++){
@@ -459,29 +474,26 @@ static void drain_tick(struct plugin *pl)
 
 /* Before the broker hands the session to the new connection: what the
  * broker still holds of it goes first (it is newer than what is stored
- * only), then the first part of the stored queue comes back. Returns
- * "ignore": authentication is left to the broker and other plugins. */
-int on_basic_auth_backlog(int event, void *event_data, void *userdata)
+ * only), then the first part of the stored queue comes back. */
+void backlog_auth(struct plugin *pl, const char *clientid)
 {
-	struct mosquitto_evt_basic_auth *ed = event_data;
-	struct plugin *pl = userdata;
-	const char *clientid = mosquitto_client_id(ed->client);
 	struct backlog_session *s;
 
-	(void)event;
-	s = clientid ? client_find(&pl->backlog.sessions, clientid) : NULL;
+	if(!backlog_on(pl)){
+		return;
+	}
+	s = clientid ? client_find(&pl->backlog->sessions, clientid) : NULL;
 	/* With PUBRELs outstanding, the broker still holds the session; a
 	 * paused hand-back goes on once the client is connected. */
 	if(!s || s->online || s->n_pubrel || !(s->on_disk || s->due)){
-		return MOSQ_ERR_PLUGIN_IGNORE;
+		return;
 	}
-	if(s->due && release(pl, s) != MOSQ_ERR_SUCCESS){
-		return MOSQ_ERR_PLUGIN_IGNORE;
+	if(s->due && release(pl, s) != BROKER_OK){
+		return;
 	}
 	drain_start(pl, s);
 	/* If the connection is refused, the next tick takes it back out. */
 	mark_due(pl, s);
-	return MOSQ_ERR_PLUGIN_IGNORE;
 }
 
 void backlog_connected(struct plugin *pl, const char *clientid)
@@ -492,7 +504,7 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 	if(!backlog_on(pl)){
 		return;
 	}
-	s = client_find(&pl->backlog.sessions, clientid);
+	s = client_find(&pl->backlog->sessions, clientid);
 	if(!s || s->online || s->draining || !s->on_disk){
 		return;
 	}
@@ -501,9 +513,9 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 	 * decided): the broker has sent what it held, which is newer than the
 	 * stored messages it did not hold. */
 	now = time(NULL);
-	if(now - pl->backlog.log_at >= LOG_INTERVAL_S){
-		pl->backlog.log_at = now;
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: client %s connected without this plugin's "
+	if(now - pl->backlog->log_at >= LOG_INTERVAL_S){
+		pl->backlog->log_at = now;
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: client %s connected without this plugin's "
 				"BASIC_AUTH callback; its stored messages are sent after the ones the broker held "
 				"(load persist-lmdb before authentication plugins)", clientid);
 	}
@@ -516,10 +528,16 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 	s->held_from = 0;
 }
 
-void backlog_free(struct plugin *pl)
+struct backlog *backlog_new(void)
 {
-	struct backlog *b = &pl->backlog;
+	return calloc(1, sizeof(struct backlog));
+}
 
+void backlog_free(struct backlog *b)
+{
+	if(!b){
+		return;
+	}
 	client_table_free(&b->sessions, session_free);
 	for(size_t i = 0; i < b->n_due; i++){
 		free(b->due[i]);
@@ -529,12 +547,12 @@ void backlog_free(struct plugin *pl)
 		free(b->draining[i]);
 	}
 	free(b->draining);
-	memset(b, 0, sizeof(*b));
+	free(b);
 }
 
-void backlog_stats(const struct plugin *pl, struct feature_stats *out)
+void backlog_stats(const struct backlog *b, struct feature_stats *out)
 {
-	out->backlog_releases = pl->backlog.evicted;
-	out->backlog_loaded = pl->backlog.loaded;
-	out->backlog_out_of_order = pl->backlog.out_of_order;
+	out->backlog_releases = b->evicted;
+	out->backlog_loaded = b->loaded;
+	out->backlog_out_of_order = b->out_of_order;
 }

@@ -20,7 +20,7 @@
  *   default deny into an allow.
  * Messages for connected clients, QoS 0 and clean MQTT 3.1.1 clients keep
  * flowing. */
-#include "adapter.h"
+#include "feature.h"
 #include "array.h"
 #include "control_req.h"
 
@@ -29,6 +29,22 @@
 
 #define FILTERS_MAX_AGE_S 1
 #define LOG_EVERY_S 10
+
+/* plugin_opt_max_db_size (budget.c). */
+struct budget {
+	char **filters;   /* subscriptions of the sessions offline at read_at */
+	size_t n, cap;
+	bool all;         /* they could not be read: every topic counts as matched */
+	bool over;        /* the last publish checked found the budget reached */
+	time_t read_at;   /* monotonic seconds; 0: not read */
+	time_t log_at;
+	uint64_t measured;               /* the store's used bytes when last read */
+	uint64_t admitted;               /* payload bytes let in since then */
+	uint64_t refused;                /* QoS 1/2 publishes for offline sessions */
+	uint64_t refused_retained;
+	uint64_t refused_sessions;       /* connections that would start a stored session */
+	uint64_t refused_subscriptions;  /* of clients whose session is stored */
+};
 
 static void filters_clear(struct budget *b)
 {
@@ -66,7 +82,7 @@ static int add_filter(void *ctx, const struct rec_sub *s)
  * session that went offline since is caught at the next read. */
 static void filters_refresh(struct plugin *pl, time_t now)
 {
-	struct budget *b = &pl->budget;
+	struct budget *b = pl->budget;
 
 	if(b->read_at && now - b->read_at < FILTERS_MAX_AGE_S){
 		return;
@@ -84,7 +100,7 @@ static void filters_refresh(struct plugin *pl, time_t now)
 
 static bool matches_offline(struct plugin *pl, const char *topic)
 {
-	struct budget *b = &pl->budget;
+	struct budget *b = pl->budget;
 
 	if(b->all){
 		return true;
@@ -100,7 +116,7 @@ static bool matches_offline(struct plugin *pl, const char *topic)
 /* Whether the budget is reached now; logs the way back under it. */
 static bool budget_over(struct plugin *pl)
 {
-	struct budget *b = &pl->budget;
+	struct budget *b = pl->budget;
 	uint64_t used;
 
 	if(!pl->cfg.max_db_size){
@@ -119,7 +135,7 @@ static bool budget_over(struct plugin *pl)
 			b->over = false;
 			filters_clear(b);
 			b->read_at = 0;
-			mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: the store is back under "
+			broker_log(BROKER_LOG_NOTICE, "persist-lmdb: the store is back under "
 					"plugin_opt_max_db_size (%llu of %zu bytes in use): accepting what it refused again",
 					(unsigned long long)used, pl->cfg.max_db_size);
 		}
@@ -133,14 +149,14 @@ static bool budget_over(struct plugin *pl)
  * budget refuses. */
 static void refused(struct plugin *pl, uint64_t *counter)
 {
-	struct budget *b = &pl->budget;
+	struct budget *b = pl->budget;
 	struct timespec ts;
 
 	(*counter)++;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	if(!b->log_at || ts.tv_sec - b->log_at >= LOG_EVERY_S){
 		b->log_at = ts.tv_sec;
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: the store has %llu bytes in use and %llu let "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: the store has %llu bytes in use and %llu let "
 				"in since, at plugin_opt_max_db_size (%zu): refusing QoS 1/2 publishes for offline sessions, "
 				"retained messages, new stored sessions and their subscriptions until it drains (%llu, %llu, "
 				"%llu and %llu refused so far)", (unsigned long long)b->measured, (unsigned long long)b->admitted,
@@ -149,31 +165,31 @@ static void refused(struct plugin *pl, uint64_t *counter)
 	}
 }
 
-int budget_check(struct plugin *pl, const struct mosquitto_evt_message *ed)
+bool budget_refuses(struct plugin *pl, const struct message *p)
 {
-	struct budget *b = &pl->budget;
+	struct budget *b = pl->budget;
 	struct timespec ts;
 
 	if(!budget_over(pl)){
-		if(ed->qos || ed->retain){
-			b->admitted += ed->payloadlen;
+		if(p->m.qos || p->m.retain){
+			b->admitted += p->m.payload.len;
 		}
-		return MOSQ_ERR_SUCCESS;
+		return false;
 	}
-	if(ed->retain && ed->payloadlen){
+	if(p->m.retain && p->m.payload.len){
 		refused(pl, &b->refused_retained);
-		return ed->qos == 0 ? MOSQ_ERR_QUOTA_EXCEEDED : publish_refusal(ed);
+		return true;
 	}
-	if(ed->qos == 0){
-		return MOSQ_ERR_SUCCESS;
+	if(p->m.qos == 0){
+		return false;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	filters_refresh(pl, ts.tv_sec);
-	if(!matches_offline(pl, ed->topic)){
-		return MOSQ_ERR_SUCCESS;
+	if(!matches_offline(pl, p->m.topic)){
+		return false;
 	}
 	refused(pl, &b->refused);
-	return publish_refusal(ed);
+	return true;
 }
 
 static int note_found(void *ctx, const struct rec_session *s)
@@ -191,49 +207,45 @@ static bool session_stored(struct plugin *pl, const char *clientid)
 	return !clientid || store_session_get(pl->store, clientid, note_found, &found) != STORE_OK || found;
 }
 
-int on_basic_auth_budget(int event, void *event_data, void *userdata)
+bool budget_refuses_client(struct plugin *pl, const struct client_auth *c)
 {
-	struct mosquitto_evt_basic_auth *ed = event_data;
-	struct plugin *pl = userdata;
-	const char *clientid = mosquitto_client_id(ed->client);
-
-	(void)event;
 	/* An operator (plugin_opt_control_users) gets in to see and fix it. */
-	if(!budget_over(pl)
-			|| (mosquitto_client_clean_session(ed->client) && mosquitto_client_protocol_version(ed->client) != 5)
-			|| ctl_user_allowed(pl->cfg.control_users, ed->username)
-			|| session_stored(pl, clientid)){
-		return MOSQ_ERR_PLUGIN_IGNORE;
+	if(!budget_over(pl) || c->transient || ctl_user_allowed(pl->cfg.control_users, c->username)
+			|| session_stored(pl, c->clientid)){
+		return false;
 	}
-	refused(pl, &pl->budget.refused_sessions);
-	return MOSQ_ERR_SERVER_BUSY;
+	refused(pl, &pl->budget->refused_sessions);
+	return true;
 }
 
-int on_subscribe_budget(int event, void *event_data, void *userdata)
+bool budget_refuses_subscription(struct plugin *pl, const char *clientid)
 {
-	struct mosquitto_evt_subscribe *ed = event_data;
-	struct plugin *pl = userdata;
-
-	(void)event;
-	if(!budget_over(pl) || !session_stored(pl, mosquitto_client_id(ed->client))){
-		return MOSQ_ERR_SUCCESS;
+	if(!budget_over(pl) || !session_stored(pl, clientid)){
+		return false;
 	}
-	refused(pl, &pl->budget.refused_subscriptions);
-	return MOSQ_ERR_QUOTA_EXCEEDED;
+	refused(pl, &pl->budget->refused_subscriptions);
+	return true;
 }
 
-void budget_free(struct plugin *pl)
+struct budget *budget_new(void)
 {
-	filters_clear(&pl->budget);
-	free(pl->budget.filters);
-	pl->budget.filters = NULL;
-	pl->budget.cap = 0;
+	return calloc(1, sizeof(struct budget));
 }
 
-void budget_stats(const struct plugin *pl, struct feature_stats *out)
+void budget_free(struct budget *b)
 {
-	out->refused_over_budget = pl->budget.refused;
-	out->refused_retained = pl->budget.refused_retained;
-	out->refused_sessions = pl->budget.refused_sessions;
-	out->refused_subscriptions = pl->budget.refused_subscriptions;
+	if(!b){
+		return;
+	}
+	filters_clear(b);
+	free(b->filters);
+	free(b);
+}
+
+void budget_stats(const struct budget *b, struct feature_stats *out)
+{
+	out->refused_over_budget = b->refused;
+	out->refused_retained = b->refused_retained;
+	out->refused_subscriptions = b->refused_subscriptions;
+	out->refused_sessions = b->refused_sessions;
 }

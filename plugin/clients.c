@@ -1,5 +1,5 @@
 /* Per-client records by client id: open addressing with linear probing. */
-#include "adapter.h"
+#include "feature.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -62,7 +62,7 @@ static bool add_number(cJSON *o, const char *name, double v)
 /* Reads of the database see committed data only: commit first. */
 static int sync_store(struct request *rq)
 {
-	if(commit_marked(rq->pl) != STORE_OK){
+	if(features_commit(rq->pl) != STORE_OK){
 		return fail(rq->cmd, "The database cannot be written; see the broker log");
 	}
 	return MOSQ_ERR_SUCCESS;
@@ -105,7 +105,7 @@ static int delete_account(struct request *rq)
 	}
 	rc = account_apply(pl->store, &plan);
 	if(rc == STORE_OK){
-		rc = commit_marked(pl);
+		rc = features_commit(pl);
 	}
 	if(rc != STORE_OK){
 		account_plan_free(&plan);
@@ -334,7 +334,7 @@ static int purge_queue(struct request *rq)
 	}
 	free(si.purge);
 	if(rc == STORE_OK){
-		rc = commit_marked(rq->pl);
+		rc = features_commit(rq->pl);
 	}
 	if(rc != STORE_OK){
 		return fail(rq->cmd, "Removed from the broker, but not yet from the database: "

@@ -1,9 +1,16 @@
-/* Persistence events: each translates one broker struct into one store call.
- * The store buffers the write; the tick (plugin.c) commits. */
+/* The broker's events: each translates the broker's structs into
+ * plugin-owned values, tells the features (features.c) and makes one store
+ * call. The store buffers the write; the tick (plugin.c) commits. */
 #include "adapter.h"
 
-#include <stdlib.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
+
+#include <mosquitto/mqtt_protocol.h>
+
+/* Longer than any topic filter can match (MQTT topics are at most 65,535 bytes). */
+#define SINK_TOPIC_LEN 65536u
 
 int on_base_msg_add(int event, void *event_data, void *userdata)
 {
@@ -29,14 +36,17 @@ int on_base_msg_add(int event, void *event_data, void *userdata)
 	if(!m.expiry_time && pl->cfg.offline_ttl && !d->retain){
 		m.expiry_time = (int64_t)time(NULL) + pl->cfg.offline_ttl;
 	}
-	if(props_view(pl, d->properties, &m.properties)){
+	struct message b = {.store_id = d->store_id};
+
+	if(props_view(&pl->props, d->properties, &m.properties)){
 		return store_result(STORE_ERR_NOMEM, "a message's properties");
 	}
-	journal_q2_stash(pl, d);
-	journal_originated(pl, d);
+	b.m = m;
+	if(pl->cfg.dedup_window){
+		props_user_value(d->properties, pl->cfg.dedup_property, &b.msg_id);
+	}
 	replay_body_added(pl, d);
-	retention_body(pl, d->store_id, d->payloadlen, m.expiry_time);
-	body_held(pl, d->store_id);
+	features_body_added(pl, &b);
 	return store_result(store_msg_put(pl->store, d->store_id, &m), "a message");
 }
 
@@ -46,8 +56,7 @@ int on_base_msg_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	retention_body_gone(pl, ed->data.store_id);
-	body_gone(pl, ed->data.store_id);
+	features_body_gone(pl, ed->data.store_id);
 	return store_result(store_msg_release(pl->store, ed->data.store_id), "a message release");
 }
 
@@ -57,7 +66,7 @@ int on_retain_msg_set(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	journal_q2_routed(pl, ed->store_id);
+	features_retained(pl, ed->store_id);
 	return store_result(store_retain_set(pl->store, ed->topic, ed->store_id), "a retained message");
 }
 
@@ -70,9 +79,9 @@ int on_retain_msg_delete(int event, void *event_data, void *userdata)
 	return store_result(store_retain_delete(pl->store, ed->topic), "a retained message deletion");
 }
 
-static int client_put(struct plugin *pl, const struct mosquitto_client *c)
+static struct rec_session session_of(const struct mosquitto_client *c)
 {
-	struct rec_session s = {
+	return (struct rec_session){
 		.clientid = c->clientid,
 		.username = c->username,
 		.auth_method = c->auth_method,
@@ -85,17 +94,17 @@ static int client_put(struct plugin *pl, const struct mosquitto_client *c)
 		.max_qos = c->max_qos,
 		.retain_available = c->retain_available,
 	};
-	journal_session(pl, &s);
-	return store_result(store_session_put(pl->store, &s), "a session");
 }
 
 int on_client_add(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_client *ed = event_data;
+	struct plugin *pl = userdata;
+	struct rec_session s = session_of(&ed->data);
 
 	(void)event;
-	backlog_session_added(userdata, ed->data.clientid);
-	return client_put(userdata, &ed->data);
+	features_session_added(pl, &s);
+	return store_result(store_session_put(pl->store, &s), "a session");
 }
 
 /* The broker raises this, among other times, when a will's delay starts. */
@@ -103,12 +112,11 @@ int on_client_update(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_client *ed = event_data;
 	struct plugin *pl = userdata;
+	struct rec_session s = session_of(&ed->data);
 
 	(void)event;
-	if(ed->data.will_delay_time > time(NULL)){
-		will_delay_track(pl, ed->data.clientid, ed->data.will_delay_time);
-	}
-	return client_put(pl, &ed->data);
+	features_session_updated(pl, &s);
+	return store_result(store_session_put(pl->store, &s), "a session");
 }
 
 int on_client_delete(int event, void *event_data, void *userdata)
@@ -118,7 +126,6 @@ int on_client_delete(int event, void *event_data, void *userdata)
 
 	(void)event;
 	features_session_gone(pl, ed->data.clientid);
-	journal_session_gone(pl, ed->data.clientid);
 	return store_result(store_session_delete(pl->store, ed->data.clientid), "a session deletion");
 }
 
@@ -134,7 +141,7 @@ int on_subscription_add(int event, void *event_data, void *userdata)
 	};
 
 	(void)event;
-	journal_sub(pl, &s, false);
+	features_subscription(pl, &s, false);
 	return store_result(store_sub_put(pl->store, &s), "a subscription");
 }
 
@@ -145,110 +152,67 @@ int on_subscription_delete(int event, void *event_data, void *userdata)
 	struct rec_sub s = {.clientid = ed->data.clientid, .topic_filter = ed->data.topic_filter};
 
 	(void)event;
-	journal_sub(pl, &s, true);
+	features_subscription(pl, &s, true);
 	return store_result(store_sub_delete(pl->store, ed->data.clientid, ed->data.topic_filter),
 			"a subscription deletion");
 }
 
-static int client_msg_put(struct plugin *pl, const struct mosquitto_client_msg *d, uint64_t seq_no, bool added)
+static struct entry entry_of(const struct mosquitto_client_msg *d)
 {
-	struct rec_queue q = {
-		.seq_no = seq_no,
-		.store_id = d->store_id,
-		.subscription_identifier = d->subscription_identifier,
-		.mid = d->mid,
-		.qos = d->qos,
-		.retain = d->retain,
-		.dup = d->dup,
-		.direction = d->direction,
-		.state = d->state,
+	return (struct entry){
+		.clientid = d->clientid,
+		.seq = d->cmsg_id,
+		.q = {
+			.store_id = d->store_id,
+			.subscription_identifier = d->subscription_identifier,
+			.mid = d->mid,
+			.qos = d->qos,
+			.retain = d->retain,
+			.dup = d->dup,
+			.direction = d->direction,
+			.state = d->state,
+		},
 	};
-	int rc = added ? store_queue_append(pl->store, d->clientid, d->cmsg_id, &q)
-		: store_queue_update(pl->store, d->clientid, d->cmsg_id, &q);
-	return store_result(rc, "a queued message");
 }
 
 int on_client_msg_add(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_client_msg *ed = event_data;
+	struct plugin *pl = userdata;
+	struct entry e = entry_of(&ed->data);
 
 	(void)event;
-	struct plugin *pl = userdata;
-	const struct mosquitto_client_msg *d = &ed->data;
-	uint64_t seq_no = 0;
-
-	if(d->direction == MSG_DIR_OUT && replay_duplicate(pl, d)){
+	if(e.q.direction == MSG_DIR_OUT && replay_duplicate(pl, &ed->data)){
 		return MOSQ_ERR_SUCCESS;
 	}
-	if(d->direction == MSG_DIR_IN){
-		journal_q2_incoming(pl, d);
-	}else{
-		journal_q2_routed(pl, d->store_id);
-		journal_q2_entry(pl, d);
-	}
-	if(pl->cfg.seq_property && d->direction == MSG_DIR_OUT && d->qos > 0){
-		seq_no = seq_assign(pl, d->clientid, d->cmsg_id);
-	}
-	if(d->direction == MSG_DIR_OUT){
-		retention_add(pl, d->clientid, d->cmsg_id, d->mid, d->qos, d->store_id);
-		backlog_msg_added(pl, d->clientid, d->cmsg_id, d->mid, d->qos, d->state);
-	}
-	return client_msg_put(pl, d, seq_no, true);
+	features_entry_added(pl, &e);
+	return store_result(store_queue_append(pl->store, e.clientid, e.seq, &e.q), "a queued message");
 }
 
 int on_client_msg_update(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_client_msg *ed = event_data;
 	struct plugin *pl = userdata;
-	const struct mosquitto_client_msg *d = &ed->data;
+	struct entry e = entry_of(&ed->data);
 
 	(void)event;
-	if(d->direction == MSG_DIR_OUT && d->qos == 2){
-		pubrel_noted(pl, d);
-		if(d->state == MSG_STATE_WAIT_FOR_PUBCOMP){
-			journal_pubrel_sent(pl, d->clientid, d->cmsg_id);
-			backlog_pubrel_sent(pl, d->clientid, d->cmsg_id);
-		}else if(d->state == MSG_STATE_PUBLISH_QOS2 && pubrel_resume(pl, d)){
-			/* The stored state (PUBREL sent) stays. */
-			seq_released(pl, d->clientid, d->cmsg_id);
-			return MOSQ_ERR_SUCCESS;
-		}
-		if(d->state == MSG_STATE_WAIT_FOR_PUBCOMP || d->state == MSG_STATE_RESEND_PUBREL){
-			seq_released(pl, d->clientid, d->cmsg_id);
-		}
+	if(!features_entry_updated(pl, &e)){
+		return MOSQ_ERR_SUCCESS;
 	}
-	return client_msg_put(pl, d, pl->cfg.seq_property ? seq_lookup(pl, d->clientid, d->cmsg_id) : 0, false);
+	return store_result(store_queue_update(pl->store, e.clientid, e.seq, &e.q), "a queued message");
 }
 
 int on_client_msg_delete(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_persist_client_msg *ed = event_data;
 	struct plugin *pl = userdata;
+	struct entry e = entry_of(&ed->data);
 
 	(void)event;
-	if(replay_dropping(pl)){
+	if(replay_dropping(pl) || !features_entry_gone(pl, &e)){
 		return MOSQ_ERR_SUCCESS;
 	}
-	if(ed->data.direction == MSG_DIR_IN){
-		journal_released_in(pl, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id);
-		dedup_q2_released(pl, ed->data.store_id);
-	}else{
-		if(!backlog_msg_deleted(pl, ed->data.clientid, ed->data.cmsg_id, ed->data.mid)){
-			return MOSQ_ERR_SUCCESS;
-		}
-		if(ed->data.qos == 2){
-			pubrel_gone(pl, ed->data.clientid, ed->data.mid);
-			if(ed->data.state == MSG_STATE_WAIT_FOR_PUBCOMP){
-				journal_completed(pl, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id);
-			}
-		}
-		if(pl->cfg.seq_property){
-			seq_remove(pl, ed->data.clientid, ed->data.cmsg_id);
-		}
-		retention_remove(pl, ed->data.clientid, ed->data.cmsg_id);
-	}
-	return store_result(store_queue_remove(pl->store, ed->data.clientid, ed->data.cmsg_id, ed->data.store_id),
-			"a queued message deletion");
+	return store_result(store_queue_remove(pl->store, e.clientid, e.seq, e.q.store_id), "a queued message deletion");
 }
 
 int on_will_add(int event, void *event_data, void *userdata)
@@ -264,10 +228,10 @@ int on_will_add(int event, void *event_data, void *userdata)
 	};
 
 	(void)event;
-	if(props_view(pl, ed->data.properties, &w.properties)){
+	if(props_view(&pl->props, ed->data.properties, &w.properties)){
 		return store_result(STORE_ERR_NOMEM, "a will's properties");
 	}
-	journal_will(pl, &w);
+	features_will(pl, &w);
 	return store_result(store_will_put(pl->store, &w), "a will");
 }
 
@@ -279,8 +243,7 @@ int on_will_delete(int event, void *event_data, void *userdata)
 	struct plugin *pl = userdata;
 
 	(void)event;
-	will_gone(pl, ed->data.clientid);
-	journal_will_gone(pl, ed->data.clientid);
+	features_will_gone(pl, ed->data.clientid);
 	return store_result(store_will_delete(pl->store, ed->data.clientid), "a will deletion");
 }
 
@@ -296,12 +259,7 @@ int on_connect(int event, void *event_data, void *userdata)
 	if(!clientid){
 		return MOSQ_ERR_SUCCESS;
 	}
-	pending_will_forget(pl, clientid);
-	retention_online(pl, clientid, true);
-	backlog_connected(pl, clientid);
-	backlog_online(pl, clientid, true);
-	journal_will_gone(pl, clientid);
-	journal_online(pl, clientid, true);
+	features_client_connected(pl, clientid);
 	if(store_result(store_will_delete(pl->store, clientid), "a replaced will")){
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -315,14 +273,7 @@ static int client_gone(struct plugin *pl, struct mosquitto *client)
 	if(!clientid){
 		return MOSQ_ERR_SUCCESS;
 	}
-	/* The broker publishes its will next, if it has one due now (without
-	 * memory for the name, the will's record is an ordinary routing). */
-	will_leaving(pl, clientid);
-	dedup_client_gone(pl, clientid, false);
-	seq_connection_ended(pl, clientid);
-	retention_online(pl, clientid, false);
-	backlog_online(pl, clientid, false);
-	journal_online(pl, clientid, false);
+	features_client_disconnected(pl, clientid);
 	return store_result(store_session_set_online(pl->store, clientid, false), "a disconnection");
 }
 
@@ -340,4 +291,114 @@ int on_disconnect(int event, void *event_data, void *userdata)
 
 	(void)event;
 	return client_gone(userdata, ed->client);
+}
+
+/* How a QoS 1/2 publish is refused: MQTT 5 has a reason code (quota
+ * exceeded); an MQTT 3.1.1 PUBACK has none, so such a publisher is
+ * disconnected unacknowledged and resends after reconnecting. */
+static int publish_refusal(const struct mosquitto_evt_message *ed)
+{
+	return mosquitto_client_protocol_version(ed->client) == 5 ? MOSQ_ERR_QUOTA_EXCEEDED
+		: MOSQ_ERR_ADMINISTRATIVE_ACTION;
+}
+
+/* Gives a duplicate a topic that nothing matches, and no retain flag. */
+static int divert(struct mosquitto_evt_message *ed)
+{
+	char *topic = mosquitto_malloc(SINK_TOPIC_LEN + 1);
+
+	if(!topic){
+		return MOSQ_ERR_NOMEM;
+	}
+	memset(topic, 'x', SINK_TOPIC_LEN);
+	memcpy(topic, "$persist-lmdb-duplicate-", 24);
+	topic[SINK_TOPIC_LEN] = '\0';
+	ed->topic = topic;
+	ed->retain = false;
+	return MOSQ_ERR_SUCCESS;
+}
+
+int on_message_in(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_message *ed = event_data;
+	struct plugin *pl = userdata;
+	struct message p = {
+		.m = {
+			.topic = ed->topic,
+			.payload = {ed->payload, ed->payloadlen},
+			.qos = ed->qos,
+			.retain = ed->retain,
+			.source_id = mosquitto_client_id(ed->client),
+			.source_username = mosquitto_client_username(ed->client),
+		},
+	};
+
+	(void)event;
+	if(props_view(&pl->props, ed->properties, &p.m.properties)){
+		return MOSQ_ERR_NOMEM;
+	}
+	if(pl->cfg.dedup_window){
+		props_user_value(ed->properties, pl->cfg.dedup_property, &p.msg_id);
+	}
+	switch(features_publish_in(pl, &p)){
+		case VERDICT_REFUSE:
+			/* A retained QoS 0 message has no acknowledgement to refuse. */
+			return ed->qos == 0 ? MOSQ_ERR_QUOTA_EXCEEDED : publish_refusal(ed);
+		case VERDICT_DUPLICATE:
+			return divert(ed);
+		default:
+			return MOSQ_ERR_SUCCESS;
+	}
+}
+
+/* The number plugin_opt_seq_property gives a message goes out as a user
+ * property, to MQTT 5 clients. */
+int on_message_out(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_message *ed = event_data;
+	struct plugin *pl = userdata;
+	mosquitto_property *props = NULL;
+	char value[24];
+	uint64_t n;
+
+	(void)event;
+	n = features_publish_out(pl, mosquitto_client_id(ed->client), ed->qos);
+	if(!n || mosquitto_client_protocol_version(ed->client) != 5){
+		return MOSQ_ERR_SUCCESS;
+	}
+	snprintf(value, sizeof(value), "%" PRIu64, n);
+	if((ed->properties && mosquitto_property_copy_all(&props, ed->properties) != MOSQ_ERR_SUCCESS)
+			|| mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
+				pl->cfg.seq_property, value) != MOSQ_ERR_SUCCESS){
+		mosquitto_property_free_all(&props);
+		return MOSQ_ERR_SUCCESS;
+	}
+	ed->properties = props;
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* Registered only when a feature acts on it (plugin.c): it never decides
+ * who gets in, only refuses when a feature must. */
+int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	struct client_auth c = {
+		.clientid = mosquitto_client_id(ed->client),
+		.username = ed->username,
+		.transient = mosquitto_client_clean_session(ed->client) && mosquitto_client_protocol_version(ed->client) != 5,
+	};
+
+	(void)event;
+	if(!c.clientid){
+		return MOSQ_ERR_PLUGIN_IGNORE;
+	}
+	return features_client_auth(userdata, &c) ? MOSQ_ERR_SERVER_BUSY : MOSQ_ERR_PLUGIN_IGNORE;
+}
+
+int on_subscribe(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_subscribe *ed = event_data;
+
+	(void)event;
+	return features_subscribe(userdata, mosquitto_client_id(ed->client)) ? MOSQ_ERR_QUOTA_EXCEEDED : MOSQ_ERR_SUCCESS;
 }

@@ -3,7 +3,7 @@
  * that returns, in parts (backlog.c). What the journal says about an entry
  * reaches it through the hooks restore.c gives; a hand-back at run time has
  * none. */
-#include "adapter.h"
+#include "feature.h"
 #include "array.h"
 
 #include <stdlib.h>
@@ -17,63 +17,12 @@ struct held {
 	struct rec_queue q;
 };
 
-void body_held(struct plugin *pl, uint64_t store_id)
-{
-	if(backlog_on(pl) && store_id && idset_add(&pl->bodies_held, store_id)){
-		/* Not knowing it is held, a later hand-back adds the body
-		 * again, which the broker refuses as a duplicate. */
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory noting a held message");
-	}
-}
-
-void body_gone(struct plugin *pl, uint64_t store_id)
-{
-	idset_remove(&pl->bodies_held, store_id);
-}
-
-bool body_resident(const struct plugin *pl, uint64_t store_id)
-{
-	return idset_has(&pl->bodies_held, store_id);
-}
-
-void bodies_free(struct plugin *pl)
-{
-	idset_free(&pl->bodies_held);
-}
-
 int body_add(struct plugin *pl, uint64_t store_id, const struct rec_base_msg *m)
 {
-	struct mosquitto_base_msg msg;
-	int rc;
+	int rc = broker_body_add(store_id, m);
 
-	memset(&msg, 0, sizeof(msg));
-	msg.store_id = store_id;
-	msg.expiry_time = m->expiry_time;
-	msg.source_id = (char *)m->source_id;
-	msg.source_username = (char *)m->source_username;
-	msg.payloadlen = (uint32_t)m->payload.len;
-	msg.source_mid = m->source_mid;
-	msg.source_port = m->source_port;
-	msg.qos = m->qos;
-	msg.retain = m->retain;
-	msg.topic = mosquitto_strdup(m->topic);
-	msg.payload = broker_copy(m->payload.data, m->payload.len);
-	if(!msg.topic || !msg.payload || (m->properties.data && props_decode(m->properties, &msg.properties))){
-		mosquitto_free(msg.topic);
-		mosquitto_free(msg.payload);
-		return MOSQ_ERR_NOMEM;
-	}
-	rc = mosquitto_persist_base_msg_add(&msg);
-	if(rc == MOSQ_ERR_SUCCESS){
-		pl->handed->body(pl, store_id, msg.payloadlen, m->expiry_time);
-		body_held(pl, store_id);
-	}
-	/* The broker owns the topic, payload and properties from the call on,
-	 * except when it refuses the arguments outright. */
-	if(rc == MOSQ_ERR_INVAL){
-		mosquitto_free(msg.topic);
-		mosquitto_free(msg.payload);
-		mosquitto_property_free_all(&msg.properties);
+	if(rc == BROKER_OK){
+		bodies_held(pl, store_id, (uint32_t)m->payload.len, m->expiry_time);
 	}
 	return rc;
 }
@@ -93,15 +42,15 @@ static int ensure_visit(void *ctx, uint64_t store_id, const struct rec_base_msg 
 
 int body_ensure(struct plugin *pl, uint64_t store_id)
 {
-	struct ensure e = {pl, MOSQ_ERR_NOT_FOUND};
+	struct ensure e = {pl, BROKER_NOT_FOUND};
 
-	if(body_resident(pl, store_id)){
-		return MOSQ_ERR_SUCCESS;
+	if(bodies_resident(pl, store_id)){
+		return BROKER_OK;
 	}
 	if(store_msg_get(pl->store, store_id, ensure_visit, &e) != STORE_OK){
-		return MOSQ_ERR_UNKNOWN;
+		return BROKER_FAILED;
 	}
-	return e.rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOT_FOUND;
+	return e.rc == BROKER_OK ? BROKER_OK : BROKER_NOT_FOUND;
 }
 
 /* Applies what the journal says about one queue entry; returns true when
@@ -130,7 +79,7 @@ static bool queued_from_journal(struct handover *h, uint64_t seq, const struct r
 		if(sent){
 			struct pubrel_list *l = &h->pubrel;
 			if(ARRAY_GROW(l->seqs, l->n, l->cap, 8)){
-				mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
+				broker_log(BROKER_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
 						"of %s will be sent again as a new PUBLISH", q->mid, clientid);
 				return false;
 			}
@@ -139,8 +88,6 @@ static bool queued_from_journal(struct handover *h, uint64_t seq, const struct r
 	}
 	return false;
 }
-
-#define ADD_QUEUED_OR_DROPPED 2
 
 /* An outgoing message the client may have received: its packet id stays. */
 static bool was_sent(uint8_t state)
@@ -169,14 +116,12 @@ static uint16_t free_mid(struct handover *h)
  * hand-back is full). */
 static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q)
 {
-	struct mosquitto_client_msg cm;
+	uint16_t mid = q->mid;
 	int rc;
 
 	if(queued_from_journal(h, seq, q)){
 		return 0;
 	}
-	memset(&cm, 0, sizeof(cm));
-	cm.mid = q->mid;
 	if(q->direction == MSG_DIR_OUT && q->qos > 0){
 		/* In disk mode the broker deletes, acknowledges and takes back a
 		 * client's messages by packet id, and numbers the ones it routes on
@@ -186,49 +131,38 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 		 * sent keeps its id, by which the client knows it. Memory mode keeps
 		 * every id, as the broker's own persistence does. */
 		if(backlog_on(h->pl) && !was_sent(q->state)){
-			cm.mid = free_mid(h);
+			mid = free_mid(h);
 		}
-		h->next_mid = cm.mid;
-		if(!(h->mids[cm.mid >> 3] & (1u << (cm.mid & 7)))){
-			h->mids[cm.mid >> 3] |= (uint8_t)(1u << (cm.mid & 7));
+		h->next_mid = mid;
+		if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
+			h->mids[mid >> 3] |= (uint8_t)(1u << (mid & 7));
 			h->n_mids++;
 		}
 	}
-	cm.clientid = h->clientid;
-	cm.cmsg_id = seq;
-	cm.store_id = q->store_id;
-	cm.subscription_identifier = q->subscription_identifier;
-	cm.qos = q->qos;
-	cm.retain = q->retain;
-	cm.dup = q->dup;
-	cm.direction = q->direction;
-	cm.state = q->state;
-	rc = backlog_on(h->pl) ? body_ensure(h->pl, q->store_id) : MOSQ_ERR_SUCCESS;
-	if(rc == MOSQ_ERR_SUCCESS){
-		rc = mosquitto_persist_client_msg_add(&cm);
+	rc = backlog_on(h->pl) ? body_ensure(h->pl, q->store_id) : BROKER_OK;
+	if(rc == BROKER_OK){
+		rc = broker_entry_add(h->clientid, seq, mid, q);
 	}
-	/* The broker answers 2 both for a message it queued behind a connected
-	 * client's in-flight window and for one it dropped at its queue limits. */
-	if(rc == ADD_QUEUED_OR_DROPPED && h->load){
+	if(rc == BROKER_QUEUED_OR_DROPPED && h->load){
 		if(h->load->kick){
-			rc = MOSQ_ERR_SUCCESS;
+			rc = BROKER_OK;
 		}else{
 			/* The rest stays stored, for a later part. */
 			h->load->next_seq = seq;
 			return 1;
 		}
 	}
-	if(rc == MOSQ_ERR_SUCCESS){
+	if(rc == BROKER_OK){
 		h->queued++;
 		if(q->direction == MSG_DIR_IN){
-			h->pl->handed->incoming(h->pl, q->store_id, cm.clientid, seq);
+			h->pl->handed->incoming(h->pl, q->store_id, h->clientid, seq);
 		}
 		/* A hand-back's entries are under the limits since they were stored. */
 		if(q->direction == MSG_DIR_OUT && !h->load){
-			h->pl->handed->outgoing(h->pl, cm.clientid, seq, cm.mid, q->qos, q->store_id);
+			h->pl->handed->outgoing(h->pl, h->clientid, seq, mid, q->qos, q->store_id);
 		}
 		if(q->seq_no && q->direction == MSG_DIR_OUT){
-			seq_restore(h->pl, cm.clientid, seq, q->seq_no,
+			h->pl->handed->numbered(h->pl, h->clientid, seq, q->seq_no,
 					q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL);
 		}
 		return 0;
@@ -237,7 +171,7 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 	store_queue_remove(h->pl->store, h->clientid, seq, q->store_id);
 	h->pl->handed->refused(h->pl, h->clientid, seq);
 	h->failed++;
-	if(rc == MOSQ_ERR_NOT_FOUND){
+	if(rc == BROKER_NOT_FOUND){
 		h->orphaned++;
 	}else{
 		h->refused++;
@@ -322,12 +256,12 @@ static void pubrel_resume_session(struct handover *h)
 	size_t before = h->pubrel.n;
 
 	h->pubrel.clientid = h->clientid;
-	h->pl->pubrel = &h->pubrel;
+	pubrel_resuming(h->pl, &h->pubrel);
 	fill_in_flight(h);
-	h->pl->pubrel = NULL;
+	pubrel_resuming(h->pl, NULL);
 	h->pubrel_resumed += before - h->pubrel.n;
 	if(h->pubrel.n){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: %zu QoS 2 messages of client %s had their "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: %zu QoS 2 messages of client %s had their "
 				"PUBREL sent but are not among the first in flight: they are sent again as new PUBLISHes",
 				h->pubrel.n, h->clientid);
 	}
@@ -341,12 +275,7 @@ void handover_session(struct handover *h, uint64_t from)
 		memset(h->own_mids, 0, sizeof(h->own_mids));
 		h->n_mids = 0;
 	}
-	if(h->pl->cfg.seq_property){
-		uint64_t last;
-		if(store_seqno_get(h->pl->store, h->clientid, &last) == STORE_OK){
-			seq_restore_last(h->pl, h->clientid, last);
-		}
-	}
+	h->pl->handed->session(h->pl, h->clientid);
 	/* The broker puts a session's first messages in flight (its window), and
 	 * only those can resume at PUBREL: the others go out as new PUBLISHes.
 	 * Entries ahead of one whose PUBREL was sent (deliveries acknowledged
@@ -362,12 +291,12 @@ void handover_session(struct handover *h, uint64_t from)
 		pubrel_resume_session(h);
 	}
 	if(h->orphaned){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
 				"when handing them to the broker: their message bodies are missing (rejected or lost)",
 				h->orphaned, h->clientid);
 	}
 	if(h->refused){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: dropped %lu queued messages of client %s "
 				"when handing them to the broker: it refused them (max_queued_messages / max_queued_bytes)",
 				h->refused, h->clientid);
 	}

@@ -10,7 +10,7 @@
  *     once): restored so that the client gets PUBREL again, not PUBLISH;
  *   - an incoming QoS 2 message released by PUBREL (PUBCOMP follows at
  *     once): routed from the stored incoming entry. */
-#include "adapter.h"
+#include "feature.h"
 #include "array.h"
 
 #include <stdlib.h>
@@ -19,14 +19,43 @@
 
 #define LOG_EVERY_S 10
 
+/* A stored incoming QoS 2 message not released yet. */
+struct incoming_q2 {
+	uint64_t store_id;
+	char *clientid;
+	uint64_t cmsg_id;
+};
+
+struct pubrel_lapse;
+
+struct intake {
+	struct buf jbuf;         /* scratch for journal records */
+	bool journal_unsynced;   /* publish mode: records written to the mapping, synced at the tick */
+	time_t journal_log_time;
+	struct message q2_stash; /* a QoS 2 body just stored: its pointers are the broker's */
+	struct buf q2_props;     /* its properties, encoded */
+	uint64_t q2_routed_lsn;  /* the journal record of the last QoS 2 routing */
+	uint64_t q2_routing_store_id;  /* its body */
+	uint64_t tail_store_id;  /* a routing committed in its middle: its further copies are journaled */
+	const char *in_topic;    /* the buffers of the last message MESSAGE_IN saw (journal_originated) */
+	const void *in_payload;
+	struct incoming_q2 *incoming;  /* by store id */
+	size_t n_incoming, cap_incoming;
+	struct pubrel_list *pubrel;    /* set while handback.c resumes one session's exchanges */
+	struct pubrel_lapse *lapsed;   /* exchanges left at "resend PUBREL" */
+	size_t n_lapsed, cap_lapsed;
+	uint64_t refused_disk_full;
+	time_t disk_full_log_time;
+};
+
 
 static void log_limited(struct plugin *pl, const char *what, int rc)
 {
 	time_t now = time(NULL);
 
-	if(now - pl->journal_log_time >= LOG_EVERY_S){
-		pl->journal_log_time = now;
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot journal %s (%s); it is durable "
+	if(now - pl->intake->journal_log_time >= LOG_EVERY_S){
+		pl->intake->journal_log_time = now;
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: cannot journal %s (%s); it is durable "
 				"at the next commit instead", what, journal_strerror(rc));
 	}
 }
@@ -38,8 +67,8 @@ static void log_limited(struct plugin *pl, const char *what, int rc)
  * disk before one written ahead of it. */
 static void journal_flush(struct plugin *pl)
 {
-	if(pl->journal_unsynced){
-		pl->journal_unsynced = false;
+	if(pl->intake->journal_unsynced){
+		pl->intake->journal_unsynced = false;
 		if(journal_sync(pl->journal) != JOURNAL_OK){
 			log_limited(pl, "the records of the last loop iteration", JOURNAL_ERR_IO);
 		}
@@ -59,33 +88,33 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 	uint64_t lsn = 0;
 	int rc;
 
-	buf_reset(&pl->jbuf);
-	record_encode_journal(&pl->jbuf, r);
-	if(pl->jbuf.err){
-		pl->jbuf.err = false;
+	buf_reset(&pl->intake->jbuf);
+	record_encode_journal(&pl->intake->jbuf, r);
+	if(pl->intake->jbuf.err){
+		pl->intake->jbuf.err = false;
 		log_limited(pl, what, JOURNAL_ERR_NOMEM);
 		return 0;
 	}
 	bool batched = pl->cfg.sync == SYNC_PUBLISH && !sync;
 	/* Behind records not on the disk yet, one sync covers them all. */
-	bool flush = pl->cfg.sync == SYNC_PUBLISH && sync && pl->journal_unsynced;
+	bool flush = pl->cfg.sync == SYNC_PUBLISH && sync && pl->intake->journal_unsynced;
 
 	sync = sync && pl->cfg.sync == SYNC_PUBLISH && !flush;
-	rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, sync, &lsn);
+	rc = journal_append(pl->journal, pl->intake->jbuf.data, pl->intake->jbuf.len, sync, &lsn);
 	if(rc == JOURNAL_FULL){
 		/* The writer fell a whole journal behind: wait for it (in the
 		 * middle of a QoS 2 routing, up to the routing's record). */
-		journal_mark_to(pl, pl->tail_store_id ? pl->q2_routed_lsn - 1 : journal_last_lsn(pl->journal));
+		journal_mark_to(pl, pl->intake->tail_store_id ? pl->intake->q2_routed_lsn - 1 : journal_last_lsn(pl->journal));
 		if(store_commit(pl->store) == STORE_OK){
 			journal_release(pl->journal, store_journal_durable(pl->store));
 		}
-		rc = journal_append(pl->journal, pl->jbuf.data, pl->jbuf.len, sync, &lsn);
+		rc = journal_append(pl->journal, pl->intake->jbuf.data, pl->intake->jbuf.len, sync, &lsn);
 	}
 	if(rc){
 		log_limited(pl, what, rc);
 		return 0;
 	}
-	pl->journal_unsynced |= batched;
+	pl->intake->journal_unsynced |= batched;
 	if(flush){
 		journal_flush(pl);
 	}
@@ -94,92 +123,70 @@ static uint64_t journal_write(struct plugin *pl, const struct rec_journal *r, co
 
 /* While the database's device is full nothing more can be kept: QoS 1/2
  * publishes are refused rather than acknowledged and lost. */
-static int refuse_disk_full(struct plugin *pl, const struct mosquitto_evt_message *ed)
+bool intake_disk_full(struct plugin *pl)
 {
 	time_t now = time(NULL);
 
-	pl->refused_disk_full++;
-	if(now - pl->disk_full_log_time >= LOG_EVERY_S){
-		pl->disk_full_log_time = now;
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: the device of %s is full: refusing QoS 1/2 "
-				"publishes until a commit succeeds (%llu refused so far)", pl->cfg.db_path,
-				(unsigned long long)pl->refused_disk_full);
+	if(!store_disk_full(pl->store)){
+		return false;
 	}
-	return publish_refusal(ed);
+	pl->intake->refused_disk_full++;
+	if(now - pl->intake->disk_full_log_time >= LOG_EVERY_S){
+		pl->intake->disk_full_log_time = now;
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: the device of %s is full: refusing QoS 1/2 "
+				"publishes until a commit succeeds (%llu refused so far)", pl->cfg.db_path,
+				(unsigned long long)pl->intake->refused_disk_full);
+	}
+	return true;
 }
 
-/* Journals a message to be routed again after a crash (m without its
- * properties, which are encoded here); returns the lsn, 0 when it could
- * not be journaled. */
-static uint64_t journal_publish(struct plugin *pl, uint8_t kind, const struct rec_base_msg *m,
-		const mosquitto_property *props, const char *what)
+/* Journals a message to be routed again after a crash; returns the lsn, 0
+ * when it could not be journaled. */
+static uint64_t journal_publish(struct plugin *pl, uint8_t kind, const struct rec_base_msg *m, const char *what)
 {
 	struct rec_journal r = {.kind = kind, .msg = *m};
 
 	if(!r.msg.payload.len){
 		r.msg.payload.data = (const uint8_t *)"";
 	}
-	if(props_view(pl, props, &r.msg.properties)){
-		log_limited(pl, what, JOURNAL_ERR_NOMEM);
-		return 0;
-	}
 	return journal_write(pl, &r, what, true);
 }
 
-int on_message_in(int event, void *event_data, void *userdata)
+/* The broker stores this very message (the same buffers) when it routes
+ * it: journal_originated tells it from the broker's own. */
+void journal_note_in(struct plugin *pl, const struct message *p)
 {
-	struct mosquitto_evt_message *ed = event_data;
-	struct plugin *pl = userdata;
+	pl->intake->in_topic = p->m.topic;
+	pl->intake->in_payload = p->m.payload.data;
+}
 
-	(void)event;
-	/* The broker stores this very message (the same buffers) when it
-	 * routes it: journal_originated tells it from the broker's own. */
-	pl->in_topic = ed->topic;
-	pl->in_payload = ed->payload;
-	if(ed->qos > 0 && store_disk_full(pl->store)){
-		return refuse_disk_full(pl, ed);
+/* An accepted QoS 1 PUBLISH, before its PUBACK. */
+void journal_accepted(struct plugin *pl, const struct message *p)
+{
+	if(p->m.qos == 1 && pl->journal){
+		journal_publish(pl, JREC_PUBLISH, &p->m, "an accepted message");
 	}
-	int rc = budget_check(pl, ed);
-	if(rc != MOSQ_ERR_SUCCESS){
-		return rc;
-	}
-	if(dedup_check(pl, ed) || ed->qos != 1 || !pl->journal){
-		return MOSQ_ERR_SUCCESS;
-	}
-	struct rec_base_msg m = {
-		.topic = ed->topic,
-		.payload = {ed->payload, ed->payloadlen},
-		.qos = ed->qos,
-		.retain = ed->retain,
-		.source_id = mosquitto_client_id(ed->client),
-		.source_username = mosquitto_client_username(ed->client),
-	};
-	journal_publish(pl, JREC_PUBLISH, &m, ed->properties, "an accepted message");
-	return MOSQ_ERR_SUCCESS;
 }
 
 /* The broker raises the body's event and then, at once, the event of the
  * first session or retained entry that holds it. */
-void journal_q2_stash(struct plugin *pl, const struct mosquitto_base_msg *d)
+void journal_q2_stash(struct plugin *pl, const struct message *b)
 {
-	if(pl->journal && d->qos == 2){
-		pl->q2_stash = *d;
+	if(!pl->journal || b->m.qos != 2){
+		return;
 	}
-}
-
-static void stash_view(const struct mosquitto_base_msg *d, struct rec_base_msg *m)
-{
-	*m = (struct rec_base_msg){
-		.topic = d->topic,
-		.payload = {d->payload, d->payloadlen},
-		.qos = d->qos,
-		.retain = d->retain,
-		.source_id = d->source_id,
-		.source_username = d->source_username,
-		.source_mid = d->source_mid,
-		.source_port = d->source_port,
-		.expiry_time = d->expiry_time,
-	};
+	/* The encoding is the scratch of the next event's. */
+	buf_reset(&pl->intake->q2_props);
+	if(b->m.properties.len){
+		buf_put(&pl->intake->q2_props, b->m.properties.data, b->m.properties.len);
+	}
+	if(pl->intake->q2_props.err){
+		pl->intake->q2_props.err = false;
+		log_limited(pl, "a QoS 2 message", JOURNAL_ERR_NOMEM);
+		return;
+	}
+	pl->intake->q2_stash = *b;
+	pl->intake->q2_stash.m.properties.data = b->m.properties.len ? pl->intake->q2_props.data : NULL;
 }
 
 /* A QoS 1 or retained message the broker publishes itself (a client's
@@ -189,16 +196,15 @@ static void stash_view(const struct mosquitto_base_msg *d, struct rec_base_msg *
  * will's record also ends the will (the broker says so only after routing
  * it): a crash in between must not publish it again. QoS 2 bodies are
  * journaled by their first stored copy (journal_q2_routed). */
-void journal_originated(struct plugin *pl, const struct mosquitto_base_msg *d)
+void journal_originated(struct plugin *pl, const struct message *b)
 {
-	struct rec_base_msg m;
+	const struct rec_base_msg *m = &b->m;
 
-	if(!pl->journal || d->qos == 2 || (d->qos == 0 && !d->retain)
-			|| (pl->in_topic && (d->topic == pl->in_topic || d->payload == pl->in_payload))){
+	if(!pl->journal || m->qos == 2 || (m->qos == 0 && !m->retain)
+			|| (pl->intake->in_topic && (m->topic == pl->intake->in_topic || m->payload.data == pl->intake->in_payload))){
 		return;
 	}
-	stash_view(d, &m);
-	journal_publish(pl, will_publishing(pl, d->source_id) ? JREC_WILL_SENT : JREC_PUBLISH, &m, d->properties,
+	journal_publish(pl, will_publishing(pl, m->source_id) ? JREC_WILL_SENT : JREC_PUBLISH, m,
 			"a message the broker published");
 }
 
@@ -222,18 +228,18 @@ void journal_originated(struct plugin *pl, const struct mosquitto_base_msg *d)
 
 static struct incoming_q2 *incoming_find(struct plugin *pl, uint64_t store_id, size_t *at)
 {
-	size_t lo = 0, hi = pl->n_incoming;
+	size_t lo = 0, hi = pl->intake->n_incoming;
 
 	while(lo < hi){
 		size_t mid = lo + (hi - lo) / 2;
-		if(pl->incoming[mid].store_id < store_id){
+		if(pl->intake->incoming[mid].store_id < store_id){
 			lo = mid + 1;
 		}else{
 			hi = mid;
 		}
 	}
 	*at = lo;
-	return lo < pl->n_incoming && pl->incoming[lo].store_id == store_id ? &pl->incoming[lo] : NULL;
+	return lo < pl->intake->n_incoming && pl->intake->incoming[lo].store_id == store_id ? &pl->intake->incoming[lo] : NULL;
 }
 
 /* A stored incoming QoS 2 message, not released yet. */
@@ -245,56 +251,47 @@ void incoming_add(struct plugin *pl, uint64_t store_id, const char *clientid, ui
 	if(incoming_find(pl, store_id, &at) || !(id = strdup(clientid))){
 		return;
 	}
-	if(ARRAY_GROW(pl->incoming, pl->n_incoming, pl->cap_incoming, 64)){
+	if(ARRAY_GROW(pl->intake->incoming, pl->intake->n_incoming, pl->intake->cap_incoming, 64)){
 		free(id);
 		return;
 	}
-	memmove(&pl->incoming[at + 1], &pl->incoming[at], (pl->n_incoming - at) * sizeof(*pl->incoming));
-	pl->incoming[at] = (struct incoming_q2){store_id, id, cmsg_id};
-	pl->n_incoming++;
+	memmove(&pl->intake->incoming[at + 1], &pl->intake->incoming[at], (pl->intake->n_incoming - at) * sizeof(*pl->intake->incoming));
+	pl->intake->incoming[at] = (struct incoming_q2){store_id, id, cmsg_id};
+	pl->intake->n_incoming++;
 }
 
 static void incoming_drop(struct plugin *pl, size_t at)
 {
-	free(pl->incoming[at].clientid);
-	memmove(&pl->incoming[at], &pl->incoming[at + 1], (pl->n_incoming - at - 1) * sizeof(*pl->incoming));
-	pl->n_incoming--;
+	free(pl->intake->incoming[at].clientid);
+	memmove(&pl->intake->incoming[at], &pl->intake->incoming[at + 1], (pl->intake->n_incoming - at - 1) * sizeof(*pl->intake->incoming));
+	pl->intake->n_incoming--;
 }
 
 /* The session is gone, with its incoming messages. */
 void incoming_forget(struct plugin *pl, const char *clientid)
 {
-	for(size_t i = pl->n_incoming; i-- > 0;){
-		if(!strcmp(pl->incoming[i].clientid, clientid)){
+	for(size_t i = pl->intake->n_incoming; i-- > 0;){
+		if(!strcmp(pl->intake->incoming[i].clientid, clientid)){
 			incoming_drop(pl, i);
 		}
 	}
 }
 
-void incoming_free(struct plugin *pl)
-{
-	while(pl->n_incoming){
-		incoming_drop(pl, pl->n_incoming - 1);
-	}
-	free(pl->incoming);
-	pl->incoming = NULL;
-	pl->cap_incoming = 0;
-}
 
 static void journal_q2_release(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id)
 {
 	struct rec_journal r = {.kind = JREC_RELEASED_IN, .clientid = clientid, .store_id = store_id};
 
 	r.seq = store_queue_seq(pl->store, cmsg_id);
-	pl->q2_routed_lsn = journal_write(pl, &r, "a released QoS 2 message", true);
-	pl->q2_routing_store_id = store_id;
+	pl->intake->q2_routed_lsn = journal_write(pl, &r, "a released QoS 2 message", true);
+	pl->intake->q2_routing_store_id = store_id;
 }
 
 /* A stored copy of store_id (a queue entry, or a retained entry), right
  * after the broker stored it. */
 void journal_q2_routed(struct plugin *pl, uint64_t store_id)
 {
-	const struct mosquitto_base_msg *d = &pl->q2_stash;
+	const struct message *d = &pl->intake->q2_stash;
 	struct rec_journal r = {.kind = JREC_ROUTED, .store_id = store_id};
 	struct incoming_q2 *in;
 	size_t at;
@@ -303,41 +300,29 @@ void journal_q2_routed(struct plugin *pl, uint64_t store_id)
 		return;
 	}
 	if(d->store_id && d->store_id == store_id){
-		stash_view(d, &r.msg);
+		r.msg = d->m;
 		dedup_q2_stored(pl, d, MSG_DIR_OUT);
 		if(!r.msg.payload.len){
 			r.msg.payload.data = (const uint8_t *)"";
 		}
-		if(props_view(pl, d->properties, &r.msg.properties)){
-			log_limited(pl, "a QoS 2 message", JOURNAL_ERR_NOMEM);
-		}else{
-			pl->q2_routed_lsn = journal_write(pl, &r, "a QoS 2 message", true);
-			pl->q2_routing_store_id = store_id;
-		}
-	}else if(pl->n_incoming && (in = incoming_find(pl, store_id, &at)) != NULL){
+		pl->intake->q2_routed_lsn = journal_write(pl, &r, "a QoS 2 message", true);
+		pl->intake->q2_routing_store_id = store_id;
+	}else if(pl->intake->n_incoming && (in = incoming_find(pl, store_id, &at)) != NULL){
 		journal_q2_release(pl, in->clientid, in->cmsg_id, store_id);
 		incoming_drop(pl, at);
 	}
-	memset(&pl->q2_stash, 0, sizeof(pl->q2_stash));
+	memset(&pl->intake->q2_stash, 0, sizeof(pl->intake->q2_stash));
 }
 
 /* A copy a routing adds after a commit in its middle. */
-void journal_q2_entry(struct plugin *pl, const struct mosquitto_client_msg *cm)
+void journal_q2_entry(struct plugin *pl, const struct entry *e)
 {
-	struct rec_journal r = {.kind = JREC_ENTRY, .clientid = cm->clientid};
+	struct rec_journal r = {.kind = JREC_ENTRY, .clientid = e->clientid};
 
-	if(pl->tail_store_id && cm->store_id == pl->tail_store_id){
-		r.seq = store_queue_seq(pl->store, cm->cmsg_id);
-		r.entry = (struct rec_queue){
-			.store_id = cm->store_id,
-			.subscription_identifier = cm->subscription_identifier,
-			.mid = cm->mid,
-			.qos = cm->qos,
-			.retain = cm->retain,
-			.dup = cm->dup,
-			.direction = cm->direction,
-			.state = cm->state,
-		};
+	if(pl->intake->tail_store_id && e->q.store_id == pl->intake->tail_store_id){
+		r.seq = store_queue_seq(pl->store, e->seq);
+		r.entry = e->q;
+		r.entry.seq_no = 0;
 		journal_write(pl, &r, "a routed QoS 2 message", true);
 	}
 }
@@ -345,35 +330,31 @@ void journal_q2_entry(struct plugin *pl, const struct mosquitto_client_msg *cm)
 /* The tick commits what routings did: their tails end. */
 void journal_q2_tick(struct plugin *pl)
 {
-	pl->tail_store_id = 0;
-	pl->in_topic = NULL;
-	pl->in_payload = NULL;
+	pl->intake->tail_store_id = 0;
+	pl->intake->in_topic = NULL;
+	pl->intake->in_payload = NULL;
 }
 
 /* A QoS 2 PUBLISH the broker stores as its publisher's incoming message
  * (PUBREC follows): journaled as that entry, not as a routing, so that a
  * replay routes it where the broker did, at its release (PUBREL). */
-void journal_q2_incoming(struct plugin *pl, const struct mosquitto_client_msg *cm)
+void journal_q2_incoming(struct plugin *pl, const struct entry *e)
 {
-	const struct mosquitto_base_msg *d = &pl->q2_stash;
-	struct rec_journal r = {.kind = JREC_INCOMING, .clientid = cm->clientid, .mid = cm->mid};
+	const struct message *d = &pl->intake->q2_stash;
+	struct rec_journal r = {.kind = JREC_INCOMING, .clientid = e->clientid, .mid = e->q.mid};
 
-	if(d->store_id && d->store_id == cm->store_id){
-		stash_view(d, &r.msg);
-		r.seq = store_queue_seq(pl->store, cm->cmsg_id);
+	if(d->store_id && d->store_id == e->q.store_id){
+		r.msg = d->m;
+		r.seq = store_queue_seq(pl->store, e->seq);
 		r.store_id = d->store_id;
 		dedup_q2_stored(pl, d, MSG_DIR_IN);
 		if(!r.msg.payload.len){
 			r.msg.payload.data = (const uint8_t *)"";
 		}
-		if(props_view(pl, d->properties, &r.msg.properties)){
-			log_limited(pl, "a QoS 2 message", JOURNAL_ERR_NOMEM);
-		}else{
-			journal_write(pl, &r, "a QoS 2 message", true);
-		}
-		incoming_add(pl, cm->store_id, cm->clientid, cm->cmsg_id);
+		journal_write(pl, &r, "a QoS 2 message", true);
+		incoming_add(pl, e->q.store_id, e->clientid, e->seq);
 	}
-	memset(&pl->q2_stash, 0, sizeof(pl->q2_stash));
+	memset(&pl->intake->q2_stash, 0, sizeof(pl->intake->q2_stash));
 }
 
 /* A QoS 2 PUBLISH is about to leave for a client: if a QoS 2 routing is
@@ -382,22 +363,22 @@ void journal_q2_incoming(struct plugin *pl, const struct mosquitto_client_msg *c
  * receiver that delivers at PUBLISH would take as a second message. So that
  * routing is committed first (one commit serves every such PUBLISH until
  * the next routing). */
-static void journal_q2_out(struct plugin *pl)
+void journal_q2_out(struct plugin *pl)
 {
-	uint64_t routed = pl->q2_routed_lsn;
+	uint64_t routed = pl->intake->q2_routed_lsn;
 
-	if(!pl->journal || routed <= store_journal_committed(pl->store) || pl->tail_store_id == pl->q2_routing_store_id){
+	if(!pl->journal || routed <= store_journal_committed(pl->store) || pl->intake->tail_store_id == pl->intake->q2_routing_store_id){
 		return;
 	}
 	/* Everything before the routing's record is complete; the routing is
 	 * what a restart may have to do again. */
 	journal_mark_to(pl, routed - 1);
 	if(store_commit_visible(pl->store) != STORE_OK){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot commit before a QoS 2 PUBLISH: after "
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: cannot commit before a QoS 2 PUBLISH: after "
 				"a crash now the message could come to its receiver again");
 		return;
 	}
-	pl->tail_store_id = pl->q2_routing_store_id;
+	pl->intake->tail_store_id = pl->intake->q2_routing_store_id;
 }
 
 /* A PUBREL is about to leave: from then on the client may have the message.
@@ -412,26 +393,15 @@ void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	if(!pl->journal){
 		return;
 	}
-	if(pl->q2_routed_lsn > store_journal_committed(pl->store)){
+	if(pl->intake->q2_routed_lsn > store_journal_committed(pl->store)){
 		if(commit_marked(pl) != STORE_OK){
-			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot commit before a PUBREL to %s: "
+			broker_log(BROKER_LOG_WARNING, "persist-lmdb: cannot commit before a PUBREL to %s: "
 					"after a crash now the message could come to it again", clientid);
 		}
 		journal_release(pl->journal, store_journal_durable(pl->store));
 	}
 	r.seq = store_queue_seq(pl->store, cmsg_id);
 	journal_write(pl, &r, "a QoS 2 state change", true);
-}
-
-int on_publish_out(int event, void *event_data, void *userdata)
-{
-	struct mosquitto_evt_message *ed = event_data;
-
-	(void)event;
-	if(ed->qos == 2){
-		journal_q2_out(userdata);
-	}
-	return MOSQ_ERR_SUCCESS;
 }
 
 /* PUBCOMP: the exchange is over. Without this record an exchange completed
@@ -539,21 +509,20 @@ void journal_online(struct plugin *pl, const char *clientid, bool online)
  * broker reports each move, and here a message whose PUBREL was sent is put
  * back in its state, from which the broker resends PUBREL at the reconnect. */
 
-bool pubrel_resume(struct plugin *pl, const struct mosquitto_client_msg *d)
+bool pubrel_resume(struct plugin *pl, const struct entry *e)
 {
-	struct pubrel_list *l = pl->pubrel;
+	struct pubrel_list *l = pl->intake->pubrel;
 
-	if(!l || strcmp(l->clientid, d->clientid)){
+	if(!l || strcmp(l->clientid, e->clientid)){
 		return false;
 	}
 	for(size_t i = 0; i < l->n; i++){
-		if(l->seqs[i] != d->cmsg_id){
+		if(l->seqs[i] != e->seq){
 			continue;
 		}
-		if(broker_entry_set_state(d->clientid, d->mid, d->qos, MSG_STATE_WAIT_FOR_PUBCOMP) != MOSQ_ERR_SUCCESS){
+		if(broker_entry_set_state(e->clientid, e->q.mid, e->q.qos, MSG_STATE_WAIT_FOR_PUBCOMP) != BROKER_OK){
 			return false;
 		}
-		backlog_pubrel_sent(pl, d->clientid, d->cmsg_id);
 		l->seqs[i] = l->seqs[--l->n];
 		return true;
 	}
@@ -580,46 +549,46 @@ struct pubrel_lapse {
 
 static void lapse_forget(struct plugin *pl, const char *clientid, uint16_t mid)
 {
-	for(size_t i = 0; i < pl->n_lapsed; i++){
-		if(pl->lapsed[i].mid == mid && !strcmp(pl->lapsed[i].clientid, clientid)){
-			free(pl->lapsed[i].clientid);
-			pl->lapsed[i] = pl->lapsed[--pl->n_lapsed];
+	for(size_t i = 0; i < pl->intake->n_lapsed; i++){
+		if(pl->intake->lapsed[i].mid == mid && !strcmp(pl->intake->lapsed[i].clientid, clientid)){
+			free(pl->intake->lapsed[i].clientid);
+			pl->intake->lapsed[i] = pl->intake->lapsed[--pl->intake->n_lapsed];
 			return;
 		}
 	}
 }
 
-void pubrel_noted(struct plugin *pl, const struct mosquitto_client_msg *d)
+void pubrel_noted(struct plugin *pl, const struct entry *e)
 {
 	struct pubrel_lapse *p;
 
-	lapse_forget(pl, d->clientid, d->mid);
-	if(d->state != MSG_STATE_RESEND_PUBREL){
+	lapse_forget(pl, e->clientid, e->q.mid);
+	if(e->q.state != MSG_STATE_RESEND_PUBREL){
 		return;
 	}
-	if(ARRAY_GROW(pl->lapsed, pl->n_lapsed, pl->cap_lapsed, 16)){
+	if(ARRAY_GROW(pl->intake->lapsed, pl->intake->n_lapsed, pl->intake->cap_lapsed, 16)){
 		return;
 	}
-	p = &pl->lapsed[pl->n_lapsed];
-	p->clientid = strdup(d->clientid);
-	p->mid = d->mid;
-	pl->n_lapsed += p->clientid != NULL;
+	p = &pl->intake->lapsed[pl->intake->n_lapsed];
+	p->clientid = strdup(e->clientid);
+	p->mid = e->q.mid;
+	pl->intake->n_lapsed += p->clientid != NULL;
 }
 
 void pubrel_gone(struct plugin *pl, const char *clientid, uint16_t mid)
 {
-	if(pl->n_lapsed){
+	if(pl->intake->n_lapsed){
 		lapse_forget(pl, clientid, mid);
 	}
 }
 
 void pubrel_lapse_tick(struct plugin *pl)
 {
-	while(pl->n_lapsed){
-		struct pubrel_lapse *p = &pl->lapsed[--pl->n_lapsed];
+	while(pl->intake->n_lapsed){
+		struct pubrel_lapse *p = &pl->intake->lapsed[--pl->intake->n_lapsed];
 
-		if(broker_entry_set_state(p->clientid, p->mid, 2, MSG_STATE_WAIT_FOR_PUBCOMP) == MOSQ_ERR_SUCCESS){
-			mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: the PUBREL of message %u to %s was not "
+		if(broker_entry_set_state(p->clientid, p->mid, 2, MSG_STATE_WAIT_FOR_PUBCOMP) == BROKER_OK){
+			broker_log(BROKER_LOG_NOTICE, "persist-lmdb: the PUBREL of message %u to %s was not "
 					"written (its connection failed); it is sent again at the next connection",
 					p->mid, p->clientid);
 		}
@@ -627,17 +596,37 @@ void pubrel_lapse_tick(struct plugin *pl)
 	}
 }
 
-void pubrel_lapse_free(struct plugin *pl)
+/* A hand-over puts a session's exchanges whose PUBREL was sent in flight
+ * (handback.c): while it does, l lists them (NULL after). */
+void pubrel_resuming(struct plugin *pl, struct pubrel_list *l)
 {
-	for(size_t i = 0; i < pl->n_lapsed; i++){
-		free(pl->lapsed[i].clientid);
-	}
-	free(pl->lapsed);
-	pl->lapsed = NULL;
-	pl->n_lapsed = pl->cap_lapsed = 0;
+	pl->intake->pubrel = l;
 }
 
-void intake_stats(const struct plugin *pl, struct feature_stats *out)
+struct intake *intake_new(void)
 {
-	out->refused_disk_full = pl->refused_disk_full;
+	return calloc(1, sizeof(struct intake));
+}
+
+void intake_free(struct intake *in)
+{
+	if(!in){
+		return;
+	}
+	buf_free(&in->jbuf);
+	buf_free(&in->q2_props);
+	for(size_t i = 0; i < in->n_incoming; i++){
+		free(in->incoming[i].clientid);
+	}
+	free(in->incoming);
+	for(size_t i = 0; i < in->n_lapsed; i++){
+		free(in->lapsed[i].clientid);
+	}
+	free(in->lapsed);
+	free(in);
+}
+
+void intake_stats(const struct intake *in, struct feature_stats *out)
+{
+	out->refused_disk_full = in->refused_disk_full;
 }

@@ -2,7 +2,7 @@
  * buffered. It goes into the store with the buffer, so a commit covers
  * exactly the records before it, and the journal keeps the records after
  * it for a restart to replay. */
-#include "adapter.h"
+#include "feature.h"
 
 /* Everything the broker did up to the last journal record is buffered in
  * the store by now (events come before the packets they cause): mark it. */

@@ -2,9 +2,10 @@
  *
  * A publish that carries a message id already seen from the same identity
  * (username, else client id) within plugin_opt_dedup_window is acknowledged
- * as usual and not routed: MESSAGE_IN gives it a topic no subscription can
- * match (its first level is longer than a topic filter may be). The ids are
- * kept in memory (dedup.c) and in the store, and come back from the journal.
+ * as usual and not routed: MESSAGE_IN (events.c) gives it a topic no
+ * subscription can match (its first level is longer than a topic filter may
+ * be). The ids are kept in memory (dedup.c) and in the store, and come back
+ * from the journal.
  *
  * QoS 2: the broker itself recognises a resent PUBLISH of an exchange still
  * in progress by its packet id, and renaming it would make the broker drop
@@ -12,14 +13,13 @@
  * broker holds the message for a session (then a resend is the broker's to
  * match) or routes it; the ids of exchanges the broker drops with a
  * connection are forgotten. */
-#include "adapter.h"
+#include "feature.h"
 #include "array.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define SINK_TOPIC_LEN 65536u
 #define SWEEP_PER_TICK 1024
 
 struct q2_pending {
@@ -28,30 +28,16 @@ struct q2_pending {
 	uint64_t store_id;   /* the body the broker holds for the session; 0: none yet */
 };
 
+struct msgid {
+	struct dedup *ids;       /* NULL: deduplication off */
+	struct q2_pending *q2p;  /* QoS 2 message ids whose exchange is in progress */
+	size_t n_q2p, cap_q2p;
+	uint64_t dropped, evicted;
+};
+
 static const char *identity_of(const char *username, const char *clientid)
 {
 	return username ? username : clientid;
-}
-
-/* The value of the user property named pl->cfg.dedup_property. */
-static bool msg_id_of(struct plugin *pl, const mosquitto_property *props, struct bytes *id)
-{
-	size_t nlen = strlen(pl->cfg.dedup_property);
-
-	for(const mosquitto_property *p = props; p; p = mosquitto_property_next(p)){
-		if(mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY
-				|| mosquitto_property_string_name_length(p) != nlen
-				|| memcmp(mosquitto_property_string_name(p), pl->cfg.dedup_property, nlen)){
-			continue;
-		}
-		id->data = (const uint8_t *)mosquitto_property_string_value(p);
-		id->len = mosquitto_property_string_value_length(p);
-		if(!id->data){
-			id->data = (const uint8_t *)"";
-		}
-		return true;
-	}
-	return false;
 }
 
 static void dedup_register(struct plugin *pl, const uint8_t key[HASH_LEN], const char *identity,
@@ -61,9 +47,9 @@ static void dedup_register(struct plugin *pl, const uint8_t key[HASH_LEN], const
 	uint8_t evicted[HASH_LEN];
 	bool did_evict;
 
-	dedup_insert(pl->dedup, key, r.expiry, evicted, &did_evict);
+	dedup_insert(pl->msgid->ids, key, r.expiry, evicted, &did_evict);
 	if(did_evict){
-		pl->dedup_evicted++;
+		pl->msgid->evicted++;
 		store_result(store_dedup_delete(pl->store, evicted), "a message id eviction");
 	}
 	store_result(store_dedup_put(pl->store, key, &r), "a message id");
@@ -71,8 +57,8 @@ static void dedup_register(struct plugin *pl, const uint8_t key[HASH_LEN], const
 
 static struct q2_pending *pending_find(struct plugin *pl, const uint8_t *key, uint64_t store_id)
 {
-	for(size_t i = 0; i < pl->n_q2p; i++){
-		struct q2_pending *p = &pl->q2p[i];
+	for(size_t i = 0; i < pl->msgid->n_q2p; i++){
+		struct q2_pending *p = &pl->msgid->q2p[i];
 		if(key ? !memcmp(p->key, key, HASH_LEN) : (store_id && p->store_id == store_id)){
 			return p;
 		}
@@ -83,65 +69,48 @@ static struct q2_pending *pending_find(struct plugin *pl, const uint8_t *key, ui
 static void pending_drop(struct plugin *pl, struct q2_pending *p)
 {
 	free(p->clientid);
-	*p = pl->q2p[--pl->n_q2p];
+	*p = pl->msgid->q2p[--pl->msgid->n_q2p];
 }
 
 static void pending_add(struct plugin *pl, const uint8_t key[HASH_LEN], const char *clientid)
 {
-	if(ARRAY_GROW(pl->q2p, pl->n_q2p, pl->cap_q2p, 16)){
+	if(ARRAY_GROW(pl->msgid->q2p, pl->msgid->n_q2p, pl->msgid->cap_q2p, 16)){
 		return;
 	}
-	struct q2_pending *p = &pl->q2p[pl->n_q2p];
+	struct q2_pending *p = &pl->msgid->q2p[pl->msgid->n_q2p];
 	p->clientid = strdup(clientid);
 	if(p->clientid){
 		memcpy(p->key, key, HASH_LEN);
 		p->store_id = 0;
-		pl->n_q2p++;
+		pl->msgid->n_q2p++;
 	}
 }
 
-/* Gives a duplicate a topic that nothing matches, and no retain flag. */
-static int divert(struct plugin *pl, struct mosquitto_evt_message *ed)
+bool dedup_check(struct plugin *pl, const struct message *p)
 {
-	char *topic = mosquitto_malloc(SINK_TOPIC_LEN + 1);
-
-	if(!topic){
-		return MOSQ_ERR_NOMEM;
-	}
-	memset(topic, 'x', SINK_TOPIC_LEN);
-	memcpy(topic, "$persist-lmdb-duplicate-", 24);
-	topic[SINK_TOPIC_LEN] = '\0';
-	ed->topic = topic;
-	ed->retain = false;
-	pl->dedup_dropped++;
-	return MOSQ_ERR_SUCCESS;
-}
-
-/* MESSAGE_IN: returns true when the publish is a duplicate (and diverted). */
-bool dedup_check(struct plugin *pl, struct mosquitto_evt_message *ed)
-{
-	const char *clientid = mosquitto_client_id(ed->client);
-	const char *identity = identity_of(mosquitto_client_username(ed->client), clientid);
-	struct rec_dedup r = {.identity = identity};
+	const char *clientid = p->m.source_id;
+	const char *identity = identity_of(p->m.source_username, clientid);
+	struct rec_dedup r = {.identity = identity, .msg_id = p->msg_id};
 	uint8_t key[HASH_LEN];
 	time_t now;
 
-	if(!pl->dedup || !ed->properties || !identity || !msg_id_of(pl, ed->properties, &r.msg_id)){
+	if(!pl->msgid->ids || !identity || !p->msg_id.data){
 		return false;
 	}
 	if(store_dedup_key(pl->store, &r, key) != STORE_OK){
 		return false;
 	}
 	now = time(NULL);
-	if(dedup_seen(pl->dedup, key, now)){
-		struct q2_pending *p = ed->qos == 2 ? pending_find(pl, key, 0) : NULL;
-		if(p && p->store_id){
+	if(dedup_seen(pl->msgid->ids, key, now)){
+		struct q2_pending *q = p->m.qos == 2 ? pending_find(pl, key, 0) : NULL;
+		if(q && q->store_id){
 			return false;
 		}
-		return divert(pl, ed) == MOSQ_ERR_SUCCESS;
+		pl->msgid->dropped++;
+		return true;
 	}
 	dedup_register(pl, key, identity, r.msg_id, now);
-	if(ed->qos == 2 && clientid){
+	if(p->m.qos == 2 && clientid){
 		pending_add(pl, key, clientid);
 	}
 	return false;
@@ -149,20 +118,19 @@ bool dedup_check(struct plugin *pl, struct mosquitto_evt_message *ed)
 
 /* A QoS 2 body is stored for a session: held incoming (the broker matches
  * resends by packet id from now on) or routed. */
-void dedup_q2_stored(struct plugin *pl, const struct mosquitto_base_msg *d, uint8_t direction)
+void dedup_q2_stored(struct plugin *pl, const struct message *b, uint8_t direction)
 {
-	struct rec_dedup r = {.identity = identity_of(d->source_username, d->source_id)};
+	struct rec_dedup r = {.identity = identity_of(b->m.source_username, b->m.source_id), .msg_id = b->msg_id};
 	struct q2_pending *p;
 	uint8_t key[HASH_LEN];
 
-	if(!pl->n_q2p || !r.identity || !d->properties || !msg_id_of(pl, d->properties, &r.msg_id)
-			|| store_dedup_key(pl->store, &r, key) != STORE_OK){
+	if(!pl->msgid->n_q2p || !r.identity || !b->msg_id.data || store_dedup_key(pl->store, &r, key) != STORE_OK){
 		return;
 	}
 	p = pending_find(pl, key, 0);
 	if(p){
 		if(direction == MSG_DIR_IN){
-			p->store_id = d->store_id;
+			p->store_id = b->store_id;
 		}else{
 			pending_drop(pl, p);
 		}
@@ -171,7 +139,7 @@ void dedup_q2_stored(struct plugin *pl, const struct mosquitto_base_msg *d, uint
 
 void dedup_q2_released(struct plugin *pl, uint64_t store_id)
 {
-	struct q2_pending *p = pl->n_q2p ? pending_find(pl, NULL, store_id) : NULL;
+	struct q2_pending *p = pl->msgid->n_q2p ? pending_find(pl, NULL, store_id) : NULL;
 
 	if(p){
 		pending_drop(pl, p);
@@ -182,10 +150,10 @@ void dedup_q2_released(struct plugin *pl, uint64_t store_id)
  * the session ended, only those it did not hold when the connection did). */
 void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_ended)
 {
-	for(size_t i = 0; i < pl->n_q2p;){
-		struct q2_pending *p = &pl->q2p[i];
+	for(size_t i = 0; i < pl->msgid->n_q2p;){
+		struct q2_pending *p = &pl->msgid->q2p[i];
 		if(!strcmp(p->clientid, clientid) && (session_ended || !p->store_id)){
-			if(dedup_forget(pl->dedup, p->key)){
+			if(dedup_forget(pl->msgid->ids, p->key)){
 				store_result(store_dedup_delete(pl->store, p->key), "a message id deletion");
 			}
 			pending_drop(pl, p);
@@ -196,21 +164,16 @@ void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_end
 }
 
 /* A replayed journal record carries its message id: register it again. */
-void dedup_note(struct plugin *pl, const struct rec_base_msg *m)
+void dedup_note(struct plugin *pl, const struct message *p)
 {
-	struct rec_dedup r = {.identity = identity_of(m->source_username, m->source_id)};
-	mosquitto_property *props = NULL;
+	struct rec_dedup r = {.identity = identity_of(p->m.source_username, p->m.source_id), .msg_id = p->msg_id};
 	uint8_t key[HASH_LEN];
 	time_t now = time(NULL);
 
-	if(!pl->dedup || !r.identity || !m->properties.data || props_decode(m->properties, &props)){
-		return;
-	}
-	if(msg_id_of(pl, props, &r.msg_id) && store_dedup_key(pl->store, &r, key) == STORE_OK
-			&& !dedup_seen(pl->dedup, key, now)){
+	if(pl->msgid->ids && r.identity && p->msg_id.data && store_dedup_key(pl->store, &r, key) == STORE_OK
+			&& !dedup_seen(pl->msgid->ids, key, now)){
 		dedup_register(pl, key, r.identity, r.msg_id, now);
 	}
-	mosquitto_property_free_all(&props);
 }
 
 void dedup_sweep(struct plugin *pl)
@@ -218,7 +181,7 @@ void dedup_sweep(struct plugin *pl)
 	uint8_t key[HASH_LEN];
 	time_t now = time(NULL);
 
-	for(int i = 0; pl->dedup && i < SWEEP_PER_TICK && dedup_pop_expired(pl->dedup, now, key); i++){
+	for(int i = 0; pl->msgid->ids && i < SWEEP_PER_TICK && dedup_pop_expired(pl->msgid->ids, now, key); i++){
 		store_result(store_dedup_delete(pl->store, key), "an expired message id");
 	}
 }
@@ -265,11 +228,11 @@ int dedup_open(struct plugin *pl)
 	int rc;
 
 	if(!pl->cfg.dedup_window){
-		return MOSQ_ERR_SUCCESS;
+		return BROKER_OK;
 	}
-	pl->dedup = dedup_new(pl->cfg.dedup_max_ids);
-	if(!pl->dedup){
-		return MOSQ_ERR_NOMEM;
+	pl->msgid->ids = dedup_new(pl->cfg.dedup_max_ids);
+	if(!pl->msgid->ids){
+		return BROKER_NOMEM;
 	}
 	rc = store_walk_dedup(pl->store, load_one, &l);
 	if(rc == STORE_OK){
@@ -277,31 +240,37 @@ int dedup_open(struct plugin *pl)
 			qsort(l.v, l.n, sizeof(*l.v), by_expiry);
 		}
 		for(size_t i = 0; i < l.n; i++){
-			dedup_insert(pl->dedup, l.v[i].key, l.v[i].expiry, evicted, &did_evict);
+			dedup_insert(pl->msgid->ids, l.v[i].key, l.v[i].expiry, evicted, &did_evict);
 			if(did_evict){
 				store_dedup_delete(pl->store, evicted);
 			}
 		}
 	}
 	free(l.v);
-	return rc == STORE_OK ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOMEM;
+	return rc == STORE_OK ? BROKER_OK : BROKER_NOMEM;
 }
 
-void dedup_close(struct plugin *pl)
+struct msgid *msgid_new(void)
 {
-	for(size_t i = 0; i < pl->n_q2p; i++){
-		free(pl->q2p[i].clientid);
+	return calloc(1, sizeof(struct msgid));
+}
+
+void msgid_free(struct msgid *m)
+{
+	if(!m){
+		return;
 	}
-	free(pl->q2p);
-	pl->q2p = NULL;
-	pl->n_q2p = pl->cap_q2p = 0;
-	dedup_free(pl->dedup);
-	pl->dedup = NULL;
+	for(size_t i = 0; i < m->n_q2p; i++){
+		free(m->q2p[i].clientid);
+	}
+	free(m->q2p);
+	dedup_free(m->ids);
+	free(m);
 }
 
-void msgid_stats(const struct plugin *pl, struct feature_stats *out)
+void msgid_stats(const struct msgid *m, struct feature_stats *out)
 {
-	out->dedup_ids = pl->dedup ? dedup_count(pl->dedup) : 0;
-	out->duplicates_dropped = pl->dedup_dropped;
-	out->dedup_ids_evicted = pl->dedup_evicted;
+	out->dedup_ids = m->ids ? dedup_count(m->ids) : 0;
+	out->duplicates_dropped = m->dropped;
+	out->dedup_ids_evicted = m->evicted;
 }

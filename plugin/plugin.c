@@ -49,7 +49,7 @@ static const struct {
 	{MOSQ_EVT_CLIENT_OFFLINE, on_client_offline},
 	{MOSQ_EVT_DISCONNECT, on_disconnect},
 	{MOSQ_EVT_MESSAGE_IN, on_message_in},
-	{MOSQ_EVT_MESSAGE_OUT, on_publish_out},
+	{MOSQ_EVT_MESSAGE_OUT, on_message_out},
 };
 
 static void store_log(int level, const char *msg)
@@ -76,18 +76,8 @@ static int on_tick(int event, void *event_data, void *userdata)
 
 	(void)event;
 	replay_tick(pl);
-	pending_wills_expire(pl, time(NULL));
-	pubrel_lapse_tick(pl);
-	dedup_sweep(pl);
-	seq_flush(pl);
 	metrics_tick(pl);
-	store_used_refresh(pl->store);
-	/* Disk mode: the limits act on sessions released first. */
-	backlog_tick(pl);
-	retention_tick(pl);
-	journal_tick(pl);
-	journal_mark(pl);
-	journal_q2_tick(pl);
+	features_tick(pl);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if(pl->cfg.sync != SYNC_PUBLISH || ms_between(&pl->last_commit, &now) >= PUBLISH_COMMIT_MS
@@ -137,31 +127,20 @@ static void plugin_free(struct plugin *pl)
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot record that the wills were published at shutdown");
 		}
 		if(pl->registered){
-			/* Sequence counters changed since the last tick: the broker
-			 * may stop with no tick after the events that changed them. */
-			seq_flush(pl);
-			journal_mark(pl);
+			/* The broker may stop with no tick after the last events. */
+			features_flush(pl);
 		}
 		if(store_commit(pl->store) != STORE_OK){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the last changes could not be committed at shutdown");
 		}
 		journal_close(pl->journal);
-		dedup_close(pl);
-		seq_free(pl);
 		store_close(pl->store);
 	}
 	config_free(&pl->cfg);
 	free(pl->quarantined);
 	buf_free(&pl->props);
-	buf_free(&pl->jbuf);
-	pending_wills_free(pl);
-	pubrel_lapse_free(pl);
-	incoming_free(pl);
 	replay_free(pl);
-	budget_free(pl);
-	retention_free(pl);
-	backlog_free(pl);
-	bodies_free(pl);
+	features_free(pl);
 	free(pl);
 }
 
@@ -256,7 +235,7 @@ static int open_store(struct plugin *pl)
 	if(rc){
 		return rc;
 	}
-	if(dedup_open(pl) != MOSQ_ERR_SUCCESS){
+	if(features_open(pl) != BROKER_OK){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot load the message id index "
 				"(plugin_opt_dedup_max_ids %zu); refusing to start", pl->cfg.dedup_max_ids);
 		return MOSQ_ERR_INVAL;
@@ -298,7 +277,6 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		free(kv);
 		return MOSQ_ERR_NOMEM;
 	}
-	pl->handed = &features_handed;
 	for(int i = 0; i < opt_count; i++){
 		kv[i].key = opts[i].key;
 		kv[i].value = opts[i].value;
@@ -311,7 +289,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		return MOSQ_ERR_INVAL;
 	}
 	pl->id = identifier;
-	rc = open_store(pl);
+	rc = features_new(pl) ? MOSQ_ERR_NOMEM : open_store(pl);
 	for(size_t i = 0; rc == MOSQ_ERR_SUCCESS && i < sizeof(persist_events) / sizeof(persist_events[0]); i++){
 		rc = mosquitto_callback_register(identifier, persist_events[i].event, persist_events[i].cb, NULL, pl);
 	}
@@ -324,21 +302,13 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC, pl);
 	}
-	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.seq_property){
-		rc = mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE_OUT, on_message_out, NULL, pl);
-	}
-	if(rc == MOSQ_ERR_SUCCESS && backlog_on(pl)){
-		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth_backlog, NULL, pl);
-	}
-	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.max_db_size){
-		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth_budget, NULL, pl);
-	}
-	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.max_db_size){
-		rc = mosquitto_callback_register(identifier, MOSQ_EVT_SUBSCRIBE, on_subscribe_budget, NULL, pl);
-	}
-	/* In disk mode the broker drops what expired when it would send it. */
-	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.offline_ttl && !backlog_on(pl)){
+	/* Only when a feature acts on a connection: an authentication callback
+	 * changes which plugins the broker asks, and in what order. */
+	if(rc == MOSQ_ERR_SUCCESS && (backlog_on(pl) || pl->cfg.max_db_size || pl->cfg.offline_ttl)){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, pl);
+	}
+	if(rc == MOSQ_ERR_SUCCESS && pl->cfg.max_db_size){
+		rc = mosquitto_callback_register(identifier, MOSQ_EVT_SUBSCRIBE, on_subscribe, NULL, pl);
 	}
 	if(rc){
 		if(rc != MOSQ_ERR_INVAL || pl->store){

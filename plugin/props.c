@@ -1,5 +1,5 @@
 /* MQTT v5 property lists to and from bytes. */
-#include "adapter.h"
+#include "broker_int.h"
 
 #include <string.h>
 
@@ -128,19 +128,40 @@ int props_decode(struct bytes in, mosquitto_property **out)
 
 /* Encodes a property list into the plugin's scratch buffer; the view is
  * valid until the next call. No list gives an absent field. */
-int props_view(struct plugin *pl, const mosquitto_property *props, struct bytes *out)
+int props_view(struct buf *scratch, const mosquitto_property *props, struct bytes *out)
 {
 	out->data = NULL;
 	out->len = 0;
 	if(!props){
 		return 0;
 	}
-	buf_reset(&pl->props);
-	props_encode(&pl->props, props);
-	if(pl->props.err){
+	buf_reset(scratch);
+	props_encode(scratch, props);
+	if(scratch->err){
 		return -1;
 	}
-	out->data = pl->props.data;
-	out->len = pl->props.len;
+	out->data = scratch->data;
+	out->len = scratch->len;
 	return 0;
+}
+
+/* The value of the first user property called name; false when none. */
+bool props_user_value(const mosquitto_property *props, const char *name, struct bytes *out)
+{
+	size_t nlen = strlen(name);
+
+	for(const mosquitto_property *p = props; p; p = mosquitto_property_next(p)){
+		if(mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY
+				|| mosquitto_property_string_name_length(p) != nlen
+				|| memcmp(mosquitto_property_string_name(p), name, nlen)){
+			continue;
+		}
+		out->data = (const uint8_t *)mosquitto_property_string_value(p);
+		out->len = mosquitto_property_string_value_length(p);
+		if(!out->data){
+			out->data = (const uint8_t *)"";
+		}
+		return true;
+	}
+	return false;
 }

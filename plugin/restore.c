@@ -26,7 +26,7 @@ struct restore {
 	struct jrec **by_entry;   /* the queue-entry records, by client id and seq */
 	size_t n_by_entry;
 	unsigned long replayed, applied;
-	struct handover h;            /* each session's queue, handed over in turn */
+	struct handover *h;           /* each session's queue, handed over in turn */
 	struct handover_journal jhooks;  /* what the journal says about its entries */
 	unsigned long msgs, retained, sessions, subs, wills;
 	unsigned long failed;
@@ -36,7 +36,7 @@ static int restore_msg(void *ctx, uint64_t store_id, const struct rec_base_msg *
 {
 	struct restore *r = ctx;
 
-	if(body_add(r->pl, store_id, m) == MOSQ_ERR_SUCCESS){
+	if(features_restore_body(r->pl, store_id, m) == BROKER_OK){
 		r->msgs++;
 	}else{
 		r->failed++;
@@ -48,7 +48,7 @@ static int restore_retained(void *ctx, const struct rec_retain *rt)
 {
 	struct restore *r = ctx;
 
-	if(backlog_on(r->pl) && body_ensure(r->pl, rt->store_id) != MOSQ_ERR_SUCCESS){
+	if(features_restore_retained(r->pl, rt->store_id) != BROKER_OK){
 		r->failed++;
 		return 0;
 	}
@@ -269,24 +269,10 @@ static int restore_session(void *ctx, const struct rec_session *s)
 		return 0;
 	}
 	r->sessions++;
-	r->h.clientid = s->clientid;
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
-	if(backlog_on(r->pl)){
-		/* A session the journal names is restored whole, and released
-		 * at the first tick. */
-		bool held = journal_mentions(r, s->clientid);
-		if(held){
-			handover_session(&r->h, 0);
-		}
-		if(backlog_defer(r->pl, s->clientid, held)){
-			r->failed++;
-		}else if(!held){
-			retention_stored(r->pl, s->clientid);
-		}
-	}else{
-		handover_session(&r->h, 0);
+	if(features_restore_queue(r->pl, r->h, s->clientid, journal_mentions(r, s->clientid))){
+		r->failed++;
 	}
-	r->h.clientid = NULL;
 	return 0;
 }
 
@@ -446,6 +432,21 @@ static int route_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m
 	return 0;
 }
 
+/* A replayed routing's message id (plugin_opt_dedup_property) is known again. */
+static void note_msg_id(struct plugin *pl, const struct rec_base_msg *m)
+{
+	struct message p = {.m = *m};
+	mosquitto_property *props = NULL;
+
+	if(!pl->cfg.dedup_window || !m->properties.data || props_decode(m->properties, &props)){
+		return;
+	}
+	if(props_user_value(props, pl->cfg.dedup_property, &p.msg_id)){
+		features_replayed(pl, &p);
+	}
+	mosquitto_property_free_all(&props);
+}
+
 /* Routes, in journal order, what was accepted or released and not committed.
  * The broker routes these in its next loop iteration, before the first tick,
  * so the first commit holds their routing together with the journal mark. */
@@ -460,7 +461,7 @@ static void journal_route(struct restore *r)
 				replay_body(r->pl, &e->r.msg);
 			}
 			rc = publish_copy(&e->r.msg);
-			dedup_note(r->pl, &e->r.msg);
+			note_msg_id(r->pl, &e->r.msg);
 		}else if(e->r.kind == JREC_RELEASED_IN && e->store_id){
 			struct route rt = {r->pl, e->lsn, MOSQ_ERR_NOT_FOUND};
 			rc = store_msg_get(r->pl->store, e->store_id, route_body, &rt) == STORE_OK ? rt.rc : MOSQ_ERR_UNKNOWN;
@@ -485,7 +486,6 @@ static void journal_done(struct restore *r)
 	}
 	free(r->j);
 	free(r->by_entry);
-	handover_free(&r->h);
 }
 
 /* ---- a QoS 2 routing done again ----
@@ -683,28 +683,27 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 {
 	struct restore r;
 	struct store_stats stats;
+	struct restore_counts handed;
 	int rc;
 
 	(void)event;
 	(void)event_data;
 	memset(&r, 0, sizeof(r));
 	r.pl = userdata;
-	r.h.pl = r.pl;
-	r.h.mids = r.h.own_mids;
 	r.jhooks = (struct handover_journal){&r, journaled_released_in, journaled_pubrel_sent};
-	r.h.journal = &r.jhooks;
 
 	rc = r.pl->journal ? journal_read(&r) : 0;
 	if(!rc){
 		replay_prepare(&r);
 		rc = journal_apply(&r);
 	}
+	if(!rc && !(r.h = features_restore_begin(r.pl, &r.jhooks))){
+		rc = STORE_ERR_NOMEM;
+	}
 	/* With queue_storage disk a body is handed over when what refers to
 	 * it is. */
 	if(!rc && !backlog_on(r.pl)){
 		rc = store_walk_msgs(r.pl->store, restore_msg, &r);
-	}else if(!rc){
-		retention_stored_begin(r.pl);
 	}
 	if(!rc){
 		rc = store_walk_retained(r.pl->store, restore_retained, &r);
@@ -722,9 +721,7 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 	if(!rc){
 		journal_route(&r);
 	}
-	if(backlog_on(r.pl)){
-		retention_stored_done(r.pl);
-	}
+	features_restore_done(r.pl, r.h, &handed);
 	journal_done(&r);
 	store_get_stats(r.pl->store, &stats);
 	mosquitto_log_printf(rc ? MOSQ_LOG_ERR : MOSQ_LOG_INFO,
@@ -732,8 +729,8 @@ int persist_restore_cb(int event, void *event_data, void *userdata)
 			"%lu queued messages, %lu wills; %lu messages routed again from the journal, "
 			"%lu journaled changes applied, "
 			"%lu QoS 2 exchanges resumed at PUBREL; %lu could not be restored, %llu records rejected%s",
-			r.msgs, r.retained, r.sessions, r.subs, r.h.queued, r.wills, r.replayed, r.applied,
-			r.h.pubrel_resumed, r.failed + r.h.failed,
+			r.msgs, r.retained, r.sessions, r.subs, handed.queued, r.wills, r.replayed, r.applied,
+			handed.pubrel_resumed, r.failed + handed.failed,
 			(unsigned long long)stats.records_rejected, rc ? "; restore stopped early" : "");
 	return rc ? MOSQ_ERR_UNKNOWN : MOSQ_ERR_SUCCESS;
 }

@@ -23,7 +23,7 @@
  * expired is dropped by the broker when it would send it. At a restart the
  * entries of sessions that stay stored are read from the store (with their
  * bodies' size and expiry), as the broker's restore reports the others. */
-#include "adapter.h"
+#include "feature.h"
 #include "array.h"
 
 #include <stdlib.h>
@@ -58,92 +58,15 @@ struct ret_session {
 	bool due;            /* in the due list */
 };
 
-struct body_info {
-	uint64_t store_id;   /* 0: empty slot */
-	int64_t expiry;
-	uint32_t bytes;
+/* Queue limits and expiry of offline sessions (retention.c). */
+struct retention {
+	struct client_table sessions;   /* struct ret_session */
+	struct ret_session **due;       /* sessions to apply the limits or expiry to */
+	size_t n_due, cap_due;
+	int64_t expiry_scan_at;
+	time_t log_at;
+	uint64_t dropped_full, dropped_expired;
 };
-
-static bool enabled(const struct plugin *pl)
-{
-	return pl->cfg.max_queued_messages || pl->cfg.max_queued_bytes || pl->cfg.offline_ttl;
-}
-
-/* ---- bodies: size and expiry by store id (open addressing) ---- */
-
-static size_t body_slot(const struct retention *r, uint64_t store_id)
-{
-	size_t i = (size_t)(store_id * 0x9e3779b97f4a7c15ull) & (r->bcap - 1);
-
-	while(r->bodies[i].store_id && r->bodies[i].store_id != store_id){
-		i = (i + 1) & (r->bcap - 1);
-	}
-	return i;
-}
-
-/* Moves the table into cap slots, with every entry or, resident_only, the
- * entries of bodies the broker holds. */
-static int bodies_rehash(struct plugin *pl, size_t cap, bool resident_only)
-{
-	struct retention *r = &pl->retention;
-	struct body_info *old = r->bodies;
-	size_t old_cap = r->bcap;
-
-	r->bodies = calloc(cap, sizeof(*r->bodies));
-	if(!r->bodies){
-		r->bodies = old;
-		return -1;
-	}
-	r->bcap = cap;
-	r->bcount = 0;
-	for(size_t i = 0; i < old_cap; i++){
-		if(old[i].store_id && (!resident_only || body_resident(pl, old[i].store_id))){
-			r->bodies[body_slot(r, old[i].store_id)] = old[i];
-			r->bcount++;
-		}
-	}
-	free(old);
-	return 0;
-}
-
-void retention_body(struct plugin *pl, uint64_t store_id, uint32_t bytes, int64_t expiry)
-{
-	struct retention *r = &pl->retention;
-	size_t i;
-
-	if(!enabled(pl) || !store_id){
-		return;
-	}
-	if((r->bcount + 1) * 2 > r->bcap && bodies_rehash(pl, r->bcap ? r->bcap * 2 : 1024, false)){
-		return;   /* its entries count 0 bytes and no expiry */
-	}
-	i = body_slot(r, store_id);
-	if(!r->bodies[i].store_id){
-		r->bcount++;
-	}
-	r->bodies[i] = (struct body_info){store_id, expiry, bytes};
-}
-
-void retention_body_gone(struct plugin *pl, uint64_t store_id)
-{
-	struct retention *r = &pl->retention;
-	size_t i, j;
-
-	if(!r->bcap || !store_id){
-		return;
-	}
-	i = body_slot(r, store_id);
-	if(!r->bodies[i].store_id){
-		return;
-	}
-	r->bodies[i].store_id = 0;
-	r->bcount--;
-	for(j = (i + 1) & (r->bcap - 1); r->bodies[j].store_id; j = (j + 1) & (r->bcap - 1)){
-		struct body_info moved = r->bodies[j];
-		r->bodies[j].store_id = 0;
-		r->bodies[body_slot(r, moved.store_id)] = moved;
-	}
-}
 
 /* ---- sessions ---- */
 
@@ -215,23 +138,21 @@ static bool over_limit(const struct plugin *pl, const struct ret_session *s)
 void retention_add(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t qos,
 		uint64_t store_id)
 {
-	struct retention *r = &pl->retention;
+	struct retention *r = pl->retention;
 	struct ret_entry e = {.cmsg_id = cmsg_id, .store_id = store_id, .mid = mid, .qos = qos};
 	struct ret_session *s;
 
-	if(!enabled(pl) || qos == 0){
+	if(!retention_on(pl) || qos == 0){
 		return;
 	}
 	s = client_get_or_add(&r->sessions, clientid, sizeof(*s));
-	if(r->bcap){
-		struct body_info *b = &r->bodies[body_slot(r, store_id)];
-		if(b->store_id){
-			e.bytes = b->bytes;
-			e.expire_at = b->expiry;
-		}
+	const struct body_note *b = bodies_find(pl, store_id);
+	if(b){
+		e.bytes = b->bytes;
+		e.expire_at = b->expiry;
 	}
 	if(!s || ring_push(s, &e)){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: out of memory: a queued message of %s is not "
+		broker_log(BROKER_LOG_ERR, "persist-lmdb: out of memory: a queued message of %s is not "
 				"under the retention limits", clientid);
 		return;
 	}
@@ -270,7 +191,7 @@ static void entry_gone(struct ret_session *s, struct ret_entry *e)
 
 void retention_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
 {
-	struct ret_session *s = client_find(&pl->retention.sessions, clientid);
+	struct ret_session *s = client_find(&pl->retention->sessions, clientid);
 	struct ret_entry *e = s ? entry_find(s, cmsg_id) : NULL;
 
 	if(e){
@@ -290,7 +211,7 @@ static void due_forget(struct retention *r, struct ret_session *s)
 
 void retention_session_gone(struct plugin *pl, const char *clientid)
 {
-	struct retention *r = &pl->retention;
+	struct retention *r = pl->retention;
 	struct ret_session *s = client_take(&r->sessions, clientid);
 
 	if(s){
@@ -368,14 +289,14 @@ static bool drop_counted(struct plugin *pl, struct ret_session *s, struct ret_en
 
 static void log_drops(struct plugin *pl, const struct ret_session *s, const char *what, uint64_t n)
 {
-	struct retention *r = &pl->retention;
+	struct retention *r = pl->retention;
 	time_t now = time(NULL);
 
 	if(!n || (r->log_at && now - r->log_at < LOG_EVERY_S)){
 		return;
 	}
 	r->log_at = now;
-	mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: dropped %llu %s queued for offline client %s "
+	broker_log(BROKER_LOG_WARNING, "persist-lmdb: dropped %llu %s queued for offline client %s "
 			"(since start: %llu at the queue limits, %llu expired; more drops within %d s are not logged)",
 			(unsigned long long)n, what, s->clientid, (unsigned long long)r->dropped_full,
 			(unsigned long long)r->dropped_expired, LOG_EVERY_S);
@@ -429,7 +350,7 @@ static uint64_t drop_expired(struct plugin *pl, struct ret_session *s, int64_t n
 		(*budget)--;
 		if(e && !e->gone && drop(pl, s, e)){
 			dropped++;
-			pl->retention.dropped_expired++;
+			pl->retention->dropped_expired++;
 		}
 	}
 	free(victims);
@@ -455,7 +376,7 @@ static uint64_t drop_over_limit(struct plugin *pl, struct ret_session *s, unsign
 		(*budget)--;
 		if(drop_counted(pl, s, e, cnt)){
 			dropped++;
-			pl->retention.dropped_full++;
+			pl->retention->dropped_full++;
 		}
 	}
 	free(cnt);
@@ -477,11 +398,11 @@ static bool session_apply(struct plugin *pl, struct ret_session *s, int64_t now,
 
 void retention_tick(struct plugin *pl)
 {
-	struct retention *r = &pl->retention;
+	struct retention *r = pl->retention;
 	unsigned budget = DROPS_PER_TICK;
 	int64_t now;
 
-	if(!enabled(pl)){
+	if(!retention_on(pl)){
 		return;
 	}
 	now = (int64_t)time(NULL);
@@ -511,10 +432,10 @@ void retention_tick(struct plugin *pl)
  * nothing queued loses it (clean sessions never queue anything). */
 void retention_online(struct plugin *pl, const char *clientid, bool online)
 {
-	struct retention *r = &pl->retention;
+	struct retention *r = pl->retention;
 	struct ret_session *s;
 
-	if(!enabled(pl)){
+	if(!retention_on(pl)){
 		return;
 	}
 	if(online){
@@ -541,35 +462,35 @@ void retention_online(struct plugin *pl, const char *clientid, bool online)
 }
 
 /* Before the broker hands a reconnecting client its session: what expired
- * since the last sweep is not delivered. */
-int on_basic_auth(int event, void *event_data, void *userdata)
+ * since the last sweep is not delivered. In disk mode the broker drops what
+ * expired when it would send it. */
+void retention_auth(struct plugin *pl, const char *clientid)
 {
-	struct mosquitto_evt_basic_auth *ed = event_data;
-	struct plugin *pl = userdata;
 	struct ret_session *s;
 	unsigned budget = UINT32_MAX;
 
-	(void)event;
-	s = client_find(&pl->retention.sessions, mosquitto_client_id(ed->client));
+	if(!pl->cfg.offline_ttl || backlog_on(pl)){
+		return;
+	}
+	s = client_find(&pl->retention->sessions, clientid);
 	if(s && !s->online && s->next_expiry && s->next_expiry < (int64_t)time(NULL)){
 		log_drops(pl, s, "expired messages", drop_expired(pl, s, (int64_t)time(NULL), &budget));
 	}
-	return MOSQ_ERR_PLUGIN_IGNORE;
 }
 
 /* ---- a restart in disk mode ---- */
 
 static int note_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
 {
-	retention_body(ctx, store_id, (uint32_t)m->payload.len, m->expiry_time);
+	bodies_stored(ctx, store_id, (uint32_t)m->payload.len, m->expiry_time);
 	return 0;
 }
 
 /* One walk over the bodies: a lookup per queue entry would take longer. */
 void retention_stored_begin(struct plugin *pl)
 {
-	if(enabled(pl) && store_walk_msgs(pl->store, note_body, pl) != STORE_OK){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot read the stored messages' sizes and expiry: "
+	if(retention_on(pl) && store_walk_msgs(pl->store, note_body, pl) != STORE_OK){
+		broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot read the stored messages' sizes and expiry: "
 				"stored queues count them as empty and never expiring");
 	}
 }
@@ -593,47 +514,29 @@ void retention_stored(struct plugin *pl, const char *clientid)
 {
 	struct stored_walk w = {pl, clientid};
 
-	if(enabled(pl) && store_walk_queue(pl->store, clientid, note_entry, &w) != STORE_OK){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: cannot read the stored queue of client %s: "
+	if(retention_on(pl) && store_walk_queue(pl->store, clientid, note_entry, &w) != STORE_OK){
+		broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot read the stored queue of client %s: "
 				"its messages are not under the retention limits", clientid);
 	}
 }
 
-/* Keeps the sizes of the bodies the broker holds only: what it routes
- * from now on, it holds. */
-void retention_stored_done(struct plugin *pl)
+struct retention *retention_new(void)
 {
-	struct retention *r = &pl->retention;
-	size_t n = 0, cap = 1024;
+	return calloc(1, sizeof(struct retention));
+}
 
-	for(size_t i = 0; i < r->bcap; i++){
-		n += r->bodies[i].store_id && body_resident(pl, r->bodies[i].store_id);
-	}
-	if(!n){
-		free(r->bodies);
-		r->bodies = NULL;
-		r->bcap = r->bcount = 0;
+void retention_free(struct retention *r)
+{
+	if(!r){
 		return;
 	}
-	while(cap < n * 2){
-		cap *= 2;
-	}
-	/* Out of memory, the extra entries stay: they are never looked up. */
-	bodies_rehash(pl, cap, true);
-}
-
-void retention_free(struct plugin *pl)
-{
-	struct retention *r = &pl->retention;
-
 	client_table_free(&r->sessions, session_free);
-	free(r->bodies);
 	free(r->due);
-	memset(r, 0, sizeof(*r));
+	free(r);
 }
 
-void retention_stats(const struct plugin *pl, struct feature_stats *out)
+void retention_stats(const struct retention *r, struct feature_stats *out)
 {
-	out->dropped_queue_full = pl->retention.dropped_full;
-	out->dropped_expired = pl->retention.dropped_expired;
+	out->dropped_queue_full = r->dropped_full;
+	out->dropped_expired = r->dropped_expired;
 }

@@ -8,13 +8,16 @@
  * acknowledged when the client reconnects, so each session keeps its
  * numbered entries in order with a "sent on this connection" mark: the
  * next send is the first entry not sent. */
-#include "adapter.h"
+#include "feature.h"
 #include "array.h"
 
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* plugin_opt_seq_property: the numbered entries of each stored session. */
+struct seqno {
+	struct client_table sessions;   /* struct seq_session */
+};
 
 struct seq_entry {
 	uint64_t cmsg_id;
@@ -34,12 +37,12 @@ struct seq_session {
 
 static struct seq_session *session_find(struct plugin *pl, const char *clientid)
 {
-	return client_find(&pl->seqs, clientid);
+	return client_find(&pl->seqno->sessions, clientid);
 }
 
 static struct seq_session *session_get_or_add(struct plugin *pl, const char *clientid)
 {
-	return client_get_or_add(&pl->seqs, clientid, sizeof(struct seq_session));
+	return client_get_or_add(&pl->seqno->sessions, clientid, sizeof(struct seq_session));
 }
 
 static void session_free(void *rec)
@@ -132,7 +135,7 @@ void seq_released(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
 
 void seq_session_ended(struct plugin *pl, const char *clientid)
 {
-	struct seq_session *s = client_take(&pl->seqs, clientid);
+	struct seq_session *s = client_take(&pl->seqno->sessions, clientid);
 
 	if(s){
 		session_free(s);
@@ -156,6 +159,16 @@ int seq_restore(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint6
 	return 0;
 }
 
+/* A session's queue is handed to the broker: its numbering goes on from the stored counter. */
+void seq_handover(struct plugin *pl, const char *clientid)
+{
+	uint64_t last;
+
+	if(pl->cfg.seq_property && store_seqno_get(pl->store, clientid, &last) == STORE_OK){
+		seq_restore_last(pl, clientid, last);
+	}
+}
+
 void seq_restore_last(struct plugin *pl, const char *clientid, uint64_t last)
 {
 	struct seq_session *s;
@@ -167,54 +180,46 @@ void seq_restore_last(struct plugin *pl, const char *clientid, uint64_t last)
 
 void seq_flush(struct plugin *pl)
 {
-	struct client_table *t = &pl->seqs;
+	struct client_table *t = &pl->seqno->sessions;
 
 	for(size_t i = 0; i < t->cap; i++){
 		struct seq_session *s = t->slots[i];
 		if(s && s->dirty){
-			if(store_result(store_seqno_put(pl->store, s->clientid, s->last), "a sequence number") == MOSQ_ERR_SUCCESS){
+			if(store_result(store_seqno_put(pl->store, s->clientid, s->last), "a sequence number") == BROKER_OK){
 				s->dirty = false;
 			}
 		}
 	}
 }
 
-void seq_free(struct plugin *pl)
+struct seqno *seqno_new(void)
 {
-	client_table_free(&pl->seqs, session_free);
+	return calloc(1, sizeof(struct seqno));
 }
 
-int on_message_out(int event, void *event_data, void *userdata)
+void seqno_free(struct seqno *sq)
 {
-	struct mosquitto_evt_message *ed = event_data;
-	struct plugin *pl = userdata;
-	struct seq_session *s;
-	mosquitto_property *props = NULL;
-	char value[24];
-	uint64_t n;
+	if(sq){
+		client_table_free(&sq->sessions, session_free);
+		free(sq);
+	}
+}
 
-	(void)event;
-	if(ed->qos == 0 || !(s = session_find(pl, mosquitto_client_id(ed->client)))){
-		return MOSQ_ERR_SUCCESS;
+/* The broker sends a session's messages in queue order: the one leaving
+ * now is the first not sent yet. */
+uint64_t seq_next_out(struct plugin *pl, const char *clientid)
+{
+	struct seq_session *s = session_find(pl, clientid);
+
+	if(!s){
+		return 0;
 	}
 	while(s->first_unsent < s->n && s->e[s->first_unsent].sent){
 		s->first_unsent++;
 	}
 	if(s->first_unsent == s->n){
-		return MOSQ_ERR_SUCCESS;
+		return 0;
 	}
 	s->e[s->first_unsent].sent = true;
-	n = s->e[s->first_unsent].n;
-	if(mosquitto_client_protocol_version(ed->client) != 5){
-		return MOSQ_ERR_SUCCESS;
-	}
-	snprintf(value, sizeof(value), "%" PRIu64, n);
-	if((ed->properties && mosquitto_property_copy_all(&props, ed->properties) != MOSQ_ERR_SUCCESS)
-			|| mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
-				pl->cfg.seq_property, value) != MOSQ_ERR_SUCCESS){
-		mosquitto_property_free_all(&props);
-		return MOSQ_ERR_SUCCESS;
-	}
-	ed->properties = props;
-	return MOSQ_ERR_SUCCESS;
+	return s->e[s->first_unsent].n;
 }

@@ -1,110 +1,29 @@
-/* backlog.c without a broker: plugin_opt_queue_storage disk. The test plays
- * the broker: it records which sessions' queues the plugin has it let go of
- * and which stored messages it is handed back, in what order. The store is
- * a real one, seeded with a session's queue. */
+/* backlog.c without a broker: plugin_opt_queue_storage disk, driven through
+ * the dispatch (features.c). The fake broker records which sessions'
+ * queues the plugin has it let go of and which stored messages it is
+ * handed back, in what order, under which packet ids. The store is a real
+ * one, seeded with a session's queue. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "feature_util.h"
 
-struct mosquitto {
-	const char *id;
-};
-
-static int g_released;             /* queues the broker was told to let go of */
-static uint64_t g_handed[64];      /* messages handed back, as the client's message numbers */
-static uint16_t g_mids[64];        /* and the packet ids they were given */
-static size_t g_n_handed;
-
-const char *mosquitto_client_id(const struct mosquitto *client)
-{
-	return client->id;
-}
-
-void *mosquitto_malloc(size_t size)
-{
-	return malloc(size);
-}
-
-char *mosquitto_strdup(const char *s)
-{
-	return strdup(s);
-}
-
-void mosquitto_free(void *mem)
-{
-	free(mem);
-}
-
-int mosquitto_persist_client_msg_clear(struct mosquitto_client_msg *cm)
-{
-	assert_string_equal(cm->clientid, "phone");
-	g_released++;
-	return MOSQ_ERR_SUCCESS;
-}
-
-/* The plugin nudges the broker to fill a connected client's in-flight window
- * by deleting a packet id none of its messages has. */
-int mosquitto_persist_client_msg_delete(struct mosquitto_client_msg *cm)
-{
-	assert_string_equal(cm->clientid, "phone");
-	for(size_t i = 0; i < g_n_handed; i++){
-		assert_int_not_equal(cm->mid, g_mids[i]);
-	}
-	return MOSQ_ERR_NOT_FOUND;
-}
-
-int mosquitto_persist_base_msg_add(struct mosquitto_base_msg *msg)
-{
-	free(msg->topic);
-	free(msg->payload);
-	return MOSQ_ERR_SUCCESS;
-}
-
-int mosquitto_persist_client_msg_add(struct mosquitto_client_msg *cm)
-{
-	assert_string_equal(cm->clientid, "phone");
-	assert_true(g_n_handed < 64);
-	g_mids[g_n_handed] = cm->mid;
-	g_handed[g_n_handed++] = cm->cmsg_id & ((1ull << 40) - 1);
-	return MOSQ_ERR_SUCCESS;
-}
-
-static void nothing_body(struct plugin *pl, uint64_t store_id, uint32_t bytes, int64_t expiry)
-{
-	(void)pl, (void)store_id, (void)bytes, (void)expiry;
-}
-
-static void nothing_incoming(struct plugin *pl, uint64_t store_id, const char *clientid, uint64_t seq)
-{
-	(void)pl, (void)store_id, (void)clientid, (void)seq;
-}
-
-static void nothing_outgoing(struct plugin *pl, const char *clientid, uint64_t seq, uint16_t mid, uint8_t qos,
-		uint64_t store_id)
-{
-	(void)pl, (void)clientid, (void)seq, (void)mid, (void)qos, (void)store_id;
-}
-
-static void nothing_refused(struct plugin *pl, const char *clientid, uint64_t seq)
-{
-	(void)pl, (void)clientid, (void)seq;
-}
-
-static const struct handed_notes no_features = {nothing_body, nothing_incoming, nothing_outgoing, nothing_refused};
+#define SEQ_MASK ((1ull << STORE_SEQ_SHIFT) - 1)
 
 struct fx {
 	struct fstore fs;
 	struct plugin pl;
 };
 
-/* The session "phone" with messages 1..n stored. */
+/* The session "phone" with messages 1..n stored (store ids 101.., packet
+ * ids 1..n of the broker run that stored them). */
 static void seed(struct store *st, uint64_t n)
 {
 	struct rec_session s = {.clientid = "phone", .session_expiry_interval = 3600};
@@ -125,16 +44,24 @@ static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
+	fake_reset();
+	/* The plugin nudges the broker to fill a connected client's in-flight
+	 * window by deleting a packet id none of its messages has. */
+	fake.answer[FAKE_ENTRY_DROP] = BROKER_NOT_FOUND;
 	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
 		free(fx);
 		return -1;
 	}
 	fx->pl.cfg.queue_storage = QUEUE_STORAGE_DISK;
 	fx->pl.cfg.queue_window = 4;
-	fx->pl.handed = &no_features;
+	if(features_new(&fx->pl)){
+		features_free(&fx->pl);
+		store_close(fx->pl.store);
+		fstore_remove(&fx->fs);
+		free(fx);
+		return -1;
+	}
 	seed(fx->pl.store, 10);
-	g_released = 0;
-	g_n_handed = 0;
 	*state = fx;
 	return 0;
 }
@@ -143,41 +70,91 @@ static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
 
-	backlog_free(&fx->pl);
-	bodies_free(&fx->pl);
+	features_free(&fx->pl);
 	store_close(fx->pl.store);
 	fstore_remove(&fx->fs);
 	free(fx);
 	return 0;
 }
 
+static void session_added(struct plugin *pl)
+{
+	struct rec_session s = {.clientid = "phone", .session_expiry_interval = 3600};
+
+	features_session_added(pl, &s);
+}
+
+/* The client comes back: BASIC_AUTH, then CONNECT. */
 static void returns(struct plugin *pl)
 {
-	struct mosquitto c = {"phone"};
-	struct mosquitto_evt_basic_auth ed = {.client = &c};
+	struct client_auth c = {.clientid = "phone"};
 
-	assert_int_equal(on_basic_auth_backlog(0, &ed, pl), MOSQ_ERR_PLUGIN_IGNORE);
-	backlog_connected(pl, "phone");
-	backlog_online(pl, "phone", true);
+	assert_false(features_client_auth(pl, &c));
+	features_client_connected(pl, "phone");
+}
+
+/* The packet id the broker was handed message n under (its last hand-back). */
+static uint16_t mid_of(uint64_t n)
+{
+	uint16_t mid = 0;
+	bool found = false;
+
+	for(size_t i = 0; i < fake_count(FAKE_ENTRY_ADD); i++){
+		const struct fake_call *c = fake_nth(FAKE_ENTRY_ADD, i);
+		if((c->seq & SEQ_MASK) == n){
+			mid = c->mid;
+			found = true;
+		}
+	}
+	assert_true(found);
+	return mid;
 }
 
 /* The broker acknowledges message n of the connected client. */
 static void acknowledged(struct plugin *pl, uint64_t n)
 {
-	assert_true(backlog_msg_deleted(pl, "phone", store_queue_seq(pl->store, n), (uint16_t)n));
+	struct entry e = {.clientid = "phone", .seq = store_queue_seq(pl->store, n), .q = {.store_id = 100 + n,
+		.mid = mid_of(n), .qos = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_WAIT_FOR_PUBACK}};
+
+	assert_true(features_entry_gone(pl, &e));
 }
 
+/* The messages handed back, as the client's message numbers: "1 2 3". */
 static const char *handed(void)
 {
 	static char out[256];
 	size_t len = 0;
 
 	out[0] = '\0';
-	for(size_t i = 0; i < g_n_handed; i++){
+	for(size_t i = 0; i < fake_count(FAKE_ENTRY_ADD); i++){
+		const struct fake_call *c = fake_nth(FAKE_ENTRY_ADD, i);
+		assert_string_equal(c->clientid, "phone");
 		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%llu", len ? " " : "",
-				(unsigned long long)g_handed[i]);
+				(unsigned long long)(c->seq & SEQ_MASK));
 	}
 	return out;
+}
+
+/* The in-flight nudges (deletions of a packet id) never name a packet id
+ * a handed-back message has. */
+static void nudges_miss_every_message(void)
+{
+	assert_true(fake_count(FAKE_ENTRY_DROP) > 0);
+	for(size_t i = 0; i < fake_count(FAKE_ENTRY_DROP); i++){
+		const struct fake_call *d = fake_nth(FAKE_ENTRY_DROP, i);
+		assert_string_equal(d->clientid, "phone");
+		for(size_t j = 0; j < fake_count(FAKE_ENTRY_ADD); j++){
+			assert_int_not_equal(d->mid, fake_nth(FAKE_ENTRY_ADD, j)->mid);
+		}
+	}
+}
+
+static struct feature_stats stats(const struct plugin *pl)
+{
+	struct feature_stats s;
+
+	features_stats(pl, &s);
+	return s;
 }
 
 /* An offline session the broker holds messages of is let go of at the
@@ -186,23 +163,29 @@ static void test_offline_sessions_released(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
+	struct entry q2 = {.clientid = "phone", .seq = 7, .q = {.store_id = 107, .mid = 7, .qos = 2,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_WAIT_FOR_PUBCOMP}};
 
-	backlog_session_added(pl, "phone");
-	backlog_online(pl, "phone", true);
-	backlog_tick(pl);
-	assert_int_equal(g_released, 0);
+	session_added(pl);
+	features_client_connected(pl, "phone");
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 0);
 
-	backlog_pubrel_sent(pl, "phone", 7);
-	backlog_online(pl, "phone", false);
-	backlog_tick(pl);
-	assert_int_equal(g_released, 0);
-	assert_true(backlog_msg_deleted(pl, "phone", 7, 7));   /* PUBCOMP: the exchange is over */
-	backlog_online(pl, "phone", true);
-	backlog_online(pl, "phone", false);
-	backlog_tick(pl);
-	assert_int_equal(g_released, 1);
-	assert_int_equal(pl->backlog.evicted, 1);
+	assert_true(features_entry_updated(pl, &q2));   /* PUBREL sent */
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 0);
+	assert_false(backlog_released(pl, "phone"));
+	assert_true(features_entry_gone(pl, &q2));   /* PUBCOMP: the exchange is over */
+	features_client_connected(pl, "phone");
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);
+	assert_string_equal(fake_nth(FAKE_QUEUE_RELEASE, 0)->clientid, "phone");
+	assert_int_equal(stats(pl).backlog_releases, 1);
 	assert_true(backlog_released(pl, "phone"));
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);   /* once */
 }
 
 /* A returning client gets its stored queue back in order, queue_window
@@ -213,29 +196,79 @@ static void test_hand_back_in_parts(void **state)
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
-	backlog_session_added(pl, "phone");
-	backlog_online(pl, "phone", false);
-	backlog_tick(pl);
-	assert_int_equal(g_released, 1);
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);
 
 	returns(pl);
 	assert_string_equal(handed(), "1 2 3 4");
-	backlog_tick(pl);
+	features_tick(pl);
 	assert_string_equal(handed(), "1 2 3 4");   /* none acknowledged yet */
 	acknowledged(pl, 1);
-	backlog_tick(pl);
+	features_tick(pl);
 	assert_string_equal(handed(), "1 2 3 4");   /* 3 of 4 still held */
 	acknowledged(pl, 2);
-	backlog_tick(pl);
+	features_tick(pl);
 	assert_string_equal(handed(), "1 2 3 4 5 6");
 	for(uint64_t n = 3; n <= 6; n++){
 		acknowledged(pl, n);
 	}
-	backlog_tick(pl);
+	features_tick(pl);
 	assert_string_equal(handed(), "1 2 3 4 5 6 7 8 9 10");
-	backlog_tick(pl);
+	features_tick(pl);
 	assert_string_equal(handed(), "1 2 3 4 5 6 7 8 9 10");
-	assert_int_equal(pl->backlog.loaded, 10);
+	assert_int_equal(stats(pl).backlog_loaded, 10);
+	/* Each body went to the broker once, with its message. */
+	assert_int_equal(fake_count(FAKE_BODY_ADD), 10);
+	nudges_miss_every_message();
+	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);   /* connected: not released again */
+}
+
+/* What the broker routes to the client during a hand-back, queued behind
+ * it, is taken back out at the tick (it stays stored, after the backlog):
+ * that deletion is the plugin's own, not recorded. One the broker puts in
+ * flight at once went out ahead of the backlog: counted. */
+static void test_routed_during_hand_back_taken_back(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct entry routed = {.clientid = "phone", .seq = 11, .q = {.store_id = 111, .mid = 5, .qos = 1,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+	struct entry ahead = {.clientid = "phone", .seq = 12, .q = {.store_id = 112, .mid = 6, .qos = 1,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_WAIT_FOR_PUBACK}};
+
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	returns(pl);
+	assert_string_equal(handed(), "1 2 3 4");
+	features_entry_added(pl, &routed);
+	features_entry_added(pl, &ahead);
+	assert_int_equal(stats(pl).backlog_out_of_order, 1);
+	assert_true(fake_logged("went out ahead of its stored backlog"));
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_ENTRY_TAKE), 1);
+	assert_string_equal(fake_nth(FAKE_ENTRY_TAKE, 0)->clientid, "phone");
+	assert_int_equal(fake_nth(FAKE_ENTRY_TAKE, 0)->mid, 5);
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_ENTRY_TAKE), 1);   /* once */
+}
+
+/* A client whose CONNECT came without BASIC_AUTH (another plugin decided)
+ * still gets its stored queue, at the connection, whole. */
+static void test_connected_without_auth(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	features_client_connected(pl, "phone");
+	assert_string_equal(handed(), "1 2 3 4 5 6 7 8 9 10");
+	assert_true(fake_logged("without this plugin's BASIC_AUTH"));
+	assert_int_equal(stats(pl).backlog_loaded, 10);
 }
 
 int main(void)
@@ -243,6 +276,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_offline_sessions_released, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_hand_back_in_parts, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_routed_during_hand_back_taken_back, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,9 @@
-/* budget.c without a broker: what plugin_opt_max_db_size refuses, and how.
- * Clients are the test's own (struct mosquitto is opaque to the plugin), as
- * are the broker functions the module reaches; the store is a real one. */
+/* budget.c without a broker: what plugin_opt_max_db_size refuses, driven
+ * through the dispatch (features.c) with the plugin-owned values the
+ * broker-facing files hand it; the store is a real one, its offline
+ * sessions' subscriptions matched by the fake broker's topic matcher. How
+ * a refusal is told to a client (MQTT 5 reason codes, an MQTT 3.1.1
+ * disconnection) is events.c's, not tested here. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,48 +15,15 @@
 
 #include "feature_util.h"
 
-struct mosquitto {
-	const char *id;
-	int version;
-	bool clean;
-};
-
-const char *mosquitto_client_id(const struct mosquitto *client)
-{
-	return client->id;
-}
-
-int mosquitto_client_protocol_version(const struct mosquitto *client)
-{
-	return client->version;
-}
-
-bool mosquitto_client_clean_session(const struct mosquitto *client)
-{
-	return client->clean;
-}
-
-/* Filters of the form a/b, a/+, a/# are all these tests use. */
-int mosquitto_topic_matches_sub(const char *sub, const char *topic, bool *result)
-{
-	size_t n = strlen(sub);
-
-	if(n >= 2 && !strcmp(sub + n - 2, "/#")){
-		*result = !strncmp(sub, topic, n - 1) || (strlen(topic) == n - 2 && !strncmp(sub, topic, n - 2));
-	}else if(n >= 2 && !strcmp(sub + n - 2, "/+")){
-		*result = !strncmp(sub, topic, n - 1) && !strchr(topic + n - 1, '/');
-	}else{
-		*result = !strcmp(sub, topic);
-	}
-	return MOSQ_ERR_SUCCESS;
-}
-
 struct fx {
 	struct fstore fs;
 	struct plugin pl;
 	uint64_t used;    /* the store's pages in use after the seed */
 };
 
+static const uint8_t payload[500000];
+
+/* "phone" is offline with inbox/phone/#, "laptop" online with live/+. */
 static void seed(struct store *st)
 {
 	struct rec_session s = {.clientid = "phone", .session_expiry_interval = 3600};
@@ -73,6 +43,7 @@ static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
+	fake_reset();
 	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
 		free(fx);
 		return -1;
@@ -80,6 +51,13 @@ static int fx_setup(void **state)
 	seed(fx->pl.store);
 	fx->used = store_used_bytes(fx->pl.store);
 	fx->pl.cfg.control_users = "ops";
+	if(features_new(&fx->pl)){
+		features_free(&fx->pl);
+		store_close(fx->pl.store);
+		fstore_remove(&fx->fs);
+		free(fx);
+		return -1;
+	}
 	*state = fx;
 	return 0;
 }
@@ -88,36 +66,37 @@ static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
 
-	budget_free(&fx->pl);
+	features_free(&fx->pl);
 	store_close(fx->pl.store);
 	fstore_remove(&fx->fs);
 	free(fx);
 	return 0;
 }
 
-static int publish(struct plugin *pl, struct mosquitto *from, const char *topic, uint8_t qos, bool retain,
+static enum verdict publish(struct plugin *pl, const char *from, const char *topic, uint8_t qos, bool retain,
 		uint32_t len)
 {
-	struct mosquitto_evt_message ed = {.client = from, .topic = (char *)topic, .qos = qos, .retain = retain,
-		.payloadlen = len};
+	struct message p = {.m = {.topic = topic, .payload = {payload, len}, .qos = qos, .retain = retain,
+		.source_id = from}};
 
-	return budget_check(pl, &ed);
+	assert_true(len <= sizeof(payload));
+	return features_publish_in(pl, &p);
 }
 
-static int connect_as(struct plugin *pl, const char *id, int version, bool clean, const char *username)
+/* Whether the connection is refused. transient: an MQTT 3.1.1 clean session. */
+static bool connect_refused(struct plugin *pl, const char *id, bool transient, const char *username)
 {
-	struct mosquitto c = {id, version, clean};
-	struct mosquitto_evt_basic_auth ed = {.client = &c, .username = (char *)username};
+	struct client_auth c = {.clientid = id, .username = username, .transient = transient};
 
-	return on_basic_auth_budget(0, &ed, pl);
+	return features_client_auth(pl, &c);
 }
 
-static int subscribe_as(struct plugin *pl, const char *id)
+static struct feature_stats stats(const struct plugin *pl)
 {
-	struct mosquitto c = {id, 5, false};
-	struct mosquitto_evt_subscribe ed = {.client = &c, .data = {.topic_filter = "more/#"}};
+	struct feature_stats s;
 
-	return on_subscribe_budget(0, &ed, pl);
+	features_stats(pl, &s);
+	return s;
 }
 
 /* Under the budget nothing is refused. */
@@ -125,71 +104,76 @@ static void test_under_budget(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto pub = {"pub", 5, true};
+	struct feature_stats s;
 
 	pl->cfg.max_db_size = (size_t)fx->used + (1 << 20);
-	assert_int_equal(publish(pl, &pub, "inbox/phone/x", 1, false, 100), MOSQ_ERR_SUCCESS);
-	assert_int_equal(publish(pl, &pub, "news", 1, true, 100), MOSQ_ERR_SUCCESS);
-	assert_int_equal(connect_as(pl, "newcomer", 5, false, NULL), MOSQ_ERR_PLUGIN_IGNORE);
-	assert_int_equal(subscribe_as(pl, "phone"), MOSQ_ERR_SUCCESS);
+	assert_int_equal(publish(pl, "pub", "inbox/phone/x", 1, false, 100), VERDICT_ACCEPT);
+	assert_int_equal(publish(pl, "pub", "news", 1, true, 100), VERDICT_ACCEPT);
+	assert_false(connect_refused(pl, "newcomer", false, NULL));
+	assert_false(features_subscribe(pl, "phone"));
+	s = stats(pl);
+	assert_int_equal(s.refused_over_budget + s.refused_retained + s.refused_sessions + s.refused_subscriptions, 0);
+	assert_false(fake_logged("plugin_opt_max_db_size"));
 }
 
 /* At the budget, a QoS 1/2 publish an offline session subscribes to is
- * refused with the protocol's means (MQTT 5: quota exceeded; 3.1.1: the
- * publisher is disconnected); one only a connected session or nobody
- * subscribes to, and QoS 0, pass; each refusal is counted. */
+ * refused (whatever the publisher's protocol); one only a connected
+ * session or nobody subscribes to, and QoS 0, pass; each refusal is
+ * counted, and logged. */
 static void test_offline_messages_refused(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto v5 = {"pub5", 5, true}, v3 = {"pub3", 4, true};
 
 	pl->cfg.max_db_size = (size_t)fx->used;
-	assert_int_equal(publish(pl, &v5, "inbox/phone/x", 1, false, 10), MOSQ_ERR_QUOTA_EXCEEDED);
-	assert_int_equal(publish(pl, &v3, "inbox/phone/x", 2, false, 10), MOSQ_ERR_ADMINISTRATIVE_ACTION);
-	assert_int_equal(publish(pl, &v5, "inbox/phone/x", 0, false, 10), MOSQ_ERR_SUCCESS);
-	assert_int_equal(publish(pl, &v5, "live/x", 1, false, 10), MOSQ_ERR_SUCCESS);
-	assert_int_equal(publish(pl, &v5, "elsewhere", 1, false, 10), MOSQ_ERR_SUCCESS);
-	assert_int_equal(pl->budget.refused, 2);
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_REFUSE);
+	assert_int_equal(publish(pl, "pub3", "inbox/phone/x", 2, false, 10), VERDICT_REFUSE);
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 0, false, 10), VERDICT_ACCEPT);
+	assert_int_equal(publish(pl, "pub5", "live/x", 1, false, 10), VERDICT_ACCEPT);
+	assert_int_equal(publish(pl, "pub5", "elsewhere", 1, false, 10), VERDICT_ACCEPT);
+	assert_int_equal(stats(pl).refused_over_budget, 2);
+	assert_true(fake_logged("plugin_opt_max_db_size"));
 }
 
-/* At the budget a retained message that sets a topic is refused (QoS 0:
- * dropped), one that clears a topic passes. */
+/* At the budget a retained message that sets a topic is refused (QoS 0
+ * too), one that clears a topic passes. */
 static void test_retained_refused_clearing_passes(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto v5 = {"pub5", 5, true};
 
 	pl->cfg.max_db_size = (size_t)fx->used;
-	assert_int_equal(publish(pl, &v5, "status/x", 1, true, 500000), MOSQ_ERR_QUOTA_EXCEEDED);
-	assert_int_equal(publish(pl, &v5, "status/x", 0, true, 5), MOSQ_ERR_QUOTA_EXCEEDED);
-	assert_int_equal(publish(pl, &v5, "status/x", 1, true, 0), MOSQ_ERR_SUCCESS);
-	assert_int_equal(pl->budget.refused_retained, 2);
+	assert_int_equal(publish(pl, "pub5", "status/x", 1, true, 500000), VERDICT_REFUSE);
+	assert_int_equal(publish(pl, "pub5", "status/x", 0, true, 5), VERDICT_REFUSE);
+	assert_int_equal(publish(pl, "pub5", "status/x", 1, true, 0), VERDICT_ACCEPT);
+	assert_int_equal(stats(pl).refused_retained, 2);
+	assert_int_equal(stats(pl).refused_over_budget, 0);
 }
 
-/* At the budget a connection that would start a stored session is refused
- * (server busy); a stored session, a clean MQTT 3.1.1 client and an
- * operator of plugin_opt_control_users get in. A stored session's
- * subscription is refused, a clean client's is not. */
+/* At the budget a connection that would start a stored session is refused;
+ * a stored session, a clean MQTT 3.1.1 client (transient) and an operator
+ * of plugin_opt_control_users get in. A stored session's subscription is
+ * refused, a clean client's is not. */
 static void test_sessions_and_subscriptions(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used;
-	assert_int_equal(connect_as(pl, "newcomer", 5, false, NULL), MOSQ_ERR_SERVER_BUSY);
-	assert_int_equal(connect_as(pl, "newcomer", 5, true, NULL), MOSQ_ERR_SERVER_BUSY);
-	assert_int_equal(connect_as(pl, "newcomer", 4, false, NULL), MOSQ_ERR_SERVER_BUSY);
-	assert_int_equal(connect_as(pl, "newcomer", 4, true, NULL), MOSQ_ERR_PLUGIN_IGNORE);
-	assert_int_equal(connect_as(pl, "phone", 5, false, NULL), MOSQ_ERR_PLUGIN_IGNORE);
-	assert_int_equal(connect_as(pl, "console", 5, false, "ops"), MOSQ_ERR_PLUGIN_IGNORE);
-	assert_int_equal(connect_as(pl, "console", 5, false, "alice"), MOSQ_ERR_SERVER_BUSY);
-	assert_int_equal(pl->budget.refused_sessions, 4);
+	/* MQTT 5 (clean start or not) and MQTT 3.1.1 without a clean session. */
+	assert_true(connect_refused(pl, "newcomer", false, NULL));
+	assert_true(connect_refused(pl, "newcomer", false, NULL));
+	assert_true(connect_refused(pl, "newcomer", false, NULL));
+	assert_false(connect_refused(pl, "newcomer", true, NULL));
+	assert_false(connect_refused(pl, "phone", false, NULL));
+	assert_false(connect_refused(pl, "console", false, "ops"));
+	assert_true(connect_refused(pl, "console", false, "alice"));
+	assert_int_equal(stats(pl).refused_sessions, 4);
 
-	assert_int_equal(subscribe_as(pl, "phone"), MOSQ_ERR_QUOTA_EXCEEDED);
-	assert_int_equal(subscribe_as(pl, "transient"), MOSQ_ERR_SUCCESS);
-	assert_int_equal(pl->budget.refused_subscriptions, 1);
+	assert_true(features_subscribe(pl, "phone"));
+	assert_false(features_subscribe(pl, "transient"));
+	assert_int_equal(stats(pl).refused_subscriptions, 1);
+	assert_int_equal(fake.n_calls, 0);
 }
 
 /* What is let in between two measurements counts: a few large messages
@@ -198,19 +182,44 @@ static void test_admitted_bytes_count(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto v5 = {"pub5", 5, true};
 
 	pl->cfg.max_db_size = (size_t)fx->used + 1000;
-	assert_int_equal(publish(pl, &v5, "inbox/phone/x", 1, false, 600), MOSQ_ERR_SUCCESS);
-	assert_int_equal(publish(pl, &v5, "inbox/phone/x", 1, false, 600), MOSQ_ERR_SUCCESS);
-	assert_int_equal(publish(pl, &v5, "inbox/phone/x", 1, false, 600), MOSQ_ERR_QUOTA_EXCEEDED);
-	/* QoS 0 without retain is not stored: it does not count. */
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 600), VERDICT_ACCEPT);
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 600), VERDICT_ACCEPT);
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 600), VERDICT_REFUSE);
+	assert_int_equal(stats(pl).refused_over_budget, 1);
+}
+
+/* Once the store is back under the budget, what was refused is accepted
+ * again (and that is logged). */
+static void test_back_under_budget(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+
+	pl->cfg.max_db_size = (size_t)fx->used;
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_REFUSE);
+	assert_true(connect_refused(pl, "newcomer", false, NULL));
+	pl->cfg.max_db_size = (size_t)fx->used + (1 << 20);
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_ACCEPT);
+	assert_false(connect_refused(pl, "newcomer", false, NULL));
+	assert_true(fake_logged("back under"));
+	assert_int_equal(stats(pl).refused_over_budget, 1);
+	assert_int_equal(stats(pl).refused_sessions, 1);
+}
+
+/* QoS 0 without retain is not stored: it does not count. */
+static void test_qos0_not_admitted(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+
 	pl->cfg.max_db_size = (size_t)fx->used + 1000;
-	pl->budget.admitted = 0;
 	for(int i = 0; i < 10; i++){
-		assert_int_equal(publish(pl, &v5, "inbox/phone/x", 0, false, 600), MOSQ_ERR_SUCCESS);
+		assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 0, false, 600), VERDICT_ACCEPT);
 	}
-	assert_int_equal(publish(pl, &v5, "inbox/phone/x", 1, false, 10), MOSQ_ERR_SUCCESS);
+	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_ACCEPT);
+	assert_int_equal(stats(pl).refused_over_budget, 0);
 }
 
 int main(void)
@@ -221,6 +230,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retained_refused_clearing_passes, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sessions_and_subscriptions, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_admitted_bytes_count, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_qos0_not_admitted, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_back_under_budget, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,37 +1,18 @@
-/* intake.c without a broker: what MESSAGE_IN journals before the broker
- * acknowledges a publish, and what it refuses. Clients are the test's own;
- * the store and the journal are real ones. */
+/* intake.c without a broker: what the plugin journals before the broker
+ * acknowledges a publish, driven through the dispatch (features.c) as the
+ * broker-facing files drive it. The store and the journal are real ones;
+ * the journal is read back to see what was written. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "feature_util.h"
-
-struct mosquitto {
-	const char *id;
-	const char *username;
-	int version;
-};
-
-const char *mosquitto_client_id(const struct mosquitto *client)
-{
-	return client->id;
-}
-
-const char *mosquitto_client_username(const struct mosquitto *client)
-{
-	return client->username;
-}
-
-int mosquitto_client_protocol_version(const struct mosquitto *client)
-{
-	return client->version;
-}
 
 struct fx {
 	struct fstore fs;
@@ -43,9 +24,22 @@ static int fx_setup(void **state)
 	struct fx *fx = calloc(1, sizeof(*fx));
 	char err[256];
 
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)
-			|| journal_open(&fx->pl.journal, fx->fs.db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err,
-				sizeof(err)) != JOURNAL_OK){
+	fake_reset();
+	if(!fx){
+		return -1;
+	}
+	if(fstore_open(&fx->fs, &fx->pl.store)){
+		free(fx);
+		return -1;
+	}
+	if(journal_open(&fx->pl.journal, fx->fs.db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err,
+				sizeof(err)) != JOURNAL_OK || features_new(&fx->pl)){
+		features_free(&fx->pl);
+		if(fx->pl.journal){
+			journal_close(fx->pl.journal);
+		}
+		store_close(fx->pl.store);
+		fstore_remove(&fx->fs);
 		free(fx);
 		return -1;
 	}
@@ -57,9 +51,9 @@ static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
 
+	features_free(&fx->pl);
 	journal_close(fx->pl.journal);
 	store_close(fx->pl.store);
-	buf_free(&fx->pl.jbuf);
 	buf_free(&fx->pl.props);
 	fstore_remove(&fx->fs);
 	free(fx);
@@ -71,6 +65,7 @@ struct seen {
 	uint8_t kind[8];
 	char topic[8][32];
 	char source[8][32];
+	char clientid[8][32];
 };
 
 static int note(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
@@ -84,6 +79,7 @@ static int note(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
 	s->kind[s->n] = r.kind;
 	snprintf(s->topic[s->n], sizeof(s->topic[0]), "%s", r.msg.topic ? r.msg.topic : "");
 	snprintf(s->source[s->n], sizeof(s->source[0]), "%s", r.msg.source_id ? r.msg.source_id : "");
+	snprintf(s->clientid[s->n], sizeof(s->clientid[0]), "%s", r.clientid ? r.clientid : "");
 	s->n++;
 	return 0;
 }
@@ -98,12 +94,14 @@ static struct seen journaled(struct plugin *pl)
 	return s;
 }
 
-static int message_in(struct plugin *pl, struct mosquitto *c, const char *topic, uint8_t qos)
+/* A PUBLISH as the broker's MESSAGE_IN hands it over. */
+static enum verdict message_in(struct plugin *pl, const char *clientid, const char *username, const char *topic,
+		uint8_t qos)
 {
-	struct mosquitto_evt_message ed = {.client = c, .topic = (char *)topic, .payload = "hello",
-		.payloadlen = 5, .qos = qos};
+	struct message p = {.m = {.topic = topic, .payload = {(const uint8_t *)"hello", 5}, .qos = qos,
+		.source_id = clientid, .source_username = username}};
 
-	return on_message_in(0, &ed, pl);
+	return features_publish_in(pl, &p);
 }
 
 /* An accepted QoS 1 publish is journaled, with its source, before the
@@ -113,65 +111,75 @@ static void test_qos1_journaled(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto c = {"sensor-1", "alice", 5};
 	struct seen s;
 
-	assert_int_equal(message_in(pl, &c, "t/1", 1), MOSQ_ERR_SUCCESS);
-	assert_int_equal(message_in(pl, &c, "t/0", 0), MOSQ_ERR_SUCCESS);
-	assert_int_equal(message_in(pl, &c, "t/2", 2), MOSQ_ERR_SUCCESS);
-	assert_int_equal(message_in(pl, &c, "t/1b", 1), MOSQ_ERR_SUCCESS);
+	assert_int_equal(message_in(pl, "sensor-1", "alice", "t/1", 1), VERDICT_ACCEPT);
+	assert_int_equal(message_in(pl, "sensor-1", "alice", "t/0", 0), VERDICT_ACCEPT);
+	assert_int_equal(message_in(pl, "sensor-1", "alice", "t/2", 2), VERDICT_ACCEPT);
+	assert_int_equal(message_in(pl, "sensor-1", "alice", "t/1b", 1), VERDICT_ACCEPT);
 	s = journaled(pl);
 	assert_int_equal(s.n, 2);
 	assert_int_equal(s.kind[0], JREC_PUBLISH);
 	assert_string_equal(s.topic[0], "t/1");
 	assert_string_equal(s.source[0], "sensor-1");
+	assert_int_equal(s.kind[1], JREC_PUBLISH);
 	assert_string_equal(s.topic[1], "t/1b");
+	assert_int_equal(fake.n_calls, 0);
 }
 
 /* A QoS 1 message the broker publishes itself (no MESSAGE_IN) is journaled
- * when it stores it: for a client whose will is due as that will (its
- * record also ends the will), another as an ordinary publish. */
+ * when it stores it: for a client whose will is due (the broker is taking
+ * it offline) as that will (its record also ends the will), another as an
+ * ordinary publish. */
 static void test_broker_published(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto_base_msg will = {.store_id = 5, .topic = "status/dev-1", .payload = "gone", .payloadlen = 4,
-		.qos = 1, .source_id = "dev-1"};
-	struct mosquitto_base_msg other = {.store_id = 6, .topic = "sys/x", .payload = "1", .payloadlen = 1,
-		.qos = 1, .source_id = "dev-2"};
+	struct message will = {.store_id = 5, .m = {.topic = "status/dev-1", .payload = {(const uint8_t *)"gone", 4},
+		.qos = 1, .source_id = "dev-1"}};
+	struct message other = {.store_id = 6, .m = {.topic = "sys/x", .payload = {(const uint8_t *)"1", 1},
+		.qos = 1, .source_id = "dev-2"}};
 	struct seen s;
 
-	will_leaving(pl, "dev-1");
-	journal_originated(pl, &will);
-	journal_originated(pl, &other);
+	features_client_disconnected(pl, "dev-1");
+	features_body_added(pl, &will);
+	features_body_added(pl, &other);
 	s = journaled(pl);
-	assert_int_equal(s.n, 2);
-	assert_int_equal(s.kind[0], JREC_WILL_SENT);
-	assert_string_equal(s.source[0], "dev-1");
-	assert_int_equal(s.kind[1], JREC_PUBLISH);
-	assert_string_equal(s.source[1], "dev-2");
-	pending_wills_free(pl);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(s.kind[0], JREC_ONLINE);   /* the disconnection itself */
+	assert_string_equal(s.clientid[0], "dev-1");
+	assert_int_equal(s.kind[1], JREC_WILL_SENT);
+	assert_string_equal(s.source[1], "dev-1");
+	assert_string_equal(s.topic[1], "status/dev-1");
+	assert_int_equal(s.kind[2], JREC_PUBLISH);
+	assert_string_equal(s.source[2], "dev-2");
 }
 
 /* A publish the broker itself routes again (the one MESSAGE_IN just saw,
  * the same buffers) is not journaled twice; QoS 0 without retain is not
- * journaled at all. */
+ * journaled at all, a retained QoS 0 one is. */
 static void test_not_twice(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto c = {"sensor-1", NULL, 5};
-	char topic[] = "t/1", payload[] = "hello";
-	struct mosquitto_evt_message ed = {.client = &c, .topic = topic, .payload = payload, .payloadlen = 5,
-		.qos = 1};
-	struct mosquitto_base_msg body = {.store_id = 9, .topic = topic, .payload = payload, .payloadlen = 5,
-		.qos = 1, .source_id = "sensor-1"};
-	struct mosquitto_base_msg q0 = {.store_id = 10, .topic = "sys/y", .payload = "1", .payloadlen = 1};
+	static const char topic[] = "t/1";
+	static const uint8_t payload[] = "hello";
+	struct message in = {.m = {.topic = topic, .payload = {payload, 5}, .qos = 1, .source_id = "sensor-1"}};
+	struct message body = {.store_id = 9, .m = in.m};
+	struct message q0 = {.store_id = 10, .m = {.topic = "sys/y", .payload = {(const uint8_t *)"1", 1}}};
+	struct message q0_retained = {.store_id = 11, .m = {.topic = "sys/z", .payload = {(const uint8_t *)"1", 1},
+		.retain = true}};
+	struct seen s;
 
-	assert_int_equal(on_message_in(0, &ed, pl), MOSQ_ERR_SUCCESS);
-	journal_originated(pl, &body);
-	journal_originated(pl, &q0);
+	assert_int_equal(features_publish_in(pl, &in), VERDICT_ACCEPT);
+	features_body_added(pl, &body);
+	features_body_added(pl, &q0);
 	assert_int_equal(journaled(pl).n, 1);
+	features_body_added(pl, &q0_retained);
+	s = journaled(pl);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.kind[1], JREC_PUBLISH);
+	assert_string_equal(s.topic[1], "sys/z");
 }
 
 int main(void)

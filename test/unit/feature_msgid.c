@@ -1,7 +1,10 @@
-/* msgid.c without a broker: idempotent publishes (plugin_opt_dedup_property).
- * Clients and property lists are the test's own (both are opaque to the
- * plugin), as are the broker functions the module reaches; the store is a
- * real one. */
+/* msgid.c without a broker: idempotent publishes (plugin_opt_dedup_property),
+ * driven through the dispatch (features.c). A publish comes with the
+ * message id events.c read from its user property (struct message msg_id);
+ * reading the property, and diverting a duplicate to a topic nothing
+ * matches, are events.c's and not tested here. The store and the journal
+ * (through which the plugin learns that the broker stores a QoS 2
+ * message) are real ones. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,64 +16,6 @@
 
 #include "feature_util.h"
 
-struct mosquitto {
-	const char *id;
-	const char *username;
-};
-
-/* One user property: name=value. */
-struct mqtt5__property {
-	const char *name;
-	const char *value;
-};
-
-const char *mosquitto_client_id(const struct mosquitto *client)
-{
-	return client->id;
-}
-
-const char *mosquitto_client_username(const struct mosquitto *client)
-{
-	return client->username;
-}
-
-void *mosquitto_malloc(size_t size)
-{
-	return malloc(size);
-}
-
-mosquitto_property *mosquitto_property_next(const mosquitto_property *proplist)
-{
-	(void)proplist;
-	return NULL;
-}
-
-int mosquitto_property_identifier(const mosquitto_property *property)
-{
-	(void)property;
-	return MQTT_PROP_USER_PROPERTY;
-}
-
-const char *mosquitto_property_string_name(const mosquitto_property *property)
-{
-	return property->name;
-}
-
-uint16_t mosquitto_property_string_name_length(const mosquitto_property *property)
-{
-	return (uint16_t)strlen(property->name);
-}
-
-const char *mosquitto_property_string_value(const mosquitto_property *property)
-{
-	return property->value;
-}
-
-uint16_t mosquitto_property_string_value_length(const mosquitto_property *property)
-{
-	return (uint16_t)strlen(property->value);
-}
-
 struct fx {
 	struct fstore fs;
 	struct plugin pl;
@@ -78,15 +23,22 @@ struct fx {
 
 static void open_plugin(struct fx *fx)
 {
+	char err[256];
+
 	assert_int_equal(fstore_open(&fx->fs, &fx->pl.store), 0);
-	assert_int_equal(dedup_open(&fx->pl), MOSQ_ERR_SUCCESS);
+	assert_int_equal(journal_open(&fx->pl.journal, fx->fs.db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err,
+			sizeof(err)), JOURNAL_OK);
+	assert_int_equal(features_new(&fx->pl), 0);
+	assert_int_equal(features_open(&fx->pl), BROKER_OK);
 }
 
 static void close_plugin(struct fx *fx)
 {
-	dedup_close(&fx->pl);
-	assert_int_equal(store_commit(fx->pl.store), STORE_OK);
+	assert_int_equal(features_commit(&fx->pl), STORE_OK);
+	features_free(&fx->pl);
+	journal_close(fx->pl.journal);
 	store_close(fx->pl.store);
+	fx->pl.journal = NULL;
 	fx->pl.store = NULL;
 }
 
@@ -94,6 +46,7 @@ static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
+	fake_reset();
 	if(!fx){
 		return -1;
 	}
@@ -115,88 +68,131 @@ static int fx_teardown(void **state)
 	return 0;
 }
 
-/* MESSAGE_IN of a publish with the property name=value (no property when
- * value is NULL): whether it is a duplicate; a duplicate's topic leads
- * nowhere and it is not retained. */
-static bool publish(struct plugin *pl, struct mosquitto *c, uint8_t qos, const char *name, const char *value)
+static struct bytes msg_id(const char *id)
 {
-	struct mqtt5__property prop = {name, value};
-	struct mosquitto_evt_message ed = {.client = c, .topic = "orders/new", .qos = qos, .retain = true,
-		.properties = value ? &prop : NULL};
-	bool dup = dedup_check(pl, &ed);
+	return (struct bytes){(const uint8_t *)id, id ? strlen(id) : 0};
+}
 
-	if(dup){
-		assert_true(ed.topic != NULL && !strncmp(ed.topic, "$persist-lmdb-duplicate-", 24));
-		assert_true(strlen(ed.topic) > 65535);
-		assert_false(ed.retain);
-		free(ed.topic);
-	}else{
-		assert_string_equal(ed.topic, "orders/new");
-		assert_true(ed.retain);
-	}
-	return dup;
+/* MESSAGE_IN of a publish from clientid (and username) with message id id
+ * (none when NULL): whether it is a duplicate. Anything else the dispatch
+ * answers fails the test. */
+static bool publish(struct plugin *pl, const char *clientid, const char *username, uint8_t qos, const char *id)
+{
+	struct message p = {.m = {.topic = "orders/new", .payload = {(const uint8_t *)"x", 1}, .qos = qos,
+		.retain = true, .source_id = clientid, .source_username = username}, .msg_id = msg_id(id)};
+	enum verdict v = features_publish_in(pl, &p);
+
+	assert_true(v == VERDICT_ACCEPT || v == VERDICT_DUPLICATE);
+	return v == VERDICT_DUPLICATE;
+}
+
+static struct feature_stats stats(const struct plugin *pl)
+{
+	struct feature_stats s;
+
+	features_stats(pl, &s);
+	return s;
 }
 
 /* The same id from the same identity (the username, else the client id)
- * is a duplicate; from another identity, or without the property, it is
- * not. */
+ * is a duplicate; from another identity, or without an id, it is not. */
 static void test_same_id_same_identity(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto alice_phone = {"phone", "alice"}, alice_laptop = {"laptop", "alice"};
-	struct mosquitto bob = {"bob-1", "bob"}, anon = {"sensor-9", NULL}, anon2 = {"sensor-10", NULL};
 
-	assert_false(publish(pl, &alice_phone, 1, "msgid", "m1"));
-	assert_true(publish(pl, &alice_phone, 1, "msgid", "m1"));
-	assert_true(publish(pl, &alice_laptop, 1, "msgid", "m1"));
-	assert_false(publish(pl, &bob, 1, "msgid", "m1"));
-	assert_false(publish(pl, &alice_phone, 1, "msgid", "m2"));
-	assert_false(publish(pl, &anon, 1, "msgid", "m1"));
-	assert_true(publish(pl, &anon, 1, "msgid", "m1"));
-	assert_false(publish(pl, &anon2, 1, "msgid", "m1"));
-	assert_false(publish(pl, &alice_phone, 1, NULL, NULL));
-	assert_false(publish(pl, &alice_phone, 1, NULL, NULL));
-	assert_false(publish(pl, &alice_phone, 1, "other", "m1"));
-	assert_int_equal(pl->dedup_dropped, 3);
+	assert_false(publish(pl, "phone", "alice", 1, "m1"));
+	assert_true(publish(pl, "phone", "alice", 1, "m1"));
+	assert_true(publish(pl, "laptop", "alice", 1, "m1"));
+	assert_false(publish(pl, "bob-1", "bob", 1, "m1"));
+	assert_false(publish(pl, "phone", "alice", 1, "m2"));
+	assert_false(publish(pl, "sensor-9", NULL, 1, "m1"));
+	assert_true(publish(pl, "sensor-9", NULL, 1, "m1"));
+	assert_false(publish(pl, "sensor-10", NULL, 1, "m1"));
+	assert_false(publish(pl, "phone", "alice", 1, NULL));
+	assert_false(publish(pl, "phone", "alice", 1, NULL));
+	assert_int_equal(stats(pl).duplicates_dropped, 3);
+	assert_int_equal(stats(pl).dedup_ids, 5);   /* alice m1 and m2, bob m1, sensor-9 m1, sensor-10 m1 */
 }
 
 /* The ids outlive a restart: they are in the store. */
 static void test_ids_survive_a_restart(void **state)
 {
 	struct fx *fx = *state;
-	struct mosquitto c = {"phone", "alice"};
 
-	assert_false(publish(&fx->pl, &c, 1, "msgid", "order-17"));
+	assert_false(publish(&fx->pl, "phone", "alice", 1, "order-17"));
 	close_plugin(fx);
 	open_plugin(fx);
-	assert_true(publish(&fx->pl, &c, 1, "msgid", "order-17"));
+	assert_int_equal(stats(&fx->pl).dedup_ids, 1);
+	assert_true(publish(&fx->pl, "phone", "alice", 1, "order-17"));
+	assert_false(publish(&fx->pl, "phone", "alice", 1, "order-18"));
+}
+
+/* The broker stores a QoS 2 PUBLISH of "phone" (a session) as its incoming
+ * message store_id, packet id mid. */
+static void stored_incoming(struct plugin *pl, uint64_t store_id, uint16_t mid, const char *id)
+{
+	struct message body = {.store_id = store_id, .m = {.topic = "orders/new", .payload = {(const uint8_t *)"x", 1},
+		.qos = 2, .source_id = "phone", .source_username = "alice"}, .msg_id = msg_id(id)};
+	struct entry e = {.clientid = "phone", .seq = mid, .q = {.store_id = store_id, .mid = mid, .qos = 2,
+		.direction = MSG_DIR_IN, .state = MSG_STATE_WAIT_FOR_PUBREL}};
+
+	features_body_added(pl, &body);
+	features_entry_added(pl, &e);
+}
+
+/* PUBREL: the broker routes the incoming message and deletes its entry. */
+static void released_incoming(struct plugin *pl, uint64_t store_id, uint16_t mid)
+{
+	struct entry e = {.clientid = "phone", .seq = mid, .q = {.store_id = store_id, .mid = mid, .qos = 2,
+		.direction = MSG_DIR_IN, .state = MSG_STATE_WAIT_FOR_PUBREL}};
+
+	assert_true(features_entry_gone(pl, &e));
 }
 
 /* QoS 2: a resend of an exchange the broker holds for a session is the
- * broker's to match (not diverted); one it dropped with the connection
- * before holding it is forgotten, so the client's resend goes through. */
+ * broker's to match (not diverted), until it is released; one it dropped
+ * with the connection before holding it is forgotten, so the client's
+ * resend goes through. */
 static void test_qos2_exchanges(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
-	struct mosquitto c = {"phone", "alice"};
-	struct mqtt5__property prop = {"msgid", "q2-a"};
-	struct mosquitto_base_msg body = {.store_id = 77, .source_id = "phone", .source_username = "alice",
-		.properties = &prop};
 
-	assert_false(publish(pl, &c, 2, "msgid", "q2-a"));
-	dedup_q2_stored(pl, &body, MSG_DIR_IN);
-	assert_false(publish(pl, &c, 2, "msgid", "q2-a"));
-	dedup_client_gone(pl, "phone", false);   /* held: kept */
-	assert_false(publish(pl, &c, 2, "msgid", "q2-a"));
-	dedup_q2_released(pl, 77);
-	assert_true(publish(pl, &c, 2, "msgid", "q2-a"));
+	assert_false(publish(pl, "phone", "alice", 2, "q2-a"));
+	stored_incoming(pl, 77, 1, "q2-a");
+	assert_false(publish(pl, "phone", "alice", 2, "q2-a"));
+	features_client_disconnected(pl, "phone");   /* held: kept */
+	assert_false(publish(pl, "phone", "alice", 2, "q2-a"));
+	released_incoming(pl, 77, 1);
+	assert_true(publish(pl, "phone", "alice", 2, "q2-a"));
 
-	assert_false(publish(pl, &c, 2, "msgid", "q2-b"));
-	dedup_client_gone(pl, "phone", false);   /* not held: forgotten */
-	assert_false(publish(pl, &c, 2, "msgid", "q2-b"));
-	assert_true(publish(pl, &c, 1, "msgid", "q2-b"));
+	assert_false(publish(pl, "phone", "alice", 2, "q2-b"));
+	features_client_disconnected(pl, "phone");   /* not held: forgotten */
+	assert_false(publish(pl, "phone", "alice", 2, "q2-b"));
+	assert_true(publish(pl, "phone", "alice", 1, "q2-b"));
+	assert_int_equal(stats(pl).duplicates_dropped, 2);
+}
+
+/* QoS 2 from a publisher without a session: the broker routes it at
+ * PUBREL from a body it stores then. Before that, the exchange is dropped
+ * with the connection and its id forgotten; once a copy is stored the
+ * exchange is over and the id stays, whatever the connection does. */
+static void test_qos2_routed_ends_the_exchange(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct message body = {.store_id = 90, .m = {.topic = "orders/new", .payload = {(const uint8_t *)"x", 1},
+		.qos = 2, .source_id = "kiosk", .source_username = "carol"}, .msg_id = msg_id("q2-c")};
+	struct entry copy = {.clientid = "office", .seq = 1, .q = {.store_id = 90, .mid = 1, .qos = 2,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+
+	assert_false(publish(pl, "kiosk", "carol", 2, "q2-c"));
+	features_body_added(pl, &body);
+	features_entry_added(pl, &copy);
+	features_client_disconnected(pl, "kiosk");
+	assert_true(publish(pl, "kiosk", "carol", 2, "q2-c"));
+	assert_true(publish(pl, "kiosk", "carol", 1, "q2-c"));
 }
 
 int main(void)
@@ -205,6 +201,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_same_id_same_identity, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_ids_survive_a_restart, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_qos2_exchanges, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_qos2_routed_ends_the_exchange, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

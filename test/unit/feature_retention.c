@@ -1,14 +1,16 @@
 /* retention.c without a broker: plugin_opt_max_queued_messages,
  * max_queued_bytes, queue_full and offline_ttl over offline sessions, in
- * memory mode. The test plays the broker: it holds each session's queue,
- * and its delete (the only way the plugin can drop a message) raises the
- * delete event back, as Mosquitto does. */
+ * memory mode, driven through the dispatch (features.c). The fake broker
+ * holds the session's queue: its drop (the only way the plugin can drop a
+ * message) raises the delete event back within the call, as Mosquitto
+ * does. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,187 +23,273 @@ struct held_msg {
 	uint16_t mid;
 	bool gone;
 };
-static struct held_msg g_queue[64];
-static size_t g_n;
-static const char *g_clientid;
-static struct plugin *g_pl;
 
-int mosquitto_persist_client_msg_delete(struct mosquitto_client_msg *cm)
+struct fx {
+	struct fstore fs;
+	struct plugin pl;
+	struct held_msg queue[64];
+	size_t n;
+};
+
+static const char *const clientid = "phone";
+static const uint8_t payload[1000];
+
+static struct entry entry_of(uint64_t n)
 {
-	if(strcmp(cm->clientid, g_clientid)){
-		return MOSQ_ERR_NOT_FOUND;
+	return (struct entry){.clientid = clientid, .seq = n, .q = {.store_id = n, .mid = (uint16_t)n, .qos = 1,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+}
+
+/* The broker drops the message with that packet id: its delete event. */
+static int broker_drops(const struct fake_call *c, void *ctx)
+{
+	struct fx *fx = ctx;
+
+	if(strcmp(c->clientid, clientid)){
+		return BROKER_NOT_FOUND;
 	}
-	for(size_t i = 0; i < g_n; i++){
-		if(!g_queue[i].gone && g_queue[i].mid == cm->mid){
-			g_queue[i].gone = true;
-			retention_remove(g_pl, cm->clientid, g_queue[i].cmsg_id);   /* the delete event */
-			return MOSQ_ERR_SUCCESS;
+	for(size_t i = 0; i < fx->n; i++){
+		if(!fx->queue[i].gone && fx->queue[i].mid == c->mid){
+			struct entry e = entry_of(fx->queue[i].cmsg_id);
+			fx->queue[i].gone = true;
+			assert_true(features_entry_gone(&fx->pl, &e));
+			return BROKER_OK;
 		}
 	}
-	return MOSQ_ERR_NOT_FOUND;
+	return BROKER_NOT_FOUND;
 }
 
-static int setup(void **state)
+static int fx_setup(void **state)
 {
-	struct plugin *pl = calloc(1, sizeof(*pl));
+	struct fx *fx = calloc(1, sizeof(*fx));
 
-	if(!pl){
+	fake_reset();
+	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
+		free(fx);
 		return -1;
 	}
-	g_pl = pl;
-	g_clientid = "phone";
-	g_n = 0;
-	*state = pl;
+	if(features_new(&fx->pl)){
+		features_free(&fx->pl);
+		store_close(fx->pl.store);
+		fstore_remove(&fx->fs);
+		free(fx);
+		return -1;
+	}
+	fake.hook[FAKE_ENTRY_DROP] = broker_drops;
+	fake.hook_ctx = fx;
+	*state = fx;
 	return 0;
 }
 
-static int teardown(void **state)
+static int fx_teardown(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
 
-	retention_free(pl);
-	free(pl);
+	features_free(&fx->pl);
+	store_close(fx->pl.store);
+	fstore_remove(&fx->fs);
+	free(fx);
 	return 0;
 }
 
-/* The broker queues message number n (store id n, packet id n) of bytes
- * bytes for the offline session. */
-static void queue(struct plugin *pl, uint64_t n, uint32_t bytes, int64_t expiry)
+/* The broker stores message number n (store id n, packet id n) of bytes
+ * bytes and queues it for the session. */
+static void queue(struct fx *fx, uint64_t n, uint32_t bytes, int64_t expiry)
 {
-	retention_body(pl, n, bytes, expiry);
-	retention_add(pl, g_clientid, n, (uint16_t)n, 1, n);
-	g_queue[g_n++] = (struct held_msg){n, (uint16_t)n, false};
+	struct message b = {.store_id = n, .m = {.topic = "inbox/phone", .payload = {payload, bytes}, .qos = 1,
+		.expiry_time = expiry}};
+	struct entry e = entry_of(n);
+
+	assert_true(bytes <= sizeof(payload) && fx->n < 64);
+	features_body_added(&fx->pl, &b);
+	features_entry_added(&fx->pl, &e);
+	fx->queue[fx->n++] = (struct held_msg){n, (uint16_t)n, false};
+}
+
+/* The client acknowledges message n. */
+static void acknowledged(struct fx *fx, uint64_t n)
+{
+	struct entry e = entry_of(n);
+
+	for(size_t i = 0; i < fx->n; i++){
+		if(fx->queue[i].cmsg_id == n){
+			fx->queue[i].gone = true;
+		}
+	}
+	e.q.state = MSG_STATE_WAIT_FOR_PUBACK;
+	assert_true(features_entry_gone(&fx->pl, &e));
 }
 
 /* The numbers still in the broker's queue, as a string: "1 2 3". */
-static const char *kept(void)
+static const char *kept(const struct fx *fx)
 {
 	static char out[256];
 	size_t len = 0;
 
 	out[0] = '\0';
-	for(size_t i = 0; i < g_n; i++){
-		if(!g_queue[i].gone){
+	for(size_t i = 0; i < fx->n; i++){
+		if(!fx->queue[i].gone){
 			len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%llu", len ? " " : "",
-					(unsigned long long)g_queue[i].cmsg_id);
+					(unsigned long long)fx->queue[i].cmsg_id);
 		}
 	}
 	return out;
 }
 
+static struct feature_stats stats(const struct plugin *pl)
+{
+	struct feature_stats s;
+
+	features_stats(pl, &s);
+	return s;
+}
+
+/* drop-new: the newest messages over the limit go. */
 static void test_drop_new(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
 	pl->cfg.max_queued_messages = 3;
 	pl->cfg.queue_full = QUEUE_FULL_DROP_NEW;
 	for(uint64_t n = 1; n <= 5; n++){
-		queue(pl, n, 10, 0);
+		queue(fx, n, 10, 0);
 	}
-	retention_tick(pl);
-	assert_string_equal(kept(), "1 2 3");
-	assert_int_equal(pl->retention.dropped_full, 2);
+	assert_string_equal(kept(fx), "1 2 3 4 5");   /* nothing before the tick */
+	features_tick(pl);
+	assert_string_equal(kept(fx), "1 2 3");
+	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 2);
+	assert_int_equal(fake_nth(FAKE_ENTRY_DROP, 0)->mid, 5);
+	assert_int_equal(fake_nth(FAKE_ENTRY_DROP, 1)->mid, 4);
+	assert_int_equal(stats(pl).dropped_queue_full, 2);
+	assert_true(fake_logged("dropped 2 new messages (queue full) queued for offline client phone"));
 }
 
+/* drop-oldest: the oldest make room; an acknowledged message makes room
+ * too, and then nothing more goes. */
 static void test_drop_oldest(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
 	pl->cfg.max_queued_messages = 3;
 	pl->cfg.queue_full = QUEUE_FULL_DROP_OLDEST;
 	for(uint64_t n = 1; n <= 5; n++){
-		queue(pl, n, 10, 0);
+		queue(fx, n, 10, 0);
 	}
-	retention_tick(pl);
-	assert_string_equal(kept(), "3 4 5");
-	/* An acknowledged message makes room: nothing more goes. */
-	g_queue[2].gone = true;
-	retention_remove(pl, g_clientid, 3);
-	queue(pl, 6, 10, 0);
-	retention_tick(pl);
-	assert_string_equal(kept(), "4 5 6");
-	assert_int_equal(pl->retention.dropped_full, 2);
+	features_tick(pl);
+	assert_string_equal(kept(fx), "3 4 5");
+	acknowledged(fx, 3);
+	queue(fx, 6, 10, 0);
+	features_tick(pl);
+	assert_string_equal(kept(fx), "4 5 6");
+	assert_int_equal(stats(pl).dropped_queue_full, 2);
+	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 2);
 }
 
 /* Bytes count the bodies' payload sizes. */
 static void test_bytes(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
 	pl->cfg.max_queued_bytes = 250;
 	for(uint64_t n = 1; n <= 4; n++){
-		queue(pl, n, 100, 0);
+		queue(fx, n, 100, 0);
 	}
-	retention_tick(pl);
-	assert_string_equal(kept(), "1 2");
+	features_tick(pl);
+	assert_string_equal(kept(fx), "1 2");
+	assert_int_equal(stats(pl).dropped_queue_full, 2);
 }
 
 /* A connected client's queue is left alone; once it goes offline over the
  * limit, the next tick trims it. */
 static void test_online_left_alone(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
 	pl->cfg.max_queued_messages = 2;
-	retention_online(pl, g_clientid, true);
+	features_client_connected(pl, clientid);
 	for(uint64_t n = 1; n <= 4; n++){
-		queue(pl, n, 10, 0);
+		queue(fx, n, 10, 0);
 	}
-	retention_tick(pl);
-	assert_string_equal(kept(), "1 2 3 4");
-	retention_online(pl, g_clientid, false);
-	retention_tick(pl);
-	assert_string_equal(kept(), "1 2");
+	features_tick(pl);
+	assert_string_equal(kept(fx), "1 2 3 4");
+	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 0);
+	features_client_disconnected(pl, clientid);
+	features_tick(pl);
+	assert_string_equal(kept(fx), "1 2");
 }
 
 /* offline_ttl / message expiry: what expired is dropped at the tick that
  * scans for it, counted apart from the queue limits. */
 static void test_expiry(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 	int64_t now = (int64_t)time(NULL);
 
 	pl->cfg.offline_ttl = 60;
-	pl->retention.expiry_scan_at = 0;
-	queue(pl, 1, 10, now - 5);
-	queue(pl, 2, 10, now + 3600);
-	queue(pl, 3, 10, now - 1);
-	retention_tick(pl);
-	assert_string_equal(kept(), "2");
-	assert_int_equal(pl->retention.dropped_expired, 2);
-	assert_int_equal(pl->retention.dropped_full, 0);
+	queue(fx, 1, 10, now - 5);
+	queue(fx, 2, 10, now + 3600);
+	queue(fx, 3, 10, now - 1);
+	features_tick(pl);
+	assert_string_equal(kept(fx), "2");
+	assert_int_equal(stats(pl).dropped_expired, 2);
+	assert_int_equal(stats(pl).dropped_queue_full, 0);
+}
+
+/* A client that returns is not handed what expired since the last sweep:
+ * its authentication drops it, before the broker hands it the session. */
+static void test_expired_dropped_at_auth(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	int64_t now = (int64_t)time(NULL);
+	struct client_auth c = {.clientid = clientid};
+
+	pl->cfg.offline_ttl = 60;
+	queue(fx, 1, 10, now + 3600);
+	queue(fx, 2, 10, now - 1);
+	assert_false(features_client_auth(pl, &c));
+	assert_string_equal(kept(fx), "1");
+	assert_int_equal(stats(pl).dropped_expired, 1);
 }
 
 /* A session that ends is forgotten: its entries count for nobody. */
 static void test_session_gone(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
 	pl->cfg.max_queued_messages = 2;
-	retention_online(pl, g_clientid, true);
+	features_client_connected(pl, clientid);
 	for(uint64_t n = 1; n <= 2; n++){
-		queue(pl, n, 10, 0);
+		queue(fx, n, 10, 0);
 	}
-	retention_session_gone(pl, g_clientid);
-	g_n = 0;
-	retention_online(pl, g_clientid, true);
-	retention_online(pl, g_clientid, false);
+	features_session_gone(pl, clientid);
+	fx->n = 0;   /* the broker dropped them with the session */
+	features_client_connected(pl, clientid);
+	features_client_disconnected(pl, clientid);
 	for(uint64_t n = 3; n <= 4; n++){
-		queue(pl, n, 10, 0);
+		queue(fx, n, 10, 0);
 	}
-	retention_tick(pl);
-	assert_string_equal(kept(), "3 4");
+	features_tick(pl);
+	assert_string_equal(kept(fx), "3 4");
+	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_drop_new, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_drop_oldest, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bytes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_online_left_alone, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_session_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_drop_new, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_drop_oldest, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_bytes, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_online_left_alone, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_expiry, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_expired_dropped_at_auth, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_session_gone, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,9 @@
 /* seqno.c without a broker: the numbers a session's messages carry
- * (plugin_opt_seq_property). The broker functions the module reaches are the
- * test's own: MESSAGE_OUT's client and the property it adds are recorded. */
+ * (plugin_opt_seq_property), driven through the dispatch (features.c): an
+ * entry the broker queues gets its number (e->q.seq_no, stored with it),
+ * and MESSAGE_OUT asks for the number of the PUBLISH leaving
+ * (features_publish_out). Whether the number goes out as a user property
+ * (MQTT 5 only) is events.c's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,123 +16,150 @@
 
 #include "feature_util.h"
 
-static const char *g_client;     /* the client MESSAGE_OUT is for */
-static int g_version = 5;
-static char g_added[64];         /* the user property the module added */
+struct fx {
+	struct fstore fs;
+	struct plugin pl;
+};
 
-const char *mosquitto_client_id(const struct mosquitto *client)
+static int fx_setup(void **state)
 {
-	(void)client;
-	return g_client;
-}
+	struct fx *fx = calloc(1, sizeof(*fx));
 
-int mosquitto_client_protocol_version(const struct mosquitto *client)
-{
-	(void)client;
-	return g_version;
-}
-
-int mosquitto_property_copy_all(mosquitto_property **dest, const mosquitto_property *src)
-{
-	(void)src;
-	*dest = NULL;
-	return MOSQ_ERR_SUCCESS;
-}
-
-int mosquitto_property_add_string_pair(mosquitto_property **proplist, int identifier, const char *name,
-		const char *value)
-{
-	assert_int_equal(identifier, MQTT_PROP_USER_PROPERTY);
-	snprintf(g_added, sizeof(g_added), "%s=%s", name, value);
-	*proplist = (mosquitto_property *)g_added;
-	return MOSQ_ERR_SUCCESS;
-}
-
-void mosquitto_property_free_all(mosquitto_property **properties)
-{
-	*properties = NULL;
-}
-
-static int setup(void **state)
-{
-	struct plugin *pl = calloc(1, sizeof(*pl));
-
-	if(!pl){
+	fake_reset();
+	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
+		free(fx);
 		return -1;
 	}
-	pl->cfg.seq_property = "seq";
-	*state = pl;
+	fx->pl.cfg.seq_property = "seq";
+	if(features_new(&fx->pl)){
+		features_free(&fx->pl);
+		store_close(fx->pl.store);
+		fstore_remove(&fx->fs);
+		free(fx);
+		return -1;
+	}
+	*state = fx;
 	return 0;
 }
 
-static int teardown(void **state)
+static int fx_teardown(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
 
-	seq_free(pl);
-	free(pl);
+	features_free(&fx->pl);
+	store_close(fx->pl.store);
+	fstore_remove(&fx->fs);
+	free(fx);
 	return 0;
 }
 
-/* What MESSAGE_OUT adds for one QoS 1 message to client (the number, or ""
- * when nothing is added). */
+static struct entry entry_of(const char *clientid, uint64_t cmsg_id, uint8_t qos, uint8_t state)
+{
+	return (struct entry){.clientid = clientid, .seq = cmsg_id, .q = {.store_id = 1000 + cmsg_id,
+		.mid = (uint16_t)cmsg_id, .qos = qos, .direction = MSG_DIR_OUT, .state = state}};
+}
+
+/* The broker queues message cmsg_id for clientid: the number it gets. */
+static uint64_t queued(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint8_t qos)
+{
+	struct entry e = entry_of(clientid, cmsg_id, qos, MSG_STATE_QUEUED);
+
+	features_entry_added(pl, &e);
+	return e.q.seq_no;
+}
+
+/* The number an update of the entry is stored with. */
+static uint64_t lookup(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct entry e = entry_of(clientid, cmsg_id, 1, MSG_STATE_WAIT_FOR_PUBACK);
+
+	assert_true(features_entry_updated(pl, &e));
+	return e.q.seq_no;
+}
+
+/* The client acknowledged it (QoS 1) or completed it (QoS 2). */
+static void acknowledged(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint8_t qos)
+{
+	struct entry e = entry_of(clientid, cmsg_id, qos, qos == 2 ? MSG_STATE_WAIT_FOR_PUBCOMP
+			: MSG_STATE_WAIT_FOR_PUBACK);
+
+	assert_true(features_entry_gone(pl, &e));
+}
+
+/* QoS 2: PUBREC came, PUBREL is sent. */
+static void pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct entry e = entry_of(clientid, cmsg_id, 2, MSG_STATE_WAIT_FOR_PUBCOMP);
+
+	assert_true(features_entry_updated(pl, &e));
+}
+
+/* MESSAGE_OUT of a QoS 1 PUBLISH to client: its number, as a string ("" for none). */
 static const char *send_one(struct plugin *pl, const char *client)
 {
-	struct mosquitto_evt_message ed = {.qos = 1};
+	static char out[24];
+	uint64_t n = features_publish_out(pl, client, 1);
 
-	g_client = client;
-	g_added[0] = '\0';
-	assert_int_equal(on_message_out(0, &ed, pl), MOSQ_ERR_SUCCESS);
-	return g_added[0] ? strchr(g_added, '=') + 1 : "";
+	out[0] = '\0';
+	if(n){
+		snprintf(out, sizeof(out), "%llu", (unsigned long long)n);
+	}
+	return out;
 }
 
-/* Each session numbers its messages from 1, apart from the others; off
- * without the option. */
+/* Each session numbers its messages from 1, apart from the others; QoS 0
+ * messages get no number; off without the option. */
 static void test_numbers_per_session(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
-	assert_int_equal(seq_assign(pl, "a", 11), 1);
-	assert_int_equal(seq_assign(pl, "a", 12), 2);
-	assert_int_equal(seq_assign(pl, "b", 40), 1);
-	assert_int_equal(seq_assign(pl, "a", 13), 3);
-	assert_int_equal(seq_lookup(pl, "a", 12), 2);
-	assert_int_equal(seq_lookup(pl, "b", 12), 0);
-	seq_remove(pl, "a", 12);
-	assert_int_equal(seq_lookup(pl, "a", 12), 0);
-	assert_int_equal(seq_assign(pl, "a", 14), 4);
+	assert_int_equal(queued(pl, "a", 11, 1), 1);
+	assert_int_equal(queued(pl, "a", 12, 2), 2);
+	assert_int_equal(queued(pl, "b", 40, 1), 1);
+	assert_int_equal(queued(pl, "a", 13, 1), 3);
+	assert_int_equal(queued(pl, "a", 20, 0), 0);
+	assert_int_equal(lookup(pl, "a", 12), 2);
+	assert_int_equal(lookup(pl, "b", 12), 0);
+	acknowledged(pl, "a", 12, 2);
+	assert_int_equal(lookup(pl, "a", 12), 0);
+	assert_int_equal(queued(pl, "a", 14, 1), 4);
 
 	pl->cfg.seq_property = NULL;
-	assert_int_equal(seq_assign(pl, "c", 1), 0);
+	assert_int_equal(queued(pl, "c", 1, 1), 0);
+	assert_int_equal(features_publish_out(pl, "a", 1), 0);
+	assert_int_equal(fake.n_calls, 0);
 }
 
 /* Messages go out with their numbers in order; after the connection ends
  * the ones not acknowledged go out again with the same numbers, except a
- * QoS 2 one whose PUBREL was sent (only PUBREL goes out again). */
+ * QoS 2 one whose PUBREL was sent (only PUBREL goes out again). A QoS 0
+ * PUBLISH takes no number. */
 static void test_resend_keeps_numbers(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
-	for(uint64_t id = 1; id <= 4; id++){
-		seq_assign(pl, "a", id);
-	}
+	queued(pl, "a", 1, 1);
+	queued(pl, "a", 2, 2);
+	queued(pl, "a", 3, 1);
+	queued(pl, "a", 4, 1);
 	assert_string_equal(send_one(pl, "a"), "1");
 	assert_string_equal(send_one(pl, "a"), "2");
+	assert_int_equal(features_publish_out(pl, "a", 0), 0);
 	assert_string_equal(send_one(pl, "a"), "3");
-	seq_remove(pl, "a", 1);     /* acknowledged */
-	seq_released(pl, "a", 2);   /* PUBREL sent */
-	seq_connection_ended(pl, "a");
+	acknowledged(pl, "a", 1, 1);
+	pubrel_sent(pl, "a", 2);
+	features_client_disconnected(pl, "a");
 	assert_string_equal(send_one(pl, "a"), "3");
 	assert_string_equal(send_one(pl, "a"), "4");
 	assert_string_equal(send_one(pl, "a"), "");   /* nothing numbered left */
 	assert_string_equal(send_one(pl, "nobody"), "");
-	/* An MQTT 3.1.1 client has no user properties: the number is used up
-	 * all the same. */
-	seq_assign(pl, "a", 5);
-	g_version = 4;
-	assert_string_equal(send_one(pl, "a"), "");
-	g_version = 5;
-	seq_assign(pl, "a", 6);
+	/* A number handed out is used up, whether or not the client could
+	 * carry it (an MQTT 3.1.1 client has no user properties). */
+	queued(pl, "a", 5, 1);
+	assert_string_equal(send_one(pl, "a"), "5");
+	queued(pl, "a", 6, 1);
 	assert_string_equal(send_one(pl, "a"), "6");
 }
 
@@ -137,38 +167,71 @@ static void test_resend_keeps_numbers(void **state)
  * from a queue entry or the session's last number. */
 static void test_restore_goes_on(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
 	assert_int_equal(seq_restore(pl, "a", 100, 7, false), 0);
 	assert_int_equal(seq_restore(pl, "a", 101, 5, true), 0);
-	assert_int_equal(seq_assign(pl, "a", 102), 8);
+	assert_int_equal(queued(pl, "a", 102, 1), 8);
 	seq_restore_last(pl, "b", 41);
 	seq_restore_last(pl, "b", 12);
-	assert_int_equal(seq_assign(pl, "b", 1), 42);
+	assert_int_equal(queued(pl, "b", 1, 1), 42);
 	/* The restored QoS 2 message whose PUBREL was sent is not numbered again. */
 	assert_string_equal(send_one(pl, "a"), "7");
 	assert_string_equal(send_one(pl, "a"), "8");
 }
 
+/* The last number a session gave is stored at the tick, and a session's
+ * queue handed to the broker numbers on from it. */
+static void test_last_number_stored(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct restore_counts counts;
+	struct handover *h;
+	uint64_t last = 0;
+
+	for(uint64_t id = 1; id <= 3; id++){
+		queued(pl, "a", id, 1);
+	}
+	features_tick(pl);
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	assert_int_equal(store_seqno_get(pl->store, "a", &last), STORE_OK);
+	assert_int_equal(last, 3);
+
+	/* A restart: the session's (empty) queue is handed over. */
+	features_free(pl);
+	assert_int_equal(features_new(pl), 0);
+	h = features_restore_begin(pl, NULL);
+	assert_non_null(h);
+	assert_int_equal(features_restore_queue(pl, h, "a", false), 0);
+	features_restore_done(pl, h, &counts);
+	assert_int_equal(counts.queued, 0);
+	assert_int_equal(queued(pl, "a", 1, 1), 4);
+}
+
 /* A session that ends takes its numbers with it. */
 static void test_session_end_forgets(void **state)
 {
-	struct plugin *pl = *state;
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
 
-	seq_assign(pl, "a", 1);
-	seq_assign(pl, "a", 2);
-	seq_session_ended(pl, "a");
-	assert_int_equal(seq_lookup(pl, "a", 1), 0);
-	assert_int_equal(seq_assign(pl, "a", 3), 1);
+	queued(pl, "a", 1, 1);
+	queued(pl, "a", 2, 1);
+	features_session_gone(pl, "a");
+	assert_int_equal(lookup(pl, "a", 1), 0);
+	assert_string_equal(send_one(pl, "a"), "");
+	assert_int_equal(queued(pl, "a", 3, 1), 1);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_numbers_per_session, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resend_keeps_numbers, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restore_goes_on, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_session_end_forgets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_numbers_per_session, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_resend_keeps_numbers, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_restore_goes_on, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_last_number_stored, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_session_end_forgets, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,19 +1,15 @@
-/* What the feature_<module>.c tests share: the broker's log, which every
- * module writes to, and a real store in a temporary directory. Each test is
- * one translation unit, so the fake is defined here. */
+/* What the feature_<module>.c tests share: the plugin as the features see
+ * it, the fake broker (fake_broker.h) and a real store in a temporary
+ * directory. */
 #ifndef PERSIST_LMDB_FEATURE_UTIL_H
 #define PERSIST_LMDB_FEATURE_UTIL_H
 
 #include <stdlib.h>
 
-#include "adapter.h"
+#include "dispatch.h"
+#include "fake_broker.h"
+#include "feature.h"
 #include "unit_util.h"
-
-void mosquitto_log_printf(int level, const char *fmt, ...)
-{
-	(void)level;
-	(void)fmt;
-}
 
 /* A temporary directory with the store's database in "db". */
 struct fstore {

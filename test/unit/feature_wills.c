@@ -1,6 +1,7 @@
 /* wills.c without a broker: the rules for the wills the broker publishes
- * unannounced. The broker functions the module reaches are the test's own
- * (the plugin refers to them weakly); the store is a real one. */
+ * unannounced. The plugin is driven through the dispatch (features.c) and
+ * wills.c's own functions; what it does shows in will_publishing and in
+ * which will records the tick deletes from a real store. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,7 +15,6 @@
 
 #include "feature_util.h"
 
-/* The broker's log, as the plugin reaches it. */
 struct fx {
 	struct fstore fs;
 	struct plugin pl;
@@ -24,7 +24,15 @@ static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
+	fake_reset();
 	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
+		free(fx);
+		return -1;
+	}
+	if(features_new(&fx->pl)){
+		features_free(&fx->pl);
+		store_close(fx->pl.store);
+		fstore_remove(&fx->fs);
 		free(fx);
 		return -1;
 	}
@@ -36,7 +44,7 @@ static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
 
-	pending_wills_free(&fx->pl);
+	features_free(&fx->pl);
 	store_close(fx->pl.store);
 	fstore_remove(&fx->fs);
 	free(fx);
@@ -50,6 +58,7 @@ static int count_will(void *ctx, const struct rec_will *w)
 	return 0;
 }
 
+/* The will records of clientid the store holds, once what is buffered is committed. */
 static int stored_wills(struct plugin *pl, const char *clientid)
 {
 	int n = 0;
@@ -64,6 +73,13 @@ static void put_will(struct plugin *pl, const char *clientid)
 	struct rec_will w = {.clientid = clientid, .topic = "will/t", .payload = {(const uint8_t *)"x", 1}, .qos = 1};
 
 	assert_int_equal(store_will_put(pl->store, &w), STORE_OK);
+}
+
+static void ticks(struct plugin *pl, int n)
+{
+	for(int i = 0; i < n; i++){
+		features_tick(pl);
+	}
 }
 
 /* A delayed will is the client's will being published once its deadline
@@ -83,15 +99,47 @@ static void test_delayed_will_ends_at_the_third_tick(void **state)
 	assert_false(will_publishing(pl, "dev-2"));
 	assert_false(will_publishing(pl, NULL));
 
-	pending_wills_expire(pl, now);
-	pending_wills_expire(pl, now);
+	ticks(pl, 2);
 	assert_int_equal(stored_wills(pl, "dev-1"), 1);
-	pending_wills_expire(pl, now);
+	assert_true(will_publishing(pl, "dev-1"));
+	ticks(pl, 1);
 	assert_int_equal(stored_wills(pl, "dev-1"), 0);
 	assert_false(will_publishing(pl, "dev-1"));
-	/* The other's delay runs on. */
+	/* The other's delay runs on: its record stays, and goes three ticks
+	 * after its own deadline. */
+	ticks(pl, 5);
 	assert_int_equal(stored_wills(pl, "dev-2"), 1);
-	assert_int_equal(pl->n_pending_wills, 1);
+	for(int i = 0; i < 2; i++){
+		pending_wills_expire(pl, now + 3600);
+	}
+	assert_int_equal(stored_wills(pl, "dev-2"), 1);
+	pending_wills_expire(pl, now + 3600);
+	assert_int_equal(stored_wills(pl, "dev-2"), 0);
+	assert_int_equal(fake.n_calls, 0);   /* the broker publishes it on its own */
+}
+
+/* A session update whose will delay runs (its deadline ahead) tracks it;
+ * one without a delay running does not. */
+static void test_session_update_tracks_the_delay(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	time_t now = time(NULL);
+	struct rec_session delayed = {.clientid = "dev-1", .will_delay_interval = 60, .will_delay_time = now + 60};
+	struct rec_session none = {.clientid = "dev-2"};
+
+	put_will(pl, "dev-1");
+	put_will(pl, "dev-2");
+	features_session_updated(pl, &delayed);
+	features_session_updated(pl, &none);
+	assert_false(will_publishing(pl, "dev-1"));
+	ticks(pl, 5);
+	assert_int_equal(stored_wills(pl, "dev-1"), 1);
+	for(int i = 0; i < 3; i++){
+		pending_wills_expire(pl, now + 60);
+	}
+	assert_int_equal(stored_wills(pl, "dev-1"), 0);
+	assert_int_equal(stored_wills(pl, "dev-2"), 1);
 }
 
 /* Tracking a client's delay again replaces the first: one entry, the new
@@ -102,14 +150,22 @@ static void test_delay_tracked_again_replaces(void **state)
 	struct plugin *pl = &fx->pl;
 	time_t now = time(NULL);
 
+	put_will(pl, "dev-1");
 	will_delay_track(pl, "dev-1", now - 10);
 	will_delay_track(pl, "dev-1", now + 3600);
-	assert_int_equal(pl->n_pending_wills, 1);
 	assert_false(will_publishing(pl, "dev-1"));
-	for(int i = 0; i < 5; i++){
-		pending_wills_expire(pl, now);
+	ticks(pl, 5);
+	assert_int_equal(stored_wills(pl, "dev-1"), 1);   /* the old deadline is gone */
+	for(int i = 0; i < 3; i++){
+		pending_wills_expire(pl, now + 3600);
 	}
-	assert_int_equal(pl->n_pending_wills, 1);
+	assert_int_equal(stored_wills(pl, "dev-1"), 0);   /* the new one holds */
+	/* Only one was tracked: a will of the next connection stays. */
+	put_will(pl, "dev-1");
+	for(int i = 0; i < 5; i++){
+		pending_wills_expire(pl, now + 7200);
+	}
+	assert_int_equal(stored_wills(pl, "dev-1"), 1);
 }
 
 /* What the broker publishes for a client it is taking offline is that
@@ -119,41 +175,52 @@ static void test_leaving_client(void **state)
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
-	will_leaving(pl, "dev-1");
+	features_client_disconnected(pl, "dev-1");
 	assert_true(will_publishing(pl, "dev-1"));
 	assert_false(will_publishing(pl, "dev-2"));
-	will_gone(pl, "dev-2");
+	features_will_gone(pl, "dev-2");
 	assert_true(will_publishing(pl, "dev-1"));
-	will_gone(pl, "dev-1");
+	features_will_gone(pl, "dev-1");
 	assert_false(will_publishing(pl, "dev-1"));
 
-	will_leaving(pl, "dev-3");
-	pending_wills_expire(pl, time(NULL));
+	features_client_disconnected(pl, "dev-3");
+	assert_true(will_publishing(pl, "dev-3"));
+	features_tick(pl);
 	assert_false(will_publishing(pl, "dev-3"));
 }
 
 /* A will that is gone (deleted, replaced at a connection, its session
- * ended) is no longer tracked: its record is not deleted later. */
+ * ended) is no longer tracked: the record of the next will is not deleted
+ * later. */
 static void test_gone_will_is_forgotten(void **state)
 {
 	struct fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	time_t now = time(NULL);
+	const char *ids[] = {"deleted", "reconnected", "ended"};
 
-	will_delay_track(pl, "dev-1", now - 1);
-	will_gone(pl, "dev-1");
-	assert_int_equal(pl->n_pending_wills, 0);
-	put_will(pl, "dev-1");   /* a new will of the next connection */
-	for(int i = 0; i < 5; i++){
-		pending_wills_expire(pl, now);
+	for(int i = 0; i < 3; i++){
+		will_delay_track(pl, ids[i], now - 1);
+		assert_true(will_publishing(pl, ids[i]));
 	}
-	assert_int_equal(stored_wills(pl, "dev-1"), 1);
+	features_will_gone(pl, "deleted");
+	features_client_connected(pl, "reconnected");
+	features_session_gone(pl, "ended");
+	for(int i = 0; i < 3; i++){
+		assert_false(will_publishing(pl, ids[i]));
+		put_will(pl, ids[i]);   /* a new will of the next connection */
+	}
+	ticks(pl, 5);
+	for(int i = 0; i < 3; i++){
+		assert_int_equal(stored_wills(pl, ids[i]), 1);
+	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_delayed_will_ends_at_the_third_tick, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_session_update_tracks_the_delay, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_delay_tracked_again_replaces, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_leaving_client, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_gone_will_is_forgotten, fx_setup, fx_teardown),
