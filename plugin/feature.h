@@ -181,7 +181,9 @@ struct queue_load {
 	uint64_t next_seq;  /* out: the first entry left over at max; 0: none */
 };
 int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql);
-/* Has the broker hold the body store_id (from the store) unless it does. */
+/* Has the broker hold the body store_id (from the store) unless it does:
+ * BROKER_OK, BROKER_NOT_FOUND (no such body stored), BROKER_FAILED (the
+ * store could not be read) or the broker's refusal. */
 int body_ensure(struct plugin *pl, uint64_t store_id);
 /* Hands a stored body to the broker; BROKER_OK or why not. */
 int body_add(struct plugin *pl, uint64_t store_id, const struct rec_base_msg *m);

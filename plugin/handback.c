@@ -50,7 +50,8 @@ int body_ensure(struct plugin *pl, uint64_t store_id)
 	if(store_msg_get(pl->store, store_id, ensure_visit, &e) != STORE_OK){
 		return BROKER_FAILED;
 	}
-	return e.rc == BROKER_OK ? BROKER_OK : BROKER_NOT_FOUND;
+	/* Not found when the store has no such body; else the broker's answer. */
+	return e.rc;
 }
 
 /* Applies what the journal says about one queue entry; returns true when

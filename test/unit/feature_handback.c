@@ -573,7 +573,7 @@ static void test_body_handed_once(void **state)
 }
 
 /* A body the broker refuses is not noted as held: handed again next time
- * (and its entry is dropped as one without a body). */
+ * (and its entry is dropped as refused, not as one without a body). */
 static void test_refused_body_not_held(void **state)
 {
 	struct fx *fx = *state;
@@ -583,7 +583,7 @@ static void test_refused_body_not_held(void **state)
 	put_body(pl->store, 101);
 	assert_int_equal(store_commit(pl->store), STORE_OK);
 	fake.answer[FAKE_BODY_ADD] = BROKER_NOMEM;
-	assert_int_equal(body_ensure(pl, 101), BROKER_NOT_FOUND);
+	assert_int_equal(body_ensure(pl, 101), BROKER_NOMEM);
 	fake.answer[FAKE_BODY_ADD] = BROKER_OK;
 	assert_int_equal(body_ensure(pl, 101), BROKER_OK);
 	assert_int_equal(body_ensure(pl, 101), BROKER_OK);
