@@ -50,15 +50,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Broker, Client, REPO, V5, free_port, give_to_broker, plugin_path, run_cli, write_key
-from kill_load import Publisher, SessionPublisher, parse_payload
+from harness import Broker, Client, REPO, V5, check_sequence, free_port, give_to_broker, plugin_path, run_cli, write_key
+from kill_load import Publisher, SessionPublisher, finish_all, parse_payload, wait_drained
 from rawmqtt import Receiver
 
 MODES = ("tick", "periodic", "publish")
 WORKLOADS = ("fanout", "faults", "inbox", "retained", "large", "admin", "growth")
 KILL_AT = (0.15, 0.9)       # seconds into a round
 FINAL_SEGMENT = 0.4
-DRAIN_QUIET = 1.0
 DRAIN_LIMIT = 60.0
 CONTROL = "$CONTROL/persist-lmdb/v1"
 
@@ -143,40 +142,40 @@ class Workload:
                 present = s.connect()
                 if not present:
                     self.findings.append(f"{s.name}: session lost")
-        last, since = -1, time.monotonic()
-        deadline = time.monotonic() + DRAIN_LIMIT
-        while time.monotonic() < deadline:
-            n = sum(len(s.rx.delivered) for s in self.subs)
-            if n != last:
-                last, since = n, time.monotonic()
-            elif time.monotonic() - since >= DRAIN_QUIET and self._all_in():
-                break
-            elif time.monotonic() - since >= 5 * DRAIN_QUIET:
-                break
-            time.sleep(0.1)
+        wait_drained(lambda: sum(len(s.rx.delivered) for s in self.subs), self._all_in, DRAIN_LIMIT)
 
     def _all_in(self) -> bool:
         return all(not missing for _, _, missing in self._missing())
+
+    def _by_publisher(self, s: Sub) -> tuple[dict[str, list[tuple[int, tuple]]], list[bytes]]:
+        """s's deliveries of each publisher's messages, in arrival order:
+        name -> [(number, (payload, qos, packet id, dup, time))]; and the
+        payloads that are not numbered messages."""
+        per_pub: dict[str, list[tuple[int, tuple]]] = {p.name: [] for p in self.pubs}
+        bad = []
+        for d in list(s.rx.delivered):
+            try:
+                pub, seq = parse_payload(d[0])
+            except ValueError:
+                bad.append(d[0])
+                continue
+            if pub in per_pub:
+                per_pub[pub].append((seq, d))
+        return per_pub, bad
 
     def _missing(self):
         by = {p.name: p for p in self.pubs}
         for s in self.subs:
             if s.deleted:
                 continue
-            got: dict[str, set[int]] = {}
-            for body, _, _, _, _ in list(s.rx.delivered):
-                try:
-                    pub, seq = parse_payload(body)
-                except ValueError:
-                    continue
-                got.setdefault(pub, set()).add(seq)
+            per_pub, _ = self._by_publisher(s)
             for name in s.sources:
                 p = by[name]
                 # Published after the change (a subscription, a purge): the
                 # broker read it after the change, whenever its ack was seen.
                 need = {seq for seq, m in p.sent.items()
                         if m.ack is not None and m.at > s.required_after and self.wanted(s, p, seq)}
-                yield s, p, sorted(need - got.get(name, set()))
+                yield s, p, check_sequence([seq for seq, _ in per_pub[name]], need).missing
 
     def wanted(self, s: Sub, p: Publisher, seq: int) -> bool:
         return True
@@ -190,31 +189,23 @@ class Workload:
                 self.findings.append(f"{s.name} from {p.name}: {len(missing)} acknowledged messages lost, "
                                      f"first {missing[:8]}")
         for s in self.subs:
-            seen: dict[str, dict[int, tuple]] = {}
-            last: dict[str, int] = {}
-            for body, qos, mid, dup, t in list(s.rx.delivered):
-                try:
-                    pub, seq = parse_payload(body)
-                except ValueError:
-                    self.findings.append(f"{s.name}: payload {body[:30]!r}")
-                    continue
-                if pub not in by:
-                    continue
-                first = seen.setdefault(pub, {}).get(seq)
-                if first:
+            per_pub, bad = self._by_publisher(s)
+            self.findings += [f"{s.name}: payload {body[:30]!r}" for body in bad]
+            for pub, entries in per_pub.items():
+                c = check_sequence([seq for seq, _ in entries])
+                delivered += len(c.first)
+                for r in c.repeats:
+                    seq, (_, qos, mid, dup, t) = entries[r]
+                    _, (_, _, first_mid, _, first_t) = entries[c.first[seq]]
                     if qos == 2 and by[pub].qos == 2:
                         q2dup += 1
                         self.findings.append(f"{s.name}: QoS 2 message {pub} #{seq} delivered twice: packet id "
-                                             f"{first[0]} then {mid} (DUP {int(dup)}), {t - first[1]:.3f} s apart")
+                                             f"{first_mid} then {mid} (DUP {int(dup)}), {t - first_t:.3f} s apart")
                     else:
                         q1dup += 1
-                    continue
-                seen[pub][seq] = (mid, t)
-                delivered += 1
-                if self.ordered and seq < last.get(pub, 0):
-                    reordered += 1
-                    self.findings.append(f"{s.name}: {pub} #{seq} after #{last[pub]}")
-                last[pub] = max(last.get(pub, 0), seq)
+                if self.ordered:
+                    reordered += len(c.reordered)
+                    self.findings += [f"{s.name}: {pub} #{entries[r][0]} after #{last}" for r, last in c.reordered]
         acked = sum(1 for p in self.pubs for m in p.sent.values() if m.ack is not None)
         self.counts.update(acked=acked, delivered=delivered, lost=lost, reordered=reordered,
                            qos2_duplicates=q2dup, qos1_repeats=q1dup)
@@ -618,10 +609,7 @@ def run(broker: Broker, workload: str, mode: str, kills: int, seed: int, big: bo
                 w.findings.append(f"restart after kill {rnd} refused: {str(e)[-600:]}")
                 break
             w.after_restart()
-        for p in w.pubs:
-            p.finish()
-        for p in w.pubs:
-            p.wait_stopped("at the end")
+        finish_all(w.pubs)
         w.drain()
         w.check()
         for s in w.subs:

@@ -589,9 +589,13 @@ class Client:
             self._subacks[mid] = list(reason_codes)
             self.cond.notify_all()
 
+    def _loop(self) -> int:
+        """One pass of paho's loop on the network thread."""
+        return self.mqtt.loop(timeout=0.05)
+
     def _run(self):
         while not self._stop.is_set():
-            rc = self.mqtt.loop(timeout=0.05)
+            rc = self._loop()
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 with self.cond:
                     self.disconnected = True
@@ -870,24 +874,50 @@ def summarize_seqs(seqs: list[int], limit: int = 20) -> str:
     return f"[{', '.join(map(str, seqs[:limit // 2]))}, ... {', '.join(map(str, seqs[-limit // 2:]))}] ({len(seqs)})"
 
 
+@dataclass
+class SequenceCheck:
+    """check_sequence()'s account of the numbers one receiver got. Indexes
+    are places in the list checked."""
+    first: dict[int, int] = field(default_factory=dict)  # number -> index of its first arrival
+    repeats: list[int] = field(default_factory=list)  # indexes of arrivals of a number already had
+    # First arrivals of a number below an earlier one: (index, highest number before it).
+    reordered: list[tuple[int, int]] = field(default_factory=list)
+    unexpected: list[int] = field(default_factory=list)  # indexes of numbers outside `possible`
+    missing: list[int] = field(default_factory=list)  # required numbers never received, ascending
+
+
+def check_sequence(got: list[int], required=(), possible=None) -> SequenceCheck:
+    """Reads got (numbers in arrival order) as a delivery of numbered
+    messages: first arrivals in ascending order, each number once, every
+    required number there, none outside possible (when given: such numbers
+    are left out of the order and repeat checks)."""
+    c = SequenceCheck()
+    last = None
+    for i, n in enumerate(got):
+        if possible is not None and n not in possible:
+            c.unexpected.append(i)
+        elif n in c.first:
+            c.repeats.append(i)
+        else:
+            c.first[n] = i
+            if last is not None and n < last:
+                c.reordered.append((i, last))
+            last = n if last is None else max(last, n)
+    c.missing = sorted(set(required) - c.first.keys())
+    return c
+
+
 def assert_sequence(got: list[int], expected: list[int], what: str = "messages") -> None:
     """got == expected, with a readable account of the difference: missing
     numbers, duplicates, first place where the order differs."""
     if got == expected:
         return
-    exp_set = set(expected)
-    seen, dups = set(), []
-    for s in got:
-        if s in seen:
-            dups.append(s)
-        seen.add(s)
-    missing = [s for s in expected if s not in seen]
-    extra = sorted(seen - exp_set)
+    c = check_sequence(got, expected, set(expected))
     first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
     raise AssertionError(
         f"{what}: got {len(got)}, expected {len(expected)}; "
-        f"missing {summarize_seqs(missing)}; duplicates {summarize_seqs(dups)}; "
-        f"unexpected {summarize_seqs(extra)}; first difference at index {first}: "
+        f"missing {summarize_seqs(c.missing)}; duplicates {summarize_seqs([got[i] for i in c.repeats])}; "
+        f"unexpected {summarize_seqs(sorted({got[i] for i in c.unexpected}))}; first difference at index {first}: "
         f"got {got[first:first + 5]}, expected {expected[first:first + 5]}"
     )
 
@@ -956,6 +986,19 @@ def flip_large_record(broker: "Broker") -> None:
     assert len(found) == 1, f"expected one sealed value in an overflow page, found {len(found)} at {found}"
     data[found[0] + ENVELOPE_HEADER + 100] ^= 0x20
     broker.data_file.write_bytes(bytes(data))
+
+
+def io_fault(broker: "Broker", workdir: Path) -> Path:
+    """Loads the io_fault.so shim (built beside the plugin) into the broker
+    from its next start; returns the shim's control file (not created).
+    While that file holds eio or enospc, writes and syncs of data.mdb fail
+    with that error; while it holds kill-after-publish-sent, the broker
+    kills itself right after it sends a PUBLISH."""
+    shim = broker.plugin.parent / "io_fault.so"
+    assert shim.is_file(), f"{shim} not built"
+    control = workdir / "fault"
+    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    return control
 
 
 def chmod_tree(path: Path, dir_mode: int, file_mode: int) -> None:

@@ -1,7 +1,8 @@
 """Numbered load for the kill -9 tests (test_crash_loop.py, test_sync_modes.py,
-test_strict_order.py): payloads that name their publisher and number, a
-publisher thread that survives kills, a subscriber client that leaves
-without losing an acknowledgement, and the final drain."""
+test_strict_order.py, campaign.py): payloads that name their publisher and
+number, a publisher thread that survives kills, a subscriber client that
+leaves without losing an acknowledgement, the final drain, and the sorting
+of what a subscriber got by publisher for the checks."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from harness import HOST, V5, Broker, Client
+from harness import HOST, V5, Broker, Client, Received
 from rawmqtt import PUBCOMP, PUBREC, PUBREL, RawClient, mqtt_string as mqtt_str
 
 WAIT = 20.0               # only stops a hung test
 DRAIN_QUIET = 1.0         # a finished drain: everything required, then this long quiet
 DRAIN_GIVE_UP = 5.0       # a stalled drain: nothing new for this long
+SHOW = 8                  # offending items shown per finding
 
 
 def payload(pub: str, seq: int) -> bytes:
@@ -41,11 +44,12 @@ class Sent:
 
 
 class Publisher:
-    """Publishes <prefix>/<name> #1, #2, ... at one QoS (MQTT 5, clean start)
-    on its own thread, at most `window` unacknowledged and `rate` a second,
-    over one connection per round. When the connection breaks (the kill),
-    it stops and waits for resume(); the next connection goes on with the
-    next number. Messages never acknowledged are abandoned.
+    """Publishes <prefix>/<name> #1, #2, ... at one QoS (clean start; MQTT 5
+    unless version says otherwise) on its own thread, at most `window`
+    unacknowledged and `rate` a second, over one connection per round. When
+    the connection breaks (the kill), it stops and waits for resume(); the
+    next connection goes on with the next number. Messages never
+    acknowledged are abandoned.
 
     topic_of(seq) picks another topic per message, padding fills each
     payload to that many bytes, retain sets the retain flag, and
@@ -53,10 +57,12 @@ class Publisher:
     (which clears its topic's retained message)."""
 
     def __init__(self, broker: Broker, name: str, qos: int, prefix: str, window: int, rate: float,
-                 topic_of=None, padding: int = 0, retain: bool = False, clear_every: int = 0):
+                 topic_of=None, padding: int = 0, retain: bool = False, clear_every: int = 0,
+                 version: int = V5):
         self.broker = broker
         self.name = name
         self.qos = qos
+        self.version = version
         self.prefix = prefix
         self.window = window
         self.rate = rate
@@ -67,6 +73,8 @@ class Publisher:
         self.clear_every = clear_every
         self.sent: dict[int, Sent] = {}
         self.next_seq = 1
+        self.connections = 0  # CONNACKs received
+        self.connected = False  # the round's connection has had its CONNACK
         self.cond = threading.Condition()
         self.command: str | None = None  # "run", "finish", "exit"; None while idle
         self.round = 0
@@ -80,8 +88,15 @@ class Publisher:
     def resume(self, rnd: int) -> None:
         with self.cond:
             assert self.stopped
-            self.round, self.command, self.stopped = rnd, "run", False
+            self.round, self.command, self.stopped, self.connected = rnd, "run", False, False
             self.cond.notify_all()
+
+    def wait_connected(self) -> None:
+        """Waits until the round's connection has its CONNACK (or has ended)."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.connected or self.stopped, WAIT):
+                raise AssertionError(f"publisher {self.name} did not connect within {WAIT}s")
+        self._raise_error()
 
     def finish(self) -> None:
         """Stop publishing, wait for the outstanding acks, disconnect."""
@@ -94,6 +109,9 @@ class Publisher:
         with self.cond:
             if not self.cond.wait_for(lambda: self.stopped, WAIT):
                 raise AssertionError(f"publisher {self.name} did not stop within {WAIT}s ({what})")
+        self._raise_error()
+
+    def _raise_error(self) -> None:
         if self.error:
             raise AssertionError(f"publisher {self.name} failed: {self.error!r}") from self.error
 
@@ -143,8 +161,9 @@ class Publisher:
         def on_publish(client, userdata, mid, reason_code, properties):
             acks[mid] = (time.monotonic(), not reason_code.is_failure)
 
+        v5 = self.version == V5
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{self.prefix}-pub-{self.name}",
-                        protocol=V5)
+                        protocol=self.version, **({} if v5 else {"clean_session": True}))
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.on_connect, c.on_disconnect, c.on_publish = on_connect, on_disconnect, on_publish
@@ -156,12 +175,16 @@ class Publisher:
             return not state["lost"]
 
         try:
-            c.connect(HOST, self.broker.port, 60, clean_start=True)
+            c.connect(HOST, self.broker.port, 60, **({"clean_start": True} if v5 else {}))
             deadline = time.monotonic() + WAIT
             while state["connack"] is None:
                 assert pump(0.05), f"publisher {self.name}: connection closed before CONNACK"
                 assert time.monotonic() < deadline, f"publisher {self.name}: no CONNACK within {WAIT}s"
             assert not state["connack"].is_failure, f"publisher {self.name}: CONNACK {state['connack']}"
+            with self.cond:
+                self.connections += 1
+                self.connected = True
+                self.cond.notify_all()
             next_at = time.monotonic()
             while self.command == "run":
                 while (self.command == "run" and not state["lost"] and time.monotonic() >= next_at
@@ -202,6 +225,15 @@ class Publisher:
                         self.sent[seq].ack = t
                     else:
                         self.sent[seq].refused = True
+
+
+def finish_all(pubs: list[Publisher]) -> None:
+    """Ends every publisher's last round: all stop publishing at once, then
+    each waits for its outstanding acks and disconnects."""
+    for p in pubs:
+        p.finish()
+    for p in pubs:
+        p.wait_stopped("at the end")
 
 
 class SessionPublisher(Publisher):
@@ -312,21 +344,15 @@ class SubscriberClient(Client):
             self.times.append(time.monotonic())
         super()._on_message(client, userdata, msg)
 
-    def _run(self):
-        while not self._stop.is_set():
-            if self._leave.is_set():
-                self._leave.clear()
-                self._leaving = True
-                try:
-                    self.mqtt.disconnect()
-                finally:
-                    self._leaving = False
-            rc = self.mqtt.loop(timeout=0.02)
-            if rc != mqtt.MQTT_ERR_SUCCESS:
-                with self.cond:
-                    self.disconnected = True
-                    self.cond.notify_all()
-                return
+    def _loop(self) -> int:
+        if self._leave.is_set():
+            self._leave.clear()
+            self._leaving = True
+            try:
+                self.mqtt.disconnect()
+            finally:
+                self._leaving = False
+        return self.mqtt.loop(timeout=0.02)
 
     def disconnect(self) -> None:
         if self._thread is None:
@@ -338,25 +364,60 @@ class SubscriberClient(Client):
         self._leave.clear()
 
 
-def drain(subs: list, required: dict[str, set[int]]) -> None:
-    """Waits until every subscriber (anything with received(): a list of
-    harness.Received) has every required message and nothing new came for
-    DRAIN_QUIET, or nothing new came for DRAIN_GIVE_UP."""
-    def done(s):
-        got = {}
-        for m in s.received():
+def wait_drained(count: Callable[[], int], complete: Callable[[], bool], limit: float = 120.0) -> None:
+    """Waits until complete() holds and count() (the messages received so
+    far) has not changed for DRAIN_QUIET, or count() has not changed for
+    DRAIN_GIVE_UP, or for limit seconds in all."""
+    last_count, last_change = -1, time.monotonic()
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        n = count()
+        now = time.monotonic()
+        if n != last_count:
+            last_count, last_change = n, now
+        quiet = now - last_change
+        if quiet >= DRAIN_GIVE_UP or (quiet >= DRAIN_QUIET and complete()):
+            return
+        time.sleep(0.1)
+
+
+def drain(sources: list[Callable[[], list[Received]]], required: dict[str, set[int]]) -> None:
+    """wait_drained() for subscribers that must get every required message
+    (publisher name -> numbers); each source returns a subscriber's
+    messages so far."""
+    def done(msgs: list[Received]) -> bool:
+        got: dict[str, set[int]] = {}
+        for m in msgs:
             pub, seq = parse_payload(m.payload)
             got.setdefault(pub, set()).add(seq)
         return all(required[p] <= got.get(p, set()) for p in required)
 
-    last_count, last_change = -1, time.monotonic()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        count = sum(len(s.received()) for s in subs)
-        now = time.monotonic()
-        if count != last_count:
-            last_count, last_change = count, now
-        quiet = now - last_change
-        if quiet >= DRAIN_GIVE_UP or (quiet >= DRAIN_QUIET and all(done(s) for s in subs)):
-            return
-        time.sleep(0.1)
+    wait_drained(lambda: sum(len(f()) for f in sources), lambda: all(done(f()) for f in sources))
+
+
+def by_publisher(sub: str, msgs: list[Received],
+                 pubs: list[Publisher]) -> tuple[dict[str, list[tuple[int, int]]], list[str]]:
+    """One subscriber's messages (in arrival order) sorted by publisher:
+    name -> [(index in msgs, number)]; and a finding for each message that
+    is not a publisher's numbered message on its topic."""
+    topics = {p.name: p.topic for p in pubs}
+    per_pub: dict[str, list[tuple[int, int]]] = {name: [] for name in topics}
+    findings = []
+    for i, m in enumerate(msgs):
+        try:
+            pub, seq = parse_payload(m.payload)
+        except ValueError:
+            pub, seq = None, 0
+        if m.topic != topics.get(pub):
+            findings.append(f"{sub}: payload {m.payload[:40]!r} on topic {m.topic}")
+            continue
+        per_pub[pub].append((i, seq))
+    return per_pub, findings
+
+
+def report(findings: list[str], what: str, groups) -> None:
+    """Adds to findings, for each (label, items) of groups with items, how
+    many there are and the first SHOW."""
+    for label, items in groups:
+        if items:
+            findings.append(f"{what}: {label}: {len(items)}, first: " + "; ".join(items[:SHOW]))

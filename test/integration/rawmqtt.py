@@ -142,6 +142,15 @@ class RawClient:
                     raise AssertionError(f"unexpected property {pid:#x}")
         return bool(flags & 0x08), (flags >> 1) & 3, topic, mid, users, data[i:]
 
+    def read_pubrel(self, mid: int) -> None:
+        """Reads the next packet: it must be the PUBREL of mid (a PUBLISH in
+        its place is shown with its payload)."""
+        kind, flags, data = self.read()
+        again = f" (the PUBLISH {self.publish_in(flags, data)[5][:20]!r} again)" if kind == PUBLISH else ""
+        assert kind == PUBREL, f"expected PUBREL {mid}, got packet type {kind}{again}"
+        got = struct.unpack("!H", data[:2])[0]
+        assert got == mid, f"expected PUBREL {mid}, got PUBREL {got}"
+
     def ack(self, kind: int, mid: int) -> None:
         """Sends PUBACK, PUBREC, PUBREL or PUBCOMP for mid."""
         first = {PUBACK: 0x40, PUBREC: 0x50, PUBREL: 0x62, PUBCOMP: 0x70}[kind]

@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from harness import V5, V311, Client, assert_sequence, numbered_payload, seqs_of
+from harness import V5, V311, Client, assert_sequence, io_fault, numbered_payload, seqs_of
 
 MODES = ["tick", "publish", "periodic"]
 
@@ -215,10 +215,7 @@ def test_will_crash_between_routing_and_end(broker, workdir, delay):
     every session gets it once, the retained copy is there once, and no
     later restart publishes it again. The crash is exact: the fault shim
     kills the broker right after it sends that PUBLISH."""
-    shim = broker.plugin.parent / "io_fault.so"
-    assert shim.is_file(), f"{shim} not built"
-    control = workdir / "fault"
-    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    control = io_fault(broker, workdir)
     broker.start()
     with Client(broker, "will-off", version=V5, persistent=True, session_expiry=3600) as off:
         off.subscribe(WILL_TOPIC, 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    Client, V5, check_seed, flip_large_record, numbered_payload, plugin_path,
+    Client, V5, check_seed, flip_large_record, io_fault, numbered_payload,
     queue_one_large_message, run_cli, seed_data, write_key,
 )
 
@@ -442,9 +442,7 @@ def test_commands_that_rewrite_wait_for_the_journal(broker, cli, workdir):
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    shim = plugin_path().parent / "io_fault.so"
-    control = workdir / "fault"
-    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    control = io_fault(broker, workdir)
     broker.plugin_opts["seq_property"] = "seq"
     broker.start()
     with Client(broker, "j-sub", version=V5, persistent=True, session_expiry=3600) as c:

@@ -41,8 +41,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import Broker, Received, V5, cli_path, run_cli
-from kill_load import WAIT, Publisher, SubscriberClient, drain, parse_payload
+from harness import Broker, Received, V5, check_sequence, cli_path, run_cli
+from kill_load import SHOW, WAIT, Publisher, SubscriberClient, by_publisher, drain, finish_all, report
 
 DEFAULT_SEED = 20250611
 SEED = int(os.environ.get("PERSIST_LMDB_CRASH_SEED") or DEFAULT_SEED)
@@ -61,7 +61,6 @@ RATE = 500                # messages per second per publisher, at most: the Pyth
 TOPIC_FILTER = "crash/#"
 SUBSCRIBERS = (("crash-sub-q1a", 1), ("crash-sub-q1b", 1), ("crash-sub-q2", 2))
 PUBLISHERS = (("p1", 1), ("p2", 2))
-SHOW = 8                  # offending numbers shown per finding
 
 
 # --------------------------------------------------------------------------
@@ -221,10 +220,7 @@ def test_crash_loop(broker, storage):
             for p in pubs:
                 p.resume(rnd)
             run_schedule(subs, events, start, rnd, FINAL_SEGMENT)
-            for p in pubs:
-                p.finish()
-            for p in pubs:
-                p.wait_stopped("at the end")
+            finish_all(pubs)
             for s in subs:
                 if not s.online:
                     s.connect(rnd)
@@ -235,7 +231,7 @@ def test_crash_loop(broker, storage):
             p.name: p.acked()
             for p in pubs
         }
-        drain(subs, required)
+        drain([s.received for s in subs], required)
         for s in subs:
             s.leave()
         broker.stop()
@@ -282,7 +278,6 @@ def check(subs: list[Subscriber], pubs: list[Publisher], kill_times, required):
     """(findings that fail the test, QoS 2 duplicates, counts)."""
     findings: list[str] = []
     all_q2dups: list[str] = []
-    by_name = {p.name: p for p in pubs}
     counts = {
         "rounds": len(kill_times),
         "published": sum(len(p.sent) for p in pubs),
@@ -308,64 +303,46 @@ def check(subs: list[Subscriber], pubs: list[Publisher], kill_times, required):
 
     for s in subs:
         msgs = s.received()
-        per_pub: dict[str, list[tuple[int, int, Received]]] = {}
-        for i, m in enumerate(msgs):
-            try:
-                pub, seq = parse_payload(m.payload)
-            except ValueError:
-                findings.append(f"{s.name}: unexpected payload {m.payload[:40]!r} on {m.topic}")
-                continue
-            if pub not in by_name or m.topic != f"crash/{pub}":
-                findings.append(f"{s.name}: payload {m.payload[:40]!r} on topic {m.topic}")
-                continue
-            per_pub.setdefault(pub, []).append((i, seq, m))
-
+        per_pub, bad = by_publisher(s.name, msgs, pubs)
+        findings += bad
         for p in pubs:
-            seen: dict[int, int] = {}  # seq -> index of its first delivery
-            last = 0
-            unknown, wrong_qos, reordered, q2dups, stale = [], [], [], [], []
+            entries = per_pub[p.name]  # (index in msgs, number)
+            c = check_sequence([seq for _, seq in entries], required[p.name], p.sent)
             want_qos = min(p.qos, s.qos)
-            for i, seq, m in per_pub.get(p.name, []):
-                rnd = s.round_of(i)
-                if seq not in p.sent:
-                    unknown.append(f"#{seq} (received in round {rnd})")
-                    continue
-                if m.qos != want_qos:
-                    wrong_qos.append(f"#{seq} at QoS {m.qos} (received in round {rnd})")
-                if seq in seen:
-                    first = seen[seq]
-                    r1 = s.round_of(first)
-                    before = kill_times[r1] - s.c.times[first] if r1 in kill_times else None
-                    again = (f"{describe(p, seq)}: first received in round {r1}"
-                             + (f" {before:.3f}s before its kill" if before is not None else "")
-                             + f", again in round {rnd}, DUP {int(m.dup)}")
-                    if m.qos == 2 and p.qos == 2:
-                        q2dups.append(again)
-                    else:
-                        counts["qos1 duplicates"] += 1
-                        counts["of which DUP-flagged"] += int(m.dup)
-                        if before is None or before > COMMIT_MARGIN:
-                            stale.append(again)
-                    continue
-                seen[seq] = i
-                if seq < last:
-                    reordered.append(f"#{seq} after #{last} (received in round {rnd})")
-                last = max(last, seq)
-            counts["delivered"] += len(seen)
+            reordered, q2dups, stale = [], [], []
+            for r, last in c.reordered:
+                i, seq = entries[r]
+                reordered.append(f"#{seq} after #{last} (received in round {s.round_of(i)})")
+            for r in c.repeats:
+                i, seq = entries[r]
+                m = msgs[i]
+                first = entries[c.first[seq]][0]
+                r1 = s.round_of(first)
+                before = kill_times[r1] - s.c.times[first] if r1 in kill_times else None
+                again = (f"{describe(p, seq)}: first received in round {r1}"
+                         + (f" {before:.3f}s before its kill" if before is not None else "")
+                         + f", again in round {s.round_of(i)}, DUP {int(m.dup)}")
+                if m.qos == 2 and p.qos == 2:
+                    q2dups.append(again)
+                else:
+                    counts["qos1 duplicates"] += 1
+                    counts["of which DUP-flagged"] += int(m.dup)
+                    if before is None or before > COMMIT_MARGIN:
+                        stale.append(again)
+            counts["delivered"] += len(c.first)
             counts["qos2 duplicates"] += len(q2dups)
             all_q2dups += [f"{s.name} from {p.name}: {d}" for d in q2dups]
             counts["qos1 duplicates of old deliveries"] += len(stale)
             if stale:
                 print(f"{s.name} from {p.name}: QoS 1 re-deliveries of messages first delivered more than "
                       f"{COMMIT_MARGIN}s before a kill: {len(stale)}, first: " + "; ".join(stale[:SHOW]))
-            missing = sorted(required[p.name] - seen.keys())
-            what = f"{s.name} (QoS {s.qos}) from {p.name} (QoS {p.qos})"
-            for label, items in (
-                ("committed messages lost", [describe(p, q) for q in missing]),
+            report(findings, f"{s.name} (QoS {s.qos}) from {p.name} (QoS {p.qos})", (
+                ("committed messages lost", [describe(p, q) for q in c.missing]),
                 ("out of order", reordered),
-                ("never published", unknown),
-                (f"delivered at the wrong QoS (want {want_qos})", wrong_qos),
-            ):
-                if items:
-                    findings.append(f"{what}: {label}: {len(items)}, first: " + "; ".join(items[:SHOW]))
+                ("never published", [f"#{seq} (received in round {s.round_of(i)})"
+                                     for i, seq in (entries[r] for r in c.unexpected)]),
+                (f"delivered at the wrong QoS (want {want_qos})",
+                 [f"#{seq} at QoS {msgs[i].qos} (received in round {s.round_of(i)})"
+                  for i, seq in entries if seq in p.sent and msgs[i].qos != want_qos]),
+            ))
     return findings, all_q2dups, counts

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    Client, REPO, V5, assert_sequence, check_seed, control_stats, give_to_broker, lmdb_page_size,
-    plugin_lines_with, run_cli, seed_data, seqs_of,
+    Client, REPO, V5, assert_sequence, check_seed, control_stats, give_to_broker, io_fault,
+    lmdb_page_size, plugin_lines_with, run_cli, seed_data, seqs_of,
 )
 
 FIXTURE = REPO / "test" / "fixtures" / "kill9-unwritten-tail-pages.tar.gz"
@@ -350,7 +350,7 @@ def test_salvage_of_a_damaged_database_keeps_what_authenticates(broker, workdir)
                 continue
             got = seqs_of(c.listen(0.3))
             # What a session still has is an unbroken run of its queue, in order.
-            assert got == sorted(set(got)), (n, got)
+            assert_sequence(got, sorted(set(got)), n)
             delivered += len(got)
     assert delivered == queued_after, (delivered, queued_after)
 
@@ -360,10 +360,7 @@ def test_salvage_keeps_the_journal_records(broker, workdir):
     then kill -9) is in the journal: salvage copies the journal, and the
     salts that open its records (each open seals under its own key), and
     the broker on the salvaged database delivers every message, in order."""
-    shim = broker.plugin.parent / "io_fault.so"
-    assert shim.is_file(), f"{shim} not built"
-    control = workdir / "fault"
-    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    control = io_fault(broker, workdir)
     broker.start()
     with Client(broker, "sj-sub", version=V5, persistent=True, session_expiry=3600) as c:
         c.subscribe("sj/t", 1)

@@ -15,8 +15,8 @@ import os
 import time
 
 
-from harness import (QUOTA_EXCEEDED, V5, Acks, Client, assert_sequence, assert_v311_publish_refused, numbered_payload,
-                     plugin_path, seqs_of, small_filesystem)
+from harness import (QUOTA_EXCEEDED, V5, Acks, Client, assert_sequence, assert_v311_publish_refused, io_fault,
+                     numbered_payload, seqs_of, small_filesystem)
 
 def _offline_subscriber(broker):
     with Client(broker, "full-sub", version=V5, persistent=True, session_expiry=3600) as c:
@@ -59,9 +59,7 @@ def _check_after_kill(broker, expected):
 
 
 def test_shim_enospc_refuses_then_recovers(broker, workdir):
-    shim = plugin_path().parent / "io_fault.so"
-    control = workdir / "fault"
-    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    control = io_fault(broker, workdir)
     broker.start()
     _offline_subscriber(broker)
     online = Client(broker, "full-online", version=V5)

@@ -15,15 +15,12 @@ import os
 
 import pytest
 
-from harness import V5, Client, assert_sequence, plugin_path, seqs_of
+from harness import V5, Client, assert_sequence, io_fault, seqs_of
 
 
 @pytest.mark.parametrize("fault", ["eio"])
 def test_commit_errors_lose_nothing(broker, workdir, fault):
-    shim = plugin_path().parent / "io_fault.so"
-    assert shim.is_file(), f"{shim} not built"
-    control = workdir / "fault"
-    broker.extra_env = {"LD_PRELOAD": str(shim), "PERSIST_LMDB_FAULT_FILE": str(control)}
+    control = io_fault(broker, workdir)
     broker.start()
 
     offline = Client(broker, "offline-sub", version=V5, persistent=True, session_expiry=3600)

@@ -42,16 +42,12 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
-
-from harness import (HOST, V311, V5, Broker, Client, Received, assert_sequence, numbered_payload,
-                     seqs_of)
-# The subscriber's client, the payloads and the final drain are shared with
-# the other kill -9 tests: they make sure the broker sees every
-# acknowledgement a client sent.
-from kill_load import SubscriberClient, drain, parse_payload, payload
+from harness import V311, V5, Broker, Client, Received, assert_sequence, check_sequence, numbered_payload, seqs_of
+# The publishers, the subscriber's client and the final drain are shared
+# with the other kill -9 tests: the client makes sure the broker sees every
+# acknowledgement it sent.
+from kill_load import Publisher, SubscriberClient, by_publisher, drain, finish_all, report
 
 DEFAULT_SEED = 20250704
 SEED = int(os.environ.get("PERSIST_LMDB_ORDER_SEED") or DEFAULT_SEED)
@@ -67,9 +63,7 @@ PAUSE = (0.05, 0.4)       # seconds between steps
 WINDOW = 10               # messages in flight per publisher
 RATE = 150                # messages per second per publisher, at most: the
                           # Python subscribers keep up, so queues stay small
-RETRY = 0.02              # a publisher's pause between connection attempts
 WAIT = 20.0               # only stops a hung test
-SHOW = 8                  # offending numbers shown per finding
 TAKEN_OVER = b"\xe0\x01\x8e"  # MQTT 5 DISCONNECT, reason 0x8E session taken over
 # The summary's counts, in this order (zeros shown).
 COUNTS = ("toggle", "takeover", "restart", "kill", "takeover ended by disconnect",
@@ -78,133 +72,6 @@ COUNTS = ("toggle", "takeover", "restart", "kill", "takeover ended by disconnect
           "qos1 duplicates after takeover", "qos1 duplicates after restart",
           "qos1 duplicates after kill", "qos1 duplicates after leave and kill",
           "qos1 duplicates with DUP", "broker starts", "seconds")
-
-
-# --------------------------------------------------------------------------
-# Publishers
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    run: int                  # the broker start it was sent to
-    ack: float | None = None  # time.monotonic() its PUBACK / PUBCOMP was handled
-    refused: bool = False     # acknowledged with a failure reason code
-
-
-class Publisher:
-    """Publishes order/<name> #1, #2, ... on its own thread until finish(),
-    over one clean connection after another: when the broker goes away it
-    connects again, and goes on with the next number. The paho client lives
-    on this thread alone (paho's output queue has no lock)."""
-
-    def __init__(self, broker: Broker, name: str, version: int, qos: int):
-        self.broker = broker
-        self.name = name
-        self.version = version
-        self.qos = qos
-        self.topic = f"{PREFIX}/{name}"
-        self.sent: dict[int, Sent] = {}
-        self.next_seq = 1
-        self.connections = 0
-        self.mode = "run"  # "run", then "finish" or "exit"
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name=f"order-{name}", daemon=True)
-        self.thread.start()
-
-    def finish(self) -> None:
-        """Stops publishing, waits for the outstanding acks, disconnects."""
-        self.mode = "finish"
-        self.thread.join(WAIT * 2)
-        assert not self.thread.is_alive(), f"publisher {self.name} did not finish"
-        if self.error:
-            raise AssertionError(f"publisher {self.name} failed: {self.error!r}") from self.error
-
-    def exit(self) -> None:
-        if self.mode == "run":
-            self.mode = "exit"
-        self.thread.join(WAIT)
-
-    def _main(self) -> None:
-        try:
-            while self.mode == "run":
-                if not self._connection():
-                    time.sleep(RETRY)
-        except BaseException as e:  # reported by finish()
-            self.error = e
-
-    def _connection(self) -> bool:
-        """One connection; False if the broker could not be reached."""
-        state = {"connack": None, "lost": False}
-        inflight: dict[int, int] = {}  # mid -> seq
-
-        def on_connect(client, userdata, flags, reason_code, properties):
-            state["connack"] = reason_code
-
-        def on_disconnect(client, userdata, flags, reason_code, properties):
-            state["lost"] = True
-
-        def on_publish(client, userdata, mid, reason_code, properties):
-            seq = inflight.pop(mid)
-            if reason_code.is_failure:
-                self.sent[seq].refused = True
-            else:
-                self.sent[seq].ack = time.monotonic()
-
-        kw = {} if self.version == V5 else {"clean_session": True}
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"order-pub-{self.name}",
-                        protocol=self.version, **kw)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.on_connect, c.on_disconnect, c.on_publish = on_connect, on_disconnect, on_publish
-
-        def pump(timeout: float = 0.0) -> bool:
-            """One pass of paho's loop; False once the connection is gone."""
-            if not state["lost"] and c.loop(timeout=timeout) != mqtt.MQTT_ERR_SUCCESS:
-                state["lost"] = True
-            return not state["lost"]
-
-        try:
-            c.connect(HOST, self.broker.port, 60, **({"clean_start": True} if self.version == V5 else {}))
-        except OSError:
-            return False
-        try:
-            deadline = time.monotonic() + WAIT
-            while state["connack"] is None:
-                if not pump(0.05):
-                    return True  # the broker went away during the handshake
-                assert time.monotonic() < deadline, f"publisher {self.name}: no CONNACK within {WAIT}s"
-            assert not state["connack"].is_failure, f"publisher {self.name}: CONNACK {state['connack']}"
-            self.connections += 1
-            run = self.broker.runs  # a broker that has just answered is the latest start
-            next_at = time.monotonic()
-            while self.mode == "run" and not state["lost"]:
-                while (self.mode == "run" and not state["lost"] and time.monotonic() >= next_at
-                       and len(inflight) < WINDOW):
-                    next_at = max(next_at + 1 / RATE, time.monotonic() - WINDOW / RATE)
-                    seq = self.next_seq
-                    self.next_seq += 1
-                    self.sent[seq] = Sent(run)
-                    info = c.publish(self.topic, payload(self.name, seq), qos=self.qos)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        state["lost"] = True  # the connection is going: the message never left
-                        break
-                    inflight[info.mid] = seq
-                pump(min(0.01, max(0.0, next_at - time.monotonic())))
-            if self.mode == "finish" and not state["lost"]:
-                deadline = time.monotonic() + WAIT
-                while inflight and pump(0.05):
-                    assert time.monotonic() < deadline, f"publisher {self.name}: acks missing after {WAIT}s"
-                c.disconnect()
-                for _ in range(20):
-                    if not pump(0.05):
-                        break
-        finally:
-            try:
-                c.socket() and c.socket().close()
-            except OSError:
-                pass
-        return True
 
 
 # --------------------------------------------------------------------------
@@ -365,7 +232,15 @@ def test_strict_order(broker):
                 s.connect()
                 s.c.subscribe(f"{PREFIX}/#", s.qos)
             broker.settle()  # the subscriptions are committed before the first message
-            pubs = [Publisher(broker, *spec) for spec in PUBLISHERS]
+            pubs = [Publisher(broker, name, qos, PREFIX, WINDOW, RATE, version=version)
+                    for name, version, qos in PUBLISHERS]
+            # A message's round is the broker start it went to. Each step
+            # begins with the publishers connected: one that a stop found
+            # still connecting would fail (it does not retry).
+            for p in pubs:
+                p.resume(broker.runs)
+            for p in pubs:
+                p.wait_connected()
 
             for step in range(1, STEPS + 1):
                 action = rng.choices(list(ACTIONS), weights=list(ACTIONS.values()))[0]
@@ -382,23 +257,28 @@ def test_strict_order(broker):
                 else:
                     stops.append((time.monotonic(), step, action, broker.runs))
                     broker.stop() if action == "restart" else broker.kill()
+                    for p in pubs:
+                        p.wait_stopped(f"after the {action}")
                     back = [b for b in subs if b.broker_gone(action)]
                     broker.start()
+                    for p in pubs:
+                        p.resume(broker.runs)
+                    for p in pubs:
+                        p.wait_connected()
                     for b in back:
                         b.connect()
                 time.sleep(rng.uniform(*PAUSE))
 
             step = STEPS + 1  # the end
-            for p in pubs:
-                p.finish()
+            finish_all(pubs)
             for s in subs:
                 if not s.online:
                     s.connect()
         except Exception as e:
             raise AssertionError(f"seed {SEED}, step {step}: {type(e).__name__}: {e}") from e
 
-        required = {p.name: {seq for seq, m in p.sent.items() if m.ack is not None} for p in pubs}
-        drain(subs, required)
+        required = {p.name: p.acked() for p in pubs}
+        drain([s.received for s in subs], required)
         for s in subs:
             s.leave("leave")
         broker.stop()
@@ -422,7 +302,6 @@ def test_strict_order(broker):
 
 def check(subs: list[Subscriber], pubs: list[Publisher], stops, required, counts) -> list[str]:
     findings: list[str] = []
-    by_name = {p.name: p for p in pubs}
     counts["published"] = sum(len(p.sent) for p in pubs)
     counts["acked"] = sum(len(v) for v in required.values())
     counts["refused"] = sum(1 for p in pubs for m in p.sent.values() if m.refused)
@@ -441,44 +320,29 @@ def check(subs: list[Subscriber], pubs: list[Publisher], stops, required, counts
 
     def describe_lost(p: Publisher, seq: int) -> str:
         m = p.sent[seq]
-        end = [(t, step, how) for t, step, how, run in stops if run == m.run]
+        end = [(t, step, how) for t, step, how, run in stops if run == m.round]
         if not end:
             return f"#{seq} (acked by the last broker start)"
         t, step, how = end[0]
         lead = 1000 * (t - m.ack)  # negative: the ack was read from the socket after the signal
-        return (f"#{seq} (acked by broker start {m.run}, ended by the {how} at step {step}; "
+        return (f"#{seq} (acked by broker start {m.round}, ended by the {how} at step {step}; "
                 f"ack handled {abs(lead):.1f} ms {'before' if lead >= 0 else 'after'} the signal)")
 
     for s in subs:
-        per_pub: dict[str, list[tuple[int, float, int, Received]]] = {}
-        for m, conn, t in s.messages():
-            try:
-                pub, seq = parse_payload(m.payload)
-            except ValueError:
-                pub, seq = None, 0
-            if pub not in by_name or m.topic != f"{PREFIX}/{pub}":
-                findings.append(f"{s.name}: payload {m.payload[:40]!r} on topic {m.topic}")
-                continue
-            per_pub.setdefault(pub, []).append((conn, t, seq, m))
-
+        got = s.messages()
+        per_pub, bad = by_publisher(s.name, [m for m, _, _ in got], pubs)
+        findings += bad
         for p in pubs:
-            first: dict[int, tuple[int, float]] = {}  # seq -> (connection, time) of its first delivery
-            last = 0
-            unknown, wrong_qos, reordered, q2dups, q1bad = [], [], [], [], []
+            entries = [(seq, *got[i]) for i, seq in per_pub[p.name]]  # (number, message, connection, time)
+            c = check_sequence([seq for seq, _, _, _ in entries], required[p.name], p.sent)
             want_qos = min(p.qos, s.qos)
-            for conn, t, seq, m in per_pub.get(p.name, []):
-                if seq not in p.sent:
-                    unknown.append(f"#{seq}")
-                    continue
-                if m.qos != want_qos:
-                    wrong_qos.append(f"#{seq} at QoS {m.qos}")
-                if seq not in first:
-                    first[seq] = conn, t
-                    if seq < last:
-                        reordered.append(f"#{seq} after #{last} (connection {conn}, {since(t)})")
-                    last = max(last, seq)
-                    continue
-                c1, t1 = first[seq]
+            reordered, q2dups, q1bad = [], [], []
+            for r, last in c.reordered:
+                seq, _, conn, t = entries[r]
+                reordered.append(f"#{seq} after #{last} (connection {conn}, {since(t)})")
+            for r in c.repeats:
+                seq, m, conn, t = entries[r]
+                _, _, c1, t1 = entries[c.first[seq]]
                 how, ended = s.ends.get(c1, ("", t))
                 again = (f"#{seq} first on connection {c1} ({since(t1)})"
                          + (f", which ended by {how}," if how else "")
@@ -492,20 +356,18 @@ def check(subs: list[Subscriber], pubs: list[Publisher], stops, required, counts
                 else:
                     q1bad.append(again)
                 counts["qos1 duplicates with DUP"] += int(m.qos == 1 and m.dup)
-            counts["delivered"] += len(first)
+            counts["delivered"] += len(c.first)
             counts["qos2 duplicates"] += len(q2dups)
-            missing = sorted(required[p.name] - first.keys())
             what = f"{s.name} (v{'5' if s.version == V5 else '3.1.1'} QoS {s.qos}) from {p.name} (QoS {p.qos})"
-            for label, items in (
-                ("acknowledged messages lost", [describe_lost(p, q) for q in missing]),
+            report(findings, what, (
+                ("acknowledged messages lost", [describe_lost(p, q) for q in c.missing]),
                 ("out of order", reordered),
                 ("QoS 2 duplicates", q2dups),
                 ("QoS 1 duplicates MQTT does not allow", q1bad),
-                ("never published", unknown),
-                (f"delivered at the wrong QoS (want {want_qos})", wrong_qos),
-            ):
-                if items:
-                    findings.append(f"{what}: {label}: {len(items)}, first: " + "; ".join(items[:SHOW]))
+                ("never published", [f"#{entries[r][0]}" for r in c.unexpected]),
+                (f"delivered at the wrong QoS (want {want_qos})",
+                 [f"#{seq} at QoS {m.qos}" for seq, m, _, _ in entries if seq in p.sent and m.qos != want_qos]),
+            ))
     return findings
 
 

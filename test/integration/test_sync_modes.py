@@ -43,13 +43,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from harness import (
-    HOST, V311, V5, Broker, Client, assert_sequence, describe_status, lmdb_page_size,
+    HOST, V311, V5, Broker, Client, assert_sequence, check_sequence, describe_status, lmdb_page_size,
     numbered_payload, sanitizer_env, seqs_of, stop_traced,
 )
-from kill_load import Publisher, parse_payload
+from kill_load import SHOW, Publisher, by_publisher, drain, finish_all, report
 
 WAIT = 20.0  # only stops a hung test
-SHOW = 8     # offending items shown per finding
 
 
 # --------------------------------------------------------------------------
@@ -467,32 +466,14 @@ LOAD_FILTER = "load/#"
 
 
 def drain_load(broker: Broker, required: dict[str, set[int]]) -> dict[str, list]:
-    """Connects every subscriber and waits until each has every required
-    message and nothing new came for 1 s (or nothing new for 5 s). Returns
+    """Connects every subscriber and drains them (kill_load.drain). Returns
     each subscriber's messages, in arrival order."""
     subs = {name: Client(broker, name, version=V5, persistent=True, session_expiry=3600)
             for name, _ in LOAD_SUBSCRIBERS}
     try:
         for name, c in subs.items():
             assert c.session_present, f"{name}: persistent session not present at the drain"
-
-        def complete(c: Client) -> bool:
-            got: dict[str, set[int]] = {}
-            for m in c.messages():
-                pub, seq = parse_payload(m.payload)
-                got.setdefault(pub, set()).add(seq)
-            return all(required[p] <= got.get(p, set()) for p in required)
-
-        last, changed = -1, time.monotonic()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            count = sum(len(c.messages()) for c in subs.values())
-            now = time.monotonic()
-            if count != last:
-                last, changed = count, now
-            if now - changed >= 5.0 or (now - changed >= 1.0 and all(complete(c) for c in subs.values())):
-                break
-            time.sleep(0.1)
+        drain([c.messages for c in subs.values()], required)
         return {name: c.messages() for name, c in subs.items()}
     finally:
         for c in subs.values():
@@ -506,48 +487,27 @@ def check_load(received: dict[str, list], pubs: list[Publisher]) -> tuple[list[s
     findings = []
     delivered = 0
     sub_qos = dict(LOAD_SUBSCRIBERS)
-    by_name = {p.name: p for p in pubs}
     for sub, msgs in received.items():
-        per_pub: dict[str, list] = {p.name: [] for p in pubs}
-        for m in msgs:
-            try:
-                pub, seq = parse_payload(m.payload)
-            except ValueError:
-                findings.append(f"{sub}: unexpected payload {m.payload[:40]!r} on {m.topic}")
-                continue
-            if pub not in by_name or m.topic != f"load/{pub}":
-                findings.append(f"{sub}: payload {m.payload[:40]!r} on topic {m.topic}")
-                continue
-            per_pub[pub].append((seq, m))
+        per_pub, bad = by_publisher(sub, msgs, pubs)
+        findings += bad
         for p in pubs:
-            seqs = [seq for seq, _ in per_pub[p.name]]
+            seqs = [seq for _, seq in per_pub[p.name]]
+            c = check_sequence(seqs, p.acked(), p.sent)
             want_qos = min(p.qos, sub_qos[sub])
-            seen, dups, reordered, last = set(), [], [], 0
-            for seq in seqs:
-                if seq in seen:
-                    dups.append(seq)
-                    continue
-                seen.add(seq)
-                if seq < last:
-                    reordered.append(f"#{seq} after #{last}")
-                last = max(last, seq)
-            delivered += len(seen)
+            delivered += len(c.first)
 
             def where(seq):
-                s = p.sent.get(seq)
-                return f"#{seq} (round {s.round}{', acked' if s and s.ack is not None else ', not acked'})" if s else f"#{seq}"
+                s = p.sent[seq]
+                return f"#{seq} (round {s.round}{', acked' if s.ack is not None else ', not acked'})"
 
-            what = f"{sub} (QoS {sub_qos[sub]}) from {p.name} (QoS {p.qos})"
-            for label, items in (
-                ("acknowledged messages lost", [where(s) for s in sorted(p.acked() - seen)]),
-                ("duplicates", [where(s) for s in dups]),
-                ("out of order", reordered),
-                ("never published", [f"#{s}" for s in sorted(seen - p.sent.keys())]),
+            report(findings, f"{sub} (QoS {sub_qos[sub]}) from {p.name} (QoS {p.qos})", (
+                ("acknowledged messages lost", [where(s) for s in c.missing]),
+                ("duplicates", [where(seqs[k]) for k in c.repeats]),
+                ("out of order", [f"#{seqs[k]} after #{last}" for k, last in c.reordered]),
+                ("never published", [f"#{s}" for s in sorted({seqs[k] for k in c.unexpected})]),
                 (f"delivered at the wrong QoS (want {want_qos})",
-                 [f"#{seq} at QoS {m.qos}" for seq, m in per_pub[p.name] if m.qos != want_qos]),
-            ):
-                if items:
-                    findings.append(f"{what}: {label}: {len(items)}, first: " + "; ".join(items[:SHOW]))
+                 [f"#{seq} at QoS {msgs[i].qos}" for i, seq in per_pub[p.name] if msgs[i].qos != want_qos]),
+            ))
     return findings, delivered
 
 
@@ -588,10 +548,7 @@ def test_publish_mode_kill_loop(broker):
             for p in pubs:
                 p.resume(rnd)
             time.sleep(FINAL_SEGMENT)
-            for p in pubs:
-                p.finish()
-            for p in pubs:
-                p.wait_stopped("at the end")
+            finish_all(pubs)
         except Exception as e:
             raise AssertionError(f"seed {SEED}, round {rnd}: {type(e).__name__}: {e}") from e
         required = {p.name: p.acked() for p in pubs}
