@@ -36,7 +36,7 @@ void store_close(struct store *st)
 		buf_free(plain[i]);
 	}
 	free(st->pend);
-	free(st->refd);
+	u64map_free(&st->refd);
 	u64map_free(&st->newb);
 	free(st->path);
 	free(st);

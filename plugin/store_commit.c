@@ -47,47 +47,11 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *prefix, size_
 }
 
 /* The entry of body store_id in the transaction's count changes (added
- * when missing); NULL when out of memory. store_refs_flush writes them. */
+ * zeroed when missing); NULL when out of memory, which body 0 (st->refd0)
+ * never is. store_refs_flush writes them. */
 static struct ref_delta *refd_entry(struct store *st, uint64_t store_id)
 {
-	struct ref_delta *e;
-
-	if((st->refd_n + 1) * 2 > st->refd_cap){
-		size_t cap = st->refd_cap ? st->refd_cap * 2 : 256;
-		struct ref_delta *t = calloc(cap, sizeof(*t));
-		if(!t){
-			return NULL;
-		}
-		for(size_t i = 0; i < st->refd_cap; i++){
-			if(st->refd[i].gen == st->refd_gen){
-				size_t j = (size_t)(st->refd[i].store_id * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
-				while(t[j].gen == 1){
-					j = (j + 1) & (cap - 1);
-				}
-				t[j] = st->refd[i];
-				t[j].gen = 1;
-			}
-		}
-		free(st->refd);
-		st->refd = t;
-		st->refd_cap = cap;
-		st->refd_gen = 1;
-	}
-	size_t i = (size_t)(store_id * 0x9E3779B97F4A7C15ull >> 20) & (st->refd_cap - 1);
-	while(st->refd[i].gen == st->refd_gen && st->refd[i].store_id != store_id){
-		i = (i + 1) & (st->refd_cap - 1);
-	}
-	e = &st->refd[i];
-	if(e->gen != st->refd_gen){
-		e->gen = st->refd_gen;
-		e->store_id = store_id;
-		e->delta = 0;
-		e->refs0 = 0;
-		e->released = false;
-		e->created = false;
-		st->refd_n++;
-	}
-	return e;
+	return store_id ? u64map_add(&st->refd, store_id) : &st->refd0;
 }
 
 int store_refd_add(struct store *st, uint64_t store_id, int64_t delta)
@@ -115,11 +79,31 @@ static int refd_release(struct store *st, uint64_t store_id)
 
 void store_refd_reset(struct store *st)
 {
-	st->refd_n = 0;
-	if(++st->refd_gen == 0){
-		memset(st->refd, 0, st->refd_cap * sizeof(*st->refd));
-		st->refd_gen = 1;
+	u64map_clear(&st->refd);
+	st->refd0 = (struct ref_delta){0};
+}
+
+/* Whether store_refs_flush has anything to write for e. */
+static bool refd_changes(const struct ref_delta *e)
+{
+	return e->delta != 0 || e->released;
+}
+
+/* Makes every count change absolute, written as a refs record whatever
+ * the body's own record says (refs_upgrade); the number of bodies. */
+uint64_t store_refd_absolute(struct store *st)
+{
+	struct ref_delta *e = &st->refd0;
+	uint64_t n = 0;
+
+	for(size_t c = 0; e; e = u64map_next(&st->refd, &c, NULL)){
+		if(refd_changes(e)){
+			e->created = true;
+			e->refs0 = -1;
+			n++;
+		}
 	}
+	return n;
 }
 
 /* A stored value that could not be opened inside a transaction: its body
@@ -251,18 +235,20 @@ static int body_refs0(struct store *st, MDB_txn *txn, const uint8_t *key, int64_
 int store_refs_flush(struct store *st, MDB_txn *txn)
 {
 	uint8_t key[8], sealed[8 + SEAL_OVERHEAD], ad[1 + 8], be[8];
+	struct ref_delta *e = &st->refd0;
+	uint64_t store_id = 0;
 	int rc = 0;
 
-	for(size_t i = 0; rc == 0 && i < st->refd_cap; i++){
-		struct ref_delta *e = &st->refd[i];
+	/* Body 0's changes, then the map's. */
+	for(size_t c = 0; rc == 0 && e; e = u64map_next(&st->refd, &c, &store_id)){
 		MDB_val k = {sizeof(key), key}, v;
 		int64_t count = 0, implied = -1;
 		bool stored;
 
-		if(e->gen != st->refd_gen || (e->delta == 0 && !e->released)){
+		if(!refd_changes(e)){
 			continue;
 		}
-		put_be64(key, e->store_id);
+		put_be64(key, store_id);
 		rc = mdb_get(txn, st->dbi[DB_REFS], &k, &v);
 		stored = rc == 0;
 		if(rc == MDB_NOTFOUND){

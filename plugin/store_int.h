@@ -69,12 +69,11 @@ struct pending {
 };
 #define PENDING_NONE UINT32_MAX
 
-/* How one transaction changes the reference count of one body (refs). */
+/* How one transaction changes the reference count of one body (refs), by
+ * store id in st->refd. */
 struct ref_delta {
-	uint64_t store_id;
 	int64_t delta;
 	int64_t refs0;   /* with created: the count the body's record holds */
-	uint32_t gen;    /* in use in generation st->refd_gen only */
 	bool released;   /* the broker released the body (store_msg_release) */
 	bool created;    /* the body was put in this transaction */
 };
@@ -125,9 +124,8 @@ struct store {
 	size_t ops_sealed;           /* sealed part, left by a failed commit before the writer runs */
 	size_t ops_marked;           /* ops before this offset are before the last OP_MARK */
 	struct seal *wseal;          /* the writer's: seals what it commits, opens counts */
-	struct ref_delta *refd;      /* the transaction's count changes, open addressing */
-	size_t refd_cap, refd_n;
-	uint32_t refd_gen;
+	struct u64map refd;          /* the transaction's count changes: store id -> struct ref_delta */
+	struct ref_delta refd0;      /* body 0's, which refd cannot hold: all zero, as if absent, until used */
 	struct buf wpt;              /* plaintext scratch of the transaction */
 	struct u64map newb;          /* store id -> struct new_body */
 	struct pending *pend;        /* open addressing, pend_cap a power of two */
@@ -205,6 +203,7 @@ uint64_t store_mono_ms(const struct timespec *ts);
 bool store_open_in_txn(struct store *st, enum store_db db, const uint8_t *key, size_t klen,
 		const uint8_t *v, size_t vlen);
 const char *store_rc_strerror(int rc);
+uint64_t store_refd_absolute(struct store *st);
 int store_refd_add(struct store *st, uint64_t store_id, int64_t delta);
 void store_refd_reset(struct store *st);
 int store_refs_flush(struct store *st, MDB_txn *txn);

@@ -530,15 +530,7 @@ static int refs_upgrade(struct store *st, struct guarded *g, char *err, size_t e
 		mdb_cursor_close(cur);
 	}
 	if(rc == MDB_NOTFOUND){
-		/* Absolute counts: written as records whatever a body's own
-		 * record says. */
-		for(size_t i = 0; i < st->refd_cap; i++){
-			if(st->refd[i].gen == st->refd_gen){
-				st->refd[i].created = true;
-				st->refd[i].refs0 = -1;
-			}
-		}
-		bodies = st->refd_n;
+		bodies = store_refd_absolute(st);
 		rc = store_refs_flush(st, txn);
 	}
 	if(rc == 0){
@@ -675,6 +667,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	st->log = log;
 	st->lock_fd = -1;
 	u64map_init(&st->newb, sizeof(struct new_body));
+	u64map_init(&st->refd, sizeof(struct ref_delta));
 	st->read_only = flags & STORE_READ_ONLY;
 	st->no_sync = flags & STORE_NO_SYNC;
 	st->lazy = flags & STORE_LAZY;
