@@ -5,7 +5,6 @@
  * it sends a PUBLISH packet on a socket: a crash at an exact point (in the
  * middle of a routing, for one). */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,8 +13,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/uio.h>
 #include <unistd.h>
+
+#include "io_fault.h"
 
 /* The control file's first line (empty when there is none). */
 static void fault_mode(char *mode, size_t cap)
@@ -47,27 +47,6 @@ static int fault_errno(void)
 	return 0;
 }
 
-/* Whether fd is open on a file whose path ends with suffix. */
-static int is_file(int fd, const char *suffix)
-{
-	char link[64], target[4096];
-	ssize_t n;
-
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
-	if(n <= 0){
-		return 0;
-	}
-	target[n] = '\0';
-	n -= (ssize_t)strlen(suffix);
-	return n >= 0 && !strcmp(target + n, suffix);
-}
-
-static int is_data_file(int fd)
-{
-	return is_file(fd, "/data.mdb");
-}
-
 /* After n bytes of buf were sent on fd: the crash the control file asks for. */
 static void kill_after_send(int fd, const void *buf, ssize_t n)
 {
@@ -82,40 +61,15 @@ static void kill_after_send(int fd, const void *buf, ssize_t n)
 	}
 }
 
-static int should_fail(int fd)
+/* For io_fault.h: writes and syncs of data.mdb fail while the control file says so. */
+static int io_fault_fails(int fd)
 {
-	int e = is_data_file(fd) ? fault_errno() : 0;
+	int e = io_fault_on_file(fd, "/data.mdb") ? fault_errno() : 0;
 
 	if(e){
 		errno = e;
 	}
 	return e != 0;
-}
-
-#define REAL(name) static __typeof__(name) *real; if(!real){ real = (__typeof__(name) *)dlsym(RTLD_NEXT, #name); }
-
-int fdatasync(int fd)
-{
-	REAL(fdatasync);
-	return should_fail(fd) ? -1 : real(fd);
-}
-
-int fsync(int fd)
-{
-	REAL(fsync);
-	return should_fail(fd) ? -1 : real(fd);
-}
-
-ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
-{
-	REAL(pwrite);
-	return should_fail(fd) ? -1 : real(fd, buf, n, off);
-}
-
-ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
-{
-	REAL(pwrite64);
-	return should_fail(fd) ? -1 : real(fd, buf, n, off);
 }
 
 ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -124,22 +78,4 @@ ssize_t send(int fd, const void *buf, size_t n, int flags)
 	ssize_t w = real(fd, buf, n, flags);
 	kill_after_send(fd, buf, w);
 	return w;
-}
-
-ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-	REAL(pwritev);
-	return should_fail(fd) ? -1 : real(fd, iov, cnt, off);
-}
-
-ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-	REAL(pwritev64);
-	return should_fail(fd) ? -1 : real(fd, iov, cnt, off);
-}
-
-ssize_t write(int fd, const void *buf, size_t n)
-{
-	REAL(write);
-	return should_fail(fd) ? -1 : real(fd, buf, n);
 }

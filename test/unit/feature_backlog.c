@@ -15,13 +15,6 @@
 
 #include "feature_util.h"
 
-#define SEQ_MASK ((1ull << STORE_SEQ_SHIFT) - 1)
-
-struct fx {
-	struct fstore fs;
-	struct plugin pl;
-};
-
 /* The session "phone" with messages 1..n stored (store ids 101.., packet
  * ids 1..n of the broker run that stored them). */
 static void seed(struct store *st, uint64_t n)
@@ -29,51 +22,21 @@ static void seed(struct store *st, uint64_t n)
 	struct rec_session s = {.clientid = "phone", .session_expiry_interval = 3600};
 
 	assert_int_equal(store_session_put(st, &s), STORE_OK);
-	for(uint64_t i = 1; i <= n; i++){
-		struct rec_base_msg m = {.topic = "inbox/phone", .payload = {(const uint8_t *)"hi", 2}, .qos = 1};
-		struct rec_queue q = {.store_id = 100 + i, .mid = (uint16_t)i, .qos = 1, .direction = MSG_DIR_OUT,
-			.state = MSG_STATE_QUEUED};
-
-		assert_int_equal(store_msg_put(st, 100 + i, &m), STORE_OK);
-		assert_int_equal(store_queue_append(st, "phone", i, &q), STORE_OK);
-	}
-	assert_int_equal(store_commit(st), STORE_OK);
+	store_phone_queue(st, n);
 }
 
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
+	static const struct plugin_config cfg = {.queue_storage = QUEUE_STORAGE_DISK, .queue_window = 4};
+	struct feature_fx *fx = feature_fx_setup(state, sizeof(*fx), &cfg, false);
 
-	fake_reset();
+	if(!fx){
+		return -1;
+	}
 	/* The plugin nudges the broker to fill a connected client's in-flight
 	 * window by deleting a packet id none of its messages has. */
 	fake.answer[FAKE_ENTRY_DROP] = BROKER_NOT_FOUND;
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
-		return -1;
-	}
-	fx->pl.cfg.queue_storage = QUEUE_STORAGE_DISK;
-	fx->pl.cfg.queue_window = 4;
-	if(features_new(&fx->pl)){
-		features_free(&fx->pl);
-		store_close(fx->pl.store);
-		fstore_remove(&fx->fs);
-		free(fx);
-		return -1;
-	}
 	seed(fx->pl.store, 10);
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	features_free(&fx->pl);
-	store_close(fx->pl.store);
-	fstore_remove(&fx->fs);
-	free(fx);
 	return 0;
 }
 
@@ -119,22 +82,6 @@ static void acknowledged(struct plugin *pl, uint64_t n)
 	assert_true(features_entry_gone(pl, &e));
 }
 
-/* The messages handed back, as the client's message numbers: "1 2 3". */
-static const char *handed(void)
-{
-	static char out[256];
-	size_t len = 0;
-
-	out[0] = '\0';
-	for(size_t i = 0; i < fake_count(FAKE_ENTRY_ADD); i++){
-		const struct fake_call *c = fake_nth(FAKE_ENTRY_ADD, i);
-		assert_string_equal(c->clientid, "phone");
-		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%llu", len ? " " : "",
-				(unsigned long long)(c->seq & SEQ_MASK));
-	}
-	return out;
-}
-
 /* The in-flight nudges (deletions of a packet id) never name a packet id
  * a handed-back message has. */
 static void nudges_miss_every_message(void)
@@ -149,19 +96,11 @@ static void nudges_miss_every_message(void)
 	}
 }
 
-static struct feature_stats stats(const struct plugin *pl)
-{
-	struct feature_stats s;
-
-	features_stats(pl, &s);
-	return s;
-}
-
 /* An offline session the broker holds messages of is let go of at the
  * tick; a connected one, or one with a PUBREL outstanding, is not. */
 static void test_offline_sessions_released(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	struct entry q2 = {.clientid = "phone", .seq = 7, .q = {.store_id = 107, .mid = 7, .qos = 2,
 		.direction = MSG_DIR_OUT, .state = MSG_STATE_WAIT_FOR_PUBCOMP}};
@@ -182,7 +121,7 @@ static void test_offline_sessions_released(void **state)
 	features_tick(pl);
 	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);
 	assert_string_equal(fake_nth(FAKE_QUEUE_RELEASE, 0)->clientid, "phone");
-	assert_int_equal(stats(pl).backlog_releases, 1);
+	assert_int_equal(plugin_stats(pl).backlog_releases, 1);
 	assert_true(backlog_released(pl, "phone"));
 	features_tick(pl);
 	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);   /* once */
@@ -193,7 +132,7 @@ static void test_offline_sessions_released(void **state)
  * acknowledged; nothing twice. */
 static void test_hand_back_in_parts(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	session_added(pl);
@@ -202,23 +141,23 @@ static void test_hand_back_in_parts(void **state)
 	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);
 
 	returns(pl);
-	assert_string_equal(handed(), "1 2 3 4");
+	assert_string_equal(handed("phone"), "1 2 3 4");
 	features_tick(pl);
-	assert_string_equal(handed(), "1 2 3 4");   /* none acknowledged yet */
+	assert_string_equal(handed("phone"), "1 2 3 4");   /* none acknowledged yet */
 	acknowledged(pl, 1);
 	features_tick(pl);
-	assert_string_equal(handed(), "1 2 3 4");   /* 3 of 4 still held */
+	assert_string_equal(handed("phone"), "1 2 3 4");   /* 3 of 4 still held */
 	acknowledged(pl, 2);
 	features_tick(pl);
-	assert_string_equal(handed(), "1 2 3 4 5 6");
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6");
 	for(uint64_t n = 3; n <= 6; n++){
 		acknowledged(pl, n);
 	}
 	features_tick(pl);
-	assert_string_equal(handed(), "1 2 3 4 5 6 7 8 9 10");
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7 8 9 10");
 	features_tick(pl);
-	assert_string_equal(handed(), "1 2 3 4 5 6 7 8 9 10");
-	assert_int_equal(stats(pl).backlog_loaded, 10);
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7 8 9 10");
+	assert_int_equal(plugin_stats(pl).backlog_loaded, 10);
 	/* Each body went to the broker once, with its message. */
 	assert_int_equal(fake_count(FAKE_BODY_ADD), 10);
 	nudges_miss_every_message();
@@ -231,7 +170,7 @@ static void test_hand_back_in_parts(void **state)
  * flight at once went out ahead of the backlog: counted. */
 static void test_routed_during_hand_back_taken_back(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	struct entry routed = {.clientid = "phone", .seq = 11, .q = {.store_id = 111, .mid = 5, .qos = 1,
 		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
@@ -242,10 +181,10 @@ static void test_routed_during_hand_back_taken_back(void **state)
 	features_client_disconnected(pl, "phone");
 	features_tick(pl);
 	returns(pl);
-	assert_string_equal(handed(), "1 2 3 4");
+	assert_string_equal(handed("phone"), "1 2 3 4");
 	features_entry_added(pl, &routed);
 	features_entry_added(pl, &ahead);
-	assert_int_equal(stats(pl).backlog_out_of_order, 1);
+	assert_int_equal(plugin_stats(pl).backlog_out_of_order, 1);
 	assert_true(fake_logged("went out ahead of its stored backlog"));
 	features_tick(pl);
 	assert_int_equal(fake_count(FAKE_ENTRY_TAKE), 1);
@@ -259,25 +198,25 @@ static void test_routed_during_hand_back_taken_back(void **state)
  * still gets its stored queue, at the connection, whole. */
 static void test_connected_without_auth(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	session_added(pl);
 	features_client_disconnected(pl, "phone");
 	features_tick(pl);
 	features_client_connected(pl, "phone");
-	assert_string_equal(handed(), "1 2 3 4 5 6 7 8 9 10");
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7 8 9 10");
 	assert_true(fake_logged("without this plugin's BASIC_AUTH"));
-	assert_int_equal(stats(pl).backlog_loaded, 10);
+	assert_int_equal(plugin_stats(pl).backlog_loaded, 10);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_offline_sessions_released, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_hand_back_in_parts, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_routed_during_hand_back_taken_back, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_offline_sessions_released, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_hand_back_in_parts, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_routed_during_hand_back_taken_back, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

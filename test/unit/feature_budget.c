@@ -16,8 +16,7 @@
 #include "feature_util.h"
 
 struct fx {
-	struct fstore fs;
-	struct plugin pl;
+	struct feature_fx base;
 	uint64_t used;    /* the store's pages in use after the seed */
 };
 
@@ -41,35 +40,14 @@ static void seed(struct store *st)
 
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
+	static const struct plugin_config cfg = {.control_users = "ops"};
+	struct fx *fx = feature_fx_setup(state, sizeof(*fx), &cfg, false);
 
-	fake_reset();
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
+	if(!fx){
 		return -1;
 	}
-	seed(fx->pl.store);
-	fx->used = store_used_bytes(fx->pl.store);
-	fx->pl.cfg.control_users = "ops";
-	if(features_new(&fx->pl)){
-		features_free(&fx->pl);
-		store_close(fx->pl.store);
-		fstore_remove(&fx->fs);
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	features_free(&fx->pl);
-	store_close(fx->pl.store);
-	fstore_remove(&fx->fs);
-	free(fx);
+	seed(fx->base.pl.store);
+	fx->used = store_used_bytes(fx->base.pl.store);
 	return 0;
 }
 
@@ -91,19 +69,11 @@ static bool connect_refused(struct plugin *pl, const char *id, bool transient, c
 	return features_client_auth(pl, &c);
 }
 
-static struct feature_stats stats(const struct plugin *pl)
-{
-	struct feature_stats s;
-
-	features_stats(pl, &s);
-	return s;
-}
-
 /* Under the budget nothing is refused. */
 static void test_under_budget(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct feature_stats s;
 
 	pl->cfg.max_db_size = (size_t)fx->used + (1 << 20);
@@ -111,7 +81,7 @@ static void test_under_budget(void **state)
 	assert_int_equal(publish(pl, "pub", "news", 1, true, 100), VERDICT_ACCEPT);
 	assert_false(connect_refused(pl, "newcomer", false, NULL));
 	assert_false(features_subscribe(pl, "phone"));
-	s = stats(pl);
+	s = plugin_stats(pl);
 	assert_int_equal(s.refused_over_budget + s.refused_retained + s.refused_sessions + s.refused_subscriptions, 0);
 	assert_false(fake_logged("plugin_opt_max_db_size"));
 }
@@ -123,7 +93,7 @@ static void test_under_budget(void **state)
 static void test_offline_messages_refused(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used;
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_REFUSE);
@@ -131,7 +101,7 @@ static void test_offline_messages_refused(void **state)
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 0, false, 10), VERDICT_ACCEPT);
 	assert_int_equal(publish(pl, "pub5", "live/x", 1, false, 10), VERDICT_ACCEPT);
 	assert_int_equal(publish(pl, "pub5", "elsewhere", 1, false, 10), VERDICT_ACCEPT);
-	assert_int_equal(stats(pl).refused_over_budget, 2);
+	assert_int_equal(plugin_stats(pl).refused_over_budget, 2);
 	assert_true(fake_logged("plugin_opt_max_db_size"));
 }
 
@@ -140,14 +110,14 @@ static void test_offline_messages_refused(void **state)
 static void test_retained_refused_clearing_passes(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used;
 	assert_int_equal(publish(pl, "pub5", "status/x", 1, true, 500000), VERDICT_REFUSE);
 	assert_int_equal(publish(pl, "pub5", "status/x", 0, true, 5), VERDICT_REFUSE);
 	assert_int_equal(publish(pl, "pub5", "status/x", 1, true, 0), VERDICT_ACCEPT);
-	assert_int_equal(stats(pl).refused_retained, 2);
-	assert_int_equal(stats(pl).refused_over_budget, 0);
+	assert_int_equal(plugin_stats(pl).refused_retained, 2);
+	assert_int_equal(plugin_stats(pl).refused_over_budget, 0);
 }
 
 /* At the budget a connection that would start a stored session is refused;
@@ -157,7 +127,7 @@ static void test_retained_refused_clearing_passes(void **state)
 static void test_sessions_and_subscriptions(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used;
 	/* MQTT 5 (clean start or not) and MQTT 3.1.1 without a clean session. */
@@ -168,11 +138,11 @@ static void test_sessions_and_subscriptions(void **state)
 	assert_false(connect_refused(pl, "phone", false, NULL));
 	assert_false(connect_refused(pl, "console", false, "ops"));
 	assert_true(connect_refused(pl, "console", false, "alice"));
-	assert_int_equal(stats(pl).refused_sessions, 4);
+	assert_int_equal(plugin_stats(pl).refused_sessions, 4);
 
 	assert_true(features_subscribe(pl, "phone"));
 	assert_false(features_subscribe(pl, "transient"));
-	assert_int_equal(stats(pl).refused_subscriptions, 1);
+	assert_int_equal(plugin_stats(pl).refused_subscriptions, 1);
 	assert_int_equal(fake.n_calls, 0);
 }
 
@@ -181,13 +151,13 @@ static void test_sessions_and_subscriptions(void **state)
 static void test_admitted_bytes_count(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used + 1000;
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 600), VERDICT_ACCEPT);
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 600), VERDICT_ACCEPT);
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 600), VERDICT_REFUSE);
-	assert_int_equal(stats(pl).refused_over_budget, 1);
+	assert_int_equal(plugin_stats(pl).refused_over_budget, 1);
 }
 
 /* Once the store is back under the budget, what was refused is accepted
@@ -195,7 +165,7 @@ static void test_admitted_bytes_count(void **state)
 static void test_back_under_budget(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used;
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_REFUSE);
@@ -204,34 +174,34 @@ static void test_back_under_budget(void **state)
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_ACCEPT);
 	assert_false(connect_refused(pl, "newcomer", false, NULL));
 	assert_true(fake_logged("back under"));
-	assert_int_equal(stats(pl).refused_over_budget, 1);
-	assert_int_equal(stats(pl).refused_sessions, 1);
+	assert_int_equal(plugin_stats(pl).refused_over_budget, 1);
+	assert_int_equal(plugin_stats(pl).refused_sessions, 1);
 }
 
 /* QoS 0 without retain is not stored: it does not count. */
 static void test_qos0_not_admitted(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used + 1000;
 	for(int i = 0; i < 10; i++){
 		assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 0, false, 600), VERDICT_ACCEPT);
 	}
 	assert_int_equal(publish(pl, "pub5", "inbox/phone/x", 1, false, 10), VERDICT_ACCEPT);
-	assert_int_equal(stats(pl).refused_over_budget, 0);
+	assert_int_equal(plugin_stats(pl).refused_over_budget, 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_under_budget, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_offline_messages_refused, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_retained_refused_clearing_passes, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_sessions_and_subscriptions, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_admitted_bytes_count, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_qos0_not_admitted, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_back_under_budget, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_under_budget, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_offline_messages_refused, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_retained_refused_clearing_passes, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sessions_and_subscriptions, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_admitted_bytes_count, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_qos0_not_admitted, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_back_under_budget, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

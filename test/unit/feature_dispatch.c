@@ -2,7 +2,7 @@
  * a message's and a client's life, and that it tells every module that
  * must hear of it. The store and the journal are real ones; a full device
  * is played by failing the store's writes of its data file with ENOSPC
- * (the write and sync functions are interposed below). */
+ * (../faults/io_fault.h interposes the write and sync functions). */
 #define _GNU_SOURCE
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,94 +10,35 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/uio.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "feature_util.h"
+#include "../faults/io_fault.h"
 
 /* ---- a full device ---- */
 
 static atomic_bool g_device_full;
 
-/* Whether fd is the store's data file, while the device is to be full. */
-static bool fail_full(int fd)
+/* For io_fault.h: writes and syncs of the store's data file fail with
+ * ENOSPC while the device is to be full. */
+static int io_fault_fails(int fd)
 {
-	char link[64], target[4096];
-	ssize_t n;
-
-	if(!atomic_load(&g_device_full)){
-		return false;
-	}
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
-	if(n <= 0){
-		return false;
-	}
-	target[n] = '\0';
-	if(n < 9 || strcmp(target + n - 9, "/data.mdb")){
-		return false;
+	if(!atomic_load(&g_device_full) || !io_fault_on_file(fd, "/data.mdb")){
+		return 0;
 	}
 	errno = ENOSPC;
-	return true;
-}
-
-#define REAL(name) static __typeof__(name) *real; if(!real){ real = (__typeof__(name) *)dlsym(RTLD_NEXT, #name); }
-
-ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
-{
-	REAL(pwrite);
-	return fail_full(fd) ? -1 : real(fd, buf, n, off);
-}
-
-ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
-{
-	REAL(pwrite64);
-	return fail_full(fd) ? -1 : real(fd, buf, n, off);
-}
-
-ssize_t write(int fd, const void *buf, size_t n)
-{
-	REAL(write);
-	return fail_full(fd) ? -1 : real(fd, buf, n);
-}
-
-ssize_t writev(int fd, const struct iovec *iov, int cnt)
-{
-	REAL(writev);
-	return fail_full(fd) ? -1 : real(fd, iov, cnt);
-}
-
-ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-	REAL(pwritev);
-	return fail_full(fd) ? -1 : real(fd, iov, cnt, off);
-}
-
-int fdatasync(int fd)
-{
-	REAL(fdatasync);
-	return fail_full(fd) ? -1 : real(fd);
-}
-
-int fsync(int fd)
-{
-	REAL(fsync);
-	return fail_full(fd) ? -1 : real(fd);
+	return 1;
 }
 
 /* ---- the plugin ---- */
 
 struct fx {
-	struct fstore fs;
-	struct plugin pl;
+	struct feature_fx base;
 	uint64_t used;   /* the store's pages in use after the seed */
 	/* features_entry_gone's answers to the deletions the broker raised
 	 * within its calls (fake.hook) */
@@ -117,47 +58,24 @@ static void seed(struct store *st)
 
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
-	char err[256] = "";
+	static const struct plugin_config cfg = {.dedup_property = "msgid", .dedup_window = 3600,
+		.dedup_max_ids = 1000, .seq_property = "seq"};
+	struct fx *fx;
 
-	fake_reset();
 	atomic_store(&g_device_full, false);
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
+	fx = feature_fx_setup(state, sizeof(*fx), &cfg, true);
+	if(!fx){
 		return -1;
 	}
-	seed(fx->pl.store);
-	fx->used = store_used_bytes(fx->pl.store);
-	fx->pl.cfg.dedup_property = "msgid";
-	fx->pl.cfg.dedup_window = 3600;
-	fx->pl.cfg.dedup_max_ids = 1000;
-	fx->pl.cfg.seq_property = "seq";
-	if(journal_open(&fx->pl.journal, fx->fs.db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err, sizeof(err))
-			!= JOURNAL_OK || features_new(&fx->pl) || features_open(&fx->pl) != BROKER_OK){
-		print_error("setup: %s\n", err);
-		return -1;
-	}
-	fake.hook_ctx = fx;
-	*state = fx;
+	seed(fx->base.pl.store);
+	fx->used = store_used_bytes(fx->base.pl.store);
 	return 0;
 }
 
 static int fx_teardown(void **state)
 {
-	struct fx *fx = *state;
-
 	atomic_store(&g_device_full, false);
-	features_free(&fx->pl);
-	journal_close(fx->pl.journal);
-	store_close(fx->pl.store);
-	fstore_remove(&fx->fs);
-	free(fx);
-	return 0;
-}
-
-static struct bytes msg_id(const char *id)
-{
-	return (struct bytes){(const uint8_t *)id, id ? strlen(id) : 0};
+	return feature_fx_teardown(state);
 }
 
 static enum verdict publish(struct plugin *pl, const char *topic, uint8_t qos, const char *id)
@@ -166,20 +84,6 @@ static enum verdict publish(struct plugin *pl, const char *topic, uint8_t qos, c
 		.source_id = "sensor", .source_username = "alice"}, .msg_id = msg_id(id)};
 
 	return features_publish_in(pl, &p);
-}
-
-static struct feature_stats stats(const struct plugin *pl)
-{
-	struct feature_stats s;
-
-	features_stats(pl, &s);
-	return s;
-}
-
-static struct entry out_entry(const char *clientid, uint64_t seq, uint16_t mid, uint8_t qos)
-{
-	return (struct entry){.clientid = clientid, .seq = seq, .q = {.store_id = 1000 + seq, .mid = mid, .qos = qos,
-		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
 }
 
 /* ---- publishes ---- */
@@ -191,7 +95,7 @@ static struct entry out_entry(const char *clientid, uint64_t seq, uint16_t mid, 
 static void test_disk_full_refuses(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct rec_base_msg m = {.topic = "t", .payload = {(const uint8_t *)"x", 1}, .qos = 1};
 
 	assert_int_equal(store_msg_put(pl->store, 1, &m), STORE_OK);
@@ -203,14 +107,14 @@ static void test_disk_full_refuses(void **state)
 	assert_int_equal(publish(pl, "inbox/phone/a", 1, "m1"), VERDICT_REFUSE);
 	assert_int_equal(publish(pl, "elsewhere", 2, NULL), VERDICT_REFUSE);
 	assert_int_equal(publish(pl, "elsewhere", 0, NULL), VERDICT_ACCEPT);
-	assert_int_equal(stats(pl).refused_disk_full, 2);
+	assert_int_equal(plugin_stats(pl).refused_disk_full, 2);
 	assert_true(fake_logged("is full: refusing QoS 1/2 publishes"));
 
 	assert_int_equal(store_commit(pl->store), STORE_OK);   /* the writes kept buffered go in */
 	assert_false(store_disk_full(pl->store));
 	assert_int_equal(publish(pl, "inbox/phone/a", 1, "m1"), VERDICT_ACCEPT);
 	assert_int_equal(publish(pl, "inbox/phone/a", 1, "m1"), VERDICT_DUPLICATE);
-	assert_int_equal(stats(pl).refused_disk_full, 2);
+	assert_int_equal(plugin_stats(pl).refused_disk_full, 2);
 }
 
 /* At plugin_opt_max_db_size a QoS 1/2 publish for an offline session is
@@ -218,13 +122,13 @@ static void test_disk_full_refuses(void **state)
 static void test_over_budget_refuses(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_db_size = (size_t)fx->used;
 	assert_int_equal(publish(pl, "inbox/phone/a", 1, "m1"), VERDICT_REFUSE);
 	assert_int_equal(publish(pl, "inbox/phone/a", 1, "m1"), VERDICT_REFUSE);
-	assert_int_equal(stats(pl).refused_over_budget, 2);
-	assert_int_equal(stats(pl).duplicates_dropped, 0);
+	assert_int_equal(plugin_stats(pl).refused_over_budget, 2);
+	assert_int_equal(plugin_stats(pl).duplicates_dropped, 0);
 	pl->cfg.max_db_size = 0;
 	assert_int_equal(publish(pl, "inbox/phone/a", 1, "m1"), VERDICT_ACCEPT);
 }
@@ -234,7 +138,7 @@ static void test_over_budget_refuses(void **state)
 static void test_duplicate(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	uint64_t lsn;
 
 	assert_int_equal(publish(pl, "orders", 1, "o-1"), VERDICT_ACCEPT);
@@ -244,8 +148,8 @@ static void test_duplicate(void **state)
 	assert_int_equal(publish(pl, "orders", 2, "o-1"), VERDICT_DUPLICATE);
 	assert_int_equal(journal_last_lsn(pl->journal), lsn);
 	assert_int_equal(publish(pl, "orders", 1, "o-2"), VERDICT_ACCEPT);
-	assert_int_equal(stats(pl).duplicates_dropped, 2);
-	assert_int_equal(stats(pl).dedup_ids, 2);
+	assert_int_equal(plugin_stats(pl).duplicates_dropped, 2);
+	assert_int_equal(plugin_stats(pl).dedup_ids, 2);
 }
 
 /* A PUBLISH leaving gets its number only at QoS 1/2, only with
@@ -253,7 +157,7 @@ static void test_duplicate(void **state)
 static void test_publish_out_numbers(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct entry e1 = out_entry("phone", 1, 1, 1), e2 = out_entry("phone", 2, 2, 1);
 
 	features_entry_added(pl, &e1);
@@ -268,22 +172,12 @@ static void test_publish_out_numbers(void **state)
 
 /* ---- a session's end ---- */
 
-static int count_will(void *ctx, const struct rec_will *w)
+/* Counts the journal's records by kind. */
+static void count_kind(void *ctx, const struct rec_journal *r)
 {
-	(void)w;
-	(*(int *)ctx)++;
-	return 0;
-}
-
-static int journaled_kind(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
-{
-	struct rec_journal r;
 	int *counts = ctx;
 
-	(void)lsn;
-	assert_int_equal(record_decode_journal(pt, len, &r), 0);
-	counts[r.kind & 31]++;
-	return 0;
+	counts[r->kind & 31]++;
 }
 
 /* features_session_gone: every module forgets the client. Its will delay
@@ -295,16 +189,13 @@ static int journaled_kind(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len
 static void test_session_gone_forgets_everything(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct message publish_q2 = {.m = {.topic = "orders", .payload = {(const uint8_t *)"x", 1}, .qos = 2,
 		.source_id = "phone", .source_username = "bob"}, .msg_id = msg_id("q2")};
 	struct message body = publish_q2, publish_q1 = publish_q2;
-	struct entry in = {.clientid = "phone", .seq = 50, .q = {.store_id = 77, .mid = 9, .qos = 2,
-		.direction = MSG_DIR_IN, .state = MSG_STATE_WAIT_FOR_PUBREL}};
+	struct entry in = in_entry("phone", 50, 77, 9);
 	struct rec_will w = {.clientid = "phone", .topic = "will/phone", .payload = {(const uint8_t *)"x", 1}, .qos = 1};
 	int kinds[32] = {0};
-	uint64_t unreadable = 0;
-	int wills = 0;
 
 	body.store_id = 77;
 	publish_q1.m.qos = 1;
@@ -336,14 +227,12 @@ static void test_session_gone_forgets_everything(void **state)
 	for(int i = 0; i < 5; i++){
 		features_tick(pl);
 	}
-	assert_int_equal(store_commit(pl->store), STORE_OK);
-	assert_int_equal(store_walk_wills(pl->store, "phone", count_will, &wills), STORE_OK);
-	assert_int_equal(wills, 1);
+	assert_int_equal(stored_wills(pl, "phone"), 1);
 	/* The id is forgotten: even at QoS 1 it is no duplicate. */
 	assert_int_equal(features_publish_in(pl, &publish_q1), VERDICT_ACCEPT);
 	/* The old incoming entry's deletion journals no release. */
 	assert_true(features_entry_gone(pl, &in));
-	assert_int_equal(journal_replay(pl->journal, 0, journaled_kind, kinds, &unreadable), JOURNAL_OK);
+	journal_records(pl->journal, count_kind, kinds);
 	assert_int_equal(kinds[JREC_INCOMING], 1);
 	assert_int_equal(kinds[JREC_SESSION_GONE], 1);
 	assert_int_equal(kinds[JREC_RELEASED_IN], 0);
@@ -370,7 +259,7 @@ static int broker_takes(const struct fake_call *c, void *ctx)
 	struct fx *fx = ctx;
 	struct entry e = out_entry(c->clientid, 11, c->mid, c->qos);
 
-	if(features_entry_gone(&fx->pl, &e)){
+	if(features_entry_gone(&fx->base.pl, &e)){
 		fx->gone_true++;
 	}else{
 		fx->gone_false++;
@@ -386,21 +275,14 @@ static int broker_takes(const struct fake_call *c, void *ctx)
 static void test_taken_entry_not_gone(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct rec_session s = {.clientid = "phone", .session_expiry_interval = 3600};
 	struct client_auth c = {.clientid = "phone"};
 	struct entry routed = out_entry("phone", 11, 5, 1), probe;
 
 	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
 	pl->cfg.queue_window = 2;
-	for(uint64_t n = 1; n <= 4; n++){
-		struct rec_base_msg m = {.topic = "inbox/phone", .payload = {(const uint8_t *)"hi", 2}, .qos = 1};
-		struct rec_queue q = {.store_id = 100 + n, .mid = (uint16_t)n, .qos = 1, .direction = MSG_DIR_OUT,
-			.state = MSG_STATE_QUEUED};
-		assert_int_equal(store_msg_put(pl->store, 100 + n, &m), STORE_OK);
-		assert_int_equal(store_queue_append(pl->store, "phone", n, &q), STORE_OK);
-	}
-	assert_int_equal(store_commit(pl->store), STORE_OK);
+	store_phone_queue(pl->store, 4);
 	features_session_added(pl, &s);
 	features_client_disconnected(pl, "phone");
 	features_tick(pl);
@@ -432,8 +314,7 @@ static void test_taken_entry_not_gone(void **state)
 	}
 	/* An incoming entry's deletion always is. */
 	{
-		struct entry in = {.clientid = "phone", .seq = 20, .q = {.store_id = 120, .mid = 3, .qos = 2,
-			.direction = MSG_DIR_IN, .state = MSG_STATE_WAIT_FOR_PUBREL}};
+		struct entry in = in_entry("phone", 20, 120, 3);
 		assert_true(features_entry_gone(pl, &in));
 	}
 }
@@ -446,7 +327,7 @@ static void test_taken_entry_not_gone(void **state)
 static void test_auth_refused_drops_nothing(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	int64_t now = (int64_t)time(NULL);
 	struct client_auth ghost = {.clientid = "ghost"}, phone = {.clientid = "phone"};
 	const char *ids[] = {"ghost", "phone"};
@@ -466,7 +347,7 @@ static void test_auth_refused_drops_nothing(void **state)
 	assert_false(features_client_auth(pl, &phone));
 	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 1);
 	assert_string_equal(fake_nth(FAKE_ENTRY_DROP, 0)->clientid, "phone");
-	assert_int_equal(stats(pl).refused_sessions, 1);
+	assert_int_equal(plugin_stats(pl).refused_sessions, 1);
 }
 
 int main(void)

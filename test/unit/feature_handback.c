@@ -17,12 +17,10 @@
 
 #include "feature_util.h"
 
-#define SEQ_MASK ((1ull << STORE_SEQ_SHIFT) - 1)
 #define CLIENT "phone"
 
 struct fx {
-	struct fstore fs;
-	struct plugin pl;
+	struct feature_fx base;
 	struct restore_counts counts;  /* of the last start-up hand-over */
 	uint64_t refuse_seq;        /* the entry the broker refuses (its number); 0: none */
 	uint64_t move_in_flight[4]; /* the entries the broker moves in flight at a nudge (their numbers) */
@@ -36,34 +34,7 @@ struct fx {
 
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
-
-	fake_reset();
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
-		return -1;
-	}
-	if(features_new(&fx->pl)){
-		features_free(&fx->pl);
-		store_close(fx->pl.store);
-		fstore_remove(&fx->fs);
-		free(fx);
-		return -1;
-	}
-	fake.hook_ctx = fx;
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	features_free(&fx->pl);
-	store_close(fx->pl.store);
-	fstore_remove(&fx->fs);
-	free(fx);
-	return 0;
+	return feature_fx_setup(state, sizeof(struct fx), NULL, false) ? 0 : -1;
 }
 
 static void put_body(struct store *st, uint64_t store_id)
@@ -105,27 +76,7 @@ static void seed(struct store *st, uint64_t n)
  * restore.c has it done (journaled: the journal names the session). */
 static void restore(struct fx *fx, const struct handover_journal *j, bool journaled)
 {
-	struct handover *h = features_restore_begin(&fx->pl, j);
-
-	assert_non_null(h);
-	assert_int_equal(features_restore_queue(&fx->pl, h, CLIENT, journaled), 0);
-	features_restore_done(&fx->pl, h, &fx->counts);
-}
-
-/* What the broker was handed, as entry numbers: "1 2 3". */
-static const char *handed(void)
-{
-	static char out[256];
-	size_t len = 0;
-
-	out[0] = '\0';
-	for(size_t i = 0; i < fake_count(FAKE_ENTRY_ADD); i++){
-		const struct fake_call *c = fake_nth(FAKE_ENTRY_ADD, i);
-		assert_string_equal(c->clientid, CLIENT);
-		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%llu", len ? " " : "",
-				(unsigned long long)(c->seq & SEQ_MASK));
-	}
-	return out;
+	restore_queue(&fx->base.pl, j, CLIENT, journaled, &fx->counts);
 }
 
 /* The packet ids the broker was handed, in order: "500 502 503". */
@@ -203,7 +154,7 @@ static int move_in_flight(const struct fake_call *c, void *ctx)
 	}
 	fx->moved = true;
 	for(size_t i = 0; i < fx->n_move; i++){
-		struct entry e = {.clientid = CLIENT, .seq = store_queue_seq(fx->pl.store, fx->move_in_flight[i]),
+		struct entry e = {.clientid = CLIENT, .seq = store_queue_seq(fx->base.pl.store, fx->move_in_flight[i]),
 			.q = {.store_id = 100 + fx->move_in_flight[i], .qos = 2, .direction = MSG_DIR_OUT,
 				.state = MSG_STATE_PUBLISH_QOS2}};
 		/* The broker kept the packet id it was handed. */
@@ -213,7 +164,7 @@ static int move_in_flight(const struct fake_call *c, void *ctx)
 				e.q.mid = a->mid;
 			}
 		}
-		fx->updated_stays[i] = features_entry_updated(&fx->pl, &e);
+		fx->updated_stays[i] = features_entry_updated(&fx->base.pl, &e);
 	}
 	return BROKER_NOT_FOUND;
 }
@@ -247,7 +198,7 @@ static bool jhook_pubrel_sent(void *ctx, const char *clientid, uint64_t seq)
 static void test_start_up_in_order(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	for(uint64_t n = 1; n <= 5; n++){
 		put_body(pl->store, 100 + n);
@@ -263,7 +214,7 @@ static void test_start_up_in_order(void **state)
 	assert_int_equal(fx->counts.failed, 0);
 	assert_int_equal(fake_count(FAKE_BODY_ADD), 0);
 	/* The incoming entry is not held back with the outgoing ones. */
-	assert_string_equal(handed(), "6 1 2 3 4 5");
+	assert_string_equal(handed(CLIENT), "6 1 2 3 4 5");
 	assert_string_equal(handed_mids(), "77 11 12 13 14 15");
 	assert_int_equal(fake_nth(FAKE_ENTRY_ADD, 0)->direction, MSG_DIR_IN);
 	assert_int_equal(fake_nth(FAKE_ENTRY_ADD, 1)->direction, MSG_DIR_OUT);
@@ -283,13 +234,13 @@ static void test_start_up_in_order(void **state)
 static void test_refused_entry_removed(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	seed(pl->store, 4);
 	fx->refuse_seq = 2;
 	fake.hook[FAKE_ENTRY_ADD] = refuse_one;
 	restore(fx, NULL, false);
-	assert_string_equal(handed(), "1 2 3 4");
+	assert_string_equal(handed(CLIENT), "1 2 3 4");
 	assert_int_equal(fx->counts.queued, 3);
 	assert_int_equal(fx->counts.failed, 1);
 	assert_string_equal(stored(pl), "1 3 4");
@@ -300,7 +251,7 @@ static void test_refused_entry_removed(void **state)
 static void test_missing_body_removed(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct queue_load ql = {0};
 
 	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
@@ -308,7 +259,7 @@ static void test_missing_body_removed(void **state)
 	put_out(pl->store, 3, 1, 3, MSG_STATE_QUEUED, 999);   /* no body 999 */
 	assert_int_equal(store_commit(pl->store), STORE_OK);
 	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
-	assert_string_equal(handed(), "1 2");
+	assert_string_equal(handed(CLIENT), "1 2");
 	assert_int_equal(ql.loaded, 2);
 	assert_string_equal(stored(pl), "1 2");
 	assert_true(fake_logged("their message bodies are missing"));
@@ -324,7 +275,7 @@ static void test_missing_body_removed(void **state)
 static void test_pubrel_sent_first_and_resumed(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct handover_journal j = {fx, jhook_released_in, jhook_pubrel_sent};
 
 	for(uint64_t n = 1; n <= 4; n++){
@@ -344,7 +295,7 @@ static void test_pubrel_sent_first_and_resumed(void **state)
 	fake.hook[FAKE_ENTRY_DROP] = move_in_flight;
 
 	restore(fx, &j, false);
-	assert_string_equal(handed(), "3 4 1 2");
+	assert_string_equal(handed(CLIENT), "3 4 1 2");
 	assert_string_equal(stored(pl), "1 2 3c 4c");
 	assert_false(has_body(pl, 105));
 	assert_true(has_body(pl, 101));
@@ -370,13 +321,13 @@ static void test_pubrel_sent_first_and_resumed(void **state)
 static void test_pubrel_sent_not_in_flight_logged(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	put_body(pl->store, 101);
 	put_out(pl->store, 1, 2, 1, MSG_STATE_WAIT_FOR_PUBCOMP, 0);
 	assert_int_equal(store_commit(pl->store), STORE_OK);
 	restore(fx, NULL, false);
-	assert_string_equal(handed(), "1");
+	assert_string_equal(handed(CLIENT), "1");
 	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 1);
 	assert_int_equal(fake_count(FAKE_ENTRY_SET_STATE), 0);
 	assert_int_equal(fx->counts.pubrel_resumed, 0);
@@ -389,7 +340,7 @@ static void test_pubrel_sent_not_in_flight_logged(void **state)
 static void test_disk_mode_start_up_keeps_queue_stored(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
 	seed(pl->store, 3);
@@ -407,12 +358,12 @@ static void test_disk_mode_start_up_keeps_queue_stored(void **state)
 static void test_disk_mode_start_up_journaled(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
 	seed(pl->store, 3);
 	restore(fx, NULL, true);
-	assert_string_equal(handed(), "1 2 3");
+	assert_string_equal(handed(CLIENT), "1 2 3");
 	assert_int_equal(fx->counts.queued, 3);
 	assert_int_equal(fake_count(FAKE_BODY_ADD), 3);
 	for(size_t i = 0; i < 3; i++){
@@ -436,7 +387,7 @@ static void test_disk_mode_start_up_journaled(void **state)
 static void test_disk_mode_packet_ids(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	uint8_t mids[MID_MAP_BYTES] = {0};
 	struct queue_load ql = {.mids = mids};
 
@@ -452,7 +403,7 @@ static void test_disk_mode_packet_ids(void **state)
 	mids[501 >> 3] |= 1u << (501 & 7);   /* the broker holds 501 */
 
 	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
-	assert_string_equal(handed(), "1 2 3 4");
+	assert_string_equal(handed(CLIENT), "1 2 3 4");
 	assert_string_equal(handed_mids(), "500 502 503 504");
 	assert_int_equal(ql.loaded, 4);
 	assert_int_equal(ql.next_mid, 504);
@@ -473,14 +424,14 @@ static void test_disk_mode_packet_ids(void **state)
 static void test_queue_load_parts(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	uint8_t mids[MID_MAP_BYTES] = {0};
 	struct queue_load ql = {.max = 2, .mids = mids};
 
 	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
 	seed(pl->store, 6);
 	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
-	assert_string_equal(handed(), "1 2");
+	assert_string_equal(handed(CLIENT), "1 2");
 	assert_int_equal(ql.loaded, 2);
 	assert_int_equal(ql.next_seq & SEQ_MASK, 3);
 	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 0);   /* not kicked */
@@ -488,7 +439,7 @@ static void test_queue_load_parts(void **state)
 	ql = (struct queue_load){.from = ql.next_seq, .before = store_queue_seq(pl->store, 6), .kick = true,
 		.next_mid = ql.next_mid, .mids = mids};
 	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
-	assert_string_equal(handed(), "1 2 3 4 5");
+	assert_string_equal(handed(CLIENT), "1 2 3 4 5");
 	assert_string_equal(handed_mids(), "1 2 3 4 5");
 	assert_int_equal(ql.loaded, 3);
 	assert_int_equal(ql.next_seq, 0);
@@ -503,7 +454,7 @@ static void test_queue_load_parts(void **state)
 static void test_queued_or_dropped(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	uint8_t mids[MID_MAP_BYTES] = {0};
 	struct queue_load ql = {.mids = mids};
 
@@ -531,7 +482,7 @@ static void test_queued_or_dropped(void **state)
 static void test_body_handed_once(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	struct message held = {.store_id = 103, .m = {.topic = "inbox/phone", .payload = {(const uint8_t *)"hi", 2},
 		.qos = 1}};
 	struct queue_load ql = {0};
@@ -548,7 +499,7 @@ static void test_body_handed_once(void **state)
 	features_body_added(pl, &held);
 
 	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
-	assert_string_equal(handed(), "1 2 3 4");
+	assert_string_equal(handed(CLIENT), "1 2 3 4");
 	assert_int_equal(fake_count(FAKE_BODY_ADD), 2);
 	assert_int_equal(fake_nth(FAKE_BODY_ADD, 0)->store_id, 101);
 	assert_int_equal(fake_nth(FAKE_BODY_ADD, 1)->store_id, 102);
@@ -577,7 +528,7 @@ static void test_body_handed_once(void **state)
 static void test_refused_body_not_held(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
 	put_body(pl->store, 101);
@@ -596,7 +547,7 @@ static void test_refused_body_not_held(void **state)
 static void test_queue_load_pubrel_sent(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	uint8_t mids[MID_MAP_BYTES] = {0};
 	struct queue_load ql = {.kick = true, .mids = mids};
 
@@ -610,7 +561,7 @@ static void test_queue_load_pubrel_sent(void **state)
 	fake.hook[FAKE_ENTRY_DROP] = move_in_flight;
 
 	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
-	assert_string_equal(handed(), "1 2");
+	assert_string_equal(handed(CLIENT), "1 2");
 	assert_string_equal(handed_mids(), "300 301");
 	assert_true(fx->moved);
 	assert_int_equal(fake_count(FAKE_ENTRY_SET_STATE), 1);
@@ -623,19 +574,19 @@ static void test_queue_load_pubrel_sent(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_start_up_in_order, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_refused_entry_removed, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_missing_body_removed, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_pubrel_sent_first_and_resumed, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_pubrel_sent_not_in_flight_logged, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_disk_mode_start_up_keeps_queue_stored, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_disk_mode_start_up_journaled, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_disk_mode_packet_ids, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_queue_load_parts, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_queued_or_dropped, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_body_handed_once, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_refused_body_not_held, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_queue_load_pubrel_sent, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_start_up_in_order, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_refused_entry_removed, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_missing_body_removed, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_pubrel_sent_first_and_resumed, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_pubrel_sent_not_in_flight_logged, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_mode_start_up_keeps_queue_stored, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_mode_start_up_journaled, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_mode_packet_ids, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_queue_load_parts, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_queued_or_dropped, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_body_handed_once, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_refused_body_not_held, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_queue_load_pubrel_sent, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

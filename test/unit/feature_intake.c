@@ -14,50 +14,9 @@
 
 #include "feature_util.h"
 
-struct fx {
-	struct fstore fs;
-	struct plugin pl;
-};
-
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
-	char err[256];
-
-	fake_reset();
-	if(!fx){
-		return -1;
-	}
-	if(fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
-		return -1;
-	}
-	if(journal_open(&fx->pl.journal, fx->fs.db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err,
-				sizeof(err)) != JOURNAL_OK || features_new(&fx->pl)){
-		features_free(&fx->pl);
-		if(fx->pl.journal){
-			journal_close(fx->pl.journal);
-		}
-		store_close(fx->pl.store);
-		fstore_remove(&fx->fs);
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	features_free(&fx->pl);
-	journal_close(fx->pl.journal);
-	store_close(fx->pl.store);
-	buf_free(&fx->pl.props);
-	fstore_remove(&fx->fs);
-	free(fx);
-	return 0;
+	return feature_fx_setup(state, sizeof(struct feature_fx), NULL, true) ? 0 : -1;
 }
 
 struct seen {
@@ -68,29 +27,23 @@ struct seen {
 	char clientid[8][32];
 };
 
-static int note(void *ctx, uint64_t lsn, const uint8_t *pt, size_t len)
+static void note(void *ctx, const struct rec_journal *r)
 {
 	struct seen *s = ctx;
-	struct rec_journal r;
 
-	(void)lsn;
-	assert_int_equal(record_decode_journal(pt, len, &r), 0);
 	assert_true(s->n < 8);
-	s->kind[s->n] = r.kind;
-	snprintf(s->topic[s->n], sizeof(s->topic[0]), "%s", r.msg.topic ? r.msg.topic : "");
-	snprintf(s->source[s->n], sizeof(s->source[0]), "%s", r.msg.source_id ? r.msg.source_id : "");
-	snprintf(s->clientid[s->n], sizeof(s->clientid[0]), "%s", r.clientid ? r.clientid : "");
+	s->kind[s->n] = r->kind;
+	snprintf(s->topic[s->n], sizeof(s->topic[0]), "%s", r->msg.topic ? r->msg.topic : "");
+	snprintf(s->source[s->n], sizeof(s->source[0]), "%s", r->msg.source_id ? r->msg.source_id : "");
+	snprintf(s->clientid[s->n], sizeof(s->clientid[0]), "%s", r->clientid ? r->clientid : "");
 	s->n++;
-	return 0;
 }
 
 static struct seen journaled(struct plugin *pl)
 {
 	struct seen s = {0};
-	uint64_t unreadable = 0;
 
-	assert_int_equal(journal_replay(pl->journal, 0, note, &s, &unreadable), JOURNAL_OK);
-	assert_int_equal(unreadable, 0);
+	assert_int_equal(journal_records(pl->journal, note, &s), 0);
 	return s;
 }
 
@@ -109,7 +62,7 @@ static enum verdict message_in(struct plugin *pl, const char *clientid, const ch
  * (nothing is acknowledged), and QoS 2 waits for the broker to store it. */
 static void test_qos1_journaled(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	struct seen s;
 
@@ -133,7 +86,7 @@ static void test_qos1_journaled(void **state)
  * ordinary publish. */
 static void test_broker_published(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	struct message will = {.store_id = 5, .m = {.topic = "status/dev-1", .payload = {(const uint8_t *)"gone", 4},
 		.qos = 1, .source_id = "dev-1"}};
@@ -160,7 +113,7 @@ static void test_broker_published(void **state)
  * journaled at all, a retained QoS 0 one is. */
 static void test_not_twice(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	static const char topic[] = "t/1";
 	static const uint8_t payload[] = "hello";
@@ -185,9 +138,9 @@ static void test_not_twice(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_qos1_journaled, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_broker_published, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_not_twice, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_qos1_journaled, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_broker_published, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_not_twice, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,61 +16,20 @@
 
 #include "feature_util.h"
 
-struct fx {
-	struct fstore fs;
-	struct plugin pl;
-};
-
-static void open_plugin(struct fx *fx)
-{
-	char err[256];
-
-	assert_int_equal(fstore_open(&fx->fs, &fx->pl.store), 0);
-	assert_int_equal(journal_open(&fx->pl.journal, fx->fs.db, JOURNAL_MIN_SIZE, store_seal(fx->pl.store), err,
-			sizeof(err)), JOURNAL_OK);
-	assert_int_equal(features_new(&fx->pl), 0);
-	assert_int_equal(features_open(&fx->pl), BROKER_OK);
-}
-
-static void close_plugin(struct fx *fx)
-{
-	assert_int_equal(features_commit(&fx->pl), STORE_OK);
-	features_free(&fx->pl);
-	journal_close(fx->pl.journal);
-	store_close(fx->pl.store);
-	fx->pl.journal = NULL;
-	fx->pl.store = NULL;
-}
-
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
+	static const struct plugin_config cfg = {.dedup_property = "msgid", .dedup_window = 3600, .dedup_max_ids = 1000};
 
-	fake_reset();
-	if(!fx){
-		return -1;
-	}
-	fx->pl.cfg.dedup_property = "msgid";
-	fx->pl.cfg.dedup_window = 3600;
-	fx->pl.cfg.dedup_max_ids = 1000;
-	open_plugin(fx);
-	*state = fx;
-	return 0;
+	return feature_fx_setup(state, sizeof(struct feature_fx), &cfg, true) ? 0 : -1;
 }
 
+/* What is buffered is committed before the plugin closes. */
 static int fx_teardown(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 
-	close_plugin(fx);
-	fstore_remove(&fx->fs);
-	free(fx);
-	return 0;
-}
-
-static struct bytes msg_id(const char *id)
-{
-	return (struct bytes){(const uint8_t *)id, id ? strlen(id) : 0};
+	assert_int_equal(features_commit(&fx->pl), STORE_OK);
+	return feature_fx_teardown(state);
 }
 
 /* MESSAGE_IN of a publish from clientid (and username) with message id id
@@ -86,19 +45,11 @@ static bool publish(struct plugin *pl, const char *clientid, const char *usernam
 	return v == VERDICT_DUPLICATE;
 }
 
-static struct feature_stats stats(const struct plugin *pl)
-{
-	struct feature_stats s;
-
-	features_stats(pl, &s);
-	return s;
-}
-
 /* The same id from the same identity (the username, else the client id)
  * is a duplicate; from another identity, or without an id, it is not. */
 static void test_same_id_same_identity(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	assert_false(publish(pl, "phone", "alice", 1, "m1"));
@@ -111,19 +62,20 @@ static void test_same_id_same_identity(void **state)
 	assert_false(publish(pl, "sensor-10", NULL, 1, "m1"));
 	assert_false(publish(pl, "phone", "alice", 1, NULL));
 	assert_false(publish(pl, "phone", "alice", 1, NULL));
-	assert_int_equal(stats(pl).duplicates_dropped, 3);
-	assert_int_equal(stats(pl).dedup_ids, 5);   /* alice m1 and m2, bob m1, sensor-9 m1, sensor-10 m1 */
+	assert_int_equal(plugin_stats(pl).duplicates_dropped, 3);
+	assert_int_equal(plugin_stats(pl).dedup_ids, 5);   /* alice m1 and m2, bob m1, sensor-9 m1, sensor-10 m1 */
 }
 
 /* The ids outlive a restart: they are in the store. */
 static void test_ids_survive_a_restart(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 
 	assert_false(publish(&fx->pl, "phone", "alice", 1, "order-17"));
-	close_plugin(fx);
-	open_plugin(fx);
-	assert_int_equal(stats(&fx->pl).dedup_ids, 1);
+	assert_int_equal(features_commit(&fx->pl), STORE_OK);
+	feature_plugin_close(&fx->pl);
+	assert_int_equal(feature_plugin_open(&fx->fs, &fx->pl, true), 0);
+	assert_int_equal(plugin_stats(&fx->pl).dedup_ids, 1);
 	assert_true(publish(&fx->pl, "phone", "alice", 1, "order-17"));
 	assert_false(publish(&fx->pl, "phone", "alice", 1, "order-18"));
 }
@@ -134,8 +86,7 @@ static void stored_incoming(struct plugin *pl, uint64_t store_id, uint16_t mid, 
 {
 	struct message body = {.store_id = store_id, .m = {.topic = "orders/new", .payload = {(const uint8_t *)"x", 1},
 		.qos = 2, .source_id = "phone", .source_username = "alice"}, .msg_id = msg_id(id)};
-	struct entry e = {.clientid = "phone", .seq = mid, .q = {.store_id = store_id, .mid = mid, .qos = 2,
-		.direction = MSG_DIR_IN, .state = MSG_STATE_WAIT_FOR_PUBREL}};
+	struct entry e = in_entry("phone", mid, store_id, mid);
 
 	features_body_added(pl, &body);
 	features_entry_added(pl, &e);
@@ -144,8 +95,7 @@ static void stored_incoming(struct plugin *pl, uint64_t store_id, uint16_t mid, 
 /* PUBREL: the broker routes the incoming message and deletes its entry. */
 static void released_incoming(struct plugin *pl, uint64_t store_id, uint16_t mid)
 {
-	struct entry e = {.clientid = "phone", .seq = mid, .q = {.store_id = store_id, .mid = mid, .qos = 2,
-		.direction = MSG_DIR_IN, .state = MSG_STATE_WAIT_FOR_PUBREL}};
+	struct entry e = in_entry("phone", mid, store_id, mid);
 
 	assert_true(features_entry_gone(pl, &e));
 }
@@ -156,7 +106,7 @@ static void released_incoming(struct plugin *pl, uint64_t store_id, uint16_t mid
  * resend goes through. */
 static void test_qos2_exchanges(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	assert_false(publish(pl, "phone", "alice", 2, "q2-a"));
@@ -171,7 +121,7 @@ static void test_qos2_exchanges(void **state)
 	features_client_disconnected(pl, "phone");   /* not held: forgotten */
 	assert_false(publish(pl, "phone", "alice", 2, "q2-b"));
 	assert_true(publish(pl, "phone", "alice", 1, "q2-b"));
-	assert_int_equal(stats(pl).duplicates_dropped, 2);
+	assert_int_equal(plugin_stats(pl).duplicates_dropped, 2);
 }
 
 /* QoS 2 from a publisher without a session: the broker routes it at
@@ -180,7 +130,7 @@ static void test_qos2_exchanges(void **state)
  * exchange is over and the id stays, whatever the connection does. */
 static void test_qos2_routed_ends_the_exchange(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	struct message body = {.store_id = 90, .m = {.topic = "orders/new", .payload = {(const uint8_t *)"x", 1},
 		.qos = 2, .source_id = "kiosk", .source_username = "carol"}, .msg_id = msg_id("q2-c")};

@@ -25,8 +25,7 @@ struct held_msg {
 };
 
 struct fx {
-	struct fstore fs;
-	struct plugin pl;
+	struct feature_fx base;
 	struct held_msg queue[64];
 	size_t n;
 };
@@ -34,10 +33,13 @@ struct fx {
 static const char *const clientid = "phone";
 static const uint8_t payload[1000];
 
+/* Message n of the session: store id n, packet id n. */
 static struct entry entry_of(uint64_t n)
 {
-	return (struct entry){.clientid = clientid, .seq = n, .q = {.store_id = n, .mid = (uint16_t)n, .qos = 1,
-		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+	struct entry e = out_entry(clientid, n, (uint16_t)n, 1);
+
+	e.q.store_id = n;
+	return e;
 }
 
 /* The broker drops the message with that packet id: its delete event. */
@@ -52,7 +54,7 @@ static int broker_drops(const struct fake_call *c, void *ctx)
 		if(!fx->queue[i].gone && fx->queue[i].mid == c->mid){
 			struct entry e = entry_of(fx->queue[i].cmsg_id);
 			fx->queue[i].gone = true;
-			assert_true(features_entry_gone(&fx->pl, &e));
+			assert_true(features_entry_gone(&fx->base.pl, &e));
 			return BROKER_OK;
 		}
 	}
@@ -61,34 +63,10 @@ static int broker_drops(const struct fake_call *c, void *ctx)
 
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
-
-	fake_reset();
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
-		return -1;
-	}
-	if(features_new(&fx->pl)){
-		features_free(&fx->pl);
-		store_close(fx->pl.store);
-		fstore_remove(&fx->fs);
-		free(fx);
+	if(!feature_fx_setup(state, sizeof(struct fx), NULL, false)){
 		return -1;
 	}
 	fake.hook[FAKE_ENTRY_DROP] = broker_drops;
-	fake.hook_ctx = fx;
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	features_free(&fx->pl);
-	store_close(fx->pl.store);
-	fstore_remove(&fx->fs);
-	free(fx);
 	return 0;
 }
 
@@ -101,8 +79,8 @@ static void queue(struct fx *fx, uint64_t n, uint32_t bytes, int64_t expiry)
 	struct entry e = entry_of(n);
 
 	assert_true(bytes <= sizeof(payload) && fx->n < 64);
-	features_body_added(&fx->pl, &b);
-	features_entry_added(&fx->pl, &e);
+	features_body_added(&fx->base.pl, &b);
+	features_entry_added(&fx->base.pl, &e);
 	fx->queue[fx->n++] = (struct held_msg){n, (uint16_t)n, false};
 }
 
@@ -117,7 +95,7 @@ static void acknowledged(struct fx *fx, uint64_t n)
 		}
 	}
 	e.q.state = MSG_STATE_WAIT_FOR_PUBACK;
-	assert_true(features_entry_gone(&fx->pl, &e));
+	assert_true(features_entry_gone(&fx->base.pl, &e));
 }
 
 /* The numbers still in the broker's queue, as a string: "1 2 3". */
@@ -136,19 +114,11 @@ static const char *kept(const struct fx *fx)
 	return out;
 }
 
-static struct feature_stats stats(const struct plugin *pl)
-{
-	struct feature_stats s;
-
-	features_stats(pl, &s);
-	return s;
-}
-
 /* drop-new: the newest messages over the limit go. */
 static void test_drop_new(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_queued_messages = 3;
 	pl->cfg.queue_full = QUEUE_FULL_DROP_NEW;
@@ -161,7 +131,7 @@ static void test_drop_new(void **state)
 	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 2);
 	assert_int_equal(fake_nth(FAKE_ENTRY_DROP, 0)->mid, 5);
 	assert_int_equal(fake_nth(FAKE_ENTRY_DROP, 1)->mid, 4);
-	assert_int_equal(stats(pl).dropped_queue_full, 2);
+	assert_int_equal(plugin_stats(pl).dropped_queue_full, 2);
 	assert_true(fake_logged("dropped 2 new messages (queue full) queued for offline client phone"));
 }
 
@@ -170,7 +140,7 @@ static void test_drop_new(void **state)
 static void test_drop_oldest(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_queued_messages = 3;
 	pl->cfg.queue_full = QUEUE_FULL_DROP_OLDEST;
@@ -183,7 +153,7 @@ static void test_drop_oldest(void **state)
 	queue(fx, 6, 10, 0);
 	features_tick(pl);
 	assert_string_equal(kept(fx), "4 5 6");
-	assert_int_equal(stats(pl).dropped_queue_full, 2);
+	assert_int_equal(plugin_stats(pl).dropped_queue_full, 2);
 	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 2);
 }
 
@@ -191,7 +161,7 @@ static void test_drop_oldest(void **state)
 static void test_bytes(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_queued_bytes = 250;
 	for(uint64_t n = 1; n <= 4; n++){
@@ -199,7 +169,7 @@ static void test_bytes(void **state)
 	}
 	features_tick(pl);
 	assert_string_equal(kept(fx), "1 2");
-	assert_int_equal(stats(pl).dropped_queue_full, 2);
+	assert_int_equal(plugin_stats(pl).dropped_queue_full, 2);
 }
 
 /* A connected client's queue is left alone; once it goes offline over the
@@ -207,7 +177,7 @@ static void test_bytes(void **state)
 static void test_online_left_alone(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_queued_messages = 2;
 	features_client_connected(pl, clientid);
@@ -227,7 +197,7 @@ static void test_online_left_alone(void **state)
 static void test_expiry(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	int64_t now = (int64_t)time(NULL);
 
 	pl->cfg.offline_ttl = 60;
@@ -236,8 +206,8 @@ static void test_expiry(void **state)
 	queue(fx, 3, 10, now - 1);
 	features_tick(pl);
 	assert_string_equal(kept(fx), "2");
-	assert_int_equal(stats(pl).dropped_expired, 2);
-	assert_int_equal(stats(pl).dropped_queue_full, 0);
+	assert_int_equal(plugin_stats(pl).dropped_expired, 2);
+	assert_int_equal(plugin_stats(pl).dropped_queue_full, 0);
 }
 
 /* A client that returns is not handed what expired since the last sweep:
@@ -245,7 +215,7 @@ static void test_expiry(void **state)
 static void test_expired_dropped_at_auth(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 	int64_t now = (int64_t)time(NULL);
 	struct client_auth c = {.clientid = clientid};
 
@@ -254,14 +224,14 @@ static void test_expired_dropped_at_auth(void **state)
 	queue(fx, 2, 10, now - 1);
 	assert_false(features_client_auth(pl, &c));
 	assert_string_equal(kept(fx), "1");
-	assert_int_equal(stats(pl).dropped_expired, 1);
+	assert_int_equal(plugin_stats(pl).dropped_expired, 1);
 }
 
 /* A session that ends is forgotten: its entries count for nobody. */
 static void test_session_gone(void **state)
 {
 	struct fx *fx = *state;
-	struct plugin *pl = &fx->pl;
+	struct plugin *pl = &fx->base.pl;
 
 	pl->cfg.max_queued_messages = 2;
 	features_client_connected(pl, clientid);
@@ -283,13 +253,13 @@ static void test_session_gone(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_drop_new, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_drop_oldest, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_bytes, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_online_left_alone, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_expiry, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_expired_dropped_at_auth, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_session_gone, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_drop_new, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_drop_oldest, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_bytes, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_online_left_alone, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_expiry, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_expired_dropped_at_auth, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_session_gone, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

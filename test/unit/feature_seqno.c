@@ -16,47 +16,20 @@
 
 #include "feature_util.h"
 
-struct fx {
-	struct fstore fs;
-	struct plugin pl;
-};
-
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
+	static const struct plugin_config cfg = {.seq_property = "seq"};
 
-	fake_reset();
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
-		return -1;
-	}
-	fx->pl.cfg.seq_property = "seq";
-	if(features_new(&fx->pl)){
-		features_free(&fx->pl);
-		store_close(fx->pl.store);
-		fstore_remove(&fx->fs);
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
+	return feature_fx_setup(state, sizeof(struct feature_fx), &cfg, false) ? 0 : -1;
 }
 
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	features_free(&fx->pl);
-	store_close(fx->pl.store);
-	fstore_remove(&fx->fs);
-	free(fx);
-	return 0;
-}
-
+/* Entry cmsg_id of clientid's queue (body 1000 + cmsg_id, packet id cmsg_id), in that state. */
 static struct entry entry_of(const char *clientid, uint64_t cmsg_id, uint8_t qos, uint8_t state)
 {
-	return (struct entry){.clientid = clientid, .seq = cmsg_id, .q = {.store_id = 1000 + cmsg_id,
-		.mid = (uint16_t)cmsg_id, .qos = qos, .direction = MSG_DIR_OUT, .state = state}};
+	struct entry e = out_entry(clientid, cmsg_id, (uint16_t)cmsg_id, qos);
+
+	e.q.state = state;
+	return e;
 }
 
 /* The broker queues message cmsg_id for clientid: the number it gets. */
@@ -111,7 +84,7 @@ static const char *send_one(struct plugin *pl, const char *client)
  * messages get no number; off without the option. */
 static void test_numbers_per_session(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	assert_int_equal(queued(pl, "a", 11, 1), 1);
@@ -137,7 +110,7 @@ static void test_numbers_per_session(void **state)
  * PUBLISH takes no number. */
 static void test_resend_keeps_numbers(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	queued(pl, "a", 1, 1);
@@ -167,7 +140,7 @@ static void test_resend_keeps_numbers(void **state)
  * from a queue entry or the session's last number. */
 static void test_restore_goes_on(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	assert_int_equal(seq_restore(pl, "a", 100, 7, false), 0);
@@ -185,10 +158,9 @@ static void test_restore_goes_on(void **state)
  * queue handed to the broker numbers on from it. */
 static void test_last_number_stored(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	struct restore_counts counts;
-	struct handover *h;
 	uint64_t last = 0;
 
 	for(uint64_t id = 1; id <= 3; id++){
@@ -202,10 +174,7 @@ static void test_last_number_stored(void **state)
 	/* A restart: the session's (empty) queue is handed over. */
 	features_free(pl);
 	assert_int_equal(features_new(pl), 0);
-	h = features_restore_begin(pl, NULL);
-	assert_non_null(h);
-	assert_int_equal(features_restore_queue(pl, h, "a", false), 0);
-	features_restore_done(pl, h, &counts);
+	restore_queue(pl, NULL, "a", false, &counts);
 	assert_int_equal(counts.queued, 0);
 	assert_int_equal(queued(pl, "a", 1, 1), 4);
 }
@@ -213,7 +182,7 @@ static void test_last_number_stored(void **state)
 /* A session that ends takes its numbers with it. */
 static void test_session_end_forgets(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	queued(pl, "a", 1, 1);
@@ -227,11 +196,11 @@ static void test_session_end_forgets(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_numbers_per_session, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_resend_keeps_numbers, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_restore_goes_on, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_last_number_stored, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_session_end_forgets, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_numbers_per_session, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_resend_keeps_numbers, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_restore_goes_on, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_last_number_stored, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_session_end_forgets, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

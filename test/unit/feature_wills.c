@@ -15,57 +15,9 @@
 
 #include "feature_util.h"
 
-struct fx {
-	struct fstore fs;
-	struct plugin pl;
-};
-
 static int fx_setup(void **state)
 {
-	struct fx *fx = calloc(1, sizeof(*fx));
-
-	fake_reset();
-	if(!fx || fstore_open(&fx->fs, &fx->pl.store)){
-		free(fx);
-		return -1;
-	}
-	if(features_new(&fx->pl)){
-		features_free(&fx->pl);
-		store_close(fx->pl.store);
-		fstore_remove(&fx->fs);
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
-}
-
-static int fx_teardown(void **state)
-{
-	struct fx *fx = *state;
-
-	features_free(&fx->pl);
-	store_close(fx->pl.store);
-	fstore_remove(&fx->fs);
-	free(fx);
-	return 0;
-}
-
-static int count_will(void *ctx, const struct rec_will *w)
-{
-	(void)w;
-	(*(int *)ctx)++;
-	return 0;
-}
-
-/* The will records of clientid the store holds, once what is buffered is committed. */
-static int stored_wills(struct plugin *pl, const char *clientid)
-{
-	int n = 0;
-
-	assert_int_equal(store_commit(pl->store), STORE_OK);
-	assert_int_equal(store_walk_wills(pl->store, clientid, count_will, &n), STORE_OK);
-	return n;
+	return feature_fx_setup(state, sizeof(struct feature_fx), NULL, false) ? 0 : -1;
 }
 
 static void put_will(struct plugin *pl, const char *clientid)
@@ -87,7 +39,7 @@ static void ticks(struct plugin *pl, int n)
  * broker publishes it within two loop iterations of it), not before. */
 static void test_delayed_will_ends_at_the_third_tick(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	time_t now = time(NULL);
 
@@ -122,7 +74,7 @@ static void test_delayed_will_ends_at_the_third_tick(void **state)
  * one without a delay running does not. */
 static void test_session_update_tracks_the_delay(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	time_t now = time(NULL);
 	struct rec_session delayed = {.clientid = "dev-1", .will_delay_interval = 60, .will_delay_time = now + 60};
@@ -146,7 +98,7 @@ static void test_session_update_tracks_the_delay(void **state)
  * deadline. */
 static void test_delay_tracked_again_replaces(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	time_t now = time(NULL);
 
@@ -172,7 +124,7 @@ static void test_delay_tracked_again_replaces(void **state)
  * client's will until its will is gone or the tick comes; nobody else's. */
 static void test_leaving_client(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
 	features_client_disconnected(pl, "dev-1");
@@ -194,7 +146,7 @@ static void test_leaving_client(void **state)
  * later. */
 static void test_gone_will_is_forgotten(void **state)
 {
-	struct fx *fx = *state;
+	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 	time_t now = time(NULL);
 	const char *ids[] = {"deleted", "reconnected", "ended"};
@@ -219,11 +171,11 @@ static void test_gone_will_is_forgotten(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_delayed_will_ends_at_the_third_tick, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_session_update_tracks_the_delay, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_delay_tracked_again_replaces, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_leaving_client, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_gone_will_is_forgotten, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_delayed_will_ends_at_the_third_tick, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_session_update_tracks_the_delay, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_delay_tracked_again_replaces, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_leaving_client, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_gone_will_is_forgotten, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -158,9 +158,7 @@ static void test_personal_names_and_patterns(void **state)
 /* ---- account_plan / account_apply ---- */
 
 struct fx {
-	char *dir;
-	char *db;
-	uint8_t key[SEAL_KEY_LEN];
+	struct ut_tmp tmp;   /* path: the database */
 	struct store *st;
 };
 
@@ -169,15 +167,11 @@ static int fx_setup(void **state)
 	struct fx *fx = calloc(1, sizeof(*fx));
 	char err[512];
 
-	if(!fx || !(fx->dir = ut_mkdtemp())){
+	if(!fx || ut_tmp_make(&fx->tmp, "db", 0x31, 7)){
 		free(fx);
 		return -1;
 	}
-	fx->db = ut_join(fx->dir, "db");
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		fx->key[i] = (uint8_t)(0x31 + i * 7);
-	}
-	if(!fx->db || store_open(&fx->st, fx->db, 0, fx->key, 0, NULL, err, sizeof(err)) != STORE_OK){
+	if(store_open(&fx->st, fx->tmp.path, 0, fx->tmp.key, 0, NULL, err, sizeof(err)) != STORE_OK){
 		fprintf(stderr, "store_open: %s\n", err);
 		return -1;
 	}
@@ -190,9 +184,7 @@ static int fx_teardown(void **state)
 	struct fx *fx = *state;
 
 	store_close(fx->st);
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
-	free(fx->db);
+	ut_tmp_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }

@@ -65,9 +65,7 @@ static void be64_put(uint8_t *p, uint64_t v)
 /* ---- fixture ---- */
 
 struct fx {
-	char *dir;
-	char *file;
-	uint8_t key[SEAL_KEY_LEN];
+	struct ut_tmp tmp;   /* path: the journal file */
 	uint32_t epoch;  /* a fresh nonce epoch for every seal made */
 	struct seal *seal;
 	struct journal *j;
@@ -77,13 +75,9 @@ static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
-	if(!fx || !(fx->dir = ut_mkdtemp())){
+	if(!fx || ut_tmp_make(&fx->tmp, "journal", 0x31, 7)){
 		free(fx);
 		return -1;
-	}
-	fx->file = ut_join(fx->dir, "journal");
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		fx->key[i] = (uint8_t)(0x31 + i * 7);
 	}
 	fx->epoch = 1;
 	*state = fx;
@@ -96,9 +90,7 @@ static int fx_teardown(void **state)
 
 	journal_close(fx->j);
 	seal_free(fx->seal);
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
-	free(fx->file);
+	ut_tmp_remove(&fx->tmp);
 	free(fx);
 	return 0;
 }
@@ -126,7 +118,7 @@ static struct seal *make_seal(struct fx *fx, const uint8_t key[SEAL_KEY_LEN])
 	return s;
 }
 
-/* Opens fx->dir's journal with a new seal of fx->key (closing what is open). */
+/* Opens fx->tmp.dir's journal with a new seal of fx->tmp.key (closing what is open). */
 static struct journal *jopen(struct fx *fx, size_t size)
 {
 	char err[512] = "";
@@ -135,8 +127,8 @@ static struct journal *jopen(struct fx *fx, size_t size)
 	journal_close(fx->j);
 	fx->j = NULL;
 	seal_free(fx->seal);
-	fx->seal = make_seal(fx, fx->key);
-	rc = journal_open(&fx->j, fx->dir, size, fx->seal, err, sizeof(err));
+	fx->seal = make_seal(fx, fx->tmp.key);
+	rc = journal_open(&fx->j, fx->tmp.dir, size, fx->seal, err, sizeof(err));
 	if(rc != JOURNAL_OK){
 		fail_msg("journal_open failed: %d %s", rc, err);
 	}
@@ -272,14 +264,14 @@ static size_t rec_offsets(const uint8_t *f, size_t size, size_t *offs, size_t ma
 
 static uint8_t *file_read(struct fx *fx, size_t *len)
 {
-	uint8_t *f = ut_read_file(fx->file, len);
+	uint8_t *f = ut_read_file(fx->tmp.path, len);
 	assert_non_null(f);
 	return f;
 }
 
 static void file_write(struct fx *fx, const uint8_t *f, size_t len)
 {
-	assert_int_equal(ut_write_file(fx->file, f, len, 0600), 0);
+	assert_int_equal(ut_write_file(fx->tmp.path, f, len, 0600), 0);
 }
 
 /* ---- tests ---- */
@@ -296,7 +288,7 @@ static void test_append_and_replay(void **state)
 	assert_uint_equal(journal_size(j), JOURNAL_MIN_SIZE);
 	assert_uint_equal(journal_used(j), 0);
 	assert_uint_equal(journal_last_lsn(j), 0);
-	assert_int_equal(stat(fx->file, &sb), 0);
+	assert_int_equal(stat(fx->tmp.path, &sb), 0);
 	assert_uint_equal((size_t)sb.st_size, JOURNAL_MIN_SIZE);
 	assert_int_equal(sb.st_mode & 0777, 0600);
 
@@ -721,10 +713,10 @@ static void test_forged_records(void **state)
 	}
 	jclose(fx);
 
-	memcpy(other_key, fx->key, sizeof(other_key));
+	memcpy(other_key, fx->tmp.key, sizeof(other_key));
 	other_key[0] ^= 1;
 	other = make_seal(fx, other_key);
-	assert_int_equal(journal_open(&oj, fx->dir, JOURNAL_MIN_SIZE, other, err, sizeof(err)), JOURNAL_OK);
+	assert_int_equal(journal_open(&oj, fx->tmp.dir, JOURNAL_MIN_SIZE, other, err, sizeof(err)), JOURNAL_OK);
 	c = replay_ok(oj, 0, &unreadable);
 	assert_uint_equal(c.n, 0);
 	assert_uint_equal(unreadable, 3);
@@ -814,9 +806,9 @@ static void test_moved_record_not_replayed(void **state)
 static void expect_format_error(struct fx *fx, const char *why)
 {
 	struct journal *j = (struct journal *)fx; /* any non-NULL value: must come back NULL */
-	struct seal *s = make_seal(fx, fx->key);
+	struct seal *s = make_seal(fx, fx->tmp.key);
 	char err[512] = "";
-	int rc = journal_open(&j, fx->dir, JOURNAL_MIN_SIZE, s, err, sizeof(err));
+	int rc = journal_open(&j, fx->tmp.dir, JOURNAL_MIN_SIZE, s, err, sizeof(err));
 
 	seal_free(s);
 	if(rc != JOURNAL_ERR_FORMAT){
@@ -855,7 +847,7 @@ static void test_not_a_journal(void **state)
 	expect_format_error(fx, "one byte over");
 
 	/* A real journal... */
-	unlink(fx->file);
+	unlink(fx->tmp.path);
 	jopen(fx, JOURNAL_MIN_SIZE);
 	append_ok(fx->j, 1, 10, 0, false);
 	jclose(fx);
@@ -897,8 +889,8 @@ static void test_not_a_journal(void **state)
 	/* A directory that does not exist is an I/O error. */
 	{
 		struct journal *j = NULL;
-		struct seal *s = make_seal(fx, fx->key);
-		char *missing = ut_join(fx->dir, "missing");
+		struct seal *s = make_seal(fx, fx->tmp.key);
+		char *missing = ut_join(fx->tmp.dir, "missing");
 		char err[512] = "";
 		assert_int_equal(journal_open(&j, missing, JOURNAL_MIN_SIZE, s, err, sizeof(err)),
 				JOURNAL_ERR_IO);
@@ -915,14 +907,14 @@ static void test_open_read(void **state)
 {
 	struct fx *fx = *state;
 	struct journal *rj = (struct journal *)fx;
-	struct seal *s = make_seal(fx, fx->key);
+	struct seal *s = make_seal(fx, fx->tmp.key);
 	uint64_t unreadable;
 	struct coll c;
 	char err[512] = "";
 
-	assert_int_equal(journal_open_read(&rj, fx->dir, s, err, sizeof(err)), JOURNAL_OK);
+	assert_int_equal(journal_open_read(&rj, fx->tmp.dir, s, err, sizeof(err)), JOURNAL_OK);
 	assert_null(rj);
-	assert_int_equal(access(fx->file, F_OK), -1);
+	assert_int_equal(access(fx->tmp.path, F_OK), -1);
 
 	struct journal *j = jopen(fx, 2 * JOURNAL_MIN_SIZE);
 	for(uint64_t lsn = 1; lsn <= 9; lsn++){
@@ -930,10 +922,10 @@ static void test_open_read(void **state)
 	}
 	/* A reader knows the writer's epoch, as the store's seal learns it. */
 	seal_free(s);
-	s = make_seal(fx, fx->key);
+	s = make_seal(fx, fx->tmp.key);
 	/* Read while the writer has it open, then after it closed. */
 	for(int round = 0; round < 2; round++){
-		assert_int_equal(journal_open_read(&rj, fx->dir, s, err, sizeof(err)), JOURNAL_OK);
+		assert_int_equal(journal_open_read(&rj, fx->tmp.dir, s, err, sizeof(err)), JOURNAL_OK);
 		assert_non_null(rj);
 		assert_uint_equal(journal_size(rj), 2 * JOURNAL_MIN_SIZE);
 		c = replay_ok(rj, 3, &unreadable);
@@ -947,9 +939,9 @@ static void test_open_read(void **state)
 
 	/* Not a journal. */
 	uint8_t zeros[64] = {0};
-	assert_int_equal(ut_write_file(fx->file, zeros, sizeof(zeros), 0600), 0);
+	assert_int_equal(ut_write_file(fx->tmp.path, zeros, sizeof(zeros), 0600), 0);
 	rj = (struct journal *)fx;
-	assert_int_equal(journal_open_read(&rj, fx->dir, s, err, sizeof(err)), JOURNAL_ERR_FORMAT);
+	assert_int_equal(journal_open_read(&rj, fx->tmp.dir, s, err, sizeof(err)), JOURNAL_ERR_FORMAT);
 	assert_null(rj);
 	seal_free(s);
 }
@@ -966,7 +958,7 @@ static void test_size(void **state)
 {
 	struct fx *fx = *state;
 	struct journal *j = jopen(fx, JOURNAL_MIN_SIZE);
-	char *tmp = ut_join(fx->dir, "journal.new");
+	char *tmp = ut_join(fx->tmp.dir, "journal.new");
 
 	assert_uint_equal(journal_size(j), JOURNAL_MIN_SIZE);
 	append_ok(j, 1, len_of(1), 0, false);
@@ -976,7 +968,7 @@ static void test_size(void **state)
 	/* An existing journal keeps its size, larger or smaller asked. */
 	j = jopen(fx, 4 * JOURNAL_MIN_SIZE);
 	assert_uint_equal(journal_size(j), JOURNAL_MIN_SIZE);
-	assert_uint_equal(file_size(fx->file), JOURNAL_MIN_SIZE);
+	assert_uint_equal(file_size(fx->tmp.path), JOURNAL_MIN_SIZE);
 	{
 		uint64_t unreadable;
 		struct coll c = replay_ok(j, 0, &unreadable);
@@ -997,10 +989,10 @@ static void test_size(void **state)
 		{1u << 20, 1u << 20},
 	};
 	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
-		assert_int_equal(unlink(fx->file), 0);
+		assert_int_equal(unlink(fx->tmp.path), 0);
 		j = jopen(fx, cases[i].ask);
 		assert_uint_equal(journal_size(j), cases[i].want);
-		assert_uint_equal(file_size(fx->file), cases[i].want);
+		assert_uint_equal(file_size(fx->tmp.path), cases[i].want);
 		assert_uint_equal(journal_used(j), 0);
 		jclose(fx);
 		assert_int_equal(access(tmp, F_OK), -1);

@@ -54,24 +54,20 @@ static void log_reset(void)
 /* ---- fixture ---- */
 
 struct fx {
-	char *dir;
-	char *db;
+	struct ut_tmp tmp;   /* path: the database */
 	char *datafile;
-	uint8_t key[SEAL_KEY_LEN];
 };
 
 static int fx_setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
-	if(!fx || !(fx->dir = ut_mkdtemp())){
+	if(!fx || ut_tmp_make(&fx->tmp, "db", 0xc0, 3) || !(fx->datafile = ut_join(fx->tmp.path, "data.mdb"))){
+		if(fx){
+			ut_tmp_remove(&fx->tmp);
+		}
 		free(fx);
 		return -1;
-	}
-	fx->db = ut_join(fx->dir, "db");
-	fx->datafile = ut_join(fx->db, "data.mdb");
-	for(int i = 0; i < SEAL_KEY_LEN; i++){
-		fx->key[i] = (uint8_t)(0xc0 + i * 3);
 	}
 	umask(022);
 	log_reset();
@@ -83,9 +79,7 @@ static int fx_teardown(void **state)
 {
 	struct fx *fx = *state;
 
-	ut_rm_rf(fx->dir);
-	free(fx->dir);
-	free(fx->db);
+	ut_tmp_remove(&fx->tmp);
 	free(fx->datafile);
 	free(fx);
 	return 0;
@@ -95,10 +89,10 @@ static struct store *open_store(struct fx *fx, size_t map_size, unsigned flags)
 {
 	struct store *st = NULL;
 	char err[512] = "";
-	int rc = store_open(&st, fx->db, map_size, fx->key, flags, test_log, err, sizeof(err));
+	int rc = store_open(&st, fx->tmp.path, map_size, fx->tmp.key, flags, test_log, err, sizeof(err));
 
 	if(rc != STORE_OK){
-		fail_msg("store_open(%s) failed: %d %s", fx->db, rc, err);
+		fail_msg("store_open(%s) failed: %d %s", fx->tmp.path, rc, err);
 	}
 	assert_non_null(st);
 	return st;
@@ -509,12 +503,12 @@ static void test_open_new(void **state)
 
 	/* A read-only open of a missing database fails and creates nothing. */
 	st = (struct store *)1;
-	assert_int_not_equal(store_open(&st, fx->db, 0, fx->key, STORE_READ_ONLY, test_log, err, sizeof(err)), STORE_OK);
+	assert_int_not_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, STORE_READ_ONLY, test_log, err, sizeof(err)), STORE_OK);
 	assert_null(st);
-	assert_int_not_equal(stat(fx->db, &sb), 0);
+	assert_int_not_equal(stat(fx->tmp.path, &sb), 0);
 
 	st = open_store(fx, 0, 0);
-	assert_int_equal(stat(fx->db, &sb), 0);
+	assert_int_equal(stat(fx->tmp.path, &sb), 0);
 	assert_true(S_ISDIR(sb.st_mode));
 	assert_int_equal(sb.st_mode & 07777, 0700);
 	assert_int_equal(stat(fx->datafile, &sb), 0);
@@ -539,11 +533,11 @@ static void test_open_new(void **state)
 	store_close(st);
 
 	/* The path exists but is not a directory. */
-	char *file = ut_join(fx->dir, "plain-file");
+	char *file = ut_join(fx->tmp.dir, "plain-file");
 	assert_int_equal(ut_write_file(file, "x", 1, 0600), 0);
 	st = (struct store *)1;
 	err[0] = 0;
-	assert_int_equal(store_open(&st, file, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_IO);
+	assert_int_equal(store_open(&st, file, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_ERR_IO);
 	assert_null(st);
 	assert_non_null(strstr(err, "not a directory"));
 	free(file);
@@ -1318,18 +1312,18 @@ static void test_wrong_key(void **state)
 	commit_ok(st);
 	store_close(st);
 
-	memcpy(good_key, fx->key, SEAL_KEY_LEN);
+	memcpy(good_key, fx->tmp.key, SEAL_KEY_LEN);
 	for(int bit = 0; bit < 2; bit++){
-		fx->key[bit ? 31 : 0] ^= (uint8_t)(bit ? 0x80 : 0x01);
+		fx->tmp.key[bit ? 31 : 0] ^= (uint8_t)(bit ? 0x80 : 0x01);
 		for(int ro = 0; ro < 2; ro++){
 			st = (struct store *)1;
 			err[0] = 0;
-			assert_int_equal(store_open(&st, fx->db, 0, fx->key, ro ? STORE_READ_ONLY : 0,
+			assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, ro ? STORE_READ_ONLY : 0,
 					test_log, err, sizeof(err)), STORE_ERR_KEY);
 			assert_null(st);
 			assert_non_null(strstr(err, "does not match"));
 		}
-		memcpy(fx->key, good_key, SEAL_KEY_LEN);
+		memcpy(fx->tmp.key, good_key, SEAL_KEY_LEN);
 	}
 
 	/* The right key still opens it, and the refused opens did not bump the
@@ -1357,7 +1351,7 @@ static void test_epoch_and_read_only(void **state)
 
 	/* Each record's nonce carries the epoch of the open that wrote it. */
 	struct raw r;
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_dbi msgs = raw_dbi(&r, "msgs");
 	for(uint64_t e = 1; e <= 4; e++){
 		uint8_t k[8];
@@ -1491,7 +1485,7 @@ static void test_tampered_value_rejected(void **state)
 
 	tamper_fixture(fx);
 	be64_put(k3, 3);
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	orig = raw_get(&r, raw_dbi(&r, "msgs"), k3, 8, &vlen);
 	assert_non_null(orig);
 	raw_close(&r, false);
@@ -1509,7 +1503,7 @@ static void test_tampered_value_rejected(void **state)
 	for(size_t i = 0; i < sizeof(positions) / sizeof(positions[0]); i++){
 		memcpy(bad, orig, vlen);
 		bad[positions[i]] ^= 0x04;
-		raw_open(&r, fx->db);
+		raw_open(&r, fx->tmp.path);
 		raw_put(&r, raw_dbi(&r, "msgs"), k3, 8, bad, vlen);
 		raw_close(&r, true);
 
@@ -1543,7 +1537,7 @@ static void test_tampered_value_rejected(void **state)
 		assert_non_null(v);
 		memcpy(v, orig, vlen);
 		v[vlen] = 0;
-		raw_open(&r, fx->db);
+		raw_open(&r, fx->tmp.path);
 		raw_put(&r, raw_dbi(&r, "msgs"), k3, 8, v, grow ? vlen + 1 : vlen - 1);
 		raw_close(&r, true);
 		free(v);
@@ -1554,7 +1548,7 @@ static void test_tampered_value_rejected(void **state)
 	}
 
 	/* Restoring the original value makes it readable again. */
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	raw_put(&r, raw_dbi(&r, "msgs"), k3, 8, orig, vlen);
 	raw_close(&r, true);
 	struct store *st = open_store(fx, 0, 0);
@@ -1566,7 +1560,7 @@ static void test_tampered_value_rejected(void **state)
 	/* A session (hashed key) with a flipped tag byte. */
 	uint8_t *k, *v;
 	size_t klen;
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_dbi sessions = raw_dbi(&r, "sessions");
 	raw_nth(&r, sessions, 1, &k, &klen, &v, &vlen);
 	assert_uint_equal(klen, HASH_LEN);
@@ -1597,7 +1591,7 @@ static void test_moved_value_rejected(void **state)
 	/* msgs: the value of store_id 1 copied over store_id 2. */
 	be64_put(k1, 1);
 	be64_put(k2, 2);
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_dbi msgs = raw_dbi(&r, "msgs");
 	v1 = raw_get(&r, msgs, k1, 8, &vlen);
 	assert_non_null(v1);
@@ -1623,7 +1617,7 @@ static void test_moved_value_rejected(void **state)
 
 	uint8_t *k, *v, *k2b, *v2b;
 	size_t klen, k2len, v2len;
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	/* subs: first subscription's value over the second's key. */
 	MDB_dbi subs = raw_dbi(&r, "subs");
 	raw_nth(&r, subs, 0, &k, &klen, &v, &vlen);
@@ -1689,7 +1683,7 @@ static void test_malformed_entries_skipped(void **state)
 
 	tamper_fixture(fx);
 	memset(v, 0x01, sizeof(v));
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_dbi msgs = raw_dbi(&r, "msgs");
 	be64_put(k, 0);
 	raw_put(&r, msgs, k, 8, v, SEAL_OVERHEAD - 1);     /* too short to be sealed */
@@ -1732,7 +1726,7 @@ static void test_truncated_file(void **state)
 			assert_int_equal(ut_write_file(fx->datafile, orig, cuts[i], 0600), 0);
 			st = (struct store *)1;
 			err[0] = 0;
-			int rc = store_open(&st, fx->db, 0, fx->key, ro ? STORE_READ_ONLY : 0, test_log, err, sizeof(err));
+			int rc = store_open(&st, fx->tmp.path, 0, fx->tmp.key, ro ? STORE_READ_ONLY : 0, test_log, err, sizeof(err));
 			if(rc != STORE_ERR_CORRUPT){
 				store_close(st);
 				fail_msg("data file cut to %zu of %zu bytes: store_open gave %d (%s), not STORE_ERR_CORRUPT",
@@ -1750,18 +1744,18 @@ static void test_truncated_file(void **state)
 	/* Less than the two meta pages: damaged, whatever the wording. */
 	assert_int_equal(ut_write_file(fx->datafile, orig, psize + 100, 0600), 0);
 	st = (struct store *)1;
-	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
 	assert_null(st);
 
 	/* Emptied beside a journal (made after the first commit): LMDB alone
 	 * would start a new database over it. */
 	char journal[4096];
-	snprintf(journal, sizeof(journal), "%s/journal", fx->db);
+	snprintf(journal, sizeof(journal), "%s/journal", fx->tmp.path);
 	assert_int_equal(ut_write_file(journal, (const uint8_t *)"j", 1, 0600), 0);
 	assert_int_equal(ut_write_file(fx->datafile, orig, 0, 0600), 0);
 	st = (struct store *)1;
 	err[0] = 0;
-	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
 	assert_null(st);
 	assert_non_null(strstr(err, "empty"));
 	assert_int_equal(unlink(journal), 0);
@@ -1815,7 +1809,7 @@ static void test_no_plaintext_on_disk(void **state)
 	commit_ok(st);
 	store_close(st);
 
-	char *lockfile = ut_join(fx->db, "lock.mdb");
+	char *lockfile = ut_join(fx->tmp.path, "lock.mdb");
 	const char *files[] = {fx->datafile, lockfile};
 	for(size_t f = 0; f < 2; f++){
 		size_t len;
@@ -1831,7 +1825,7 @@ static void test_no_plaintext_on_disk(void **state)
 		/* "SECRET" alone would catch a partial leak, e.g. a split string. */
 		assert_null(ut_find(data, len, "SECRET", 6));
 		/* Nor does the key. */
-		assert_null(ut_find(data, len, fx->key, SEAL_KEY_LEN));
+		assert_null(ut_find(data, len, fx->tmp.key, SEAL_KEY_LEN));
 		if(f == 0){
 			/* The scan works: LMDB's own database names are plaintext. */
 			assert_non_null(ut_find(data, len, "sessions", 8));
@@ -1924,7 +1918,7 @@ static void test_reopen_after_growth(void **state)
 
 	st = NULL;
 	err[0] = 0;
-	int rc = store_open(&st, fx->db, MIB, fx->key, 0, test_log, err, sizeof(err));
+	int rc = store_open(&st, fx->tmp.path, MIB, fx->tmp.key, 0, test_log, err, sizeof(err));
 	if(rc != STORE_OK){
 		fail_msg("reopen with the configured 1 MiB map failed: %d %s", rc, err);
 	}
@@ -2312,17 +2306,17 @@ static void test_dedup_key(void **state)
 	assert_memory_equal(k, k1, HASH_LEN);
 	store_close(st);
 
-	char *db2 = ut_join(fx->dir, "db2");
+	char *db2 = ut_join(fx->tmp.dir, "db2");
 	char err[512];
-	assert_int_equal(store_open(&st, db2, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_OK);
+	assert_int_equal(store_open(&st, db2, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_OK);
 	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_equal(k, k1, HASH_LEN);
 	store_close(st);
 
 	uint8_t other[SEAL_KEY_LEN];
-	memcpy(other, fx->key, sizeof(other));
+	memcpy(other, fx->tmp.key, sizeof(other));
 	other[SEAL_KEY_LEN - 1] ^= 0x80;
-	char *db3 = ut_join(fx->dir, "db3");
+	char *db3 = ut_join(fx->tmp.dir, "db3");
 	assert_int_equal(store_open(&st, db3, 0, other, 0, test_log, err, sizeof(err)), STORE_OK);
 	assert_int_equal(store_dedup_key(st, &d, k), STORE_OK);
 	assert_memory_not_equal(k, k1, HASH_LEN);
@@ -2541,10 +2535,10 @@ static void test_schema2_counts_built(void **state)
 	commit_ok(st);
 	store_close(st);
 
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_dbi counts = raw_dbi(&r, "refs"), meta = raw_dbi(&r, "meta");
 	assert_int_equal(mdb_drop(r.txn, counts, 1), 0);
-	struct seal *seal = raw_seal(&r, fx->key, 0xFFFFFE);
+	struct seal *seal = raw_seal(&r, fx->tmp.key, 0xFFFFFE);
 	uint8_t ad[1 + 6] = {DB_META, 's', 'c', 'h', 'e', 'm', 'a'}, two[4] = {0, 0, 0, 2};
 	uint8_t sealed[4 + SEAL_OVERHEAD];
 	assert_int_equal(seal_record(seal, ad, sizeof(ad), two, sizeof(two), sealed), SEAL_OK);
@@ -2571,8 +2565,8 @@ static void test_schema2_counts_built(void **state)
 	put_be64(key, msg_ids[1]);
 	ad2[0] = DB_REFS;
 	memcpy(ad2 + 1, key, 8);
-	raw_open(&r, fx->db);
-	seal = raw_seal(&r, fx->key, 0xFFFFFF);
+	raw_open(&r, fx->tmp.path);
+	seal = raw_seal(&r, fx->tmp.key, 0xFFFFFF);
 	assert_int_equal(seal_record(seal, ad2, sizeof(ad2), seven, sizeof(seven), sealed2), SEAL_OK);
 	seal_free(seal);
 	raw_put(&r, raw_dbi(&r, "refs"), key, sizeof(key), sealed2, sizeof(sealed2));
@@ -2596,8 +2590,8 @@ static void schema_set(struct fx *fx, uint32_t v)
 	struct seal *seal;
 	struct raw r;
 
-	raw_open(&r, fx->db);
-	seal = raw_seal(&r, fx->key, 0xFFFFF0 + v);
+	raw_open(&r, fx->tmp.path);
+	seal = raw_seal(&r, fx->tmp.key, 0xFFFFF0 + v);
 	put_be32(be, v);
 	assert_int_equal(seal_record(seal, ad, sizeof(ad), be, sizeof(be), sealed), SEAL_OK);
 	seal_free(seal);
@@ -2641,15 +2635,15 @@ static void test_schema3_converted(void **state)
 	store_close(st);
 
 	schema_set(fx, 5);
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	before = raw_get(&r, raw_dbi(&r, "meta"), "epoch", 5, &blen);
 	raw_close(&r, false);
 	assert_non_null(before);
 	st = NULL;
-	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_VERSION);
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_ERR_VERSION);
 	assert_null(st);
 	assert_non_null(strstr(err, "has schema version 5; this persist-lmdb reads versions 1 to 4"));
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	after = raw_get(&r, raw_dbi(&r, "meta"), "epoch", 5, &alen);
 	raw_close(&r, false);
 	assert_non_null(after);
@@ -2676,27 +2670,27 @@ static void test_salt_record_damaged(void **state)
 	store_close(st);
 
 	put_be32(name + 4, 1);
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	salt = raw_get(&r, raw_dbi(&r, "meta"), name, sizeof(name), &len);
 	assert_non_null(salt);
 	assert_uint_equal(len, SEAL_SALT_LEN);
 	raw_put(&r, raw_dbi(&r, "meta"), name, sizeof(name), salt, len - 1);
 	raw_close(&r, true);
 	st = NULL;
-	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
 	assert_non_null(strstr(err, "salt records"));
 
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_val k = {sizeof(name), name};
 	assert_int_equal(mdb_del(r.txn, raw_dbi(&r, "meta"), &k, NULL), 0);
 	raw_close(&r, true);
 	err[0] = 0;
-	assert_int_equal(store_open(&st, fx->db, 0, fx->key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_ERR_CORRUPT);
 	assert_non_null(strstr(err, "key check"));
 	assert_non_null(strstr(err, seal_strerror(SEAL_ERR_EPOCH)));
 
 	/* Put back, everything is there. */
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	raw_put(&r, raw_dbi(&r, "meta"), name, sizeof(name), salt, SEAL_SALT_LEN);
 	raw_close(&r, true);
 	free(salt);
@@ -2725,7 +2719,7 @@ static void test_schema1_queues_converted(void **state)
 	}
 	store_close(st);
 
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_dbi queues = raw_dbi(&r, "queues"), legacy, meta = raw_dbi(&r, "meta");
 	assert_int_equal(mdb_dbi_open(r.txn, "queue", MDB_CREATE, &legacy), 0);
 	MDB_cursor *cur;
@@ -2743,7 +2737,7 @@ static void test_schema1_queues_converted(void **state)
 	mdb_cursor_close(cur);
 	assert_uint_equal(moved, 9000);
 	assert_int_equal(mdb_drop(r.txn, queues, 1), 0);
-	struct seal *seal = raw_seal(&r, fx->key, 0xFFFFFE);
+	struct seal *seal = raw_seal(&r, fx->tmp.key, 0xFFFFFE);
 	uint8_t ad[1 + 6] = {DB_META, 's', 'c', 'h', 'e', 'm', 'a'}, one[4] = {0, 0, 0, 1};
 	uint8_t sealed[4 + SEAL_OVERHEAD];
 	assert_int_equal(seal_record(seal, ad, sizeof(ad), one, sizeof(one), sealed), SEAL_OK);
@@ -2753,7 +2747,7 @@ static void test_schema1_queues_converted(void **state)
 
 	char err[512] = "";
 	st = NULL;
-	assert_int_equal(store_open(&st, fx->db, 0, fx->key, STORE_READ_ONLY, test_log, err, sizeof(err)),
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, STORE_READ_ONLY, test_log, err, sizeof(err)),
 			STORE_ERR_VERSION);
 	assert_null(st);
 	assert_non_null(strstr(err, "schema 1"));
@@ -2776,7 +2770,7 @@ static void test_schema1_queues_converted(void **state)
 	assert_uint_equal(stats_of(st).records_rejected, 0);
 	store_close(st);
 
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	assert_int_equal(mdb_dbi_open(r.txn, "queue", 0, &legacy), MDB_NOTFOUND);
 	raw_close(&r, false);
 	log_reset();
@@ -2849,7 +2843,7 @@ static void test_walk_in_batches(void **state)
 
 	/* One record of "big" in its third batch damaged: the others come. */
 	struct raw r;
-	raw_open(&r, fx->db);
+	raw_open(&r, fx->tmp.path);
 	MDB_dbi queue = raw_dbi(&r, "queues");
 	MDB_cursor *cur;
 	MDB_val k, v;

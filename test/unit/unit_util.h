@@ -84,6 +84,37 @@ static inline int ut_rm_rf(const char *path)
 	return rc;
 }
 
+/* A temporary directory, one path in it and a test key: where every test
+ * of the store or the journal starts. */
+struct ut_tmp {
+	char *dir;
+	char *path;        /* dir/name */
+	uint8_t key[32];   /* key[i] = first + i * step */
+};
+
+static inline void ut_tmp_remove(struct ut_tmp *t)
+{
+	if(t->dir){
+		ut_rm_rf(t->dir);
+	}
+	free(t->dir);
+	free(t->path);
+	t->dir = t->path = NULL;
+}
+
+/* 0, or -1 with nothing left made. */
+static inline int ut_tmp_make(struct ut_tmp *t, const char *name, uint8_t first, uint8_t step)
+{
+	if(!(t->dir = ut_mkdtemp()) || !(t->path = ut_join(t->dir, name))){
+		ut_tmp_remove(t);
+		return -1;
+	}
+	for(int i = 0; i < (int)sizeof(t->key); i++){
+		t->key[i] = (uint8_t)(first + i * step);
+	}
+	return 0;
+}
+
 /* Writes len bytes to path (replacing it) and sets its mode exactly. */
 static inline int ut_write_file(const char *path, const void *data, size_t len, mode_t mode)
 {
