@@ -17,7 +17,6 @@ void replay_note_completed(struct plugin *pl, const char *clientid, uint64_t sto
 void replay_body(struct plugin *pl, const struct rec_base_msg *m);
 void replay_body_added(struct plugin *pl, const struct mosquitto_base_msg *d);
 bool replay_duplicate(struct plugin *pl, const struct mosquitto_client_msg *d);
-bool replay_dropping(const struct plugin *pl);
 void replay_tick(struct plugin *pl);
 void replay_free(struct plugin *pl);
 

@@ -297,19 +297,16 @@ void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	s->pubrel[s->n_pubrel++] = cmsg_id;
 }
 
-bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
+void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
 {
 	struct backlog_session *s;
 
 	if(!backlog_on(pl)){
-		return true;
-	}
-	if(broker_taking()){
-		return false;
+		return;
 	}
 	s = client_find(&pl->backlog->sessions, clientid);
 	if(!s){
-		return true;
+		return;
 	}
 	if(s->draining && s->held){
 		s->held--;
@@ -323,7 +320,6 @@ bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_
 			break;
 		}
 	}
-	return true;
 }
 
 static void drain_tick(struct plugin *pl);

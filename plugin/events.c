@@ -209,7 +209,7 @@ int on_client_msg_delete(int event, void *event_data, void *userdata)
 	struct entry e = entry_of(&ed->data);
 
 	(void)event;
-	if(replay_dropping(pl) || !features_entry_gone(pl, &e)){
+	if(!features_entry_gone(pl, &e)){
 		return MOSQ_ERR_SUCCESS;
 	}
 	return store_result(store_queue_remove(pl->store, e.clientid, e.seq, e.q.store_id), "a queued message deletion");

@@ -148,9 +148,8 @@ bool backlog_released(const struct plugin *pl, const char *clientid);
 /* The broker queued an outgoing message for clientid (state: where it put it). */
 void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid,
 		uint8_t qos, uint8_t state);
-/* The broker deleted an outgoing message of clientid; false when the
- * deletion is the plugin's own and must not be recorded. */
-bool backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
+/* The broker deleted an outgoing message of clientid. */
+void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
 /* The broker holds an outgoing QoS 2 message of clientid whose PUBREL was sent. */
 void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 void backlog_online(struct plugin *pl, const char *clientid, bool online);

@@ -92,14 +92,17 @@ bool features_entry_gone(struct plugin *pl, const struct entry *e)
 {
 	const struct rec_queue *q = &e->q;
 
+	/* The plugin's own taking back (disk mode, a replayed routing's copy):
+	 * nothing of the entry goes. */
+	if(broker_taking()){
+		return false;
+	}
 	if(q->direction == MSG_DIR_IN){
 		journal_released_in(pl, e->clientid, e->seq, q->store_id);
 		dedup_q2_released(pl, q->store_id);
 		return true;
 	}
-	if(!backlog_msg_deleted(pl, e->clientid, e->seq, q->mid)){
-		return false;
-	}
+	backlog_msg_deleted(pl, e->clientid, e->seq, q->mid);
 	if(q->qos == 2){
 		pubrel_gone(pl, e->clientid, q->mid);
 		if(q->state == MSG_STATE_WAIT_FOR_PUBCOMP){

@@ -514,7 +514,6 @@ struct replay {
 		uint8_t qos;
 	} *drops;
 	size_t n_drops, cap_drops;
-	bool dropping;
 };
 
 void replay_free(struct plugin *pl)
@@ -647,11 +646,6 @@ bool replay_duplicate(struct plugin *pl, const struct mosquitto_client_msg *d)
 	return true;
 }
 
-bool replay_dropping(const struct plugin *pl)
-{
-	return pl->replay && pl->replay->dropping;
-}
-
 /* The first tick: the broker's copies for sessions that hold the message
  * go, and the routing done again is over. */
 void replay_tick(struct plugin *pl)
@@ -661,15 +655,9 @@ void replay_tick(struct plugin *pl)
 	if(!rp){
 		return;
 	}
-	rp->dropping = true;
+	/* Taken, not deleted: the store never had these copies. */
 	for(size_t i = 0; i < rp->n_drops; i++){
-		struct mosquitto_client_msg cm = {
-			.clientid = rp->drops[i].clientid,
-			.mid = rp->drops[i].mid,
-			.qos = rp->drops[i].qos,
-			.direction = MSG_DIR_OUT,
-		};
-		mosquitto_persist_client_msg_delete(&cm);
+		broker_entry_take(rp->drops[i].clientid, rp->drops[i].mid, rp->drops[i].qos);
 	}
 	if(rp->n_drops){
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: the QoS 2 message routed again from journal record "
