@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -370,6 +371,26 @@ static int queue_apply(struct store *st, MDB_txn *txn, MDB_cursor **curp, bool a
 	return rc;
 }
 
+/* Puts a body. Store ids grow within a run, so a new body's key is almost
+ * always the last: MDB_APPEND fills its leaf page to the end, where a plain
+ * put would split it in half and leave every body page half empty. Any
+ * other key (a replaced body, ids of an earlier run) takes the plain put. */
+static int msgs_put(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **curp, MDB_val *k, MDB_val *v)
+{
+	int rc = 0;
+
+	if(!*curp){
+		rc = mdb_cursor_open(txn, dbi, curp);
+	}
+	if(rc == 0){
+		rc = mdb_cursor_put(*curp, k, v, MDB_APPEND);
+	}
+	if(rc == MDB_KEYEXIST){
+		rc = mdb_put(txn, dbi, k, v, 0);
+	}
+	return rc;
+}
+
 /* Applies operations of ops from byte offset *pos until the end or, past
  * OPS_PER_TXN of them, until a journal mark: a transaction that ended
  * between marks would commit part of what a journal record did, and the
@@ -380,7 +401,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 		uint64_t *mark)
 {
 	const uint8_t *p = ops->data + *pos, *end = ops->data + ops->len;
-	MDB_cursor *queue_cur = NULL;
+	MDB_cursor *queue_cur = NULL, *msgs_cur = NULL;
 	uint64_t n = 0;
 	uint8_t last = OP_MARK;
 	MDB_val k, v;
@@ -428,7 +449,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				}
 				v.mv_data = (void *)(p + OP_HEADER + klen);
 				v.mv_size = vlen;
-				rc = mdb_put(txn, dbi, &k, &v, 0);
+				rc = p[1] == DB_MSGS ? msgs_put(txn, dbi, &msgs_cur, &k, &v) : mdb_put(txn, dbi, &k, &v, 0);
 				break;
 			case OP_DEL:
 				if(p[1] == DB_QUEUE){
@@ -466,6 +487,9 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 	}
 	if(queue_cur){
 		mdb_cursor_close(queue_cur);
+	}
+	if(msgs_cur){
+		mdb_cursor_close(msgs_cur);
 	}
 	if(rc == 0){
 		rc = store_refs_flush(st, txn);
@@ -684,13 +708,32 @@ static int commit_error(int rc)
 	return rc >= SEAL_RC_BASE ? STORE_ERR_CRYPTO : STORE_ERR_IO;
 }
 
+/* Below this much free space, a failed write is taken for a full device. */
+#define NEARLY_FULL_BYTES (64ull << 20)
+
+/* A write that ran out of space part of the way returns a short count,
+ * which LMDB reports as EIO, not ENOSPC: a commit of many pages usually
+ * fails that way. */
+static bool device_full(const struct store *st, int rc)
+{
+	struct statvfs sv;
+
+	if(rc == ENOSPC){
+		return true;
+	}
+	return rc == EIO && statvfs(st->path, &sv) == 0
+		&& (unsigned long long)sv.f_bavail * sv.f_frsize < NEARLY_FULL_BYTES;
+}
+
 /* Leaves a failed commit's error for the owner's thread to report. */
 static void commit_failed(struct store *st, int rc)
 {
+	bool full = device_full(st, rc);
+
 	pthread_mutex_lock(&st->lock);
 	st->stats.commit_errors++;
 	st->last_commit_rc = rc;
-	st->disk_full = rc == ENOSPC;
+	st->disk_full = full;
 	pthread_mutex_unlock(&st->lock);
 }
 
