@@ -14,6 +14,8 @@ over several rounds (setup order rotated each round), and reports medians:
                  the database only)
   lmdb-disk-ttl  lmdb-disk with plugin_opt_offline_ttl 7d (queue limits and
                  expiry bookkeeping on)
+  lmdb-commit0   persist-lmdb, plugin_opt_commit_interval_ms 0 (a commit every
+                 broker loop iteration instead of every 100 ms)
   sqlite-flush0  persist-sqlite, plugin_opt_flush_period 0
   sync-floor     a plugin that only writes each QoS 1/2 PUBLISH with one O_DSYNC
                  pwrite before its PUBACK (bench/syncfloor.c): what syncing once
@@ -68,12 +70,14 @@ import time
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_persist_sqlite.so"
 LMDB_SETUPS = {"lmdb": None, "lmdb-periodic": "periodic", "lmdb-publish": "publish",
-               "lmdb-disk": None, "lmdb-disk-ttl": None}  # -> plugin_opt_sync
+               "lmdb-disk": None, "lmdb-disk-ttl": None, "lmdb-commit0": None}  # -> plugin_opt_sync
 LMDB_EXTRA = {"lmdb-disk": ["plugin_opt_queue_storage disk"],
-              "lmdb-disk-ttl": ["plugin_opt_queue_storage disk", "plugin_opt_offline_ttl 7d"]}
+              "lmdb-disk-ttl": ["plugin_opt_queue_storage disk", "plugin_opt_offline_ttl 7d"],
+              "lmdb-commit0": ["plugin_opt_commit_interval_ms 0"]}
 DEFAULT_SETUPS = ["none", "snapshot", "sqlite", "lmdb", "lmdb-periodic"]
-ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor", "lmdb-disk", "lmdb-disk-ttl"]
-RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-disk", "lmdb-disk-ttl"]  # `none` has nothing to restore
+ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor", "lmdb-disk", "lmdb-disk-ttl",
+                               "lmdb-commit0"]
+RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-disk", "lmdb-disk-ttl", "lmdb-commit0"]  # `none` has nothing to restore
 # Scenario C. The disk probe (bench/syncprobe) runs in slices next to C_JUDGED,
 # or, without it, takes its own turn in the rotation as `probe`.
 C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish", "sync-floor"]
@@ -446,13 +450,17 @@ def run_g(setup, rnd):
         s = b.loadgen("subscribe-offline", "-k", args.sessions, "-e", "-t", G_TOPIC, "-i", "g-")
         mem_sessions = mem_kib(b.proc.pid)
         rss_sessions = mem_sessions.get("VmRSS")
+        cpu0 = cpu_secs(b.proc.pid)
         r = b.loadgen("publish", "-n", args.sessions * args.per_session, "-e", "-k", args.sessions,
                       "-t", G_TOPIC, "-s", args.size, "-q", 1, "-w", args.window)
+        cpu = cpu_secs(b.proc.pid) - cpu0
         time.sleep(1.5)  # at rest: lmdb-disk releases offline queues and unmaps the file each second
         mem_loaded = mem_kib(b.proc.pid)
         rss_loaded = mem_loaded.get("VmRSS")
         res = {"session_rate": args.sessions / s["secs"] if s["secs"] > 0 else None,
-               "publish_rate": r["rate"], "rss_loaded_kib": rss_loaded,
+               "publish_rate": r["rate"],
+               "broker_cpu_us_per_msg": cpu * 1e6 / (args.sessions * args.per_session),
+               "rss_loaded_kib": rss_loaded,
                "backlog_rss_kib": rss_loaded - rss_sessions if rss_loaded and rss_sessions else None,
                "backlog_anon_kib": mem_loaded.get("RssAnon", 0) - mem_sessions.get("RssAnon", 0),
                "stop_secs": b.stop()}
@@ -916,6 +924,7 @@ def report_more(results, setups, restart_setups):
         out.append(table(results, "G", g_setups, [
             ("session_rate", "sessions set up (sessions/s)", "rate", 1),
             ("publish_rate", "publish rate (msg/s, acked)", "rate", 1),
+            ("broker_cpu_us_per_msg", "broker CPU per published message (µs)", "us", 1),
             ("rss_loaded_kib", "broker RSS before the stop (MiB)", "mib", 1 / 1024),
             ("backlog_rss_kib", "of it, growth while the backlog was published (MiB)", "mib", 1 / 1024),
             ("backlog_anon_kib", "of the growth, anonymous memory (MiB)", "mib", 1 / 1024),
@@ -924,7 +933,8 @@ def report_more(results, setups, restart_setups):
             ("restart_secs", "restart: process start to first CONNACK (s)", "secs", 1),
             ("rss_restart_kib", "broker RSS after restart (MiB)", "mib", 1 / 1024),
             ("rss_restart_file_kib", "of which file-backed (MiB)", "mib", 1 / 1024),
-        ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot"), ("lmdb-disk", "sqlite")], g_setups)))
+        ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot"), ("lmdb-disk", "sqlite"),
+                           ("lmdb", "lmdb-commit0")], g_setups)))
         out.append(f"\nPer round, restart (s): {samples(results, 'G', g_setups, 'restart_secs', 'secs')}.\n")
     return out
 
@@ -977,14 +987,17 @@ def report(results, info, drawn):
     if "sqlite-flush0" in used:
         out.append("- `sqlite-flush0`: persist-sqlite with `plugin_opt_flush_period 0`: a commit per "
                    "broker loop iteration (still not fsynced).")
-    out.append("- `lmdb`: persist-lmdb with its defaults (`plugin_opt_sync tick`: the changes of one "
-               "broker loop iteration in one LMDB write transaction, fdatasync'd at commit; see "
+    out.append("- `lmdb`: persist-lmdb with its defaults (`plugin_opt_sync tick`: the changes of "
+               "`plugin_opt_commit_interval_ms` (100 ms) in one LMDB write transaction, fdatasync'd at commit; see "
                "[durability.md](durability.md))."
                + ("" if used & {"lmdb-periodic", "lmdb-publish", "sync-floor"} else "\n"))
     if "lmdb-periodic" in used:
         out.append("- `lmdb-periodic`: persist-lmdb with `plugin_opt_sync periodic`: a transaction per "
-                   "loop iteration as in `tick`, synced every `plugin_opt_sync_interval_ms` (1000 ms)."
+                   "commit interval as in `tick`, synced every `plugin_opt_sync_interval_ms` (1000 ms)."
                    + ("" if used & {"lmdb-publish", "sync-floor"} else "\n"))
+    if "lmdb-commit0" in used:
+        out.append("- `lmdb-commit0`: persist-lmdb with `plugin_opt_commit_interval_ms 0`: a commit every broker "
+                   "loop iteration, as before the commit interval existed.\n")
     if "lmdb-disk" in used:
         out.append("- `lmdb-disk`: persist-lmdb with `plugin_opt_queue_storage disk`: messages of offline "
                    "sessions in the database only, handed back to the broker when their client returns.\n")
@@ -1092,8 +1105,8 @@ def report(results, info, drawn):
                + ("" if c_setups or probe_ok else "\n"))
     if c_setups or probe_ok:
         out.append("- Scenario C compares promises as well as costs: only `lmdb-publish` has a message on "
-                   "disk when its PUBACK leaves; `lmdb` (tick) syncs once per loop iteration, after the "
-                   "PUBACKs of that iteration are written; `lmdb-periodic` syncs every second; `sqlite` "
+                   "disk when its PUBACK leaves; `lmdb` (tick) syncs once per commit interval, after the "
+                   "PUBACKs it covers are written; `lmdb-periodic` syncs every second; `sqlite` "
                    "and `sqlite-flush0` never sync a commit. A disk's sync rate on a shared or virtual "
                    "machine can move tenfold from one second to the next (compare the probe's latencies "
                    "between rounds): trust the ratios of slices measured seconds apart more than rates "

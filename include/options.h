@@ -5,12 +5,14 @@
 #include <stddef.h>
 
 enum sync_mode {
-	SYNC_TICK,     /* one write transaction per broker loop iteration, synced */
+	SYNC_TICK,     /* a write transaction per commit interval, synced */
 	SYNC_PUBLISH,  /* as tick, and the journal is synced before each acknowledgement */
-	SYNC_PERIODIC, /* a transaction per loop iteration, synced every sync_interval_ms */
+	SYNC_PERIODIC, /* a transaction per commit interval, synced every sync_interval_ms */
 };
 
 #define SYNC_INTERVAL_DEFAULT_MS 1000u
+#define COMMIT_INTERVAL_DEFAULT_MS 100u
+#define COMMIT_INTERVAL_MAX_MS 10000u
 #define DEDUP_PROPERTY_DEFAULT "msg-id"
 #define DEDUP_WINDOW_DEFAULT_S 3600u
 #define DEDUP_MAX_IDS_DEFAULT 100000u
@@ -52,6 +54,7 @@ struct plugin_config {
 	enum sync_mode sync;
 	enum on_damage on_damage;
 	unsigned sync_interval_ms;
+	unsigned commit_interval_ms; /* tick, periodic: least time between commits; 0: every iteration */
 	size_t journal_size;
 	char *personal_topics;  /* account deletion: patterns with %u and %c, or NULL */
 	char *dedup_property;   /* user property holding a publisher's message id */

@@ -94,6 +94,7 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 	cfg->map_size = STORE_DEFAULT_MAP_SIZE;
 	cfg->sync = SYNC_TICK;
 	cfg->sync_interval_ms = SYNC_INTERVAL_DEFAULT_MS;
+	cfg->commit_interval_ms = COMMIT_INTERVAL_DEFAULT_MS;
 	cfg->journal_size = JOURNAL_DEFAULT_SIZE;
 	cfg->dedup_window = DEDUP_WINDOW_DEFAULT_S;
 	cfg->dedup_max_ids = DEDUP_MAX_IDS_DEFAULT;
@@ -220,6 +221,14 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 				goto fail;
 			}
 			cfg->sync_interval_ms = (unsigned)ms;
+		}else if(!strcmp(k, "commit_interval_ms")){
+			unsigned long long ms;
+			if(parse_scaled(v, NULL, COMMIT_INTERVAL_MAX_MS, &ms)){
+				snprintf(err, errlen, "plugin_opt_commit_interval_ms '%s' is not a number of "
+						"milliseconds from 0 to %u", v ? v : "", COMMIT_INTERVAL_MAX_MS);
+				goto fail;
+			}
+			cfg->commit_interval_ms = (unsigned)ms;
 		}else if(!strcmp(k, "seq_property")){
 			if(set_string(&cfg->seq_property, k, v, err, errlen)){
 				goto fail;

@@ -451,6 +451,35 @@ static void test_sync_interval(void **state)
 	expect_refused("sync_interval_ms", NULL);
 }
 
+static void test_commit_interval(void **state)
+{
+	static const struct {
+		const char *v;
+		unsigned ms;
+	} ok[] = {{"0", 0}, {"1", 1}, {"100", 100}, {"10000", 10000}, {"0250", 250}};
+	static const char *const bad[] = {
+		"10001", "junk", "", "-1", "+5", " 5", "5 ", "5ms", "1.5", "0x10", "99999999999999999999999",
+	};
+	struct plugin_config cfg;
+	char err[512];
+	const struct option_kv none[] = {KV("key_file", "/k")};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, none, 1, "/loc", err, sizeof(err)), 0);
+	assert_uint_equal(cfg.commit_interval_ms, COMMIT_INTERVAL_DEFAULT_MS);
+	assert_uint_equal(cfg.commit_interval_ms, 100);
+	config_free(&cfg);
+	for(size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++){
+		assert_int_equal(parse_one(&cfg, "commit_interval_ms", ok[i].v, err, sizeof(err)), 0);
+		assert_uint_equal(cfg.commit_interval_ms, ok[i].ms);
+		config_free(&cfg);
+	}
+	for(size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++){
+		expect_refused("commit_interval_ms", bad[i]);
+	}
+	expect_refused("commit_interval_ms", NULL);
+}
+
 static void test_journal_size(void **state)
 {
 	static const struct {
@@ -690,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_sync_modes),
 		cmocka_unit_test(test_sync_interval),
+		cmocka_unit_test(test_commit_interval),
 		cmocka_unit_test(test_journal_size),
 		cmocka_unit_test(test_dedup_window),
 		cmocka_unit_test(test_parse_duration),
