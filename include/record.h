@@ -91,7 +91,8 @@ struct rec_dedup {
  * store committed it. */
 enum jrec_kind {
 	JREC_PUBLISH = 1,     /* an accepted QoS 1/2 PUBLISH, routed: route it again */
-	JREC_PUBREL_SENT = 2, /* an outgoing QoS 2 message got PUBREC; PUBREL follows */
+	JREC_PUBREL_SENT = 2, /* an outgoing QoS 2 message got PUBREC; PUBREL follows (clientid,
+	                         seq, mid) */
 	JREC_RELEASED_IN = 3, /* an incoming QoS 2 message got PUBREL and was routed */
 	/* Changes a CONNACK, SUBACK or UNSUBACK reports, and what decides a
 	 * will's fate: applied to the store at restart, in lsn order. */
@@ -120,7 +121,9 @@ struct rec_journal {
 	uint64_t seq;             /* a queue entry's sequence number */
 	uint64_t store_id;        /* the body: JREC_INCOMING, JREC_ROUTED; JREC_RELEASED_IN and
 	                             JREC_COMPLETED (0 in records of earlier versions) */
-	uint16_t mid;             /* JREC_INCOMING: the publisher's packet id */
+	uint16_t mid;             /* JREC_INCOMING: the publisher's packet id; JREC_PUBREL_SENT:
+	                             the one the PUBREL went under (0 in records of earlier
+	                             versions) */
 	struct rec_session session;
 	struct rec_sub sub;
 	struct rec_will will;

@@ -170,7 +170,11 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 			return;
 		}
 		/* The window was sent whole before the next part went in: this one
-		 * goes out now, ahead of the rest of the backlog. */
+		 * goes out now, ahead of the rest of the backlog. The broker holds
+		 * it: the part that reaches it passes it over (handback.c). */
+		if(qos && s->mids){
+			s->mids[mid >> 3] |= (uint8_t)(1u << (mid & 7));
+		}
 		pl->backlog->out_of_order++;
 		time_t now = time(NULL);
 		if(now - pl->backlog->log_at >= LOG_INTERVAL_S){

@@ -82,7 +82,7 @@ void journal_q2_routed(struct plugin *pl, uint64_t store_id);
 void journal_q2_incoming(struct plugin *pl, const struct entry *e);
 /* A QoS 2 PUBLISH is about to leave: it does only with its routing committed. */
 void journal_q2_out(struct plugin *pl);
-void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
 void journal_completed(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
 void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
 void journal_q2_entry(struct plugin *pl, const struct entry *e);

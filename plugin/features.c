@@ -73,7 +73,7 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 	if(q->direction == MSG_DIR_OUT && q->qos == 2){
 		pubrel_noted(pl, e);
 		if(q->state == MSG_STATE_WAIT_FOR_PUBCOMP){
-			journal_pubrel_sent(pl, e->clientid, e->seq);
+			journal_pubrel_sent(pl, e->clientid, e->seq, q->mid);
 			backlog_pubrel_sent(pl, e->clientid, e->seq);
 		}else if(q->state == MSG_STATE_PUBLISH_QOS2 && pubrel_resume(pl, e)){
 			backlog_pubrel_sent(pl, e->clientid, e->seq);

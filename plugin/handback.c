@@ -54,9 +54,17 @@ int body_ensure(struct plugin *pl, uint64_t store_id)
 	return e.rc;
 }
 
-/* Applies what the journal says about one queue entry; returns true when
- * the entry is used up (an incoming message the journal says was routed). */
-static bool queued_from_journal(struct handover *h, uint64_t seq, const struct rec_queue *q)
+/* An outgoing QoS 2 entry whose PUBREL was sent. */
+static bool pubrel_was_sent(const struct rec_queue *q)
+{
+	return q->direction == MSG_DIR_OUT && q->qos == 2
+		&& (q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL);
+}
+
+/* Applies what the journal says about one queue entry (q is updated);
+ * returns true when the entry is used up (an incoming message the journal
+ * says was routed). */
+static bool queued_from_journal(struct handover *h, uint64_t seq, struct rec_queue *q)
 {
 	const char *clientid = h->clientid;
 	struct store *st = h->pl->store;
@@ -70,14 +78,14 @@ static bool queued_from_journal(struct handover *h, uint64_t seq, const struct r
 		}
 	}
 	if(q->direction == MSG_DIR_OUT && q->qos == 2){
-		bool sent = q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL;
-		if(!sent && j && j->pubrel_sent(j->ctx, clientid, seq)){
-			struct rec_queue upd = *q;
-			upd.state = MSG_STATE_WAIT_FOR_PUBCOMP;
-			store_queue_update(st, clientid, seq, &upd);
-			sent = true;
+		uint16_t mid = 0;
+		if(!pubrel_was_sent(q) && j && j->pubrel_sent(j->ctx, clientid, seq, &mid)){
+			/* The client knows the message by the id the PUBREL went under. */
+			q->state = MSG_STATE_WAIT_FOR_PUBCOMP;
+			q->mid = mid ? mid : q->mid;
+			store_queue_update(st, clientid, seq, q);
 		}
-		if(sent){
+		if(pubrel_was_sent(q)){
 			struct pubrel_list *l = &h->pubrel;
 			if(ARRAY_GROW(l->seqs, l->n, l->cap, 8)){
 				broker_log(BROKER_LOG_WARNING, "persist-lmdb: out of memory: QoS 2 message %u "
@@ -97,6 +105,14 @@ static bool was_sent(uint8_t state)
 		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP;
 }
 
+static void take_mid(struct handover *h, uint16_t mid)
+{
+	if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
+		h->mids[mid >> 3] |= (uint8_t)(1u << (mid & 7));
+		h->n_mids++;
+	}
+}
+
 /* The next packet id no message handed over so far has; once all are
  * taken, the next one (as the broker numbers a queue longer than the id
  * space). */
@@ -113,14 +129,28 @@ static uint16_t free_mid(struct handover *h)
 	return (uint16_t)h->next_mid;
 }
 
-/* Hands one stored entry to the broker; 1 stops the walk (a part of a
- * hand-back is full). */
+/* A hand-back's part ends before seq: it and what follows stay stored.
+ * Returns 1 (the walk stops). */
+static int leave_stored(struct handover *h, uint64_t seq)
+{
+	if(!h->load->next_seq || seq < h->load->next_seq){
+		h->load->next_seq = seq;
+	}
+	return 1;
+}
+
+/* Hands one stored entry, the journal applied, to the broker; 1 stops the
+ * walk (a part of a hand-back is full). */
 static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q)
 {
 	uint16_t mid = q->mid;
 	int rc;
 
-	if(queued_from_journal(h, seq, q)){
+	/* A later part of a hand-back that stopped after handing over, out of
+	 * order, messages whose PUBREL was sent (flush_held): the broker holds
+	 * them already, under the id they keep. */
+	if(h->load && h->load->from && q->direction == MSG_DIR_OUT && q->qos > 0 && was_sent(q->state)
+			&& (h->mids[mid >> 3] & (1u << (mid & 7)))){
 		return 0;
 	}
 	if(q->direction == MSG_DIR_OUT && q->qos > 0){
@@ -135,10 +165,7 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 			mid = free_mid(h);
 		}
 		h->next_mid = mid;
-		if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
-			h->mids[mid >> 3] |= (uint8_t)(1u << (mid & 7));
-			h->n_mids++;
-		}
+		take_mid(h, mid);
 	}
 	rc = backlog_on(h->pl) ? body_ensure(h->pl, q->store_id) : BROKER_OK;
 	if(rc == BROKER_OK){
@@ -149,7 +176,7 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 			rc = BROKER_OK;
 		}else{
 			/* The rest stays stored, for a later part. */
-			h->load->next_seq = seq;
+			leave_stored(h, seq);
 			return 1;
 		}
 	}
@@ -180,60 +207,74 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 	return 0;
 }
 
-/* An outgoing QoS 2 entry whose PUBREL was sent (stored so, or journaled). */
-static bool pubrel_sent(struct handover *h, uint64_t seq, const struct rec_queue *q)
-{
-	return q->direction == MSG_DIR_OUT && q->qos == 2
-		&& (q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL
-			|| (h->journal && h->journal->pubrel_sent(h->journal->ctx, h->clientid, seq)));
-}
-
 /* The held entries, those whose PUBREL was sent first (see
- * handover_session), then no more holding. */
-static void flush_held(struct handover *h)
+ * handover_session), then no more holding. Returns 1 when the broker took
+ * no more (a hand-back's part ends; what it did not take stays stored). */
+static int flush_held(struct handover *h)
 {
+	int stop = 0;
+
+	/* Handed over out of order, a message not sent yet would get a new
+	 * packet id that a sent one held later keeps: theirs are taken first. */
+	for(size_t i = 0; i < h->n_held; i++){
+		const struct held *e = &h->held[i];
+		if(e->q.direction == MSG_DIR_OUT && e->q.qos > 0 && was_sent(e->q.state)){
+			take_mid(h, e->q.mid);
+		}
+	}
+
 	for(int pass = 0; pass < 2; pass++){
 		for(size_t i = 0; i < h->n_held; i++){
 			struct held *e = &h->held[i];
-			if(pubrel_sent(h, e->seq, &e->q) == (pass == 0)){
-				hand_over(h, e->seq, &e->q);
+			if(pubrel_was_sent(&e->q) != (pass == 0)){
+				continue;
+			}
+			if(stop){
+				leave_stored(h, e->seq);
+			}else{
+				stop = hand_over(h, e->seq, &e->q);
 			}
 		}
 	}
 	h->n_held = 0;
 	h->holding = false;
+	return stop;
 }
 
-static int handover_visit(void *ctx, uint64_t seq, const struct rec_queue *q)
+static int handover_visit(void *ctx, uint64_t seq, const struct rec_queue *stored)
 {
 	struct handover *h = ctx;
+	struct rec_queue q = *stored;
 
 	if(h->load){
 		struct queue_load *ql = h->load;
 		if(ql->before && seq >= ql->before){
 			return 1;
 		}
-		if(!ql->incoming && q->direction == MSG_DIR_IN){
+		if(!ql->incoming && q.direction == MSG_DIR_IN){
 			return 0;
 		}
-		if(q->direction == MSG_DIR_OUT && ql->max && h->visited == ql->max){
-			ql->next_seq = seq;
-			return 1;
+		if(q.direction == MSG_DIR_OUT && ql->max && h->visited == ql->max){
+			return leave_stored(h, seq);
 		}
-		h->visited += q->direction == MSG_DIR_OUT;
+		h->visited += q.direction == MSG_DIR_OUT;
 	}
-	if(h->holding && q->direction == MSG_DIR_OUT){
+	if(queued_from_journal(h, seq, &q)){
+		return 0;
+	}
+	if(h->holding && q.direction == MSG_DIR_OUT){
 		if(h->n_held < HOLD_MAX){
 			if(ARRAY_GROW(h->held, h->n_held, h->cap_held, 64)){
-				flush_held(h);
-				return hand_over(h, seq, q);
+				return flush_held(h) ? leave_stored(h, seq) : hand_over(h, seq, &q);
 			}
-			h->held[h->n_held++] = (struct held){seq, *q};
+			h->held[h->n_held++] = (struct held){seq, q};
 			return 0;
 		}
-		flush_held(h);
+		if(flush_held(h)){
+			return leave_stored(h, seq);
+		}
 	}
-	return hand_over(h, seq, q);
+	return hand_over(h, seq, &q);
 }
 
 /* The broker moves queued messages in flight, and sends them to a connected
@@ -281,10 +322,11 @@ void handover_session(struct handover *h, uint64_t from)
 	 * only those can resume at PUBREL: the others go out as new PUBLISHes.
 	 * Entries ahead of one whose PUBREL was sent (deliveries acknowledged
 	 * just before the crash, whose deletion was not committed) would push
-	 * it out of the window; so a whole session's first entries are held and
-	 * handed over with those whose PUBREL was sent first. They carry no new
+	 * it out of the window; so a whole session's first entries (at start-up,
+	 * and in the first part of a hand-back at run time) are held and handed
+	 * over with those whose PUBREL was sent first. They carry no new
 	 * delivery, so the order of deliveries stays. */
-	h->holding = !h->load;
+	h->holding = !h->load || !h->load->from;
 	h->walk_rc = from ? store_walk_queue_from(h->pl->store, h->clientid, from, handover_visit, h)
 		: store_walk_queue(h->pl->store, h->clientid, handover_visit, h);
 	flush_held(h);

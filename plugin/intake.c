@@ -386,9 +386,11 @@ void journal_q2_out(struct plugin *pl)
  * crash would route this message to the client once more, as a new one; so
  * that routing is committed first (one commit serves every PUBREL of the
  * loop iteration). */
-void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
 {
-	struct rec_journal r = {.kind = JREC_PUBREL_SENT, .clientid = clientid};
+	/* The packet id too: with queue_storage disk a hand-back can give the
+	 * message a new one, stored with a later state change than this. */
+	struct rec_journal r = {.kind = JREC_PUBREL_SENT, .clientid = clientid, .mid = mid};
 
 	if(!pl->journal){
 		return;

@@ -458,6 +458,11 @@ void record_encode_journal(struct buf *b, const struct rec_journal *j)
 			buf_put_varint(b, j->mid);
 			record_encode_base_msg(b, &j->msg);
 			break;
+		case JREC_PUBREL_SENT:
+			buf_put_str(b, j->clientid);
+			buf_put_varint(b, j->seq);
+			buf_put_varint(b, j->mid);
+			break;
 		default:
 			buf_put_str(b, j->clientid);
 			buf_put_varint(b, j->seq);
@@ -533,6 +538,14 @@ int record_decode_journal(const uint8_t *p, size_t n, struct rec_journal *j)
 			}
 			return 0;
 		case JREC_PUBREL_SENT:
+			j->clientid = rd_str(&r);
+			j->seq = rd_varint(&r);
+			/* The packet id came later: an earlier version's record ends here. */
+			j->mid = r.left ? (uint16_t)rd_varint(&r) : 0;
+			if(!j->clientid){
+				return -1;
+			}
+			return rd_done(&r);
 		case JREC_SESSION_GONE:
 		case JREC_WILL_GONE:
 		case JREC_ONLINE:

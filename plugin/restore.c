@@ -115,9 +115,14 @@ static bool journaled_released_in(void *ctx, const char *clientid, uint64_t seq,
 	return e != NULL;
 }
 
-static bool journaled_pubrel_sent(void *ctx, const char *clientid, uint64_t seq)
+static bool journaled_pubrel_sent(void *ctx, const char *clientid, uint64_t seq, uint16_t *mid)
 {
-	return journal_entry(ctx, clientid, seq, JREC_PUBREL_SENT) != NULL;
+	struct jrec *e = journal_entry(ctx, clientid, seq, JREC_PUBREL_SENT);
+
+	if(e){
+		*mid = e->r.mid;
+	}
+	return e != NULL;
 }
 
 static int publish_copy(const struct rec_base_msg *m)

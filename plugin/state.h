@@ -96,8 +96,8 @@ struct handover_journal {
 	void *ctx;
 	/* The incoming QoS 2 entry was released (routed): the record notes its body. */
 	bool (*released_in)(void *ctx, const char *clientid, uint64_t seq, uint64_t store_id);
-	/* The outgoing QoS 2 entry's PUBREL was sent. */
-	bool (*pubrel_sent)(void *ctx, const char *clientid, uint64_t seq);
+	/* The outgoing QoS 2 entry's PUBREL was sent, under *mid (0: not known). */
+	bool (*pubrel_sent)(void *ctx, const char *clientid, uint64_t seq, uint16_t *mid);
 };
 
 #endif

@@ -28,6 +28,7 @@ struct fx {
 	bool moved;                 /* they were: a later nudge finds them in flight already */
 	bool updated_stays[4];      /* what features_entry_updated said of each */
 	uint64_t journal_pubrel[4]; /* entries the journal says got PUBREL sent */
+	uint16_t journal_pubrel_mid[4];  /* under which packet id (0: an earlier version's record) */
 	size_t n_journal_pubrel;
 	uint64_t journal_released;  /* the incoming entry the journal says was released; 0: none */
 };
@@ -115,6 +116,28 @@ static const char *stored(struct plugin *pl)
 	return out;
 }
 
+static int collect_mid(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	char *out = ctx;
+	size_t len = strlen(out);
+
+	(void)seq;
+	snprintf(out + len, 256 - len, "%s%u", len ? " " : "", q->mid);
+	return 0;
+}
+
+/* The packet ids the store holds, in queue order, once what is buffered is
+ * committed: "7 1". */
+static const char *stored_mids(struct plugin *pl)
+{
+	static char out[256];
+
+	out[0] = '\0';
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	assert_int_equal(store_walk_queue(pl->store, CLIENT, collect_mid, out), STORE_OK);
+	return out;
+}
+
 static int note_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
 {
 	(void)store_id, (void)m;
@@ -177,12 +200,13 @@ static bool jhook_released_in(void *ctx, const char *clientid, uint64_t seq, uin
 	return !strcmp(clientid, CLIENT) && (seq & SEQ_MASK) == fx->journal_released;
 }
 
-static bool jhook_pubrel_sent(void *ctx, const char *clientid, uint64_t seq)
+static bool jhook_pubrel_sent(void *ctx, const char *clientid, uint64_t seq, uint16_t *mid)
 {
 	struct fx *fx = ctx;
 
 	for(size_t i = 0; i < fx->n_journal_pubrel; i++){
 		if(!strcmp(clientid, CLIENT) && (seq & SEQ_MASK) == fx->journal_pubrel[i]){
+			*mid = fx->journal_pubrel_mid[i];
 			return true;
 		}
 	}
@@ -542,6 +566,60 @@ static void test_refused_body_not_held(void **state)
 	assert_int_equal(body_ensure(pl, 999), BROKER_NOT_FOUND);
 }
 
+/* queue_storage disk: a hand-back gave the message a new packet id, the
+ * client got it and the PUBREL under that id, and the broker stopped before
+ * the store had any of it: the journal's record says which id. The message
+ * is handed over under it, and stored so; the message not sent yet that
+ * comes ahead of it in the queue does not get that id. */
+static void test_pubrel_sent_under_the_journaled_id(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->base.pl;
+	struct handover_journal j = {fx, jhook_released_in, jhook_pubrel_sent};
+
+	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
+	put_body(pl->store, 101);
+	put_body(pl->store, 102);
+	put_out(pl->store, 1, 1, 7, MSG_STATE_QUEUED, 0);
+	put_out(pl->store, 2, 2, 8, MSG_STATE_QUEUED, 0);
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	fx->journal_pubrel[fx->n_journal_pubrel] = 2;
+	fx->journal_pubrel_mid[fx->n_journal_pubrel++] = 1;
+	fx->move_in_flight[fx->n_move++] = 2;
+	fake.hook[FAKE_ENTRY_DROP] = move_in_flight;
+
+	restore(fx, &j, true);
+	assert_string_equal(handed(CLIENT), "2 1");
+	assert_string_equal(handed_mids(), "1 2");
+	assert_string_equal(stored(pl), "1 2c");
+	assert_string_equal(stored_mids(pl), "7 1");
+	assert_int_equal(fake_count(FAKE_ENTRY_SET_STATE), 1);
+	assert_int_equal(fake_nth(FAKE_ENTRY_SET_STATE, 0)->mid, 1);
+	assert_int_equal(fx->counts.pubrel_resumed, 1);
+}
+
+/* A hand-back at run time in which a message sent before (it keeps its
+ * packet id) comes after one not sent yet: the new id the first gets is
+ * not the one the second keeps. */
+static void test_queue_load_new_ids_avoid_kept_ones(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->base.pl;
+	uint8_t mids[MID_MAP_BYTES] = {0};
+	struct queue_load ql = {.mids = mids};
+
+	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
+	put_body(pl->store, 101);
+	put_body(pl->store, 102);
+	put_out(pl->store, 1, 1, 40, MSG_STATE_QUEUED, 0);
+	put_out(pl->store, 2, 1, 1, MSG_STATE_WAIT_FOR_PUBACK, 0);
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+
+	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
+	assert_string_equal(handed(CLIENT), "1 2");
+	assert_string_equal(handed_mids(), "2 1");
+}
+
 /* A hand-back at run time with QoS 2 messages whose PUBREL was sent: they
  * keep their packet ids and are put back in their state at the nudge. */
 static void test_queue_load_pubrel_sent(void **state)
@@ -587,6 +665,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_body_handed_once, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_refused_body_not_held, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_queue_load_pubrel_sent, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_pubrel_sent_under_the_journaled_id, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_queue_load_new_ids_avoid_kept_ones, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -992,13 +992,15 @@ static void test_journal_exchange_roundtrip(void **state)
 	for(size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++){
 		for(size_t s = 0; s < sizeof(seqs) / sizeof(seqs[0]); s++){
 			for(size_t c = 0; c < sizeof(ids) / sizeof(ids[0]); c++){
-				/* These two name the body too (an earlier version's records
-				 * end before it). */
+				/* These two name the body too, and PUBREL_SENT the packet
+				 * id (an earlier version's records end before it). */
 				bool body = kinds[k] == JREC_RELEASED_IN || kinds[k] == JREC_COMPLETED;
+				bool mid = kinds[k] == JREC_PUBREL_SENT;
 				in.kind = kinds[k];
 				in.clientid = ids[c];
 				in.seq = seqs[s];
 				in.store_id = body ? 0x1234567890ull + s : 0;
+				in.mid = mid ? (uint16_t)(65535 - s * 200) : 0;
 				buf_reset(&b);
 				record_encode_journal(&b, &in);
 				assert_false(b.err);
@@ -1009,8 +1011,12 @@ static void test_journal_exchange_roundtrip(void **state)
 				assert_string_equal(out.clientid, ids[c]);
 				assert_uint_equal(out.seq, seqs[s]);
 				assert_uint_equal(out.store_id, in.store_id);
+				if(mid){
+					assert_int_equal(out.mid, in.mid);
+				}
 				assert_null(out.msg.topic);
-				check_truncation_and_trailing(&b, dec_journal, body ? b.len - varint_len(in.store_id) : NO_LEGACY);
+				check_truncation_and_trailing(&b, dec_journal, body ? b.len - varint_len(in.store_id)
+						: mid ? b.len - varint_len(in.mid) : NO_LEGACY);
 			}
 		}
 		/* A client id is required. */
@@ -1027,6 +1033,10 @@ static void test_journal_exchange_roundtrip(void **state)
 	assert_string_equal(out.clientid, "c");
 	assert_uint_equal(out.seq, 300);
 	assert_uint_equal(out.store_id, 0);
+	static const uint8_t old_pubrel[] = {JREC_PUBREL_SENT, 0x02, 'c', 0x00, 0xac, 0x02};
+	assert_int_equal(record_decode_journal(old_pubrel, sizeof(old_pubrel), &out), 0);
+	assert_uint_equal(out.seq, 300);
+	assert_int_equal(out.mid, 0);
 	buf_free(&b);
 }
 
