@@ -337,8 +337,8 @@ class Broker:
 
     def settle(self) -> None:
         """Makes sure everything acknowledged so far has been committed: a
-        round trip through the broker (several main-loop iterations, each
-        ending with a commit), then a short pause."""
+        round trip through the broker, then a pause longer than the default
+        commit interval (100 ms)."""
         with Client(self, "settle-probe", version=V5) as c:
             c.publish("persist-lmdb-test/settle", b"", qos=1)
         time.sleep(SETTLE_SECONDS)

@@ -49,8 +49,9 @@ SEED = int(os.environ.get("PERSIST_LMDB_CRASH_SEED") or DEFAULT_SEED)
 ROUNDS = int(os.environ.get("PERSIST_LMDB_CRASH_ROUNDS") or 50)
 
 # A QoS 1 message delivered and acknowledged this long before a kill must
-# not come again: its deletion was committed (a commit follows every loop
-# iteration). Re-deliveries of such messages are reported.
+# not come again: its deletion was committed (commits follow each other
+# plugin_opt_commit_interval_ms apart, 100 ms by default). Re-deliveries of
+# such messages are reported.
 COMMIT_MARGIN = 0.25
 
 KILL_AT = (0.2, 1.0)      # seconds into a round at which the broker is killed
