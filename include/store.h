@@ -92,7 +92,8 @@ struct store_stats {
 	uint64_t commit_errors;
 	uint64_t map_grows;
 	uint64_t env_reopens;      /* after LMDB refused further writes (MDB_PANIC) */
-	uint64_t env_recycles;     /* opened again by store_unmap_pages to free LMDB's page buffers */
+	uint64_t env_recycles;     /* opened again by store_release_memory to free LMDB's page buffers */
+	uint64_t buffer_bytes;     /* allocated for the write buffers and the pending entries' table */
 	uint64_t records_rejected;
 	uint64_t records;        /* counted by the last structure check */
 	uint64_t commit_us_p50;  /* over the last 1024 commits */
@@ -145,13 +146,15 @@ int store_count_online_sessions(struct store *st, uint64_t *n);
 /* Size of data.mdb and of the map, in bytes. */
 int store_file_size(struct store *st, uint64_t *file_bytes, uint64_t *map_bytes);
 
-/* Drops the data file's pages from the process's mapping (not from the page
- * cache): reading the file leaves them counted in the process's memory
- * (RSS) until the kernel needs them. After a large write transaction it
- * opens the environment again instead, which also frees the page buffers
- * LMDB keeps from it. Skipped while a transaction runs; not to be called
- * from a walk's callback. */
-void store_unmap_pages(struct store *st);
+/* Gives back what a burst left in the process's memory. Drops the data
+ * file's pages from the process's mapping (not from the page cache):
+ * reading the file leaves them counted in the process's memory (RSS) until
+ * the kernel needs them. After a large write transaction it opens the
+ * environment again instead, which also frees the page buffers LMDB keeps
+ * from it. With nothing buffered, frees the write buffers a burst grew.
+ * Skipped while a transaction runs; not to be called from a walk's
+ * callback. */
+void store_release_memory(struct store *st);
 /* Cross-references of the databases. With delete_orphans, message bodies
  * that no queue entry and no retained entry references are deleted
  * (buffered; commit to apply). */

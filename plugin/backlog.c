@@ -36,7 +36,6 @@ struct backlog {
 	uint64_t out_of_order;          /* routed during a hand-back and sent ahead of it */
 	uint64_t evicted, loaded;       /* messages taken out of / handed back to the broker */
 	time_t log_at;
-	time_t unmapped_at;   /* monotonic second of the last store_unmap_pages */
 };
 
 struct backlog_session {
@@ -332,20 +331,12 @@ void backlog_tick(struct plugin *pl)
 {
 	struct backlog *b = pl->backlog;
 	size_t n;
-	struct timespec now;
 
 	if(!backlog_on(pl)){
 		return;
 	}
 	drain_tick(pl);
 	n = b->n_due;
-	/* Writes and hand-backs read the data file through LMDB's map; the
-	 * pages they leave mapped would count as the broker's memory. */
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if(now.tv_sec != b->unmapped_at){
-		b->unmapped_at = now.tv_sec;
-		store_unmap_pages(pl->store);
-	}
 	if(!n){
 		return;
 	}

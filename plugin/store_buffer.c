@@ -13,7 +13,9 @@ void store_pending_forget(struct store *st)
 {
 	st->pend_n = 0;
 	if(++st->pend_gen == 0){
-		memset(st->pend, 0, st->pend_cap * sizeof(*st->pend));
+		if(st->pend){
+			memset(st->pend, 0, st->pend_cap * sizeof(*st->pend));
+		}
 		st->pend_gen = 1;
 	}
 	u64map_clear(&st->newb);

@@ -221,7 +221,7 @@ int store_check_structure(struct store *st, uint64_t *records, char *err, size_t
 
 	*records = 0;
 	rc = store_run_guarded(st, &g, err, errlen);
-	store_unmap_pages(st);
+	store_release_memory(st);
 	return rc;
 }
 

@@ -1153,8 +1153,36 @@ void store_writer_stop(struct store *st)
 	st->writer_started = false;
 }
 
-void store_unmap_pages(struct store *st)
+/* A burst leaves the write buffers, the writer's and the table of pending
+ * queue entries at the size it needed (tens of MiB for a message to
+ * thousands of offline sessions). With nothing buffered they go: they are
+ * grown again by the next burst, not kept at rest. */
+#define IDLE_BUFFER_BYTES (1u << 20)
+
+static void buffers_trim(struct store *st)
 {
+	if(st->n_ops == 0 && st->ops.len == 0 && st->ops.cap > IDLE_BUFFER_BYTES){
+		buf_free(&st->ops);
+	}
+	if(st->pend_n == 0 && st->pend_cap * sizeof(*st->pend) > IDLE_BUFFER_BYTES){
+		free(st->pend);
+		st->pend = NULL;
+		st->pend_cap = 0;
+	}
+	if(u64map_count(&st->newb) == 0 && st->newb.cap * (sizeof(uint64_t) + sizeof(struct new_body)) > IDLE_BUFFER_BYTES){
+		u64map_free(&st->newb);
+		u64map_init(&st->newb, sizeof(struct new_body));
+	}
+	pthread_mutex_lock(&st->lock);
+	if(!st->writer_busy && st->wops.len == 0 && st->wops.cap > IDLE_BUFFER_BYTES){
+		buf_free(&st->wops);
+	}
+	pthread_mutex_unlock(&st->lock);
+}
+
+void store_release_memory(struct store *st)
+{
+	buffers_trim(st);
 	/* The broker's thread does not wait for the writer's: a busy writer
 	 * does it after its commit. */
 	if(pthread_mutex_trylock(&st->txn_lock)){

@@ -32,7 +32,7 @@
 /* Well below LMDB's bound on the dirty pages of one write transaction. */
 #define OPS_PER_TXN 20000
 /* A transaction of more operations leaves enough of LMDB's page buffers
- * behind to be worth opening the environment again (store_unmap_pages). */
+ * behind to be worth opening the environment again (store_release_memory). */
 #define RECYCLE_OPS 1000
 
 /* Internal results carry LMDB's codes and errno values as they are, and a
@@ -157,7 +157,7 @@ struct store {
 	atomic_bool marked;          /* a journal mark was ever buffered: transactions end at marks */
 	bool short_file;             /* data.mdb ends before its last page number (check_size, store_open.c) */
 	long long file_bytes;        /* its size at open */
-	atomic_bool unmap_wanted;    /* store_unmap_pages found the writer busy */
+	atomic_bool unmap_wanted;    /* store_release_memory found the writer busy */
 	uint64_t txn_ops_peak;       /* most operations of one commit since the environment opened; txn_lock */
 	pthread_mutex_t txn_lock;    /* held by a write transaction or a read walk: a map
 	                                resize needs neither to be active in this process */

@@ -2006,8 +2006,40 @@ static void test_large_backlog_commit(void **state)
 	store_close(st);
 }
 
+/* A burst grows the write buffers to what it needed; once nothing is
+ * buffered, store_release_memory frees them, and the next writes grow them
+ * again. */
+static void test_buffers_freed_at_rest(void **state)
+{
+	enum { N = 30000 };
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	char client[32];
+
+	for(uint64_t i = 1; i <= N; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		snprintf(client, sizeof(client), "c%llu", (unsigned long long)(i % 3000));
+		assert_int_equal(store_queue_append(st, client, i, &q), STORE_OK);
+	}
+	assert_true(stats_of(st).buffer_bytes > (2u << 20));
+	/* Something buffered: nothing freed. */
+	store_release_memory(st);
+	assert_true(stats_of(st).buffer_bytes > (2u << 20));
+	commit_ok(st);
+	store_release_memory(st);
+	assert_true(stats_of(st).buffer_bytes < (1u << 20));
+	assert_uint_equal(count_queue(st, "c7"), N / 3000);
+	struct rec_queue q = queue_make(N + 1, 1);
+	assert_int_equal(store_queue_append(st, "c7", N + 1, &q), STORE_OK);
+	assert_int_equal(store_queue_remove(st, "c7", 7, 0), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(count_queue(st, "c7"), N / 3000);
+	assert_uint_equal(stats_of(st).commit_errors, 0);
+	store_close(st);
+}
+
 /* LMDB keeps the page buffers of its largest write transaction until the
- * environment closes: after a large one, store_unmap_pages opens it again,
+ * environment closes: after a large one, store_release_memory opens it again,
  * and what was written before and after stays readable and writable. */
 static void test_env_recycled_after_large_commit(void **state)
 {
@@ -2021,7 +2053,7 @@ static void test_env_recycled_after_large_commit(void **state)
 	}
 	commit_ok(st);
 	assert_uint_equal(stats_of(st).env_recycles, 0);
-	store_unmap_pages(st);
+	store_release_memory(st);
 	assert_uint_equal(stats_of(st).env_recycles, 1);
 	assert_uint_equal(count_queue(st, "big"), N);
 	for(uint64_t i = N + 1; i <= N + 10; i++){
@@ -2031,7 +2063,7 @@ static void test_env_recycled_after_large_commit(void **state)
 	assert_int_equal(store_queue_remove(st, "big", 1, 0), STORE_OK);
 	commit_ok(st);
 	/* Small transactions since: only the map's pages are dropped. */
-	store_unmap_pages(st);
+	store_release_memory(st);
 	struct store_stats s = stats_of(st);
 	assert_uint_equal(s.env_recycles, 1);
 	assert_uint_equal(s.env_reopens, 0);
@@ -2926,6 +2958,7 @@ int main(void)
 		T(test_large_backlog_commit),
 		T(test_reopen_after_growth),
 		T(test_negative_callback_value),
+		T(test_buffers_freed_at_rest),
 		T(test_env_recycled_after_large_commit),
 		T(test_async_commit),
 		T(test_journal_mark),
