@@ -354,9 +354,18 @@ def run_b(setup, rnd):
     res = {}
     with fresh_broker(setup, f"B-{setup}-r{rnd}") as b:
         b.loadgen("subscribe-offline", "-k", args.subscribers)
+        anon0 = mem_kib(b.proc.pid).get("RssAnon", 0)
+        cpu0 = cpu_secs(b.proc.pid)
         r = b.loadgen("publish", "-n", args.restart_messages, "-s", args.size, "-q", 1,
                       "-w", args.window)
+        res["load_cpu_us_per_msg"] = (cpu_secs(b.proc.pid) - cpu0) * 1e6 / args.restart_messages
         res["load_rate"] = r["rate"]
+        # At rest: the anonymous memory the queued backlog holds (lmdb-disk
+        # releases offline queues at its tick, trims the heap once a second).
+        time.sleep(0.5)
+        res["rest_anon_kib"] = mem_kib(b.proc.pid).get("RssAnon", 0) - anon0
+        time.sleep(2.5)
+        res["rest3_anon_kib"] = mem_kib(b.proc.pid).get("RssAnon", 0) - anon0
         res["rss_loaded_kib"] = mem_kib(b.proc.pid).get("VmRSS")
         res["stop_secs"] = b.stop()
         alloc, apparent = disk_usage(b.data)
@@ -1057,6 +1066,9 @@ def report(results, info, drawn):
                    + "`none` keeps nothing, so it has no row here.\n")
         metrics = [
             ("load_rate", "publish rate while loading (msg/s)", "rate", 1),
+            ("load_cpu_us_per_msg", "broker CPU per published message while loading (µs)", "us", 1),
+            ("rest_anon_kib", "anonymous memory growth, 0.5 s after the last PUBACK (MiB)", "mib", mib),
+            ("rest3_anon_kib", "anonymous memory growth, 3 s after the last PUBACK (MiB)", "mib", mib),
             ("rss_loaded_kib", "broker RSS with the backlog queued (MiB)", "mib", mib),
             ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
             ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / (1024 * 1024)),
