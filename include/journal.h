@@ -70,6 +70,11 @@ uint64_t journal_last_lsn(const struct journal *j);
 /* Everything up to committed is in the store: its space may be reused. */
 void journal_release(struct journal *j, uint64_t committed);
 
+/* Drops the file's pages from the process's mapping: they stay in the page
+ * cache (written back as usual, read back on the next access), but a ring
+ * written through once would otherwise count whole in the process's RSS. */
+void journal_release_memory(struct journal *j);
+
 size_t journal_size(const struct journal *j);
 /* Bytes held by records not yet released. */
 size_t journal_used(const struct journal *j);

@@ -499,6 +499,13 @@ size_t journal_size(const struct journal *j)
 	return j->size;
 }
 
+void journal_release_memory(struct journal *j)
+{
+	if(j){
+		(void)madvise(j->map, j->size, MADV_DONTNEED);
+	}
+}
+
 size_t journal_used(const struct journal *j)
 {
 	return j->used;

@@ -93,12 +93,13 @@ static int on_tick(int event, void *event_data, void *userdata)
 		store_sync_async(pl->store);
 		pl->last_sync = now;
 	}
-	/* Commits and hand-backs read the data file through LMDB's map, and a
-	 * burst grows the store's buffers: what they leave would count as the
-	 * broker's memory at rest. */
+	/* Commits and hand-backs read the data file through LMDB's map, records
+	 * are written through the journal's, and a burst grows the store's
+	 * buffers: what they leave would count as the broker's memory at rest. */
 	if(now.tv_sec != pl->memory_released_at){
 		pl->memory_released_at = now.tv_sec;
 		store_release_memory(pl->store);
+		journal_release_memory(pl->journal);
 	}
 	ed->next_s = 0;
 	ed->next_ms = 0;
