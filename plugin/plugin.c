@@ -17,6 +17,8 @@
 /* How long the broker may sleep with changes made after the tick (session
  * expiry, will delay) before the next loop iteration commits them. */
 #define IDLE_COMMIT_MS 100
+/* The soonest the memory a burst left is given back, once the store is idle. */
+#define IDLE_RELEASE_MS 200
 /* In publish mode every acknowledged change is on the disk in the journal
  * already: the store commits in batches, so that its syncs do not compete
  * with the journal's for the device. */
@@ -95,9 +97,11 @@ static int on_tick(int event, void *event_data, void *userdata)
 	}
 	/* Commits and hand-backs read the data file through LMDB's map, records
 	 * are written through the journal's, and a burst grows the store's
-	 * buffers: what they leave would count as the broker's memory at rest. */
-	if(now.tv_sec != pl->memory_released_at){
-		pl->memory_released_at = now.tv_sec;
+	 * buffers: what they leave would count as the broker's memory at rest.
+	 * Once a second, and soon after a burst, once the store is idle. */
+	long since = ms_between(&pl->memory_released_at, &now);
+	if(since >= 1000 || (since >= IDLE_RELEASE_MS && !store_has_pending(pl->store))){
+		pl->memory_released_at = now;
 		store_release_memory(pl->store);
 		journal_release_memory(pl->journal);
 	}

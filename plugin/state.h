@@ -63,7 +63,7 @@ struct plugin {
 	uint64_t marked_lsn;  /* the last journal lsn handed to the store as a mark (mark.c) */
 	struct timespec last_sync;    /* plugin_opt_sync periodic */
 	struct timespec last_commit;  /* plugin_opt_sync publish */
-	time_t memory_released_at;    /* monotonic second of the last store_release_memory */
+	struct timespec memory_released_at;  /* the last store_release_memory */
 	struct replay *replay;   /* a QoS 2 routing done again at restore, until the first tick (restore.c) */
 	uint64_t control_refused;       /* control requests plugin_opt_control_users refused */
 	time_t control_refused_log_time;
