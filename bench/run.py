@@ -23,9 +23,12 @@ over several rounds (setup order rotated each round), and reports medians:
 
 Scenario A (offline fan-out): K offline persistent subscribers, one windowed
 QoS 1 publisher, N messages -> acknowledged publish rate.
-Scenario B (restart): K offline subscribers x M queued messages, SIGTERM, start
-again -> time from process start to first CONNACK, RSS after restart, data on
-disk; then the subscribers drain everything (rate, and every message checked).
+Scenario B (restart): K offline subscribers x M queued messages -> broker CPU
+per message while loading, anonymous memory growth 0.5 s and 3 s after the last
+PUBACK; SIGTERM, start again -> time from process start to first CONNACK, RSS
+after restart, data on disk; then the subscribers drain everything (rate, and
+every message checked). With K = 3,000 and M = 100: issue 21's group fan-out
+backlog.
 Scenario C (durable publish): one QoS 1 publisher with a window of 1 (each
 message waits for its PUBACK) and of 100, one offline subscriber, for a fixed
 time -> acknowledged publish rate, against the disk's synced-write rate
@@ -1057,7 +1060,9 @@ def report(results, info, drawn):
         total = args.subscribers * args.restart_messages
         out.append("## B. Restart with queued messages\n")
         out.append(f"{args.subscribers} offline subscribers x {args.restart_messages:,} queued QoS 1 "
-                   f"messages of {args.size} bytes = {total:,} queued client messages. The broker is "
+                   f"messages of {args.size} bytes = {total:,} queued client messages. Anonymous memory "
+                   "growth = the broker's RssAnon 0.5 s and 3 s after the last PUBACK - after the "
+                   "subscribers were set up. The broker is "
                    "stopped with SIGTERM and started again; restart = time from starting the process "
                    "until a CONNECT is answered with CONNACK (polled every 5 ms). "
                    + (f"Then (in the first {min(args.drain_rounds, args.rounds)} round(s)) the subscribers "
