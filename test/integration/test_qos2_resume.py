@@ -91,11 +91,10 @@ def test_pubrel_resent_after_clean_restart(broker, clients):
     _resume(broker, mid, b"second", clients)
 
 
-def test_pubrel_resent_after_two_restarts(broker, clients):
-    """The PUBREL left just before the kill; the client stays away through
-    a restart that commits what the journal said, and a second kill."""
-    broker.start()
-    mid, sub = _exchange_until_pubrel(broker, clients, b"first")
+def _resume_after_two_kills(broker, mid: int, sub, clients) -> None:
+    """Killed right after the PUBREL; the client stays away through a
+    restart that commits what the journal said, and a second kill; then it
+    returns and must get the PUBREL."""
     broker.kill()
     sub.close()
     broker.start()
@@ -103,6 +102,12 @@ def test_pubrel_resent_after_two_restarts(broker, clients):
     broker.kill()
     broker.start()
     _resume(broker, mid, b"second", clients)
+
+
+def test_pubrel_resent_after_two_restarts(broker, clients):
+    broker.start()
+    mid, sub = _exchange_until_pubrel(broker, clients, b"first")
+    _resume_after_two_kills(broker, mid, sub, clients)
 
 
 def _stored_then_pubrel(broker, clients, ahead: int) -> int:
@@ -198,11 +203,5 @@ def test_pubrel_resent_for_a_stored_message(broker, clients, restart):
     assert (qos, topic, body) == (2, TOPIC, b"first")
     sub.ack(PUBREC, mid)
     sub.read_pubrel(mid)
-    broker.kill()
-    sub.close()
-    broker.start()
-    broker.settle()
-    broker.kill()
-    broker.start()
-    _resume(broker, mid, b"second", clients)
+    _resume_after_two_kills(broker, mid, sub, clients)
 

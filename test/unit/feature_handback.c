@@ -104,16 +104,22 @@ static int collect_entry(void *ctx, uint64_t seq, const struct rec_queue *q)
 	return 0;
 }
 
-/* The entries the store holds once what is buffered is committed: "1 2 3c"
- * (c: PUBREL sent). */
-static const char *stored(struct plugin *pl)
+/* The client's stored queue once what is buffered is committed, each entry
+ * as fn writes it. */
+static const char *stored_as(struct plugin *pl, queue_visit_fn fn)
 {
 	static char out[256];
 
 	out[0] = '\0';
 	assert_int_equal(store_commit(pl->store), STORE_OK);
-	assert_int_equal(store_walk_queue(pl->store, CLIENT, collect_entry, out), STORE_OK);
+	assert_int_equal(store_walk_queue(pl->store, CLIENT, fn, out), STORE_OK);
 	return out;
+}
+
+/* The entries the store holds: "1 2 3c" (c: PUBREL sent). */
+static const char *stored(struct plugin *pl)
+{
+	return stored_as(pl, collect_entry);
 }
 
 static int collect_mid(void *ctx, uint64_t seq, const struct rec_queue *q)
@@ -126,16 +132,10 @@ static int collect_mid(void *ctx, uint64_t seq, const struct rec_queue *q)
 	return 0;
 }
 
-/* The packet ids the store holds, in queue order, once what is buffered is
- * committed: "7 1". */
+/* The packet ids the store holds, in queue order: "7 1". */
 static const char *stored_mids(struct plugin *pl)
 {
-	static char out[256];
-
-	out[0] = '\0';
-	assert_int_equal(store_commit(pl->store), STORE_OK);
-	assert_int_equal(store_walk_queue(pl->store, CLIENT, collect_mid, out), STORE_OK);
-	return out;
+	return stored_as(pl, collect_mid);
 }
 
 static int note_body(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
