@@ -40,6 +40,8 @@ bool u64map_remove(struct u64map *m, uint64_t key);
 void u64map_clear(struct u64map *m);
 
 size_t u64map_count(const struct u64map *m);
+/* The bytes m has allocated. */
+size_t u64map_bytes(const struct u64map *m);
 
 /* The value of the next key from *cursor on (0 to start), with the key in
  * *key when key is not NULL, and *cursor moved past it; NULL after the last.

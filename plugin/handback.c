@@ -105,9 +105,14 @@ static bool was_sent(uint8_t state)
 		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP;
 }
 
+static bool mid_held(const struct handover *h, uint16_t mid)
+{
+	return h->mids[mid >> 3] & (1u << (mid & 7));
+}
+
 static void take_mid(struct handover *h, uint16_t mid)
 {
-	if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
+	if(!mid_held(h, mid)){
 		h->mids[mid >> 3] |= (uint8_t)(1u << (mid & 7));
 		h->n_mids++;
 	}
@@ -121,7 +126,7 @@ static uint16_t free_mid(struct handover *h)
 	for(unsigned i = 0; i < 65535 && h->n_mids < 65535; i++){
 		unsigned mid = h->next_mid % 65535 + 1;
 		h->next_mid = mid;
-		if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
+		if(!mid_held(h, (uint16_t)mid)){
 			return (uint16_t)mid;
 		}
 	}
@@ -150,7 +155,7 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 	 * order, messages whose PUBREL was sent (flush_held): the broker holds
 	 * them already, under the id they keep. */
 	if(h->load && h->load->from && q->direction == MSG_DIR_OUT && q->qos > 0 && was_sent(q->state)
-			&& (h->mids[mid >> 3] & (1u << (mid & 7)))){
+			&& mid_held(h, mid)){
 		return 0;
 	}
 	if(q->direction == MSG_DIR_OUT && q->qos > 0){
@@ -286,7 +291,7 @@ static void fill_in_flight(struct handover *h)
 	 * the ones of this part: the next id is free. */
 	uint16_t mid = free_mid(h);
 
-	if(!(h->mids[mid >> 3] & (1u << (mid & 7)))){
+	if(!mid_held(h, mid)){
 		broker_entry_drop(h->clientid, mid, 2);
 	}
 }

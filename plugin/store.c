@@ -65,7 +65,7 @@ void store_get_stats(const struct store *st, struct store_stats *out)
 	out->pending_ops = st->n_ops + st->n_wops;
 	out->map_size = st->map_size;
 	out->buffer_bytes = st->ops.cap + st->wops.cap + st->pend_cap * sizeof(*st->pend)
-		+ st->newb.cap * (sizeof(uint64_t) + sizeof(struct new_body));
+		+ u64map_bytes(&st->newb);
 	n = st->n_commit_us < COMMIT_RING ? st->n_commit_us : COMMIT_RING;
 	memcpy(lat, st->commit_us, n * sizeof(lat[0]));
 	pthread_mutex_unlock(&m->lock);

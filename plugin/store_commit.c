@@ -1169,9 +1169,8 @@ static void buffers_trim(struct store *st)
 		st->pend = NULL;
 		st->pend_cap = 0;
 	}
-	if(u64map_count(&st->newb) == 0 && st->newb.cap * (sizeof(uint64_t) + sizeof(struct new_body)) > IDLE_BUFFER_BYTES){
+	if(u64map_count(&st->newb) == 0 && u64map_bytes(&st->newb) > IDLE_BUFFER_BYTES){
 		u64map_free(&st->newb);
-		u64map_init(&st->newb, sizeof(struct new_body));
 	}
 	pthread_mutex_lock(&st->lock);
 	if(!st->writer_busy && st->wops.len == 0 && st->wops.cap > IDLE_BUFFER_BYTES){

@@ -131,6 +131,11 @@ size_t u64map_count(const struct u64map *m)
 	return m->n;
 }
 
+size_t u64map_bytes(const struct u64map *m)
+{
+	return m->cap * (sizeof(*m->keys) + m->value_size);
+}
+
 void *u64map_next(const struct u64map *m, size_t *cursor, uint64_t *key)
 {
 	for(size_t i = *cursor; i < m->cap; i++){

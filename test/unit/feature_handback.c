@@ -620,6 +620,34 @@ static void test_queue_load_new_ids_avoid_kept_ones(void **state)
 	assert_string_equal(handed_mids(), "2 1");
 }
 
+/* A later part of a hand-back passes over a sent message the broker holds
+ * already under its id (handed over out of order by the first part, or
+ * routed during the hand-back and sent ahead of it); the next one goes. */
+static void test_queue_load_later_part_skips_held(void **state)
+{
+	struct fx *fx = *state;
+	struct plugin *pl = &fx->base.pl;
+	uint8_t mids[MID_MAP_BYTES] = {0};
+	struct queue_load ql = {.mids = mids};
+
+	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
+	put_body(pl->store, 101);
+	put_body(pl->store, 102);
+	put_body(pl->store, 103);
+	put_out(pl->store, 1, 1, 5, MSG_STATE_QUEUED, 0);
+	put_out(pl->store, 2, 1, 7, MSG_STATE_WAIT_FOR_PUBACK, 0);
+	put_out(pl->store, 3, 1, 8, MSG_STATE_QUEUED, 0);
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	mids[7 >> 3] |= 1u << (7 & 7);
+	ql.from = store_queue_seq(pl->store, 2);
+	ql.next_mid = 7;
+
+	assert_int_equal(queue_load(pl, CLIENT, &ql), STORE_OK);
+	assert_string_equal(handed(CLIENT), "3");
+	assert_string_equal(handed_mids(), "8");
+	assert_int_equal(ql.loaded, 1);
+}
+
 /* A hand-back at run time with QoS 2 messages whose PUBREL was sent: they
  * keep their packet ids and are put back in their state at the nudge. */
 static void test_queue_load_pubrel_sent(void **state)
@@ -667,6 +695,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_load_pubrel_sent, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_pubrel_sent_under_the_journaled_id, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_queue_load_new_ids_avoid_kept_ones, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_queue_load_later_part_skips_held, fx_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1016,7 +1016,6 @@ static void test_size(void **state)
 	free(tmp);
 }
 
-/* Appends that sync before returning read back like the others. */
 /* Dropping the mapping's pages loses nothing: records written through it
  * before (not synced), and after into the same pages, replay whole, in the
  * open journal and after it is opened again. */
@@ -1049,6 +1048,7 @@ static void test_release_memory(void **state)
 	journal_release_memory(NULL);
 }
 
+/* Appends that sync before returning read back like the others. */
 static void test_sync_append(void **state)
 {
 	struct fx *fx = *state;
