@@ -48,6 +48,7 @@ struct backlog_session {
 	bool draining;    /* connected, with stored messages not handed back yet */
 	uint64_t drain_next;  /* the seq of the first of them */
 	size_t held;      /* while draining: handed back and not yet acknowledged */
+	size_t waiting;   /* of them, those the broker has not moved into flight yet (<= held) */
 	unsigned next_mid;    /* the last packet id given to a handed-back message */
 	uint8_t *mids;        /* while draining: packet ids of handed-back messages the broker holds */
 	struct pushback { uint16_t mid; uint8_t qos; } *push;  /* routed while draining: to take back */
@@ -117,6 +118,7 @@ static void drain_stop(struct backlog_session *s)
 	s->draining = false;
 	s->drain_next = 0;
 	s->held = 0;
+	s->waiting = 0;
 	s->n_push = 0;
 }
 
@@ -179,7 +181,7 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 		if(now - pl->backlog->log_at >= LOG_INTERVAL_S){
 			pl->backlog->log_at = now;
 			broker_log(BROKER_LOG_WARNING, "persist-lmdb: a message for client %s went out ahead of "
-					"its stored backlog: plugin_opt_queue_window (%zu) should exceed twice the broker's "
+					"its stored backlog: plugin_opt_queue_window (%zu) should exceed the broker's "
 					"max_inflight_messages", clientid, pl->cfg.queue_window);
 		}
 		return;
@@ -277,6 +279,7 @@ static int release(struct plugin *pl, struct backlog_session *s)
 	s->on_disk = true;
 	s->held_from = 0;
 	pl->backlog->evicted++;
+	pl->handed->let_go(pl, s->clientid);
 	return BROKER_OK;
 }
 
@@ -300,7 +303,23 @@ void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	s->pubrel[s->n_pubrel++] = cmsg_id;
 }
 
-void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
+/* A message of the current hand-back (one routed meanwhile comes later in the queue). */
+static bool handed(const struct backlog_session *s, uint64_t cmsg_id)
+{
+	return s->draining && cmsg_id < s->drain_next;
+}
+
+void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+{
+	struct backlog_session *s;
+
+	if(backlog_on(pl) && (s = client_find(&pl->backlog->sessions, clientid)) && handed(s, cmsg_id)
+			&& s->waiting){
+		s->waiting--;
+	}
+}
+
+void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t state)
 {
 	struct backlog_session *s;
 
@@ -313,6 +332,13 @@ void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	}
 	if(s->draining && s->held){
 		s->held--;
+		/* One the broker dropped before sending it (expired). */
+		if(state == MSG_STATE_QUEUED && handed(s, cmsg_id) && s->waiting){
+			s->waiting--;
+		}
+		if(s->waiting > s->held){
+			s->waiting = s->held;
+		}
 	}
 	if(s->mids){
 		s->mids[mid >> 3] &= (uint8_t)~(1u << (mid & 7));
@@ -382,6 +408,7 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 	s->in_held = true;
 	s->next_mid = ql.next_mid;
 	s->held += ql.loaded;
+	s->waiting += ql.queued;
 	return (int64_t)ql.next_seq;
 }
 
@@ -416,20 +443,49 @@ static void drain_start(struct plugin *pl, struct backlog_session *s)
 	}
 }
 
+/* How many stored messages the next part hands over (0: none yet).
+ *
+ * Order: a message routed to the client during the hand-back waits in the
+ * broker behind the handed-back ones still queued there (waiting), until
+ * the tick takes it back out. Between two ticks the broker moves at most as
+ * many into flight as it has in flight (each needs an acknowledgement, and
+ * the client acknowledges only what it was sent before), so once waiting is
+ * no more than that, the next part goes in now, whatever is acknowledged,
+ * and large enough to wait behind them, beyond the window if the broker's
+ * in-flight window is larger: the routed message never reaches the front.
+ * Otherwise the next part goes in once half the window is acknowledged. */
+static size_t part_size(const struct plugin *pl, const struct backlog_session *s)
+{
+	size_t window = pl->cfg.queue_window, in_flight = s->held - s->waiting, want = 0;
+
+	if(s->held * 2 <= window){
+		want = window - s->held;
+	}
+	if(s->waiting <= in_flight && in_flight - s->waiting + 1 > want){
+		want = in_flight - s->waiting + 1;
+	}
+	return want;
+}
+
 /* Takes back what was routed to a draining client, then hands over the next
- * part of its stored queue once half of the last is acknowledged. */
+ * part of its stored queue when part_size says so. */
 static bool drain_step(struct plugin *pl, struct backlog_session *s)
 {
 	int64_t next;
+	size_t want;
 
 	for(size_t i = 0; i < s->n_push; i++){
 		broker_entry_take(s->clientid, s->push[i].mid, s->push[i].qos);
 	}
 	s->n_push = 0;
-	if(!s->online || s->held * 2 > pl->cfg.queue_window){
+	if(!s->online){
 		return true;
 	}
-	next = load(pl, s, s->drain_next, 0, pl->cfg.queue_window - s->held, true);
+	want = part_size(pl, s);
+	if(!want){
+		return true;
+	}
+	next = load(pl, s, s->drain_next, 0, want, true);
 	if(next < 0){
 		return true;
 	}

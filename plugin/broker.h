@@ -19,6 +19,7 @@
  * broker numbers them (its internal enum; persist-sqlite stores the same). */
 #define MSG_DIR_IN 0
 #define MSG_DIR_OUT 1
+#define MSG_STATE_PUBLISH_QOS1 2
 #define MSG_STATE_WAIT_FOR_PUBACK 3
 #define MSG_STATE_PUBLISH_QOS2 4
 #define MSG_STATE_WAIT_FOR_PUBREC 5

@@ -148,8 +148,10 @@ bool backlog_released(const struct plugin *pl, const char *clientid);
 /* The broker queued an outgoing message for clientid (state: where it put it). */
 void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid,
 		uint8_t qos, uint8_t state);
-/* The broker deleted an outgoing message of clientid. */
-void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
+/* The broker deleted an outgoing message of clientid (in that state). */
+void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t state);
+/* The broker moved an outgoing message of clientid into flight (a publish state). */
+void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 /* The broker holds an outgoing QoS 2 message of clientid whose PUBREL was sent. */
 void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 void backlog_online(struct plugin *pl, const char *clientid, bool online);
@@ -177,6 +179,7 @@ struct queue_load {
 	unsigned next_mid;  /* in and out: new packet ids go on after it */
 	uint8_t *mids;      /* in and out, MID_MAP_BYTES: packet ids the broker holds; NULL: none */
 	size_t loaded;      /* out */
+	size_t queued;      /* out: of them, how many the broker queued behind its in-flight window */
 	uint64_t next_seq;  /* out: the first entry left over at max; 0: none */
 };
 int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql);
@@ -203,6 +206,9 @@ struct handed_notes {
 	/* An outgoing entry handed over with its plugin_opt_seq_property number n
 	 * (released: its PUBREL was sent). */
 	int (*numbered)(struct plugin *pl, const char *clientid, uint64_t seq, uint64_t n, bool released);
+	/* Disk mode: the broker let go of the session's outgoing messages; they
+	 * are in the store only. */
+	void (*let_go)(struct plugin *pl, const char *clientid);
 };
 
 struct held;
@@ -249,6 +255,8 @@ void seq_connection_ended(struct plugin *pl, const char *clientid);
 void seq_session_ended(struct plugin *pl, const char *clientid);
 int seq_restore(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t n, bool released);
 void seq_restore_last(struct plugin *pl, const char *clientid, uint64_t last);
+/* The broker holds none of the session's outgoing messages any more. */
+void seq_let_go(struct plugin *pl, const char *clientid);
 void seq_handover(struct plugin *pl, const char *clientid);
 void seq_flush(struct plugin *pl);
 struct seqno *seqno_new(void);

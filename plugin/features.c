@@ -70,6 +70,9 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 {
 	const struct rec_queue *q = &e->q;
 
+	if(q->direction == MSG_DIR_OUT && (q->state == MSG_STATE_PUBLISH_QOS1 || q->state == MSG_STATE_PUBLISH_QOS2)){
+		backlog_msg_moved(pl, e->clientid, e->seq);
+	}
 	if(q->direction == MSG_DIR_OUT && q->qos == 2){
 		pubrel_noted(pl, e);
 		if(q->state == MSG_STATE_WAIT_FOR_PUBCOMP){
@@ -93,8 +96,11 @@ bool features_entry_gone(struct plugin *pl, const struct entry *e)
 	const struct rec_queue *q = &e->q;
 
 	/* The plugin's own taking back (disk mode, a replayed routing's copy):
-	 * nothing of the entry goes. */
+	 * the entry stays stored; only the broker's send order loses it. */
 	if(broker_taking()){
+		if(pl->cfg.seq_property){
+			seq_remove(pl, e->clientid, e->seq);
+		}
 		return false;
 	}
 	if(q->direction == MSG_DIR_IN){
@@ -102,7 +108,7 @@ bool features_entry_gone(struct plugin *pl, const struct entry *e)
 		dedup_q2_released(pl, q->store_id);
 		return true;
 	}
-	backlog_msg_deleted(pl, e->clientid, e->seq, q->mid);
+	backlog_msg_deleted(pl, e->clientid, e->seq, q->mid, q->state);
 	if(q->qos == 2){
 		pubrel_gone(pl, e->clientid, q->mid);
 		if(q->state == MSG_STATE_WAIT_FOR_PUBCOMP){
@@ -268,6 +274,9 @@ int features_restore_queue(struct plugin *pl, struct handover *h, const char *cl
 	h->clientid = clientid;
 	if(!backlog_on(pl) || journaled){
 		handover_session(h, 0);
+	}else{
+		/* Messages routed to the session before its client returns number on. */
+		seq_handover(pl, clientid);
 	}
 	if(backlog_on(pl)){
 		if(backlog_defer(pl, clientid, journaled)){
@@ -306,6 +315,7 @@ static const struct handed_notes features_handed = {
 	.refused = retention_remove,
 	.session = seq_handover,
 	.numbered = seq_restore,
+	.let_go = seq_let_go,
 };
 
 int features_new(struct plugin *pl)

@@ -176,8 +176,13 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 	if(rc == BROKER_OK){
 		rc = broker_entry_add(h->clientid, seq, mid, q);
 	}
+	if(rc == BROKER_OK && h->load && !h->load->kick){
+		/* The client is not connected yet: the broker queues everything. */
+		h->load->queued++;
+	}
 	if(rc == BROKER_QUEUED_OR_DROPPED && h->load){
 		if(h->load->kick){
+			h->load->queued++;
 			rc = BROKER_OK;
 		}else{
 			/* The rest stays stored, for a later part. */

@@ -285,13 +285,6 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 			goto fail;
 		}
 	}
-	/* Sequence numbers are kept for messages the broker holds; with
-	 * queue_storage disk an offline session's are not. */
-	if(cfg->queue_storage == QUEUE_STORAGE_DISK && cfg->seq_property){
-		snprintf(err, errlen, "plugin_opt_seq_property cannot be used with plugin_opt_queue_storage disk "
-				"(not supported yet)");
-		goto fail;
-	}
 	if(!cfg->db_path){
 		if(!persistence_location || !*persistence_location){
 			snprintf(err, errlen, "set plugin_opt_db_path or persistence_location: "

@@ -7,7 +7,13 @@
  * session's entries in their order, starting again from the first one not
  * acknowledged when the client reconnects, so each session keeps its
  * numbered entries in order with a "sent on this connection" mark: the
- * next send is the first entry not sent. */
+ * next send is the first entry not sent.
+ *
+ * With plugin_opt_queue_storage disk the list holds what the broker holds:
+ * entries handed back come in with their stored number (seq_restore), one
+ * the plugin takes back out of the broker leaves (seq_remove), and when the
+ * broker lets go of an offline session's messages the list empties
+ * (seq_let_go); the counter stays. */
 #include "feature.h"
 #include "array.h"
 
@@ -108,6 +114,16 @@ void seq_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
 		if(s->first_unsent > i){
 			s->first_unsent--;
 		}
+	}
+}
+
+void seq_let_go(struct plugin *pl, const char *clientid)
+{
+	struct seq_session *s = session_find(pl, clientid);
+
+	if(s){
+		s->n = 0;
+		s->first_unsent = 0;
 	}
 }
 

@@ -247,9 +247,3 @@ def test_pubrel_outstanding_at_leave_is_resent_as_pubrel(broker, restart):
         assert_sequence(got, list(range(inflight + 1, inflight + later + 1)), "queued while away")
     finally:
         sub.close()
-
-
-def test_sequence_numbers_are_refused(broker):
-    broker.plugin_opts["queue_storage"] = "disk"
-    broker.plugin_opts["seq_property"] = "seq"
-    broker.assert_refuses("plugin_opt_seq_property cannot be used with plugin_opt_queue_storage disk")

@@ -164,6 +164,54 @@ static void test_hand_back_in_parts(void **state)
 	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);   /* connected: not released again */
 }
 
+/* The broker moved stored message n of the connected client into flight. */
+static void moved(struct plugin *pl, uint64_t n)
+{
+	struct entry e = {.clientid = "phone", .seq = store_queue_seq(pl->store, n), .q = {.store_id = 100 + n,
+		.mid = mid_of(n), .qos = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_PUBLISH_QOS1}};
+
+	assert_true(features_entry_updated(pl, &e));
+}
+
+/* The next part goes in as soon as no more handed-back messages wait in
+ * the broker than it has in flight (the most it can send before the next
+ * tick), half acknowledged or not, so that a message routed meanwhile never
+ * reaches the front; larger than the window when the broker puts a whole
+ * part in flight. */
+static void test_part_stays_ahead_of_the_in_flight_window(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	returns(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4");
+	/* The broker's in-flight window is 2: it sends 1 and 2, 3 and 4 wait. */
+	moved(pl, 1);
+	moved(pl, 2);
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
+	features_tick(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4 5");
+	acknowledged(pl, 1);
+	acknowledged(pl, 2);
+	moved(pl, 3);
+	moved(pl, 4);
+	features_tick(pl);   /* 5 waits behind 3 and 4 in flight */
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7");
+	features_tick(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7");
+	/* A broker that takes everything in flight: parts grow past the window. */
+	moved(pl, 5);
+	moved(pl, 6);
+	moved(pl, 7);
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_OK;
+	features_tick(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7 8 9 10");
+	assert_int_equal(plugin_stats(pl).backlog_out_of_order, 0);
+}
+
 /* What the broker routes to the client during a hand-back, queued behind
  * it, is taken back out at the tick (it stays stored, after the backlog):
  * that deletion is the plugin's own, not recorded. One the broker puts in
@@ -215,6 +263,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_offline_sessions_released, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_hand_back_in_parts, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_part_stays_ahead_of_the_in_flight_window, fx_setup,
+				feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_routed_during_hand_back_taken_back, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, feature_fx_teardown),
 	};

@@ -193,6 +193,107 @@ static void test_session_end_forgets(void **state)
 	assert_int_equal(queued(pl, "a", 3, 1), 1);
 }
 
+/* ---- queue_storage disk ---- */
+
+static int fx_disk_setup(void **state)
+{
+	static const struct plugin_config cfg = {.seq_property = "seq", .queue_storage = QUEUE_STORAGE_DISK,
+		.queue_window = 4};
+
+	if(!feature_fx_setup(state, sizeof(struct feature_fx), &cfg, false)){
+		return -1;
+	}
+	/* The plugin nudges the broker to fill a connected client's in-flight
+	 * window by deleting a packet id none of its messages has. */
+	fake.answer[FAKE_ENTRY_DROP] = BROKER_NOT_FOUND;
+	return 0;
+}
+
+/* The broker routes message n to "a" (packet id n): numbered by the
+ * dispatch and stored as events.c stores it; its number. */
+static uint64_t routed(struct plugin *pl, uint64_t n)
+{
+	struct rec_base_msg m = {.topic = "inbox/a", .payload = {(const uint8_t *)"hi", 2}, .qos = 1};
+	struct entry e = out_entry("a", store_queue_seq(pl->store, n), (uint16_t)n, 1);
+
+	features_entry_added(pl, &e);
+	assert_int_equal(store_msg_put(pl->store, e.q.store_id, &m), STORE_OK);
+	assert_int_equal(store_queue_append(pl->store, "a", e.seq, &e.q), STORE_OK);
+	return e.q.seq_no;
+}
+
+/* The broker's delete event for the entry the plugin takes back (by packet id = n). */
+static int taken_back(const struct fake_call *c, void *ctx)
+{
+	struct plugin *pl = ctx;
+	struct entry e = out_entry("a", store_queue_seq(pl->store, c->mid), c->mid, c->qos);
+
+	assert_false(features_entry_gone(pl, &e));
+	return BROKER_OK;
+}
+
+/* With stored queues the numbers follow what the broker holds: an offline
+ * session's messages are numbered when routed and let go of at the tick;
+ * the returning client gets them with their stored numbers, part by part;
+ * one routed meanwhile is taken back out of the broker (and out of the
+ * send order) and comes in its turn with its number. */
+static void test_disk_numbers_follow_the_hand_back(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct rec_session sess = {.clientid = "a", .session_expiry_interval = 3600};
+	struct client_auth auth = {.clientid = "a"};
+
+	features_session_added(pl, &sess);
+	features_client_connected(pl, "a");
+	features_client_disconnected(pl, "a");
+	for(uint64_t n = 1; n <= 5; n++){
+		assert_int_equal(routed(pl, n), n);
+	}
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_QUEUE_RELEASE), 1);
+	assert_string_equal(send_one(pl, "a"), "");   /* the broker holds none of them */
+
+	/* Back: the first part (window 4), then message 6 routed behind it. */
+	assert_false(features_client_auth(pl, &auth));
+	features_client_connected(pl, "a");
+	assert_int_equal(fake_count(FAKE_ENTRY_ADD), 4);
+	assert_int_equal(routed(pl, 6), 6);
+	fake.hook[FAKE_ENTRY_TAKE] = taken_back;
+	fake.hook_ctx = pl;
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_ENTRY_TAKE), 1);
+	for(uint64_t n = 1; n <= 4; n++){
+		char want[4];
+		snprintf(want, sizeof(want), "%llu", (unsigned long long)n);
+		assert_string_equal(send_one(pl, "a"), want);
+		acknowledged(pl, "a", fake_nth(FAKE_ENTRY_ADD, n - 1)->seq, 1);
+	}
+	assert_string_equal(send_one(pl, "a"), "");   /* 6 is out of the broker */
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	features_tick(pl);   /* the rest: 5, then 6 */
+	assert_int_equal(fake_count(FAKE_ENTRY_ADD), 6);
+	assert_string_equal(send_one(pl, "a"), "5");
+	assert_string_equal(send_one(pl, "a"), "6");
+	assert_int_equal(routed(pl, 7), 7);
+	assert_string_equal(send_one(pl, "a"), "7");
+}
+
+/* After a restart an offline session's stored queue stays stored, and
+ * messages routed to it number on from its stored counter. */
+static void test_disk_restart_numbers_on(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct restore_counts counts;
+
+	assert_int_equal(store_seqno_put(pl->store, "a", 41), STORE_OK);
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	restore_queue(pl, NULL, "a", false, &counts);
+	assert_int_equal(counts.queued, 0);
+	assert_int_equal(routed(pl, 1), 42);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -201,6 +302,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restore_goes_on, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_last_number_stored, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_session_end_forgets, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_numbers_follow_the_hand_back, fx_disk_setup,
+				feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_restart_numbers_on, fx_disk_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
