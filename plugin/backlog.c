@@ -54,6 +54,12 @@ struct backlog_session {
 	struct pushback { uint16_t mid; uint8_t qos; } *push;  /* routed while draining: to take back */
 	size_t n_push, cap_push;
 	uint64_t held_from;  /* the seq of the first message queued since the last release; 0: none */
+	uint64_t held_to;    /* and of the last one */
+	uint16_t *recent;    /* their packet ids (QoS 1/2) */
+	size_t n_recent, cap_recent;
+	uint64_t skip_from, skip_to;  /* while draining: seqs the broker held at the connection; 0: none */
+	uint64_t cmsg_last;   /* the broker's last message number (cmsg_id) for the session */
+	uint64_t cmsg_base;   /* added to its numbers: they went back to 1 at a connection */
 	uint64_t *pubrel;     /* cmsg_ids of held messages whose PUBREL was sent */
 	size_t n_pubrel, cap_pubrel;
 };
@@ -65,6 +71,7 @@ static void session_free(void *rec)
 	if(s){
 		free(s->clientid);
 		free(s->push);
+		free(s->recent);
 		free(s->mids);
 		free(s->pubrel);
 		free(s);
@@ -120,6 +127,7 @@ static void drain_stop(struct backlog_session *s)
 	s->held = 0;
 	s->waiting = 0;
 	s->n_push = 0;
+	s->skip_from = s->skip_to = 0;
 }
 
 static struct backlog_session *record_get(struct plugin *pl, const char *clientid)
@@ -188,6 +196,12 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 	}
 	if(!s->held_from){
 		s->held_from = store_queue_seq(pl->store, cmsg_id);
+	}
+	s->held_to = store_queue_seq(pl->store, cmsg_id);
+	/* Without room for its id, a client connecting before the tick could
+	 * be handed a stored message under the same id. */
+	if(qos && !ARRAY_GROW(s->recent, s->n_recent, s->cap_recent, 8)){
+		s->recent[s->n_recent++] = mid;
 	}
 	mark_due(pl, s);
 }
@@ -277,7 +291,8 @@ static int release(struct plugin *pl, struct backlog_session *s)
 		return rc;
 	}
 	s->on_disk = true;
-	s->held_from = 0;
+	s->held_from = s->held_to = 0;
+	s->n_recent = 0;
 	pl->backlog->evicted++;
 	pl->handed->let_go(pl, s->clientid);
 	return BROKER_OK;
@@ -303,10 +318,37 @@ void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	s->pubrel[s->n_pubrel++] = cmsg_id;
 }
 
-/* A message of the current hand-back (one routed meanwhile comes later in the queue). */
+/* The broker numbers a session's messages (cmsg_id) from the number its
+ * session had when a new connection takes it over, but only if it holds
+ * some of its messages then; otherwise from 1 again. With stored queues it
+ * often holds none (released) while stored entries of this run carry the
+ * old numbers: the numbers go on after the last one. Handed-back entries
+ * carry their queue seq, already above the broker's range. */
+uint64_t backlog_entry_seq(struct plugin *pl, const char *clientid, uint64_t cmsg_id, bool added)
+{
+	struct backlog_session *s;
+
+	if(!backlog_on(pl) || cmsg_id >> STORE_SEQ_SHIFT){
+		return cmsg_id;
+	}
+	s = added ? record_get(pl, clientid) : client_find(&pl->backlog->sessions, clientid);
+	if(!s){
+		return cmsg_id;
+	}
+	if(added){
+		if(cmsg_id <= s->cmsg_last){
+			s->cmsg_base += s->cmsg_last;
+		}
+		s->cmsg_last = cmsg_id;
+	}
+	return store_queue_seq(pl->store, s->cmsg_base + cmsg_id);
+}
+
+/* A message of the current hand-back (one routed meanwhile comes later in
+ * the queue; the broker held the skipped ones itself). */
 static bool handed(const struct backlog_session *s, uint64_t cmsg_id)
 {
-	return s->draining && cmsg_id < s->drain_next;
+	return s->draining && cmsg_id < s->drain_next && !(cmsg_id >= s->skip_from && cmsg_id <= s->skip_to);
 }
 
 void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
@@ -472,6 +514,7 @@ static size_t part_size(const struct plugin *pl, const struct backlog_session *s
 static bool drain_step(struct plugin *pl, struct backlog_session *s)
 {
 	int64_t next;
+	uint64_t before;
 	size_t want;
 
 	for(size_t i = 0; i < s->n_push; i++){
@@ -485,8 +528,15 @@ static bool drain_step(struct plugin *pl, struct backlog_session *s)
 	if(!want){
 		return true;
 	}
-	next = load(pl, s, s->drain_next, 0, want, true);
+	before = s->skip_to && s->drain_next < s->skip_from ? s->skip_from : 0;
+	next = load(pl, s, s->drain_next, before, want, true);
 	if(next < 0){
+		return true;
+	}
+	if(!next && before){
+		/* Up to what the broker held at the connection: on after it with
+		 * what was routed since. */
+		s->drain_next = s->skip_to + 1;
 		return true;
 	}
 	s->drain_next = (uint64_t)next;
@@ -547,6 +597,7 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 {
 	struct backlog_session *s;
 	time_t now;
+	int64_t next;
 
 	if(!backlog_on(pl)){
 		return;
@@ -557,22 +608,48 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 	}
 	/* BASIC_AUTH was not called (TLS identity as username, extended
 	 * authentication, or an authentication plugin loaded before this one
-	 * decided): the broker has sent what it held, which is newer than the
-	 * stored messages it did not hold. */
+	 * decided): the broker has sent what was routed to the client since the
+	 * last tick, which is newer than the stored messages it did not hold.
+	 * The stored ones follow in parts, passing over those. */
 	now = time(NULL);
-	if(now - pl->backlog->log_at >= LOG_INTERVAL_S){
+	if(s->held_from && now - pl->backlog->log_at >= LOG_INTERVAL_S){
 		pl->backlog->log_at = now;
 		broker_log(BROKER_LOG_WARNING, "persist-lmdb: client %s connected without this plugin's "
-				"BASIC_AUTH callback; its stored messages are sent after the ones the broker held "
-				"(load persist-lmdb before authentication plugins)", clientid);
+				"BASIC_AUTH callback; messages routed to it in the same loop iteration went out ahead "
+				"of its stored ones (load persist-lmdb before authentication plugins)", clientid);
 	}
 	drain_stop(s);
-	s->next_mid = 0;
-	if(load(pl, s, 0, s->held_from, 0, true) >= 0){
-		s->on_disk = false;
+	s->mids = calloc(1, MID_MAP_BYTES);
+	if(!s->mids){
+		/* The rest stays stored, for the next connection. */
+		return;
 	}
-	s->held = 0;
-	s->held_from = 0;
+	s->next_mid = 0;
+	for(size_t i = 0; i < s->n_recent; i++){
+		s->mids[s->recent[i] >> 3] |= (uint8_t)(1u << (s->recent[i] & 7));
+		s->next_mid = s->recent[i];
+	}
+	s->skip_from = s->held_from;
+	s->skip_to = s->held_to;
+	s->held_from = s->held_to = 0;
+	s->n_recent = 0;
+	next = load(pl, s, 0, s->skip_from, pl->cfg.queue_window, true);
+	if(next < 0){
+		drain_stop(s);
+		return;
+	}
+	s->on_disk = false;
+	if(!next && !s->skip_to){
+		drain_stop(s);
+		return;
+	}
+	if(!list_add(&pl->backlog->draining, &pl->backlog->n_draining, &pl->backlog->cap_draining, s->clientid)){
+		drain_stop(s);
+		s->on_disk = true;
+		return;
+	}
+	s->draining = true;
+	s->drain_next = next ? (uint64_t)next : s->skip_to + 1;
 }
 
 struct backlog *backlog_new(void)

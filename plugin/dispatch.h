@@ -24,12 +24,14 @@ void features_body_added(struct plugin *pl, const struct message *b);
 void features_body_gone(struct plugin *pl, uint64_t store_id);
 /* The broker set a retained message to body store_id. */
 void features_retained(struct plugin *pl, uint64_t store_id);
+/* The entry functions take e->seq as the broker's message number (cmsg_id)
+ * and leave there the entry's queue seq, which the store is given. */
 /* An entry added to a client's queue: fills e->q.seq_no. */
 void features_entry_added(struct plugin *pl, struct entry *e);
 /* An entry's state changed: fills e->q.seq_no; false when the stored state stays. */
 bool features_entry_updated(struct plugin *pl, struct entry *e);
 /* An entry left the broker's queue; false when the plugin took it (not a deletion). */
-bool features_entry_gone(struct plugin *pl, const struct entry *e);
+bool features_entry_gone(struct plugin *pl, struct entry *e);
 void features_session_added(struct plugin *pl, const struct rec_session *s);
 /* A stored session changed (will_delay_time: when its will's delay ends, 0: none running). */
 void features_session_updated(struct plugin *pl, const struct rec_session *s);

@@ -148,6 +148,9 @@ bool backlog_released(const struct plugin *pl, const char *clientid);
 /* The broker queued an outgoing message for clientid (state: where it put it). */
 void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid,
 		uint8_t qos, uint8_t state);
+/* The queue seq of the broker's message number cmsg_id of clientid (added:
+ * from the message's add event). */
+uint64_t backlog_entry_seq(struct plugin *pl, const char *clientid, uint64_t cmsg_id, bool added);
 /* The broker deleted an outgoing message of clientid (in that state). */
 void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t state);
 /* The broker moved an outgoing message of clientid into flight (a publish state). */

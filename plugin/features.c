@@ -53,6 +53,8 @@ void features_entry_added(struct plugin *pl, struct entry *e)
 {
 	const struct rec_queue *q = &e->q;
 
+	e->seq = backlog_entry_seq(pl, e->clientid, e->seq, true);
+
 	if(q->direction == MSG_DIR_IN){
 		journal_q2_incoming(pl, e);
 		return;
@@ -69,6 +71,8 @@ void features_entry_added(struct plugin *pl, struct entry *e)
 bool features_entry_updated(struct plugin *pl, struct entry *e)
 {
 	const struct rec_queue *q = &e->q;
+
+	e->seq = backlog_entry_seq(pl, e->clientid, e->seq, false);
 
 	if(q->direction == MSG_DIR_OUT && (q->state == MSG_STATE_PUBLISH_QOS1 || q->state == MSG_STATE_PUBLISH_QOS2)){
 		backlog_msg_moved(pl, e->clientid, e->seq);
@@ -91,9 +95,11 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 	return true;
 }
 
-bool features_entry_gone(struct plugin *pl, const struct entry *e)
+bool features_entry_gone(struct plugin *pl, struct entry *e)
 {
 	const struct rec_queue *q = &e->q;
+
+	e->seq = backlog_entry_seq(pl, e->clientid, e->seq, false);
 
 	/* The plugin's own taking back (disk mode, a replayed routing's copy):
 	 * the entry stays stored; only the broker's send order loses it. */

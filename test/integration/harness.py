@@ -188,6 +188,7 @@ class Broker:
         # None: the broker's default (20), past which restarts behave differently.
         self.max_inflight: int | None = 1000
         self.extra_conf: list[str] = []
+        self.plugins_before: list[str] = []  # config lines ahead of persist-lmdb's global_plugin
         self.extra_env: dict[str, str] = {}  # read at each start
         self.command_prefix: list[str] = []  # words before the mosquitto command (e.g. strace ...)
         self.proc: subprocess.Popen | None = None
@@ -218,6 +219,7 @@ class Broker:
         ]
         if self.persistence_location is not None:
             lines.append(f"persistence_location {self.persistence_location}")
+        lines += self.plugins_before
         lines.append(f"global_plugin {self.plugin}")
         lines += [f"plugin_opt_{k} {v}" for k, v in self.plugin_opts.items()]
         lines += self.extra_conf
@@ -1101,3 +1103,31 @@ def small_filesystem(broker: "Broker", workdir: Path, size: str):
         if broker.running:
             broker.stop()
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# -- dynamic-security ------------------------------------------------------
+
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_dynamic_security.so"
+DYNSEC = "$CONTROL/dynamic-security/v1"
+
+
+def dynsec_config(workdir: Path, admin: str, password: str) -> Path:
+    """A new dynamic-security configuration with one admin client; the
+    broker's own user can read it."""
+    config = workdir / "dynsec.json"
+    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(config), admin, password],
+                   check=True, capture_output=True, timeout=30)
+    if os.geteuid() == 0:
+        acct = pwd.getpwnam("mosquitto")
+        os.chown(config, acct.pw_uid, acct.pw_gid)
+    return config
+
+
+def dynsec(admin: Client, commands: list[dict]) -> None:
+    """Sends dynamic-security commands as admin (subscribed to the response
+    topic) and fails on any error."""
+    admin.clear()
+    admin.publish(DYNSEC, json.dumps({"commands": commands}))
+    responses = json.loads(admin.wait_for(1, topic=DYNSEC + "/response")[0].payload)["responses"]
+    errors = [r for r in responses if "error" in r]
+    assert not errors, errors

@@ -3,14 +3,9 @@ given in docs/control-api.md reaches it; another authenticated client gets
 no answer and changes nothing."""
 
 import json
-import os
-import pwd
-import subprocess
 
-from harness import V5, Client
+from harness import DYNSEC, DYNSEC_PLUGIN, V5, Client, dynsec, dynsec_config
 
-DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_dynamic_security.so"
-DYNSEC = "$CONTROL/dynamic-security/v1"
 CONTROL = "$CONTROL/persist-lmdb/v1"
 RESPONSE = CONTROL + "/response"
 
@@ -31,21 +26,8 @@ MEMBER_ROLE = [
 ]
 
 
-def dynsec(admin, commands):
-    admin.clear()
-    admin.publish(DYNSEC, json.dumps({"commands": commands}))
-    responses = json.loads(admin.wait_for(1, topic=DYNSEC + "/response")[0].payload)["responses"]
-    errors = [r for r in responses if "error" in r]
-    assert not errors, errors
-
-
 def test_only_the_role_reaches_the_api(broker, workdir):
-    config = workdir / "dynsec.json"
-    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(config), "root-admin", "root-pass"],
-                   check=True, capture_output=True, timeout=30)
-    if os.geteuid() == 0:
-        acct = pwd.getpwnam("mosquitto")
-        os.chown(config, acct.pw_uid, acct.pw_gid)
+    config = dynsec_config(workdir, "root-admin", "root-pass")
     broker.extra_conf += [f"global_plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {config}"]
     broker.plugin_opts["control_users"] = "ops"
     broker.start()

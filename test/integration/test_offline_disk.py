@@ -3,16 +3,18 @@ database only; the broker gets a session's queue back when its client
 authenticates, and a restart restores sessions, not backlogs.
 """
 
+import os
+import pwd
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
 
-import os
-
 import pytest
 
-from harness import V5, Client, assert_sequence, numbered_payload, parse_seq, plugin_path, sanitizer_env, seqs_of
+from harness import (DYNSEC_PLUGIN, V5, Client, assert_sequence, dynsec, dynsec_config, numbered_payload, parse_seq,
+                     plugin_path, sanitizer_env, seqs_of)
 from rawmqtt import PUBCOMP, PUBLISH, PUBREC, RawClient
 
 # ASan's allocator keeps freed memory in quarantine, and valgrind its own:
@@ -142,6 +144,59 @@ def test_live_messages_come_after_the_backlog(broker):
         stop.set()
         t.join(60)
     assert_sequence(got, list(range(1, sent[-1] + 1)))
+
+
+def _authenticated_by(broker, workdir, auth):
+    """The broker set up so that auth authenticates users phone and pub
+    (password "pw"); -> nothing, dynsec is configured once it runs."""
+    if auth == "password-file":
+        pw = workdir / "passwords"
+        for user in ("phone", "pub"):
+            subprocess.run(["mosquitto_passwd", *(["-c"] if user == "phone" else []), "-b", str(pw), user, "pw"],
+                           check=True, capture_output=True, timeout=30)
+        if os.geteuid() == 0:
+            acct = pwd.getpwnam("mosquitto")
+            os.chown(pw, acct.pw_uid, acct.pw_gid)
+        broker.extra_conf += [f"password_file {pw}"]
+    else:
+        # Loaded first, dynamic-security decides every BASIC_AUTH itself:
+        # persist-lmdb's callback is never called.
+        config = dynsec_config(workdir, "admin", "admin-pw")
+        broker.plugins_before += [f"global_plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {config}"]
+
+
+@pytest.mark.parametrize("auth", ["dynsec-first", "password-file"])
+def test_order_kept_whatever_authenticates(broker, workdir, auth):
+    """The stored backlog goes back in parts, and what is published while it
+    does comes after it, once each and in order, both when persist-lmdb sees
+    the client's BASIC_AUTH (a password file, checked after the plugins) and
+    when a plugin loaded before it decides (dynamic-security): the hand-back
+    then starts at the CONNECT."""
+    broker.plugin_opts["queue_storage"] = "disk"
+    broker.plugin_opts["queue_window"] = "64"
+    broker.max_inflight = 20
+    _authenticated_by(broker, workdir, auth)
+    broker.start()
+    if auth == "dynsec-first":
+        with Client(broker, "admin", version=V5, username="admin", password="admin-pw") as admin:
+            admin.subscribe("$CONTROL/dynamic-security/v1/response", 1)
+            dynsec(admin, [
+                {"command": "createRole", "rolename": "inbox"},
+                *({"command": "addRoleACL", "rolename": "inbox", "acltype": t, "topic": "inbox/#", "allow": True}
+                  for t in ("publishClientSend", "publishClientReceive", "subscribePattern")),
+                *({"command": "createClient", "username": u, "password": "pw"} for u in ("phone", "pub")),
+                *({"command": "addClientRole", "username": u, "rolename": "inbox"} for u in ("phone", "pub")),
+            ])
+    as_phone = {"version": V5, "persistent": True, "session_expiry": 3600, "username": "phone", "password": "pw"}
+    with Client(broker, "phone-1", **as_phone) as c:
+        c.subscribe("inbox/phone", 1)
+    with Client(broker, "pub-1", version=V5, username="pub", password="pw") as p:
+        p.publish_numbered("inbox/phone", range(1, 301))
+    with Client(broker, "phone-1", **as_phone) as c:
+        with Client(broker, "pub-1", version=V5, username="pub", password="pw") as p:
+            p.publish_numbered("inbox/phone", range(301, 341))
+        got = seqs_of(c.collect(340, timeout=60))
+    assert_sequence(got, list(range(1, 341)))
 
 
 def test_group_body_outlives_one_members_drain(broker):

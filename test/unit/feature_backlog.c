@@ -243,19 +243,89 @@ static void test_routed_during_hand_back_taken_back(void **state)
 }
 
 /* A client whose CONNECT came without BASIC_AUTH (another plugin decided)
- * still gets its stored queue, at the connection, whole. */
+ * still gets its stored queue from the connection on, in parts; what was
+ * routed to it since the last tick, which the broker held and sent at the
+ * connection (logged), is passed over, and its packet ids stay its own. */
 static void test_connected_without_auth(void **state)
 {
 	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
+	struct rec_base_msg m = {.topic = "inbox/phone", .payload = {(const uint8_t *)"hi", 2}, .qos = 1};
+	struct entry recent = {.clientid = "phone", .seq = store_queue_seq(pl->store, 11), .q = {.store_id = 111,
+		.mid = 3, .qos = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+	struct entry later = {.clientid = "phone", .seq = store_queue_seq(pl->store, 12), .q = {.store_id = 112,
+		.mid = 4, .qos = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
 
 	session_added(pl);
 	features_client_disconnected(pl, "phone");
 	features_tick(pl);
+	/* Routed before the next tick: the broker holds it. */
+	features_entry_added(pl, &recent);
+	assert_int_equal(store_msg_put(pl->store, 111, &m), STORE_OK);
+	assert_int_equal(store_queue_append(pl->store, "phone", recent.seq, &recent.q), STORE_OK);
 	features_client_connected(pl, "phone");
-	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7 8 9 10");
 	assert_true(fake_logged("without this plugin's BASIC_AUTH"));
-	assert_int_equal(plugin_stats(pl).backlog_loaded, 10);
+	assert_string_equal(handed("phone"), "1 2 3 4");
+	for(size_t i = 0; i < fake_count(FAKE_ENTRY_ADD); i++){
+		assert_int_not_equal(fake_nth(FAKE_ENTRY_ADD, i)->mid, 3);
+	}
+	/* Routed during the hand-back: taken back, handed after the backlog. */
+	features_entry_added(pl, &later);
+	assert_int_equal(store_msg_put(pl->store, 112, &m), STORE_OK);
+	assert_int_equal(store_queue_append(pl->store, "phone", later.seq, &later.q), STORE_OK);
+	for(uint64_t n = 1; n <= 10; n++){
+		for(int t = 0; t < 3 && fake_count(FAKE_ENTRY_ADD) < n; t++){
+			features_tick(pl);
+		}
+		acknowledged(pl, n);
+	}
+	assert_int_equal(fake_count(FAKE_ENTRY_TAKE), 1);
+	assert_int_equal(fake_nth(FAKE_ENTRY_TAKE, 0)->mid, 4);
+	features_tick(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7 8 9 10 12");
+	for(size_t i = 0; i < fake_count(FAKE_ENTRY_ADD); i++){
+		assert_int_not_equal(fake_nth(FAKE_ENTRY_ADD, i)->mid, 3);
+	}
+	assert_int_equal(plugin_stats(pl).backlog_loaded, 11);
+}
+
+/* The broker numbers a new connection's messages from 1 again when it held
+ * none of the session's (all released): their queue seqs go on after the
+ * stored ones instead of repeating them; a connection that takes over
+ * held messages goes on from the broker's count, unchanged. */
+static void test_numbers_go_on_after_a_fresh_connection(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct entry e;
+
+	session_added(pl);
+	for(uint64_t n = 1; n <= 3; n++){
+		e = (struct entry){.clientid = "phone", .seq = n, .q = {.store_id = 200 + n, .mid = (uint16_t)n,
+			.qos = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+		features_entry_added(pl, &e);
+		assert_int_equal(e.seq, store_queue_seq(pl->store, n));
+	}
+	/* A fresh context: 1 again. Its update and deletion find the same seq. */
+	e = (struct entry){.clientid = "phone", .seq = 1, .q = {.store_id = 210, .mid = 9, .qos = 1,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+	features_entry_added(pl, &e);
+	assert_int_equal(e.seq, store_queue_seq(pl->store, 4));
+	e.seq = 1;
+	e.q.state = MSG_STATE_WAIT_FOR_PUBACK;
+	assert_true(features_entry_updated(pl, &e));
+	assert_int_equal(e.seq, store_queue_seq(pl->store, 4));
+	e.seq = 1;
+	assert_true(features_entry_gone(pl, &e));
+	assert_int_equal(e.seq, store_queue_seq(pl->store, 4));
+	e = (struct entry){.clientid = "phone", .seq = 2, .q = {.store_id = 211, .mid = 10, .qos = 1,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+	features_entry_added(pl, &e);
+	assert_int_equal(e.seq, store_queue_seq(pl->store, 5));
+	/* A handed-back entry carries its seq. */
+	e.seq = store_queue_seq(pl->store, 2);
+	features_entry_added(pl, &e);
+	assert_int_equal(e.seq, store_queue_seq(pl->store, 2));
 }
 
 int main(void)
@@ -267,6 +337,8 @@ int main(void)
 				feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_routed_during_hand_back_taken_back, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_numbers_go_on_after_a_fresh_connection, fx_setup,
+				feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
