@@ -49,6 +49,8 @@ struct backlog_session {
 	uint64_t drain_next;  /* the seq of the first of them */
 	size_t held;      /* while draining: handed back and not yet acknowledged */
 	size_t waiting;   /* of them, those the broker has not moved into flight yet (<= held) */
+	bool loading;     /* a part is being handed over */
+	size_t moved_loading;  /* handed-back messages the broker moved into flight meanwhile */
 	unsigned next_mid;    /* the last packet id given to a handed-back message */
 	uint8_t *mids;        /* while draining: packet ids of handed-back messages the broker holds */
 	struct pushback { uint16_t mid; uint8_t qos; } *push;  /* routed while draining: to take back */
@@ -355,8 +357,13 @@ void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 {
 	struct backlog_session *s;
 
-	if(backlog_on(pl) && (s = client_find(&pl->backlog->sessions, clientid)) && handed(s, cmsg_id)
-			&& s->waiting){
+	if(!backlog_on(pl) || !(s = client_find(&pl->backlog->sessions, clientid))){
+		return;
+	}
+	/* The part's own, or ones waiting before it (nothing is routed meanwhile). */
+	if(s->loading){
+		s->moved_loading++;
+	}else if(handed(s, cmsg_id) && s->waiting){
 		s->waiting--;
 	}
 }
@@ -433,6 +440,7 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 		.from = from, .before = before, .max = max, .incoming = !s->in_held, .kick = kick,
 		.next_mid = s->next_mid, .mids = s->mids,
 	};
+	int rc;
 
 	/* Reads see committed data: what the events of this iteration wrote
 	 * is committed first. */
@@ -441,7 +449,11 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 				"stored messages; they are sent at its next connection", s->clientid);
 		return -1;
 	}
-	if(queue_load(pl, s->clientid, &ql) != STORE_OK){
+	s->loading = true;
+	s->moved_loading = 0;
+	rc = queue_load(pl, s->clientid, &ql);
+	s->loading = false;
+	if(rc != STORE_OK){
 		broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot read the stored messages of client %s; "
 				"they are sent at its next connection", s->clientid);
 		return -1;
@@ -451,6 +463,7 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 	s->next_mid = ql.next_mid;
 	s->held += ql.loaded;
 	s->waiting += ql.queued;
+	s->waiting = s->waiting > s->moved_loading ? s->waiting - s->moved_loading : 0;
 	return (int64_t)ql.next_seq;
 }
 
@@ -509,42 +522,50 @@ static size_t part_size(const struct plugin *pl, const struct backlog_session *s
 	return want;
 }
 
-/* Takes back what was routed to a draining client, then hands over the next
- * part of its stored queue when part_size says so. */
-static bool drain_step(struct plugin *pl, struct backlog_session *s)
+/* Hands over the next parts of a draining client's stored queue while
+ * part_size says so: a broker whose in-flight window takes a whole part
+ * gets the next one at once, until some of it waits (or the queue ends). */
+static void drain_fill(struct plugin *pl, struct backlog_session *s)
 {
-	int64_t next;
-	uint64_t before;
 	size_t want;
 
+	while(s->draining && (want = part_size(pl, s))){
+		uint64_t before = s->skip_to && s->drain_next < s->skip_from ? s->skip_from : 0;
+		size_t held = s->held;
+		int64_t next = load(pl, s, s->drain_next, before, want, true);
+
+		if(next < 0){
+			return;
+		}
+		if(!next && before){
+			/* Up to what the broker held at the connection: on after it
+			 * with what was routed since. */
+			s->drain_next = s->skip_to + 1;
+			continue;
+		}
+		s->drain_next = (uint64_t)next;
+		if(!next){
+			drain_stop(s);
+			return;
+		}
+		if(s->held == held){
+			return;   /* nothing taken: the next tick tries again */
+		}
+	}
+}
+
+/* Takes back what was routed to a draining client, then hands over the next
+ * parts of its stored queue; false once the drain is over. */
+static bool drain_step(struct plugin *pl, struct backlog_session *s)
+{
 	for(size_t i = 0; i < s->n_push; i++){
 		broker_entry_take(s->clientid, s->push[i].mid, s->push[i].qos);
 	}
 	s->n_push = 0;
-	if(!s->online){
-		return true;
+	if(s->online){
+		drain_fill(pl, s);
 	}
-	want = part_size(pl, s);
-	if(!want){
-		return true;
-	}
-	before = s->skip_to && s->drain_next < s->skip_from ? s->skip_from : 0;
-	next = load(pl, s, s->drain_next, before, want, true);
-	if(next < 0){
-		return true;
-	}
-	if(!next && before){
-		/* Up to what the broker held at the connection: on after it with
-		 * what was routed since. */
-		s->drain_next = s->skip_to + 1;
-		return true;
-	}
-	s->drain_next = (uint64_t)next;
-	if(!next){
-		drain_stop(s);
-		return false;
-	}
-	return true;
+	return s->draining;
 }
 
 static void drain_tick(struct plugin *pl)
@@ -597,13 +618,22 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 {
 	struct backlog_session *s;
 	time_t now;
-	int64_t next;
 
 	if(!backlog_on(pl)){
 		return;
 	}
 	s = client_find(&pl->backlog->sessions, clientid);
-	if(!s || s->online || s->draining || !s->on_disk){
+	if(!s || s->online){
+		return;
+	}
+	if(s->draining){
+		/* BASIC_AUTH handed the first part over and the broker has just
+		 * put what it could of it in flight: if that was all, the next
+		 * part goes in before anything routed can go ahead of it. */
+		drain_fill(pl, s);
+		return;
+	}
+	if(!s->on_disk){
 		return;
 	}
 	/* BASIC_AUTH was not called (TLS identity as username, extended
@@ -629,27 +659,18 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 		s->mids[s->recent[i] >> 3] |= (uint8_t)(1u << (s->recent[i] & 7));
 		s->next_mid = s->recent[i];
 	}
+	if(!list_add(&pl->backlog->draining, &pl->backlog->n_draining, &pl->backlog->cap_draining, s->clientid)){
+		drain_stop(s);
+		return;
+	}
 	s->skip_from = s->held_from;
 	s->skip_to = s->held_to;
 	s->held_from = s->held_to = 0;
 	s->n_recent = 0;
-	next = load(pl, s, 0, s->skip_from, pl->cfg.queue_window, true);
-	if(next < 0){
-		drain_stop(s);
-		return;
-	}
-	s->on_disk = false;
-	if(!next && !s->skip_to){
-		drain_stop(s);
-		return;
-	}
-	if(!list_add(&pl->backlog->draining, &pl->backlog->n_draining, &pl->backlog->cap_draining, s->clientid)){
-		drain_stop(s);
-		s->on_disk = true;
-		return;
-	}
 	s->draining = true;
-	s->drain_next = next ? (uint64_t)next : s->skip_to + 1;
+	s->drain_next = 0;   /* the queue's start */
+	s->on_disk = false;
+	drain_fill(pl, s);
 }
 
 struct backlog *backlog_new(void)

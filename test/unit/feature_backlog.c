@@ -142,6 +142,8 @@ static void test_hand_back_in_parts(void **state)
 
 	returns(pl);
 	assert_string_equal(handed("phone"), "1 2 3 4");
+	/* The broker's in-flight window is full: it queues what comes next. */
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
 	features_tick(pl);
 	assert_string_equal(handed("phone"), "1 2 3 4");   /* none acknowledged yet */
 	acknowledged(pl, 1);
@@ -212,6 +214,28 @@ static void test_part_stays_ahead_of_the_in_flight_window(void **state)
 	assert_int_equal(plugin_stats(pl).backlog_out_of_order, 0);
 }
 
+/* A broker that put the whole first part in flight at the connection gets
+ * the next one from CONNECT, before anything routed to the client can land
+ * in flight ahead of the rest. */
+static void test_whole_first_part_in_flight(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct client_auth c = {.clientid = "phone"};
+
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	assert_false(features_client_auth(pl, &c));
+	assert_string_equal(handed("phone"), "1 2 3 4");
+	for(uint64_t n = 1; n <= 4; n++){
+		moved(pl, n);
+	}
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
+	features_client_connected(pl, "phone");
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7 8 9");
+}
+
 /* What the broker routes to the client during a hand-back, queued behind
  * it, is taken back out at the tick (it stays stored, after the backlog):
  * that deletion is the plugin's own, not recorded. One the broker puts in
@@ -263,6 +287,8 @@ static void test_connected_without_auth(void **state)
 	features_entry_added(pl, &recent);
 	assert_int_equal(store_msg_put(pl->store, 111, &m), STORE_OK);
 	assert_int_equal(store_queue_append(pl->store, "phone", recent.seq, &recent.q), STORE_OK);
+	/* The broker's in-flight window is full with what it held: it queues the rest. */
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
 	features_client_connected(pl, "phone");
 	assert_true(fake_logged("without this plugin's BASIC_AUTH"));
 	assert_string_equal(handed("phone"), "1 2 3 4");
@@ -335,6 +361,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hand_back_in_parts, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_part_stays_ahead_of_the_in_flight_window, fx_setup,
 				feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_whole_first_part_in_flight, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_routed_during_hand_back_taken_back, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_numbers_go_on_after_a_fresh_connection, fx_setup,
