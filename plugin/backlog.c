@@ -155,6 +155,25 @@ static void push_back(struct plugin *pl, struct backlog_session *s, uint16_t mid
 	s->n_push++;
 }
 
+/* A message routed to a draining client goes out ahead of the rest of its
+ * backlog. The broker holds it: the part that reaches it passes it over
+ * (handback.c). Counted and logged. */
+static void went_ahead(struct plugin *pl, struct backlog_session *s, const char *clientid, uint16_t mid)
+{
+	time_t now = time(NULL);
+
+	if(s->mids){
+		s->mids[mid >> 3] |= (uint8_t)(1u << (mid & 7));
+	}
+	pl->backlog->out_of_order++;
+	if(now - pl->backlog->log_at >= LOG_INTERVAL_S){
+		pl->backlog->log_at = now;
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: a message for client %s went out ahead of "
+				"its stored backlog: plugin_opt_queue_window (%zu) should exceed the broker's "
+				"max_inflight_messages", clientid, pl->cfg.queue_window);
+	}
+}
+
 void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid,
 		uint8_t qos, uint8_t state)
 {
@@ -180,19 +199,10 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 			push_back(pl, s, mid, qos);
 			return;
 		}
-		/* The window was sent whole before the next part went in: this one
-		 * goes out now, ahead of the rest of the backlog. The broker holds
-		 * it: the part that reaches it passes it over (handback.c). */
-		if(qos && s->mids){
-			s->mids[mid >> 3] |= (uint8_t)(1u << (mid & 7));
-		}
-		pl->backlog->out_of_order++;
-		time_t now = time(NULL);
-		if(now - pl->backlog->log_at >= LOG_INTERVAL_S){
-			pl->backlog->log_at = now;
-			broker_log(BROKER_LOG_WARNING, "persist-lmdb: a message for client %s went out ahead of "
-					"its stored backlog: plugin_opt_queue_window (%zu) should exceed the broker's "
-					"max_inflight_messages", clientid, pl->cfg.queue_window);
+		/* Nothing handed back was waiting in the broker: this one goes
+		 * out now, ahead of the rest of the backlog. */
+		if(qos){
+			went_ahead(pl, s, clientid, mid);
 		}
 		return;
 	}
@@ -353,7 +363,7 @@ static bool handed(const struct backlog_session *s, uint64_t cmsg_id)
 	return s->draining && cmsg_id < s->drain_next && !(cmsg_id >= s->skip_from && cmsg_id <= s->skip_to);
 }
 
-void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id)
+void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
 {
 	struct backlog_session *s;
 
@@ -363,8 +373,23 @@ void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 	/* The part's own, or ones waiting before it (nothing is routed meanwhile). */
 	if(s->loading){
 		s->moved_loading++;
-	}else if(handed(s, cmsg_id) && s->waiting){
-		s->waiting--;
+		return;
+	}
+	if(handed(s, cmsg_id)){
+		if(s->waiting){
+			s->waiting--;
+		}
+		return;
+	}
+	/* A routed one the tick was to take back reached the front first: it
+	 * goes out now, so it stays in the broker (taken back after it was
+	 * sent, it would come again under a new id). */
+	for(size_t i = 0; i < s->n_push; i++){
+		if(s->push[i].mid == mid){
+			s->push[i] = s->push[--s->n_push];
+			went_ahead(pl, s, clientid, mid);
+			break;
+		}
 	}
 }
 

@@ -154,7 +154,7 @@ uint64_t backlog_entry_seq(struct plugin *pl, const char *clientid, uint64_t cms
 /* The broker deleted an outgoing message of clientid (in that state). */
 void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t state);
 /* The broker moved an outgoing message of clientid into flight (a publish state). */
-void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
 /* The broker holds an outgoing QoS 2 message of clientid whose PUBREL was sent. */
 void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 void backlog_online(struct plugin *pl, const char *clientid, bool online);

@@ -75,7 +75,7 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 	e->seq = backlog_entry_seq(pl, e->clientid, e->seq, false);
 
 	if(q->direction == MSG_DIR_OUT && (q->state == MSG_STATE_PUBLISH_QOS1 || q->state == MSG_STATE_PUBLISH_QOS2)){
-		backlog_msg_moved(pl, e->clientid, e->seq);
+		backlog_msg_moved(pl, e->clientid, e->seq, q->mid);
 	}
 	if(q->direction == MSG_DIR_OUT && q->qos == 2){
 		pubrel_noted(pl, e);

@@ -266,6 +266,30 @@ static void test_routed_during_hand_back_taken_back(void **state)
 	assert_int_equal(fake_count(FAKE_ENTRY_TAKE), 1);   /* once */
 }
 
+/* A routed message the broker moves into flight before the tick could take
+ * it back has gone out: it stays in the broker (taken back now, it would
+ * come again later under a new packet id), counted as ahead of the backlog. */
+static void test_routed_sent_before_the_tick_stays(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct entry routed = {.clientid = "phone", .seq = 11, .q = {.store_id = 111, .mid = 5, .qos = 1,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	returns(pl);
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
+	features_entry_added(pl, &routed);
+	routed.seq = 11;
+	routed.q.state = MSG_STATE_PUBLISH_QOS1;
+	assert_true(features_entry_updated(pl, &routed));
+	assert_int_equal(plugin_stats(pl).backlog_out_of_order, 1);
+	features_tick(pl);
+	assert_int_equal(fake_count(FAKE_ENTRY_TAKE), 0);
+}
+
 /* A client whose CONNECT came without BASIC_AUTH (another plugin decided)
  * still gets its stored queue from the connection on, in parts; what was
  * routed to it since the last tick, which the broker held and sent at the
@@ -363,6 +387,7 @@ int main(void)
 				feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_whole_first_part_in_flight, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_routed_during_hand_back_taken_back, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_routed_sent_before_the_tick_stays, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_numbers_go_on_after_a_fresh_connection, fx_setup,
 				feature_fx_teardown),
