@@ -2,32 +2,52 @@
  * loadgen: a small MQTT load tool on libmosquitto for the persist-lmdb
  * benchmarks (bench/run.sh). Not a test: it measures, it does not judge.
  *
- *   loadgen subscribe-offline -p PORT -k K [-i PREFIX] [-t TOPIC] [-e] [-q QOS]
+ *   loadgen subscribe-offline -p PORT -k K [-i PREFIX] [-t TOPIC] [-e] [-g GROUP] [-q QOS]
  *       K persistent sessions (MQTT 3.1.1, clean session off) subscribe to
- *       TOPIC (with -e: session i to TOPIC/i) and disconnect cleanly: they
- *       become offline sessions. Up to 100 sessions are set up at a time.
+ *       TOPIC (with -e: session i to TOPIC/i), with -g also to GROUP (same
+ *       QoS, in the same SUBSCRIBE), and disconnect cleanly: they become
+ *       offline sessions. Up to 100 sessions are set up at a time.
  *   loadgen publish -p PORT -n N [-P P] [-s SIZE] [-q QOS] [-w WINDOW] [-t TOPIC]
- *                   [-e -k K] [-D SECS] [-R RATE]
+ *                   [-e -k K] [-g GROUP -G M] [-D SECS] [-R RATE]
  *       P publishers (connections, one thread each; default 1) send N
  *       messages of SIZE bytes between them (publisher j sends N/P, the first
  *       N%P one more), each with at most WINDOW unacknowledged and its own
  *       sequence numbers 0, 1, ... With -e, message i of a publisher goes to
- *       TOPIC/(i mod K). With -w 1 (each message waits for its
- *       PUBACK/PUBCOMP: a synchronous publisher) the publishing thread runs the
- *       network loop itself. With -D, sending stops after SECS seconds (or the
- *       N messages, whichever comes first) and the rate counts the messages
- *       sent, all acknowledged. With -R, message i of publisher j is sent
- *       at i*P/RATE seconds after the start (or later, if the window is full).
- *   loadgen drain -p PORT -k K -n N [-P P] [-i PREFIX]
+ *       TOPIC/(i mod K). With -G, each publisher then sends M more messages
+ *       to GROUP, its sequence numbers going on after its share of N (with
+ *       -P 1: N .. N+M-1); msgs= and rate= count them too. With -w 1 (each
+ *       message waits for its PUBACK/PUBCOMP: a synchronous publisher) the
+ *       publishing thread runs the network loop itself. With -D, sending
+ *       stops after SECS seconds (or the N messages, whichever comes first)
+ *       and the rate counts the messages sent, all acknowledged. With -R,
+ *       message i of publisher j is sent at i*P/RATE seconds after the start
+ *       (or later, if the window is full).
+ *   loadgen drain -p PORT -k K -n N [-P P] [-i PREFIX] [-e [-G M]]
  *       Reconnects the K sessions and waits until each has received all N
  *       messages of P publishers (as publish -n N -P P sent them); checks
  *       gaps, duplicates and the order of each publisher's messages.
- *       first_ms: from the first CONNECT to the first message received.
+ *       secs: from the first CONNECT to the last message; first_ms: to the
+ *       first one. The sessions connect all at once: up to 4 threads each
+ *       connect a share of them (non-blocking) and run their network loops
+ *       with poll() (libmosquitto's own loop thread uses select(), which
+ *       refuses sockets numbered 1024 or more: a few hundred sessions).
+ *       A session whose connection fails before its CONNACK (the broker's
+ *       listen queue was full and TCP gave up or reset it, or no CONNACK
+ *       within the keepalive, 60 s) connects again, as a client would:
+ *       reconnects= counts those; a failure after the CONNACK fails the run.
+ *       With -e (the sessions of subscribe-offline -e [-g GROUP], the
+ *       messages of publish -e -k K [-G M]), session i waits only for its
+ *       own: of each publisher's share of N the messages whose sequence
+ *       number s has s mod K == i, then that publisher's M group messages; a
+ *       message meant for another session counts as bogus. A session's
+ *       memory follows what it expects, not N. The line adds group=M and
+ *       expected= (what all sessions expect together).
  *   loadgen subscribe-online -p PORT -k K -n N [-P P] [-i PREFIX] [-t TOPIC] [-q QOS]
  *       K persistent sessions (clean session off) subscribe to TOPIC, print
  *       "subscribe-online ready=1" once all are subscribed, stay connected and
  *       wait until each has received the N messages of P publishers; checks
- *       them as drain does.
+ *       them as drain does. One libmosquitto loop thread per session, so at
+ *       most a few hundred sessions.
  *   loadgen wait-connect -p PORT [-S EPOCH_SECS] [-I POLL_MS]
  *       Polls CONNECT until a CONNACK arrives; reports the time since EPOCH_SECS
  *       (CLOCK_REALTIME, e.g. `date +%s.%N` taken when the broker was started),
@@ -52,6 +72,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,13 +87,17 @@
 #define SUB_BATCH 100     /* subscribe-offline: sessions set up at a time */
 #define HIST_BUCKETS 40   /* log2 µs buckets: up to 2^39 µs */
 #define TOPIC_MAX 200
+#define DRAIN_THREADS 4   /* drain: threads running the sessions' network loops */
+#define CONNECT_BATCH 8   /* drain: CONNECTs per thread between two passes over its sockets */
 
 struct options {
 	const char *host;
 	int port;
 	const char *topic;
+	const char *group;
 	const char *prefix;
 	bool each;
+	long group_msgs;
 	int clients;
 	int publishers;
 	long messages;
@@ -90,8 +115,10 @@ static struct options opt = {
 	.host = "127.0.0.1",
 	.port = 1883,
 	.topic = "bench/t",
+	.group = NULL,
 	.prefix = "bench-sub-",
 	.each = false,
+	.group_msgs = 0,
 	.clients = 5,
 	.publishers = 1,
 	.messages = 1000,
@@ -206,7 +233,8 @@ static struct mosquitto *client_new(const char *id, bool clean, void *obj)
 
 struct sync_state {
 	int connack;      /* -1 until CONNACK, then its return code */
-	int subacked;     /* granted QoS, -1 until SUBACK */
+	int subacked;     /* granted QoS (128 if they differ), -1 until SUBACK */
+	int subcount;     /* topics the SUBACK answers */
 	bool disconnected;
 };
 
@@ -222,7 +250,15 @@ static void sync_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int co
 {
 	(void)mosq;
 	(void)mid;
-	((struct sync_state *)obj)->subacked = count > 0 ? granted[0] : 128;
+	struct sync_state *st = obj;
+	int g = count > 0 ? granted[0] : 128;
+	for(int k = 1; k < count; k++){
+		if(granted[k] != g){
+			g = 128;
+		}
+	}
+	st->subcount = count;
+	st->subacked = g;
 }
 
 static void sync_on_disconnect(struct mosquitto *mosq, void *obj, int rc)
@@ -320,6 +356,8 @@ static int subscribe_batch(int first, int n, double deadline)
 	struct sync_state st[SUB_BATCH];
 	char id[256];
 	char topic[TOPIC_MAX + 16];
+	char *topics[2] = {topic, (char *)opt.group};
+	int ntopics = opt.group ? 2 : 1;
 	int rc = MOSQ_ERR_SUCCESS;
 
 	for(int i = 0; i < n; i++){
@@ -348,15 +386,15 @@ static int subscribe_batch(int first, int n, double deadline)
 	}
 	for(int i = 0; i < n && rc == MOSQ_ERR_SUCCESS; i++){
 		client_topic(topic, sizeof(topic), first + i);
-		rc = mosquitto_subscribe(mosqs[i], NULL, topic, opt.qos);
+		rc = mosquitto_subscribe_multiple(mosqs[i], NULL, ntopics, topics, opt.qos, 0, NULL);
 	}
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = loop_batch(mosqs, st, n, PHASE_SUBACK, deadline);
 	}
 	for(int i = 0; i < n && rc == MOSQ_ERR_SUCCESS; i++){
-		if(st[i].subacked != opt.qos){
-			fprintf(stderr, "loadgen: %s%d: granted QoS %d, wanted %d\n",
-				opt.prefix, first + i, st[i].subacked, opt.qos);
+		if(st[i].subacked != opt.qos || st[i].subcount != ntopics){
+			fprintf(stderr, "loadgen: %s%d: granted QoS %d for %d topic(s), wanted %d for %d\n",
+				opt.prefix, first + i, st[i].subacked, st[i].subcount, opt.qos, ntopics);
 			rc = MOSQ_ERR_PROTOCOL;
 		}
 	}
@@ -388,8 +426,9 @@ static int cmd_subscribe_offline(void)
 			return 1;
 		}
 	}
-	printf("subscribe-offline clients=%d topic=%s%s qos=%d secs=%.3f\n",
-		opt.clients, opt.topic, opt.each ? "/I" : "", opt.qos, now_mono() - t0);
+	printf("subscribe-offline clients=%d topic=%s%s%s%s qos=%d secs=%.3f\n",
+		opt.clients, opt.topic, opt.each ? "/I" : "", opt.group ? " group=" : "", opt.group ? opt.group : "",
+		opt.qos, now_mono() - t0);
 	return 0;
 }
 
@@ -595,7 +634,8 @@ static void *pub_send(void *arg)
 
 	client_topic(topic, sizeof(topic), 0);
 	put_le(p->payload + 16, (uint64_t)p->index, 4);
-	for(long i = 0; i < count; i++){
+	/* Its share of N, then (-G) its M group messages, numbered on. */
+	for(long i = 0; i < count + opt.group_msgs; i++){
 		if(opt.duration > 0 && now_mono() - p->t0 >= opt.duration){
 			break;
 		}
@@ -606,7 +646,9 @@ static void *pub_send(void *arg)
 			fprintf(stderr, "loadgen: publish %d: stalled with %ld sent\n", p->index, i);
 			return NULL;
 		}
-		if(opt.each){
+		if(i >= count){
+			snprintf(topic, sizeof(topic), "%s", opt.group);
+		}else if(opt.each){
 			client_topic(topic, sizeof(topic), i % opt.clients);
 		}
 		put_le(p->payload, (uint64_t)i, 8);
@@ -706,9 +748,13 @@ static int cmd_publish(void)
 	}
 	double secs = now_mono() - t0;
 	if(ok){
-		printf("publish msgs=%ld publishers=%d size=%d qos=%d window=%ld secs=%.3f rate=%.0f\n",
+		printf("publish msgs=%ld publishers=%d size=%d qos=%d window=%ld secs=%.3f rate=%.0f",
 			sent, opt.publishers, opt.size, opt.qos, opt.window, secs,
 			secs > 0 ? (double)sent / secs : 0.0);
+		if(opt.group_msgs > 0){
+			printf(" group=%ld", opt.group_msgs);
+		}
+		printf("\n");
 	}
 	for(int j = 0; j < made; j++){
 		ok = pub_close(&pubs[j], ok) && ok;
@@ -728,15 +774,22 @@ struct drain_shared {
 	int subscribed;
 	int sessions;     /* CONNACKs with session present */
 	bool failed;
+	atomic_bool stop; /* drain: the worker threads stop */
+	long reconnects;  /* drain: connections made again after failing before their CONNACK */
 	double t_first;   /* first message received (monotonic), 0 before */
 	long base[];      /* publisher j's messages: bits base[j] .. base[j+1]-1 */
 };
 
 struct sub_state {
 	struct drain_shared *shared;
-	unsigned char *seen;  /* bitmap of N, by publisher */
+	unsigned char *seen;  /* bitmap of what it expects, by publisher */
 	long *last;           /* per publisher: the last new sequence number */
+	long *off;            /* drain -e: publisher j's messages are bits off[j] .. off[j+1]-1 */
 	uint64_t *lat_ns;     /* latency of each new message */
+	long expect;          /* messages it waits for: N, or (-e) off[P] */
+	int index;            /* its session number, 0 .. K-1 */
+	bool linked;          /* drain: a worker connected it (mosquitto_connect_async) */
+	bool connacked;       /* its connection has had its CONNACK */
 	long unique;
 	long dups;
 	long out_of_order;
@@ -759,6 +812,7 @@ static void drain_on_connect(struct mosquitto *mosq, void *obj, int rc, int flag
 		fprintf(stderr, "loadgen: drain: CONNACK %d\n", rc);
 		s->shared->failed = true;
 	}else{
+		s->connacked = true;
 		s->shared->connected++;
 		if(flags & 1){
 			s->shared->sessions++;
@@ -788,6 +842,30 @@ static void drain_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int c
 	pthread_mutex_unlock(&s->shared->lock);
 }
 
+/* Session s's bit for message seq of publisher pub, or -1 if s should not
+ * get it. Without -e: bits base[pub] + seq, for the publisher's share of N.
+ * With -e: of the publisher's share (count), seq mod K == s->index only, in
+ * order (seq / K), then its M group messages (count .. count+M-1). */
+static long msg_bit(const struct sub_state *s, uint64_t pub, uint64_t seq)
+{
+	const struct drain_shared *sh = s->shared;
+	if(pub >= (uint64_t)opt.publishers){
+		return -1;
+	}
+	if(!s->off){
+		return seq < (uint64_t)(sh->base[pub + 1] - sh->base[pub]) ? sh->base[pub] + (long)seq : -1;
+	}
+	uint64_t count = (uint64_t)pub_count((int)pub);
+	if(seq < count){
+		return seq % (uint64_t)opt.clients == (uint64_t)s->index
+			? s->off[pub] + (long)(seq / (uint64_t)opt.clients) : -1;
+	}
+	if(seq - count < (uint64_t)opt.group_msgs){
+		return s->off[pub + 1] - opt.group_msgs + (long)(seq - count);
+	}
+	return -1;
+}
+
 static void drain_on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m)
 {
 	(void)mosq;
@@ -800,11 +878,11 @@ static void drain_on_message(struct mosquitto *mosq, void *obj, const struct mos
 	}
 	uint64_t seq = m->payloadlen >= HEADER_BYTES ? get_le(m->payload, 8) : 0;
 	uint64_t pub = m->payloadlen >= HEADER_BYTES ? get_le((const unsigned char *)m->payload + 16, 4) : 0;
-	if(m->payloadlen < HEADER_BYTES || pub >= (uint64_t)opt.publishers
-			|| seq >= (uint64_t)(sh->base[pub + 1] - sh->base[pub])){
+	long at = m->payloadlen >= HEADER_BYTES ? msg_bit(s, pub, seq) : -1;
+	if(at < 0){
 		s->bogus++;
 	}else{
-		uint64_t bit = (uint64_t)sh->base[pub] + seq;
+		uint64_t bit = (uint64_t)at;
 		if(s->seen[bit / 8] & (1u << (bit % 8))){
 			s->dups++;
 		}else{
@@ -817,7 +895,7 @@ static void drain_on_message(struct mosquitto *mosq, void *obj, const struct mos
 			s->last[pub] = (long)seq;
 		}
 	}
-	if(!s->done && s->unique == opt.messages){
+	if(!s->done && s->unique == s->expect){
 		s->done = true;
 		sh->complete++;
 		pthread_cond_broadcast(&sh->cond);
@@ -859,6 +937,119 @@ static void print_latency(uint64_t *lat, long n)
 	}
 }
 
+/* drain: one thread runs the network loops of sessions from .. to-1 with
+ * poll() (libmosquitto's own loop thread uses select() and refuses sockets
+ * numbered FD_SETSIZE or more: a few hundred sessions in one process). */
+struct drain_worker {
+	struct drain_shared *sh;
+	struct sub_state *subs;
+	struct mosquitto **mosqs;
+	int from;
+	int to;
+	pthread_t thread;
+	bool running;
+};
+
+static void drain_fail(struct drain_shared *sh, const char *what, int i, int rc)
+{
+	fprintf(stderr, "loadgen: drain: %s%d: %s: %s\n", opt.prefix, i, what, mosquitto_strerror(rc));
+	pthread_mutex_lock(&sh->lock);
+	sh->failed = true;
+	pthread_cond_broadcast(&sh->cond);
+	pthread_mutex_unlock(&sh->lock);
+}
+
+/* Session i's connection failed with rc: before its CONNACK it connects
+ * again (true); after it, the drain fails (false). */
+static bool drain_retry(struct drain_worker *w, int i, int rc)
+{
+	if(w->subs[i].connacked){
+		drain_fail(w->sh, "connection", i, rc);
+		return false;
+	}
+	int rrc = mosquitto_reconnect_async(w->mosqs[i]);
+	if(rrc != MOSQ_ERR_SUCCESS){
+		drain_fail(w->sh, "reconnect", i, rrc);
+		return false;
+	}
+	pthread_mutex_lock(&w->sh->lock);
+	w->sh->reconnects++;
+	pthread_mutex_unlock(&w->sh->lock);
+	return true;
+}
+
+static void *drain_work(void *arg)
+{
+	struct drain_worker *w = arg;
+	int n = w->to - w->from;
+	int linked = 0;
+	struct pollfd *fds = calloc((size_t)n, sizeof(*fds));
+	double misc_at = now_mono() + 1.0;
+
+	if(!fds){
+		drain_fail(w->sh, "calloc", w->from, MOSQ_ERR_NOMEM);
+		return NULL;
+	}
+	while(!atomic_load(&w->sh->stop)){
+		/* Non-blocking connects (a connection the broker's full listen queue
+		 * drops must not hold up the others), in small batches, the sockets
+		 * already connected served in between. */
+		for(int c = 0; c < CONNECT_BATCH && linked < n; c++, linked++){
+			int i = w->from + linked;
+			int rc = mosquitto_connect_async(w->mosqs[i], opt.host, opt.port, 60);
+			if(rc != MOSQ_ERR_SUCCESS){
+				drain_fail(w->sh, "connect", i, rc);
+				goto out;
+			}
+			w->subs[i].linked = true;
+		}
+		for(int k = 0; k < linked; k++){
+			struct mosquitto *mosq = w->mosqs[w->from + k];
+			fds[k].fd = mosquitto_socket(mosq);
+			if(fds[k].fd < 0 && drain_retry(w, w->from + k, MOSQ_ERR_NO_CONN)){
+				fds[k].fd = mosquitto_socket(mosq);
+			}
+			if(fds[k].fd < 0){
+				goto out;
+			}
+			fds[k].events = (short)(POLLIN | (mosquitto_want_write(mosq) ? POLLOUT : 0));
+			fds[k].revents = 0;
+		}
+		if(poll(fds, (nfds_t)linked, linked < n ? 0 : 100) < 0 && errno != EINTR){
+			drain_fail(w->sh, "poll", w->from, MOSQ_ERR_ERRNO);
+			goto out;
+		}
+		for(int k = 0; k < linked; k++){
+			struct mosquitto *mosq = w->mosqs[w->from + k];
+			int rc = MOSQ_ERR_SUCCESS;
+			if(fds[k].revents & (POLLIN | POLLHUP | POLLERR)){
+				rc = mosquitto_loop_read(mosq, 1);
+			}
+			/* PUBACKs left queued by the read (or not yet written) go now. */
+			if(rc == MOSQ_ERR_SUCCESS
+					&& ((fds[k].revents & POLLOUT) || (fds[k].revents && mosquitto_want_write(mosq)))){
+				rc = mosquitto_loop_write(mosq, 1);
+			}
+			if(rc != MOSQ_ERR_SUCCESS && !drain_retry(w, w->from + k, rc)){
+				goto out;
+			}
+		}
+		if(now_mono() >= misc_at){
+			/* Keepalive (PINGREQ) once a second. */
+			misc_at = now_mono() + 1.0;
+			for(int k = 0; k < linked; k++){
+				int rc = mosquitto_loop_misc(w->mosqs[w->from + k]);
+				if(rc != MOSQ_ERR_SUCCESS && !drain_retry(w, w->from + k, rc)){
+					goto out;
+				}
+			}
+		}
+	}
+out:
+	free(fds);
+	return NULL;
+}
+
 static int receive(bool online)
 {
 	const char *name = online ? "subscribe-online" : "drain";
@@ -866,8 +1057,11 @@ static int receive(bool online)
 	struct sub_state *subs = calloc((size_t)opt.clients, sizeof(*subs));
 	struct mosquitto **mosqs = calloc((size_t)opt.clients, sizeof(*mosqs));
 	uint64_t *all_lat = NULL;
+	struct drain_worker *workers = NULL;
+	int nworkers = 0;
 	struct timespec deadline = deadline_after(opt.timeout);
-	size_t bitmap_bytes = (size_t)opt.messages / 8 + 1;
+	bool each = opt.each && !online;  /* drain -e */
+	long expected = 0;
 	int started = 0;
 	int ret = 1;
 	char id[256];
@@ -881,6 +1075,7 @@ static int receive(bool online)
 	}
 	pthread_mutex_init(&sh->lock, NULL);
 	pthread_cond_init(&sh->cond, NULL);
+	atomic_init(&sh->stop, false);
 	sh->online = online;
 	for(int j = 0; j < opt.publishers; j++){
 		sh->base[j + 1] = sh->base[j] + pub_count(j);
@@ -889,15 +1084,39 @@ static int receive(bool online)
 	double t0 = now_mono();
 	for(int i = 0; i < opt.clients; i++){
 		subs[i].shared = sh;
-		subs[i].seen = calloc(bitmap_bytes, 1);
+		subs[i].index = i;
+		subs[i].expect = opt.messages;
+		if(each){
+			subs[i].off = malloc(sizeof(long) * (size_t)(opt.publishers + 1));
+			if(!subs[i].off){
+				perror("loadgen: malloc");
+				goto out;
+			}
+			subs[i].off[0] = 0;
+			for(int j = 0; j < opt.publishers; j++){
+				long c = pub_count(j);
+				subs[i].off[j + 1] = subs[i].off[j] + c / opt.clients + (i < c % opt.clients ? 1 : 0)
+					+ opt.group_msgs;
+			}
+			subs[i].expect = subs[i].off[opt.publishers];
+		}
+		subs[i].seen = calloc((size_t)subs[i].expect / 8 + 1, 1);
 		subs[i].last = malloc(sizeof(long) * (size_t)opt.publishers);
-		subs[i].lat_ns = malloc(sizeof(uint64_t) * (size_t)opt.messages);
+		subs[i].lat_ns = malloc(sizeof(uint64_t) * (size_t)(subs[i].expect > 0 ? subs[i].expect : 1));
 		if(!subs[i].seen || !subs[i].last || !subs[i].lat_ns){
 			perror("loadgen: malloc");
 			goto out;
 		}
 		for(int j = 0; j < opt.publishers; j++){
 			subs[i].last[j] = -1;
+		}
+		expected += subs[i].expect;
+		if(subs[i].expect == 0){
+			/* Nothing for it (-e with K > N and no group messages). */
+			pthread_mutex_lock(&sh->lock);
+			subs[i].done = true;
+			sh->complete++;
+			pthread_mutex_unlock(&sh->lock);
 		}
 		snprintf(id, sizeof(id), "%s%d", opt.prefix, i);
 		mosqs[i] = client_new(id, false, &subs[i]);
@@ -907,6 +1126,9 @@ static int receive(bool online)
 		mosquitto_connect_with_flags_callback_set(mosqs[i], drain_on_connect);
 		mosquitto_subscribe_callback_set(mosqs[i], drain_on_subscribe);
 		mosquitto_message_callback_set(mosqs[i], drain_on_message);
+		if(!online){
+			continue;  /* drain: its worker thread connects it */
+		}
 		int rc = mosquitto_connect(mosqs[i], opt.host, opt.port, 60);
 		if(rc != MOSQ_ERR_SUCCESS){
 			fail("connect", rc);
@@ -918,6 +1140,28 @@ static int receive(bool online)
 			goto out;
 		}
 		started++;
+	}
+	if(!online){
+		/* drain: up to DRAIN_THREADS threads, each with a contiguous share of
+		 * the sessions, connect them all at once and run their loops. */
+		nworkers = opt.clients < DRAIN_THREADS ? opt.clients : DRAIN_THREADS;
+		workers = calloc((size_t)nworkers, sizeof(*workers));
+		if(!workers){
+			perror("loadgen: calloc");
+			goto out;
+		}
+		t0 = now_mono();
+		for(int k = 0; k < nworkers; k++){
+			workers[k] = (struct drain_worker){.sh = sh, .subs = subs, .mosqs = mosqs,
+				.from = (int)((long)opt.clients * k / nworkers),
+				.to = (int)((long)opt.clients * (k + 1) / nworkers)};
+			int err = pthread_create(&workers[k].thread, NULL, drain_work, &workers[k]);
+			if(err){
+				fprintf(stderr, "loadgen: pthread_create: %s\n", strerror(err));
+				goto out;
+			}
+			workers[k].running = true;
+		}
 	}
 
 	bool timed_out = false;
@@ -957,22 +1201,42 @@ static int receive(bool online)
 		memcpy(all_lat + n, subs[i].lat_ns, sizeof(uint64_t) * (size_t)subs[i].unique);
 		n += subs[i].unique;
 	}
-	long missing = (long)opt.clients * opt.messages - total;
-	printf("%s clients=%d msgs=%ld publishers=%d received=%ld missing=%ld dups=%ld out_of_order=%ld "
-		"bogus=%ld sessions=%d secs=%.3f rate=%.0f first_ms=%.1f",
-		name, opt.clients, opt.messages, opt.publishers, total, missing, dups, ooo, bogus, sh->sessions,
+	long missing = expected - total;
+	printf("%s clients=%d msgs=%ld publishers=%d", name, opt.clients, opt.messages, opt.publishers);
+	if(each){
+		printf(" group=%ld expected=%ld", opt.group_msgs, expected);
+	}
+	printf(" received=%ld missing=%ld dups=%ld out_of_order=%ld bogus=%ld sessions=%d secs=%.3f rate=%.0f "
+		"first_ms=%.1f", total, missing, dups, ooo, bogus, sh->sessions,
 		secs, secs > 0 ? (double)total / secs : 0.0, sh->t_first > 0 ? (sh->t_first - t0) * 1e3 : 0.0);
+	if(!online){
+		printf(" reconnects=%ld", sh->reconnects);
+	}
 	print_latency(all_lat, n);
 	printf("%s\n", timed_out ? " timeout=1" : "");
 	ret = (timed_out || sh->failed || missing != 0) ? 1 : 0;
 	pthread_mutex_unlock(&sh->lock);
 
 out:
+	atomic_store(&sh->stop, true);
+	for(int k = 0; k < nworkers; k++){
+		if(workers[k].running){
+			pthread_join(workers[k].thread, NULL);
+		}
+	}
+	free(workers);
 	for(int i = 0; i < opt.clients; i++){
 		if(!mosqs[i]){
 			continue;
 		}
-		if(i < started){
+		if(subs[i].linked){
+			/* drain: no loop thread; the DISCONNECT is written at once (a
+			 * connection that failed, after a failed drain, is left alone). */
+			int rc = mosquitto_disconnect(mosqs[i]);
+			if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST){
+				fail("disconnect", rc);
+			}
+		}else if(i < started){
 			int rc = mosquitto_disconnect(mosqs[i]);
 			if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN){
 				fail("disconnect", rc);
@@ -987,6 +1251,7 @@ out:
 	for(int i = 0; i < opt.clients; i++){
 		free(subs[i].seen);
 		free(subs[i].last);
+		free(subs[i].off);
 		free(subs[i].lat_ns);
 	}
 	pthread_cond_destroy(&sh->cond);
@@ -1018,7 +1283,12 @@ static void usage(void)
 		"  -p PORT     broker port (1883)\n"
 		"  -t TOPIC    topic (bench/t)\n"
 		"  -e          subscribe-offline: session i subscribes to TOPIC/i;\n"
-		"              publish: message i of a publisher goes to TOPIC/(i mod K)\n"
+		"              publish: message i of a publisher goes to TOPIC/(i mod K);\n"
+		"              drain: session i expects only those (and the -G messages)\n"
+		"  -g GROUP    subscribe-offline: every session also subscribes to GROUP;\n"
+		"              publish: the topic of the -G messages\n"
+		"  -G M        publish: then M messages per publisher to GROUP, numbered on;\n"
+		"              drain -e: every session expects them too (0)\n"
 		"  -i PREFIX   subscriber client id prefix (bench-sub-)\n"
 		"  -k K        subscribers (5)\n"
 		"  -n N        messages, of all publishers together (1000)\n"
@@ -1070,13 +1340,15 @@ int main(int argc, char **argv)
 	int c;
 	long v;
 	optind = 2;
-	while((c = getopt(argc, argv, "H:p:t:ei:k:n:P:s:q:w:T:D:R:S:I:")) != -1){
+	while((c = getopt(argc, argv, "H:p:t:eg:G:i:k:n:P:s:q:w:T:D:R:S:I:")) != -1){
 		bool ok = true;
 		switch(c){
 			case 'H': opt.host = optarg; break;
 			case 'p': ok = parse_long(optarg, 1, &v) && v <= 65535; opt.port = (int)v; break;
 			case 't': opt.topic = optarg; ok = strlen(optarg) <= TOPIC_MAX; break;
 			case 'e': opt.each = true; break;
+			case 'g': opt.group = optarg; ok = strlen(optarg) <= TOPIC_MAX; break;
+			case 'G': ok = parse_long(optarg, 0, &opt.group_msgs); break;
 			case 'i': opt.prefix = optarg; break;
 			case 'k': ok = parse_long(optarg, 1, &v) && v <= 100000; opt.clients = (int)v; break;
 			case 'n': ok = parse_long(optarg, 1, &opt.messages); break;
@@ -1097,6 +1369,13 @@ int main(int argc, char **argv)
 		}
 	}
 	if(optind != argc || opt.publishers > opt.messages){
+		usage();
+		return 2;
+	}
+	/* -G: publish needs GROUP to send to; drain counts the messages with -e only. */
+	if(opt.group_msgs > 0 && ((!strcmp(cmd, "publish") && !opt.group)
+			|| (!strcmp(cmd, "drain") && !opt.each))){
+		fprintf(stderr, "loadgen: -G needs -g GROUP (publish) or -e (drain)\n");
 		usage();
 		return 2;
 	}

@@ -46,7 +46,12 @@ Scenario F (64 KiB payloads): as A with 64 KiB messages -> msg/s, MB/s, data
 on disk after a clean stop.
 Scenario G (many sessions): 10,000 offline sessions, each on its own topic
 with one queued message, restart -> time to first CONNACK, RSS, data on disk.
-B, G: only the setups that keep data (not `none`); C has its own --c-setups.
+Scenario H (reconnect storm): 5,000 offline sessions, each subscribed to its
+own topic and to one group topic; 19 messages to each own topic and 1 to the
+group (20 queued per session); SIGTERM, start again -> time to first CONNACK,
+RSS; then all sessions reconnect at once and drain -> drain time, rate, broker
+CPU per delivered message, peak and anonymous memory, every message checked.
+B, G, H: only the setups that keep data (not `none`); C has its own --c-setups.
 
 The report (--out; docs/benchmarks.md for a full default run) starts with the
 issue's targets for `lmdb` (ratios of this run's medians, met / NOT met) and a
@@ -86,10 +91,13 @@ RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-disk", "l
 C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish", "sync-floor"]
 C_MESSAGES_CAP = 100000000  # scenario C publishes for a time; -n only bounds it
 C_JUDGED = "lmdb-publish"  # scenario C: the setup judged against the probe, interleaved with it
-SCENARIOS = ["A", "B", "C", "D", "E", "F", "G"]
+SCENARIOS = ["A", "B", "C", "D", "E", "F", "G", "H"]
 E_SUBSCRIBERS = 5
 F_SIZE = 64 * 1024
 G_TOPIC = "bench/g"
+H_TOPIC = "bench/h"  # scenario H: session I's own topic is bench/h/I
+H_GROUP = "bench/h-all"  # scenario H: every session's group topic
+H_GROUP_MSGS = 1  # scenario H: messages to the group topic, after the own ones
 
 _brokers = []  # live Popen objects, killed on exit
 
@@ -136,12 +144,12 @@ def parse_kv(line):
 
 
 def mem_kib(pid):
-    """VmRSS, RssAnon and RssFile (+RssShmem) of a process, KiB."""
+    """VmRSS, VmHWM (peak RSS), RssAnon and RssFile (+RssShmem) of a process, KiB."""
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key = line.split(":", 1)[0]
-            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
                 out[key] = int(line.split()[1])
     return out
 
@@ -151,6 +159,21 @@ def cpu_secs(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def listen_overflows():
+    """The system's count of connections a full listen queue dropped (TcpExt
+    ListenOverflows in /proc/net/netstat; all processes), or None."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(row["ListenOverflows"]) if "ListenOverflows" in row else None
+    return None
 
 
 def disk_usage(path):
@@ -482,6 +505,51 @@ def run_g(setup, rnd):
         mem = mem_kib(b.proc.pid)
         res["rss_restart_kib"] = mem.get("VmRSS")
         res["rss_restart_file_kib"] = mem.get("RssFile")
+        b.stop()
+        return res
+
+
+def run_h(setup, rnd):
+    k, n = args.storm_sessions, args.storm_sessions * args.storm_own
+    with fresh_broker(setup, f"H-{setup}-r{rnd}") as b:
+        s = b.loadgen("subscribe-offline", "-k", k, "-e", "-t", H_TOPIC, "-g", H_GROUP, "-i", "h-")
+        cpu0 = cpu_secs(b.proc.pid)
+        r = b.loadgen("publish", "-n", n, "-e", "-k", k, "-t", H_TOPIC, "-g", H_GROUP, "-G", H_GROUP_MSGS,
+                      "-s", args.size, "-q", 1, "-w", args.window)
+        cpu = cpu_secs(b.proc.pid) - cpu0
+        res = {"session_rate": k / s["secs"] if s["secs"] > 0 else None,
+               "publish_rate": r["rate"],
+               "broker_cpu_us_per_msg": cpu * 1e6 / r["msgs"] if r["msgs"] else None,
+               "stop_secs": b.stop()}
+        res["disk_bytes"] = disk_usage(b.data)[0]
+        os.sync()
+        res["restart_secs"] = b.wait_ready(b.start())
+        mem = mem_kib(b.proc.pid)
+        res["rss_restart_kib"] = mem.get("VmRSS")
+        res["rss_restart_anon_kib"] = mem.get("RssAnon")
+        # The storm: every session reconnects at once and takes its 20 messages.
+        drops0 = listen_overflows()
+        cpu0 = cpu_secs(b.proc.pid)
+        d = b.loadgen("drain", "-e", "-k", k, "-n", n, "-G", H_GROUP_MSGS, "-i", "h-")
+        cpu = cpu_secs(b.proc.pid) - cpu0
+        mem = mem_kib(b.proc.pid)
+        drops1 = listen_overflows()
+        res.update({"storm_secs": d["secs"], "storm_first_ms": d["first_ms"], "storm_rate": d["rate"],
+                    "storm_cpu_secs": cpu,
+                    "storm_cpu_us_per_msg": cpu * 1e6 / d["received"] if d["received"] else None,
+                    "storm_hwm_kib": mem.get("VmHWM"), "storm_rss_kib": mem.get("VmRSS"),
+                    "storm_anon_kib": mem.get("RssAnon"),
+                    "storm_listen_drops": drops1 - drops0 if drops0 is not None and drops1 is not None else None,
+                    "storm_reconnects": d.get("reconnects"),
+                    "storm_lat_p99_us": d["lat_p99_us"],
+                    "storm_sessions": d["sessions"], "storm_received": d["received"],
+                    "storm_dups": d["dups"], "storm_out_of_order": d["out_of_order"], "storm_bogus": d["bogus"]})
+        # A missing message already failed loadgen; a duplicate, a message out of
+        # order or one for another session fails the round too.
+        bad = [f"{key} {int(d[key])}" for key in ("dups", "out_of_order", "bogus") if d.get(key)]
+        if bad:
+            raise BenchError(f"{setup}: storm drain: {', '.join(bad)} (received {int(d['received'])}, "
+                             f"sessions present {int(d['sessions'])}/{k})")
         b.stop()
         return res
 
@@ -948,6 +1016,59 @@ def report_more(results, setups, restart_setups):
         ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot"), ("lmdb-disk", "sqlite"),
                            ("lmdb", "lmdb-commit0")], g_setups)))
         out.append(f"\nPer round, restart (s): {samples(results, 'G', g_setups, 'restart_secs', 'secs')}.\n")
+    h_setups = [s for s in restart_setups if s in RESTART_SETUPS and results["H"].get(s)]
+    if h_setups:
+        k, own = args.storm_sessions, args.storm_own
+        per = own + H_GROUP_MSGS
+        out.append("## H. Reconnect storm\n")
+        out.append(f"{k:,} persistent sessions (MQTT 3.1.1, clean session off), each subscribed (QoS 1) to its own "
+                   f"topic `{H_TOPIC}/I` and to the group topic `{H_GROUP}`, set up 100 at a time and then offline; "
+                   f"one publisher sends {own} QoS 1 messages of {args.size} bytes to each own topic (round robin, "
+                   f"{k * own:,} messages, at most {args.window} unacknowledged), then {H_GROUP_MSGS} to the group "
+                   f"topic: {per} stored messages per session, {k * per:,} in all. The broker is stopped with "
+                   "SIGTERM and started again; restart = process start to first CONNACK. Then every session "
+                   "reconnects at once (non-blocking connects from 4 client threads, no pause) and drains: storm "
+                   "= first CONNECT to the last session having all its messages; each session checks its own "
+                   "(no gap, no duplicate, order kept, nothing meant for another session; any of them fails the "
+                   "round). Broker CPU time of the storm = utime + stime (/proc/PID/stat) before the sessions "
+                   "connect and after they have drained and disconnected; peak RSS = VmHWM after the storm (the "
+                   "process started just before: its peak since the restart, restore included). The broker "
+                   "listens with a backlog of 100: connections beyond it are dropped and retried by TCP after "
+                   "1 s, 3 s, 7 s, ..., as in a real storm (the drop count is the system's ListenOverflows "
+                   "during the storm, every process's); a session whose connection fails before its CONNACK "
+                   "(TCP gave up or reset it, or no CONNACK within the keepalive, 60 s) connects again, as a "
+                   "client would, and is counted.\n")
+        out.append(table(results, "H", h_setups, [
+            ("session_rate", "sessions set up (sessions/s)", "rate", 1),
+            ("publish_rate", "publish rate (msg/s, acked)", "rate", 1),
+            ("broker_cpu_us_per_msg", "broker CPU per published message (µs)", "us", 1),
+            ("stop_secs", "clean stop, SIGTERM to exit (s)", "secs", 1),
+            ("disk_bytes", "data on disk after stop (MiB, allocated)", "mib", 1 / 2**20),
+            ("restart_secs", "restart: process start to first CONNACK (s)", "secs", 1),
+            ("rss_restart_kib", "broker RSS after restart (MiB)", "mib", 1 / 1024),
+            ("rss_restart_anon_kib", "of which anonymous (MiB)", "mib", 1 / 1024),
+            ("storm_secs", "storm: first CONNECT to all drained (s)", "secs", 1),
+            ("storm_first_ms", "storm: first CONNECT to first message (ms)", "us", 1),
+            ("storm_rate", "storm: delivered (msg/s, all sessions)", "rate", 1),
+            ("storm_cpu_secs", "storm: broker CPU time (s)", "secs", 1),
+            ("storm_cpu_us_per_msg", "storm: broker CPU per delivered message (µs)", "us", 1),
+            ("storm_hwm_kib", "storm: broker peak RSS since restart, VmHWM (MiB)", "mib", 1 / 1024),
+            ("storm_anon_kib", "storm: broker anonymous memory after the drain, RssAnon (MiB)", "mib", 1 / 1024),
+            ("storm_listen_drops", "storm: connections dropped by a full listen queue", "rate", 1),
+            ("storm_reconnects", "storm: sessions that connected again before their CONNACK", "rate", 1),
+        ], [(x, "sqlite") for x in h_setups if x != "sqlite" and "sqlite" in h_setups]))
+        out.append(f"\nPer round, storm (s): {samples(results, 'H', h_setups, 'storm_secs', 'secs')}.\n")
+        checks = []
+        for s in h_setups:
+            ok = [r for r in results["H"][s] if "error" not in r]
+            if ok:
+                checks.append(f"`{s}` sessions present {min(int(r['storm_sessions']) for r in ok)}/{k}, received "
+                              f"{min(int(r['storm_received']) for r in ok):,}/{k * per:,}, duplicates "
+                              f"{sum(int(r['storm_dups']) for r in ok)}, out of order "
+                              f"{sum(int(r['storm_out_of_order']) for r in ok)}, for another session "
+                              f"{sum(int(r['storm_bogus']) for r in ok)}")
+        out.append("Storm checks over the successful rounds (anything missing, duplicated, out of order or for "
+                   "another session fails the round): " + "; ".join(checks) + ".\n")
     return out
 
 
@@ -961,7 +1082,8 @@ def report(results, info, drawn):
     probe_ok = any(probe_rounds(results))
     more_setups = [s for s in args.setups if any(results[sc].get(s) for sc in "DEF")]
     g_setups = [s for s in args.setups if s in RESTART_SETUPS and results["G"].get(s)]
-    used = set(a_setups) | set(b_setups) | set(c_setups) | set(more_setups) | set(g_setups)
+    h_setups = [s for s in args.setups if s in RESTART_SETUPS and results["H"].get(s)]
+    used = set(a_setups) | set(b_setups) | set(c_setups) | set(more_setups) | set(g_setups) | set(h_setups)
     mib = 1 / 1024
     out = []
     out.append("# Benchmarks\n")
@@ -1147,7 +1269,8 @@ def report(results, info, drawn):
                "`bench/syncprobe` (C) and `bench/syncfloor` (a plugin, scenario C) and runs `bench/run.py`; "
                "one command regenerates this report and its chart: `scripts/bench`. Options: `--quick`, `--rounds R`, `--messages N` (scenarios A and D), "
                "`--restart-messages M` (scenario B, per subscriber), `--publishers P` (D), `--e-messages N`, "
-               "`--e-rate R`, `--e-secs S` (E), `--f-messages N` (F), `--sessions N` and `--per-session M` (G), `--setups` "
+               "`--e-rate R`, `--e-secs S` (E), `--f-messages N` (F), `--sessions N` and `--per-session M` (G), "
+               "`--storm-sessions N` and `--storm-own M` (H), `--setups` "
                f"(all scenarios but C, from {','.join(ALL_SETUPS)}), `--c-setups` (scenario C), `--c-secs S` "
                "(scenario C, publishing per setup and window), `--c-slices N`, `--c-windows 1,100`, "
                f"`--probe-size B`, `--scenarios {','.join(SCENARIOS)}`, `--drain-rounds R` / `--no-drain`, "
@@ -1200,6 +1323,15 @@ def report(results, info, drawn):
                    f"-s {args.size} -q 1 -w {args.window}   # G")
         out.append("kill -TERM $PID; wait; mosquitto -c DIR/mosquitto.conf &; loadgen wait-connect -p PORT -S T0"
                    "   # G")
+    if results["H"]:
+        k, n = args.storm_sessions, args.storm_sessions * args.storm_own
+        out.append(f"loadgen subscribe-offline -p PORT -k {k} -e -t {H_TOPIC} -g {H_GROUP} -i h-   # H")
+        out.append(f"loadgen publish -p PORT -n {n} -e -k {k} -t {H_TOPIC} -g {H_GROUP} -G {H_GROUP_MSGS} "
+                   f"-s {args.size} -q 1 -w {args.window}   # H")
+        out.append("kill -TERM $PID; wait; mosquitto -c DIR/mosquitto.conf &; loadgen wait-connect -p PORT -S T0"
+                   "   # H")
+        out.append(f"loadgen drain -p PORT -e -k {k} -n {n} -G {H_GROUP_MSGS} -i h-   # H: the storm, broker "
+                   "/proc/PID/stat and status read before and after")
     out.append("```\n")
     out.append("Configs (all: `listener PORT 127.0.0.1`, `allow_anonymous true`, `user root`, "
                "`max_queued_messages 0`, `max_queued_bytes 0`, `log_dest file ...`"
@@ -1231,7 +1363,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="small run: 20,000 messages in A and D, 20,000 per subscriber in B, 2 s per step "
-                         "in C, 10,000 in E, 500 in F")
+                         "in C, 10,000 in E, 500 in F, 1,000 sessions in H")
     ap.add_argument("--rounds", type=int, help="rounds (default 3)")
     ap.add_argument("--messages", type=int, help="scenarios A and D messages (default 100,000)")
     ap.add_argument("--restart-messages", type=int,
@@ -1251,10 +1383,15 @@ def main():
                     help="scenario G: sessions (default 10,000)")
     ap.add_argument("--per-session", type=int, default=1,
                     help="scenario G: messages queued for each session (default 1)")
+    ap.add_argument("--storm-sessions", type=int,
+                    help="scenario H: sessions that reconnect at once (default 5,000; 1,000 with --quick)")
+    ap.add_argument("--storm-own", type=int, default=19,
+                    help="scenario H: messages to each session's own topic, before the one to the group "
+                         "topic (default 19)")
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--setups", default=",".join(DEFAULT_SETUPS),
-                    help=f"scenarios A, B, D, E, F, G (B and G: only {','.join(RESTART_SETUPS)}); "
+                    help=f"scenarios A, B, D, E, F, G, H (B, G and H: only {','.join(RESTART_SETUPS)}); "
                          f"comma-separated, from {','.join(ALL_SETUPS)} (default {','.join(DEFAULT_SETUPS)})")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help=f"comma-separated, from {','.join(SCENARIOS)} (default all)")
@@ -1317,6 +1454,10 @@ def main():
         args.f_messages = 500 if args.quick else 2000
     if args.sessions is None:
         args.sessions = 10000
+    if args.storm_sessions is None:
+        args.storm_sessions = 1000 if args.quick else 5000
+    if args.storm_sessions < 1 or args.storm_own < 1:
+        ap.error("--storm-sessions and --storm-own need 1 or more")
     scenarios = [s for s in args.scenarios.split(",") if s]
     if args.out is None and not args.quick and sorted(scenarios) == SCENARIOS:
         # Only a full run of every scenario replaces the report.
@@ -1380,7 +1521,7 @@ def main():
         restart_order = [s for s in order if s in RESTART_SETUPS]
         for sc, fn, setups in (("A", run_a, order), ("B", run_b, restart_order), ("C", run_c, c_order),
                                ("D", run_d, order), ("E", run_e, order), ("F", run_f, order),
-                               ("G", run_g, restart_order)):
+                               ("G", run_g, restart_order), ("H", run_h, restart_order)):
             if sc not in scenarios:
                 continue
             for s in setups:

@@ -2,7 +2,7 @@
 # Benchmarks (not tests): builds bench/loadgen, bench/syncprobe, bench/syncfloor and the plugin
 # from the current sources in build-bench/ (RelWithDebInfo, the build/ of others
 # untouched), then runs bench/run.py with the given options (bench/run.py
-# --help, docs/benchmarks.md): scenarios A to G, the report and its chart
+# --help, docs/benchmarks.md): scenarios A to H, the report and its chart
 # (gnuplot, when it is installed). Run it where Mosquitto 2.1 is: `scripts/bench [OPTIONS]`.
 #   --no-build   do not build the plugin; use build/mosquitto_persist_lmdb.so
 #                (or --lmdb-plugin PATH) as it is
