@@ -227,6 +227,10 @@ int store_commit_visible(struct store *st);
  * (the writer does not log). */
 int store_commit_async(struct store *st);
 bool store_has_pending(const struct store *st);
+/* True when no buffered write, and none a commit in progress holds, touches
+ * clientid's queue: a read of it now sees all there is. False also for
+ * some other clients' writes (it is a 16-bit filter). */
+bool store_queue_settled(struct store *st, const char *clientid);
 /* True from a commit that found the device full until a commit succeeds. */
 bool store_disk_full(const struct store *st);
 /* Asks the writer thread to sync what was committed without a sync. */

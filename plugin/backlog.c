@@ -467,9 +467,10 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 	};
 	int rc;
 
-	/* Reads see committed data: what the events of this iteration wrote
-	 * is committed first. */
-	if(store_has_pending(pl->store) && commit_marked(pl) != STORE_OK){
+	/* Reads see committed data: what was written to the client's queue
+	 * since the last commit is committed first (visible: the walk needs no
+	 * sync). In a reconnect storm most clients need none. */
+	if(!store_queue_settled(pl->store, s->clientid) && commit_marked_visible(pl) != STORE_OK){
 		broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot commit before handing client %s its "
 				"stored messages; they are sent at its next connection", s->clientid);
 		return -1;

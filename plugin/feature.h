@@ -68,6 +68,9 @@ void journal_mark_to(struct plugin *pl, uint64_t lsn);
  * committed without the mark, effects of journal records would be applied
  * again when a restart replays them. */
 int commit_marked(struct plugin *pl);
+/* The same, returning once readers see it, without waiting for the sync
+ * (the journal covers a crash until the next commit syncs it). */
+int commit_marked_visible(struct plugin *pl);
 struct intake *intake_new(void);
 void intake_free(struct intake *in);
 /* Whether QoS 1/2 publishes are refused: the database's device is full. */

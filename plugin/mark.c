@@ -27,3 +27,9 @@ int commit_marked(struct plugin *pl)
 	journal_mark(pl);
 	return store_commit(pl->store);
 }
+
+int commit_marked_visible(struct plugin *pl)
+{
+	journal_mark(pl);
+	return store_commit_visible(pl->store);
+}

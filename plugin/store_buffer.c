@@ -147,6 +147,10 @@ static int op_append_ref(struct store *st, enum op op, enum store_db db, const u
 		return STORE_ERR_NOMEM;
 	}
 	store_op_header(p, op, db, klen, vlen, ref);
+	if(db == DB_QUEUE && klen >= 2){
+		unsigned bit = (unsigned)key[0] << 8 | key[1];
+		st->qtouch[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+	}
 	if(klen){
 		memcpy(p + OP_HEADER, key, klen);
 	}

@@ -909,6 +909,9 @@ static void *writer_main(void *arg)
 			pthread_mutex_lock(&st->lock);
 			st->writer_rc = rc;
 			st->writer_busy = false;
+			if(rc == 0){
+				memset(st->wqtouch, 0, sizeof(st->wqtouch));
+			}
 			pthread_cond_broadcast(&st->idle);
 		}else if(st->sync_wanted){
 			st->sync_wanted = false;
@@ -952,6 +955,10 @@ static int hand_over(struct store *st)
 	st->ops_sealed = 0;
 	st->ops_marked = 0;
 	store_pending_forget(st);
+	for(size_t i = 0; i < QTOUCH_BYTES; i++){
+		st->wqtouch[i] |= st->qtouch[i];
+	}
+	memset(st->qtouch, 0, sizeof(st->qtouch));
 	st->n_wops += st->n_ops;
 	st->n_ops = 0;
 	st->writer_busy = true;
@@ -1023,6 +1030,9 @@ int store_commit(struct store *st)
 		rc = ops_commit(st, &st->ops, &st->n_ops, &st->ops_sealed, st->seal);
 		st->ops_patched = st->ops.len;
 		st->ops_marked = 0;
+		if(!rc){
+			memset(st->qtouch, 0, sizeof(st->qtouch));
+		}
 		if(!rc && !st->read_only){
 			rc = env_sync(st);
 		}
@@ -1127,6 +1137,22 @@ uint64_t store_journal_durable(const struct store *st)
 struct seal *store_seal(struct store *st)
 {
 	return st->seal;
+}
+
+bool store_queue_settled(struct store *st, const char *clientid)
+{
+	uint8_t key[HASH_LEN];
+	unsigned bit;
+	bool settled;
+
+	if(store_hash_name(st, H_CLIENT, clientid, key)){
+		return false;
+	}
+	bit = (unsigned)key[0] << 8 | key[1];
+	pthread_mutex_lock(&st->lock);
+	settled = !((st->qtouch[bit >> 3] | st->wqtouch[bit >> 3]) & (1u << (bit & 7)));
+	pthread_mutex_unlock(&st->lock);
+	return settled;
 }
 
 bool store_has_pending(const struct store *st)

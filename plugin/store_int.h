@@ -95,6 +95,7 @@ static inline unsigned db_flags(int db)
 
 
 #define HASH_CACHE_SLOTS 1024
+#define QTOUCH_BYTES (65536 / 8)
 #define USED_MEASURE_MS 100
 #define COMMIT_RING 1024
 
@@ -128,6 +129,12 @@ struct store {
 	struct ref_delta refd0;      /* body 0's, which refd cannot hold: all zero, as if absent, until used */
 	struct buf wpt;              /* plaintext scratch of the transaction */
 	struct u64map newb;          /* store id -> struct new_body */
+	/* Client queues the buffered writes touch, by the first 16 bits of
+	 * the client's hash (others sharing them only cost a commit): ops's in
+	 * qtouch, the writer's in wqtouch (under lock; kept after a failed
+	 * commit, whose writes are retried). */
+	uint8_t qtouch[QTOUCH_BYTES];
+	uint8_t wqtouch[QTOUCH_BYTES];
 	struct pending *pend;        /* open addressing, pend_cap a power of two */
 	size_t pend_cap, pend_n;
 	uint32_t pend_gen;

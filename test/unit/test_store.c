@@ -2038,6 +2038,33 @@ static void test_buffers_freed_at_rest(void **state)
 	store_close(st);
 }
 
+/* store_queue_settled: false from a buffered write to the client's queue
+ * until a commit applied it, through the writer thread too; another
+ * client's queue and other records do not unsettle it. */
+static void test_queue_settled(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct rec_queue q = queue_make(1, 1);
+	struct rec_session sess = {.clientid = "a", .session_expiry_interval = 60};
+
+	assert_true(store_queue_settled(st, "a"));
+	assert_int_equal(store_session_put(st, &sess), STORE_OK);
+	assert_true(store_queue_settled(st, "a"));
+	assert_int_equal(store_queue_append(st, "a", 1, &q), STORE_OK);
+	assert_false(store_queue_settled(st, "a"));
+	assert_true(store_queue_settled(st, "b"));
+	commit_ok(st);
+	assert_true(store_queue_settled(st, "a"));
+	/* Through the writer thread: unsettled while it holds the write. */
+	assert_int_equal(store_queue_remove(st, "a", 1, 0), STORE_OK);
+	assert_int_equal(store_commit_async(st), STORE_OK);
+	assert_int_equal(store_commit_visible(st), STORE_OK);
+	assert_true(store_queue_settled(st, "a"));
+	assert_uint_equal(count_queue(st, "a"), 0);
+	store_close(st);
+}
+
 /* LMDB keeps the page buffers of its largest write transaction until the
  * environment closes: after a large one, store_release_memory opens it again,
  * and what was written before and after stays readable and writable. */
@@ -2959,6 +2986,7 @@ int main(void)
 		T(test_reopen_after_growth),
 		T(test_negative_callback_value),
 		T(test_buffers_freed_at_rest),
+		T(test_queue_settled),
 		T(test_env_recycled_after_large_commit),
 		T(test_async_commit),
 		T(test_journal_mark),
