@@ -86,6 +86,9 @@ void journal_q2_incoming(struct plugin *pl, const struct entry *e);
 /* A QoS 2 PUBLISH is about to leave: it does only with its routing committed. */
 void journal_q2_out(struct plugin *pl);
 void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
+/* Disk mode: a QoS 2 PUBLISH went out (the entry's update to "wait for
+ * PUBREC"). */
+void journal_q2_sent(struct plugin *pl, const struct entry *e);
 void journal_completed(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
 void journal_released_in(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint64_t store_id);
 void journal_q2_entry(struct plugin *pl, const struct entry *e);

@@ -92,6 +92,9 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 		}
 	}
 	e->q.seq_no = pl->cfg.seq_property ? seq_lookup(pl, e->clientid, e->seq) : 0;
+	if(backlog_on(pl) && q->direction == MSG_DIR_OUT && q->qos == 2 && q->state == MSG_STATE_WAIT_FOR_PUBREC){
+		journal_q2_sent(pl, e);
+	}
 	return true;
 }
 

@@ -386,6 +386,23 @@ void journal_q2_out(struct plugin *pl)
  * crash would route this message to the client once more, as a new one; so
  * that routing is committed first (one commit serves every PUBREL of the
  * loop iteration). */
+/* With stored queues a hand-back gives a message not sent yet a new packet
+ * id. A QoS 2 PUBLISH that went out keeps its id only if its sent state is
+ * known after a crash: a client that delivers at PUBLISH and still holds
+ * the exchange open would take it under a new id as a new message. The
+ * restore applies the record to the stored entry (journal_apply). */
+void journal_q2_sent(struct plugin *pl, const struct entry *e)
+{
+	struct rec_journal r = {.kind = JREC_ENTRY, .clientid = e->clientid};
+
+	if(!pl->journal){
+		return;
+	}
+	r.seq = store_queue_seq(pl->store, e->seq);
+	r.entry = e->q;
+	journal_write(pl, &r, "a sent QoS 2 message", false);
+}
+
 void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
 {
 	/* The packet id too: with queue_storage disk a hand-back can give the

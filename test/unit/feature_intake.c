@@ -135,12 +135,61 @@ static void test_not_twice(void **state)
 	assert_string_equal(s.topic[1], "sys/z");
 }
 
+struct sent_seen {
+	int n;
+	struct rec_journal last;
+};
+
+static void note_entry(void *ctx, const struct rec_journal *r)
+{
+	struct sent_seen *s = ctx;
+
+	if(r->kind == JREC_ENTRY){
+		s->n++;
+		s->last = *r;
+		s->last.clientid = NULL;
+	}
+}
+
+/* With stored queues a QoS 2 PUBLISH that went out (the entry's update to
+ * "wait for PUBREC") is journaled with its packet id and state, so that a
+ * restore knows it was sent and a hand-back keeps its id; QoS 1 and memory
+ * mode need no record. */
+static void test_qos2_send_journaled_with_stored_queues(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct entry q2 = out_entry("a", 7, 7, 2), q1 = out_entry("a", 8, 8, 1);
+	struct sent_seen seen = {0};
+
+	q2.q.state = MSG_STATE_WAIT_FOR_PUBREC;
+	q1.q.state = MSG_STATE_WAIT_FOR_PUBACK;
+	assert_true(features_entry_updated(pl, &q2));
+	assert_true(features_entry_updated(pl, &q1));
+	assert_int_equal(journal_records(pl->journal, note_entry, &seen), 0);
+	assert_int_equal(seen.n, 0);
+
+	pl->cfg.queue_storage = QUEUE_STORAGE_DISK;
+	q2.seq = 7;
+	q1.seq = 8;
+	assert_true(features_entry_updated(pl, &q2));
+	assert_true(features_entry_updated(pl, &q1));
+	assert_int_equal(journal_records(pl->journal, note_entry, &seen), 0);
+	assert_int_equal(seen.n, 1);
+	assert_int_equal(seen.last.seq, store_queue_seq(pl->store, 7));
+	assert_int_equal(seen.last.entry.mid, 7);
+	assert_int_equal(seen.last.entry.qos, 2);
+	assert_int_equal(seen.last.entry.state, MSG_STATE_WAIT_FOR_PUBREC);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_qos1_journaled, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_broker_published, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_not_twice, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_qos2_send_journaled_with_stored_queues, fx_setup,
+				feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
