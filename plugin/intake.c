@@ -381,11 +381,6 @@ void journal_q2_out(struct plugin *pl)
 	pl->intake->tail_store_id = pl->intake->q2_routing_store_id;
 }
 
-/* A PUBREL is about to leave: from then on the client may have the message.
- * If a QoS 2 routing is still only in the journal, replaying it after a
- * crash would route this message to the client once more, as a new one; so
- * that routing is committed first (one commit serves every PUBREL of the
- * loop iteration). */
 /* With stored queues a hand-back gives a message not sent yet a new packet
  * id. A QoS 2 PUBLISH that went out keeps its id only if its sent state is
  * known after a crash: a client that delivers at PUBLISH and still holds
@@ -403,6 +398,11 @@ void journal_q2_sent(struct plugin *pl, const struct entry *e)
 	journal_write(pl, &r, "a sent QoS 2 message", false);
 }
 
+/* A PUBREL is about to leave: from then on the client may have the message.
+ * If a QoS 2 routing is still only in the journal, replaying it after a
+ * crash would route this message to the client once more, as a new one; so
+ * that routing is committed first (one commit serves every PUBREL of the
+ * loop iteration). */
 void journal_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
 {
 	/* The packet id too: with queue_storage disk a hand-back can give the
