@@ -480,6 +480,17 @@ def run_f(setup, rnd):
         return res
 
 
+def restart_measured(b, res):
+    """The stopped broker's data on disk, then its restart to first CONNACK
+    and RSS after it, into res; -> the broker's memory after the restart."""
+    res["disk_bytes"] = disk_usage(b.data)[0]
+    os.sync()
+    res["restart_secs"] = b.wait_ready(b.start())
+    mem = mem_kib(b.proc.pid)
+    res["rss_restart_kib"] = mem.get("VmRSS")
+    return mem
+
+
 def run_g(setup, rnd):
     with fresh_broker(setup, f"G-{setup}-r{rnd}") as b:
         s = b.loadgen("subscribe-offline", "-k", args.sessions, "-e", "-t", G_TOPIC, "-i", "g-")
@@ -499,11 +510,7 @@ def run_g(setup, rnd):
                "backlog_rss_kib": rss_loaded - rss_sessions if rss_loaded and rss_sessions else None,
                "backlog_anon_kib": mem_loaded.get("RssAnon", 0) - mem_sessions.get("RssAnon", 0),
                "stop_secs": b.stop()}
-        res["disk_bytes"] = disk_usage(b.data)[0]
-        os.sync()
-        res["restart_secs"] = b.wait_ready(b.start())
-        mem = mem_kib(b.proc.pid)
-        res["rss_restart_kib"] = mem.get("VmRSS")
+        mem = restart_measured(b, res)
         res["rss_restart_file_kib"] = mem.get("RssFile")
         b.stop()
         return res
@@ -521,12 +528,7 @@ def run_h(setup, rnd):
                "publish_rate": r["rate"],
                "broker_cpu_us_per_msg": cpu * 1e6 / r["msgs"] if r["msgs"] else None,
                "stop_secs": b.stop()}
-        res["disk_bytes"] = disk_usage(b.data)[0]
-        os.sync()
-        res["restart_secs"] = b.wait_ready(b.start())
-        mem = mem_kib(b.proc.pid)
-        res["rss_restart_kib"] = mem.get("VmRSS")
-        res["rss_restart_anon_kib"] = mem.get("RssAnon")
+        res["rss_restart_anon_kib"] = restart_measured(b, res).get("RssAnon")
         # The storm: every session reconnects at once and takes its 20 messages.
         drops0 = listen_overflows()
         cpu0 = cpu_secs(b.proc.pid)
