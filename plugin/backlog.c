@@ -38,6 +38,12 @@ struct backlog {
 	time_t log_at;
 };
 
+/* Seqs (or cmsg_ids) of one session, sorted: as many as it had in flight. */
+struct seq_set {
+	uint64_t *v;
+	size_t n, cap;
+};
+
 struct backlog_session {
 	char *clientid;
 	bool online;
@@ -62,8 +68,9 @@ struct backlog_session {
 	uint64_t skip_from, skip_to;  /* while draining: seqs the broker held at the connection; 0: none */
 	uint64_t cmsg_last;   /* the broker's last message number (cmsg_id) for the session */
 	uint64_t cmsg_base;   /* added to its numbers: they went back to 1 at a connection */
-	uint64_t *pubrel;     /* cmsg_ids of held messages whose PUBREL was sent */
-	size_t n_pubrel, cap_pubrel;
+	struct seq_set pubrel;  /* cmsg_ids of held messages whose PUBREL was sent */
+	struct seq_set sent;    /* seqs of messages handed back that the client may have received, not
+	                           sent again since: the broker's copies say nothing of it (dup 0) */
 };
 
 static void session_free(void *rec)
@@ -75,8 +82,59 @@ static void session_free(void *rec)
 		free(s->push);
 		free(s->recent);
 		free(s->mids);
-		free(s->pubrel);
+		free(s->pubrel.v);
+		free(s->sent.v);
 		free(s);
+	}
+}
+
+/* The position of seq in set, or where it would go. */
+static size_t seq_set_at(const struct seq_set *set, uint64_t seq)
+{
+	size_t lo = 0, hi = set->n;
+
+	while(lo < hi){
+		size_t mid = lo + (hi - lo) / 2;
+		if(set->v[mid] < seq){
+			lo = mid + 1;
+		}else{
+			hi = mid;
+		}
+	}
+	return lo;
+}
+
+static bool seq_set_has(const struct seq_set *set, uint64_t seq)
+{
+	size_t at = seq_set_at(set, seq);
+
+	return at < set->n && set->v[at] == seq;
+}
+
+/* false: out of memory. */
+static bool seq_set_add(struct seq_set *set, uint64_t seq)
+{
+	size_t at = seq_set_at(set, seq);
+
+	if(at < set->n && set->v[at] == seq){
+		return true;
+	}
+	if(ARRAY_GROW(set->v, set->n, set->cap, 8)){
+		return false;
+	}
+	memmove(&set->v[at + 1], &set->v[at], (set->n - at) * sizeof(*set->v));
+	set->v[at] = seq;
+	set->n++;
+	return true;
+}
+
+static void seq_set_remove(struct seq_set *set, uint64_t seq)
+{
+	size_t at = seq_set_at(set, seq);
+
+	if(at < set->n && set->v[at] == seq){
+		memmove(&set->v[at], &set->v[at + 1], (set->n - at - 1) * sizeof(*set->v));
+		set->n--;
 	}
 }
 
@@ -102,7 +160,7 @@ bool backlog_released(const struct plugin *pl, const char *clientid)
 {
 	const struct backlog_session *s = client_find(&pl->backlog->sessions, clientid);
 
-	return s && !s->online && !s->draining && !s->due && !s->n_pubrel && !s->held_from;
+	return s && !s->online && !s->draining && !s->due && !s->pubrel.n && !s->held_from;
 }
 
 static void mark_due(struct plugin *pl, struct backlog_session *s)
@@ -293,7 +351,7 @@ static int release(struct plugin *pl, struct backlog_session *s)
 {
 	int rc;
 
-	if(s->n_pubrel){
+	if(s->pubrel.n){
 		return BROKER_FAILED;
 	}
 	rc = broker_queue_release(s->clientid);
@@ -305,6 +363,7 @@ static int release(struct plugin *pl, struct backlog_session *s)
 	s->on_disk = true;
 	s->held_from = s->held_to = 0;
 	s->n_recent = 0;
+	s->sent.n = 0;
 	pl->backlog->evicted++;
 	pl->handed->let_go(pl, s->clientid);
 	return BROKER_OK;
@@ -317,17 +376,43 @@ void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	if(!backlog_on(pl) || !(s = record_get(pl, clientid))){
 		return;
 	}
-	for(size_t i = 0; i < s->n_pubrel; i++){
-		if(s->pubrel[i] == cmsg_id){
-			return;
-		}
-	}
-	if(ARRAY_GROW(s->pubrel, s->n_pubrel, s->cap_pubrel, 8)){
+	if(!seq_set_add(&s->pubrel, cmsg_id)){
 		broker_log(BROKER_LOG_WARNING, "persist-lmdb: out of memory: a QoS 2 message of client %s "
 				"may be sent again as a new PUBLISH", clientid);
+	}
+}
+
+/* A message handed back keeps its packet id if the client may have
+ * received it (handback.c), but the broker takes it as new (dup 0) and,
+ * moving it into flight or resetting it at a connection, reports a publish
+ * state: stored so, it would be taken for never sent at the next hand-back
+ * and get a new id, under which a QoS 2 receiver takes it a second time. */
+void backlog_handed_sent(struct plugin *pl, const char *clientid, uint64_t seq)
+{
+	struct backlog_session *s;
+
+	if(!backlog_on(pl) || !(s = record_get(pl, clientid))){
 		return;
 	}
-	s->pubrel[s->n_pubrel++] = cmsg_id;
+	if(!seq_set_add(&s->sent, seq)){
+		broker_log(BROKER_LOG_WARNING, "persist-lmdb: out of memory: a message of client %s "
+				"may be sent again under a new packet id", clientid);
+	}
+}
+
+bool backlog_still_sent(struct plugin *pl, const char *clientid, uint64_t seq, uint8_t state)
+{
+	struct backlog_session *s;
+
+	if(!backlog_on(pl) || !(s = client_find(&pl->backlog->sessions, clientid)) || !s->sent.n){
+		return false;
+	}
+	if(state != MSG_STATE_PUBLISH_QOS1 && state != MSG_STATE_PUBLISH_QOS2){
+		/* Sent again: from now on the broker's copy says so. */
+		seq_set_remove(&s->sent, seq);
+		return false;
+	}
+	return seq_set_has(&s->sent, seq);
 }
 
 /* The broker numbers a session's messages (cmsg_id) from the number its
@@ -417,12 +502,8 @@ void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_
 	if(s->mids){
 		s->mids[mid >> 3] &= (uint8_t)~(1u << (mid & 7));
 	}
-	for(size_t i = 0; i < s->n_pubrel; i++){
-		if(s->pubrel[i] == cmsg_id){
-			s->pubrel[i] = s->pubrel[--s->n_pubrel];
-			break;
-		}
-	}
+	seq_set_remove(&s->pubrel, cmsg_id);
+	seq_set_remove(&s->sent, cmsg_id);
 }
 
 static void drain_tick(struct plugin *pl);
@@ -604,7 +685,7 @@ static void drain_tick(struct plugin *pl)
 
 		/* A client that left with PUBRELs outstanding keeps its session
 		 * in the broker (release): its hand-back pauses until it returns. */
-		if(s && s->draining && (s->online || s->n_pubrel) && drain_step(pl, s)){
+		if(s && s->draining && (s->online || s->pubrel.n) && drain_step(pl, s)){
 			b->draining[kept++] = b->draining[i];
 		}else{
 			if(s && !s->online){
@@ -629,7 +710,7 @@ void backlog_auth(struct plugin *pl, const char *clientid)
 	s = clientid ? client_find(&pl->backlog->sessions, clientid) : NULL;
 	/* With PUBRELs outstanding, the broker still holds the session; a
 	 * paused hand-back goes on once the client is connected. */
-	if(!s || s->online || s->n_pubrel || !(s->on_disk || s->due)){
+	if(!s || s->online || s->pubrel.n || !(s->on_disk || s->due)){
 		return;
 	}
 	if(s->due && release(pl, s) != BROKER_OK){

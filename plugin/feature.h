@@ -163,6 +163,12 @@ void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_
 void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
 /* The broker holds an outgoing QoS 2 message of clientid whose PUBREL was sent. */
 void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+/* A message handed back that the client may have received (handed_notes.sent). */
+void backlog_handed_sent(struct plugin *pl, const char *clientid, uint64_t seq);
+/* The broker changed the state of an outgoing message of clientid: true when
+ * it is one handed back as sent that the broker moved into flight (a publish
+ * state) without sending it again, which the store must keep as sent. */
+bool backlog_still_sent(struct plugin *pl, const char *clientid, uint64_t seq, uint8_t state);
 void backlog_online(struct plugin *pl, const char *clientid, bool online);
 /* At restore: the session's queue is in the database (held: and the
  * broker holds it too, until the next tick). */
@@ -218,6 +224,9 @@ struct handed_notes {
 	/* Disk mode: the broker let go of the session's outgoing messages; they
 	 * are in the store only. */
 	void (*let_go)(struct plugin *pl, const char *clientid);
+	/* An outgoing entry handed over that the client may have received under
+	 * its packet id; the broker's copy does not say so. */
+	void (*sent)(struct plugin *pl, const char *clientid, uint64_t seq);
 };
 
 struct held;

@@ -92,6 +92,9 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 		}
 	}
 	e->q.seq_no = pl->cfg.seq_property ? seq_lookup(pl, e->clientid, e->seq) : 0;
+	if(q->direction == MSG_DIR_OUT && q->qos > 0 && backlog_still_sent(pl, e->clientid, e->seq, q->state)){
+		e->q.dup = 1;
+	}
 	if(backlog_on(pl) && q->direction == MSG_DIR_OUT && q->qos == 2 && q->state == MSG_STATE_WAIT_FOR_PUBREC){
 		journal_q2_sent(pl, e);
 	}
@@ -325,6 +328,7 @@ static const struct handed_notes features_handed = {
 	.session = seq_handover,
 	.numbered = seq_restore,
 	.let_go = seq_let_go,
+	.sent = backlog_handed_sent,
 };
 
 int features_new(struct plugin *pl)

@@ -98,11 +98,16 @@ static bool queued_from_journal(struct handover *h, uint64_t seq, struct rec_que
 	return false;
 }
 
-/* An outgoing message the client may have received: its packet id stays. */
-static bool was_sent(uint8_t state)
+/* An outgoing message the client may have received: its packet id stays.
+ * dup marks one the broker moved into flight again after it was sent
+ * (backlog_still_sent). */
+static bool was_sent(const struct rec_queue *q)
 {
+	uint8_t state = q->state;
+
 	return state == MSG_STATE_WAIT_FOR_PUBACK || state == MSG_STATE_WAIT_FOR_PUBREC
-		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP;
+		|| state == MSG_STATE_RESEND_PUBREL || state == MSG_STATE_WAIT_FOR_PUBCOMP
+		|| (q->dup && (state == MSG_STATE_PUBLISH_QOS1 || state == MSG_STATE_PUBLISH_QOS2));
 }
 
 static bool mid_held(const struct handover *h, uint16_t mid)
@@ -154,7 +159,7 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 	/* A later part of a hand-back that stopped after handing over, out of
 	 * order, messages whose PUBREL was sent (flush_held): the broker holds
 	 * them already, under the id they keep. */
-	if(h->load && h->load->from && q->direction == MSG_DIR_OUT && q->qos > 0 && was_sent(q->state)
+	if(h->load && h->load->from && q->direction == MSG_DIR_OUT && q->qos > 0 && was_sent(q)
 			&& mid_held(h, mid)){
 		return 0;
 	}
@@ -166,7 +171,7 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 		 * A message not yet sent gets the next free id, in queue order; one
 		 * sent keeps its id, by which the client knows it. Memory mode keeps
 		 * every id, as the broker's own persistence does. */
-		if(backlog_on(h->pl) && !was_sent(q->state)){
+		if(backlog_on(h->pl) && !was_sent(q)){
 			mid = free_mid(h);
 		}
 		h->next_mid = mid;
@@ -199,6 +204,9 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 		if(q->direction == MSG_DIR_OUT && !h->load){
 			h->pl->handed->outgoing(h->pl, h->clientid, seq, mid, q->qos, q->store_id);
 		}
+		if(q->direction == MSG_DIR_OUT && q->qos > 0 && was_sent(q)){
+			h->pl->handed->sent(h->pl, h->clientid, seq);
+		}
 		if(q->seq_no && q->direction == MSG_DIR_OUT){
 			h->pl->handed->numbered(h->pl, h->clientid, seq, q->seq_no,
 					q->state == MSG_STATE_WAIT_FOR_PUBCOMP || q->state == MSG_STATE_RESEND_PUBREL);
@@ -228,7 +236,7 @@ static int flush_held(struct handover *h)
 	 * packet id that a sent one held later keeps: theirs are taken first. */
 	for(size_t i = 0; i < h->n_held; i++){
 		const struct held *e = &h->held[i];
-		if(e->q.direction == MSG_DIR_OUT && e->q.qos > 0 && was_sent(e->q.state)){
+		if(e->q.direction == MSG_DIR_OUT && e->q.qos > 0 && was_sent(&e->q)){
 			take_mid(h, e->q.mid);
 		}
 	}

@@ -15,7 +15,7 @@ import pytest
 
 from harness import (DYNSEC_PLUGIN, V5, Client, assert_sequence, dynsec, dynsec_config, numbered_payload, parse_seq,
                      plugin_path, sanitizer_env, seqs_of)
-from rawmqtt import PUBCOMP, PUBLISH, PUBREC, RawClient
+from rawmqtt import PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient
 
 # ASan's allocator keeps freed memory in quarantine, and valgrind its own:
 # the broker's RSS says nothing about what it holds there.
@@ -300,5 +300,62 @@ def test_pubrel_outstanding_at_leave_is_resent_as_pubrel(broker, restart):
             got.append(parse_seq(body))
             sub.ack(PUBREC, mid)
         assert_sequence(got, list(range(inflight + 1, inflight + later + 1)), "queued while away")
+    finally:
+        sub.close()
+
+
+def _read_publish(sub):
+    """The next PUBLISH (PUBRELs on the way are completed): -> (qos, packet id, body)."""
+    while True:
+        kind, flags, data = sub.read()
+        if kind == PUBLISH:
+            _, qos, _, mid, _, body = sub.publish_in(flags, data)
+            return qos, mid, body
+        assert kind == PUBREL, f"expected a PUBLISH or PUBREL, got type {kind}"
+        sub.ack(PUBCOMP, int.from_bytes(data[:2], "big"))
+
+
+def test_sent_message_keeps_its_packet_id(broker):
+    """A stored backlog is handed back; the client takes the first messages
+    and leaves two QoS 2 ones unanswered (it delivered them at PUBLISH and
+    keeps their ids until PUBREL). The broker is killed before a commit;
+    the restart hands the session over whole (the journal names it) and the
+    broker moves the messages into flight without sending them, which it
+    reports as a publish state, as if never sent; a clean stop stores that.
+    Handed back when the client returns, they must come under the same ids:
+    under new ones the client would deliver them twice."""
+    broker.plugin_opts["commit_interval_ms"] = "10000"
+    _disk(broker)
+    sub = RawClient(broker.port, "disk-ids", version=5)
+    sub.subscribe("ids/#", 2)
+    sub.close()
+    with Client(broker, "disk-pub", version=V5) as p:
+        for i in range(1, 61):
+            p.publish("ids/t", numbered_payload(i), qos=1 + (i - 1) // 2 % 2)
+    broker.restart()
+    sub = RawClient(broker.port, "disk-ids", version=5)
+    unanswered = {}
+    for n in range(12):
+        qos, mid, body = _read_publish(sub)
+        if qos == 1:
+            sub.ack(PUBACK, mid)
+        elif n < 8:
+            sub.ack(PUBREC, mid)
+        else:
+            unanswered[parse_seq(body)] = mid
+    assert len(unanswered) == 2, unanswered
+    broker.kill()
+    sub.close()
+    broker.start()
+    broker.restart()
+    sub = RawClient(broker.port, "disk-ids", version=5)
+    try:
+        got = {}
+        while not set(unanswered) <= set(got):
+            qos, mid, body = _read_publish(sub)
+            sub.ack(PUBACK if qos == 1 else PUBREC, mid)
+            if qos == 2:
+                got[parse_seq(body)] = mid
+        assert {n: got.get(n) for n in unanswered} == unanswered
     finally:
         sub.close()

@@ -378,6 +378,57 @@ static void test_numbers_go_on_after_a_fresh_connection(void **state)
 	assert_int_equal(e.seq, store_queue_seq(pl->store, 2));
 }
 
+/* A message handed back as sent keeps its packet id (the client may hold
+ * it); when the broker moves it into flight again without sending it (a
+ * connection that leaves at once, a nudge at restart) it reports a publish
+ * state with dup 0, and stored so the message would get a new id at the
+ * next hand-back: what is stored still says sent (dup). One never sent
+ * does not. */
+static void test_sent_message_moved_again_keeps_its_id(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct rec_queue sent = {.store_id = 103, .mid = 9, .qos = 1, .direction = MSG_DIR_OUT,
+		.state = MSG_STATE_WAIT_FOR_PUBACK, .dup = 1};
+	struct entry e;
+
+	assert_int_equal(store_queue_update(pl->store, "phone", 3, &sent), STORE_OK);
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	returns(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4");
+	assert_int_equal(mid_of(3), 9);
+	assert_int_not_equal(mid_of(4), 9);
+
+	for(uint64_t n = 3; n <= 4; n++){
+		e = (struct entry){.clientid = "phone", .seq = store_queue_seq(pl->store, n), .q = {.store_id = 100 + n,
+			.mid = mid_of(n), .qos = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_PUBLISH_QOS1}};
+		assert_true(features_entry_updated(pl, &e));
+		assert_int_equal(e.q.dup, n == 3);
+		assert_int_equal(store_queue_update(pl->store, "phone", e.seq, &e.q), STORE_OK);
+	}
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	fake_reset();
+	fake.answer[FAKE_ENTRY_DROP] = BROKER_NOT_FOUND;
+	returns(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4");
+	assert_int_equal(mid_of(3), 9);
+	assert_int_not_equal(mid_of(4), 9);
+
+	/* Sent again, it is the broker's to report: dup from then on is its own. */
+	e = (struct entry){.clientid = "phone", .seq = store_queue_seq(pl->store, 3), .q = {.store_id = 103,
+		.mid = 9, .qos = 1, .dup = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_WAIT_FOR_PUBACK}};
+	assert_true(features_entry_updated(pl, &e));
+	e.q.state = MSG_STATE_PUBLISH_QOS1;
+	e.q.dup = 0;
+	assert_true(features_entry_updated(pl, &e));
+	assert_int_equal(e.q.dup, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -390,6 +441,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_routed_sent_before_the_tick_stays, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_connected_without_auth, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_numbers_go_on_after_a_fresh_connection, fx_setup,
+				feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sent_message_moved_again_keeps_its_id, fx_setup,
 				feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
