@@ -16,9 +16,7 @@ KILLS = int(os.environ.get("PERSIST_LMDB_CAMPAIGN_KILLS") or 2)
 SEED = int(os.environ.get("PERSIST_LMDB_CAMPAIGN_SEED") or 20261207)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("workload", WORKLOADS)
-def test_campaign(broker, workload, mode):
+def _check(broker, workload, mode):
     result = run(broker, workload, mode, KILLS, SEED)
     c = result["counts"]
     print(f"{workload} {mode}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
@@ -28,3 +26,18 @@ def test_campaign(broker, workload, mode):
     assert c["refused_restarts"] == 0 and c["verify_failures"] == 0
     if workload != "retained":
         assert c["acked"] > 0 and c["lost"] == 0 and c["reordered"] == 0 and c["qos2_duplicates"] == 0, c
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_campaign(broker, workload, mode):
+    _check(broker, workload, mode)
+
+
+@pytest.mark.parametrize("mode", ["publish", "tick"])
+@pytest.mark.parametrize("workload", ["fanout", "faults"])
+def test_campaign_stored_queues(broker, workload, mode):
+    """Subscribers that come and go (and links that fail) with
+    queue_storage disk: their queues are handed back after every kill."""
+    broker.plugin_opts["queue_storage"] = "disk"
+    _check(broker, workload, mode)
