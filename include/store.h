@@ -77,8 +77,6 @@ enum store_result {
 enum store_flags {
 	STORE_READ_ONLY = 1, /* for the CLI's read commands: no epoch bump, no writes, no lock */
 	STORE_NO_SYNC = 2,   /* commits do not sync; store_sync_async and store_commit do */
-	STORE_LAZY = 4,      /* queues and message bodies are read when needed (queue_storage disk):
-	                        the check at open reads only the ends of theirs */
 };
 
 struct store;

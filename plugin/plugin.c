@@ -191,7 +191,7 @@ static int open_files(struct plugin *pl, const uint8_t key[SEAL_KEY_LEN], char *
 
 	*damage = '\0';
 	rc = store_open(&pl->store, pl->cfg.db_path, pl->cfg.map_size, key,
-			(pl->cfg.sync == SYNC_PERIODIC ? STORE_NO_SYNC : 0) | (backlog_on(pl) ? STORE_LAZY : 0),
+			pl->cfg.sync == SYNC_PERIODIC ? STORE_NO_SYNC : 0,
 			store_log, err, sizeof(err));
 	if(rc == STORE_ERR_KEY){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the key in %s does not match this database (%s); "

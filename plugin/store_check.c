@@ -106,28 +106,6 @@ static bool known_db_name(const MDB_val *k)
 	return false;
 }
 
-/* Counts a database's entries and reads its first and last. */
-static int walk_ends(MDB_txn *txn, MDB_dbi dbi, MDB_cursor *cur, uint64_t *records)
-{
-	volatile uint8_t sink = 0;
-	MDB_stat ms;
-	MDB_val k, v;
-	int rc = mdb_stat(txn, dbi, &ms);
-
-	if(rc == 0){
-		*records += ms.ms_entries;
-		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	}
-	if(rc == 0){
-		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	}
-	if(rc == 0 && v.mv_size){
-		sink ^= ((const uint8_t *)v.mv_data)[v.mv_size - 1];
-	}
-	(void)sink;
-	return rc;
-}
-
 /* Visits every key of the free-page list, the list of named databases and
  * each named database, and touches both ends of every value (which brings
  * in overflow pages), in one read transaction. */
@@ -168,24 +146,19 @@ int store_walk_structure(struct store *st, struct guarded *g, char *err, size_t 
 			break;
 		}
 		g->cursor = cur;
-		if(st->lazy && !st->short_file && (i == DB_QUEUE || i == DB_MSGS)){
-			/* Read when needed, and checked then: walking them here would
-			 * make the start grow with the backlog. A short file has every
-			 * tree read, since a page past its end would fault later, in
-			 * the running broker. */
-			rc = walk_ends(txn, dbi, cur, records);
-		}else{
-			for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
-				if(i == -1 && !known_db_name(&k)){
-					unknown_name = true;
-					break;
-				}
-				if(v.mv_size){
-					sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
-				}
-				if(i >= 0){
-					(*records)++;
-				}
+		/* Every tree, the stored queues too: a damaged page found later, by
+		 * a hand-back in the running broker, would stop it (LMDB aborts on
+		 * it) and every start after that. */
+		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+			if(i == -1 && !known_db_name(&k)){
+				unknown_name = true;
+				break;
+			}
+			if(v.mv_size){
+				sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+			}
+			if(i >= 0){
+				(*records)++;
 			}
 		}
 		mdb_cursor_close(cur);

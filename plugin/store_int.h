@@ -160,7 +160,6 @@ struct store {
 	uint64_t used_measured_ms;   /* when stats.used_bytes was measured (monotonic); lock */
 	bool used_stale;             /* commits since were not measured; lock */
 	bool no_sync;                /* commits leave syncing to store_sync_async */
-	bool lazy;                   /* STORE_LAZY */
 	atomic_bool marked;          /* a journal mark was ever buffered: transactions end at marks */
 	bool short_file;             /* data.mdb ends before its last page number (check_size, store_open.c) */
 	long long file_bytes;        /* its size at open */

@@ -670,7 +670,6 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	u64map_init(&st->refd, sizeof(struct ref_delta));
 	st->read_only = flags & STORE_READ_ONLY;
 	st->no_sync = flags & STORE_NO_SYNC;
-	st->lazy = flags & STORE_LAZY;
 	st->map_size = map_size ? map_size : STORE_DEFAULT_MAP_SIZE;
 	if(snprintf(datafile, sizeof(datafile), "%s/data.mdb", path) >= (int)sizeof(datafile)){
 		snprintf(err, errlen, "database path too long");

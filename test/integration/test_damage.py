@@ -303,10 +303,14 @@ def leaf_pages(path: Path) -> list[int]:
             if int.from_bytes(data[i * ps + 10:i * ps + 12], "little") & 0x02]
 
 
-def test_salvage_of_a_damaged_database_keeps_what_authenticates(broker, workdir):
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_salvage_of_a_damaged_database_keeps_what_authenticates(broker, workdir, storage):
     """Several sessions with their queues, then one leaf page zeroed and one
     sealed value flipped: the broker refuses the file; salvage copies the
-    rest, says what it left out, and the broker serves what was copied."""
+    rest, says what it left out, and the broker serves what was copied. With
+    the queues on disk too: found by a hand-back, the damaged page would
+    stop the running broker (LMDB aborts), and every start after."""
+    broker.plugin_opts["queue_storage"] = storage
     broker.start()
     names = [f"dmg-{i}" for i in range(40)]
     for n in names:
