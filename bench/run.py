@@ -7,13 +7,14 @@ over several rounds (setup order rotated each round), and reports medians:
   none      no persistence
   snapshot  Mosquitto's own snapshot persistence (persistence true; saved on shutdown)
   sqlite    the stock persist-sqlite plugin, its defaults (flush_period 5 s, sync normal)
-  lmdb      persist-lmdb, its defaults (sync tick)
+  lmdb      persist-lmdb, its defaults (sync tick, offline queues in the
+            database only: queue_storage disk)
   lmdb-periodic  persist-lmdb, plugin_opt_sync periodic (synced every second)
   lmdb-publish   persist-lmdb, plugin_opt_sync publish (journal synced before each PUBACK)
-  lmdb-disk      persist-lmdb, plugin_opt_queue_storage disk (offline queues in
-                 the database only)
-  lmdb-disk-ttl  lmdb-disk with plugin_opt_offline_ttl 7d (queue limits and
-                 expiry bookkeeping on)
+  lmdb-memory    persist-lmdb, plugin_opt_queue_storage memory (the broker holds
+                 every queue as well, the default before 2026-12-07)
+  lmdb-ttl       lmdb with plugin_opt_offline_ttl 7d (queue limits and expiry
+                 bookkeeping on)
   lmdb-commit0   persist-lmdb, plugin_opt_commit_interval_ms 0 (a commit every
                  broker loop iteration instead of every 100 ms)
   sqlite-flush0  persist-sqlite, plugin_opt_flush_period 0
@@ -78,14 +79,14 @@ import time
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQLITE_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto/mosquitto_persist_sqlite.so"
 LMDB_SETUPS = {"lmdb": None, "lmdb-periodic": "periodic", "lmdb-publish": "publish",
-               "lmdb-disk": None, "lmdb-disk-ttl": None, "lmdb-commit0": None}  # -> plugin_opt_sync
-LMDB_EXTRA = {"lmdb-disk": ["plugin_opt_queue_storage disk"],
-              "lmdb-disk-ttl": ["plugin_opt_queue_storage disk", "plugin_opt_offline_ttl 7d"],
+               "lmdb-memory": None, "lmdb-ttl": None, "lmdb-commit0": None}  # -> plugin_opt_sync
+LMDB_EXTRA = {"lmdb-memory": ["plugin_opt_queue_storage memory"],
+              "lmdb-ttl": ["plugin_opt_offline_ttl 7d"],
               "lmdb-commit0": ["plugin_opt_commit_interval_ms 0"]}
 DEFAULT_SETUPS = ["none", "snapshot", "sqlite", "lmdb", "lmdb-periodic"]
-ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor", "lmdb-disk", "lmdb-disk-ttl",
+ALL_SETUPS = DEFAULT_SETUPS + ["sqlite-flush0", "lmdb-publish", "sync-floor", "lmdb-memory", "lmdb-ttl",
                                "lmdb-commit0"]
-RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-disk", "lmdb-disk-ttl", "lmdb-commit0"]  # `none` has nothing to restore
+RESTART_SETUPS = ["snapshot", "sqlite", "sqlite-flush0", "lmdb", "lmdb-memory", "lmdb-ttl", "lmdb-commit0"]  # `none` has nothing to restore
 # Scenario C. The disk probe (bench/syncprobe) runs in slices next to C_JUDGED,
 # or, without it, takes its own turn in the rotation as `probe`.
 C_SETUPS = ["none", "sqlite", "sqlite-flush0", "lmdb", "lmdb-periodic", "lmdb-publish", "sync-floor"]
@@ -386,7 +387,7 @@ def run_b(setup, rnd):
                       "-w", args.window)
         res["load_cpu_us_per_msg"] = (cpu_secs(b.proc.pid) - cpu0) * 1e6 / args.restart_messages
         res["load_rate"] = r["rate"]
-        # At rest: the anonymous memory the queued backlog holds (lmdb-disk
+        # At rest: the anonymous memory the queued backlog holds (lmdb
         # releases offline queues at its tick, trims the heap once a second).
         time.sleep(0.5)
         res["rest_anon_kib"] = mem_kib(b.proc.pid).get("RssAnon", 0) - anon0
@@ -500,7 +501,7 @@ def run_g(setup, rnd):
         r = b.loadgen("publish", "-n", args.sessions * args.per_session, "-e", "-k", args.sessions,
                       "-t", G_TOPIC, "-s", args.size, "-q", 1, "-w", args.window)
         cpu = cpu_secs(b.proc.pid) - cpu0
-        time.sleep(1.5)  # at rest: lmdb-disk releases offline queues and unmaps the file each second
+        time.sleep(1.5)  # at rest: lmdb releases offline queues and unmaps the file each second
         mem_loaded = mem_kib(b.proc.pid)
         rss_loaded = mem_loaded.get("VmRSS")
         res = {"session_rate": args.sessions / s["secs"] if s["secs"] > 0 else None,
@@ -1015,7 +1016,7 @@ def report_more(results, setups, restart_setups):
             ("restart_secs", "restart: process start to first CONNACK (s)", "secs", 1),
             ("rss_restart_kib", "broker RSS after restart (MiB)", "mib", 1 / 1024),
             ("rss_restart_file_kib", "of which file-backed (MiB)", "mib", 1 / 1024),
-        ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot"), ("lmdb-disk", "sqlite"),
+        ], pairs_for("G", [("lmdb", "sqlite"), ("lmdb", "snapshot"), ("lmdb-memory", "sqlite"),
                            ("lmdb", "lmdb-commit0")], g_setups)))
         out.append(f"\nPer round, restart (s): {samples(results, 'G', g_setups, 'restart_secs', 'secs')}.\n")
     h_setups = [s for s in restart_setups if s in RESTART_SETUPS and results["H"].get(s)]
@@ -1079,7 +1080,7 @@ def report(results, info, drawn):
     b_setups = [s for s in args.setups if s in RESTART_SETUPS and results["B"].get(s)]
     a_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "none"),
                            ("lmdb-periodic", "lmdb"), ("lmdb-publish", "lmdb")] if p[0] in a_setups and p[1] in a_setups]
-    b_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "snapshot"), ("lmdb-disk", "sqlite")] if p[0] in b_setups and p[1] in b_setups]
+    b_pairs = [p for p in [("lmdb", "sqlite"), ("lmdb", "sqlite-flush0"), ("lmdb", "snapshot"), ("lmdb-memory", "sqlite")] if p[0] in b_setups and p[1] in b_setups]
     c_setups = [s for s in args.c_setups if results["C"].get(s)]
     probe_ok = any(probe_rounds(results))
     more_setups = [s for s in args.setups if any(results[sc].get(s) for sc in "DEF")]
@@ -1134,11 +1135,12 @@ def report(results, info, drawn):
     if "lmdb-commit0" in used:
         out.append("- `lmdb-commit0`: persist-lmdb with `plugin_opt_commit_interval_ms 0`: a commit every broker "
                    "loop iteration, as before the commit interval existed.\n")
-    if "lmdb-disk" in used:
-        out.append("- `lmdb-disk`: persist-lmdb with `plugin_opt_queue_storage disk`: messages of offline "
-                   "sessions in the database only, handed back to the broker when their client returns.\n")
-    if "lmdb-disk-ttl" in used:
-        out.append("- `lmdb-disk-ttl`: `lmdb-disk` with `plugin_opt_offline_ttl 7d`: the bookkeeping of "
+    if "lmdb-memory" in used:
+        out.append("- `lmdb-memory`: persist-lmdb with `plugin_opt_queue_storage memory`: the broker holds "
+                   "every offline session's messages as well, as its own persistence does (the default "
+                   "before 2026-12-07; `lmdb` keeps them in the database only).\n")
+    if "lmdb-ttl" in used:
+        out.append("- `lmdb-ttl`: `lmdb` with `plugin_opt_offline_ttl 7d`: the bookkeeping of "
                    "queue limits and expiry is on (no message expires in the run).\n")
     if "lmdb-publish" in used:
         out.append("- `lmdb-publish`: persist-lmdb with `plugin_opt_sync publish`: as `tick`, and every "

@@ -83,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned long long want_window = DEDUP_WINDOW_DEFAULT_S, want_ttl = 0;
 	size_t want_db_size = 0, want_queued_bytes = 0;
 	enum queue_full want_queue_full = QUEUE_FULL_DROP_NEW;
-	enum queue_storage want_storage = QUEUE_STORAGE_MEMORY;
+	enum queue_storage want_storage = QUEUE_STORAGE_DISK;
 	char err[256];
 	size_t errlen, i, start, n = 0;
 	int count = 0, rc;
@@ -189,7 +189,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(cfg.offline_ttl == want_ttl && want_ttl <= 3650ull * 86400);
 		FUZZ_CHECK(cfg.queue_storage == want_storage);
 		FUZZ_CHECK(cfg.queue_window >= 64 && cfg.queue_window <= 10000000);
-		FUZZ_CHECK(want_storage == QUEUE_STORAGE_MEMORY || !cfg.seq_property);
 		FUZZ_CHECK(cfg.db_path != NULL);
 		if(want_db_path){
 			FUZZ_CHECK(!strcmp(cfg.db_path, want_db_path));

@@ -25,8 +25,8 @@ enum queue_full {
 };
 
 enum queue_storage {
-	QUEUE_STORAGE_MEMORY,  /* the broker holds every queued message (it always has) */
-	QUEUE_STORAGE_DISK,    /* offline sessions' messages are in the database only */
+	QUEUE_STORAGE_MEMORY,  /* the broker holds every queued message, as its own persistence does */
+	QUEUE_STORAGE_DISK,    /* offline sessions' messages are in the database only (the default) */
 };
 
 /* What a start-up does with a damaged database (never with a wrong key). */

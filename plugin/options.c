@@ -99,6 +99,7 @@ int config_parse(struct plugin_config *cfg, const struct option_kv *opts, int co
 	cfg->dedup_window = DEDUP_WINDOW_DEFAULT_S;
 	cfg->dedup_max_ids = DEDUP_MAX_IDS_DEFAULT;
 	cfg->metrics_interval = METRICS_INTERVAL_DEFAULT_S;
+	cfg->queue_storage = QUEUE_STORAGE_DISK;
 	cfg->queue_window = QUEUE_WINDOW_DEFAULT;
 
 	for(int i = 0; i < count; i++){

@@ -1,6 +1,8 @@
-"""plugin_opt_queue_storage disk: offline sessions' messages live in the
-database only; the broker gets a session's queue back when its client
-authenticates, and a restart restores sessions, not backlogs.
+"""plugin_opt_queue_storage disk (the default): offline sessions' messages
+live in the database only; the broker gets a session's queue back when its
+client authenticates, and a restart restores sessions, not backlogs. With
+queue_storage memory the broker holds every queue, as its own persistence
+does.
 """
 
 import os
@@ -92,10 +94,37 @@ def test_offline_backlog_is_not_in_broker_memory(broker):
 
 @measures_memory
 def test_memory_mode_holds_the_backlog(broker):
-    """The same load with the default storage: the check above can fail."""
+    """The same load with queue_storage memory: the check above can fail."""
     broker.plugin_opts["queue_storage"] = "memory"
     broker.start()
     assert _growth_for_20mb(broker) > 16 * 1024
+
+
+@pytest.mark.parametrize("before,after", [("memory", "disk"), ("disk", "memory")])
+@pytest.mark.parametrize("restart", ["term", "kill"])
+def test_queues_kept_when_the_storage_changes(broker, before, after, restart):
+    """A database written with one queue storage (memory: the default of
+    earlier releases) opens with the other and keeps its queues: a client
+    that took its first messages and left, and one that never came, get
+    the rest, in order, once each."""
+    broker.plugin_opts["queue_storage"] = before
+    broker.start()
+    _offline(broker, "switch-a", "switch/a")
+    _offline(broker, "switch-b", "switch/b")
+    _publish(broker, "switch/a", range(1, 401))
+    with Client(broker, "switch-a", version=V5, persistent=True, session_expiry=3600) as c:
+        assert_sequence(_until(c, 400), list(range(1, 401)), "before the change")
+    _publish(broker, "switch/a", range(401, 1001))
+    _publish(broker, "switch/b", range(1, 1001))
+    broker.settle()
+    broker.plugin_opts["queue_storage"] = after
+    broker.restart(restart)
+    with Client(broker, "switch-a", version=V5, persistent=True, session_expiry=3600) as c:
+        assert c.session_present
+        assert_sequence(_until(c, 1000), list(range(401, 1001)), "after the change")
+    with Client(broker, "switch-b", version=V5, persistent=True, session_expiry=3600) as c:
+        assert c.session_present
+        assert_sequence(_until(c, 1000), list(range(1, 1001)), "never connected before")
 
 
 def test_restart_restores_sessions_not_backlogs(broker):

@@ -215,6 +215,7 @@ static void test_retention_options(void **state)
 static void test_queue_storage_options(void **state)
 {
 	const struct option_kv disk[] = {KV("key_file", "/k"), KV("queue_storage", "disk"), KV("queue_window", "5000")};
+	const struct option_kv memory[] = {KV("key_file", "/k"), KV("queue_storage", "memory")};
 	static const struct {
 		const char *key, *value;
 	} bad[] = {
@@ -229,9 +230,13 @@ static void test_queue_storage_options(void **state)
 	char err[512];
 
 	(void)state;
+	/* Stored queues by default; the broker's memory on request. */
 	assert_int_equal(parse(&cfg, disk, 1, "/loc", err, sizeof(err)), 0);
-	assert_int_equal(cfg.queue_storage, QUEUE_STORAGE_MEMORY);
+	assert_int_equal(cfg.queue_storage, QUEUE_STORAGE_DISK);
 	assert_uint_equal(cfg.queue_window, QUEUE_WINDOW_DEFAULT);
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg, memory, 2, "/loc", err, sizeof(err)), 0);
+	assert_int_equal(cfg.queue_storage, QUEUE_STORAGE_MEMORY);
 	config_free(&cfg);
 	assert_int_equal(parse(&cfg, disk, 3, "/loc", err, sizeof(err)), 0);
 	assert_int_equal(cfg.queue_storage, QUEUE_STORAGE_DISK);
