@@ -53,6 +53,8 @@ struct backlog_session {
 	bool in_held;     /* the broker holds the session's incoming QoS 2 messages (never released) */
 	bool draining;    /* connected, with stored messages not handed back yet */
 	uint64_t drain_next;  /* the seq of the first of them */
+	bool written_ahead;   /* while draining: its queue written at or after drain_next since the
+	                         last part was read */
 	size_t held;      /* while draining: handed back and not yet acknowledged */
 	size_t waiting;   /* of them, those the broker has not moved into flight yet (<= held) */
 	bool loading;     /* a part is being handed over */
@@ -184,6 +186,7 @@ static void drain_stop(struct backlog_session *s)
 	s->mids = NULL;
 	s->draining = false;
 	s->drain_next = 0;
+	s->written_ahead = false;
 	s->held = 0;
 	s->waiting = 0;
 	s->n_push = 0;
@@ -415,6 +418,16 @@ bool backlog_still_sent(struct plugin *pl, const char *clientid, uint64_t seq, u
 	return seq_set_has(&s->sent, seq);
 }
 
+void backlog_queue_written(struct plugin *pl, const char *clientid, uint64_t seq)
+{
+	struct backlog_session *s;
+
+	if(backlog_on(pl) && (s = client_find(&pl->backlog->sessions, clientid)) && s->draining
+			&& seq >= s->drain_next){
+		s->written_ahead = true;
+	}
+}
+
 /* The broker numbers a session's messages (cmsg_id) from the number its
  * session had when a new connection takes it over, but only if it holds
  * some of its messages then; otherwise from 1 again. With stored queues it
@@ -550,8 +563,13 @@ static int64_t load(struct plugin *pl, struct backlog_session *s, uint64_t from,
 
 	/* Reads see committed data: what was written to the client's queue
 	 * since the last commit is committed first (visible: the walk needs no
-	 * sync). In a reconnect storm most clients need none. */
-	if(!store_queue_settled(pl->store, s->clientid) && commit_marked_visible(pl) != STORE_OK){
+	 * sync). In a reconnect storm most clients need none; in a drain only
+	 * writes at or after the part's start do (routed messages), not the
+	 * acknowledgements, which are all behind it. */
+	bool ahead = !s->draining || from < s->drain_next || s->written_ahead;
+
+	s->written_ahead = false;
+	if(ahead && !store_queue_settled(pl->store, s->clientid) && commit_marked_visible(pl) != STORE_OK){
 		broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot commit before handing client %s its "
 				"stored messages; they are sent at its next connection", s->clientid);
 		return -1;
@@ -602,6 +620,7 @@ static void drain_start(struct plugin *pl, struct backlog_session *s)
 		}
 		s->draining = true;
 		s->drain_next = (uint64_t)next;
+		s->written_ahead = true;   /* not followed until now */
 	}
 }
 
@@ -776,6 +795,7 @@ void backlog_connected(struct plugin *pl, const char *clientid)
 	s->n_recent = 0;
 	s->draining = true;
 	s->drain_next = 0;   /* the queue's start */
+	s->written_ahead = true;   /* not followed until now */
 	s->on_disk = false;
 	drain_fill(pl, s);
 }

@@ -163,6 +163,10 @@ void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_
 void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
 /* The broker holds an outgoing QoS 2 message of clientid whose PUBREL was sent. */
 void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+/* An entry of clientid's queue is about to be written (the store reads
+ * committed data: a part of a drain that starts at or before it needs a
+ * commit first). */
+void backlog_queue_written(struct plugin *pl, const char *clientid, uint64_t seq);
 /* A message handed back that the client may have received (handed_notes.sent). */
 void backlog_handed_sent(struct plugin *pl, const char *clientid, uint64_t seq);
 /* The broker changed the state of an outgoing message of clientid: true when

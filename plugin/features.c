@@ -55,6 +55,7 @@ void features_entry_added(struct plugin *pl, struct entry *e)
 
 	e->seq = backlog_entry_seq(pl, e->clientid, e->seq, true);
 
+	backlog_queue_written(pl, e->clientid, e->seq);
 	if(q->direction == MSG_DIR_IN){
 		journal_q2_incoming(pl, e);
 		return;
@@ -98,6 +99,7 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 	if(backlog_on(pl) && q->direction == MSG_DIR_OUT && q->qos == 2 && q->state == MSG_STATE_WAIT_FOR_PUBREC){
 		journal_q2_sent(pl, e);
 	}
+	backlog_queue_written(pl, e->clientid, e->seq);
 	return true;
 }
 
@@ -115,6 +117,7 @@ bool features_entry_gone(struct plugin *pl, struct entry *e)
 		}
 		return false;
 	}
+	backlog_queue_written(pl, e->clientid, e->seq);
 	if(q->direction == MSG_DIR_IN){
 		journal_released_in(pl, e->clientid, e->seq, q->store_id);
 		dedup_q2_released(pl, q->store_id);

@@ -429,6 +429,59 @@ static void test_sent_message_moved_again_keeps_its_id(void **state)
 	assert_int_equal(e.q.dup, 0);
 }
 
+/* A part of a drain reads the store's committed entries from the drain
+ * point on: the client's acknowledgements, all behind it, need no commit
+ * first; a message routed to the client meanwhile (ahead of it) does. */
+static void acked_and_removed(struct plugin *pl, uint64_t n)
+{
+	acknowledged(pl, n);
+	assert_int_equal(store_queue_remove(pl->store, "phone", store_queue_seq(pl->store, n), 100 + n), STORE_OK);
+}
+
+static void test_part_commits_only_for_writes_ahead(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	struct store_stats st;
+	uint64_t commits;
+	struct entry routed;
+
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	returns(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4");
+	moved(pl, 1);
+	moved(pl, 2);
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
+	features_tick(pl);   /* the first part after the drain started commits */
+	assert_string_equal(handed("phone"), "1 2 3 4 5");
+	acked_and_removed(pl, 1);
+	acked_and_removed(pl, 2);
+	moved(pl, 3);
+	moved(pl, 4);
+	assert_false(store_queue_settled(pl->store, "phone"));
+	store_get_stats(pl->store, &st);
+	commits = st.commits;
+	features_tick(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4 5 6 7");
+	store_get_stats(pl->store, &st);
+	assert_int_equal(st.commits, commits);
+
+	/* The broker's next message number (the stored ones were routed in this run). */
+	routed = (struct entry){.clientid = "phone", .seq = 11, .q = {.store_id = 300, .mid = 40, .qos = 1,
+		.direction = MSG_DIR_OUT, .state = MSG_STATE_QUEUED}};
+	features_entry_added(pl, &routed);
+	assert_int_equal(store_queue_append(pl->store, "phone", routed.seq, &routed.q), STORE_OK);
+	acked_and_removed(pl, 3);
+	acked_and_removed(pl, 4);
+	moved(pl, 5);
+	moved(pl, 6);
+	features_tick(pl);
+	store_get_stats(pl->store, &st);
+	assert_true(st.commits > commits);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -443,6 +496,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_numbers_go_on_after_a_fresh_connection, fx_setup,
 				feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sent_message_moved_again_keeps_its_id, fx_setup,
+				feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_part_commits_only_for_writes_ahead, fx_setup,
 				feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
