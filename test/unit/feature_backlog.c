@@ -175,6 +175,22 @@ static void moved(struct plugin *pl, uint64_t n)
 	assert_true(features_entry_updated(pl, &e));
 }
 
+/* The client returns and gets 1 to 4; the broker's in-flight window is 2:
+ * it sends 1 and 2, 3 and 4 wait, and the next part (5) goes in. */
+static void second_part(struct plugin *pl)
+{
+	session_added(pl);
+	features_client_disconnected(pl, "phone");
+	features_tick(pl);
+	returns(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4");
+	moved(pl, 1);
+	moved(pl, 2);
+	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
+	features_tick(pl);
+	assert_string_equal(handed("phone"), "1 2 3 4 5");
+}
+
 /* The next part goes in as soon as no more handed-back messages wait in
  * the broker than it has in flight (the most it can send before the next
  * tick), half acknowledged or not, so that a message routed meanwhile never
@@ -185,17 +201,7 @@ static void test_part_stays_ahead_of_the_in_flight_window(void **state)
 	struct feature_fx *fx = *state;
 	struct plugin *pl = &fx->pl;
 
-	session_added(pl);
-	features_client_disconnected(pl, "phone");
-	features_tick(pl);
-	returns(pl);
-	assert_string_equal(handed("phone"), "1 2 3 4");
-	/* The broker's in-flight window is 2: it sends 1 and 2, 3 and 4 wait. */
-	moved(pl, 1);
-	moved(pl, 2);
-	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
-	features_tick(pl);
-	assert_string_equal(handed("phone"), "1 2 3 4 5");
+	second_part(pl);
 	acknowledged(pl, 1);
 	acknowledged(pl, 2);
 	moved(pl, 3);
@@ -446,16 +452,7 @@ static void test_part_commits_only_for_writes_ahead(void **state)
 	uint64_t commits;
 	struct entry routed;
 
-	session_added(pl);
-	features_client_disconnected(pl, "phone");
-	features_tick(pl);
-	returns(pl);
-	assert_string_equal(handed("phone"), "1 2 3 4");
-	moved(pl, 1);
-	moved(pl, 2);
-	fake.answer[FAKE_ENTRY_ADD] = BROKER_QUEUED_OR_DROPPED;
-	features_tick(pl);   /* the first part after the drain started commits */
-	assert_string_equal(handed("phone"), "1 2 3 4 5");
+	second_part(pl);   /* the first part after the drain started commits */
 	acked_and_removed(pl, 1);
 	acked_and_removed(pl, 2);
 	moved(pl, 3);
