@@ -71,8 +71,8 @@ struct backlog_session {
 	uint64_t cmsg_last;   /* the broker's last message number (cmsg_id) for the session */
 	uint64_t cmsg_base;   /* added to its numbers: they went back to 1 at a connection */
 	struct seq_set pubrel;  /* cmsg_ids of held messages whose PUBREL was sent */
-	struct seq_set sent;    /* seqs of messages handed back that the client may have received, not
-	                           sent again since: the broker's copies say nothing of it (dup 0) */
+	struct seq_set sent;    /* seqs of messages handed back that the client may have received: the
+	                           broker's copies say nothing of it (dup 0) until it sends them again */
 };
 
 static void session_free(void *rec)
@@ -403,27 +403,13 @@ void backlog_handed_sent(struct plugin *pl, const char *clientid, uint64_t seq)
 	}
 }
 
-bool backlog_still_sent(struct plugin *pl, const char *clientid, uint64_t seq, uint8_t state)
-{
-	struct backlog_session *s;
-
-	if(!backlog_on(pl) || !(s = client_find(&pl->backlog->sessions, clientid)) || !s->sent.n){
-		return false;
-	}
-	if(state != MSG_STATE_PUBLISH_QOS1 && state != MSG_STATE_PUBLISH_QOS2){
-		/* Sent again: from now on the broker's copy says so. */
-		seq_set_remove(&s->sent, seq);
-		return false;
-	}
-	return seq_set_has(&s->sent, seq);
-}
-
 void backlog_queue_written(struct plugin *pl, const char *clientid, uint64_t seq)
 {
 	struct backlog_session *s;
 
-	if(backlog_on(pl) && (s = client_find(&pl->backlog->sessions, clientid)) && s->draining
-			&& seq >= s->drain_next){
+	/* Most writes happen with no drain going on: no lookup then. */
+	if(backlog_on(pl) && pl->backlog->n_draining && (s = client_find(&pl->backlog->sessions, clientid))
+			&& s->draining && seq >= s->drain_next){
 		s->written_ahead = true;
 	}
 }
@@ -461,23 +447,25 @@ static bool handed(const struct backlog_session *s, uint64_t cmsg_id)
 	return s->draining && cmsg_id < s->drain_next && !(cmsg_id >= s->skip_from && cmsg_id <= s->skip_to);
 }
 
-void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
+bool backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid)
 {
 	struct backlog_session *s;
+	bool sent;
 
 	if(!backlog_on(pl) || !(s = client_find(&pl->backlog->sessions, clientid))){
-		return;
+		return false;
 	}
+	sent = seq_set_has(&s->sent, cmsg_id);
 	/* The part's own, or ones waiting before it (nothing is routed meanwhile). */
 	if(s->loading){
 		s->moved_loading++;
-		return;
+		return sent;
 	}
 	if(handed(s, cmsg_id)){
 		if(s->waiting){
 			s->waiting--;
 		}
-		return;
+		return sent;
 	}
 	/* A routed one the tick was to take back reached the front first: it
 	 * goes out now, so it stays in the broker (taken back after it was
@@ -489,6 +477,7 @@ void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 			break;
 		}
 	}
+	return sent;
 }
 
 void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t state)

@@ -159,8 +159,10 @@ void backlog_msg_added(struct plugin *pl, const char *clientid, uint64_t cmsg_id
 uint64_t backlog_entry_seq(struct plugin *pl, const char *clientid, uint64_t cmsg_id, bool added);
 /* The broker deleted an outgoing message of clientid (in that state). */
 void backlog_msg_deleted(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t state);
-/* The broker moved an outgoing message of clientid into flight (a publish state). */
-void backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
+/* The broker moved an outgoing message of clientid into flight (a publish
+ * state); true when it is one handed back as sent (backlog_handed_sent),
+ * which the store must keep as sent: the broker did not send it again. */
+bool backlog_msg_moved(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid);
 /* The broker holds an outgoing QoS 2 message of clientid whose PUBREL was sent. */
 void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
 /* An entry of clientid's queue is about to be written (the store reads
@@ -169,10 +171,6 @@ void backlog_pubrel_sent(struct plugin *pl, const char *clientid, uint64_t cmsg_
 void backlog_queue_written(struct plugin *pl, const char *clientid, uint64_t seq);
 /* A message handed back that the client may have received (handed_notes.sent). */
 void backlog_handed_sent(struct plugin *pl, const char *clientid, uint64_t seq);
-/* The broker changed the state of an outgoing message of clientid: true when
- * it is one handed back as sent that the broker moved into flight (a publish
- * state) without sending it again, which the store must keep as sent. */
-bool backlog_still_sent(struct plugin *pl, const char *clientid, uint64_t seq, uint8_t state);
 void backlog_online(struct plugin *pl, const char *clientid, bool online);
 /* At restore: the session's queue is in the database (held: and the
  * broker holds it too, until the next tick). */

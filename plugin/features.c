@@ -75,8 +75,9 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 
 	e->seq = backlog_entry_seq(pl, e->clientid, e->seq, false);
 
-	if(q->direction == MSG_DIR_OUT && (q->state == MSG_STATE_PUBLISH_QOS1 || q->state == MSG_STATE_PUBLISH_QOS2)){
-		backlog_msg_moved(pl, e->clientid, e->seq, q->mid);
+	if(q->direction == MSG_DIR_OUT && (q->state == MSG_STATE_PUBLISH_QOS1 || q->state == MSG_STATE_PUBLISH_QOS2)
+			&& backlog_msg_moved(pl, e->clientid, e->seq, q->mid)){
+		e->q.dup = 1;
 	}
 	if(q->direction == MSG_DIR_OUT && q->qos == 2){
 		pubrel_noted(pl, e);
@@ -93,9 +94,6 @@ bool features_entry_updated(struct plugin *pl, struct entry *e)
 		}
 	}
 	e->q.seq_no = pl->cfg.seq_property ? seq_lookup(pl, e->clientid, e->seq) : 0;
-	if(q->direction == MSG_DIR_OUT && q->qos > 0 && backlog_still_sent(pl, e->clientid, e->seq, q->state)){
-		e->q.dup = 1;
-	}
 	if(backlog_on(pl) && q->direction == MSG_DIR_OUT && q->qos == 2 && q->state == MSG_STATE_WAIT_FOR_PUBREC){
 		journal_q2_sent(pl, e);
 	}

@@ -100,7 +100,7 @@ static bool queued_from_journal(struct handover *h, uint64_t seq, struct rec_que
 
 /* An outgoing message the client may have received: its packet id stays.
  * dup marks one the broker moved into flight again after it was sent
- * (backlog_still_sent). */
+ * (backlog_msg_moved). */
 static bool was_sent(const struct rec_queue *q)
 {
 	uint8_t state = q->state;

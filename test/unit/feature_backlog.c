@@ -425,10 +425,11 @@ static void test_sent_message_moved_again_keeps_its_id(void **state)
 	assert_int_equal(mid_of(3), 9);
 	assert_int_not_equal(mid_of(4), 9);
 
-	/* Sent again, it is the broker's to report: dup from then on is its own. */
+	/* Acknowledged, it is forgotten: the plugin remembers only what the
+	 * broker holds. */
 	e = (struct entry){.clientid = "phone", .seq = store_queue_seq(pl->store, 3), .q = {.store_id = 103,
 		.mid = 9, .qos = 1, .dup = 1, .direction = MSG_DIR_OUT, .state = MSG_STATE_WAIT_FOR_PUBACK}};
-	assert_true(features_entry_updated(pl, &e));
+	assert_true(features_entry_gone(pl, &e));
 	e.q.state = MSG_STATE_PUBLISH_QOS1;
 	e.q.dup = 0;
 	assert_true(features_entry_updated(pl, &e));
