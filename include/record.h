@@ -80,6 +80,14 @@ struct rec_will {
 	bool retain;
 };
 
+/* What a client's queue holds under the retention limits: its outgoing
+ * QoS 1/2 entries (plugin_opt_queue_storage disk, with limits or expiry). */
+struct rec_tally {
+	uint64_t count;
+	uint64_t bytes;          /* their payloads */
+	int64_t earliest_expiry; /* unix seconds; no entry expires before it; 0: none expires */
+};
+
 /* A publisher's message id seen at publish (plugin_opt_dedup_property). */
 struct rec_dedup {
 	int64_t expiry;          /* unix seconds after which the id may be used again */
@@ -176,6 +184,8 @@ void record_encode_retain(struct buf *b, const struct rec_retain *r);
 int record_decode_retain(const uint8_t *p, size_t n, struct rec_retain *r);
 void record_encode_will(struct buf *b, const struct rec_will *w);
 int record_decode_will(const uint8_t *p, size_t n, struct rec_will *w);
+void record_encode_tally(struct buf *b, const struct rec_tally *t);
+int record_decode_tally(const uint8_t *p, size_t n, struct rec_tally *t);
 void record_encode_dedup(struct buf *b, const struct rec_dedup *d);
 int record_decode_dedup(const uint8_t *p, size_t n, struct rec_dedup *d);
 void record_encode_journal(struct buf *b, const struct rec_journal *j);

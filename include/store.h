@@ -15,6 +15,12 @@
  *   refs      store_id (u64 BE)                     how many queue entries and retained
  *                                                   entries refer to the body (u64 BE),
  *                                                   once that is not the body's refs0
+ *   tallies   H(client id)                          rec_tally: count, bytes and earliest
+ *                                                   expiry of the client's outgoing QoS 1/2
+ *                                                   entries; kept by the plugin with queue
+ *                                                   limits or expiry on disk, and trusted
+ *                                                   only while meta "tallies" names the
+ *                                                   epoch of the last writable open
  *
  * `online` marks sessions whose client is connected: the broker reports no
  * session change while a client stays connected, so after a crash this is
@@ -58,6 +64,7 @@ enum store_db {
 	DB_DEDUP,
 	DB_SEQNO,
 	DB_REFS,
+	DB_TALLY,
 	DB_COUNT
 };
 
@@ -207,6 +214,19 @@ int store_dedup_delete(struct store *st, const uint8_t key[HASH_LEN]);
 /* The last sequence number given to a session's messages (plugin_opt_seq_property). */
 int store_seqno_put(struct store *st, const char *clientid, uint64_t last);
 int store_seqno_get(struct store *st, const char *clientid, uint64_t *last);
+/* A client's tally (tallies above); a count of 0 deletes it. The writes
+ * that change the queue and the tally go in one commit. */
+int store_tally_put(struct store *st, const char *clientid, const struct rec_tally *t);
+/* Zeroes *out when the client has none; STORE_ERR_CORRUPT (zeroed) when
+ * its record does not authenticate or decode. */
+int store_tally_get(struct store *st, const char *clientid, struct rec_tally *out);
+/* Whether the last writable open before this one kept the tallies, so
+ * they match the queues: any other writer (the CLI, an earlier release, a
+ * run without limits) leaves meta "tallies" behind its epoch. */
+bool store_tallies_kept(const struct store *st);
+/* Buffers meta "tallies" = this open's epoch (kept: this run keeps them),
+ * or 0 (they are to be counted again). */
+int store_tallies_claim(struct store *st, bool kept);
 int store_session_set_online(struct store *st, const char *clientid, bool online);
 int store_online_clear(struct store *st);
 
@@ -289,6 +309,8 @@ void store_used_refresh(struct store *st);
 int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
 /* A client's queue from sequence number from on. */
 int store_walk_queue_from(struct store *st, const char *clientid, uint64_t from, queue_visit_fn fn, void *ctx);
+/* A client's queue from its newest entry back. */
+int store_walk_queue_back(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx);
 int store_walk_retained(struct store *st, retain_visit_fn fn, void *ctx);
 /* clientid NULL walks every will. */
 int store_walk_wills(struct store *st, const char *clientid, will_visit_fn fn, void *ctx);

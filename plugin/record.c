@@ -559,6 +559,23 @@ int record_decode_journal(const uint8_t *p, size_t n, struct rec_journal *j)
 	return -1;
 }
 
+void record_encode_tally(struct buf *b, const struct rec_tally *t)
+{
+	buf_put_varint(b, t->count);
+	buf_put_varint(b, t->bytes);
+	put_svarint(b, t->earliest_expiry);
+}
+
+int record_decode_tally(const uint8_t *p, size_t n, struct rec_tally *t)
+{
+	struct reader r = {p, n, false};
+
+	t->count = rd_varint(&r);
+	t->bytes = rd_varint(&r);
+	t->earliest_expiry = rd_svarint(&r);
+	return rd_done(&r);
+}
+
 void record_encode_dedup(struct buf *b, const struct rec_dedup *d)
 {
 	put_svarint(b, d->expiry);

@@ -260,6 +260,9 @@ int store_session_delete(struct store *st, const char *clientid)
 	if(!rc){
 		rc = store_op_append(st, OP_DEL, DB_SEQNO, key, sizeof(key));
 	}
+	if(!rc){
+		rc = store_op_append(st, OP_DEL, DB_TALLY, key, sizeof(key));
+	}
 	return rc;
 }
 
@@ -273,6 +276,37 @@ int store_seqno_put(struct store *st, const char *clientid, uint64_t last)
 	buf_reset(&st->pt);
 	buf_put_varint(&st->pt, last);
 	return store_op_append(st, OP_PUT, DB_SEQNO, key, sizeof(key));
+}
+
+int store_tally_put(struct store *st, const char *clientid, const struct rec_tally *t)
+{
+	uint8_t key[HASH_LEN];
+
+	if(store_hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	if(!t->count){
+		return store_op_append(st, OP_DEL, DB_TALLY, key, sizeof(key));
+	}
+	buf_reset(&st->pt);
+	record_encode_tally(&st->pt, t);
+	return store_op_append(st, OP_PUT, DB_TALLY, key, sizeof(key));
+}
+
+bool store_tallies_kept(const struct store *st)
+{
+	return st->tallies_epoch && st->tallies_epoch + 1 == st->epoch;
+}
+
+int store_tallies_claim(struct store *st, bool kept)
+{
+	static const char name[] = "tallies";
+	uint8_t be[4];
+
+	put_be32(be, kept ? st->epoch : 0);
+	buf_reset(&st->pt);
+	buf_put(&st->pt, be, sizeof(be));
+	return store_op_append(st, OP_PUT, DB_META, (const uint8_t *)name, sizeof(name) - 1);
 }
 
 static int sub_key(struct store *st, const char *clientid, const char *filter, uint8_t *key)

@@ -117,6 +117,7 @@ struct store {
 	bool upgrade_refs;   /* schema 1 or 2: no reference counts yet */
 	bool upgraded_seal;  /* this open converted schema 3 to 4 */
 	uint32_t epoch;
+	uint32_t tallies_epoch;  /* meta "tallies" at open: the last open that kept them; 0: none */
 	size_t map_size;
 	/* Buffered writes: OP_HEADER | key | value, applied by store_commit. */
 	struct buf ops;

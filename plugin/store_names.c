@@ -10,7 +10,7 @@
 #include <string.h>
 
 const char *const store_db_names[DB_COUNT] = {
-	"meta", "msgs", "queues", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno", "refs"
+	"meta", "msgs", "queues", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno", "refs", "tallies"
 };
 const char store_legacy_queue_name[] = "queue";
 

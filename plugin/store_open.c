@@ -222,6 +222,10 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 			snprintf(err, errlen, "the journal mark of %s is damaged", st->path);
 			return STORE_ERR_CORRUPT;
 		}
+		/* Unreadable, it only means the tallies are counted again. */
+		if(meta_get(st, txn, "tallies", val, sizeof(val), &len) == 0 && len == 4){
+			st->tallies_epoch = get_be32(val);
+		}
 		if(st->read_only){
 			st->epoch = epoch;
 			return STORE_OK;

@@ -14,6 +14,7 @@ struct walk {
 	size_t plen;
 	bool offline_only;  /* skip records whose client hash (the key's start) is in DB_ONLINE */
 	const uint8_t *from;  /* DB_QUEUE with a client's prefix: the first seq (u64 BE), or NULL */
+	bool back;            /* DB_QUEUE with a client's prefix: newest first */
 };
 
 static void reject(struct store *st, enum store_db db, const char *why)
@@ -185,8 +186,15 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 			v.mv_size = QUEUE_SEQ_LEN;
 			*op = MDB_GET_BOTH_RANGE;
 		}
-		rc = mdb_cursor_get(cur, &k, &v, *op);
-		*op = MDB_NEXT;
+		if(*op == MDB_SET){
+			rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+			if(rc == 0){
+				rc = mdb_cursor_get(cur, &k, &v, MDB_LAST_DUP);
+			}
+		}else{
+			rc = mdb_cursor_get(cur, &k, &v, *op);
+		}
+		*op = w->back ? MDB_PREV_DUP : MDB_NEXT;
 		if(rc == MDB_NOTFOUND
 				|| (rc == 0 && w->plen && (k.mv_size < w->plen || memcmp(k.mv_data, w->prefix, w->plen) != 0))){
 			*end = true;
@@ -304,7 +312,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 	}
 	batch[0] = batch_new();
 	batch[1] = batch_new();
-	op = w->plen ? MDB_SET_RANGE : MDB_FIRST;
+	op = w->back ? MDB_SET : w->plen ? MDB_SET_RANGE : MDB_FIRST;
 	rc = batch[0] && batch[1] ? batch_fill(w, cur, &op, batch[0], &end) : STORE_ERR_NOMEM;
 	if(rc == STORE_OK){
 		batch_open(st->seal, batch[0]);
@@ -416,7 +424,7 @@ static int visit_will(const MDB_val *k, const uint8_t *pt, size_t len, void *fn,
 int store_walk_db(struct store *st, enum store_db db, const uint8_t *prefix, size_t plen,
 		decode_visit_fn visit, void *fn, void *ctx)
 {
-	struct walk w = {st, db, prefix, plen, false, NULL};
+	struct walk w = {st, db, prefix, plen, false, NULL, false};
 	return walk_run(&w, visit, fn, ctx);
 }
 
@@ -491,7 +499,7 @@ int store_walk_subs(struct store *st, const char *clientid, sub_visit_fn fn, voi
 
 int store_walk_offline_subs(struct store *st, sub_visit_fn fn, void *ctx)
 {
-	struct walk w = {st, DB_SUBS, NULL, 0, true, NULL};
+	struct walk w = {st, DB_SUBS, NULL, 0, true, NULL, false};
 	return walk_run(&w, visit_sub, (void *)fn, ctx);
 }
 
@@ -538,12 +546,23 @@ int store_walk_queue(struct store *st, const char *clientid, queue_visit_fn fn, 
 int store_walk_queue_from(struct store *st, const char *clientid, uint64_t from, queue_visit_fn fn, void *ctx)
 {
 	uint8_t prefix[HASH_LEN], seq[8];
-	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, seq};
+	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, seq, false};
 
 	if(store_hash_name(st, H_CLIENT, clientid, prefix)){
 		return STORE_ERR_CRYPTO;
 	}
 	put_be64(seq, from);
+	return walk_run(&w, visit_queue, (void *)fn, ctx);
+}
+
+int store_walk_queue_back(struct store *st, const char *clientid, queue_visit_fn fn, void *ctx)
+{
+	uint8_t prefix[HASH_LEN];
+	struct walk w = {st, DB_QUEUE, prefix, sizeof(prefix), false, NULL, true};
+
+	if(store_hash_name(st, H_CLIENT, clientid, prefix)){
+		return STORE_ERR_CRYPTO;
+	}
 	return walk_run(&w, visit_queue, (void *)fn, ctx);
 }
 
@@ -603,6 +622,53 @@ int store_seqno_get(struct store *st, const char *clientid, uint64_t *last)
 		return STORE_ERR_CRYPTO;
 	}
 	return store_walk_db(st, DB_SEQNO, key, sizeof(key), visit_seqno, NULL, last);
+}
+
+struct tally_read {
+	struct rec_tally *out;
+	bool found;
+};
+
+static int visit_tally(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct tally_read *tr = ctx;
+
+	(void)k;
+	(void)fn;
+	if(record_decode_tally(pt, len, tr->out)){
+		*tr->out = (struct rec_tally){0};
+		return -1;
+	}
+	tr->found = true;
+	*cb_rc = 0;
+	return 0;
+}
+
+/* A record there that does not authenticate or decode: STORE_ERR_CORRUPT. */
+int store_tally_get(struct store *st, const char *clientid, struct rec_tally *out)
+{
+	uint8_t key[HASH_LEN];
+	struct tally_read tr = {out, false};
+	uint64_t rejected;
+	int rc;
+
+	*out = (struct rec_tally){0};
+	if(!st->dbi[DB_TALLY]){
+		return STORE_OK;
+	}
+	if(store_hash_name(st, H_CLIENT, clientid, key)){
+		return STORE_ERR_CRYPTO;
+	}
+	pthread_mutex_lock(&st->lock);
+	rejected = st->stats.records_rejected;
+	pthread_mutex_unlock(&st->lock);
+	rc = store_walk_db(st, DB_TALLY, key, sizeof(key), visit_tally, NULL, &tr);
+	pthread_mutex_lock(&st->lock);
+	if(rc == STORE_OK && !tr.found && st->stats.records_rejected != rejected){
+		rc = STORE_ERR_CORRUPT;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return rc;
 }
 
 int store_walk_dedup(struct store *st, dedup_visit_fn fn, void *ctx)

@@ -1876,11 +1876,11 @@ static void test_walk_stops_on_callback_value(void **state)
 	coll_free(&c);
 	assert_uint_equal(stats_of(st).records_rejected, 0);
 
-	/* Pending-op accounting: store_session_delete is six operations (session,
-	 * subscriptions, queue, will, online marker, sequence number). */
+	/* Pending-op accounting: store_session_delete is seven operations (session,
+	 * subscriptions, queue, will, online marker, sequence number, queue tally). */
 	assert_int_equal(store_msg_release(st, 1), STORE_OK);
 	assert_int_equal(store_session_delete(st, "c1"), STORE_OK);
-	assert_uint_equal(stats_of(st).pending_ops, 7);
+	assert_uint_equal(stats_of(st).pending_ops, 8);
 	commit_ok(st);
 	assert_uint_equal(stats_of(st).pending_ops, 0);
 	assert_uint_equal(stats_of(st).commits, 2);
@@ -2854,6 +2854,96 @@ static int cb_nested_queue(void *ctx, const struct rec_session *s)
 	return 0;
 }
 
+/* A client's queue newest first, across batches, and no other client's. */
+static void test_walk_queue_back(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct coll c = {0};
+	const size_t n = 700;
+
+	for(uint64_t i = 1; i <= n; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, i % 2 ? "odd" : "even", i, &q), STORE_OK);
+	}
+	commit_ok(st);
+
+	assert_int_equal(store_walk_queue_back(st, "big", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, n);
+	for(size_t i = 0; i < n; i++){
+		assert_uint_equal(c.v[i].id & ((UINT64_C(1) << STORE_SEQ_SHIFT) - 1), n - i);
+	}
+	coll_free(&c);
+	assert_int_equal(store_walk_queue_back(st, "odd", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, n / 2);
+	assert_uint_equal(c.v[0].id & ((UINT64_C(1) << STORE_SEQ_SHIFT) - 1), n - 1);
+	coll_free(&c);
+	c.stop_after = 3;
+	c.stop_rc = 5;
+	assert_int_equal(store_walk_queue_back(st, "even", cb_queue, &c), 5);
+	assert_uint_equal(c.n, 3);
+	assert_uint_equal(c.v[2].id & ((UINT64_C(1) << STORE_SEQ_SHIFT) - 1), n - 4);
+	coll_free(&c);
+	assert_int_equal(store_walk_queue_back(st, "nobody", cb_queue, &c), STORE_OK);
+	assert_uint_equal(c.n, 0);
+	store_close(st);
+}
+
+/* Queue tallies: stored, deleted at a count of 0 and with the session, and
+ * trusted at the next open only after the open before it claimed them. */
+static void test_tallies(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct rec_tally t = {3, 300, 1700000000}, got;
+
+	assert_false(store_tallies_kept(st));
+	assert_int_equal(store_tally_put(st, "a", &t), STORE_OK);
+	t.count = 5;
+	assert_int_equal(store_tally_put(st, "b", &t), STORE_OK);
+	assert_int_equal(store_tallies_claim(st, true), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_tally_get(st, "a", &got), STORE_OK);
+	assert_uint_equal(got.count, 3);
+	assert_uint_equal(got.bytes, 300);
+	assert_int_equal(got.earliest_expiry, 1700000000);
+	assert_int_equal(store_tally_get(st, "nobody", &got), STORE_OK);
+	assert_uint_equal(got.count, 0);
+	store_close(st);
+
+	st = open_store(fx, 0, 0);
+	assert_true(store_tallies_kept(st));
+	t.count = 0;
+	assert_int_equal(store_tally_put(st, "a", &t), STORE_OK);
+	assert_int_equal(store_session_delete(st, "b"), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_tally_get(st, "a", &got), STORE_OK);
+	assert_uint_equal(got.count, 0);
+	assert_int_equal(store_tally_get(st, "b", &got), STORE_OK);
+	assert_uint_equal(got.count, 0);
+	store_close(st);
+
+	/* That open did not claim them; a read-only open changes nothing. */
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	assert_false(store_tallies_kept(st));
+	assert_int_equal(store_tallies_claim(st, true), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	assert_true(store_tallies_kept(st));
+	assert_int_equal(store_tallies_claim(st, false), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	assert_false(store_tallies_kept(st));
+	store_close(st);
+}
+
 static void test_walk_in_batches(void **state)
 {
 	struct fx *fx = *state;
@@ -2999,6 +3089,8 @@ int main(void)
 		T(test_schema2_counts_built),
 		T(test_schema3_converted),
 		T(test_salt_record_damaged),
+		T(test_walk_queue_back),
+		T(test_tallies),
 		T(test_walk_in_batches),
 	};
 #undef T
