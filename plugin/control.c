@@ -334,6 +334,9 @@ static int purge_queue(struct request *rq)
 	}
 	free(si.purge);
 	if(rc == STORE_OK){
+		features_queue_purged(rq->pl, clientid);
+	}
+	if(rc == STORE_OK){
 		rc = features_commit(rq->pl);
 	}
 	if(rc != STORE_OK){

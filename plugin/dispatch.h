@@ -37,6 +37,8 @@ void features_session_added(struct plugin *pl, const struct rec_session *s);
 void features_session_updated(struct plugin *pl, const struct rec_session *s);
 /* Every feature forgets the session of clientid. */
 void features_session_gone(struct plugin *pl, const char *clientid);
+/* An operator emptied the client's stored queue. */
+void features_queue_purged(struct plugin *pl, const char *clientid);
 void features_subscription(struct plugin *pl, const struct rec_sub *s, bool gone);
 void features_will(struct plugin *pl, const struct rec_will *w);
 void features_will_gone(struct plugin *pl, const char *clientid);

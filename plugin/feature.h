@@ -117,7 +117,7 @@ void dedup_client_gone(struct plugin *pl, const char *clientid, bool session_end
 /* An outgoing entry of a stored session, added by the broker or restored. */
 void retention_add(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint16_t mid, uint8_t qos,
 		uint64_t store_id);
-void retention_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id);
+void retention_remove(struct plugin *pl, const char *clientid, uint64_t cmsg_id, uint8_t qos, uint64_t store_id);
 void retention_session_gone(struct plugin *pl, const char *clientid);
 void retention_online(struct plugin *pl, const char *clientid, bool online);
 void retention_tick(struct plugin *pl);
@@ -125,6 +125,12 @@ void retention_tick(struct plugin *pl);
  * session whose queue stays stored. */
 void retention_stored_begin(struct plugin *pl);
 void retention_stored(struct plugin *pl, const char *clientid);
+/* Disk mode, at restore: a session the journal names, handed over whole. */
+void retention_recount(struct plugin *pl, const char *clientid);
+/* The client's stored queue was emptied. */
+void retention_purged(struct plugin *pl, const char *clientid);
+/* Disk mode: buffers the tallies that changed (before every journal mark). */
+void retention_flush(struct plugin *pl);
 /* A client of a stored session authenticates: what expired goes now. */
 void retention_auth(struct plugin *pl, const char *clientid);
 struct retention *retention_new(void);
@@ -216,8 +222,8 @@ struct handed_notes {
 	 * time was counted when it was stored). */
 	void (*outgoing)(struct plugin *pl, const char *clientid, uint64_t seq, uint16_t mid, uint8_t qos,
 			uint64_t store_id);
-	/* An entry the broker refused: removed from the store. */
-	void (*refused)(struct plugin *pl, const char *clientid, uint64_t seq);
+	/* An entry of a hand-back the broker refused: removed from the store. */
+	void (*refused)(struct plugin *pl, const char *clientid, uint64_t seq, uint8_t qos, uint64_t store_id);
 	/* A session's queue is about to be handed over. */
 	void (*session)(struct plugin *pl, const char *clientid);
 	/* An outgoing entry handed over with its plugin_opt_seq_property number n

@@ -131,7 +131,7 @@ bool features_entry_gone(struct plugin *pl, struct entry *e)
 	if(pl->cfg.seq_property){
 		seq_remove(pl, e->clientid, e->seq);
 	}
-	retention_remove(pl, e->clientid, e->seq);
+	retention_remove(pl, e->clientid, e->seq, q->qos, q->store_id);
 	return true;
 }
 
@@ -158,6 +158,11 @@ void features_session_gone(struct plugin *pl, const char *clientid)
 	backlog_session_gone(pl, clientid);
 	incoming_forget(pl, clientid);
 	journal_session_gone(pl, clientid);
+}
+
+void features_queue_purged(struct plugin *pl, const char *clientid)
+{
+	retention_purged(pl, clientid);
 }
 
 void features_subscription(struct plugin *pl, const struct rec_sub *s, bool gone)
@@ -285,6 +290,9 @@ int features_restore_queue(struct plugin *pl, struct handover *h, const char *cl
 	int rc = 0;
 
 	h->clientid = clientid;
+	if(backlog_on(pl) && journaled){
+		retention_recount(pl, clientid);
+	}
 	if(!backlog_on(pl) || journaled){
 		handover_session(h, 0);
 	}else{

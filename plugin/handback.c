@@ -215,7 +215,9 @@ static int hand_over(struct handover *h, uint64_t seq, const struct rec_queue *q
 	}
 	/* Kept, it would come back after newer messages at a later restart. */
 	store_queue_remove(h->pl->store, h->clientid, seq, q->store_id);
-	h->pl->handed->refused(h->pl, h->clientid, seq);
+	if(h->load && q->direction == MSG_DIR_OUT){
+		h->pl->handed->refused(h->pl, h->clientid, seq, q->qos, q->store_id);
+	}
 	h->failed++;
 	if(rc == BROKER_NOT_FOUND){
 		h->orphaned++;

@@ -8,6 +8,7 @@
  * the store by now (events come before the packets they cause): mark it. */
 void journal_mark(struct plugin *pl)
 {
+	retention_flush(pl);
 	if(pl->journal){
 		journal_mark_to(pl, journal_last_lsn(pl->journal));
 	}
@@ -16,6 +17,7 @@ void journal_mark(struct plugin *pl)
 /* Marks up to lsn only: a QoS 2 routing in progress (journal_q2_out). */
 void journal_mark_to(struct plugin *pl, uint64_t lsn)
 {
+	retention_flush(pl);
 	if(lsn > pl->marked_lsn && store_journal_mark(pl->store, lsn) == STORE_OK){
 		pl->marked_lsn = lsn;
 	}

@@ -105,6 +105,49 @@ def test_drop_oldest_after_a_restart(broker):
     assert _drain(broker, expect=5) == list(range(16, 21))
 
 
+COUNTING = "counting the stored queues for the queue limits and expiry once"
+
+
+def test_limits_kept_on_disk_across_restarts(broker, queue_storage):
+    """Disk mode keeps each session's tally (count, bytes, earliest expiry)
+    in the database, in the commit that changes the queue: a restart,
+    clean or kill -9, reads the tallies instead of every queue, and the
+    limit holds exactly. A run that did not keep them (here one without
+    limits) makes the next start count every stored queue once."""
+    if queue_storage == "memory":
+        pytest.skip("memory mode keeps no tallies: the broker restores every queue")
+    broker.plugin_opts["max_queued_messages"] = "5"
+    broker.plugin_opts["queue_full"] = "drop-oldest"
+    broker.start()
+    _offline_sub(broker)
+    broker.settle()
+    _publish(broker, range(1, 9))
+    _wait_stats(broker, lambda s: s["droppedQueueFull"] == 3, "3 dropped")
+    broker.restart("term")
+    _publish(broker, range(9, 11))
+    _wait_stats(broker, lambda s: s["droppedQueueFull"] == 2, "2 dropped after a clean restart")
+    broker.settle()
+    _publish(broker, range(11, 13))
+    broker.restart("kill")
+    _wait_stats(broker, lambda s: s["droppedQueueFull"] == 2, "2 dropped after kill -9")
+    time.sleep(1.5)
+    assert control_stats(broker)["droppedQueueFull"] == 2
+    assert _drain(broker, expect=5) == list(range(8, 13))
+    for run in (1, 2, 3):
+        assert COUNTING not in broker.log(run), run
+
+    del broker.plugin_opts["max_queued_messages"]
+    broker.restart("term")
+    _publish(broker, range(13, 20))
+    broker.plugin_opts["max_queued_messages"] = "5"
+    broker.restart("term")
+    assert COUNTING in broker.log(), broker.plugin_lines()
+    _wait_stats(broker, lambda s: s["droppedQueueFull"] == 2, "2 dropped after counting")
+    broker.restart("term")
+    assert COUNTING not in broker.log()
+    assert _drain(broker, expect=5) == list(range(15, 20))
+
+
 class _AcksFirst(Client):
     """Acknowledges the first n messages it receives, and no more."""
 
