@@ -54,6 +54,9 @@ struct rec_sub {
 	uint8_t options;
 };
 
+/* rec_queue.direction of an outgoing entry (the broker's mosq_bmd_out). */
+#define REC_DIR_OUT 1
+
 struct rec_queue {
 	uint64_t store_id;
 	uint32_t subscription_identifier;

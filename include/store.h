@@ -173,6 +173,13 @@ struct store_refs {
 };
 /* With delete_orphans the wrong counts are corrected too. */
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out);
+/* The queue tallies against the queues, when the last writer kept them. */
+struct store_tallies {
+	bool kept;         /* false: none checked (the next start counts the queues) */
+	uint64_t checked;  /* clients with a tally or counted entries */
+	uint64_t wrong;    /* tallies that do not match their queue */
+};
+int store_check_tallies(struct store *st, struct store_tallies *out);
 
 /* Walks every key and value of every database without decrypting, to find
  * structural damage; a fault inside LMDB while doing so (SIGBUS, SIGSEGV,
@@ -220,9 +227,10 @@ int store_tally_put(struct store *st, const char *clientid, const struct rec_tal
 /* Zeroes *out when the client has none; STORE_ERR_CORRUPT (zeroed) when
  * its record does not authenticate or decode. */
 int store_tally_get(struct store *st, const char *clientid, struct rec_tally *out);
-/* Whether the last writable open before this one kept the tallies, so
- * they match the queues: any other writer (the CLI, an earlier release, a
- * run without limits) leaves meta "tallies" behind its epoch. */
+/* Whether the last writable open before this one (read-only: the last
+ * writable open) kept the tallies, so they match the queues: any other
+ * writer (the CLI, an earlier release, a run without limits) leaves meta
+ * "tallies" behind its epoch. */
 bool store_tallies_kept(const struct store *st);
 /* Buffers meta "tallies" = this open's epoch (kept: this run keeps them),
  * or 0 (they are to be counted again). */

@@ -295,7 +295,7 @@ int store_tally_put(struct store *st, const char *clientid, const struct rec_tal
 
 bool store_tallies_kept(const struct store *st)
 {
-	return st->tallies_epoch && st->tallies_epoch + 1 == st->epoch;
+	return st->tallies_epoch && st->tallies_epoch + (st->read_only ? 0 : 1) == st->epoch;
 }
 
 int store_tallies_claim(struct store *st, bool kept)

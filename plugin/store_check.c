@@ -603,3 +603,149 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 	free(subs.v);
 	return rc;
 }
+
+/* ---- queue tallies ---- */
+
+/* One client's tally, stored or summed from its queue, by client hash. */
+struct tally_of {
+	uint8_t hash[HASH_LEN];
+	struct rec_tally t;
+};
+
+struct tally_list {
+	struct tally_of *v;
+	size_t n, cap;
+};
+
+struct body_size {
+	uint64_t bytes;
+	int64_t expiry;
+};
+
+struct queue_sum {
+	struct tally_list *list;
+	const struct u64map *bodies;
+};
+
+/* The walks come in key order: a client's records follow each other. */
+static struct tally_of *tally_at(struct tally_list *l, const uint8_t *hash)
+{
+	if(l->n && !memcmp(l->v[l->n - 1].hash, hash, HASH_LEN)){
+		return &l->v[l->n - 1];
+	}
+	if(ARRAY_GROW(l->v, l->n, l->cap, 64)){
+		return NULL;
+	}
+	memset(&l->v[l->n], 0, sizeof(l->v[0]));
+	memcpy(l->v[l->n].hash, hash, HASH_LEN);
+	return &l->v[l->n++];
+}
+
+static int note_body_size(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
+{
+	struct body_size *b = u64map_add(ctx, store_id);
+
+	if(!b){
+		return STORE_ERR_NOMEM;
+	}
+	*b = (struct body_size){m->payload.len, m->expiry_time};
+	return 0;
+}
+
+static int visit_queue_sum(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct queue_sum *qs = ctx;
+	const struct body_size *b;
+	struct tally_of *s;
+	struct rec_queue q;
+
+	(void)fn;
+	if(k->mv_size != QUEUE_KEY_LEN || record_decode_queue(pt, len, &q)){
+		return -1;
+	}
+	*cb_rc = 0;
+	if(q.direction != REC_DIR_OUT || q.qos == 0){
+		return 0;
+	}
+	if(!(s = tally_at(qs->list, k->mv_data))){
+		*cb_rc = STORE_ERR_NOMEM;
+		return 0;
+	}
+	s->t.count++;
+	if((b = u64map_get(qs->bodies, q.store_id))){
+		s->t.bytes += b->bytes;
+		if(b->expiry && (!s->t.earliest_expiry || b->expiry < s->t.earliest_expiry)){
+			s->t.earliest_expiry = b->expiry;
+		}
+	}
+	return 0;
+}
+
+static int visit_tally_sum(const MDB_val *k, const uint8_t *pt, size_t len, void *fn, void *ctx, int *cb_rc)
+{
+	struct tally_of *s;
+	struct rec_tally t;
+
+	(void)fn;
+	if(k->mv_size != HASH_LEN || record_decode_tally(pt, len, &t)){
+		return -1;
+	}
+	*cb_rc = 0;
+	if(!(s = tally_at(ctx, k->mv_data))){
+		*cb_rc = STORE_ERR_NOMEM;
+		return 0;
+	}
+	s->t = t;
+	return 0;
+}
+
+/* The same count and bytes, and an earliest expiry no later than the
+ * queue's: the stored one is a lower bound, 0 only when nothing expires. */
+static bool tally_agrees(const struct rec_tally *stored, const struct rec_tally *sum)
+{
+	return stored->count == sum->count && stored->bytes == sum->bytes
+		&& (!sum->earliest_expiry || (stored->earliest_expiry && stored->earliest_expiry <= sum->earliest_expiry));
+}
+
+int store_check_tallies(struct store *st, struct store_tallies *out)
+{
+	struct tally_list sums = {0}, stored = {0};
+	struct u64map bodies;
+	struct queue_sum qs = {&sums, &bodies};
+	int rc = STORE_OK;
+
+	memset(out, 0, sizeof(*out));
+	out->kept = store_tallies_kept(st);
+	if(!out->kept){
+		return STORE_OK;
+	}
+	u64map_init(&bodies, sizeof(struct body_size));
+	pthread_mutex_lock(&st->txn_lock);
+	rc = store_walk_msgs(st, note_body_size, &bodies);
+	if(rc == STORE_OK){
+		rc = store_walk_db(st, DB_QUEUE, NULL, 0, visit_queue_sum, NULL, &qs);
+	}
+	if(rc == STORE_OK){
+		rc = store_walk_db(st, DB_TALLY, NULL, 0, visit_tally_sum, NULL, &stored);
+	}
+	pthread_mutex_unlock(&st->txn_lock);
+	for(size_t i = 0, j = 0; rc == STORE_OK && (i < sums.n || j < stored.n);){
+		int cmp = i == sums.n ? 1 : j == stored.n ? -1 : memcmp(sums.v[i].hash, stored.v[j].hash, HASH_LEN);
+		if(cmp < 0){
+			out->wrong++;   /* counted entries, no tally */
+			i++;
+		}else if(cmp > 0){
+			out->wrong += stored.v[j].t.count != 0;
+			j++;
+		}else{
+			out->wrong += !tally_agrees(&stored.v[j].t, &sums.v[i].t);
+			i++;
+			j++;
+		}
+		out->checked++;
+	}
+	free(sums.v);
+	free(stored.v);
+	u64map_free(&bodies);
+	return rc;
+}

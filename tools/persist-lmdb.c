@@ -605,6 +605,7 @@ static int cmd_verify(const struct settings *s)
 {
 	struct counts c = {0};
 	struct store_refs refs;
+	struct store_tallies tallies;
 	struct store_stats ss;
 	struct store *st;
 	uint64_t problems;
@@ -632,6 +633,9 @@ static int cmd_verify(const struct settings *s)
 	if(rc == STORE_OK){
 		rc = store_check_refs(st, false, &refs);
 	}
+	if(rc == STORE_OK){
+		rc = store_check_tallies(st, &tallies);
+	}
 	uint64_t pending = 0, cut_short = 0;
 	if(rc == STORE_OK && journal_pending(s, st, &pending, &cut_short) != EXIT_DONE){
 		store_close(st);
@@ -656,11 +660,17 @@ static int cmd_verify(const struct settings *s)
 	printf("queue entries without session  %12" PRIu64 "\n", refs.queue_without_session);
 	printf("subscriptions without session  %12" PRIu64 "\n", refs.subs_without_session);
 	printf("wrong reference counts         %12" PRIu64 "\n", refs.refs_wrong);
+	if(tallies.kept){
+		printf("queue tallies checked          %12" PRIu64 "\n", tallies.checked);
+		printf("wrong queue tallies            %12" PRIu64 "\n", tallies.wrong);
+	}else{
+		printf("queue tallies                  not kept by the last run (counted at the next start)\n");
+	}
 	/* Not problems: what a crash leaves, applied at the next start. */
 	printf("journal records to apply       %12" PRIu64 "\n", pending);
 	printf("journal records cut short      %12" PRIu64 "\n", cut_short);
 	problems = ss.records_rejected + refs.orphan_msgs + refs.dangling_queue + refs.dangling_retained
-		+ refs.queue_without_session + refs.subs_without_session + refs.refs_wrong;
+		+ refs.queue_without_session + refs.subs_without_session + refs.refs_wrong + tallies.wrong;
 	if(problems){
 		printf("verify: %" PRIu64 " problem%s found\n", problems, problems == 1 ? "" : "s");
 	}else{

@@ -14,7 +14,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness import CONTROL_USER, V5, Client, assert_plugin_said, control_stats, numbered_payload, seqs_of
+from harness import CONTROL_USER, V5, Client, assert_plugin_said, control_stats, numbered_payload, run_cli, seqs_of
 
 
 @pytest.fixture(autouse=True, params=["memory", "disk"])
@@ -128,7 +128,10 @@ def test_limits_kept_on_disk_across_restarts(broker, queue_storage):
     _wait_stats(broker, lambda s: s["droppedQueueFull"] == 2, "2 dropped after a clean restart")
     broker.settle()
     _publish(broker, range(11, 13))
-    broker.restart("kill")
+    broker.kill()
+    # What the kill left: each stored tally matches its stored queue.
+    assert _verified_tallies(broker) == 1
+    broker.start()
     _wait_stats(broker, lambda s: s["droppedQueueFull"] == 2, "2 dropped after kill -9")
     time.sleep(1.5)
     assert control_stats(broker)["droppedQueueFull"] == 2
@@ -146,6 +149,17 @@ def test_limits_kept_on_disk_across_restarts(broker, queue_storage):
     broker.restart("term")
     assert COUNTING not in broker.log()
     assert _drain(broker, expect=5) == list(range(15, 20))
+    broker.stop()
+    assert _verified_tallies(broker) == 0
+
+
+def _verified_tallies(broker):
+    """persist-lmdb verify: no problem, the stored tallies checked; how many."""
+    r = run_cli(broker, "verify")
+    assert r.returncode == 0 and "verify: no problems found" in r.stdout, r.stdout + r.stderr
+    lines = dict(l.rsplit(None, 1) for l in r.stdout.splitlines() if "queue tallies" in l and l[-1].isdigit())
+    assert lines.get("wrong queue tallies") == "0", r.stdout
+    return int(lines["queue tallies checked"])
 
 
 class _AcksFirst(Client):

@@ -2944,6 +2944,55 @@ static void test_tallies(void **state)
 	store_close(st);
 }
 
+/* verify's tally check: a stored tally agrees with its queue's outgoing
+ * QoS 1/2 entries (count, bytes, an earliest expiry no later than theirs);
+ * one that does not, or one with no entries behind it, is wrong. */
+static void test_tallies_checked(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	struct msg_fx m1, m2;
+	struct rec_queue q1 = queue_make(1, 1), q2 = queue_make(2, 2), q3 = queue_make(3, 3);
+	struct rec_tally a = {2, 37 + 74, 995}, b = {1, 37, 900}, wrong_b = {1, 38, 900}, c = {1, 5, 0};
+	struct store_tallies chk;
+
+	msg_make(&m1, 1);   /* 37 bytes, expiry 995 */
+	msg_make(&m2, 2);   /* 74 bytes, expiry 1995 */
+	assert_int_equal(store_msg_put(st, 1, &m1.m), STORE_OK);
+	assert_int_equal(store_msg_put(st, 2, &m2.m), STORE_OK);
+	assert_int_equal(store_queue_append(st, "a", 1, &q1), STORE_OK);
+	assert_int_equal(store_queue_append(st, "a", 2, &q2), STORE_OK);
+	assert_int_equal(store_queue_append(st, "a", 3, &q3), STORE_OK);   /* QoS 0: not counted */
+	assert_int_equal(store_queue_append(st, "b", 1, &q1), STORE_OK);
+	assert_int_equal(store_tally_put(st, "a", &a), STORE_OK);
+	assert_int_equal(store_tally_put(st, "b", &b), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_check_tallies(st, &chk), STORE_OK);
+	assert_false(chk.kept);
+	assert_int_equal(store_tallies_claim(st, true), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	assert_int_equal(store_check_tallies(st, &chk), STORE_OK);
+	assert_true(chk.kept);
+	assert_uint_equal(chk.checked, 2);
+	assert_uint_equal(chk.wrong, 0);
+	store_close(st);
+
+	st = open_store(fx, 0, 0);
+	assert_int_equal(store_tally_put(st, "b", &wrong_b), STORE_OK);
+	assert_int_equal(store_tally_put(st, "c", &c), STORE_OK);
+	assert_int_equal(store_tallies_claim(st, true), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+	st = open_store(fx, 0, STORE_READ_ONLY);
+	assert_int_equal(store_check_tallies(st, &chk), STORE_OK);
+	assert_uint_equal(chk.checked, 3);
+	assert_uint_equal(chk.wrong, 2);
+	store_close(st);
+}
+
 static void test_walk_in_batches(void **state)
 {
 	struct fx *fx = *state;
@@ -3091,6 +3140,7 @@ int main(void)
 		T(test_salt_record_damaged),
 		T(test_walk_queue_back),
 		T(test_tallies),
+		T(test_tallies_checked),
 		T(test_walk_in_batches),
 	};
 #undef T
