@@ -56,8 +56,11 @@ struct handover *features_restore_begin(struct plugin *pl, const struct handover
 /* BROKER_OK or why not. */
 int features_restore_body(struct plugin *pl, uint64_t store_id, const struct rec_base_msg *m);
 int features_restore_retained(struct plugin *pl, uint64_t store_id);
-/* clientid's queue (journaled: the journal names the session); -1 on failure. */
-int features_restore_queue(struct plugin *pl, struct handover *h, const char *clientid, bool journaled);
+/* clientid's queue (journaled: the journal names its entries, which go to
+ * the broker; changed: the journal's changes were applied to its stored
+ * queue); -1 on failure. */
+int features_restore_queue(struct plugin *pl, struct handover *h, const char *clientid, bool journaled,
+		bool changed);
 /* What the hand-over did; it is freed (h may be NULL). */
 struct restore_counts {
 	unsigned long queued;           /* entries handed to the broker */

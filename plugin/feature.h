@@ -124,7 +124,8 @@ void retention_tick(struct plugin *pl);
 /* Disk mode, at restore: the stored bodies, then the entries of each
  * session whose queue stays stored. */
 void retention_stored_begin(struct plugin *pl);
-void retention_stored(struct plugin *pl, const char *clientid);
+/* changed: the journal changed its stored queue, so its tally is counted again. */
+void retention_stored(struct plugin *pl, const char *clientid, bool changed);
 /* Disk mode, at restore: a session the journal names, handed over whole. */
 void retention_recount(struct plugin *pl, const char *clientid);
 /* The client's stored queue was emptied. */

@@ -285,7 +285,8 @@ int features_restore_retained(struct plugin *pl, uint64_t store_id)
 
 /* In disk mode a session's queue stays stored, except one the journal
  * names: that one is handed over whole and released at the first tick. */
-int features_restore_queue(struct plugin *pl, struct handover *h, const char *clientid, bool journaled)
+int features_restore_queue(struct plugin *pl, struct handover *h, const char *clientid, bool journaled,
+		bool changed)
 {
 	int rc = 0;
 
@@ -303,7 +304,7 @@ int features_restore_queue(struct plugin *pl, struct handover *h, const char *cl
 		if(backlog_defer(pl, clientid, journaled)){
 			rc = -1;
 		}else if(!journaled){
-			retention_stored(pl, clientid);
+			retention_stored(pl, clientid, changed);
 		}
 	}
 	h->clientid = NULL;

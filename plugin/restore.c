@@ -25,6 +25,8 @@ struct restore {
 	size_t n_j, cap_j;
 	struct jrec **by_entry;   /* the queue-entry records, by client id and seq */
 	size_t n_by_entry;
+	struct jrec **by_change;  /* the records journal_apply changes a stored queue by, by client id */
+	size_t n_by_change;
 	unsigned long replayed, applied;
 	struct handover *h;           /* each session's queue, handed over in turn */
 	struct handover_journal jhooks;  /* what the journal says about its entries */
@@ -219,11 +221,12 @@ static int restore_will(void *ctx, const struct rec_will *w)
 	return 0;
 }
 
-static bool journal_mentions(struct restore *r, const char *clientid)
+/* Whether a list sorted by client id (entry_cmp) has one of clientid. */
+static bool listed(struct jrec *const *list, size_t n, const char *clientid)
 {
-	for(size_t lo = 0, hi = r->n_by_entry; lo < hi;){
+	for(size_t lo = 0, hi = n; lo < hi;){
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(r->by_entry[mid]->r.clientid, clientid);
+		int c = strcmp(list[mid]->r.clientid, clientid);
 		if(!c){
 			return true;
 		}
@@ -275,7 +278,8 @@ static int restore_session(void *ctx, const struct rec_session *s)
 	}
 	r->sessions++;
 	store_walk_subs(r->pl->store, s->clientid, restore_sub, r);
-	if(features_restore_queue(r->pl, r->h, s->clientid, journal_mentions(r, s->clientid))){
+	if(features_restore_queue(r->pl, r->h, s->clientid, listed(r->by_entry, r->n_by_entry, s->clientid),
+			listed(r->by_change, r->n_by_change, s->clientid))){
 		r->failed++;
 	}
 	return 0;
@@ -320,6 +324,35 @@ static int note_found(void *ctx, uint64_t store_id, const struct rec_base_msg *m
 static bool names_entry(uint8_t kind)
 {
 	return kind == JREC_PUBREL_SENT || kind == JREC_RELEASED_IN;
+}
+
+/* Records journal_apply removes or adds an outgoing entry by. */
+static bool changes_queue(uint8_t kind)
+{
+	return kind == JREC_COMPLETED || kind == JREC_ENTRY;
+}
+
+/* The records of kind(s) pick, sorted by client id and seq. */
+static int journal_index(struct restore *r, bool (*pick)(uint8_t kind), struct jrec ***out, size_t *n_out)
+{
+	size_t n = 0;
+
+	for(size_t i = 0; i < r->n_j; i++){
+		n += pick(r->j[i].r.kind);
+	}
+	if(!n){
+		return 0;
+	}
+	if(!(*out = malloc(n * sizeof(**out)))){
+		return JOURNAL_ERR_NOMEM;
+	}
+	for(size_t i = 0; i < r->n_j; i++){
+		if(pick(r->j[i].r.kind)){
+			(*out)[(*n_out)++] = &r->j[i];
+		}
+	}
+	qsort(*out, *n_out, sizeof(**out), entry_cmp);
+	return 0;
 }
 
 /* An incoming QoS 2 message its publisher's session held before PUBREL. */
@@ -389,7 +422,6 @@ static int journal_apply(struct restore *r)
 static int journal_read(struct restore *r)
 {
 	uint64_t unreadable;
-	size_t n = 0;
 	int rc;
 
 	rc = journal_replay(r->pl->journal, store_journal_committed(r->pl->store), collect, r, &unreadable);
@@ -401,22 +433,8 @@ static int journal_read(struct restore *r)
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "persist-lmdb: %llu journal records were cut short by the "
 				"crash (never acknowledged); skipped", (unsigned long long)unreadable);
 	}
-	for(size_t i = 0; i < r->n_j; i++){
-		n += names_entry(r->j[i].r.kind);
-	}
-	if(n){
-		r->by_entry = malloc(n * sizeof(*r->by_entry));
-		if(!r->by_entry){
-			return JOURNAL_ERR_NOMEM;
-		}
-		for(size_t i = 0; i < r->n_j; i++){
-			if(names_entry(r->j[i].r.kind)){
-				r->by_entry[r->n_by_entry++] = &r->j[i];
-			}
-		}
-		qsort(r->by_entry, r->n_by_entry, sizeof(*r->by_entry), entry_cmp);
-	}
-	return 0;
+	rc = journal_index(r, names_entry, &r->by_entry, &r->n_by_entry);
+	return rc ? rc : journal_index(r, changes_queue, &r->by_change, &r->n_by_change);
 }
 
 struct route {
@@ -491,6 +509,7 @@ static void journal_done(struct restore *r)
 	}
 	free(r->j);
 	free(r->by_entry);
+	free(r->by_change);
 }
 
 /* ---- a QoS 2 routing done again ----

@@ -777,26 +777,35 @@ void retention_stored_begin(struct plugin *pl)
 	}
 }
 
-struct count_walk {
-	struct plugin *pl;
-	struct ret_session *s;
-};
-
-static int count_entry(void *ctx, uint64_t seq, const struct rec_queue *q)
+/* Counts s's stored queue, reading each body's size and expiry (from the
+ * notes a count of every queue made first, else from the store). */
+static int count_stored(struct plugin *pl, struct ret_session *s)
 {
-	struct count_walk *w = ctx;
-	const struct body_note *b;
+	struct entry_read rd;
+	uint64_t from = 0;
+	bool end = false;
+	int rc = STORE_OK;
 
-	(void)seq;
-	if(q->direction == MSG_DIR_OUT && q->qos > 0){
-		b = bodies_find(w->pl, q->store_id);
-		tally_more(w->s, b ? b->bytes : 0, b ? b->expiry : 0);
+	s->live = s->bytes = 0;
+	s->next_expiry = 0;
+	while(!end && (rc = entries_read(pl, s, from, false, DROPS_PER_TICK, &rd, &end)) == STORE_OK){
+		for(size_t i = 0; i < rd.n; i++){
+			tally_more(s, rd.e[i].bytes, rd.e[i].expire_at);
+		}
+		if(rd.n){
+			from = rd.e[rd.n - 1].seq + 1;
+		}
+		end = end || !rd.n;
+		free(rd.e);
 	}
-	return 0;
+	mark_dirty(pl, s);
+	return rc;
 }
 
-/* A session whose queue stays stored: its tally. */
-void retention_stored(struct plugin *pl, const char *clientid)
+/* A session whose queue stays stored: its tally, read, or counted when the
+ * stored one cannot be trusted (see retention_stored_begin), cannot be
+ * read, or misses the journal's changes to the queue. */
+void retention_stored(struct plugin *pl, const char *clientid, bool changed)
 {
 	struct retention *r = pl->retention;
 	struct rec_tally t;
@@ -811,23 +820,19 @@ void retention_stored(struct plugin *pl, const char *clientid)
 				"under the retention limits", clientid);
 		return;
 	}
-	if(!r->count_all && (rc = store_tally_get(pl->store, clientid, &t)) == STORE_OK){
+	if(!r->count_all && !changed && (rc = store_tally_get(pl->store, clientid, &t)) == STORE_OK){
 		s->live = t.count;
 		s->bytes = t.bytes;
 		s->next_expiry = t.earliest_expiry;
 	}else{
-		struct count_walk w = {pl, s};
 		if(rc != STORE_OK){
 			broker_log(BROKER_LOG_WARNING, "persist-lmdb: the queue tally of client %s is unreadable: "
 					"counting its stored queue", clientid);
 		}
-		s->live = s->bytes = 0;
-		s->next_expiry = 0;
-		if(store_walk_queue(pl->store, clientid, count_entry, &w) != STORE_OK){
+		if(count_stored(pl, s) != STORE_OK){
 			broker_log(BROKER_LOG_ERR, "persist-lmdb: cannot read the stored queue of client %s: "
-					"its messages are not under the retention limits", clientid);
+					"its messages are not all under the retention limits", clientid);
 		}
-		mark_dirty(pl, s);
 	}
 	if(!s->live && !s->dirty){
 		retention_session_gone(pl, clientid);

@@ -22,10 +22,12 @@ Checks, over the whole run, per subscriber and publisher:
 The restart's log must show no rejected record and no dropped queue entry.
 
 Run once with each plugin_opt_queue_storage: disk (the default: the broker
-hands sessions' queues back and forth) and memory (fewer rounds).
+hands sessions' queues back and forth) and memory (fewer rounds); and in disk
+mode with queue limits and offline_ttl set so high that they never act (a
+quarter of the rounds): verify then checks each session's queue tally.
 
 Environment: PERSIST_LMDB_CRASH_SEED (default below), PERSIST_LMDB_CRASH_ROUNDS
-(default 50; memory: two fifths of it), PERSIST_LMDB_CRASH_DUMP (a file: every
+(default 40; memory: two fifths of it, disk-limits a quarter), PERSIST_LMDB_CRASH_DUMP (a file: every
 send, ack and delivery as JSON, for analysis). Run with -s to see the counts; a failure shows them and
 the seed. The schedule (kill moments, who is connected) follows the seed;
 the traffic's timing does not, so a failure may need a few runs to recur.
@@ -46,7 +48,7 @@ from kill_load import SHOW, WAIT, Publisher, SubscriberClient, by_publisher, dra
 
 DEFAULT_SEED = 20250611
 SEED = int(os.environ.get("PERSIST_LMDB_CRASH_SEED") or DEFAULT_SEED)
-ROUNDS = int(os.environ.get("PERSIST_LMDB_CRASH_ROUNDS") or 50)
+ROUNDS = int(os.environ.get("PERSIST_LMDB_CRASH_ROUNDS") or 40)
 
 # A QoS 1 message delivered and acknowledged this long before a kill must
 # not come again: its deletion was committed (commits follow each other
@@ -160,10 +162,15 @@ def run_schedule(subs: list[Subscriber], events, start: float, rnd: int, until: 
         time.sleep(delay)
 
 
-@pytest.mark.parametrize("storage", ["disk", "memory"])
+@pytest.mark.parametrize("storage", ["disk", "disk-limits", "memory"])
 def test_crash_loop(broker, storage):
-    rounds = ROUNDS if storage == "disk" else max(1, ROUNDS * 2 // 5)
-    broker.plugin_opts["queue_storage"] = storage
+    rounds = {"disk": ROUNDS, "disk-limits": ROUNDS // 4, "memory": ROUNDS * 2 // 5}[storage] or 1
+    broker.plugin_opts["queue_storage"] = storage.split("-")[0]
+    if storage == "disk-limits":
+        # Queue limits and expiry that never act: their tallies are kept,
+        # and verify checks each against its queue after every kill.
+        broker.plugin_opts["max_queued_messages"] = "1000000"
+        broker.plugin_opts["offline_ttl"] = "7d"
     # The broker's default in-flight window (20): restarts differ past it.
     broker.max_inflight = None
     t0 = time.monotonic()

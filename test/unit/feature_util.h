@@ -245,7 +245,7 @@ static inline void restore_queue(struct plugin *pl, const struct handover_journa
 	struct handover *h = features_restore_begin(pl, j);
 
 	assert_non_null(h);
-	assert_int_equal(features_restore_queue(pl, h, clientid, journaled), 0);
+	assert_int_equal(features_restore_queue(pl, h, clientid, journaled, false), 0);
 	features_restore_done(pl, h, counts);
 }
 
