@@ -1,6 +1,7 @@
 /* retention.c without a broker: plugin_opt_max_queued_messages,
  * max_queued_bytes, queue_full and offline_ttl over offline sessions, in
- * memory mode, driven through the dispatch (features.c). The fake broker
+ * memory mode and (the tallies) in disk mode, driven through the dispatch
+ * (features.c). The fake broker
  * holds the session's queue: its drop (the only way the plugin can drop a
  * message) raises the delete event back within the call, as Mosquitto
  * does. */
@@ -250,6 +251,146 @@ static void test_session_gone(void **state)
 	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 0);
 }
 
+/* ---- disk mode: tallies ---- */
+
+static const struct plugin_config disk_cfg = {.queue_storage = QUEUE_STORAGE_DISK, .queue_window = 4,
+	.max_queued_messages = 3};
+
+static int disk_setup(void **state)
+{
+	struct feature_fx *fx = feature_fx_setup(state, sizeof(*fx), &disk_cfg, false);
+	struct rec_session s = {.clientid = "phone", .session_expiry_interval = 3600};
+
+	if(!fx){
+		return -1;
+	}
+	assert_int_equal(store_session_put(fx->pl.store, &s), STORE_OK);
+	return 0;
+}
+
+static int note_seq(void *ctx, uint64_t seq, const struct rec_queue *q)
+{
+	char *out = ctx;
+	size_t len = strlen(out);
+
+	(void)q;
+	snprintf(out + len, 256 - len, "%s%llu", len ? " " : "", (unsigned long long)(seq & SEQ_MASK));
+	return 0;
+}
+
+/* "phone"'s stored queue, once what is buffered is committed: "3 4 5". */
+static const char *stored(struct plugin *pl)
+{
+	static char out[256];
+
+	out[0] = '\0';
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	assert_int_equal(store_walk_queue(pl->store, "phone", note_seq, out), STORE_OK);
+	return out;
+}
+
+static struct rec_tally tally(struct plugin *pl)
+{
+	struct rec_tally t;
+
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	assert_int_equal(store_tally_get(pl->store, "phone", &t), STORE_OK);
+	return t;
+}
+
+/* A restart: the plugin opened again on its files, "phone"'s queue left
+ * stored (not named by the journal). */
+static void restart(struct feature_fx *fx)
+{
+	struct restore_counts counts;
+
+	feature_plugin_close(&fx->pl);
+	fake_reset();
+	fake.hook_ctx = fx;
+	assert_int_equal(feature_plugin_open(&fx->fs, &fx->pl, false), 0);
+	restore_queue(&fx->pl, NULL, "phone", false, &counts);
+	assert_int_equal(counts.queued, 0);
+}
+
+/* A database whose tallies nobody kept is counted once at the start; the
+ * tick drops the oldest from the store; the tally is stored with the drop,
+ * and the next start reads it instead of the queue. */
+static void test_disk_tally_kept(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+
+	pl->cfg.queue_full = QUEUE_FULL_DROP_OLDEST;
+	store_phone_queue(pl->store, 5);
+	restart(fx);
+	assert_true(fake_logged("counting the stored queues"));
+	features_tick(pl);
+	assert_string_equal(stored(pl), "3 4 5");
+	assert_int_equal(plugin_stats(pl).dropped_queue_full, 2);
+	assert_int_equal(fake_count(FAKE_ENTRY_DROP), 0);   /* the broker holds none of it */
+	struct rec_tally t = tally(pl);
+	assert_int_equal(t.count, 3);
+	assert_int_equal(t.bytes, 6);
+
+	restart(fx);
+	assert_false(fake_logged("counting the stored queues"));
+	features_tick(pl);
+	assert_string_equal(stored(pl), "3 4 5");
+	assert_int_equal(plugin_stats(pl).dropped_queue_full, 0);
+
+	/* A limit lowered across a restart acts on the stored tally. */
+	pl->cfg.max_queued_messages = 1;
+	restart(fx);
+	assert_false(fake_logged("counting the stored queues"));
+	features_tick(pl);
+	assert_string_equal(stored(pl), "5");
+	assert_int_equal(tally(pl).count, 1);
+}
+
+/* drop-new: the newest stored entries go, read from the back. */
+static void test_disk_drop_new(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+
+	pl->cfg.queue_full = QUEUE_FULL_DROP_NEW;
+	store_phone_queue(pl->store, 5);
+	restart(fx);
+	features_tick(pl);
+	assert_string_equal(stored(pl), "1 2 3");
+	assert_int_equal(tally(pl).count, 3);
+}
+
+/* Expired entries go from the store; the tally's earliest expiry becomes
+ * that of what stays. */
+static void test_disk_expiry(void **state)
+{
+	struct feature_fx *fx = *state;
+	struct plugin *pl = &fx->pl;
+	int64_t now = (int64_t)time(NULL);
+	int64_t expiry[] = {now - 5, now + 3600, now - 1, now + 60};
+
+	pl->cfg.max_queued_messages = 0;
+	pl->cfg.offline_ttl = 3600;
+	for(uint64_t i = 1; i <= 4; i++){
+		struct rec_base_msg m = {.topic = "inbox/phone", .payload = {payload, 10}, .qos = 1,
+			.expiry_time = expiry[i - 1]};
+		struct rec_queue q = {.store_id = 100 + i, .mid = (uint16_t)i, .qos = 1, .direction = MSG_DIR_OUT,
+			.state = MSG_STATE_QUEUED};
+		assert_int_equal(store_msg_put(pl->store, 100 + i, &m), STORE_OK);
+		assert_int_equal(store_queue_append(pl->store, "phone", i, &q), STORE_OK);
+	}
+	assert_int_equal(store_commit(pl->store), STORE_OK);
+	restart(fx);
+	features_tick(pl);
+	assert_string_equal(stored(pl), "2 4");
+	assert_int_equal(plugin_stats(pl).dropped_expired, 2);
+	struct rec_tally t = tally(pl);
+	assert_int_equal(t.count, 2);
+	assert_int_equal(t.bytes, 20);
+	assert_int_equal(t.earliest_expiry, now + 60);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -260,6 +401,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expiry, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_expired_dropped_at_auth, fx_setup, feature_fx_teardown),
 		cmocka_unit_test_setup_teardown(test_session_gone, fx_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_tally_kept, disk_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_drop_new, disk_setup, feature_fx_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_expiry, disk_setup, feature_fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
