@@ -25,8 +25,8 @@ done
 # and session expiry of a few seconds, or on traffic rates, would time out.
 # Two halves of about the same length, run side by side (valgrind keeps a
 # core busy; each test starts its own broker on its own port and directory).
-VALGRIND_TESTS_A="test_sessions.py test_cli.py test_dedup.py test_qos2_resume.py test_key_file.py"
-VALGRIND_TESTS_B="test_retained.py test_sub_options.py test_control_api.py test_faults.py test_seq_property.py"
+VALGRIND_TESTS_A="test_sessions.py test_qos2_resume.py test_key_file.py"
+VALGRIND_TESTS_B="test_retained.py test_sub_options.py test_control_api.py test_faults.py test_seq_property.py test_cli.py test_dedup.py"
 
 build_dir() {
 	local build=$1; shift
