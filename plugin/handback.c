@@ -375,6 +375,24 @@ void handover_free(struct handover *h)
 	h->n_held = h->cap_held = 0;
 }
 
+/* Packet ids in use: a hand-back's map holds at most a window's worth of
+ * its 65,536 bits, so it counts word by word, set bits only (a popcount
+ * per byte cost more than the rest of a hand-back's part of a session of
+ * 20 messages, in callgrind). */
+static unsigned mids_count(const uint8_t *mids)
+{
+	unsigned n = 0;
+
+	for(size_t i = 0; i < MID_MAP_BYTES; i += sizeof(uint64_t)){
+		uint64_t w;
+		memcpy(&w, mids + i, sizeof(w));
+		for(; w; w &= w - 1){
+			n++;
+		}
+	}
+	return n;
+}
+
 int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql)
 {
 	struct handover *h = calloc(1, sizeof(*h));
@@ -387,9 +405,7 @@ int queue_load(struct plugin *pl, const char *clientid, struct queue_load *ql)
 	h->clientid = clientid;
 	h->load = ql;
 	h->mids = ql->mids ? ql->mids : h->own_mids;
-	for(size_t i = 0; ql->mids && i < MID_MAP_BYTES; i++){
-		h->n_mids += (unsigned)__builtin_popcount(ql->mids[i]);
-	}
+	h->n_mids = ql->mids ? mids_count(ql->mids) : 0;
 	h->next_mid = ql->next_mid;
 	ql->next_seq = 0;
 	handover_session(h, ql->from);
