@@ -2854,6 +2854,16 @@ static int cb_nested_queue(void *ctx, const struct rec_session *s)
 	return 0;
 }
 
+/* Queues of n entries ("big") and n / 2 ("odd", "even"), buffered. */
+static void append_big_odd_even(struct store *st, size_t n)
+{
+	for(uint64_t i = 1; i <= n; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
+		assert_int_equal(store_queue_append(st, i % 2 ? "odd" : "even", i, &q), STORE_OK);
+	}
+}
+
 /* A client's queue newest first, across batches, and no other client's. */
 static void test_walk_queue_back(void **state)
 {
@@ -2862,11 +2872,7 @@ static void test_walk_queue_back(void **state)
 	struct coll c = {0};
 	const size_t n = 700;
 
-	for(uint64_t i = 1; i <= n; i++){
-		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
-		assert_int_equal(store_queue_append(st, i % 2 ? "odd" : "even", i, &q), STORE_OK);
-	}
+	append_big_odd_even(st, n);
 	commit_ok(st);
 
 	assert_int_equal(store_walk_queue_back(st, "big", cb_queue, &c), STORE_OK);
@@ -3000,11 +3006,7 @@ static void test_walk_in_batches(void **state)
 	struct coll c = {0};
 	const size_t n = 1000;
 
-	for(uint64_t i = 1; i <= n; i++){
-		struct rec_queue q = queue_make(i, (uint16_t)i);
-		assert_int_equal(store_queue_append(st, "big", i, &q), STORE_OK);
-		assert_int_equal(store_queue_append(st, i % 2 ? "odd" : "even", i, &q), STORE_OK);
-	}
+	append_big_odd_even(st, n);
 	const char *ids[] = {"big", "odd", "even"};
 	for(int i = 0; i < 3; i++){
 		struct rec_session s = session_make(ids[i], NULL, 1);
