@@ -178,6 +178,12 @@ static bool over_limit(const struct plugin *pl, const struct ret_session *s)
 		|| (pl->cfg.max_queued_bytes && s->bytes > pl->cfg.max_queued_bytes);
 }
 
+static void tally_clear(struct ret_session *s)
+{
+	s->live = s->bytes = 0;
+	s->next_expiry = 0;
+}
+
 static void tally_more(struct ret_session *s, uint32_t bytes, int64_t expiry)
 {
 	s->live++;
@@ -195,8 +201,7 @@ static void tally_less(struct plugin *pl, struct ret_session *s, uint32_t bytes)
 	s->live = s->live ? s->live - 1 : 0;
 	s->bytes = s->bytes > bytes ? s->bytes - bytes : 0;
 	if(!s->live){
-		s->bytes = 0;
-		s->next_expiry = 0;
+		tally_clear(s);
 	}
 	mark_dirty(pl, s);
 }
@@ -290,8 +295,7 @@ void retention_purged(struct plugin *pl, const char *clientid)
 	struct ret_session *s = client_find(&pl->retention->sessions, clientid);
 
 	if(s && backlog_on(pl)){
-		s->live = s->bytes = 0;
-		s->next_expiry = 0;
+		tally_clear(s);
 		s->pass_from = 0;
 		mark_dirty(pl, s);
 	}
@@ -623,8 +627,7 @@ static uint64_t stored_over_limit(struct plugin *pl, struct ret_session *s, unsi
 	}
 	if(end && i == rd.n && over_limit(pl, s)){
 		/* Nothing counted is left: the tally was off. */
-		s->live = s->bytes = 0;
-		s->next_expiry = 0;
+		tally_clear(s);
 		mark_dirty(pl, s);
 	}
 	free(rd.e);
@@ -786,8 +789,7 @@ static int count_stored(struct plugin *pl, struct ret_session *s)
 	bool end = false;
 	int rc = STORE_OK;
 
-	s->live = s->bytes = 0;
-	s->next_expiry = 0;
+	tally_clear(s);
 	while(!end && (rc = entries_read(pl, s, from, false, DROPS_PER_TICK, &rd, &end)) == STORE_OK){
 		for(size_t i = 0; i < rd.n; i++){
 			tally_more(s, rd.e[i].bytes, rd.e[i].expire_at);
@@ -852,8 +854,7 @@ void retention_recount(struct plugin *pl, const char *clientid)
 		return;
 	}
 	if((s = client_get_or_add(&pl->retention->sessions, clientid, sizeof(*s)))){
-		s->live = s->bytes = 0;
-		s->next_expiry = 0;
+		tally_clear(s);
 		mark_dirty(pl, s);
 	}
 }

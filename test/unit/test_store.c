@@ -2896,6 +2896,20 @@ static void test_walk_queue_back(void **state)
 	store_close(st);
 }
 
+/* A read-only open and close, then a writable open that finds the tallies
+ * kept or not, claims them (claim) or withdraws them, and closes. */
+static void reopen_and_claim(struct fx *fx, bool kept, bool claim)
+{
+	struct store *st = open_store(fx, 0, STORE_READ_ONLY);
+
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	assert_int_equal(store_tallies_kept(st), kept);
+	assert_int_equal(store_tallies_claim(st, claim), STORE_OK);
+	commit_ok(st);
+	store_close(st);
+}
+
 /* Queue tallies: stored, deleted at a count of 0 and with the session, and
  * trusted at the next open only after the open before it claimed them. */
 static void test_tallies(void **state)
@@ -2931,23 +2945,9 @@ static void test_tallies(void **state)
 	store_close(st);
 
 	/* That open did not claim them; a read-only open changes nothing. */
-	st = open_store(fx, 0, STORE_READ_ONLY);
-	store_close(st);
-	st = open_store(fx, 0, 0);
-	assert_false(store_tallies_kept(st));
-	assert_int_equal(store_tallies_claim(st, true), STORE_OK);
-	commit_ok(st);
-	store_close(st);
-	st = open_store(fx, 0, STORE_READ_ONLY);
-	store_close(st);
-	st = open_store(fx, 0, 0);
-	assert_true(store_tallies_kept(st));
-	assert_int_equal(store_tallies_claim(st, false), STORE_OK);
-	commit_ok(st);
-	store_close(st);
-	st = open_store(fx, 0, 0);
-	assert_false(store_tallies_kept(st));
-	store_close(st);
+	reopen_and_claim(fx, false, true);
+	reopen_and_claim(fx, true, false);
+	reopen_and_claim(fx, false, false);
 }
 
 /* verify's tally check: a stored tally agrees with its queue's outgoing
