@@ -94,14 +94,19 @@ static inline unsigned db_flags(int db)
 }
 
 
-#define HASH_CACHE_SLOTS 1024
+/* The name hash cache starts at HASH_CACHE_MIN slots and grows fourfold
+ * while more than half are taken, to HASH_CACHE_MAX (32 bytes a slot plus
+ * the name): one HMAC per message otherwise, when more clients take
+ * messages in turn than the cache has slots (personal inboxes). */
+#define HASH_CACHE_MIN 1024
+#define HASH_CACHE_MAX 65536
 #define QTOUCH_BYTES (65536 / 8)
 #define USED_MEASURE_MS 100
 #define COMMIT_RING 1024
 
 struct hash_slot {
 	char *name;
-	size_t len;
+	uint32_t len;
 	uint8_t kind;
 	uint8_t hash[HASH_LEN];
 };
@@ -171,7 +176,9 @@ struct store {
 	struct store_stats stats;
 	struct opener *opener;       /* started by the first walk longer than a batch */
 	bool opener_failed;
-	struct hash_slot hash_cache[HASH_CACHE_SLOTS];
+	struct hash_slot *hash_cache;  /* hash_slots entries, hash_taken of them named */
+	uint32_t hash_slots;
+	uint32_t hash_taken;
 };
 
 /* A walk's visitor of one opened record: -1 when the plaintext does not

@@ -2065,6 +2065,33 @@ static void test_queue_settled(void **state)
 	store_close(st);
 }
 
+/* More clients take messages in turn than the name cache has slots at
+ * first: it grows, evicts on collisions, and every client's entries stay
+ * under the hash a fresh open computes. */
+static void test_many_clients_in_turn(void **state)
+{
+	enum { CLIENTS = 5000, ROUNDS = 3 };
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	char id[32];
+
+	for(uint64_t r = 1; r <= ROUNDS; r++){
+		for(int c = 0; c < CLIENTS; c++){
+			struct rec_queue q = queue_make(r, (uint16_t)r);
+			snprintf(id, sizeof(id), "inbox-%d", c);
+			assert_int_equal(store_queue_append(st, id, r, &q), STORE_OK);
+		}
+	}
+	commit_ok(st);
+	store_close(st);
+	st = open_store(fx, 0, 0);
+	for(int c = 0; c < CLIENTS; c++){
+		snprintf(id, sizeof(id), "inbox-%d", c);
+		assert_uint_equal(count_queue(st, id), ROUNDS);
+	}
+	store_close(st);
+}
+
 /* LMDB keeps the page buffers of its largest write transaction until the
  * environment closes: after a large one, store_release_memory opens it again,
  * and what was written before and after stays readable and writable. */
@@ -3128,6 +3155,7 @@ int main(void)
 		T(test_negative_callback_value),
 		T(test_buffers_freed_at_rest),
 		T(test_queue_settled),
+		T(test_many_clients_in_turn),
 		T(test_env_recycled_after_large_commit),
 		T(test_async_commit),
 		T(test_journal_mark),
