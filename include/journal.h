@@ -40,15 +40,23 @@ enum journal_result {
 
 struct journal;
 
-/* Opens <dir>/journal, creating it with size bytes (written out, so that
- * writes through the mapping never need new blocks). An existing journal
+/* Opens <dir>/journal, creating it with size bytes whose blocks are
+ * allocated, so that writes through the mapping never need new ones; with
+ * written_out they are written too (zeros), which spares a journal synced at
+ * every record the extent conversions of its first lap. An existing journal
  * keeps its size. The seal is the store's and must outlive the journal. */
-int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal,
+int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal, bool written_out,
 		char *err, size_t errlen);
 /* For reading only (journal_replay; the CLI): never creates the file. No
  * journal gives JOURNAL_OK with *out NULL. */
 int journal_open_read(struct journal **out, const char *dir, struct seal *seal, char *err, size_t errlen);
 void journal_close(struct journal *j);
+/* Closes the journal and cuts its file down to the header: at a clean
+ * stop, once every record is in the store on the disk. The file stays as
+ * the sign that a database was here (store_open); journal_open makes it
+ * whole again, empty, and lsns go on from the store's last mark
+ * (journal_replay); journal_open_read finds nothing in it. */
+int journal_close_stopped(struct journal *j);
 
 /* Calls fn, in lsn order, with every authentic record whose lsn is above
  * after; *unreadable counts places that looked like a record and did not

@@ -75,9 +75,15 @@ static int write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-/* Writes a complete zeroed journal under a temporary name and renames it
- * into place, so a crash never leaves a half-made journal behind. */
-static int create_file(const char *dir, const char *path, size_t size, char *err, size_t errlen)
+/* Makes a complete zeroed journal under a temporary name and renames it
+ * into place, so a crash never leaves a half-made journal behind. Its
+ * blocks are allocated (fallocate) or, with written_out or where the file
+ * system cannot allocate, written: either way a write through the mapping
+ * never needs a new block. Allocated blocks cost an extent conversion on
+ * their first synced write, hence written_out for journals synced at every
+ * record. */
+static int create_file(const char *dir, const char *path, size_t size, bool written_out, char *err,
+		size_t errlen)
 {
 	char tmp[4096];
 	static const uint8_t zero[65536];
@@ -88,7 +94,12 @@ static int create_file(const char *dir, const char *path, size_t size, char *err
 		snprintf(err, errlen, "journal path too long");
 		return -1;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* A leftover of a creation cut short goes, whoever made it. */
+	if(unlink(tmp) && errno != ENOENT){
+		snprintf(err, errlen, "cannot remove %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if(fd < 0){
 		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		return -1;
@@ -98,6 +109,9 @@ static int create_file(const char *dir, const char *path, size_t size, char *err
 	put_be64(hdr + 8, size);
 	if(write_all(fd, hdr, sizeof(hdr))){
 		goto io;
+	}
+	if(!written_out && posix_fallocate(fd, 0, (off_t)size) == 0){
+		size = HDR_SIZE;
 	}
 	for(size_t done = HDR_SIZE; done < size;){
 		size_t n = size - done < sizeof(zero) ? size - done : sizeof(zero);
@@ -128,8 +142,26 @@ io:
 	return -1;
 }
 
+/* A journal cut down to its header (journal_close_stopped) holds nothing:
+ * it only says that a database was here. */
+static bool stopped_cleanly(const char *path)
+{
+	uint8_t hdr[8];
+	struct stat sb;
+	bool yes = false;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if(fd < 0){
+		return false;
+	}
+	yes = fstat(fd, &sb) == 0 && sb.st_size == HDR_SIZE && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr)
+		&& memcmp(hdr, FILE_MAGIC, 8) == 0;
+	close(fd);
+	return yes;
+}
+
 static int open_file(struct journal **out, const char *dir, size_t size, struct seal *seal,
-		bool read_only, char *err, size_t errlen)
+		bool read_only, bool written_out, char *err, size_t errlen)
 {
 	char path[4096];
 	struct journal *j;
@@ -145,11 +177,12 @@ static int open_file(struct journal **out, const char *dir, size_t size, struct 
 		snprintf(err, errlen, "journal path too long");
 		return JOURNAL_ERR_IO;
 	}
-	if(access(path, F_OK) && errno == ENOENT){
+	bool missing = access(path, F_OK) && errno == ENOENT;
+	if(missing || stopped_cleanly(path)){
 		if(read_only){
 			return JOURNAL_OK;
 		}
-		if(create_file(dir, path, size, err, errlen)){
+		if(create_file(dir, path, size, written_out, err, errlen)){
 			return JOURNAL_ERR_IO;
 		}
 	}
@@ -201,17 +234,30 @@ static int open_file(struct journal **out, const char *dir, size_t size, struct 
 	return JOURNAL_OK;
 }
 
-int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal,
+int journal_open(struct journal **out, const char *dir, size_t size, struct seal *seal, bool written_out,
 		char *err, size_t errlen)
 {
-	return open_file(out, dir, size, seal, false, err, errlen);
+	return open_file(out, dir, size, seal, false, written_out, err, errlen);
 }
 
 int journal_open_read(struct journal **out, const char *dir, struct seal *seal, char *err, size_t errlen)
 {
-	return open_file(out, dir, 0, seal, true, err, errlen);
+	return open_file(out, dir, 0, seal, true, false, err, errlen);
 }
 
+int journal_close_stopped(struct journal *j)
+{
+	int rc = JOURNAL_OK;
+
+	if(!j){
+		return JOURNAL_OK;
+	}
+	if(ftruncate(j->fd, HDR_SIZE) || fsync(j->fd)){
+		rc = JOURNAL_ERR_IO;
+	}
+	journal_close(j);
+	return rc;
+}
 void journal_close(struct journal *j)
 {
 	if(!j){

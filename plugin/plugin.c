@@ -148,8 +148,13 @@ static void plugin_free(struct plugin *pl)
 		}
 		if(store_commit(pl->store) != STORE_OK){
 			mosquitto_log_printf(MOSQ_LOG_ERR, "persist-lmdb: the last changes could not be committed at shutdown");
+			journal_close(pl->journal);
+		}else if(journal_last_lsn(pl->journal) > store_journal_durable(pl->store)){
+			journal_close(pl->journal);
+		}else if(journal_close_stopped(pl->journal) != JOURNAL_OK){
+			mosquitto_log_printf(MOSQ_LOG_WARNING, "persist-lmdb: cannot empty the journal at shutdown "
+					"(harmless: the next start finds every record of it in the database)");
 		}
-		journal_close(pl->journal);
 		store_close(pl->store);
 	}
 	config_free(&pl->cfg);
@@ -208,7 +213,7 @@ static int open_files(struct plugin *pl, const uint8_t key[SEAL_KEY_LEN], char *
 		return MOSQ_ERR_INVAL;
 	}
 	rc = journal_open(&pl->journal, pl->cfg.db_path, pl->cfg.journal_size, store_seal(pl->store),
-			err, sizeof(err));
+			pl->cfg.sync == SYNC_PUBLISH, err, sizeof(err));
 	if(rc == JOURNAL_ERR_FORMAT){
 		snprintf(damage, damagelen, "%s", err);
 	}else if(rc){

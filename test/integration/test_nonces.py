@@ -96,10 +96,12 @@ def test_restored_backup_reuses_no_nonce(broker, workdir):
     backup.mkdir()
     shutil.copy2(broker.data_file, backup / "data.mdb")
 
-    # Timeline A: the live directory goes on, with a secret.
+    # Timeline A: the live directory goes on, with a secret. Each timeline
+    # ends in a kill: a clean stop would empty the journal, whose records
+    # are checked too.
     broker.start()
     publish_copies(broker, SECRET)
-    broker.stop()
+    broker.kill()
     timeline_a = workdir / "timeline-a"
     shutil.copytree(broker.db_dir, timeline_a)
 
@@ -107,7 +109,7 @@ def test_restored_backup_reuses_no_nonce(broker, workdir):
     restore(backup, broker.db_dir)
     broker.start()
     publish_copies(broker, KNOWN)
-    broker.stop()
+    broker.kill()
 
     a, b = sealed_records(timeline_a), sealed_records(broker.db_dir)
     assert any(w.startswith("journal") for w, *_ in a) and any(w.startswith("journal") for w, *_ in b), \

@@ -62,7 +62,7 @@ static inline int feature_plugin_open(struct ut_tmp *fs, struct plugin *pl, bool
 		pl->store = NULL;
 		return -1;
 	}
-	if(with_journal && journal_open(&pl->journal, fs->path, JOURNAL_MIN_SIZE, store_seal(pl->store), err,
+	if(with_journal && journal_open(&pl->journal, fs->path, JOURNAL_MIN_SIZE, store_seal(pl->store), false, err,
 				sizeof(err)) != JOURNAL_OK){
 		print_error("journal: %s\n", err);
 		pl->journal = NULL;

@@ -128,7 +128,7 @@ static struct journal *jopen(struct fx *fx, size_t size)
 	fx->j = NULL;
 	seal_free(fx->seal);
 	fx->seal = make_seal(fx, fx->tmp.key);
-	rc = journal_open(&fx->j, fx->tmp.dir, size, fx->seal, err, sizeof(err));
+	rc = journal_open(&fx->j, fx->tmp.dir, size, fx->seal, false, err, sizeof(err));
 	if(rc != JOURNAL_OK){
 		fail_msg("journal_open failed: %d %s", rc, err);
 	}
@@ -716,7 +716,7 @@ static void test_forged_records(void **state)
 	memcpy(other_key, fx->tmp.key, sizeof(other_key));
 	other_key[0] ^= 1;
 	other = make_seal(fx, other_key);
-	assert_int_equal(journal_open(&oj, fx->tmp.dir, JOURNAL_MIN_SIZE, other, err, sizeof(err)), JOURNAL_OK);
+	assert_int_equal(journal_open(&oj, fx->tmp.dir, JOURNAL_MIN_SIZE, other, false, err, sizeof(err)), JOURNAL_OK);
 	c = replay_ok(oj, 0, &unreadable);
 	assert_uint_equal(c.n, 0);
 	assert_uint_equal(unreadable, 3);
@@ -808,7 +808,7 @@ static void expect_format_error(struct fx *fx, const char *why)
 	struct journal *j = (struct journal *)fx; /* any non-NULL value: must come back NULL */
 	struct seal *s = make_seal(fx, fx->tmp.key);
 	char err[512] = "";
-	int rc = journal_open(&j, fx->tmp.dir, JOURNAL_MIN_SIZE, s, err, sizeof(err));
+	int rc = journal_open(&j, fx->tmp.dir, JOURNAL_MIN_SIZE, s, false, err, sizeof(err));
 
 	seal_free(s);
 	if(rc != JOURNAL_ERR_FORMAT){
@@ -892,7 +892,7 @@ static void test_not_a_journal(void **state)
 		struct seal *s = make_seal(fx, fx->tmp.key);
 		char *missing = ut_join(fx->tmp.dir, "missing");
 		char err[512] = "";
-		assert_int_equal(journal_open(&j, missing, JOURNAL_MIN_SIZE, s, err, sizeof(err)),
+		assert_int_equal(journal_open(&j, missing, JOURNAL_MIN_SIZE, s, false, err, sizeof(err)),
 				JOURNAL_ERR_IO);
 		assert_null(j);
 		assert_true(err[0] != '\0');
@@ -1096,6 +1096,54 @@ static void test_strerror(void **state)
 	}
 }
 
+/* A clean stop cuts the journal to its header; the next open makes it whole again, its
+ * lsns go on from the store's mark. Made with its blocks written out or
+ * only allocated, a new journal reads as empty and takes records alike. */
+static void test_removed_and_made_again(void **state)
+{
+	struct fx *fx = *state;
+	struct journal *rj = (struct journal *)fx;
+	uint64_t unreadable;
+	struct stat sb;
+	char err[512] = "";
+	struct coll c;
+
+	for(int written_out = 0; written_out < 2; written_out++){
+		struct journal *j = jopen(fx, 2 * JOURNAL_MIN_SIZE);
+		c = replay_ok(j, 5 * (uint64_t)written_out, &unreadable);
+		coll_free(&c);
+		for(uint64_t lsn = 1; lsn <= 5; lsn++){
+			append_ok(j, lsn + 5 * (uint64_t)written_out, len_of(lsn + 5 * (uint64_t)written_out), 0, false);
+		}
+		assert_int_equal(journal_close_stopped(j), JOURNAL_OK);
+		fx->j = NULL;
+		assert_int_equal(stat(fx->tmp.path, &sb), 0);
+		assert_uint_equal(sb.st_size, 4096);
+		assert_int_equal(journal_open_read(&rj, fx->tmp.dir, fx->seal, err, sizeof(err)), JOURNAL_OK);
+		assert_null(rj);
+
+		seal_free(fx->seal);
+		fx->seal = make_seal(fx, fx->tmp.key);
+		assert_int_equal(journal_open(&fx->j, fx->tmp.dir, JOURNAL_MIN_SIZE, fx->seal, written_out, err,
+				sizeof(err)), JOURNAL_OK);
+		assert_int_equal(stat(fx->tmp.path, &sb), 0);
+		assert_uint_equal(sb.st_size, JOURNAL_MIN_SIZE);
+		/* Allocated: no block of it is left to find at the first write. */
+		assert_true((uint64_t)sb.st_blocks * 512 >= JOURNAL_MIN_SIZE);
+		c = replay_ok(fx->j, 5 + 5 * (uint64_t)written_out, &unreadable);
+		assert_uint_equal(c.n, 0);
+		assert_uint_equal(unreadable, 0);
+		coll_free(&c);
+		append_ok(fx->j, 6 + 5 * (uint64_t)written_out, len_of(6 + 5 * (uint64_t)written_out), 0, false);
+		jopen(fx, JOURNAL_MIN_SIZE);
+		c = replay_ok(fx->j, 0, &unreadable);
+		assert_records(&c, 6 + 5 * (uint64_t)written_out, 6 + 5 * (uint64_t)written_out, 0);
+		coll_free(&c);
+		jclose(fx);
+		unlink(fx->tmp.path);
+	}
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
@@ -1113,6 +1161,7 @@ int main(void)
 		T(test_size),
 		T(test_release_memory),
 		T(test_sync_append),
+		T(test_removed_and_made_again),
 		cmocka_unit_test(test_strerror),
 	};
 #undef T
