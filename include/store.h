@@ -4,7 +4,9 @@
  *   db        key                                   value (sealed)
  *   meta      fixed ASCII names                     schema, epoch, key check
  *   msgs      store_id (u64 BE)                     rec_base_msg
- *   queue     H(client id) | seq (u64 BE)           rec_queue
+ *   queue-log log id (u64 BE)                       H(client id) | seq (u64 BE) | rec_queue
+ *   queue-index H(client id)                        seq (u64 BE) | log id (u64 BE), one
+ *                                                   unsealed pair per entry (DUPFIXED)
  *   sessions  H(client id)                          rec_session
  *   subs      H(client id) | H(topic filter)        rec_sub
  *   retained  H(topic)                              rec_retain
@@ -21,6 +23,16 @@
  *                                                   limits or expiry on disk, and trusted
  *                                                   only while meta "tallies" names the
  *                                                   epoch of the last writable open
+ *
+ * A queue entry is sealed with its logical key, H(client id) | seq, as
+ * associated data, and stored in the log under a log id that only grows
+ * ((open epoch << 40) | a counter of the open), so new entries are
+ * appended to the log's last page; the index finds a client's entries in
+ * seq order. A commit that adds a message to many queues touches the log's
+ * end and one small index node per client, where one tree per client
+ * (schema 4) had it copy a page per client. The log value starts with the
+ * logical key, so the log alone says every entry's client and seq (verify,
+ * salvage), and an index pair swapped to another client does not open.
  *
  * `online` marks sessions whose client is connected: the broker reports no
  * session change while a client stays connected, so after a crash this is
@@ -39,10 +51,12 @@
 #include "record.h"
 #include "seal.h"
 
-/* Schema 4: records sealed under a key of each open (seal.h, version 2), the
- * opens' salts in meta. Earlier releases, which read schemas up to 3 and
- * envelopes of version 1 only, refuse it rather than skip its records. */
-#define STORE_SCHEMA_VERSION 4
+/* Schema 5: the queues in a log and an index (above). Schema 4: records
+ * sealed under a key of each open (seal.h, version 2), the opens' salts in
+ * meta. Earlier releases, which read schemas up to their own, refuse a
+ * later one rather than skip its records. A writable open converts schemas
+ * 1 to 4; a read-only one refuses them (start the broker once). */
+#define STORE_SCHEMA_VERSION 5
 #define STORE_DEFAULT_MAP_SIZE (64u * 1024 * 1024)
 
 /* Queue sequence numbers: (open epoch << 40) | broker cmsg_id. The broker
@@ -65,6 +79,7 @@ enum store_db {
 	DB_SEQNO,
 	DB_REFS,
 	DB_TALLY,
+	DB_QINDEX,  /* no sealed values: DB_QUEUE (the log) is what the queues' records are */
 	DB_COUNT
 };
 
@@ -170,6 +185,9 @@ struct store_refs {
 	uint64_t queue_without_session;  /* queue entries of no session */
 	uint64_t subs_without_session;
 	uint64_t refs_wrong;             /* bodies whose reference count is not what is stored */
+	uint64_t queue_index_wrong;      /* index pairs without their log entry, log entries no
+	                                    pair names (not repaired: salvage rebuilds the
+	                                    index from the log) */
 };
 /* With delete_orphans the wrong counts are corrected too. */
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out);

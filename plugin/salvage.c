@@ -243,9 +243,16 @@ struct client_name {
 	char *clientid;
 };
 
+/* The queues: schema 5's log (log id -> client hash | seq | sealed), the
+ * DUPSORT tree of schemas 2 to 4 (client hash -> seq | sealed), schema 1's
+ * one key per entry (client hash | seq -> sealed). Schema 5's index is not
+ * read: the new database builds its own from the entries. */
+enum queue_layout { QUEUES_LOG, QUEUES_DUPS, QUEUES_KEYS };
+
 struct named {
 	uint64_t root[DB_COUNT];
-	uint64_t legacy_queue_root;
+	uint64_t legacy_queue_root;      /* schema 1's queues */
+	uint64_t queues4_root;           /* the queues of schemas 2 to 4 */
 	uint64_t journal_mark;
 	bool have_mark;
 };
@@ -261,7 +268,7 @@ struct salvage {
 	uint8_t key[SEAL_KEY_LEN];
 	struct store *dst;
 	enum store_db db;                /* of the tree being walked */
-	bool legacy_queue;               /* schema 1's one-key-per-entry queue */
+	enum queue_layout layout;        /* of the queue tree being walked */
 	const uint8_t *dup_key;          /* the key whose duplicates are being walked */
 	size_t dup_klen;
 	struct client_name *names;       /* from the sessions, sorted by hash */
@@ -492,7 +499,15 @@ static void visit_leaf(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 	if(sv->rc){
 		return;
 	}
-	if(sv->db == DB_QUEUE && !sv->legacy_queue){
+	if(sv->db == DB_QUEUE && sv->layout == QUEUES_LOG){
+		if(klen != 8 || dlen < HASH_LEN + 8 || (flags & (F_DUPDATA | F_SUBDATA))){
+			sv->rep->rejected[DB_QUEUE] += !sv->dry;
+			return;
+		}
+		visit_value(sv, data, HASH_LEN + 8, data + HASH_LEN + 8, dlen - HASH_LEN - 8);
+		return;
+	}
+	if(sv->db == DB_QUEUE && sv->layout == QUEUES_DUPS){
 		sv->dup_key = key;
 		sv->dup_klen = klen;
 		if(!(flags & F_DUPDATA)){
@@ -529,6 +544,9 @@ static void visit_name(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 	}
 	if(klen == 5 && !memcmp(key, "queue", 5)){
 		nm->legacy_queue_root = get_le64(data + TREE_ROOT);
+	}
+	if(klen == 6 && !memcmp(key, "queues", 6)){
+		nm->queues4_root = get_le64(data + TREE_ROOT);
 	}
 }
 
@@ -666,12 +684,12 @@ static int copy_file(const char *from, const char *to)
 }
 
 /* Walks one named database (into the new one, unless dry). */
-static void salvage_db(struct salvage *sv, enum store_db db, uint64_t root, bool legacy)
+static void salvage_db(struct salvage *sv, enum store_db db, uint64_t root, enum queue_layout layout)
 {
 	struct tree_walk w = {&sv->f, db == DB_META ? visit_meta : visit_leaf, sv, 0};
 
 	sv->db = db;
-	sv->legacy_queue = legacy;
+	sv->layout = layout;
 	sv->w = &w;
 	walk_tree(&w, root);
 	if(!sv->dry){
@@ -691,9 +709,12 @@ static void salvage_pass(struct salvage *sv, bool dry)
 	sv->dry = dry;
 	memset(sv->f.seen, 0, (size_t)(sv->f.npages / 8 + 1));
 	for(size_t i = 0; i < sizeof(order) / sizeof(order[0]) && !sv->rc; i++){
-		salvage_db(sv, order[i], sv->nm->root[order[i]], false);
+		salvage_db(sv, order[i], sv->nm->root[order[i]], QUEUES_LOG);
+		if(order[i] == DB_QUEUE && sv->nm->queues4_root != P_INVALID){
+			salvage_db(sv, DB_QUEUE, sv->nm->queues4_root, QUEUES_DUPS);
+		}
 		if(order[i] == DB_QUEUE && sv->nm->legacy_queue_root != P_INVALID){
-			salvage_db(sv, DB_QUEUE, sv->nm->legacy_queue_root, true);
+			salvage_db(sv, DB_QUEUE, sv->nm->legacy_queue_root, QUEUES_KEYS);
 		}
 		if(order[i] == DB_SESSIONS && sv->n_names){
 			qsort(sv->names, sv->n_names, sizeof(*sv->names), name_cmp);
@@ -715,7 +736,7 @@ int salvage_run(const char *src, const char *dst, const uint8_t key[SEAL_KEY_LEN
 	for(int i = 0; i < DB_COUNT; i++){
 		nm.root[i] = P_INVALID;
 	}
-	nm.legacy_queue_root = P_INVALID;
+	nm.legacy_queue_root = nm.queues4_root = P_INVALID;
 	if(!sv){
 		snprintf(err, errlen, "out of memory");
 		return STORE_ERR_NOMEM;

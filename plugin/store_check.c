@@ -94,11 +94,18 @@ static int damage_error(struct store *st, int rc, char *err, size_t errlen)
 		|| rc == MDB_BAD_DBI || rc == MDB_INCOMPATIBLE ? STORE_ERR_CORRUPT : STORE_ERR_IO;
 }
 
+/* The named databases, then the queues of schema 1 and of schemas 2 to 4
+ * (until an upgrade moved them). */
+static const char *legacy_or_db_name(int i)
+{
+	return i == DB_COUNT ? store_legacy_queue_name : i == DB_COUNT + 1 ? store_queues4_name : store_db_names[i];
+}
+
 /* The unnamed database holds the named ones' records, and nothing else. */
 static bool known_db_name(const MDB_val *k)
 {
-	for(int i = 0; i <= DB_COUNT; i++){
-		const char *name = i == DB_COUNT ? store_legacy_queue_name : store_db_names[i];
+	for(int i = 0; i <= DB_COUNT + 1; i++){
+		const char *name = legacy_or_db_name(i);
 		if(k->mv_size == strlen(name) && !memcmp(k->mv_data, name, k->mv_size)){
 			return true;
 		}
@@ -125,15 +132,15 @@ int store_walk_structure(struct store *st, struct guarded *g, char *err, size_t 
 		return damage_error(st, rc, err, errlen);
 	}
 	g->read_txn = txn;
-	for(int i = -2; i <= DB_COUNT && rc == 0; i++){
+	for(int i = -2; i <= DB_COUNT + 1 && rc == 0; i++){
 		if(i == -2){
 			store_fault_where = "free-page";
 			dbi = 0; /* LMDB's FREE_DBI, readable in a read transaction */
 		}else{
 			/* The unnamed database lists the named ones: a damaged page
 			 * there can make a named database look absent. */
-			store_fault_where = i < 0 ? "main" : i == DB_COUNT ? store_legacy_queue_name : store_db_names[i];
-			rc = mdb_dbi_open(txn, i < 0 ? NULL : store_fault_where, i < 0 || i == DB_COUNT ? 0 : db_flags(i), &dbi);
+			store_fault_where = i < 0 ? "main" : legacy_or_db_name(i);
+			rc = mdb_dbi_open(txn, i < 0 ? NULL : store_fault_where, i < 0 || i >= DB_COUNT ? 0 : db_flags(i), &dbi);
 			if(rc == MDB_NOTFOUND){
 				rc = 0;
 				continue;
@@ -228,8 +235,8 @@ static uint64_t db_pages(const MDB_stat *ms)
 /* LMDB counts the pages of a DUPSORT database's per-key subtrees nowhere.
  * Every page of the file is a meta page, a free page, a page of the free
  * list or of the main database, or a page of one named database: the
- * queues' share is what the others leave. */
-static int queue_bytes(struct store *st, MDB_txn *txn, uint64_t *bytes)
+ * queue index's share is what the others leave. */
+static int index_bytes(struct store *st, MDB_txn *txn, uint64_t *bytes)
 {
 	MDB_envinfo info;
 	MDB_stat ms;
@@ -238,7 +245,7 @@ static int queue_bytes(struct store *st, MDB_txn *txn, uint64_t *bytes)
 
 	rc = mdb_env_info(st->env, &info);
 	for(int i = -2; rc == 0 && i < DB_COUNT; i++){
-		if(i == DB_QUEUE || (i >= 0 && !st->dbi[i])){
+		if(i == DB_QINDEX || (i >= 0 && !st->dbi[i])){
 			continue;
 		}
 		rc = mdb_stat(txn, i == -2 ? 0 : i == -1 ? 1 : st->dbi[i], &ms); /* FREE_DBI, MAIN_DBI */
@@ -273,8 +280,15 @@ int store_count(struct store *st, enum store_db db, uint64_t *entries, uint64_t 
 			*entries = ms.ms_entries;
 			*bytes = (uint64_t)ms.ms_psize * db_pages(&ms);
 		}
+		/* The queues: the log and its index. */
+		uint64_t ib = 0;
+		if(rc == 0 && (db == DB_QUEUE || db == DB_QINDEX) && st->dbi[DB_QINDEX]){
+			rc = index_bytes(st, txn, &ib);
+		}
 		if(rc == 0 && db == DB_QUEUE){
-			rc = queue_bytes(st, txn, bytes);
+			*bytes += ib;
+		}else if(rc == 0 && db == DB_QINDEX){
+			*bytes = ib;
 		}
 		mdb_txn_abort(txn);
 	}
@@ -542,6 +556,59 @@ static int read_refs0(struct store *st, struct id_set *msgs)
 	return STORE_OK;
 }
 
+/* Index pairs whose log entry is missing or names another entry, and log
+ * entries no pair names: damage, or a bug. Walks skip a pair of the first
+ * kind as a rejected record; salvage rebuilds the index from the log. */
+static int check_queue_index(struct store *st, uint64_t *wrong)
+{
+	MDB_cursor *cur = NULL, *icur = NULL;
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	if(!st->dbi[DB_QUEUE] || !st->dbi[DB_QINDEX]){
+		return STORE_OK;
+	}
+	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+	if(rc){
+		return STORE_ERR_IO;
+	}
+	rc = mdb_cursor_open(txn, st->dbi[DB_QINDEX], &icur);
+	for(int op = MDB_FIRST; rc == 0 && (rc = mdb_cursor_get(icur, &k, &v, op)) == 0; op = MDB_NEXT){
+		MDB_val lk = {QLOG_ID_LEN, (uint8_t *)v.mv_data + QUEUE_SEQ_LEN}, lv;
+		if(k.mv_size != HASH_LEN || v.mv_size != QINDEX_PAIR_LEN
+				|| mdb_get(txn, st->dbi[DB_QUEUE], &lk, &lv) || lv.mv_size < QUEUE_KEY_LEN
+				|| memcmp(lv.mv_data, k.mv_data, HASH_LEN) || memcmp((uint8_t *)lv.mv_data + HASH_LEN, v.mv_data,
+					QUEUE_SEQ_LEN)){
+			(*wrong)++;
+		}
+	}
+	if(rc == MDB_NOTFOUND){
+		rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &cur);
+	}
+	for(int op = MDB_FIRST; rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+		uint8_t pair[QINDEX_PAIR_LEN];
+		MDB_val ik = {HASH_LEN, v.mv_data}, iv = {sizeof(pair), pair};
+		if(k.mv_size != QLOG_ID_LEN || v.mv_size < QUEUE_KEY_LEN){
+			(*wrong)++;
+			continue;
+		}
+		memcpy(pair, (uint8_t *)v.mv_data + HASH_LEN, QUEUE_SEQ_LEN);
+		memcpy(pair + QUEUE_SEQ_LEN, k.mv_data, QLOG_ID_LEN);
+		if(mdb_cursor_get(icur, &ik, &iv, MDB_GET_BOTH)){
+			(*wrong)++;
+		}
+	}
+	if(cur){
+		mdb_cursor_close(cur);
+	}
+	if(icur){
+		mdb_cursor_close(icur);
+	}
+	mdb_txn_abort(txn);
+	return rc == MDB_NOTFOUND ? STORE_OK : STORE_ERR_IO;
+}
+
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out)
 {
 	struct id_set sessions = {.width = HASH_LEN}, msgs = {.width = 8}, subs = {.width = HASH_LEN};
@@ -559,6 +626,9 @@ int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *o
 	}
 	if(rc == STORE_OK && msgs.n){
 		rc = read_refs0(st, &msgs);
+	}
+	if(rc == STORE_OK){
+		rc = check_queue_index(st, &out->queue_index_wrong);
 	}
 	if(rc == STORE_OK){
 		rc = store_walk_db(st, DB_QUEUE, NULL, 0, visit_queue_refs, NULL, &rw);

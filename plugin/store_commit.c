@@ -136,55 +136,147 @@ bool store_open_in_txn(struct store *st, enum store_db db, const uint8_t *key, s
 	return seal_open(st->wseal, ad, 1 + klen, v, vlen, st->wpt.data, &len) == SEAL_OK;
 }
 
-/* The body a stored queue entry (key: the logical key; v: the duplicate,
- * sequence number first) refers to; the count is left alone when it cannot
- * be read. */
+int queue_cursors_open(struct store *st, MDB_txn *txn, struct queue_cursors *qc)
+{
+	int rc = 0;
+
+	if(!qc->log){
+		rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &qc->log);
+	}
+	if(rc == 0 && !qc->index){
+		rc = mdb_cursor_open(txn, st->dbi[DB_QINDEX], &qc->index);
+	}
+	return rc;
+}
+
+void queue_cursors_close(struct queue_cursors *qc)
+{
+	if(qc->log){
+		mdb_cursor_close(qc->log);
+	}
+	if(qc->index){
+		mdb_cursor_close(qc->index);
+	}
+	qc->log = qc->index = NULL;
+}
+
+/* The body the queue entry at key (logical) refers to, from its log value
+ * (logical key | sealed); the count is left alone when it cannot be read. */
 static int unref_queue_value(struct store *st, const uint8_t *key, const MDB_val *v)
 {
 	struct rec_queue q;
 
-	if(v->mv_size < QUEUE_SEQ_LEN || !store_open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN,
-			(const uint8_t *)v->mv_data + QUEUE_SEQ_LEN, v->mv_size - QUEUE_SEQ_LEN)
-			|| record_decode_queue(st->wpt.data, v->mv_size - QUEUE_SEQ_LEN - SEAL_OVERHEAD, &q)){
+	if(v->mv_size < QUEUE_KEY_LEN || memcmp(v->mv_data, key, QUEUE_KEY_LEN) != 0
+			|| !store_open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN,
+				(const uint8_t *)v->mv_data + QUEUE_KEY_LEN, v->mv_size - QUEUE_KEY_LEN)
+			|| record_decode_queue(st->wpt.data, v->mv_size - QUEUE_KEY_LEN - SEAL_OVERHEAD, &q)){
 		store_reject_in_txn(st);
 		return 0;
 	}
 	return store_refd_add(st, q.store_id, -1);
 }
 
+int store_queue_insert(struct store *st, struct queue_cursors *qc, const uint8_t *key, const uint8_t *sealed,
+		size_t slen, bool append_dup)
+{
+	uint8_t id[QLOG_ID_LEN], pair[QINDEX_PAIR_LEN];
+	MDB_val k = {sizeof(id), id}, v = {QUEUE_KEY_LEN + slen, NULL};
+	int rc;
+
+	put_be64(id, st->log_next);
+	rc = mdb_cursor_put(qc->log, &k, &v, MDB_APPEND | MDB_RESERVE);
+	if(rc){
+		/* MDB_KEYEXIST: a log id at or below the log's last, which only
+		 * a damaged meta epoch gives. */
+		return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
+	}
+	memcpy(v.mv_data, key, QUEUE_KEY_LEN);
+	memcpy((uint8_t *)v.mv_data + QUEUE_KEY_LEN, sealed, slen);
+	st->log_next++;
+	memcpy(pair, key + HASH_LEN, QUEUE_SEQ_LEN);
+	memcpy(pair + QUEUE_SEQ_LEN, id, QLOG_ID_LEN);
+	k.mv_data = (void *)key;
+	k.mv_size = HASH_LEN;
+	v.mv_data = pair;
+	v.mv_size = sizeof(pair);
+	rc = mdb_cursor_put(qc->index, &k, &v, append_dup ? MDB_APPENDDUP : 0);
+	if(rc == MDB_KEYEXIST && append_dup){
+		k.mv_data = (void *)key;
+		k.mv_size = HASH_LEN;
+		v.mv_data = pair;
+		v.mv_size = sizeof(pair);
+		rc = mdb_cursor_put(qc->index, &k, &v, 0);
+	}
+	return rc;
+}
+
+/* Positions qc->index at the pair of key (logical) and gives its log id;
+ * MDB_NOTFOUND when the client has no entry at that seq. */
+static int queue_find(struct queue_cursors *qc, const uint8_t *key, uint8_t id[QLOG_ID_LEN])
+{
+	uint8_t probe[QINDEX_PAIR_LEN] = {0};
+	MDB_val k = {HASH_LEN, (void *)key}, v = {sizeof(probe), probe};
+	int rc;
+
+	/* Log id 0 is never given: seq | 0 sorts before the seq's pair. */
+	memcpy(probe, key + HASH_LEN, QUEUE_SEQ_LEN);
+	rc = mdb_cursor_get(qc->index, &k, &v, MDB_GET_BOTH_RANGE);
+	if(rc == 0 && (v.mv_size != QINDEX_PAIR_LEN || memcmp(v.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) != 0)){
+		rc = MDB_NOTFOUND;
+	}
+	if(rc == 0){
+		memcpy(id, (const uint8_t *)v.mv_data + QUEUE_SEQ_LEN, QLOG_ID_LEN);
+	}
+	return rc;
+}
+
 /* Deletes every queue entry of a client (prefix: the client's hash),
  * lowering the counts of their bodies. */
-static int queue_delete_prefix(struct store *st, MDB_txn *txn, const uint8_t *prefix, size_t plen)
+static int queue_delete_prefix(struct store *st, MDB_txn *txn, struct queue_cursors *qc, const uint8_t *prefix,
+		size_t plen)
 {
 	uint8_t key[QUEUE_KEY_LEN];
-	MDB_cursor *cur;
 	MDB_val k = {plen, (void *)prefix}, v;
 	int rc;
 
 	if(plen != HASH_LEN){
 		return MDB_BAD_VALSIZE;
 	}
-	memcpy(key, prefix, HASH_LEN);
-	rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &cur);
+	rc = queue_cursors_open(st, txn, qc);
 	if(rc){
 		return rc;
 	}
-	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+	memcpy(key, prefix, HASH_LEN);
+	rc = mdb_cursor_get(qc->index, &k, &v, MDB_SET_KEY);
+	if(rc == 0){
+		rc = mdb_cursor_get(qc->index, &k, &v, MDB_GET_MULTIPLE);
+	}
+	/* DUPFIXED: the pairs come a page at a time. */
 	while(rc == 0){
-		if(v.mv_size >= QUEUE_SEQ_LEN){
-			memcpy(key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
-			rc = unref_queue_value(st, key, &v);
+		for(size_t off = 0; rc == 0 && off + QINDEX_PAIR_LEN <= v.mv_size; off += QINDEX_PAIR_LEN){
+			const uint8_t *pair = (const uint8_t *)v.mv_data + off;
+			MDB_val lk = {QLOG_ID_LEN, (void *)(pair + QUEUE_SEQ_LEN)}, lv;
+			memcpy(key + HASH_LEN, pair, QUEUE_SEQ_LEN);
+			rc = mdb_get(txn, st->dbi[DB_QUEUE], &lk, &lv);
+			if(rc == 0){
+				rc = unref_queue_value(st, key, &lv);
+			}
+			if(rc == 0){
+				rc = mdb_del(txn, st->dbi[DB_QUEUE], &lk, NULL);
+			}
+			if(rc == MDB_NOTFOUND){
+				rc = 0;
+			}
 		}
 		if(rc == 0){
-			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+			rc = mdb_cursor_get(qc->index, &k, &v, MDB_NEXT_MULTIPLE);
 		}
 	}
 	if(rc == MDB_NOTFOUND){
 		k.mv_data = (void *)prefix;
 		k.mv_size = plen;
-		rc = mdb_del(txn, st->dbi[DB_QUEUE], &k, NULL);
+		rc = mdb_del(txn, st->dbi[DB_QINDEX], &k, NULL);
 	}
-	mdb_cursor_close(cur);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -303,70 +395,71 @@ int store_refs_flush(struct store *st, MDB_txn *txn)
 
 /* Puts (vlen > 0) or deletes one queue entry; key is the logical key,
  * followed in memory by the sealed value when putting. An entry with the
- * same sequence number is replaced (an entry keeps its body). *curp is the
- * transaction's cursor on the queues, opened at its first use. *added is
- * set when an entry was added; a removed entry's body count is lowered
- * (removed_ref, or the body read from the entry when that is 0). */
-static int queue_apply(struct store *st, MDB_txn *txn, MDB_cursor **curp, bool append, const uint8_t *key,
+ * same sequence number is replaced in place, under its log id (an entry
+ * keeps its body). *added is set when an entry was added; a removed entry's
+ * body count is lowered (removed_ref, or the body read from the entry when
+ * that is 0). */
+static int queue_apply(struct store *st, MDB_txn *txn, struct queue_cursors *qc, bool append, const uint8_t *key,
 		size_t klen, size_t vlen, uint64_t removed_ref, bool *added)
 {
-	MDB_dbi dbi = st->dbi[DB_QUEUE];
-
-	MDB_cursor *cur;
-	MDB_val k, v;
+	uint8_t id[QLOG_ID_LEN];
+	MDB_val k = {sizeof(id), id}, v;
 	int rc;
 
+	*added = false;
 	if(klen != QUEUE_KEY_LEN){
 		return MDB_BAD_VALSIZE;
 	}
-	if(!*curp){
-		rc = mdb_cursor_open(txn, dbi, curp);
-		if(rc){
-			return rc;
-		}
+	rc = queue_cursors_open(st, txn, qc);
+	if(rc){
+		return rc;
 	}
-	cur = *curp;
+	/* A new message's seq sorts after the client's others: one look at
+	 * its last pair. A hand-back appends a restored entry at its own seq. */
 	if(append){
-		/* One descent instead of a lookup and a put. The seq is new to the
-		 * client (store_queue_append), but LMDB refuses it (MDB_KEYEXIST) unless
-		 * it also sorts after the client's last entry. */
-		k.mv_data = (void *)key;
-		k.mv_size = HASH_LEN;
-		v.mv_data = (void *)(key + HASH_LEN);
-		v.mv_size = QUEUE_SEQ_LEN + vlen;
-		rc = mdb_cursor_put(cur, &k, &v, MDB_APPENDDUP);
-		if(rc != MDB_KEYEXIST){
-			*added = rc == 0;
+		MDB_val ik = {HASH_LEN, (void *)key}, iv;
+		rc = mdb_cursor_get(qc->index, &ik, &iv, MDB_SET_KEY);
+		if(rc == 0){
+			rc = mdb_cursor_get(qc->index, &ik, &iv, MDB_LAST_DUP);
+		}
+		append = rc == MDB_NOTFOUND
+			|| (rc == 0 && iv.mv_size == QINDEX_PAIR_LEN && memcmp(iv.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) < 0);
+		if(rc && rc != MDB_NOTFOUND){
 			return rc;
 		}
 	}
-	k.mv_data = (void *)key;
-	k.mv_size = HASH_LEN;
-	v.mv_data = (void *)(key + HASH_LEN);
-	v.mv_size = QUEUE_SEQ_LEN;
-	rc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
-	/* Nothing at or after seq: an append, which fills pages to the end. */
-	unsigned put_flags = rc == MDB_NOTFOUND ? MDB_APPENDDUP : 0;
-	bool found = false;
-	if(rc == 0 && v.mv_size >= QUEUE_SEQ_LEN && memcmp(v.mv_data, key + HASH_LEN, QUEUE_SEQ_LEN) == 0){
-		found = true;
-		rc = vlen ? 0 : removed_ref ? store_refd_add(st, removed_ref, -1) : unref_queue_value(st, key, &v);
-		if(rc == 0){
-			rc = mdb_cursor_del(cur, 0);
-		}
-	}else if(rc == 0){
-		rc = MDB_NOTFOUND;
-	}
+	rc = append ? MDB_NOTFOUND : queue_find(qc, key, id);
 	if(rc == MDB_NOTFOUND){
-		rc = 0;
+		if(!vlen){
+			return 0;
+		}
+		rc = store_queue_insert(st, qc, key, key + QUEUE_KEY_LEN, vlen, append);
+		*added = rc == 0;
+		return rc;
 	}
-	*added = vlen && !found;
-	if(rc == 0 && vlen){
-		k.mv_data = (void *)key;
-		k.mv_size = HASH_LEN;
-		v.mv_data = (void *)(key + HASH_LEN);
-		v.mv_size = QUEUE_SEQ_LEN + vlen;
-		rc = mdb_cursor_put(cur, &k, &v, put_flags);
+	if(rc){
+		return rc;
+	}
+	if(vlen){
+		v.mv_size = QUEUE_KEY_LEN + vlen;
+		rc = mdb_put(txn, st->dbi[DB_QUEUE], &k, &v, MDB_RESERVE);
+		if(rc == 0){
+			memcpy(v.mv_data, key, QUEUE_KEY_LEN + vlen);
+		}
+		return rc;
+	}
+	if(removed_ref){
+		rc = store_refd_add(st, removed_ref, -1);
+	}else{
+		rc = mdb_get(txn, st->dbi[DB_QUEUE], &k, &v);
+		rc = rc == 0 ? unref_queue_value(st, key, &v) : rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	if(rc == 0){
+		rc = mdb_del(txn, st->dbi[DB_QUEUE], &k, NULL);
+		rc = rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	if(rc == 0){
+		rc = mdb_cursor_del(qc->index, 0);
 	}
 	return rc;
 }
@@ -402,7 +495,8 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 		uint64_t *mark)
 {
 	const uint8_t *p = ops->data + *pos, *end = ops->data + ops->len;
-	MDB_cursor *queue_cur = NULL, *msgs_cur = NULL;
+	struct queue_cursors qc = {NULL, NULL};
+	MDB_cursor *msgs_cur = NULL;
 	uint64_t n = 0;
 	uint8_t last = OP_MARK;
 	MDB_val k, v;
@@ -423,7 +517,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 			case OP_APPEND:
 			case OP_PUT:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(st, txn, &queue_cur, op == OP_APPEND, k.mv_data, klen, vlen, 0, &added);
+					rc = queue_apply(st, txn, &qc, op == OP_APPEND, k.mv_data, klen, vlen, 0, &added);
 					if(rc == 0 && added){
 						rc = store_refd_add(st, ref, 1);
 					}
@@ -454,7 +548,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				break;
 			case OP_DEL:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(st, txn, &queue_cur, false, k.mv_data, klen, 0, ref, &added);
+					rc = queue_apply(st, txn, &qc, false, k.mv_data, klen, 0, ref, &added);
 				}else if(p[1] == DB_MSGS){
 					rc = klen == 8 ? refd_release(st, get_be64(k.mv_data)) : MDB_BAD_VALSIZE;
 				}else{
@@ -468,7 +562,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				}
 				break;
 			case OP_DEL_PREFIX:
-				rc = p[1] == DB_QUEUE ? queue_delete_prefix(st, txn, k.mv_data, klen)
+				rc = p[1] == DB_QUEUE ? queue_delete_prefix(st, txn, &qc, k.mv_data, klen)
 					: delete_prefix(txn, dbi, k.mv_data, klen);
 				break;
 			case OP_CLEAR:
@@ -486,9 +580,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 			last = op;
 		}
 	}
-	if(queue_cur){
-		mdb_cursor_close(queue_cur);
-	}
+	queue_cursors_close(&qc);
 	if(msgs_cur){
 		mdb_cursor_close(msgs_cur);
 	}
@@ -523,7 +615,7 @@ int store_env_open(struct store *st)
 	int rc = mdb_env_create(&st->env);
 
 	if(!rc){
-		rc = mdb_env_set_maxdbs(st->env, DB_COUNT + 1); /* and store_legacy_queue_name */
+		rc = mdb_env_set_maxdbs(st->env, DB_COUNT + 2); /* and the queues of schemas 1 and 2 to 4 */
 	}
 	if(!rc){
 		rc = mdb_env_set_mapsize(st->env, st->map_size);

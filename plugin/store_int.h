@@ -49,14 +49,16 @@ enum { H_CLIENT = 'c', H_TOPIC = 't', H_FILTER = 'f', H_DEDUP = 'd' };
 
 extern const char *const store_db_names[DB_COUNT];
 
-/* The queues database is MDB_DUPSORT: the LMDB key is the client's hash and
- * each entry a duplicate that starts with its 8-byte sequence number, so a
- * client's queue fills its pages in order however clients interleave (one
- * LMDB key per entry, schema 1, left the pages about half full). Entries
- * are sealed with the logical key, client hash || sequence number, as
- * associated data, as in schema 1. */
+/* The queues (store.h): a queue entry's logical key is client hash | seq,
+ * the associated data it is sealed with since schema 1. Schema 1 kept one
+ * LMDB key per entry (store_legacy_queue_name), schemas 2 to 4 a DUPSORT
+ * tree per client whose duplicates were seq | sealed (store_queues4_name);
+ * schema 5 the log (DB_QUEUE: log id -> logical key | sealed) and its index
+ * (DB_QINDEX: client hash -> seq | log id). */
 #define QUEUE_SEQ_LEN 8
 #define QUEUE_KEY_LEN (HASH_LEN + QUEUE_SEQ_LEN)
+#define QLOG_ID_LEN 8
+#define QINDEX_PAIR_LEN (QUEUE_SEQ_LEN + QLOG_ID_LEN)
 
 /* The last buffered operation on a queue entry, while it is still in
  * st->ops: a delivery that is added, updated and acknowledged before the
@@ -87,10 +89,11 @@ struct new_body {
 	uint32_t refs;
 };
 extern const char store_legacy_queue_name[]; /* schema 1 */
+extern const char store_queues4_name[];      /* schemas 2 to 4 */
 
 static inline unsigned db_flags(int db)
 {
-	return db == DB_QUEUE ? MDB_DUPSORT : 0;
+	return db == DB_QINDEX ? MDB_DUPSORT | MDB_DUPFIXED : 0;
 }
 
 
@@ -121,6 +124,10 @@ struct store {
 	bool upgrade_queues; /* schema 1: the queues are still in store_legacy_queue_name */
 	bool upgrade_refs;   /* schema 1 or 2: no reference counts yet */
 	bool upgraded_seal;  /* this open converted schema 3 to 4 */
+	bool upgrade_log;    /* schema 4 or earlier: the queues are still in store_queues4_name */
+	uint32_t schema;     /* at open */
+	uint64_t log_next;   /* the next queue log id: (epoch << STORE_SEQ_SHIFT) | counter; the
+	                        thread that commits */
 	uint32_t epoch;
 	uint32_t tallies_epoch;  /* meta "tallies" at open: the last open that kept them; 0: none */
 	size_t map_size;
@@ -210,6 +217,19 @@ int store_ops_seal(struct buf *ops, size_t *sealed, struct seal *s);
 void store_pending_forget(struct store *st);
 
 /* store_commit.c */
+/* The cursors of a transaction's queue changes, opened at their first use. */
+struct queue_cursors {
+	MDB_cursor *log;
+	MDB_cursor *index;
+};
+int queue_cursors_open(struct store *st, MDB_txn *txn, struct queue_cursors *qc);
+void queue_cursors_close(struct queue_cursors *qc);
+/* Adds a queue entry: its log value (key, then the sealed entry) under the
+ * next log id, appended to the log, and its index pair. append_dup: the
+ * seq sorts after the client's others (a new message), so the pair goes in
+ * with one descent. */
+int store_queue_insert(struct store *st, struct queue_cursors *qc, const uint8_t *key, const uint8_t *sealed,
+		size_t slen, bool append_dup);
 int store_env_open(struct store *st);
 int store_free_page_count(MDB_txn *txn, uint64_t *n);
 int store_map_adopt(struct store *st);

@@ -10,9 +10,11 @@
 #include <string.h>
 
 const char *const store_db_names[DB_COUNT] = {
-	"meta", "msgs", "queues", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno", "refs", "tallies"
+	"meta", "msgs", "queue-log", "sessions", "subs", "retained", "wills", "online", "dedup", "seqno", "refs",
+	"tallies", "queue-index"
 };
 const char store_legacy_queue_name[] = "queue";
+const char store_queues4_name[] = "queues";
 
 void store_log(struct store *st, int level, const char *fmt, ...)
 {

@@ -197,19 +197,22 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 			snprintf(err, errlen, "the schema record of %s is missing or damaged", st->path);
 			return STORE_ERR_CORRUPT;
 		}
-		if(get_be32(val) == 1 && st->read_only){
-			snprintf(err, errlen, "%s was written by an earlier persist-lmdb (schema 1): start the "
-					"broker on it once, or run a write command such as compact, to convert it", st->path);
-			return STORE_ERR_VERSION;
-		}
-		st->upgrade_queues = get_be32(val) == 1;
-		st->upgrade_refs = get_be32(val) == 1 || get_be32(val) == 2;
-		st->upgraded_seal = get_be32(val) == 3 && !st->read_only;
-		if(get_be32(val) != STORE_SCHEMA_VERSION && !st->upgrade_refs && get_be32(val) != 3){
+		st->schema = get_be32(val);
+		if(st->schema < 1 || st->schema > STORE_SCHEMA_VERSION){
 			snprintf(err, errlen, "%s has schema version %u; this persist-lmdb reads versions 1 to %u",
-					st->path, get_be32(val), STORE_SCHEMA_VERSION);
+					st->path, st->schema, STORE_SCHEMA_VERSION);
 			return STORE_ERR_VERSION;
 		}
+		if(st->schema < STORE_SCHEMA_VERSION && st->read_only){
+			snprintf(err, errlen, "%s was written by an earlier persist-lmdb (schema %u): start the "
+					"broker on it once, or run a write command such as compact, to convert it",
+					st->path, st->schema);
+			return STORE_ERR_VERSION;
+		}
+		st->upgrade_queues = st->schema == 1;
+		st->upgrade_refs = st->schema == 1 || st->schema == 2;
+		st->upgraded_seal = st->schema == 3;
+		st->upgrade_log = st->schema < 5;
 		if(meta_get(st, txn, "epoch", val, sizeof(val), &len) || len != 4){
 			snprintf(err, errlen, "the epoch record of %s is missing or damaged", st->path);
 			return STORE_ERR_CORRUPT;
@@ -241,7 +244,8 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 					"damaged)", epoch, st->path);
 			return STORE_ERR_CORRUPT;
 		}
-		put_be32(be, STORE_SCHEMA_VERSION);
+		/* Schema 4 until the queues are in the log (log_upgrade). */
+		put_be32(be, 4);
 		if(st->upgraded_seal && meta_put(st, txn, "schema", be, 4)){
 			snprintf(err, errlen, "cannot write the schema of %s", st->path);
 			return STORE_ERR_IO;
@@ -253,6 +257,7 @@ static int meta_open(struct store *st, MDB_txn *txn, uint32_t epoch_floor, char 
 		return STORE_ERR_IO;
 	}
 	st->epoch = epoch;
+	st->log_next = ((uint64_t)epoch << STORE_SEQ_SHIFT) + 1;
 	return STORE_OK;
 }
 
@@ -384,9 +389,10 @@ static int lock_writer(struct store *st, char *err, size_t errlen)
 }
 
 /* Schema 1 to 2: moves the entries of the legacy queue database into the
- * DUPSORT one, at most OPS_PER_TXN per transaction (each moves and deletes
- * its entries, so a crash in between resumes where it stopped), then drops
- * the legacy database and records schema 2 in the same transaction. */
+ * DUPSORT one of schemas 2 to 4 (which log_upgrade then moves on), at most
+ * OPS_PER_TXN per transaction (each moves and deletes its entries, so a
+ * crash in between resumes where it stopped), then drops the legacy
+ * database and records schema 2 in the same transaction. */
 static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t errlen)
 {
 	struct buf entry = {0};
@@ -399,7 +405,7 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 	while(rc == 0 && !done){
 		MDB_cursor *cur = NULL;
 		MDB_txn *txn;
-		MDB_dbi legacy;
+		MDB_dbi legacy, queues;
 		MDB_val k, v;
 		size_t n = 0;
 
@@ -407,7 +413,10 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 		if(rc){
 			break;
 		}
-		rc = mdb_dbi_open(txn, store_legacy_queue_name, 0, &legacy);
+		rc = mdb_dbi_open(txn, store_queues4_name, MDB_CREATE | MDB_DUPSORT, &queues);
+		if(rc == 0){
+			rc = mdb_dbi_open(txn, store_legacy_queue_name, 0, &legacy);
+		}
 		if(rc == 0){
 			rc = mdb_cursor_open(txn, legacy, &cur);
 		}
@@ -426,7 +435,7 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 				memcpy(p + QUEUE_SEQ_LEN, v.mv_data, v.mv_size);
 				dv.mv_data = p;
 				dv.mv_size = entry.len;
-				rc = mdb_put(txn, st->dbi[DB_QUEUE], &dk, &dv, 0);
+				rc = mdb_put(txn, queues, &dk, &dv, 0);
 			}
 			if(rc == 0){
 				rc = mdb_cursor_del(cur, 0);
@@ -466,11 +475,94 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 	return STORE_OK;
 }
 
+/* Schema 4 to 5: moves the entries of the DUPSORT queue database of
+ * schemas 2 to 4 (client hash -> seq | sealed) into the log and its index,
+ * sealed as they are (the associated data, client hash | seq, is the same),
+ * at most OPS_PER_TXN per transaction, each moving and deleting its
+ * entries, so a crash in between resumes where it stopped; then drops the
+ * old database and, unless the reference counts are still to be built
+ * (refs_upgrade records the schema then), records schema 5 in the same
+ * transaction. */
+static int log_upgrade(struct store *st, struct guarded *g, char *err, size_t errlen)
+{
+	uint8_t key[QUEUE_KEY_LEN];
+	uint64_t moved = 0;
+	bool done = false;
+	int rc = 0;
+
+	(void)g;
+	store_fault_where = store_queues4_name;
+	while(rc == 0 && !done){
+		struct queue_cursors qc = {NULL, NULL};
+		MDB_cursor *cur = NULL;
+		MDB_txn *txn;
+		MDB_dbi old;
+		MDB_val k, v;
+		size_t n = 0;
+
+		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+		if(rc){
+			break;
+		}
+		rc = mdb_dbi_open(txn, store_queues4_name, MDB_DUPSORT, &old);
+		if(rc == 0){
+			rc = mdb_cursor_open(txn, old, &cur);
+		}
+		if(rc == 0){
+			rc = queue_cursors_open(st, txn, &qc);
+		}
+		while(rc == 0 && n < OPS_PER_TXN && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0){
+			if(k.mv_size != HASH_LEN || v.mv_size < QUEUE_SEQ_LEN + SEAL_OVERHEAD){
+				rc = MDB_CORRUPTED;
+				break;
+			}
+			memcpy(key, k.mv_data, HASH_LEN);
+			memcpy(key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
+			/* A client's duplicates come in seq order: each sorts last. */
+			rc = store_queue_insert(st, &qc, key, (const uint8_t *)v.mv_data + QUEUE_SEQ_LEN,
+					v.mv_size - QUEUE_SEQ_LEN, true);
+			if(rc == 0){
+				rc = mdb_cursor_del(cur, 0);
+				n++;
+			}
+		}
+		if(cur){
+			mdb_cursor_close(cur);
+		}
+		queue_cursors_close(&qc);
+		if(rc == MDB_NOTFOUND){
+			/* Every entry moved (or no such database at all). */
+			done = true;
+			rc = mdb_dbi_open(txn, store_queues4_name, 0, &old);
+			rc = rc == 0 ? mdb_drop(txn, old, 1) : rc == MDB_NOTFOUND ? 0 : rc;
+			if(rc == 0 && !st->upgrade_refs){
+				uint8_t be[4];
+				put_be32(be, STORE_SCHEMA_VERSION);
+				rc = meta_put(st, txn, "schema", be, 4);
+			}
+		}
+		if(rc == 0){
+			rc = mdb_txn_commit(txn);
+			moved += n;
+		}else{
+			mdb_txn_abort(txn);
+		}
+	}
+	if(rc){
+		snprintf(err, errlen, "cannot convert the queues of %s to schema %u: %s", st->path,
+				STORE_SCHEMA_VERSION, rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
+		return rc == MDB_CORRUPTED ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+	}
+	st->upgrade_log = false;
+	store_log(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema %u (%" PRIu64 " queued entries "
+			"moved to the queue log)", st->path, STORE_SCHEMA_VERSION, moved);
+	return STORE_OK;
+}
+
 /* Schema 2 to 3: counts the references of every body (queue entries and
  * retained entries) and records schema 3, in one transaction. */
 static int refs_upgrade(struct store *st, struct guarded *g, char *err, size_t errlen)
 {
-	uint8_t key[QUEUE_KEY_LEN];
 	MDB_cursor *cur = NULL;
 	MDB_txn *txn;
 	MDB_val k, v;
@@ -494,15 +586,14 @@ static int refs_upgrade(struct store *st, struct guarded *g, char *err, size_t e
 		if(rc){
 			break;
 		}
-		if(k.mv_size != HASH_LEN || v.mv_size < QUEUE_SEQ_LEN){
+		/* The log, converted already (log_upgrade): logical key | sealed. */
+		if(k.mv_size != QLOG_ID_LEN || v.mv_size < QUEUE_KEY_LEN){
 			rc = MDB_CORRUPTED;
 			break;
 		}
-		memcpy(key, k.mv_data, HASH_LEN);
-		memcpy(key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
-		if(!store_open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN, (uint8_t *)v.mv_data + QUEUE_SEQ_LEN,
-				v.mv_size - QUEUE_SEQ_LEN)
-				|| record_decode_queue(st->wpt.data, v.mv_size - QUEUE_SEQ_LEN - SEAL_OVERHEAD, &q)){
+		if(!store_open_in_txn(st, DB_QUEUE, v.mv_data, QUEUE_KEY_LEN, (uint8_t *)v.mv_data + QUEUE_KEY_LEN,
+				v.mv_size - QUEUE_KEY_LEN)
+				|| record_decode_queue(st->wpt.data, v.mv_size - QUEUE_KEY_LEN - SEAL_OVERHEAD, &q)){
 			store_reject_in_txn(st);
 			continue;
 		}
@@ -626,8 +717,8 @@ static int open_databases(struct store *st, struct guarded *g, char *err, size_t
 		return env_error(st, rc, err, errlen);
 	}
 	if(st->upgraded_seal){
-		store_log(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema %u (records are sealed under a key "
-				"of each open from now on; earlier releases do not read it)", st->path, STORE_SCHEMA_VERSION);
+		store_log(st, STORE_LOG_INFO, "persist-lmdb: converted %s to schema 4 (records are sealed under a key "
+				"of each open from now on; earlier releases do not read it)", st->path);
 	}
 	return STORE_OK;
 
@@ -742,6 +833,10 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	}
 	if(rc == STORE_OK && st->upgrade_queues){
 		struct guarded g = {.fn = queues_upgrade};
+		rc = store_run_guarded(st, &g, err, errlen);
+	}
+	if(rc == STORE_OK && st->upgrade_log && !st->read_only){
+		struct guarded g = {.fn = log_upgrade};
 		rc = store_run_guarded(st, &g, err, errlen);
 	}
 	if(rc == STORE_OK && st->upgrade_refs && !st->read_only){

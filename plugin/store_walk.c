@@ -180,10 +180,12 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 	while(b->n < WALK_BATCH){
 		k.mv_data = (void *)w->prefix;
 		k.mv_size = w->plen;
+		uint8_t probe[QINDEX_PAIR_LEN] = {0};
 		if(*op == MDB_SET_RANGE && w->from){
-			/* A client's entries sort by seq (the start of each duplicate). */
-			v.mv_data = (void *)w->from;
-			v.mv_size = QUEUE_SEQ_LEN;
+			/* A client's pairs sort by seq; no log id is 0. */
+			memcpy(probe, w->from, QUEUE_SEQ_LEN);
+			v.mv_data = probe;
+			v.mv_size = sizeof(probe);
 			*op = MDB_GET_BOTH_RANGE;
 		}
 		if(*op == MDB_SET){
@@ -215,14 +217,28 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 		it->src = WALK_MALFORMED;
 		it->k.mv_data = it->key;
 		if(w->db == DB_QUEUE){
-			if(k.mv_size != HASH_LEN || v.mv_size < QUEUE_SEQ_LEN){
+			/* An index pair, then its log value: the logical key (which
+			 * must be the pair's) and the sealed entry. */
+			MDB_val lk, lv;
+			if(k.mv_size != HASH_LEN || v.mv_size != QINDEX_PAIR_LEN){
 				continue;
 			}
 			memcpy(it->key, k.mv_data, HASH_LEN);
 			memcpy(it->key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
 			it->k.mv_size = QUEUE_KEY_LEN;
-			v.mv_data = (uint8_t *)v.mv_data + QUEUE_SEQ_LEN;
-			v.mv_size -= QUEUE_SEQ_LEN;
+			lk.mv_data = (uint8_t *)v.mv_data + QUEUE_SEQ_LEN;
+			lk.mv_size = QLOG_ID_LEN;
+			rc = mdb_get(mdb_cursor_txn(cur), st->dbi[DB_QUEUE], &lk, &lv);
+			if(rc && rc != MDB_NOTFOUND){
+				store_log(st, STORE_LOG_ERR, "persist-lmdb: reading %s from %s failed: %s",
+						store_db_names[w->db], st->path, mdb_strerror(rc));
+				return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? STORE_ERR_CORRUPT : STORE_ERR_IO;
+			}
+			if(rc == MDB_NOTFOUND || lv.mv_size < QUEUE_KEY_LEN || memcmp(lv.mv_data, it->key, QUEUE_KEY_LEN) != 0){
+				continue;
+			}
+			v.mv_data = (uint8_t *)lv.mv_data + QUEUE_KEY_LEN;
+			v.mv_size = lv.mv_size - QUEUE_KEY_LEN;
 		}else if(k.mv_size <= KEY_MAX){
 			memcpy(it->key, k.mv_data, k.mv_size);
 			it->k.mv_size = k.mv_size;
@@ -290,7 +306,9 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 	bool end = false;
 	int rc, op;
 
-	if(st->dbi[w->db] == 0 && w->db != DB_META){
+	/* A queue walk goes through the index. */
+	MDB_dbi dbi = w->db == DB_QUEUE ? st->dbi[DB_QINDEX] : st->dbi[w->db];
+	if((dbi == 0 || st->dbi[w->db] == 0) && w->db != DB_META){
 		return STORE_OK;
 	}
 	pthread_mutex_lock(&st->txn_lock);
@@ -299,7 +317,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
 	}
 	if(rc == 0){
-		rc = mdb_cursor_open(txn, st->dbi[w->db], &cur);
+		rc = mdb_cursor_open(txn, dbi, &cur);
 	}
 	if(rc){
 		store_log(st, STORE_LOG_ERR, "persist-lmdb: cannot read %s from %s: %s",

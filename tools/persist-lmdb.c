@@ -311,12 +311,17 @@ static int cmd_stats(const struct settings *s)
 	for(int db = 0; db < DB_COUNT; db++){
 		uint64_t entries, bytes;
 
+		/* The queues' row is the log and its index together. */
+		if(db == DB_QINDEX){
+			continue;
+		}
 		rc = store_count(st, (enum store_db)db, &entries, &bytes);
 		if(rc){
 			store_close(st);
 			return read_failed(s, rc);
 		}
-		printf("%-10s %12" PRIu64 " %12" PRIu64 "\n", store_db_name((enum store_db)db), entries, bytes);
+		printf("%-10s %12" PRIu64 " %12" PRIu64 "\n", db == DB_QUEUE ? "queues" : store_db_name((enum store_db)db),
+				entries, bytes);
 	}
 	store_close(st);
 	return stdout_done();
@@ -660,6 +665,7 @@ static int cmd_verify(const struct settings *s)
 	printf("queue entries without session  %12" PRIu64 "\n", refs.queue_without_session);
 	printf("subscriptions without session  %12" PRIu64 "\n", refs.subs_without_session);
 	printf("wrong reference counts         %12" PRIu64 "\n", refs.refs_wrong);
+	printf("queue index mismatches         %12" PRIu64 "\n", refs.queue_index_wrong);
 	if(tallies.kept){
 		printf("queue tallies checked          %12" PRIu64 "\n", tallies.checked);
 		printf("wrong queue tallies            %12" PRIu64 "\n", tallies.wrong);
@@ -670,7 +676,8 @@ static int cmd_verify(const struct settings *s)
 	printf("journal records to apply       %12" PRIu64 "\n", pending);
 	printf("journal records cut short      %12" PRIu64 "\n", cut_short);
 	problems = ss.records_rejected + refs.orphan_msgs + refs.dangling_queue + refs.dangling_retained
-		+ refs.queue_without_session + refs.subs_without_session + refs.refs_wrong + tallies.wrong;
+		+ refs.queue_without_session + refs.subs_without_session + refs.refs_wrong + refs.queue_index_wrong
+		+ tallies.wrong;
 	if(problems){
 		printf("verify: %" PRIu64 " problem%s found\n", problems, problems == 1 ? "" : "s");
 	}else{

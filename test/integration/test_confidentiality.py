@@ -111,7 +111,7 @@ def test_file_shows_what_security_md_lists(broker):
     broker.stop()
 
     dbs = mdb_dump_all(broker.db_dir)
-    assert {"meta", "msgs", "queues", "sessions", "subs", "retained"} <= set(dbs), sorted(dbs)
+    assert {"meta", "msgs", "queue-log", "queue-index", "sessions", "subs", "retained"} <= set(dbs), sorted(dbs)
     assert not set(dbs) - set(rows), f"databases without a row in docs/security.md: {sorted(set(dbs) - set(rows))}"
 
     salts = salts_of(dbs)
@@ -123,15 +123,23 @@ def test_file_shows_what_security_md_lists(broker):
     stored = [STORE_ID_EPOCH + ((int.from_bytes(k, "big") >> 23) & (2**31 - 1)) for k, _ in dbs["msgs"]]
     assert len(stored) == 6 and all(t0 - 2 <= t <= t1 + 2 for t in stored), (t0, stored, t1)
 
-    [(queue, _)] = {k: 0 for k, _ in dbs["queues"]}.items()
-    seqs = [int.from_bytes(v[:8], "big") for k, v in dbs["queues"] if k == queue]
+    # The index: one client, a pair seq | log id per entry; the log: each
+    # entry under its log id, after the client's hash and its seq.
+    [(queue, _)] = {k: 0 for k, _ in dbs["queue-index"]}.items()
+    pairs = [v for k, v in dbs["queue-index"] if k == queue]
+    seqs = [int.from_bytes(v[:8], "big") for v in pairs]
     assert [s >> SEQ_SHIFT for s in seqs] == [epoch] * 5, seqs
     counters = [s & (2**SEQ_SHIFT - 1) for s in seqs]
     assert counters == sorted(counters) and len(set(counters)) == 5, counters
+    log_ids = [int.from_bytes(v[8:16], "big") for v in pairs]
+    assert [i >> SEQ_SHIFT for i in log_ids] == [epoch] * 5 and log_ids == sorted(log_ids), log_ids
+    log = {k: v for k, v in dbs["queue-log"]}
+    assert sorted(log) == [i.to_bytes(8, "big") for i in log_ids], sorted(log)
+    assert [log[i.to_bytes(8, "big")][:24] for i in log_ids] == [queue + v[:8] for v in pairs]
 
     for name, pairs in dbs.items():
         for k, v in pairs:
-            if name == "meta" and k.startswith(b"salt"):
+            if (name == "meta" and k.startswith(b"salt")) or name == "queue-index":
                 continue
-            env = v[8:] if name == "queues" else v
+            env = v[24:] if name == "queue-log" else v
             assert int.from_bytes(env[2:6], "big") in salts, (name, k.hex(), env[:SEAL_HEADER].hex())

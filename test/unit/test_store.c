@@ -479,6 +479,46 @@ static void raw_nth(struct raw *r, MDB_dbi dbi, size_t n, uint8_t **key, size_t 
 	mdb_cursor_close(cur);
 }
 
+/* Lays the queues out as schemas 2 to 4 did: the log and its index become
+ * one DUPSORT database "queues", client hash -> seq | sealed entry. */
+static void raw_queues_to_schema4(struct raw *r)
+{
+	MDB_dbi log = raw_dbi(r, "queue-log"), index = raw_dbi(r, "queue-index"), queues;
+	MDB_cursor *cur;
+	MDB_val k, v;
+
+	assert_int_equal(mdb_dbi_open(r->txn, "queues", MDB_CREATE | MDB_DUPSORT, &queues), 0);
+	assert_int_equal(mdb_cursor_open(r->txn, log, &cur), 0);
+	for(int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT){
+		MDB_val qk = {HASH_LEN, v.mv_data}, qv = {v.mv_size - HASH_LEN, (uint8_t *)v.mv_data + HASH_LEN};
+		assert_true(v.mv_size > HASH_LEN + 8);
+		assert_int_equal(mdb_put(r->txn, queues, &qk, &qv, 0), 0);
+	}
+	mdb_cursor_close(cur);
+	assert_int_equal(mdb_drop(r->txn, log, 1), 0);
+	assert_int_equal(mdb_drop(r->txn, index, 1), 0);
+}
+
+/* The log value of a client's n-th queue entry (from 0), by its index. */
+static void raw_queue_nth(struct raw *r, const uint8_t hash[HASH_LEN], size_t n, uint8_t id[8], uint8_t **val,
+		size_t *vlen)
+{
+	MDB_dbi log = raw_dbi(r, "queue-log"), index = raw_dbi(r, "queue-index");
+	MDB_cursor *cur;
+	MDB_val k = {HASH_LEN, (void *)hash}, v;
+
+	assert_int_equal(mdb_cursor_open(r->txn, index, &cur), 0);
+	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY), 0);
+	for(size_t i = 0; i < n; i++){
+		assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP), 0);
+	}
+	assert_uint_equal(v.mv_size, 16);
+	memcpy(id, (uint8_t *)v.mv_data + 8, 8);
+	mdb_cursor_close(cur);
+	*val = raw_get(r, log, id, 8, vlen);
+	assert_non_null(*val);
+}
+
 static void be64_put(uint8_t *p, uint64_t v)
 {
 	for(int i = 7; i >= 0; i--){
@@ -702,7 +742,7 @@ static void test_roundtrip_all_kinds(void **state)
 	uint64_t records = 0;
 	char err[512];
 	assert_int_equal(store_check_structure(st, &records, err, sizeof(err)), STORE_OK);
-	assert_uint_equal(records, 4 + N_MSG_IDS + 2 + 3 + 4 + 2 + 1 + 2);
+	assert_uint_equal(records, 4 + N_MSG_IDS + 2 + 3 + 4 + 2 + 1 + 2 + 4 /* the queue entries' index pairs */);
 	store_close(st);
 
 	/* Everything persists across a reopen (under a new epoch), read-write
@@ -1627,17 +1667,14 @@ static void test_moved_value_rejected(void **state)
 	free(v);
 	free(k2b);
 	free(v2b);
-	/* queues: the first entry's sealed value under the second's sequence
-	 * number (no reordering). An entry is a duplicate of its client's key:
-	 * the sequence number, then the sealed value. */
-	MDB_dbi queue = raw_dbi(&r, "queues");
-	raw_nth(&r, queue, 0, &k, &klen, &v, &vlen);
-	raw_nth(&r, queue, 1, &k2b, &k2len, &v2b, &v2len);
-	assert_uint_equal(klen, HASH_LEN);
-	MDB_val dk = {k2len, k2b}, dv = {v2len, v2b};
-	assert_int_equal(mdb_del(r.txn, queue, &dk, &dv), 0);
-	memcpy(v, v2b, 8);
-	raw_put(&r, queue, k2b, k2len, v, vlen);
+	/* queues: the first entry's sealed value under the second's log id,
+	 * with the second's logical key (client hash | seq) before it. */
+	MDB_dbi log = raw_dbi(&r, "queue-log");
+	raw_nth(&r, log, 0, &k, &klen, &v, &vlen);
+	raw_nth(&r, log, 1, &k2b, &k2len, &v2b, &v2len);
+	assert_uint_equal(klen, 8);
+	memcpy(v, v2b, HASH_LEN + 8);
+	raw_put(&r, log, k2b, k2len, v, vlen);
 	free(k);
 	free(v);
 	free(k2b);
@@ -2630,15 +2667,19 @@ static void test_schema2_counts_built(void **state)
 	assert_int_equal(seal_record(seal, ad, sizeof(ad), two, sizeof(two), sealed), SEAL_OK);
 	seal_free(seal);
 	raw_put(&r, meta, "schema", 6, sealed, sizeof(sealed));
+	raw_queues_to_schema4(&r);
 	raw_close(&r, true);
 
-	st = open_store(fx, 0, STORE_READ_ONLY);
-	check_all_kinds(st);
-	store_close(st);
+	char err[512] = "";
+	st = NULL;
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, STORE_READ_ONLY, test_log, err, sizeof(err)),
+			STORE_ERR_VERSION);
+	assert_non_null(strstr(err, "schema 2"));
 
 	log_reset();
 	st = open_store(fx, 0, 0);
-	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
+	/* The queues moved to the log, then the counts built. */
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 2);
 	assert_int_equal(store_count(st, DB_REFS, &entries, &bytes), STORE_OK);
 	assert_uint_equal(entries, 4);
 	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
@@ -2685,10 +2726,11 @@ static void schema_set(struct fx *fx, uint32_t v)
 	raw_close(&r, true);
 }
 
-/* A schema 3 database (the release before per-open keys) is read as it is,
- * and becomes schema 4 at its first writable open, where earlier releases
- * refuse it instead of skipping records they cannot open; a schema this
- * release does not know is refused, with nothing written. */
+/* A schema 3 database (the release before per-open keys) is refused by a
+ * read-only open, and becomes schema 4, then 5, at its first writable open,
+ * where earlier releases refuse it instead of skipping records they cannot
+ * open; a schema this release does not know is refused, with nothing
+ * written. */
 static void test_schema3_converted(void **state)
 {
 	struct fx *fx = *state;
@@ -2701,17 +2743,21 @@ static void test_schema3_converted(void **state)
 	write_all_kinds(st);
 	commit_ok(st);
 	store_close(st);
+	raw_open(&r, fx->tmp.path);
+	raw_queues_to_schema4(&r);
+	raw_close(&r, true);
 	schema_set(fx, 3);
 
 	log_reset();
-	st = open_store(fx, 0, STORE_READ_ONLY);
-	check_all_kinds(st);
-	store_close(st);
+	st = NULL;
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, STORE_READ_ONLY, test_log, err, sizeof(err)),
+			STORE_ERR_VERSION);
+	assert_non_null(strstr(err, "schema 3"));
 	assert_int_equal(g_log_count[STORE_LOG_INFO], 0);
 
 	st = open_store(fx, 0, 0);
-	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
-	assert_non_null(strstr(g_last_info, "to schema 4"));
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 2);
+	assert_non_null(strstr(g_last_info, "to schema 5"));
 	check_all_kinds(st);
 	store_close(st);
 	log_reset();
@@ -2720,7 +2766,7 @@ static void test_schema3_converted(void **state)
 	check_all_kinds(st);
 	store_close(st);
 
-	schema_set(fx, 5);
+	schema_set(fx, 6);
 	raw_open(&r, fx->tmp.path);
 	before = raw_get(&r, raw_dbi(&r, "meta"), "epoch", 5, &blen);
 	raw_close(&r, false);
@@ -2728,7 +2774,7 @@ static void test_schema3_converted(void **state)
 	st = NULL;
 	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, 0, test_log, err, sizeof(err)), STORE_ERR_VERSION);
 	assert_null(st);
-	assert_non_null(strstr(err, "has schema version 5; this persist-lmdb reads versions 1 to 4"));
+	assert_non_null(strstr(err, "has schema version 6; this persist-lmdb reads versions 1 to 5"));
 	raw_open(&r, fx->tmp.path);
 	after = raw_get(&r, raw_dbi(&r, "meta"), "epoch", 5, &alen);
 	raw_close(&r, false);
@@ -2737,6 +2783,108 @@ static void test_schema3_converted(void **state)
 	assert_memory_equal(after, before, blen);
 	free(before);
 	free(after);
+}
+
+/* A schema 4 database (a DUPSORT tree per client) has its queues moved to
+ * the log and its index at its first writable open, over several
+ * transactions: the same entries, in the same order, sealed as they were;
+ * new entries sort after them. verify's index check finds a log entry no
+ * pair names and a pair whose log entry is gone, which walks skip. */
+static void test_schema4_converted(void **state)
+{
+	enum { PER = 12000 };
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	const char *clients[] = {"c1", "c2"};
+	struct coll before[2] = {{0}}, after = {0};
+	struct store_refs refs;
+	char err[512] = "";
+	struct raw r;
+
+	for(uint64_t i = 1; i <= 2 * PER; i++){
+		struct rec_queue q = queue_make(i, (uint16_t)i);
+		assert_int_equal(store_queue_append(st, clients[i % 2], i, &q), STORE_OK);
+	}
+	commit_ok(st);
+	for(int c = 0; c < 2; c++){
+		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &before[c]), STORE_OK);
+		assert_uint_equal(before[c].n, PER);
+	}
+	store_close(st);
+	raw_open(&r, fx->tmp.path);
+	raw_queues_to_schema4(&r);
+	raw_close(&r, true);
+	schema_set(fx, 4);
+
+	st = NULL;
+	assert_int_equal(store_open(&st, fx->tmp.path, 0, fx->tmp.key, STORE_READ_ONLY, test_log, err, sizeof(err)),
+			STORE_ERR_VERSION);
+	assert_non_null(strstr(err, "schema 4"));
+
+	log_reset();
+	st = open_store(fx, 0, 0);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
+	assert_non_null(strstr(g_last_info, "to schema 5 (24000 queued entries moved"));
+	for(int c = 0; c < 2; c++){
+		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &after), STORE_OK);
+		assert_uint_equal(after.n, before[c].n);
+		for(size_t i = 0; i < after.n; i++){
+			assert_uint_equal(after.v[i].id, before[c].v[i].id);
+			assert_uint_equal(after.v[i].len, before[c].v[i].len);
+			assert_memory_equal(after.v[i].enc, before[c].v[i].enc, after.v[i].len);
+		}
+		coll_free(&after);
+		coll_free(&before[c]);
+	}
+	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
+	assert_uint_equal(refs.queue_index_wrong, 0);
+	assert_uint_equal(refs.refs_wrong, 0);
+	struct rec_queue q = queue_make(99, 99);
+	assert_int_equal(store_queue_append(st, "c1", 7, &q), STORE_OK);
+	commit_ok(st);
+	assert_int_equal(store_walk_queue(st, "c1", cb_queue, &after), STORE_OK);
+	assert_uint_equal(after.n, PER + 1);
+	assert_uint_equal(after.v[PER].id, ((uint64_t)store_epoch(st) << STORE_SEQ_SHIFT) | 7);
+	coll_free(&after);
+	store_close(st);
+	log_reset();
+	st = open_store(fx, 0, 0);
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 0);
+	store_close(st);
+
+	/* One pair deleted (its log entry stays), one log entry deleted (its
+	 * pair stays). */
+	uint8_t hash[HASH_LEN], id[8], *val;
+	size_t vlen;
+	raw_open(&r, fx->tmp.path);
+	MDB_dbi index = raw_dbi(&r, "queue-index");
+	MDB_cursor *cur;
+	MDB_val k, v;
+	assert_int_equal(mdb_cursor_open(r.txn, index, &cur), 0);
+	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+	memcpy(hash, k.mv_data, HASH_LEN);
+	mdb_cursor_close(cur);
+	uint8_t pair[16];
+	raw_queue_nth(&r, hash, 3, id, &val, &vlen);
+	memcpy(pair, val + HASH_LEN, 8);
+	memcpy(pair + 8, id, 8);
+	free(val);
+	MDB_val dk = {HASH_LEN, hash}, dv = {16, pair};
+	assert_int_equal(mdb_del(r.txn, index, &dk, &dv), 0);
+	raw_queue_nth(&r, hash, 5, id, &val, &vlen);
+	free(val);
+	MDB_val lk = {8, id};
+	assert_int_equal(mdb_del(r.txn, raw_dbi(&r, "queue-log"), &lk, NULL), 0);
+	raw_close(&r, true);
+	st = open_store(fx, 0, 0);
+	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
+	assert_uint_equal(refs.queue_index_wrong, 2);
+	log_reset();
+	uint64_t n = count_queue(st, "c1") + count_queue(st, "c2");
+	assert_uint_equal(n, 2 * PER + 1 - 2);
+	/* The pair without its entry, once by the check's walk, once here. */
+	assert_uint_equal(stats_of(st).records_rejected, 2);
+	store_close(st);
 }
 
 /* The salts are the one unsealed meta record: a damaged one (another
@@ -2806,6 +2954,7 @@ static void test_schema1_queues_converted(void **state)
 	store_close(st);
 
 	raw_open(&r, fx->tmp.path);
+	raw_queues_to_schema4(&r);
 	MDB_dbi queues = raw_dbi(&r, "queues"), legacy, meta = raw_dbi(&r, "meta");
 	assert_int_equal(mdb_dbi_open(r.txn, "queue", MDB_CREATE, &legacy), 0);
 	MDB_cursor *cur;
@@ -2840,8 +2989,8 @@ static void test_schema1_queues_converted(void **state)
 
 	log_reset();
 	st = open_store(fx, 0, 0);
-	/* Converted to schema 2, then 3. */
-	assert_int_equal(g_log_count[STORE_LOG_INFO], 2);
+	/* Converted to schema 2, the queues moved to the log, the counts built. */
+	assert_int_equal(g_log_count[STORE_LOG_INFO], 3);
 	for(int c = 0; c < 3; c++){
 		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &after), STORE_OK);
 		assert_uint_equal(after.n, before[c].n);
@@ -2858,6 +3007,7 @@ static void test_schema1_queues_converted(void **state)
 
 	raw_open(&r, fx->tmp.path);
 	assert_int_equal(mdb_dbi_open(r.txn, "queue", 0, &legacy), MDB_NOTFOUND);
+	assert_int_equal(mdb_dbi_open(r.txn, "queues", 0, &legacy), MDB_NOTFOUND);
 	raw_close(&r, false);
 	log_reset();
 	st = open_store(fx, 0, STORE_READ_ONLY);
@@ -3071,12 +3221,12 @@ static void test_walk_in_batches(void **state)
 	/* One record of "big" in its third batch damaged: the others come. */
 	struct raw r;
 	raw_open(&r, fx->tmp.path);
-	MDB_dbi queue = raw_dbi(&r, "queues");
+	MDB_dbi index = raw_dbi(&r, "queue-index");
 	MDB_cursor *cur;
 	MDB_val k, v;
-	uint8_t hash[HASH_LEN];
+	uint8_t hash[HASH_LEN], id[8];
 	size_t seen = 0;
-	assert_int_equal(mdb_cursor_open(r.txn, queue, &cur), 0);
+	assert_int_equal(mdb_cursor_open(r.txn, index, &cur), 0);
 	for(int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT_NODUP){
 		size_t count;
 		assert_int_equal(mdb_cursor_count(cur, &count), 0);
@@ -3087,30 +3237,11 @@ static void test_walk_in_batches(void **state)
 	}
 	mdb_cursor_close(cur);
 	assert_uint_equal(seen, 1);
-	uint8_t *val, *key;
-	size_t klen, vlen, index = 0, target = 2 * WALK_BATCH_FOR_TEST + 10;
-	assert_int_equal(mdb_cursor_open(r.txn, queue, &cur), 0);
-	k.mv_data = hash;
-	k.mv_size = HASH_LEN;
-	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_SET_KEY), 0);
-	while(index < target){
-		assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP), 0);
-		index++;
-	}
-	key = malloc(k.mv_size);
-	val = malloc(v.mv_size);
-	assert_non_null(key);
-	assert_non_null(val);
-	memcpy(key, k.mv_data, k.mv_size);
-	memcpy(val, v.mv_data, v.mv_size);
-	klen = k.mv_size;
-	vlen = v.mv_size;
-	mdb_cursor_close(cur);
-	MDB_val dk = {klen, key}, dv = {vlen, val};
-	assert_int_equal(mdb_del(r.txn, queue, &dk, &dv), 0);
+	uint8_t *val;
+	size_t vlen, target = 2 * WALK_BATCH_FOR_TEST + 10;
+	raw_queue_nth(&r, hash, target, id, &val, &vlen);
 	val[vlen - 1] ^= 1;
-	raw_put(&r, queue, key, klen, val, vlen);
-	free(key);
+	raw_put(&r, raw_dbi(&r, "queue-log"), id, sizeof(id), val, vlen);
 	free(val);
 	raw_close(&r, true);
 
@@ -3167,6 +3298,7 @@ int main(void)
 		T(test_schema1_queues_converted),
 		T(test_schema2_counts_built),
 		T(test_schema3_converted),
+		T(test_schema4_converted),
 		T(test_salt_record_damaged),
 		T(test_walk_queue_back),
 		T(test_tallies),
