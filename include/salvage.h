@@ -33,6 +33,7 @@ struct salvage_report {
 	uint64_t copied[DB_COUNT];     /* records written into the new database */
 	uint64_t rejected[DB_COUNT];   /* records reached that did not authenticate or decode */
 	uint64_t orphaned_queue;       /* queue entries whose session was not found */
+	uint64_t bodiless_queue;       /* queue entries whose message body was not found */
 	uint64_t pages_skipped;        /* pages reached that failed a check (with what they lead to) */
 	uint64_t orphan_msgs;          /* bodies nothing referred to, dropped at the end */
 	uint64_t journal_mark;         /* carried over (0: none, or the journal was not kept) */

@@ -4,7 +4,7 @@
  *   db        key                                   value (sealed)
  *   meta      fixed ASCII names                     schema, epoch, key check
  *   msgs      store_id (u64 BE)                     rec_base_msg
- *   queue-log log id (u64 BE)                       H(client id) | seq (u64 BE) | rec_queue
+ *   queue-log log id (u64 BE)                       rec_queue
  *   queue-index H(client id)                        seq (u64 BE) | log id (u64 BE), one
  *                                                   unsealed pair per entry (DUPFIXED)
  *   sessions  H(client id)                          rec_session
@@ -30,9 +30,9 @@
  * appended to the log's last page; the index finds a client's entries in
  * seq order. A commit that adds a message to many queues touches the log's
  * end and one small index node per client, where one tree per client
- * (schema 4) had it copy a page per client. The log value starts with the
- * logical key, so the log alone says every entry's client and seq (verify,
- * salvage), and an index pair swapped to another client does not open.
+ * (schema 4) had it copy a page per client. The index alone says whose
+ * entry is which: an entry named by another pair than its own does not
+ * authenticate.
  *
  * `online` marks sessions whose client is connected: the broker reports no
  * session change while a client stays connected, so after a crash this is
@@ -186,8 +186,8 @@ struct store_refs {
 	uint64_t subs_without_session;
 	uint64_t refs_wrong;             /* bodies whose reference count is not what is stored */
 	uint64_t queue_index_wrong;      /* index pairs without their log entry, log entries no
-	                                    pair names (not repaired: salvage rebuilds the
-	                                    index from the log) */
+	                                    pair names, log entries two pairs name (not
+	                                    repaired) */
 };
 /* With delete_orphans the wrong counts are corrected too. */
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out);

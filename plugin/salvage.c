@@ -5,6 +5,7 @@
 #include "bytes.h"
 #include "journal.h"
 #include "record.h"
+#include "u64map.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -172,6 +173,22 @@ static void walk_leaf(struct tree_walk *w, const uint8_t *p, size_t len)
 	}
 }
 
+/* A page (or sub-page) of a DUPFIXED database: no nodes, its keys packed
+ * after the header, each of the size the header's pad field gives. */
+static void walk_leaf2(struct tree_walk *w, const uint8_t *p, size_t len)
+{
+	size_t lower = get_le16(p + 12), ks = get_le16(p + 8);
+	size_t n = lower >= PAGE_HDR ? (lower - PAGE_HDR) / 2 : 0;
+
+	if(lower < PAGE_HDR || ks == 0 || PAGE_HDR + n * ks > len){
+		w->skipped++;
+		return;
+	}
+	for(size_t i = 0; i < n; i++){
+		w->fn(w->ctx, p + PAGE_HDR + i * ks, ks, NULL, 0, 0);
+	}
+}
+
 static void walk_branch(struct tree_walk *w, const uint8_t *p, int depth)
 {
 	long n = page_keys(p, w->f->psize);
@@ -207,6 +224,9 @@ static void walk_page(struct tree_walk *w, uint64_t pgno, int depth)
 		case P_LEAF:
 			walk_leaf(w, p, w->f->psize);
 			break;
+		case P_LEAF | P_LEAF2:
+			walk_leaf2(w, p, w->f->psize);
+			break;
 		default:
 			w->skipped++;
 	}
@@ -229,8 +249,10 @@ static void walk_dups(struct tree_walk *w, const uint8_t *data, size_t dlen, uns
 			return;
 		}
 		walk_tree(w, get_le64(data + TREE_ROOT));
-	}else if(dlen < PAGE_HDR || !(get_le16(data + 10) & P_SUBP) || (get_le16(data + 10) & P_LEAF2)){
+	}else if(dlen < PAGE_HDR || !(get_le16(data + 10) & P_SUBP)){
 		w->skipped++;
+	}else if(get_le16(data + 10) & P_LEAF2){
+		walk_leaf2(w, data, dlen);
 	}else{
 		walk_leaf(w, data, dlen);
 	}
@@ -243,10 +265,12 @@ struct client_name {
 	char *clientid;
 };
 
-/* The queues: schema 5's log (log id -> client hash | seq | sealed), the
- * DUPSORT tree of schemas 2 to 4 (client hash -> seq | sealed), schema 1's
- * one key per entry (client hash | seq -> sealed). Schema 5's index is not
- * read: the new database builds its own from the entries. */
+/* The queues: schema 5's log (log id -> sealed) named by its index (client
+ * hash -> seq | log id, read first into log_names), the DUPSORT tree of
+ * schemas 2 to 4 (client hash -> seq | sealed), schema 1's one key per
+ * entry (client hash | seq -> sealed). A log entry whose index pair was on
+ * a lost page cannot be opened (its client and seq are the associated
+ * data) and is counted as left out. */
 enum queue_layout { QUEUES_LOG, QUEUES_DUPS, QUEUES_KEYS };
 
 struct named {
@@ -269,6 +293,9 @@ struct salvage {
 	struct store *dst;
 	enum store_db db;                /* of the tree being walked */
 	enum queue_layout layout;        /* of the queue tree being walked */
+	struct u64map log_names;         /* log id -> client hash | seq, from the index */
+	struct u64map bodies;            /* the store ids of the bodies copied (but 0) */
+	bool body0;                      /* body 0 was copied */
 	const uint8_t *dup_key;          /* the key whose duplicates are being walked */
 	size_t dup_klen;
 	struct client_name *names;       /* from the sessions, sorted by hash */
@@ -370,6 +397,11 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 				return -1;
 			}
 			rc = store_msg_put(d, get_be64(key), &m);
+			if(rc == STORE_OK && get_be64(key) == 0){
+				sv->body0 = true;
+			}else if(rc == STORE_OK && !u64map_add(&sv->bodies, get_be64(key))){
+				rc = STORE_ERR_NOMEM;
+			}
 			break;
 		}
 		case DB_QUEUE: {
@@ -379,6 +411,12 @@ static int copy_record(struct salvage *sv, enum store_db db, const uint8_t *key,
 			}
 			if(!(clientid = client_of(sv, key))){
 				sv->rep->orphaned_queue++;
+				return 0;
+			}
+			/* Bodies come first (salvage_pass): one not copied was lost,
+			 * and an entry without it cannot be delivered. */
+			if(q.store_id ? !u64map_get(&sv->bodies, q.store_id) : !sv->body0){
+				sv->rep->bodiless_queue++;
 				return 0;
 			}
 			rc = store_queue_append(d, clientid, get_be64(key + HASH_LEN), &q);
@@ -492,6 +530,28 @@ static void visit_dup(void *ctx, const uint8_t *key, size_t klen, const uint8_t 
 	visit_value(sv, lkey, sizeof(lkey), key + 8, klen - 8);
 }
 
+/* An index pair of the client sv->dup_key: seq (8) | log id (8). */
+static void visit_pair(void *ctx, const uint8_t *key, size_t klen, const uint8_t *data, size_t dlen, unsigned flags)
+{
+	struct salvage *sv = ctx;
+	uint8_t *name;
+
+	(void)data;
+	(void)dlen;
+	(void)flags;
+	if(sv->dup_klen != HASH_LEN || klen != 16 || get_be64(key + 8) == 0){
+		sv->rep->rejected[DB_QUEUE] += !sv->dry;
+		return;
+	}
+	name = u64map_add(&sv->log_names, get_be64(key + 8));
+	if(!name){
+		sv->rc = STORE_ERR_NOMEM;
+		return;
+	}
+	memcpy(name, sv->dup_key, HASH_LEN);
+	memcpy(name + HASH_LEN, key, 8);
+}
+
 static void visit_leaf(void *ctx, const uint8_t *key, size_t klen, const uint8_t *data, size_t dlen, unsigned flags)
 {
 	struct salvage *sv = ctx;
@@ -499,12 +559,26 @@ static void visit_leaf(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 	if(sv->rc){
 		return;
 	}
+	if(sv->db == DB_QINDEX){
+		sv->dup_key = key;
+		sv->dup_klen = klen;
+		if(!(flags & F_DUPDATA)){
+			/* A client's only pair is a plain value. */
+			visit_pair(sv, data, dlen, NULL, 0, 0);
+			return;
+		}
+		struct tree_walk dups = {sv->w->f, visit_pair, sv, 0};
+		walk_dups(&dups, data, dlen, flags);
+		sv->w->skipped += dups.skipped;
+		return;
+	}
 	if(sv->db == DB_QUEUE && sv->layout == QUEUES_LOG){
-		if(klen != 8 || dlen < HASH_LEN + 8 || (flags & (F_DUPDATA | F_SUBDATA))){
+		const uint8_t *name = klen == 8 ? u64map_get(&sv->log_names, get_be64(key)) : NULL;
+		if(!name || (flags & (F_DUPDATA | F_SUBDATA))){
 			sv->rep->rejected[DB_QUEUE] += !sv->dry;
 			return;
 		}
-		visit_value(sv, data, HASH_LEN + 8, data + HASH_LEN + 8, dlen - HASH_LEN - 8);
+		visit_value(sv, name, HASH_LEN + 8, data, dlen);
 		return;
 	}
 	if(sv->db == DB_QUEUE && sv->layout == QUEUES_DUPS){
@@ -703,7 +777,8 @@ static void salvage_pass(struct salvage *sv, bool dry)
 {
 	static const enum store_db order[] = {
 		/* Sessions before what needs their client ids. */
-		DB_META, DB_SESSIONS, DB_MSGS, DB_QUEUE, DB_SUBS, DB_RETAINED, DB_WILLS, DB_ONLINE, DB_DEDUP, DB_SEQNO,
+		DB_META, DB_SESSIONS, DB_MSGS, DB_QINDEX, DB_QUEUE, DB_SUBS, DB_RETAINED, DB_WILLS, DB_ONLINE, DB_DEDUP,
+		DB_SEQNO,
 	};
 
 	sv->dry = dry;
@@ -743,6 +818,8 @@ int salvage_run(const char *src, const char *dst, const uint8_t key[SEAL_KEY_LEN
 	}
 	sv->rep = rep;
 	sv->nm = &nm;
+	u64map_init(&sv->log_names, HASH_LEN + 8);
+	u64map_init(&sv->bodies, 0);
 	memcpy(sv->key, key, SEAL_KEY_LEN);
 	snprintf(path, sizeof(path), "%s/data.mdb", src);
 	rc = map_file(path, &sv->f, err, errlen);
@@ -813,6 +890,8 @@ int salvage_run(const char *src, const char *dst, const uint8_t key[SEAL_KEY_LEN
 		free(sv->names[i].clientid);
 	}
 	free(sv->names);
+	u64map_free(&sv->log_names);
+	u64map_free(&sv->bodies);
 	for(int i = 0; i < 256; i++){
 		seal_free(sv->seal[i]);
 	}

@@ -156,10 +156,25 @@ int store_walk_structure(struct store *st, struct guarded *g, char *err, size_t 
 		/* Every tree, the stored queues too: a damaged page found later, by
 		 * a hand-back in the running broker, would stop it (LMDB aborts on
 		 * it) and every start after that. */
-		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+		for(int op = MDB_FIRST; (rc = mdb_cursor_get(cur, &k, &v, op)) == 0;
+				op = i == DB_QINDEX ? MDB_NEXT_NODUP : MDB_NEXT){
 			if(i == -1 && !known_db_name(&k)){
 				unknown_name = true;
 				break;
+			}
+			if(i == DB_QINDEX){
+				/* A client's pairs a page at a time: one call per page,
+				 * not per pair, and every page read all the same. */
+				rc = mdb_cursor_get(cur, &k, &v, MDB_GET_MULTIPLE);
+				while(rc == 0){
+					sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+					*records += v.mv_size / QINDEX_PAIR_LEN;
+					rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_MULTIPLE);
+				}
+				if(rc != MDB_NOTFOUND){
+					break;
+				}
+				continue;
 			}
 			if(v.mv_size){
 				sink ^= ((const uint8_t *)v.mv_data)[0] ^ ((const uint8_t *)v.mv_data)[v.mv_size - 1];
@@ -556,12 +571,22 @@ static int read_refs0(struct store *st, struct id_set *msgs)
 	return STORE_OK;
 }
 
-/* Index pairs whose log entry is missing or names another entry, and log
- * entries no pair names: damage, or a bug. Walks skip a pair of the first
- * kind as a rejected record; salvage rebuilds the index from the log. */
+static int id_cmp(const void *a, const void *b)
+{
+	uint64_t x = get_be64(a), y = get_be64(b);
+
+	return x < y ? -1 : x > y;
+}
+
+/* Index pairs whose log entry is missing, log entries no pair names, and
+ * pairs beyond the first that name one entry: damage, or a bug. Walks skip
+ * a pair of the first kind as a rejected record (an entry under another
+ * pair than its own does not authenticate). */
 static int check_queue_index(struct store *st, uint64_t *wrong)
 {
-	MDB_cursor *cur = NULL, *icur = NULL;
+	MDB_cursor *cur = NULL;
+	uint8_t *ids = NULL;
+	size_t n = 0, cap = 0, at = 0;
 	MDB_txn *txn;
 	MDB_val k, v;
 	int rc;
@@ -573,40 +598,51 @@ static int check_queue_index(struct store *st, uint64_t *wrong)
 	if(rc){
 		return STORE_ERR_IO;
 	}
-	rc = mdb_cursor_open(txn, st->dbi[DB_QINDEX], &icur);
-	for(int op = MDB_FIRST; rc == 0 && (rc = mdb_cursor_get(icur, &k, &v, op)) == 0; op = MDB_NEXT){
-		MDB_val lk = {QLOG_ID_LEN, (uint8_t *)v.mv_data + QUEUE_SEQ_LEN}, lv;
-		if(k.mv_size != HASH_LEN || v.mv_size != QINDEX_PAIR_LEN
-				|| mdb_get(txn, st->dbi[DB_QUEUE], &lk, &lv) || lv.mv_size < QUEUE_KEY_LEN
-				|| memcmp(lv.mv_data, k.mv_data, HASH_LEN) || memcmp((uint8_t *)lv.mv_data + HASH_LEN, v.mv_data,
-					QUEUE_SEQ_LEN)){
-			(*wrong)++;
-		}
-	}
-	if(rc == MDB_NOTFOUND){
-		rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &cur);
-	}
+	rc = mdb_cursor_open(txn, st->dbi[DB_QINDEX], &cur);
 	for(int op = MDB_FIRST; rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
-		uint8_t pair[QINDEX_PAIR_LEN];
-		MDB_val ik = {HASH_LEN, v.mv_data}, iv = {sizeof(pair), pair};
-		if(k.mv_size != QLOG_ID_LEN || v.mv_size < QUEUE_KEY_LEN){
+		MDB_val lk = {QLOG_ID_LEN, (uint8_t *)v.mv_data + QUEUE_SEQ_LEN}, lv;
+		if(k.mv_size != HASH_LEN || v.mv_size != QINDEX_PAIR_LEN || mdb_get(txn, st->dbi[DB_QUEUE], &lk, &lv)){
 			(*wrong)++;
 			continue;
 		}
-		memcpy(pair, (uint8_t *)v.mv_data + HASH_LEN, QUEUE_SEQ_LEN);
-		memcpy(pair + QUEUE_SEQ_LEN, k.mv_data, QLOG_ID_LEN);
-		if(mdb_cursor_get(icur, &ik, &iv, MDB_GET_BOTH)){
+		if(n == cap){
+			size_t c = cap ? 2 * cap : 4096;
+			uint8_t *p = realloc(ids, c * QLOG_ID_LEN);
+			if(!p){
+				rc = ENOMEM;
+				break;
+			}
+			ids = p;
+			cap = c;
+		}
+		memcpy(ids + n++ * QLOG_ID_LEN, lk.mv_data, QLOG_ID_LEN);
+	}
+	if(cur){
+		mdb_cursor_close(cur);
+		cur = NULL;
+	}
+	if(rc == MDB_NOTFOUND){
+		qsort(ids, n, QLOG_ID_LEN, id_cmp);
+		for(size_t i = 1; i < n; i++){
+			*wrong += !memcmp(ids + i * QLOG_ID_LEN, ids + (i - 1) * QLOG_ID_LEN, QLOG_ID_LEN);
+		}
+		rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &cur);
+	}
+	/* Both in key order: the log's keys against the named ids. */
+	for(int op = MDB_FIRST; rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0; op = MDB_NEXT){
+		while(k.mv_size == QLOG_ID_LEN && at < n && memcmp(ids + at * QLOG_ID_LEN, k.mv_data, QLOG_ID_LEN) < 0){
+			at++;
+		}
+		if(k.mv_size != QLOG_ID_LEN || at == n || memcmp(ids + at * QLOG_ID_LEN, k.mv_data, QLOG_ID_LEN) != 0){
 			(*wrong)++;
 		}
 	}
 	if(cur){
 		mdb_cursor_close(cur);
 	}
-	if(icur){
-		mdb_cursor_close(icur);
-	}
 	mdb_txn_abort(txn);
-	return rc == MDB_NOTFOUND ? STORE_OK : STORE_ERR_IO;
+	free(ids);
+	return rc == MDB_NOTFOUND ? STORE_OK : rc == ENOMEM ? STORE_ERR_NOMEM : STORE_ERR_IO;
 }
 
 int store_check_refs(struct store *st, bool delete_orphans, struct store_refs *out)

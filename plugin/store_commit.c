@@ -160,16 +160,14 @@ void queue_cursors_close(struct queue_cursors *qc)
 	qc->log = qc->index = NULL;
 }
 
-/* The body the queue entry at key (logical) refers to, from its log value
- * (logical key | sealed); the count is left alone when it cannot be read. */
+/* The body the queue entry at key (logical) refers to, from its sealed log
+ * value; the count is left alone when it cannot be read. */
 static int unref_queue_value(struct store *st, const uint8_t *key, const MDB_val *v)
 {
 	struct rec_queue q;
 
-	if(v->mv_size < QUEUE_KEY_LEN || memcmp(v->mv_data, key, QUEUE_KEY_LEN) != 0
-			|| !store_open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN,
-				(const uint8_t *)v->mv_data + QUEUE_KEY_LEN, v->mv_size - QUEUE_KEY_LEN)
-			|| record_decode_queue(st->wpt.data, v->mv_size - QUEUE_KEY_LEN - SEAL_OVERHEAD, &q)){
+	if(!store_open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN, v->mv_data, v->mv_size)
+			|| record_decode_queue(st->wpt.data, v->mv_size - SEAL_OVERHEAD, &q)){
 		store_reject_in_txn(st);
 		return 0;
 	}
@@ -180,7 +178,7 @@ int store_queue_insert(struct store *st, struct queue_cursors *qc, const uint8_t
 		size_t slen, bool append_dup)
 {
 	uint8_t id[QLOG_ID_LEN], pair[QINDEX_PAIR_LEN];
-	MDB_val k = {sizeof(id), id}, v = {QUEUE_KEY_LEN + slen, NULL};
+	MDB_val k = {sizeof(id), id}, v = {slen, NULL};
 	int rc;
 
 	put_be64(id, st->log_next);
@@ -190,8 +188,7 @@ int store_queue_insert(struct store *st, struct queue_cursors *qc, const uint8_t
 		 * a damaged meta epoch gives. */
 		return rc == MDB_KEYEXIST ? MDB_CORRUPTED : rc;
 	}
-	memcpy(v.mv_data, key, QUEUE_KEY_LEN);
-	memcpy((uint8_t *)v.mv_data + QUEUE_KEY_LEN, sealed, slen);
+	memcpy(v.mv_data, sealed, slen);
 	st->log_next++;
 	memcpy(pair, key + HASH_LEN, QUEUE_SEQ_LEN);
 	memcpy(pair + QUEUE_SEQ_LEN, id, QLOG_ID_LEN);
@@ -441,10 +438,10 @@ static int queue_apply(struct store *st, MDB_txn *txn, struct queue_cursors *qc,
 		return rc;
 	}
 	if(vlen){
-		v.mv_size = QUEUE_KEY_LEN + vlen;
+		v.mv_size = vlen;
 		rc = mdb_put(txn, st->dbi[DB_QUEUE], &k, &v, MDB_RESERVE);
 		if(rc == 0){
-			memcpy(v.mv_data, key, QUEUE_KEY_LEN + vlen);
+			memcpy(v.mv_data, key + QUEUE_KEY_LEN, vlen);
 		}
 		return rc;
 	}

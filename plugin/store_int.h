@@ -53,8 +53,8 @@ extern const char *const store_db_names[DB_COUNT];
  * the associated data it is sealed with since schema 1. Schema 1 kept one
  * LMDB key per entry (store_legacy_queue_name), schemas 2 to 4 a DUPSORT
  * tree per client whose duplicates were seq | sealed (store_queues4_name);
- * schema 5 the log (DB_QUEUE: log id -> logical key | sealed) and its index
- * (DB_QINDEX: client hash -> seq | log id). */
+ * schema 5 the log (DB_QUEUE: log id -> sealed) and its index (DB_QINDEX:
+ * client hash -> seq | log id), which alone says whose entry is which. */
 #define QUEUE_SEQ_LEN 8
 #define QUEUE_KEY_LEN (HASH_LEN + QUEUE_SEQ_LEN)
 #define QLOG_ID_LEN 8
@@ -224,10 +224,9 @@ struct queue_cursors {
 };
 int queue_cursors_open(struct store *st, MDB_txn *txn, struct queue_cursors *qc);
 void queue_cursors_close(struct queue_cursors *qc);
-/* Adds a queue entry: its log value (key, then the sealed entry) under the
- * next log id, appended to the log, and its index pair. append_dup: the
- * seq sorts after the client's others (a new message), so the pair goes in
- * with one descent. */
+/* Adds a queue entry (key: logical): the sealed entry under the next log
+ * id, appended to the log, and its index pair. append_dup: the seq sorts
+ * after the client's others (a new message). */
 int store_queue_insert(struct store *st, struct queue_cursors *qc, const uint8_t *key, const uint8_t *sealed,
 		size_t slen, bool append_dup);
 int store_env_open(struct store *st);

@@ -563,6 +563,7 @@ static int log_upgrade(struct store *st, struct guarded *g, char *err, size_t er
  * retained entries) and records schema 3, in one transaction. */
 static int refs_upgrade(struct store *st, struct guarded *g, char *err, size_t errlen)
 {
+	uint8_t key[QUEUE_KEY_LEN];
 	MDB_cursor *cur = NULL;
 	MDB_txn *txn;
 	MDB_val k, v;
@@ -578,22 +579,36 @@ static int refs_upgrade(struct store *st, struct guarded *g, char *err, size_t e
 	store_refd_reset(st);
 	rc = mdb_drop(txn, st->dbi[DB_REFS], 0);
 	if(rc == 0){
-		rc = mdb_cursor_open(txn, st->dbi[DB_QUEUE], &cur);
+		rc = mdb_cursor_open(txn, st->dbi[DB_QINDEX], &cur);
 	}
 	for(int op = MDB_FIRST; rc == 0; op = MDB_NEXT){
 		struct rec_queue q;
+		MDB_val lk, lv;
 		rc = mdb_cursor_get(cur, &k, &v, op);
 		if(rc){
 			break;
 		}
-		/* The log, converted already (log_upgrade): logical key | sealed. */
-		if(k.mv_size != QLOG_ID_LEN || v.mv_size < QUEUE_KEY_LEN){
+		/* The queues, in the log already (log_upgrade): through the index. */
+		if(k.mv_size != HASH_LEN || v.mv_size != QINDEX_PAIR_LEN){
 			rc = MDB_CORRUPTED;
 			break;
 		}
-		if(!store_open_in_txn(st, DB_QUEUE, v.mv_data, QUEUE_KEY_LEN, (uint8_t *)v.mv_data + QUEUE_KEY_LEN,
-				v.mv_size - QUEUE_KEY_LEN)
-				|| record_decode_queue(st->wpt.data, v.mv_size - QUEUE_KEY_LEN - SEAL_OVERHEAD, &q)){
+		memcpy(key, k.mv_data, HASH_LEN);
+		memcpy(key + HASH_LEN, v.mv_data, QUEUE_SEQ_LEN);
+		lk.mv_data = (uint8_t *)v.mv_data + QUEUE_SEQ_LEN;
+		lk.mv_size = QLOG_ID_LEN;
+		rc = mdb_get(txn, st->dbi[DB_QUEUE], &lk, &lv);
+		if(rc == MDB_NOTFOUND){
+			/* A pair without its entry: nothing to count. */
+			store_reject_in_txn(st);
+			rc = 0;
+			continue;
+		}
+		if(rc){
+			break;
+		}
+		if(!store_open_in_txn(st, DB_QUEUE, key, QUEUE_KEY_LEN, lv.mv_data, lv.mv_size)
+				|| record_decode_queue(st->wpt.data, lv.mv_size - SEAL_OVERHEAD, &q)){
 			store_reject_in_txn(st);
 			continue;
 		}

@@ -217,8 +217,8 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 		it->src = WALK_MALFORMED;
 		it->k.mv_data = it->key;
 		if(w->db == DB_QUEUE){
-			/* An index pair, then its log value: the logical key (which
-			 * must be the pair's) and the sealed entry. */
+			/* An index pair, then its sealed log value: opened with the
+			 * pair's logical key, it authenticates only as that entry. */
 			MDB_val lk, lv;
 			if(k.mv_size != HASH_LEN || v.mv_size != QINDEX_PAIR_LEN){
 				continue;
@@ -234,11 +234,10 @@ static int batch_fill(struct walk *w, MDB_cursor *cur, int *op, struct walk_batc
 						store_db_names[w->db], st->path, mdb_strerror(rc));
 				return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? STORE_ERR_CORRUPT : STORE_ERR_IO;
 			}
-			if(rc == MDB_NOTFOUND || lv.mv_size < QUEUE_KEY_LEN || memcmp(lv.mv_data, it->key, QUEUE_KEY_LEN) != 0){
+			if(rc == MDB_NOTFOUND){
 				continue;
 			}
-			v.mv_data = (uint8_t *)lv.mv_data + QUEUE_KEY_LEN;
-			v.mv_size = lv.mv_size - QUEUE_KEY_LEN;
+			v = lv;
 		}else if(k.mv_size <= KEY_MAX){
 			memcpy(it->key, k.mv_data, k.mv_size);
 			it->k.mv_size = k.mv_size;

@@ -1418,6 +1418,9 @@ static int cmd_salvage(const struct settings *s)
 	if(rep.orphaned_queue){
 		printf("left out: %" PRIu64 " queued messages whose session was lost\n", rep.orphaned_queue);
 	}
+	if(rep.bodiless_queue){
+		printf("left out: %" PRIu64 " queued messages whose message body was lost\n", rep.bodiless_queue);
+	}
 	if(rep.orphan_msgs){
 		printf("left out: %" PRIu64 " message bodies nothing refers to\n", rep.orphan_msgs);
 	}
@@ -1431,7 +1434,7 @@ static int cmd_salvage(const struct settings *s)
 	}
 	printf("Point plugin_opt_db_path at %s (or move it in place of the damaged one) and start the broker.\n", dst);
 	rc = stdout_done();
-	return rc ? rc : lost || rep.pages_skipped || rep.orphaned_queue ? EXIT_PROBLEMS : EXIT_DONE;
+	return rc ? rc : lost || rep.pages_skipped || rep.orphaned_queue || rep.bodiless_queue ? EXIT_PROBLEMS : EXIT_DONE;
 }
 
 /* ---- import-sqlite (tools/import_sqlite.c) ---- */

@@ -61,7 +61,7 @@ def sealed_records(db_dir: Path) -> list[tuple[str, bytes, bytes, bytes]]:
         for k, v in pairs:
             if (name == "meta" and k.startswith(b"salt")) or name == "queue-index":
                 continue
-            add(f"data.mdb/{name}", v[24:] if name == "queue-log" else v)
+            add(f"data.mdb/{name}", v)
     journal = db_dir / "journal"
     if journal.exists():
         data = journal.read_bytes()

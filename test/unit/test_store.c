@@ -488,19 +488,27 @@ static void raw_queues_to_schema4(struct raw *r)
 	MDB_val k, v;
 
 	assert_int_equal(mdb_dbi_open(r->txn, "queues", MDB_CREATE | MDB_DUPSORT, &queues), 0);
-	assert_int_equal(mdb_cursor_open(r->txn, log, &cur), 0);
+	assert_int_equal(mdb_cursor_open(r->txn, index, &cur), 0);
 	for(int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT){
-		MDB_val qk = {HASH_LEN, v.mv_data}, qv = {v.mv_size - HASH_LEN, (uint8_t *)v.mv_data + HASH_LEN};
-		assert_true(v.mv_size > HASH_LEN + 8);
+		MDB_val lk = {8, (uint8_t *)v.mv_data + 8}, lv;
+		assert_uint_equal(v.mv_size, 16);
+		assert_int_equal(mdb_get(r->txn, log, &lk, &lv), 0);
+		uint8_t *dup = malloc(8 + lv.mv_size);
+		assert_non_null(dup);
+		memcpy(dup, v.mv_data, 8);
+		memcpy(dup + 8, lv.mv_data, lv.mv_size);
+		MDB_val qk = {HASH_LEN, k.mv_data}, qv = {8 + lv.mv_size, dup};
 		assert_int_equal(mdb_put(r->txn, queues, &qk, &qv, 0), 0);
+		free(dup);
 	}
 	mdb_cursor_close(cur);
 	assert_int_equal(mdb_drop(r->txn, log, 1), 0);
 	assert_int_equal(mdb_drop(r->txn, index, 1), 0);
 }
 
-/* The log value of a client's n-th queue entry (from 0), by its index. */
-static void raw_queue_nth(struct raw *r, const uint8_t hash[HASH_LEN], size_t n, uint8_t id[8], uint8_t **val,
+/* A client's n-th queue entry (from 0): its index pair (seq | log id) and
+ * its sealed log value. */
+static void raw_queue_nth(struct raw *r, const uint8_t hash[HASH_LEN], size_t n, uint8_t pair[16], uint8_t **val,
 		size_t *vlen)
 {
 	MDB_dbi log = raw_dbi(r, "queue-log"), index = raw_dbi(r, "queue-index");
@@ -513,9 +521,9 @@ static void raw_queue_nth(struct raw *r, const uint8_t hash[HASH_LEN], size_t n,
 		assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP), 0);
 	}
 	assert_uint_equal(v.mv_size, 16);
-	memcpy(id, (uint8_t *)v.mv_data + 8, 8);
+	memcpy(pair, v.mv_data, 16);
 	mdb_cursor_close(cur);
-	*val = raw_get(r, log, id, 8, vlen);
+	*val = raw_get(r, log, pair + 8, 8, vlen);
 	assert_non_null(*val);
 }
 
@@ -1667,13 +1675,11 @@ static void test_moved_value_rejected(void **state)
 	free(v);
 	free(k2b);
 	free(v2b);
-	/* queues: the first entry's sealed value under the second's log id,
-	 * with the second's logical key (client hash | seq) before it. */
+	/* queues: the first entry's sealed value under the second's log id. */
 	MDB_dbi log = raw_dbi(&r, "queue-log");
 	raw_nth(&r, log, 0, &k, &klen, &v, &vlen);
 	raw_nth(&r, log, 1, &k2b, &k2len, &v2b, &v2len);
 	assert_uint_equal(klen, 8);
-	memcpy(v, v2b, HASH_LEN + 8);
 	raw_put(&r, log, k2b, k2len, v, vlen);
 	free(k);
 	free(v);
@@ -2854,7 +2860,7 @@ static void test_schema4_converted(void **state)
 
 	/* One pair deleted (its log entry stays), one log entry deleted (its
 	 * pair stays). */
-	uint8_t hash[HASH_LEN], id[8], *val;
+	uint8_t hash[HASH_LEN], pair[16], *val;
 	size_t vlen;
 	raw_open(&r, fx->tmp.path);
 	MDB_dbi index = raw_dbi(&r, "queue-index");
@@ -2864,16 +2870,13 @@ static void test_schema4_converted(void **state)
 	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
 	memcpy(hash, k.mv_data, HASH_LEN);
 	mdb_cursor_close(cur);
-	uint8_t pair[16];
-	raw_queue_nth(&r, hash, 3, id, &val, &vlen);
-	memcpy(pair, val + HASH_LEN, 8);
-	memcpy(pair + 8, id, 8);
+	raw_queue_nth(&r, hash, 3, pair, &val, &vlen);
 	free(val);
 	MDB_val dk = {HASH_LEN, hash}, dv = {16, pair};
 	assert_int_equal(mdb_del(r.txn, index, &dk, &dv), 0);
-	raw_queue_nth(&r, hash, 5, id, &val, &vlen);
+	raw_queue_nth(&r, hash, 5, pair, &val, &vlen);
 	free(val);
-	MDB_val lk = {8, id};
+	MDB_val lk = {8, pair + 8};
 	assert_int_equal(mdb_del(r.txn, raw_dbi(&r, "queue-log"), &lk, NULL), 0);
 	raw_close(&r, true);
 	st = open_store(fx, 0, 0);
@@ -3224,7 +3227,7 @@ static void test_walk_in_batches(void **state)
 	MDB_dbi index = raw_dbi(&r, "queue-index");
 	MDB_cursor *cur;
 	MDB_val k, v;
-	uint8_t hash[HASH_LEN], id[8];
+	uint8_t hash[HASH_LEN], pair[16];
 	size_t seen = 0;
 	assert_int_equal(mdb_cursor_open(r.txn, index, &cur), 0);
 	for(int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT_NODUP){
@@ -3239,9 +3242,9 @@ static void test_walk_in_batches(void **state)
 	assert_uint_equal(seen, 1);
 	uint8_t *val;
 	size_t vlen, target = 2 * WALK_BATCH_FOR_TEST + 10;
-	raw_queue_nth(&r, hash, target, id, &val, &vlen);
+	raw_queue_nth(&r, hash, target, pair, &val, &vlen);
 	val[vlen - 1] ^= 1;
-	raw_put(&r, raw_dbi(&r, "queue-log"), id, sizeof(id), val, vlen);
+	raw_put(&r, raw_dbi(&r, "queue-log"), pair + 8, 8, val, vlen);
 	free(val);
 	raw_close(&r, true);
 
