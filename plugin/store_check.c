@@ -622,7 +622,9 @@ static int check_queue_index(struct store *st, uint64_t *wrong)
 		cur = NULL;
 	}
 	if(rc == MDB_NOTFOUND){
-		qsort(ids, n, QLOG_ID_LEN, id_cmp);
+		if(n){
+			qsort(ids, n, QLOG_ID_LEN, id_cmp);
+		}
 		for(size_t i = 1; i < n; i++){
 			*wrong += !memcmp(ids + i * QLOG_ID_LEN, ids + (i - 1) * QLOG_ID_LEN, QLOG_ID_LEN);
 		}
