@@ -38,6 +38,7 @@ void store_close(struct store *st)
 	free(st->pend);
 	u64map_free(&st->refd);
 	u64map_free(&st->newb);
+	u64map_free(&st->refs0_read);
 	free(st->path);
 	free(st);
 }

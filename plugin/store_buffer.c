@@ -161,6 +161,32 @@ static int op_append_ref(struct store *st, enum op op, enum store_db db, const u
 	return STORE_OK;
 }
 
+/* The removal of a queue entry, whose value (4 bytes, not sealed) is the
+ * refs0 + 1 of its body when the hand-back read it (0: none). */
+static int op_append_removal(struct store *st, const uint8_t *key, uint64_t store_id, uint32_t hint)
+{
+	size_t vlen = hint ? 4 : 0;
+	uint8_t *p;
+
+	if(st->read_only){
+		return STORE_ERR_READONLY;
+	}
+	p = buf_extend(&st->ops, OP_HEADER + QUEUE_KEY_LEN + vlen);
+	if(!p){
+		st->ops.err = false;
+		return STORE_ERR_NOMEM;
+	}
+	store_op_header(p, OP_DEL, DB_QUEUE, QUEUE_KEY_LEN, vlen, store_id);
+	unsigned bit = (unsigned)key[0] << 8 | key[1];
+	st->qtouch[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+	memcpy(p + OP_HEADER, key, QUEUE_KEY_LEN);
+	if(hint){
+		put_be32(p + OP_HEADER + QUEUE_KEY_LEN, hint);
+	}
+	st->n_ops++;
+	return STORE_OK;
+}
+
 int store_op_append(struct store *st, enum op op, enum store_db db, const uint8_t *key, size_t klen)
 {
 	return op_append_ref(st, op, db, key, klen, 0);
@@ -366,7 +392,7 @@ static int queue_key(struct store *st, const char *clientid, uint64_t cmsg_id, u
  * replaces only an operation after the last mark; a delete may cancel an
  * earlier one (the entry was acknowledged: committing its absence early
  * loses nothing). */
-static int queue_op(struct store *st, enum op op, const uint8_t *key, uint64_t store_id)
+static int queue_op(struct store *st, enum op op, const uint8_t *key, uint64_t store_id, uint32_t hint)
 {
 	struct pending *e = pending_slot(st, key);
 	bool known = e && e->gen == st->pend_gen;
@@ -380,8 +406,8 @@ static int queue_op(struct store *st, enum op op, const uint8_t *key, uint64_t s
 	}
 
 	if(op != OP_DEL || !fresh){
-		int rc = op_append_ref(st, op == OP_DEL ? OP_DEL : fresh ? OP_APPEND : OP_PUT, DB_QUEUE, key,
-				QUEUE_KEY_LEN, store_id);
+		int rc = op == OP_DEL ? op_append_removal(st, key, store_id, hint)
+			: op_append_ref(st, fresh ? OP_APPEND : OP_PUT, DB_QUEUE, key, QUEUE_KEY_LEN, store_id);
 		if(rc){
 			return rc;
 		}
@@ -423,7 +449,7 @@ static int queue_put(struct store *st, enum op op, const char *clientid, uint64_
 	}
 	buf_reset(&st->pt);
 	record_encode_queue(&st->pt, q);
-	return queue_op(st, op, key, q->store_id);
+	return queue_op(st, op, key, q->store_id, 0);
 }
 
 int store_queue_append(struct store *st, const char *clientid, uint64_t cmsg_id, const struct rec_queue *q)
@@ -443,7 +469,8 @@ int store_queue_remove(struct store *st, const char *clientid, uint64_t cmsg_id,
 	if(queue_key(st, clientid, cmsg_id, key)){
 		return STORE_ERR_CRYPTO;
 	}
-	return queue_op(st, OP_DEL, key, store_id);
+	const uint32_t *hint = store_id ? u64map_get(&st->refs0_read, store_id) : NULL;
+	return queue_op(st, OP_DEL, key, store_id, hint ? *hint : 0);
 }
 
 int store_retain_set(struct store *st, const char *topic, uint64_t store_id)

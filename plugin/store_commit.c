@@ -345,6 +345,9 @@ int store_refs_flush(struct store *st, MDB_txn *txn)
 			rc = 0;
 			if(e->created){
 				implied = e->refs0;
+			}else if(e->hint){
+				/* A record's refs0 never changes: as read by the hand-back. */
+				count = implied = (int64_t)e->hint - 1;
 			}else{
 				rc = body_refs0(st, txn, key, &count);
 				implied = count;
@@ -397,7 +400,7 @@ int store_refs_flush(struct store *st, MDB_txn *txn)
  * body count is lowered (removed_ref, or the body read from the entry when
  * that is 0). */
 static int queue_apply(struct store *st, MDB_txn *txn, struct queue_cursors *qc, bool append, const uint8_t *key,
-		size_t klen, size_t vlen, uint64_t removed_ref, bool *added)
+		size_t klen, size_t vlen, uint64_t removed_ref, uint32_t hint, bool *added)
 {
 	uint8_t id[QLOG_ID_LEN];
 	MDB_val k = {sizeof(id), id}, v;
@@ -447,6 +450,10 @@ static int queue_apply(struct store *st, MDB_txn *txn, struct queue_cursors *qc,
 	}
 	if(removed_ref){
 		rc = store_refd_add(st, removed_ref, -1);
+		struct ref_delta *e = rc == 0 ? refd_entry(st, removed_ref) : NULL;
+		if(e && !e->created && !e->hint){
+			e->hint = hint;
+		}
 	}else{
 		rc = mdb_get(txn, st->dbi[DB_QUEUE], &k, &v);
 		rc = rc == 0 ? unref_queue_value(st, key, &v) : rc == MDB_NOTFOUND ? 0 : rc;
@@ -514,7 +521,7 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 			case OP_APPEND:
 			case OP_PUT:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(st, txn, &qc, op == OP_APPEND, k.mv_data, klen, vlen, 0, &added);
+					rc = queue_apply(st, txn, &qc, op == OP_APPEND, k.mv_data, klen, vlen, 0, 0, &added);
 					if(rc == 0 && added){
 						rc = store_refd_add(st, ref, 1);
 					}
@@ -545,7 +552,9 @@ static int ops_apply(struct store *st, const struct buf *ops, MDB_txn *txn, size
 				break;
 			case OP_DEL:
 				if(p[1] == DB_QUEUE){
-					rc = queue_apply(st, txn, &qc, false, k.mv_data, klen, 0, ref, &added);
+					/* Its value, when it has one: the body's refs0 + 1. */
+					uint32_t hint = vlen == 4 ? get_be32(p + OP_HEADER + klen) : 0;
+					rc = queue_apply(st, txn, &qc, false, k.mv_data, klen, 0, ref, hint, &added);
 				}else if(p[1] == DB_MSGS){
 					rc = klen == 8 ? refd_release(st, get_be64(k.mv_data)) : MDB_BAD_VALSIZE;
 				}else{
@@ -1286,6 +1295,9 @@ static void buffers_trim(struct store *st)
 	}
 	if(u64map_count(&st->newb) == 0 && u64map_bytes(&st->newb) > IDLE_BUFFER_BYTES){
 		u64map_free(&st->newb);
+	}
+	if(st->n_ops == 0){
+		u64map_free(&st->refs0_read);
 	}
 	pthread_mutex_lock(&st->lock);
 	if(!st->writer_busy && st->wops.len == 0 && st->wops.cap > IDLE_BUFFER_BYTES){

@@ -76,6 +76,7 @@ struct pending {
 struct ref_delta {
 	int64_t delta;
 	int64_t refs0;   /* with created: the count the body's record holds */
+	uint32_t hint;   /* without created: refs0 + 1 as a removal's op carried it; 0: none */
 	bool released;   /* the broker released the body (store_msg_release) */
 	bool created;    /* the body was put in this transaction */
 };
@@ -101,6 +102,7 @@ static inline unsigned db_flags(int db)
  * while more than half are taken, to HASH_CACHE_MAX (32 bytes a slot plus
  * the name): one HMAC per message otherwise, when more clients take
  * messages in turn than the cache has slots (personal inboxes). */
+#define REFS0_HINTS 65536
 #define HASH_CACHE_MIN 1024
 #define HASH_CACHE_MAX 65536
 #define QTOUCH_BYTES (65536 / 8)
@@ -142,6 +144,11 @@ struct store {
 	struct ref_delta refd0;      /* body 0's, which refd cannot hold: all zero, as if absent, until used */
 	struct buf wpt;              /* plaintext scratch of the transaction */
 	struct u64map newb;          /* store id -> struct new_body */
+	/* The refs0 of bodies store_msg_get read (the hand-back reads the body of
+	 * every entry it hands over): a removal of an entry of one carries it to
+	 * the writer, which then need not open the body to count. store id ->
+	 * refs0 + 1 (uint32_t), at most REFS0_HINTS; emptied at rest. */
+	struct u64map refs0_read;
 	/* Client queues the buffered writes touch, by the first 16 bits of
 	 * the client's hash (others sharing them only cost a commit): ops's in
 	 * qtouch, the writer's in wqtouch (under lock; kept after a failed

@@ -777,6 +777,7 @@ static int open_at(struct store **out, const char *path, size_t map_size,
 	st->log = log;
 	st->lock_fd = -1;
 	u64map_init(&st->newb, sizeof(struct new_body));
+	u64map_init(&st->refs0_read, sizeof(uint32_t));
 	u64map_init(&st->refd, sizeof(struct ref_delta));
 	st->read_only = flags & STORE_READ_ONLY;
 	st->no_sync = flags & STORE_NO_SYNC;

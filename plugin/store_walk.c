@@ -455,12 +455,34 @@ int store_walk_sessions(struct store *st, session_visit_fn fn, void *ctx)
 	return store_walk_db(st, DB_SESSIONS, NULL, 0, visit_session, (void *)fn, ctx);
 }
 
+struct msg_get {
+	struct store *st;
+	msg_visit_fn fn;
+	void *ctx;
+};
+
+/* Notes the body's refs0 (refs0_read) on its way to the caller. */
+static int noted_msg(void *ctx, uint64_t store_id, const struct rec_base_msg *m)
+{
+	struct msg_get *g = ctx;
+	struct u64map *seen = &g->st->refs0_read;
+
+	if(store_id && m->refs0 < UINT32_MAX && (u64map_count(seen) < REFS0_HINTS || u64map_get(seen, store_id))){
+		uint32_t *h = u64map_add(seen, store_id);
+		if(h){
+			*h = m->refs0 + 1;
+		}
+	}
+	return g->fn(g->ctx, store_id, m);
+}
+
 int store_msg_get(struct store *st, uint64_t store_id, msg_visit_fn fn, void *ctx)
 {
+	struct msg_get g = {st, fn, ctx};
 	uint8_t key[8];
 
 	put_be64(key, store_id);
-	return store_walk_db(st, DB_MSGS, key, sizeof(key), visit_msg, (void *)fn, ctx);
+	return store_walk_db(st, DB_MSGS, key, sizeof(key), visit_msg, (void *)noted_msg, &g);
 }
 
 int store_session_get(struct store *st, const char *clientid, session_visit_fn fn, void *ctx)

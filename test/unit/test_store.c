@@ -1282,6 +1282,13 @@ static void test_body_counts(void **state)
 			q.state = 3;
 			assert_int_equal(store_queue_update(st, ids[c], m->entry[c][b], &q), STORE_OK);
 		}else if(r < 70 && m->entry[c][b]){
+			/* Half the time read first, as a hand-back does: the removal
+			 * then carries the body's refs0 to the writer. */
+			if(mq_rand(&x) % 2){
+				struct coll got = {0};
+				assert_int_equal(store_msg_get(st, (uint64_t)b, cb_msg, &got), STORE_OK);
+				coll_free(&got);
+			}
 			assert_int_equal(store_queue_remove(st, ids[c], m->entry[c][b], mq_rand(&x) % 2 ? (uint64_t)b : 0), STORE_OK);
 			m->entry[c][b] = 0;
 			m->refs[b]--;
@@ -1346,6 +1353,56 @@ static void test_body_counts(void **state)
 	assert_true(checks > 100);
 	store_close(st);
 	free(m);
+}
+
+/* A body read (as a hand-back reads it) and then unreferenced: the removal
+ * carries the body's own count, and the count comes out as when the writer
+ * reads it from the body. */
+static void test_removal_after_read(void **state)
+{
+	struct fx *fx = *state;
+	struct store *st = open_store(fx, 0, 0);
+	const char *clients[] = {"h-a", "h-b", "h-c"};
+	struct store_refs refs;
+	struct msg_fx mf;
+	uint64_t entries, bytes;
+
+	/* Body 1 for one client, body 2 for three. */
+	msg_make(&mf, 1);
+	assert_int_equal(store_msg_put(st, 1, &mf.m), STORE_OK);
+	struct rec_queue q1 = queue_make(1, 1);
+	assert_int_equal(store_queue_append(st, clients[0], 1, &q1), STORE_OK);
+	msg_make(&mf, 2);
+	assert_int_equal(store_msg_put(st, 2, &mf.m), STORE_OK);
+	struct rec_queue q2 = queue_make(2, 2);
+	for(int c = 0; c < 3; c++){
+		assert_int_equal(store_queue_append(st, clients[c], 2, &q2), STORE_OK);
+	}
+	commit_ok(st);
+	for(uint64_t b = 1; b <= 2; b++){
+		struct coll got = {0};
+		assert_int_equal(store_msg_get(st, b, cb_msg, &got), STORE_OK);
+		assert_uint_equal(got.n, 1);
+		coll_free(&got);
+	}
+
+	assert_int_equal(store_queue_remove(st, clients[0], 1, 1), STORE_OK);
+	assert_int_equal(store_queue_remove(st, clients[0], 2, 2), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(count_msgs(st), 1);
+	assert_int_equal(store_count(st, DB_REFS, &entries, &bytes), STORE_OK);
+	assert_uint_equal(entries, 1);
+	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
+	assert_uint_equal(refs.refs_wrong, 0);
+	assert_uint_equal(refs.orphan_msgs, 0);
+
+	assert_int_equal(store_queue_remove(st, clients[1], 2, 2), STORE_OK);
+	assert_int_equal(store_queue_remove(st, clients[2], 2, 2), STORE_OK);
+	commit_ok(st);
+	assert_uint_equal(count_msgs(st), 0);
+	assert_int_equal(store_count(st, DB_REFS, &entries, &bytes), STORE_OK);
+	assert_uint_equal(entries, 0);
+	store_close(st);
 }
 
 static void test_wrong_key(void **state)
@@ -3275,6 +3332,7 @@ int main(void)
 		T(test_queue_order_across_epochs),
 		T(test_queue_ops_between_commits),
 		T(test_body_counts),
+		T(test_removal_after_read),
 		T(test_wrong_key),
 		T(test_epoch_and_read_only),
 		T(test_map_growth),
