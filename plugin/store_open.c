@@ -388,6 +388,22 @@ static int lock_writer(struct store *st, char *err, size_t errlen)
 	return STORE_OK;
 }
 
+/* The end of a conversion: drops the database name left behind (if it is
+ * there) and, unless schema is 0, records schema, in txn. */
+static int converted(struct store *st, MDB_txn *txn, const char *name, uint32_t schema)
+{
+	MDB_dbi old;
+	int rc = mdb_dbi_open(txn, name, 0, &old);
+
+	rc = rc == 0 ? mdb_drop(txn, old, 1) : rc == MDB_NOTFOUND ? 0 : rc;
+	if(rc == 0 && schema){
+		uint8_t be[4];
+		put_be32(be, schema);
+		rc = meta_put(st, txn, "schema", be, 4);
+	}
+	return rc;
+}
+
 /* Schema 1 to 2: moves the entries of the legacy queue database into the
  * DUPSORT one of schemas 2 to 4 (which log_upgrade then moves on), at most
  * OPS_PER_TXN per transaction (each moves and deletes its entries, so a
@@ -448,13 +464,7 @@ static int queues_upgrade(struct store *st, struct guarded *g, char *err, size_t
 		if(rc == MDB_NOTFOUND){
 			/* Every entry moved (or no legacy database at all). */
 			done = true;
-			rc = mdb_dbi_open(txn, store_legacy_queue_name, 0, &legacy);
-			rc = rc == 0 ? mdb_drop(txn, legacy, 1) : rc == MDB_NOTFOUND ? 0 : rc;
-			if(rc == 0){
-				uint8_t be[4];
-				put_be32(be, 2);
-				rc = meta_put(st, txn, "schema", be, 4);
-			}
+			rc = converted(st, txn, store_legacy_queue_name, 2);
 		}
 		if(rc == 0){
 			rc = mdb_txn_commit(txn);
@@ -533,13 +543,7 @@ static int log_upgrade(struct store *st, struct guarded *g, char *err, size_t er
 		if(rc == MDB_NOTFOUND){
 			/* Every entry moved (or no such database at all). */
 			done = true;
-			rc = mdb_dbi_open(txn, store_queues4_name, 0, &old);
-			rc = rc == 0 ? mdb_drop(txn, old, 1) : rc == MDB_NOTFOUND ? 0 : rc;
-			if(rc == 0 && !st->upgrade_refs){
-				uint8_t be[4];
-				put_be32(be, STORE_SCHEMA_VERSION);
-				rc = meta_put(st, txn, "schema", be, 4);
-			}
+			rc = converted(st, txn, store_queues4_name, st->upgrade_refs ? 0 : STORE_SCHEMA_VERSION);
 		}
 		if(rc == 0){
 			rc = mdb_txn_commit(txn);

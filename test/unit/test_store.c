@@ -2773,6 +2773,24 @@ static void test_schema2_counts_built(void **state)
 	store_close(st);
 }
 
+/* Each client's queue holds what before[c] collected, in order and byte for
+ * byte (before[] is freed). */
+static void queues_as_before(struct store *st, const char *const *clients, int n, struct coll *before)
+{
+	for(int c = 0; c < n; c++){
+		struct coll after = {0};
+		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &after), STORE_OK);
+		assert_uint_equal(after.n, before[c].n);
+		for(size_t i = 0; i < after.n; i++){
+			assert_uint_equal(after.v[i].id, before[c].v[i].id);
+			assert_uint_equal(after.v[i].len, before[c].v[i].len);
+			assert_memory_equal(after.v[i].enc, before[c].v[i].enc, after.v[i].len);
+		}
+		coll_free(&after);
+		coll_free(&before[c]);
+	}
+}
+
 /* Writes a schema record of version v straight into the file. */
 static void schema_set(struct fx *fx, uint32_t v)
 {
@@ -2888,17 +2906,7 @@ static void test_schema4_converted(void **state)
 	st = open_store(fx, 0, 0);
 	assert_int_equal(g_log_count[STORE_LOG_INFO], 1);
 	assert_non_null(strstr(g_last_info, "to schema 5 (24000 queued entries moved"));
-	for(int c = 0; c < 2; c++){
-		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &after), STORE_OK);
-		assert_uint_equal(after.n, before[c].n);
-		for(size_t i = 0; i < after.n; i++){
-			assert_uint_equal(after.v[i].id, before[c].v[i].id);
-			assert_uint_equal(after.v[i].len, before[c].v[i].len);
-			assert_memory_equal(after.v[i].enc, before[c].v[i].enc, after.v[i].len);
-		}
-		coll_free(&after);
-		coll_free(&before[c]);
-	}
+	queues_as_before(st, clients, 2, before);
 	assert_int_equal(store_check_refs(st, false, &refs), STORE_OK);
 	assert_uint_equal(refs.queue_index_wrong, 0);
 	assert_uint_equal(refs.refs_wrong, 0);
@@ -2998,7 +3006,7 @@ static void test_schema1_queues_converted(void **state)
 	struct fx *fx = *state;
 	struct store *st = open_store(fx, 0, 0);
 	const char *clients[] = {"c1", "c2", "c3"};
-	struct coll before[3] = {{0}}, after = {0};
+	struct coll before[3] = {{0}};
 	struct raw r;
 
 	/* Interleaved, and more than one conversion transaction's worth. */
@@ -3051,17 +3059,7 @@ static void test_schema1_queues_converted(void **state)
 	st = open_store(fx, 0, 0);
 	/* Converted to schema 2, the queues moved to the log, the counts built. */
 	assert_int_equal(g_log_count[STORE_LOG_INFO], 3);
-	for(int c = 0; c < 3; c++){
-		assert_int_equal(store_walk_queue(st, clients[c], cb_queue, &after), STORE_OK);
-		assert_uint_equal(after.n, before[c].n);
-		for(size_t i = 0; i < after.n; i++){
-			assert_uint_equal(after.v[i].id, before[c].v[i].id);
-			assert_uint_equal(after.v[i].len, before[c].v[i].len);
-			assert_memory_equal(after.v[i].enc, before[c].v[i].enc, after.v[i].len);
-		}
-		coll_free(&after);
-		coll_free(&before[c]);
-	}
+	queues_as_before(st, clients, 3, before);
 	assert_uint_equal(stats_of(st).records_rejected, 0);
 	store_close(st);
 
