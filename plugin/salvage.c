@@ -859,9 +859,11 @@ int salvage_run(const char *src, const char *dst, const uint8_t key[SEAL_KEY_LEN
 			sv->rc = store_commit(sv->dst);
 		}
 	}
-	/* The journal holds what the broker acknowledged after the mark. */
+	/* The journal holds what the broker acknowledged after the mark; one a
+	 * clean stop cut to its header holds nothing. */
+	struct stat jst;
 	snprintf(path, sizeof(path), "%s/journal", src);
-	if(rc == STORE_OK && !sv->rc && nm.have_mark && access(path, F_OK) == 0){
+	if(rc == STORE_OK && !sv->rc && nm.have_mark && stat(path, &jst) == 0 && jst.st_size >= (off_t)JOURNAL_MIN_SIZE){
 		snprintf(jpath, sizeof(jpath), "%s/journal", dst);
 		if(copy_file(path, jpath) != 0){
 			snprintf(err, errlen, "cannot copy %s to %s: %s", path, jpath, strerror(errno));

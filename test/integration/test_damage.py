@@ -375,6 +375,8 @@ def test_salvage_of_a_damaged_database_keeps_what_authenticates(broker, workdir,
     r = salvage(broker, src, dst)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "damaged:" in r.stdout or "left out" in r.stdout, r.stdout
+    # A clean stop left the journal empty: nothing of it to keep.
+    assert "journal: not kept" in r.stdout and not (dst / "journal").exists(), r.stdout
     assert epoch_of(broker, dst) > 1
     v = cli(broker, dst, "verify")
     assert v.returncode == 0, v.stdout + v.stderr
