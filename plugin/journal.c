@@ -258,6 +258,7 @@ int journal_close_stopped(struct journal *j)
 	journal_close(j);
 	return rc;
 }
+
 void journal_close(struct journal *j)
 {
 	if(!j){

@@ -552,6 +552,23 @@ static void visit_pair(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 	memcpy(name + HASH_LEN, key, 8);
 }
 
+/* Each duplicate of a client's key (an index pair, or an entry of schemas
+ * 2 to 4) to fn, with the key in sv->dup_key. */
+static void visit_key_dups(struct salvage *sv, const uint8_t *key, size_t klen, const uint8_t *data, size_t dlen,
+		unsigned flags, void (*fn)(void *, const uint8_t *, size_t, const uint8_t *, size_t, unsigned))
+{
+	sv->dup_key = key;
+	sv->dup_klen = klen;
+	if(!(flags & F_DUPDATA)){
+		/* A client's only duplicate is a plain value. */
+		fn(sv, data, dlen, NULL, 0, 0);
+		return;
+	}
+	struct tree_walk dups = {sv->w->f, fn, sv, 0};
+	walk_dups(&dups, data, dlen, flags);
+	sv->w->skipped += dups.skipped;
+}
+
 static void visit_leaf(void *ctx, const uint8_t *key, size_t klen, const uint8_t *data, size_t dlen, unsigned flags)
 {
 	struct salvage *sv = ctx;
@@ -560,16 +577,7 @@ static void visit_leaf(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 		return;
 	}
 	if(sv->db == DB_QINDEX){
-		sv->dup_key = key;
-		sv->dup_klen = klen;
-		if(!(flags & F_DUPDATA)){
-			/* A client's only pair is a plain value. */
-			visit_pair(sv, data, dlen, NULL, 0, 0);
-			return;
-		}
-		struct tree_walk dups = {sv->w->f, visit_pair, sv, 0};
-		walk_dups(&dups, data, dlen, flags);
-		sv->w->skipped += dups.skipped;
+		visit_key_dups(sv, key, klen, data, dlen, flags, visit_pair);
 		return;
 	}
 	if(sv->db == DB_QUEUE && sv->layout == QUEUES_LOG){
@@ -582,16 +590,7 @@ static void visit_leaf(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 		return;
 	}
 	if(sv->db == DB_QUEUE && sv->layout == QUEUES_DUPS){
-		sv->dup_key = key;
-		sv->dup_klen = klen;
-		if(!(flags & F_DUPDATA)){
-			/* A client's only entry is a plain value. */
-			visit_dup(sv, data, dlen, NULL, 0, 0);
-			return;
-		}
-		struct tree_walk dups = {sv->w->f, visit_dup, sv, 0};
-		walk_dups(&dups, data, dlen, flags);
-		sv->w->skipped += dups.skipped;
+		visit_key_dups(sv, key, klen, data, dlen, flags, visit_dup);
 		return;
 	}
 	if(flags & (F_DUPDATA | F_SUBDATA)){

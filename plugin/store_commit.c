@@ -449,10 +449,13 @@ static int queue_apply(struct store *st, MDB_txn *txn, struct queue_cursors *qc,
 		return rc;
 	}
 	if(removed_ref){
-		rc = store_refd_add(st, removed_ref, -1);
-		struct ref_delta *e = rc == 0 ? refd_entry(st, removed_ref) : NULL;
-		if(e && !e->created && !e->hint){
-			e->hint = hint;
+		struct ref_delta *e = refd_entry(st, removed_ref);
+		rc = e ? 0 : ENOMEM;
+		if(e){
+			e->delta--;
+			if(!e->created && !e->hint){
+				e->hint = hint;
+			}
 		}
 	}else{
 		rc = mdb_get(txn, st->dbi[DB_QUEUE], &k, &v);

@@ -296,6 +296,18 @@ static struct walk_batch *batch_new(void)
 	return b;
 }
 
+/* A read transaction, after adopting the map another process grew. Call
+ * with txn_lock held. */
+static int read_begin(struct store *st, MDB_txn **txn)
+{
+	int rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn) : MDB_PANIC;
+
+	if(rc == MDB_MAP_RESIZED && store_map_adopt(st) == 0){
+		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
+	}
+	return rc;
+}
+
 static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 {
 	struct store *st = w->st;
@@ -311,10 +323,7 @@ static int walk_run(struct walk *w, decode_visit_fn visit, void *fn, void *ctx)
 		return STORE_OK;
 	}
 	pthread_mutex_lock(&st->txn_lock);
-	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
-	if(rc == MDB_MAP_RESIZED && store_map_adopt(st) == 0){
-		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-	}
+	rc = read_begin(st, &txn);
 	if(rc == 0){
 		rc = mdb_cursor_open(txn, dbi, &cur);
 	}
@@ -454,10 +463,7 @@ static int get_one(struct store *st, enum store_db db, const uint8_t *key, size_
 		return STORE_OK;
 	}
 	pthread_mutex_lock(&st->txn_lock);
-	rc = st->env ? mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
-	if(rc == MDB_MAP_RESIZED && store_map_adopt(st) == 0){
-		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-	}
+	rc = read_begin(st, &txn);
 	if(rc == 0){
 		rc = mdb_get(txn, st->dbi[db], &k, &v);
 	}
